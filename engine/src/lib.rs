@@ -1,0 +1,2 @@
+//! synod-engine: the Multi-Paxos replicated log.
+#![deny(missing_docs)]
