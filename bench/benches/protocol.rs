@@ -1,0 +1,2 @@
+//! Protocol-core benches (filled in with the protocol).
+fn main() {}
