@@ -1,0 +1,170 @@
+//! The acceptor: promises, accepts, and the durable state behind them.
+
+use super::action::{Actions, Write};
+use super::log::Entry;
+use super::message::{
+    Accept, Accepted, CatchUp, Heartbeat, HeartbeatAck, Message, Nack, Prepare, Promise,
+};
+use super::types::{Ballot, NodeId, Slot};
+use super::{Following, Replica, Role};
+
+impl Replica {
+    pub(super) fn on_prepare(&mut self, from: NodeId, prepare: Prepare, out: &mut Actions) {
+        self.see_round(prepare.ballot.round);
+        if prepare.ballot < self.promised {
+            self.send_nack(from, prepare.ballot, out);
+            return;
+        }
+        if prepare.ballot > self.promised {
+            self.promised = prepare.ballot;
+            self.persist(Write::Promise(prepare.ballot), out);
+        }
+        self.heard_from_leader(prepare.ballot, out);
+        let promise = self.promise_for(prepare.ballot, prepare.from_slot);
+        self.send_durable(from, Message::Promise(promise), out);
+    }
+
+    pub(super) fn promise_for(&self, ballot: Ballot, from_slot: Slot) -> Promise {
+        Promise {
+            ballot,
+            log_start: self.log.start(),
+            entries: self
+                .log
+                .entries_from(from_slot)
+                .map(|(slot, entry)| (slot, entry.clone()))
+                .collect(),
+        }
+    }
+
+    pub(super) fn on_accept(&mut self, from: NodeId, accept: Accept, out: &mut Actions) {
+        self.see_round(accept.ballot.round);
+        if accept.ballot < self.promised && !self.test_accepts_below_promise() {
+            self.send_nack(from, accept.ballot, out);
+            return;
+        }
+        let Accept {
+            ballot,
+            slot,
+            batch,
+            commit,
+        } = accept;
+        self.acceptor_accept(slot, Entry { ballot, batch }, out);
+        self.heard_from_leader(ballot, out);
+        self.send_durable(from, Message::Accepted(Accepted { ballot, slot }), out);
+        self.learn(ballot, commit, out);
+    }
+
+    pub(super) fn on_heartbeat(&mut self, from: NodeId, heartbeat: Heartbeat, out: &mut Actions) {
+        self.see_round(heartbeat.ballot.round);
+        if heartbeat.ballot < self.promised {
+            self.send_nack(from, heartbeat.ballot, out);
+            return;
+        }
+        self.heard_from_leader(heartbeat.ballot, out);
+        let ack = HeartbeatAck {
+            ballot: heartbeat.ballot,
+            read_round: heartbeat.read_round,
+        };
+        self.send(from, Message::HeartbeatAck(ack), out);
+        self.learn(heartbeat.ballot, heartbeat.commit, out);
+    }
+
+    /// Chosen values from the leader. They are stored as accepted at the
+    /// leader's ballot: every proposal at or above the ballot that chose a
+    /// value carries that value, so this can never contradict a later leader.
+    pub(super) fn on_catchup(&mut self, catchup: CatchUp, out: &mut Actions) {
+        self.see_round(catchup.ballot.round);
+        if catchup.ballot < self.promised {
+            return;
+        }
+        self.heard_from_leader(catchup.ballot, out);
+        if let Role::Following(following) = &mut self.role {
+            following.catchup_sent_at = None;
+        }
+        for (slot, batch) in catchup.entries {
+            if slot >= self.commit {
+                let entry = Entry {
+                    ballot: catchup.ballot,
+                    batch,
+                };
+                self.acceptor_accept(slot, entry, out);
+            }
+        }
+        self.learn(catchup.ballot, catchup.commit, out);
+    }
+
+    /// Accepts `entry` at `slot`: the one place acceptor state changes value.
+    pub(super) fn acceptor_accept(&mut self, slot: Slot, entry: Entry, out: &mut Actions) {
+        if slot < self.log.start() {
+            return; // compacted: chosen, and kept in the snapshot
+        }
+        if !self.test_accepts_below_promise() {
+            assert!(entry.ballot >= self.promised, "accept below the promise");
+        }
+        if slot < self.commit {
+            let chosen = self.log.get(slot).map(|e| &e.batch);
+            assert_eq!(chosen, Some(&entry.batch), "a chosen slot never changes");
+        }
+        self.promised = self.promised.max(entry.ballot);
+        self.accepted_max = self.accepted_max.max(entry.ballot);
+        self.log.insert(slot, entry.clone());
+        self.persist(Write::Accept { slot, entry }, out);
+    }
+
+    fn send_nack(&self, to: NodeId, ballot: Ballot, out: &mut Actions) {
+        let nack = Nack {
+            ballot,
+            promised: self.promised,
+        };
+        self.send(to, Message::Nack(nack), out);
+    }
+
+    /// A message at `ballot`, at least our promise, came from its leader:
+    /// follow it (stepping down if we led at a lower ballot).
+    pub(super) fn heard_from_leader(&mut self, ballot: Ballot, out: &mut Actions) {
+        let leader = ballot.node;
+        if leader == self.config.id {
+            return;
+        }
+        let silent_until = self.now + self.follower_timeout();
+        match &mut self.role {
+            Role::Following(f) if f.leader == leader => f.silent_until = silent_until,
+            _ => {
+                self.abandon_leadership(out);
+                self.role = Role::Following(Following {
+                    leader,
+                    silent_until,
+                    catchup_sent_at: None,
+                });
+            }
+        }
+    }
+
+    pub(super) fn following_tick(&mut self, out: &mut Actions) {
+        let Role::Following(following) = &self.role else {
+            return;
+        };
+        if self.now > following.silent_until && self.config.election_enabled {
+            self.start_looking(out);
+        }
+    }
+
+    pub(super) fn follower_timeout(&mut self) -> u64 {
+        let base = u64::from(self.config.election_timeout_ticks);
+        base + self.jitter(base / 2 + 1)
+    }
+
+    pub(super) fn see_round(&mut self, round: u64) {
+        self.round_seen_max = self.round_seen_max.max(round);
+    }
+
+    #[cfg(test)]
+    fn test_accepts_below_promise(&self) -> bool {
+        self.faults.accept_below_promise
+    }
+
+    #[cfg(not(test))]
+    fn test_accepts_below_promise(&self) -> bool {
+        false
+    }
+}

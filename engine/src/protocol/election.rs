@@ -1,0 +1,379 @@
+//! Leader election after ZooKeeper's FastLeaderElection.
+//!
+//! A looking node votes for the freshest candidate it knows, by
+//! `(epoch, last logged, node)`, and rebroadcasts whenever it adopts a better
+//! vote. Notifications of an older election round are answered and dropped; a
+//! newer round resets the tally. Once a majority holds its vote it waits
+//! `finalize_ticks` for a better one, then leads or follows. A node that is
+//! not looking answers a looking one with its sitting leader, so a restarted
+//! node joins the leader instead of starting an election. Safety never rests
+//! on this: two nodes that both lead still cannot choose two values.
+
+use std::collections::BTreeMap;
+
+use super::action::Actions;
+use super::message::{Message, Notification, PeerState};
+use super::types::{Ballot, NodeId, Slot};
+use super::{Following, Replica, Role};
+
+/// A candidate as a looking node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vote {
+    /// The highest ballot round the candidate accepted anything under.
+    pub epoch: u64,
+    /// Ballot of the candidate's last accepted slot.
+    pub last_ballot: Ballot,
+    /// The candidate's last accepted slot.
+    pub last_slot: Slot,
+    /// The candidate.
+    pub node: NodeId,
+}
+
+/// The total order of votes: epoch, then last logged (ballot, slot), then the
+/// node's rank, which rotates with the group so leaders spread over nodes.
+/// Distinct members have distinct ranks, so distinct votes never tie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VoteKey {
+    epoch: u64,
+    last_ballot: Ballot,
+    last_slot: Slot,
+    rank: usize,
+}
+
+impl VoteKey {
+    /// The key of `vote` in a group with these sorted `members`.
+    pub fn new(vote: &Vote, members: &[NodeId], group: u32) -> VoteKey {
+        let n = members.len().max(1);
+        let position = members.binary_search(&vote.node).unwrap_or(0);
+        VoteKey {
+            epoch: vote.epoch,
+            last_ballot: vote.last_ballot,
+            last_slot: vote.last_slot,
+            rank: (position + n - group as usize % n) % n,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct Looking {
+    /// None until the first tick of the election.
+    vote: Option<Vote>,
+    /// Votes of looking peers in our round, ours included.
+    tally: BTreeMap<NodeId, Vote>,
+    /// Peers that are not looking, and the leader each reports.
+    sitting: BTreeMap<NodeId, NodeId>,
+    decide_at: Option<u64>,
+    rebroadcast_at: u64,
+}
+
+impl Looking {
+    pub(super) fn idle() -> Looking {
+        Looking::default()
+    }
+}
+
+impl Replica {
+    pub(super) fn my_vote(&self) -> Vote {
+        let (last_slot, last_ballot) = self
+            .log
+            .last()
+            .map(|(slot, entry)| (slot, entry.ballot))
+            .unwrap_or((self.commit, Ballot::ZERO));
+        Vote {
+            epoch: self.accepted_max.round,
+            last_ballot,
+            last_slot,
+            node: self.config.id,
+        }
+    }
+
+    fn vote_key(&self, vote: &Vote) -> VoteKey {
+        VoteKey::new(vote, &self.config.members, self.config.group.0)
+    }
+
+    pub(super) fn start_looking(&mut self, out: &mut Actions) {
+        self.abandon_leadership(out);
+        self.round += 1;
+        let vote = self.my_vote();
+        let mut looking = Looking {
+            vote: Some(vote),
+            ..Looking::default()
+        };
+        looking.tally.insert(self.config.id, vote);
+        self.role = Role::Looking(looking);
+        self.broadcast_vote(out);
+    }
+
+    fn broadcast_vote(&mut self, out: &mut Actions) {
+        let next = self.now + self.rebroadcast_ticks();
+        let Role::Looking(looking) = &mut self.role else {
+            return;
+        };
+        looking.rebroadcast_at = next;
+        let Some(vote) = looking.vote else {
+            return;
+        };
+        let msg = Message::Notification(Notification {
+            round: self.round,
+            state: PeerState::Looking(vote),
+        });
+        self.broadcast(&msg, out);
+    }
+
+    fn rebroadcast_ticks(&mut self) -> u64 {
+        let base = u64::from(self.config.election_timeout_ticks / 2).max(1);
+        base + self.jitter(base)
+    }
+
+    pub(super) fn looking_tick(&mut self, out: &mut Actions) {
+        if !self.config.election_enabled {
+            return;
+        }
+        let Role::Looking(looking) = &self.role else {
+            return;
+        };
+        if looking.vote.is_none() {
+            self.start_looking(out);
+        } else if looking.decide_at.is_some_and(|at| self.now >= at) {
+            self.decide(out);
+        } else if self.now >= looking.rebroadcast_at {
+            self.broadcast_vote(out);
+        }
+    }
+
+    pub(super) fn on_notification(&mut self, from: NodeId, n: Notification, out: &mut Actions) {
+        if !self.config.election_enabled {
+            return;
+        }
+        match (&self.role, n.state) {
+            (Role::Looking(_), PeerState::Looking(vote)) => {
+                self.looking_on_vote(from, n.round, vote, out)
+            }
+            (Role::Looking(_), PeerState::Following(leader)) => {
+                self.looking_on_sitting(from, leader)
+            }
+            (Role::Looking(_), PeerState::Leading) => self.looking_on_sitting(from, from),
+            (Role::Following(_) | Role::Leading(_), PeerState::Looking(_)) => {
+                self.tell_sitting_leader(from, out)
+            }
+            (Role::Following(_) | Role::Leading(_), _) => {}
+        }
+    }
+
+    fn tell_sitting_leader(&self, to: NodeId, out: &mut Actions) {
+        let state = match &self.role {
+            Role::Following(f) => PeerState::Following(f.leader),
+            Role::Leading(_) => PeerState::Leading,
+            Role::Looking(_) => return,
+        };
+        let msg = Message::Notification(Notification {
+            round: self.round,
+            state,
+        });
+        self.send(to, msg, out);
+    }
+
+    fn looking_on_vote(&mut self, from: NodeId, round: u64, vote: Vote, out: &mut Actions) {
+        if round < self.round {
+            self.tell_my_vote(from, out);
+            return;
+        }
+        let mine = self.my_vote();
+        let Role::Looking(looking) = &self.role else {
+            return;
+        };
+        let current = looking.vote.unwrap_or(mine);
+        let (adopt, reset) = if round > self.round {
+            let better = if self.vote_key(&vote) > self.vote_key(&mine) {
+                vote
+            } else {
+                mine
+            };
+            (Some(better), true)
+        } else if self.vote_key(&vote) > self.vote_key(&current) {
+            (Some(vote), false)
+        } else {
+            (None, false)
+        };
+        let id = self.config.id;
+        if let Role::Looking(looking) = &mut self.role {
+            if reset {
+                self.round = round;
+                looking.tally.clear();
+                looking.decide_at = None;
+            }
+            if let Some(better) = adopt {
+                looking.vote = Some(better);
+                looking.tally.insert(id, better);
+            }
+            looking.tally.insert(from, vote);
+        }
+        if adopt.is_some() {
+            self.broadcast_vote(out);
+        }
+        self.check_vote_quorum(out);
+    }
+
+    fn tell_my_vote(&self, to: NodeId, out: &mut Actions) {
+        let Role::Looking(Looking {
+            vote: Some(vote), ..
+        }) = &self.role
+        else {
+            return;
+        };
+        let msg = Message::Notification(Notification {
+            round: self.round,
+            state: PeerState::Looking(*vote),
+        });
+        self.send(to, msg, out);
+    }
+
+    fn check_vote_quorum(&mut self, out: &mut Actions) {
+        let quorum = self.config.quorum();
+        let finalize = u64::from(self.config.finalize_ticks);
+        let now = self.now;
+        let Role::Looking(looking) = &mut self.role else {
+            return;
+        };
+        let Some(vote) = looking.vote else {
+            return;
+        };
+        let holders = looking.tally.values().filter(|v| **v == vote).count();
+        if holders < quorum {
+            looking.decide_at = None;
+            return;
+        }
+        let at = *looking.decide_at.get_or_insert(now + finalize);
+        if at <= now {
+            self.decide(out);
+        }
+    }
+
+    fn decide(&mut self, out: &mut Actions) {
+        let Role::Looking(Looking {
+            vote: Some(vote), ..
+        }) = &self.role
+        else {
+            return;
+        };
+        let leader = vote.node;
+        if leader == self.config.id {
+            self.become_leader(out);
+        } else {
+            let silent_until = self.now + self.follower_timeout();
+            self.role = Role::Following(Following {
+                leader,
+                silent_until,
+                catchup_sent_at: None,
+            });
+        }
+    }
+
+    /// A peer that is not looking reports `leader`. Join it once the leader
+    /// itself says it leads and, with us, a majority stands behind it.
+    fn looking_on_sitting(&mut self, from: NodeId, leader: NodeId) {
+        let quorum = self.config.quorum();
+        let Role::Looking(looking) = &mut self.role else {
+            return;
+        };
+        looking.sitting.insert(from, leader);
+        if looking.sitting.get(&leader) != Some(&leader) {
+            return;
+        }
+        let behind = looking.sitting.values().filter(|l| **l == leader).count() + 1;
+        if behind >= quorum {
+            let silent_until = self.now + self.follower_timeout();
+            self.role = Role::Following(Following {
+                leader,
+                silent_until,
+                catchup_sent_at: None,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_vote() -> impl Strategy<Value = Vote> {
+        (0u64..3, 0u64..3, 1u64..4, 0u64..3, 1u64..6).prop_map(
+            |(epoch, round, owner, slot, node)| Vote {
+                epoch,
+                last_ballot: Ballot {
+                    round,
+                    node: NodeId(owner),
+                },
+                last_slot: Slot(slot),
+                node: NodeId(node),
+            },
+        )
+    }
+
+    fn members() -> Vec<NodeId> {
+        (1..=5).map(NodeId).collect()
+    }
+
+    proptest! {
+        /// ZOOKEEPER-1419 was a vote comparison that was not a total order;
+        /// here distinct votes never tie and the order is transitive.
+        #[test]
+        fn vote_order_is_strict_and_total(a in arb_vote(), b in arb_vote(), c in arb_vote(), group in 0u32..7) {
+            let m = members();
+            let (ka, kb, kc) = (VoteKey::new(&a, &m, group), VoteKey::new(&b, &m, group), VoteKey::new(&c, &m, group));
+            prop_assert_eq!(ka == kb, a == b, "distinct votes must not tie");
+            prop_assert!(!(ka < kb && kb < ka));
+            if ka < kb && kb < kc { prop_assert!(ka < kc); }
+            prop_assert!(ka < kb || kb < ka || a == b);
+        }
+    }
+
+    #[test]
+    fn epoch_beats_log_beats_id() {
+        let m = members();
+        let vote = |epoch, round, slot, node| Vote {
+            epoch,
+            last_ballot: Ballot {
+                round,
+                node: NodeId(1),
+            },
+            last_slot: Slot(slot),
+            node: NodeId(node),
+        };
+        let key = |v: Vote| VoteKey::new(&v, &m, 0);
+        assert!(key(vote(2, 0, 0, 1)) > key(vote(1, 9, 9, 5)));
+        assert!(key(vote(1, 2, 0, 1)) > key(vote(1, 1, 9, 5)));
+        assert!(key(vote(1, 1, 3, 1)) > key(vote(1, 1, 2, 5)));
+        assert!(key(vote(1, 1, 2, 5)) > key(vote(1, 1, 2, 4)));
+    }
+
+    #[test]
+    fn tie_break_rotates_with_the_group() {
+        let m = members();
+        let winner = |group: u32| {
+            m.iter()
+                .copied()
+                .max_by_key(|node| {
+                    let v = Vote {
+                        epoch: 0,
+                        last_ballot: Ballot::ZERO,
+                        last_slot: Slot(0),
+                        node: *node,
+                    };
+                    VoteKey::new(&v, &m, group)
+                })
+                .unwrap()
+        };
+        let winners: Vec<_> = (0..5).map(winner).collect();
+        assert_eq!(winners[0], NodeId(5));
+        let mut distinct = winners.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            5,
+            "five groups, five different leaders: {winners:?}"
+        );
+    }
+}

@@ -1,0 +1,474 @@
+//! The sans-IO Multi-Paxos core: a deterministic function of its inputs.
+//!
+//! ```text
+//!             Input                                Actions (in order)
+//!   Tick ─────────┐                       ┌──► Persist(Write)   append to the WAL
+//!   Message ──────┤     ┌─────────────┐   ├──► Sync(id)          fsync, then feed Persisted(id)
+//!   Propose ──────┼────►│   Replica   │───┼──► Send(Envelope)    to a peer
+//!   Persisted(id)─┤     │ acceptor    │   ├──► Commit{slot,..}   apply, in slot order
+//!   Read ─────────┘     │ proposer    │   ├──► Reply(..)         to a client
+//!                       │ learner     │   └──► SendSnapshot{to}
+//!                       │ election    │
+//!                       └─────────────┘
+//! ```
+//!
+//! No clock, randomness, file or socket enters here: time is `Tick`, jitter
+//! comes from `Config::seed`. Durability ordering lives in the replica itself:
+//! a Promise or Accepted reports state only once `Persisted` covers the write
+//! that made it, so the replica holds such messages back and releases them as
+//! `Send` actions from the step that receives the `Persisted`. The leader is an
+//! acceptor like any other: its own votes travel the same held path, so it
+//! counts itself only after its own write is durable, while its Accepts to the
+//! followers leave at once, in parallel with that write.
+
+mod acceptor;
+mod action;
+mod batch;
+mod config;
+mod election;
+mod learner;
+mod log;
+mod message;
+mod proposer;
+mod quorum;
+mod sessions;
+mod types;
+mod validate;
+
+use std::collections::VecDeque;
+
+use thiserror::Error;
+
+pub use action::{Action, Actions, Input, Refusal, Reply, Write};
+pub use batch::{Batch, BatchBuilder, BatchError, Command, CommandRef, COMMAND_HEADER_BYTES};
+pub use config::{Config, ConfigError, MEMBERS_MAX};
+pub use election::{Vote, VoteKey};
+pub use log::{Entry, Log};
+pub use message::{
+    Accept, Accepted, CatchUp, CatchUpRequest, Envelope, Heartbeat, HeartbeatAck, Message, Nack,
+    Notification, PeerState, Prepare, Promise,
+};
+pub use quorum::VoteSet;
+pub use sessions::{SessionOutcome, Sessions};
+pub use types::{Ballot, ClientId, GroupId, LogIndex, NodeId, ReadId, Slot, SyncId};
+
+use election::Looking;
+use proposer::Leading;
+
+/// Slots an Accept may reach beyond the end of the acceptor's log; bounds the
+/// memory a peer can make it reserve for holes.
+pub const SLOTS_AHEAD_MAX: u64 = 1 << 16;
+
+/// Why an input was dropped. The replica's state is unchanged.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StepError {
+    /// The envelope is addressed to another node.
+    #[error("message for node {0:?} delivered to this node")]
+    WrongAddressee(NodeId),
+    /// The sender is not a member, or claims to be this node.
+    #[error("message from unknown sender {0:?}")]
+    UnknownSender(NodeId),
+    /// A ballot that no member can own, or that the sender does not own.
+    #[error("{kind} carries an impossible ballot {ballot}")]
+    BadBallot {
+        /// Message kind.
+        kind: &'static str,
+        /// The ballot.
+        ballot: Ballot,
+    },
+    /// A slot outside what this replica can hold.
+    #[error("{kind} names an impossible slot {slot:?}")]
+    BadSlot {
+        /// Message kind.
+        kind: &'static str,
+        /// The slot.
+        slot: Slot,
+    },
+    /// Another field out of range.
+    #[error("{kind}: {reason}")]
+    BadField {
+        /// Message kind.
+        kind: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// `Persisted` for a sync never issued.
+    #[error("persisted {0:?} was never issued")]
+    UnknownSync(SyncId),
+}
+
+/// The acceptor's durable state, rebuilt from its writes after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    /// The highest ballot promised.
+    pub promised: Ballot,
+    /// Accepted values.
+    pub log: Log,
+}
+
+impl DurableState {
+    /// Replays writes in the order they were issued. Accepting a ballot
+    /// promises it too, so `promised` is the highest ballot of either kind.
+    pub fn replay<'a>(writes: impl IntoIterator<Item = &'a Write>) -> DurableState {
+        let mut state = DurableState::default();
+        for write in writes {
+            match write {
+                Write::Promise(ballot) => state.promised = state.promised.max(*ballot),
+                Write::Accept { slot, entry } => {
+                    state.promised = state.promised.max(entry.ballot);
+                    state.log.insert(*slot, entry.clone());
+                }
+            }
+        }
+        state
+    }
+}
+
+/// What a replica is doing.
+#[derive(Clone, Debug)]
+enum Role {
+    Looking(Looking),
+    Following(Following),
+    Leading(Box<Leading>),
+}
+
+#[derive(Clone, Debug)]
+struct Following {
+    leader: NodeId,
+    /// The follower starts looking when `now` passes this.
+    silent_until: u64,
+    catchup_sent_at: Option<u64>,
+}
+
+/// A public summary of a replica, for status displays and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This replica.
+    pub id: NodeId,
+    /// Who it believes leads, if anyone.
+    pub leader: Option<NodeId>,
+    /// Whether it leads and has finished Phase 1.
+    pub leading: bool,
+    /// Whether it is looking for a leader.
+    pub looking: bool,
+    /// The highest ballot promised.
+    pub promised: Ballot,
+    /// Every slot below is chosen and emitted.
+    pub commit: Slot,
+    /// Log index of the first command of slot `commit`.
+    pub commit_index: LogIndex,
+    /// Its election round.
+    pub election_round: u64,
+}
+
+/// One member of a Multi-Paxos group: proposer, acceptor and learner at once.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    config: Config,
+    /// This replica's position in `config.members` (sorted).
+    position: usize,
+    now: u64,
+    jitter_state: u64,
+    promised: Ballot,
+    /// The highest ballot under which anything was accepted (the vote epoch).
+    accepted_max: Ballot,
+    log: Log,
+    commit: Slot,
+    commit_index: LogIndex,
+    /// Id of the next `Sync` action.
+    next_sync: SyncId,
+    wrote_this_step: bool,
+    /// The sync that covers the latest write.
+    last_write_sync: SyncId,
+    persisted: SyncId,
+    /// Messages reporting state not yet durable, in send order.
+    held: VecDeque<(SyncId, Envelope)>,
+    /// Election round (ZooKeeper's logical clock).
+    round: u64,
+    /// The highest ballot round seen in any message.
+    round_seen_max: u64,
+    role: Role,
+    #[cfg(test)]
+    faults: TestFaults,
+}
+
+/// Deliberately broken rules, switched on only by tests that prove the
+/// simulator's checkers catch them.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TestFaults {
+    /// Send Promise/Accepted before the state they report is durable.
+    pub reply_before_persist: bool,
+    /// Accept values at ballots below the promise.
+    pub accept_below_promise: bool,
+}
+
+impl Replica {
+    /// A replica resuming from its durable state (default for a new one).
+    pub fn new(mut config: Config, durable: DurableState) -> Result<Replica, ConfigError> {
+        config.validate()?;
+        config.members.sort();
+        let position = config
+            .members
+            .iter()
+            .position(|m| *m == config.id)
+            .expect("validated: members include id");
+        let accepted_max = durable
+            .log
+            .entries_from(Slot(0))
+            .map(|(_, e)| e.ballot)
+            .max()
+            .unwrap_or(Ballot::ZERO);
+        let commit = durable.log.start();
+        Ok(Replica {
+            position,
+            now: 0,
+            jitter_state: config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            promised: durable.promised,
+            accepted_max,
+            log: durable.log,
+            commit,
+            commit_index: LogIndex(0),
+            next_sync: SyncId(1),
+            wrote_this_step: false,
+            last_write_sync: SyncId(0),
+            persisted: SyncId(0),
+            held: VecDeque::new(),
+            round: 0,
+            round_seen_max: durable.promised.round,
+            role: Role::Looking(Looking::idle()),
+            config,
+            #[cfg(test)]
+            faults: TestFaults::default(),
+        })
+    }
+
+    /// Feeds one input; the resulting actions are appended to `out`. An input
+    /// that is refused leaves the replica exactly as it was.
+    pub fn step(&mut self, input: Input, out: &mut Actions) -> Result<(), StepError> {
+        let result = match input {
+            Input::Tick => {
+                self.on_tick(out);
+                Ok(())
+            }
+            Input::Message(envelope) => self.on_envelope(envelope, out),
+            Input::Propose(command) => {
+                self.on_propose(command, out);
+                Ok(())
+            }
+            Input::Persisted(sync) => self.on_persisted(sync, out),
+            Input::Read(id) => {
+                self.on_read(id, out);
+                Ok(())
+            }
+        };
+        self.end_step(out);
+        result
+    }
+
+    /// Takes leadership now, with a ballot above every one seen (etcd's
+    /// `Campaign`). The only way to lead when election is disabled.
+    pub fn campaign(&mut self, out: &mut Actions) {
+        self.become_leader(out);
+        self.end_step(out);
+    }
+
+    /// A summary for displays and tests.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            leader: self.leader(),
+            leading: matches!(&self.role, Role::Leading(l) if l.is_steady()),
+            looking: matches!(self.role, Role::Looking(_)),
+            promised: self.promised,
+            commit: self.commit,
+            commit_index: self.commit_index,
+            election_round: self.round,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The acceptor's log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Drops log slots below `upto`, which the state machine has captured in a
+    /// snapshot. Only committed slots can be compacted.
+    pub fn compact(&mut self, upto: Slot) {
+        assert!(upto <= self.commit, "compacting past the commit point");
+        self.log.compact(upto);
+    }
+
+    /// The state machine installed a snapshot covering every slot below
+    /// `upto`, whose first command after it has log index `next_index`.
+    pub fn install_snapshot(&mut self, upto: Slot, next_index: LogIndex) {
+        if upto <= self.commit {
+            return;
+        }
+        self.log.compact(upto);
+        self.commit = upto;
+        self.commit_index = next_index;
+    }
+
+    /// The leader this replica believes in.
+    pub fn leader(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Looking(_) => None,
+            Role::Following(f) => Some(f.leader),
+            Role::Leading(_) => Some(self.config.id),
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Actions) {
+        self.now += 1;
+        match &self.role {
+            Role::Looking(_) => self.looking_tick(out),
+            Role::Following(_) => self.following_tick(out),
+            Role::Leading(_) => self.leading_tick(out),
+        }
+    }
+
+    fn on_envelope(&mut self, envelope: Envelope, out: &mut Actions) -> Result<(), StepError> {
+        self.check_envelope(&envelope)?;
+        let Envelope { from, msg, .. } = envelope;
+        match msg {
+            Message::Prepare(m) => self.on_prepare(from, m, out),
+            Message::Promise(m) => self.on_promise(from, m, out),
+            Message::Nack(m) => self.on_nack(m, out),
+            Message::Accept(m) => self.on_accept(from, m, out),
+            Message::Accepted(m) => self.on_accepted(from, m, out),
+            Message::Heartbeat(m) => self.on_heartbeat(from, m, out),
+            Message::HeartbeatAck(m) => self.on_heartbeat_ack(from, m, out),
+            Message::CatchUpRequest(m) => self.on_catchup_request(from, m, out),
+            Message::CatchUp(m) => self.on_catchup(m, out),
+            Message::Notification(m) => self.on_notification(from, m, out),
+        }
+        Ok(())
+    }
+
+    fn on_persisted(&mut self, sync: SyncId, out: &mut Actions) -> Result<(), StepError> {
+        if sync >= self.next_sync {
+            return Err(StepError::UnknownSync(sync));
+        }
+        self.persisted = self.persisted.max(sync);
+        while self.held.front().is_some_and(|(s, _)| *s <= self.persisted) {
+            let (_, envelope) = self.held.pop_front().expect("front checked");
+            self.release(envelope, out);
+        }
+        Ok(())
+    }
+
+    /// A held message whose state is now durable: the replica's own votes are
+    /// counted here, the rest leave.
+    fn release(&mut self, envelope: Envelope, out: &mut Actions) {
+        if envelope.to != self.config.id {
+            out.push(Action::Send(envelope));
+            return;
+        }
+        let from = envelope.from;
+        match envelope.msg {
+            Message::Promise(m) => self.on_promise(from, m, out),
+            Message::Accepted(m) => self.on_accepted(from, m, out),
+            other => unreachable!("only votes are held, not {}", other.kind()),
+        }
+    }
+
+    /// Records a durable write; the step's `Sync` will cover it.
+    fn persist(&mut self, write: Write, out: &mut Actions) {
+        out.push(Action::Persist(write));
+        self.wrote_this_step = true;
+        self.last_write_sync = self.next_sync;
+    }
+
+    /// Sends a message that reports acceptor state, once that state is durable.
+    fn send_durable(&mut self, to: NodeId, msg: Message, out: &mut Actions) {
+        let envelope = Envelope {
+            from: self.config.id,
+            to,
+            msg,
+        };
+        #[cfg(test)]
+        if self.faults.reply_before_persist && to != self.config.id {
+            out.push(Action::Send(envelope));
+            return;
+        }
+        if self.last_write_sync <= self.persisted {
+            self.release(envelope, out);
+        } else {
+            self.held.push_back((self.last_write_sync, envelope));
+        }
+    }
+
+    /// Sends a message that reports nothing durable.
+    fn send(&self, to: NodeId, msg: Message, out: &mut Actions) {
+        out.push(Action::Send(Envelope {
+            from: self.config.id,
+            to,
+            msg,
+        }));
+    }
+
+    fn broadcast(&self, msg: &Message, out: &mut Actions) {
+        for &peer in self.peers() {
+            self.send(peer, msg.clone(), out);
+        }
+    }
+
+    fn peers(&self) -> impl Iterator<Item = &NodeId> {
+        let id = self.config.id;
+        self.config.members.iter().filter(move |m| **m != id)
+    }
+
+    fn member_position(&self, node: NodeId) -> Option<usize> {
+        self.config.members.binary_search(&node).ok()
+    }
+
+    fn end_step(&mut self, out: &mut Actions) {
+        if self.wrote_this_step {
+            out.push(Action::Sync(self.next_sync));
+            self.next_sync = SyncId(self.next_sync.0 + 1);
+            self.wrote_this_step = false;
+        }
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// A deterministic pseudo-random number in `0..bound` (splitmix64).
+    fn jitter(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            return 0;
+        }
+        self.jitter_state = self.jitter_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jitter_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % bound
+    }
+
+    /// What must hold after every step.
+    pub fn check_invariants(&self) {
+        for (slot, entry) in self.log.entries_from(Slot(0)) {
+            assert!(
+                entry.ballot <= self.promised,
+                "slot {slot:?} accepted at {} above promise {}",
+                entry.ballot,
+                self.promised
+            );
+        }
+        assert!(self.commit >= self.log.start(), "commit below log start");
+        assert!(self.persisted < self.next_sync);
+        if let Role::Leading(leader) = &self.role {
+            assert_eq!(
+                leader.ballot, self.promised,
+                "a leader's ballot is its promise"
+            );
+            leader.check_invariants(self.commit);
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! The distinguished proposer: Phase 1 for all slots at once, recovery of
+//! open slots, then batched, pipelined Phase 2, heartbeats and read-index.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::action::{Action, Actions, Refusal, Reply, Write};
+use super::batch::{Batch, BatchBuilder, Command};
+use super::log::Entry;
+use super::message::{
+    Accept, Accepted, CatchUp, CatchUpRequest, Heartbeat, HeartbeatAck, Message, Nack, Prepare,
+    Promise,
+};
+use super::quorum::VoteSet;
+use super::types::{Ballot, NodeId, ReadId, Slot};
+use super::{Replica, Role};
+
+#[derive(Clone, Debug)]
+pub(super) struct Leading {
+    pub(super) ballot: Ballot,
+    phase: Phase,
+    /// Where the next new batch goes.
+    next_slot: Slot,
+    /// Slots `commit..next_slot`, oldest first.
+    inflight: VecDeque<InFlight>,
+    /// Commands waiting for room in the pipeline, already cut into batches.
+    queue: VecDeque<BatchBuilder>,
+    queue_bytes: u64,
+    /// When the oldest queued command arrived (for linger).
+    queued_since: Option<u64>,
+    /// Tick each member was last heard from, by position.
+    heard_at: Vec<u64>,
+    next_heartbeat_at: u64,
+    /// Slots below this were open when we took over; reads wait for them.
+    recovery_end: Slot,
+    read_round: u64,
+    /// Highest read round each member echoed, by position.
+    read_acks: Vec<u64>,
+    reads: VecDeque<PendingRead>,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Preparing {
+        promises: BTreeMap<NodeId, Promise>,
+        prepared_at: u64,
+    },
+    Steady,
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    batch: Batch,
+    acks: VoteSet,
+    sent_at: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    id: ReadId,
+    /// 0 until a heartbeat round is started for it.
+    round: u64,
+    /// Serve once every slot below is applied.
+    commit: Slot,
+}
+
+impl Leading {
+    pub(super) fn is_steady(&self) -> bool {
+        matches!(self.phase, Phase::Steady)
+    }
+
+    pub(super) fn check_invariants(&self, commit: Slot) {
+        assert_eq!(
+            self.inflight.len() as u64,
+            self.next_slot.distance_from(commit),
+            "in-flight slots are exactly commit..next_slot"
+        );
+        if !self.is_steady() {
+            assert!(
+                self.inflight.is_empty(),
+                "nothing is proposed before Phase 1 ends"
+            );
+        }
+    }
+}
+
+impl Replica {
+    /// Starts Phase 1 with a ballot above every one seen.
+    pub(super) fn become_leader(&mut self, out: &mut Actions) {
+        self.abandon_leadership(out);
+        let ballot = Ballot {
+            round: self.round_seen_max.max(self.promised.round) + 1,
+            node: self.config.id,
+        };
+        self.round_seen_max = ballot.round;
+        self.promised = ballot;
+        self.persist(Write::Promise(ballot), out);
+        let members = self.config.members.len();
+        self.role = Role::Leading(Box::new(Leading {
+            ballot,
+            phase: Phase::Preparing {
+                promises: BTreeMap::new(),
+                prepared_at: self.now,
+            },
+            next_slot: self.commit,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            queued_since: None,
+            heard_at: vec![self.now; members],
+            next_heartbeat_at: self.now,
+            recovery_end: self.commit,
+            read_round: 0,
+            read_acks: vec![0; members],
+            reads: VecDeque::new(),
+        }));
+        let prepare = Message::Prepare(Prepare {
+            ballot,
+            from_slot: self.commit,
+        });
+        self.broadcast(&prepare, out);
+        let own = self.promise_for(ballot, self.commit);
+        self.send_durable(self.config.id, Message::Promise(own), out);
+    }
+
+    /// Leaves the leader role, if held: queued commands and reads are refused
+    /// (in-flight slots may still be chosen; clients retry with the same
+    /// sequence and sessions apply them once).
+    pub(super) fn abandon_leadership(&mut self, out: &mut Actions) {
+        let role = std::mem::replace(
+            &mut self.role,
+            Role::Looking(super::election::Looking::idle()),
+        );
+        let Role::Leading(leading) = role else {
+            self.role = role;
+            return;
+        };
+        let reason = Refusal::NotLeader(None);
+        for builder in leading.queue {
+            for command in builder.finish().iter() {
+                out.push(Action::Reply(Reply::Refused {
+                    client: command.client,
+                    seq: command.seq,
+                    reason,
+                }));
+            }
+        }
+        for read in leading.reads {
+            out.push(Action::Reply(Reply::ReadRefused {
+                id: read.id,
+                reason,
+            }));
+        }
+    }
+
+    pub(super) fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Actions) {
+        let quorum = self.config.quorum();
+        let (commit, now) = (self.commit, self.now);
+        let position = self.member_position(from);
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        let Phase::Preparing { promises, .. } = &mut leading.phase else {
+            return;
+        };
+        // An acceptor that compacted slots we lack cannot help recover them.
+        if promise.ballot != leading.ballot || promise.log_start > commit {
+            return;
+        }
+        if let Some(p) = position {
+            leading.heard_at[p] = now;
+        }
+        promises.insert(from, promise);
+        if promises.len() >= quorum {
+            self.leader_recover(out);
+        }
+    }
+
+    /// Phase 1 is done: re-propose, at our ballot, the highest-ballot value
+    /// reported for every open slot, and a no-op for every gap.
+    fn leader_recover(&mut self, out: &mut Actions) {
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        let Phase::Preparing { promises, .. } =
+            std::mem::replace(&mut leading.phase, Phase::Steady)
+        else {
+            return;
+        };
+        let mut best: BTreeMap<Slot, Entry> = BTreeMap::new();
+        for (slot, entry) in promises.into_values().flat_map(|p| p.entries) {
+            if slot < self.commit {
+                continue;
+            }
+            match best.get(&slot) {
+                Some(have) if have.ballot >= entry.ballot => {}
+                _ => {
+                    best.insert(slot, entry);
+                }
+            }
+        }
+        let end = best.keys().next_back().map_or(self.commit, |s| s.next());
+        leading.recovery_end = end;
+        let mut slot = self.commit;
+        while slot < end {
+            let batch = best.remove(&slot).map_or_else(Batch::noop, |e| e.batch);
+            self.leader_accept_slot(slot, batch, out);
+            slot = slot.next();
+        }
+        self.leader_heartbeat(out);
+        self.leader_flush(out);
+    }
+
+    /// Accepts `batch` at `slot` locally and sends it to every follower. The
+    /// followers' copies leave now; our own vote counts once our write is
+    /// durable.
+    fn leader_accept_slot(&mut self, slot: Slot, batch: Batch, out: &mut Actions) {
+        let now = self.now;
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        let ballot = leading.ballot;
+        debug_assert_eq!(slot, leading.next_slot);
+        leading.inflight.push_back(InFlight {
+            batch: batch.clone(),
+            acks: VoteSet::default(),
+            sent_at: now,
+        });
+        leading.next_slot = slot.next();
+        let accept = Message::Accept(Accept {
+            ballot,
+            slot,
+            batch: batch.clone(),
+            commit: self.commit,
+        });
+        self.acceptor_accept(slot, Entry { ballot, batch }, out);
+        self.broadcast(&accept, out);
+        self.send_durable(
+            self.config.id,
+            Message::Accepted(Accepted { ballot, slot }),
+            out,
+        );
+    }
+
+    pub(super) fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Actions) {
+        let (commit, now) = (self.commit, self.now);
+        let Some(position) = self.member_position(from) else {
+            return;
+        };
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        if accepted.ballot != leading.ballot {
+            return;
+        }
+        leading.heard_at[position] = now;
+        if accepted.slot < commit || accepted.slot >= leading.next_slot {
+            return;
+        }
+        let offset = accepted.slot.distance_from(commit) as usize;
+        leading.inflight[offset].acks.insert(position);
+        self.leader_advance_commit(out);
+    }
+
+    /// Commits the contiguous run of chosen slots at the front of the window.
+    fn leader_advance_commit(&mut self, out: &mut Actions) {
+        let members = self.config.members.len();
+        let mut advanced = false;
+        loop {
+            let Role::Leading(leading) = &mut self.role else {
+                return;
+            };
+            if !leading
+                .inflight
+                .front()
+                .is_some_and(|f| f.acks.is_quorum(members))
+            {
+                break;
+            }
+            let chosen = leading.inflight.pop_front().expect("front checked");
+            debug_assert_eq!(
+                self.log.get(self.commit).map(|e| &e.batch),
+                Some(&chosen.batch)
+            );
+            self.commit_next(out);
+            advanced = true;
+        }
+        if advanced {
+            self.leader_serve_reads(out);
+            self.leader_flush(out);
+        }
+    }
+
+    pub(super) fn on_propose(&mut self, command: Command, out: &mut Actions) {
+        let refuse = |reason| {
+            Action::Reply(Reply::Refused {
+                client: command.client,
+                seq: command.seq,
+                reason,
+            })
+        };
+        if command.data.len() > self.config.command_bytes_max as usize {
+            out.push(refuse(Refusal::TooLarge));
+            return;
+        }
+        let hint = self.leader();
+        let (bytes_max, cmds_max) = (
+            self.config.batch_bytes_max as usize,
+            self.config.batch_cmds_max,
+        );
+        let queue_bytes_max = self.config.queue_bytes_max;
+        let now = self.now;
+        let Role::Leading(leading) = &mut self.role else {
+            out.push(refuse(Refusal::NotLeader(hint)));
+            return;
+        };
+        let len = command.encoded_len() as u64;
+        if leading.queue_bytes + len > queue_bytes_max {
+            out.push(refuse(Refusal::Busy));
+            return;
+        }
+        if !leading
+            .queue
+            .back()
+            .is_some_and(|b| b.fits(&command, bytes_max, cmds_max))
+        {
+            let capacity = bytes_max.min(64 << 10);
+            leading
+                .queue
+                .push_back(BatchBuilder::with_capacity(capacity));
+        }
+        leading
+            .queue
+            .back_mut()
+            .expect("just ensured")
+            .push(&command);
+        leading.queue_bytes += len;
+        leading.queued_since.get_or_insert(now);
+        self.leader_flush(out);
+    }
+
+    /// Cuts queued commands into slots while the pipeline window has room.
+    fn leader_flush(&mut self, out: &mut Actions) {
+        let (pipeline_max, linger) = (
+            u64::from(self.config.pipeline_max),
+            u64::from(self.config.linger_ticks),
+        );
+        loop {
+            let Role::Leading(leading) = &mut self.role else {
+                return;
+            };
+            if !leading.is_steady()
+                || leading.inflight.len() as u64 >= pipeline_max
+                || leading.queue.is_empty()
+            {
+                return;
+            }
+            // Only the last builder can be partial; let it linger if asked.
+            let lingering = leading.queue.len() == 1
+                && leading
+                    .queued_since
+                    .is_some_and(|since| since + linger > self.now);
+            if lingering {
+                return;
+            }
+            let builder = leading.queue.pop_front().expect("non-empty");
+            leading.queue_bytes -= builder.bytes_len() as u64;
+            if leading.queue.is_empty() {
+                leading.queued_since = None;
+            }
+            let slot = leading.next_slot;
+            self.leader_accept_slot(slot, builder.finish(), out);
+        }
+    }
+
+    pub(super) fn on_nack(&mut self, nack: Nack, out: &mut Actions) {
+        self.see_round(nack.promised.round);
+        let Role::Leading(leading) = &self.role else {
+            return;
+        };
+        if nack.ballot != leading.ballot || nack.promised <= leading.ballot {
+            return;
+        }
+        if self.config.election_enabled {
+            self.start_looking(out);
+        } else {
+            // Basic Paxos: a pre-empted proposer retries with a higher ballot.
+            self.become_leader(out);
+        }
+    }
+
+    pub(super) fn leading_tick(&mut self, out: &mut Actions) {
+        let (now, quorum, position) = (self.now, self.config.quorum(), self.position);
+        let timeout = u64::from(self.config.election_timeout_ticks);
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        leading.heard_at[position] = now;
+        let heard = leading
+            .heard_at
+            .iter()
+            .filter(|at| **at + timeout >= now)
+            .count();
+        if heard < quorum {
+            // Cut off from a majority: stop taking writes (the partition case).
+            if self.config.election_enabled {
+                self.start_looking(out);
+            } else {
+                self.abandon_leadership(out);
+            }
+            return;
+        }
+        if leading.is_steady() {
+            self.leader_start_read_round();
+            if self.now >= self.next_heartbeat_at() {
+                self.leader_heartbeat(out);
+            }
+            self.leader_resend_accepts(out);
+            self.leader_flush(out);
+            self.leader_serve_reads(out);
+        } else {
+            self.leader_resend_prepare(out);
+        }
+    }
+
+    fn next_heartbeat_at(&self) -> u64 {
+        match &self.role {
+            Role::Leading(l) => l.next_heartbeat_at,
+            _ => u64::MAX,
+        }
+    }
+
+    fn leader_heartbeat(&mut self, out: &mut Actions) {
+        let next = self.now + u64::from(self.config.heartbeat_ticks);
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        leading.next_heartbeat_at = next;
+        let heartbeat = Message::Heartbeat(Heartbeat {
+            ballot: leading.ballot,
+            commit: self.commit,
+            read_round: leading.read_round,
+        });
+        self.broadcast(&heartbeat, out);
+    }
+
+    fn leader_resend_prepare(&mut self, out: &mut Actions) {
+        let (now, resend) = (self.now, u64::from(self.config.resend_ticks));
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        let Phase::Preparing {
+            promises,
+            prepared_at,
+        } = &mut leading.phase
+        else {
+            return;
+        };
+        if *prepared_at + resend > now {
+            return;
+        }
+        *prepared_at = now;
+        let missing: Vec<NodeId> = self
+            .config
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.config.id && !promises.contains_key(m))
+            .collect();
+        let prepare = Message::Prepare(Prepare {
+            ballot: leading.ballot,
+            from_slot: self.commit,
+        });
+        for peer in missing {
+            self.send(peer, prepare.clone(), out);
+        }
+    }
+
+    /// Sends unchosen slots again to the members that have not accepted them.
+    fn leader_resend_accepts(&mut self, out: &mut Actions) {
+        let (now, resend) = (self.now, u64::from(self.config.resend_ticks));
+        let members = self.config.members.len();
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        let ballot = leading.ballot;
+        let mut resends = Vec::new();
+        for (offset, slot) in leading.inflight.iter_mut().enumerate() {
+            if slot.acks.is_quorum(members) || slot.sent_at + resend > now {
+                continue;
+            }
+            slot.sent_at = now;
+            resends.push((
+                self.commit.plus(offset as u64),
+                slot.batch.clone(),
+                slot.acks,
+            ));
+        }
+        for (slot, batch, acks) in resends {
+            let accept = Message::Accept(Accept {
+                ballot,
+                slot,
+                batch,
+                commit: self.commit,
+            });
+            for (position, peer) in self.config.members.iter().enumerate() {
+                if *peer != self.config.id && !acks.contains(position) {
+                    self.send(*peer, accept.clone(), out);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_catchup_request(
+        &mut self,
+        from: NodeId,
+        request: CatchUpRequest,
+        out: &mut Actions,
+    ) {
+        let Role::Leading(leading) = &self.role else {
+            return;
+        };
+        if request.ballot != leading.ballot || request.from_slot >= self.commit {
+            return;
+        }
+        if request.from_slot < self.log.start() {
+            out.push(Action::SendSnapshot { to: from });
+            return;
+        }
+        let end = self.commit.min(
+            request
+                .from_slot
+                .plus(u64::from(self.config.catchup_slots_max)),
+        );
+        let mut entries = Vec::new();
+        let mut slot = request.from_slot;
+        while slot < end {
+            let entry = self
+                .log
+                .get(slot)
+                .expect("committed slots above log start are held");
+            entries.push((slot, entry.batch.clone()));
+            slot = slot.next();
+        }
+        let catchup = CatchUp {
+            ballot: leading.ballot,
+            commit: self.commit,
+            entries,
+        };
+        self.send(from, Message::CatchUp(catchup), out);
+    }
+
+    pub(super) fn on_heartbeat_ack(&mut self, from: NodeId, ack: HeartbeatAck, out: &mut Actions) {
+        let now = self.now;
+        let Some(position) = self.member_position(from) else {
+            return;
+        };
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        if ack.ballot != leading.ballot {
+            return;
+        }
+        leading.heard_at[position] = now;
+        leading.read_acks[position] = leading.read_acks[position].max(ack.read_round);
+        self.leader_serve_reads(out);
+    }
+
+    pub(super) fn on_read(&mut self, id: ReadId, out: &mut Actions) {
+        let (hint, reads_max) = (self.leader(), self.config.reads_max as usize);
+        let commit = self.commit;
+        let Role::Leading(leading) = &mut self.role else {
+            out.push(Action::Reply(Reply::ReadRefused {
+                id,
+                reason: Refusal::NotLeader(hint),
+            }));
+            return;
+        };
+        if leading.reads.len() >= reads_max {
+            out.push(Action::Reply(Reply::ReadRefused {
+                id,
+                reason: Refusal::Busy,
+            }));
+            return;
+        }
+        leading.reads.push_back(PendingRead {
+            id,
+            round: 0,
+            commit: commit.max(leading.recovery_end),
+        });
+        if self.config.members.len() == 1 {
+            self.leader_start_read_round();
+            self.leader_serve_reads(out);
+        }
+    }
+
+    /// Reads that arrived since the last round get a new one; the heartbeat
+    /// that carries it must come after they arrived, or it proves nothing.
+    fn leader_start_read_round(&mut self) {
+        let position = self.position;
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        if !leading.reads.iter().any(|r| r.round == 0) {
+            return;
+        }
+        leading.read_round += 1;
+        let round = leading.read_round;
+        leading.read_acks[position] = round;
+        for read in leading.reads.iter_mut().filter(|r| r.round == 0) {
+            read.round = round;
+        }
+        leading.next_heartbeat_at = self.now;
+    }
+
+    fn leader_serve_reads(&mut self, out: &mut Actions) {
+        let (quorum, commit) = (self.config.quorum(), self.commit);
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        while let Some(read) = leading.reads.front().copied() {
+            let confirmed = read.round != 0
+                && leading
+                    .read_acks
+                    .iter()
+                    .filter(|r| **r >= read.round)
+                    .count()
+                    >= quorum;
+            if !confirmed || commit < read.commit {
+                return;
+            }
+            leading.reads.pop_front();
+            out.push(Action::Reply(Reply::ReadReady {
+                id: read.id,
+                commit: read.commit,
+            }));
+        }
+    }
+}
