@@ -1,0 +1,239 @@
+//! Append, group commit, rollover, truncation and fault handling of the WAL.
+
+mod common;
+
+use common::{body, frames_of, run, small_config, Faulty};
+use synod_wal::{Position, Wal, WalError};
+
+#[test]
+fn append_sync_reopen_reads_back() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, report) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(
+            (report.frames, report.next_position, report.torn),
+            (0, Position(0), None)
+        );
+        for i in 0..10u64 {
+            assert_eq!(
+                wal.append(i as u16, &body(i, i as usize * 7)).unwrap(),
+                Position(i)
+            );
+        }
+        assert_eq!(wal.durable(), Position(0));
+        assert_eq!(wal.sync().await.unwrap(), Position(10));
+        wal.close().await.unwrap();
+
+        let (wal, report) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(
+            (report.frames, report.next_position, report.torn),
+            (10, Position(10), None)
+        );
+        let frames = frames_of(&wal).await;
+        for (i, (p, k, b)) in frames.iter().enumerate() {
+            assert_eq!((*p, *k, b), (i as u64, i as u16, &body(i as u64, i * 7)));
+        }
+        assert_eq!(wal.append(0, b"more").unwrap(), Position(10));
+    });
+}
+
+#[test]
+fn partial_block_rewrite_keeps_durable_frames() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        // Many small commits share the first block; each rewrites it.
+        for i in 0..200u64 {
+            wal.append(1, &body(i, 5)).unwrap();
+            wal.sync().await.unwrap();
+        }
+        drop(wal);
+        let (wal, report) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(report.frames, 200);
+        let frames = frames_of(&wal).await;
+        assert!(frames
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f.2 == body(i as u64, 5)));
+    });
+}
+
+#[test]
+fn rollover_creates_segments_and_recovers_across_them() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        for i in 0..100u64 {
+            wal.append(2, &body(i, 3000)).unwrap();
+        }
+        wal.sync().await.unwrap();
+        drop(wal);
+        let (wal, report) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert!(report.segments >= 4, "{report:?}");
+        assert_eq!(report.frames, 100);
+        assert_eq!(frames_of(&wal).await.len(), 100);
+    });
+}
+
+#[test]
+fn group_commit_shares_fdatasyncs_between_appenders() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Faulty::default();
+        let (wal, _) = Wal::open_with(storage.clone(), dir.path(), small_config())
+            .await
+            .unwrap();
+        let appenders = 64u64;
+        let tasks: Vec<_> = (0..appenders)
+            .map(|i| {
+                let wal = wal.clone();
+                glommio::spawn_local(async move {
+                    let position = wal.append(1, &body(i, 100)).unwrap();
+                    let durable = wal.sync().await.unwrap();
+                    assert!(durable > position);
+                    assert!(wal.durable() > position);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+        assert!(
+            storage.fdatasyncs.get() < appenders as u32 / 2,
+            "{} fdatasyncs",
+            storage.fdatasyncs.get()
+        );
+        assert_eq!(frames_of(&wal).await.len(), appenders as usize);
+    });
+}
+
+#[test]
+fn failed_fdatasync_is_fatal_and_never_retried() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Faulty::default();
+        storage.fail_fdatasync_number.set(Some(2));
+        let (wal, _) = Wal::open_with(storage.clone(), dir.path(), small_config())
+            .await
+            .unwrap();
+        wal.append(1, b"acknowledged").unwrap();
+        wal.sync().await.unwrap();
+        wal.append(1, b"lost").unwrap();
+        assert!(matches!(wal.sync().await, Err(WalError::Fatal(_))));
+        assert!(matches!(wal.append(1, b"refused"), Err(WalError::Fatal(_))));
+        assert!(matches!(wal.sync().await, Err(WalError::Fatal(_))));
+        assert!(matches!(
+            wal.truncate_after(Position(0)).await,
+            Err(WalError::Fatal(_))
+        ));
+        assert_eq!(wal.durable(), Position(1));
+        assert_eq!(
+            storage.fdatasyncs.get(),
+            2,
+            "the failed fdatasync was retried"
+        );
+        drop(wal);
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(frames_of(&wal).await[0].2, b"acknowledged");
+    });
+}
+
+#[test]
+fn failed_write_is_fatal() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Faulty::default();
+        let (wal, _) = Wal::open_with(storage.clone(), dir.path(), small_config())
+            .await
+            .unwrap();
+        storage.fail_writes.set(true);
+        wal.append(1, b"x").unwrap();
+        assert!(matches!(wal.sync().await, Err(WalError::Fatal(_))));
+        assert_eq!(storage.fdatasyncs.get(), 0);
+        assert!(matches!(wal.append(1, b"y"), Err(WalError::Fatal(_))));
+    });
+}
+
+#[test]
+fn truncate_after_replaces_the_suffix_durably() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        for i in 0..60u64 {
+            wal.append(1, &body(i, 2000)).unwrap();
+        }
+        wal.sync().await.unwrap();
+        wal.truncate_after(Position(9)).await.unwrap();
+        assert_eq!(
+            (wal.next_position(), wal.durable()),
+            (Position(10), Position(10))
+        );
+        assert_eq!(wal.append(7, b"higher ballot").unwrap(), Position(10));
+        wal.sync().await.unwrap();
+        drop(wal);
+        let (wal, report) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!((report.frames, report.segments, report.torn), (11, 1, None));
+        let frames = frames_of(&wal).await;
+        assert_eq!(frames[10], (10, 7, b"higher ballot".to_vec()));
+        assert!(frames[..10]
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f.2 == body(i as u64, 2000)));
+        // Pending frames are cut too, and the truncation can cross segments.
+        for i in 11..40u64 {
+            wal.append(1, &body(i, 2000)).unwrap();
+        }
+        wal.truncate_after(Position(0)).await.unwrap();
+        assert_eq!(frames_of(&wal).await.len(), 1);
+        assert!(matches!(wal.truncate_after(Position(5)).await, Ok(())));
+    });
+}
+
+#[test]
+fn remove_before_drops_whole_old_segments_only() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        for i in 0..100u64 {
+            wal.append(1, &body(i, 3000)).unwrap();
+        }
+        wal.sync().await.unwrap();
+        let first = wal.remove_before(Position(50)).await.unwrap();
+        assert!(first > Position(0) && first <= Position(50), "{first}");
+        assert_eq!(wal.first_position(), first);
+        drop(wal);
+        let (wal, report) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(
+            (report.first_position, report.next_position),
+            (first, Position(100))
+        );
+        let frames = frames_of(&wal).await;
+        assert_eq!(frames[0].0, first.0);
+        assert!(frames.iter().all(|f| f.2 == body(f.0, 3000)));
+        assert!(matches!(
+            wal.truncate_after(Position(first.0 - 2)).await,
+            Err(WalError::OutOfRange { .. })
+        ));
+        // Removing everything below the end keeps the segment being written.
+        wal.remove_before(Position(100)).await.unwrap();
+        assert_eq!(wal.append(1, b"x").unwrap(), Position(100));
+    });
+}
+
+#[test]
+fn oversized_frames_and_bad_config_are_refused() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config();
+        config.segment_bytes_max = 1000;
+        assert!(matches!(
+            Wal::open(dir.path(), config).await,
+            Err(WalError::Config(_))
+        ));
+        let (wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        assert!(matches!(
+            wal.append(1, &vec![0; 9000]),
+            Err(WalError::FrameTooLarge { .. })
+        ));
+    });
+}
