@@ -483,7 +483,8 @@ impl<S: Storage> Wal<S> {
     /// accepted slots): later segments are unlinked newest first, then the
     /// segment holding `last_kept + 1` is cut there, each step durable before
     /// the next, so a crash leaves a prefix of the log. Pending frames are
-    /// committed first; appends during the truncation are refused.
+    /// committed first (so on return every kept frame is durable); appends
+    /// during the truncation are refused.
     pub async fn truncate_after(&self, last_kept: Position) -> Result<(), WalError> {
         let cut = Position(last_kept.0.saturating_add(1));
         self.lock().await?;
@@ -497,9 +498,6 @@ impl<S: Storage> Wal<S> {
     async fn truncate_locked(&self, cut: Position) -> Result<(), WalError> {
         {
             let st = self.inner.state.borrow();
-            if cut >= st.next {
-                return Ok(());
-            }
             if cut < st.first_position() {
                 return Err(WalError::OutOfRange {
                     position: cut,
@@ -509,6 +507,9 @@ impl<S: Storage> Wal<S> {
             }
         }
         self.commit_locked().await?;
+        if cut >= self.inner.state.borrow().next {
+            return Ok(());
+        }
         self.cut_files(cut).await.map_err(|e| self.fail(e))
     }
 
