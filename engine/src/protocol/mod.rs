@@ -273,6 +273,12 @@ impl Replica {
         self.end_step(out);
     }
 
+    /// Breaks rules on purpose, for tests that prove the checkers see it.
+    #[cfg(test)]
+    pub(crate) fn set_test_faults(&mut self, faults: TestFaults) {
+        self.faults = faults;
+    }
+
     /// A summary for displays and tests.
     pub fn status(&self) -> Status {
         Status {

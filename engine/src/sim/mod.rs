@@ -1,1 +1,311 @@
-//! The deterministic simulator.
+//! The deterministic simulator: a whole cluster in one thread, one seed for
+//! every choice (faults, timings, config knobs), and a checker per safety
+//! property run as the cluster moves.
+//!
+//! A run has two phases. In the safety phase clients propose while the
+//! network loses, duplicates, delays and reorders messages, partitions and
+//! clogs links, and replicas crash (losing unsynced writes, perhaps tearing
+//! the last one) and restart. In the liveness phase the faults stop, every
+//! replica is restarted and every link healed, and the cluster must elect a
+//! leader and commit every pending command within a tick budget. Then the
+//! end-of-run checks: every replica applied the same commands, and every
+//! acknowledged command is in each of them exactly once, at the index the
+//! client was told. A failing seed replays exactly with `synod sim --seed S
+//! --trace`.
+
+mod checker;
+mod client;
+mod cluster;
+mod disk;
+mod network;
+
+#[cfg(test)]
+mod scenarios;
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use checker::{node_id, Checker, Violation};
+pub use client::SimClient;
+pub use cluster::{Applied, Cluster, ClusterOptions, Stats, TICK_UNITS};
+pub use disk::SimDisk;
+pub use network::{Links, NetworkFaults};
+
+use crate::protocol::Config;
+
+/// Ticks of the safety phase.
+pub const SAFETY_TICKS: u64 = 1_500;
+/// Ticks the liveness phase may take before the run fails.
+pub const LIVENESS_TICKS_MAX: u64 = 3_000;
+
+/// What one seed did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Replicas.
+    pub nodes: usize,
+    /// Slots chosen.
+    pub commits: u64,
+    /// Commands acknowledged to clients.
+    pub acked: u64,
+    /// Times a replica became leader.
+    pub elections: u64,
+    /// Faults injected.
+    pub faults: u64,
+    /// Ticks the liveness phase took.
+    pub converge_ticks: u64,
+    /// Properties found broken.
+    pub violations: Vec<Violation>,
+    /// The event trace, when asked for.
+    pub trace: Vec<String>,
+}
+
+/// The faults one seed draws for its safety phase.
+#[derive(Clone, Copy, Debug)]
+struct FaultPlan {
+    network: NetworkFaults,
+    crash_per_tick: f64,
+    pause_per_tick: f64,
+    partition_per_tick: f64,
+    clog_per_tick: f64,
+}
+
+/// Runs one seed: safety phase with faults, liveness phase without, checks.
+pub fn run_seed(seed: u64, trace: bool) -> SimReport {
+    run(seed, trace, |_| {})
+}
+
+/// `run_seed` with deliberately broken replicas, to prove the checkers fire.
+#[cfg(test)]
+pub(crate) fn run_seed_broken(seed: u64, faults: crate::protocol::TestFaults) -> SimReport {
+    BROKEN.with(|b| b.set(Some(faults)));
+    let result = run(seed, false, |options| {
+        options.faults = BROKEN.with(|b| b.get()).unwrap_or_default();
+    });
+    BROKEN.with(|b| b.set(None));
+    result
+}
+
+#[cfg(test)]
+thread_local! {
+    static BROKEN: std::cell::Cell<Option<crate::protocol::TestFaults>> = const { std::cell::Cell::new(None) };
+}
+
+fn run(seed: u64, trace: bool, customize: fn(&mut ClusterOptions)) -> SimReport {
+    let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5EED);
+    let nodes = if draw.random_bool(0.5) { 3 } else { 5 };
+    let plan = FaultPlan {
+        network: NetworkFaults {
+            loss: draw.random_range(0.0..0.3),
+            duplicate: draw.random_range(0.0..0.05),
+            delay_min: 1,
+            delay_max: draw.random_range(2..=30),
+            straggler: draw.random_range(0.0..0.02),
+            straggler_units_max: 50 * TICK_UNITS,
+        },
+        crash_per_tick: draw.random_range(0.0..0.004),
+        pause_per_tick: draw.random_range(0.0..0.004),
+        partition_per_tick: draw.random_range(0.0..0.006),
+        clog_per_tick: draw.random_range(0.0..0.004),
+    };
+    let mut options = ClusterOptions::new(nodes, seed);
+    options.network = plan.network;
+    options.fsync_units_max = draw.random_range(1..=15);
+    options.trace = trace;
+    options.tune = tune_for_seed;
+    customize(&mut options);
+    let mut cluster = Cluster::new(options);
+    cluster.add_clients(draw.random_range(2..=6), draw.random_range(5..=30));
+    safety_phase(&mut cluster, &plan);
+    let converge_ticks = liveness_phase(&mut cluster);
+    final_checks(&mut cluster);
+    let stats = cluster.stats().clone();
+    SimReport {
+        seed,
+        nodes,
+        commits: cluster.chosen_slots() as u64,
+        acked: cluster.acked().len() as u64,
+        elections: stats.elections,
+        faults: stats.faults,
+        converge_ticks,
+        violations: cluster.violations().to_vec(),
+        trace: cluster.take_trace(),
+    }
+}
+
+/// Knobs drawn per seed from the config's seed, so every replica of a run
+/// agrees and every run of a seed is the same.
+fn tune_for_seed(config: &mut Config) {
+    let mut draw = ChaCha8Rng::seed_from_u64(config.seed ^ 0x7E57);
+    config.pipeline_max = [1, 2, 4, 16, 64][draw.random_range(0..5)];
+    config.batch_cmds_max = [1, 3, 64][draw.random_range(0..3)];
+    config.linger_ticks = draw.random_range(0..=2);
+    config.heartbeat_ticks = draw.random_range(1..=3);
+    config.election_timeout_ticks = draw.random_range(10..=30);
+    config.finalize_ticks = draw.random_range(0..=3);
+    config.resend_ticks = draw.random_range(3..=8);
+    config.catchup_slots_max = [1, 4, 256][draw.random_range(0..3)];
+}
+
+fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
+    let n = cluster.size();
+    let mut restart_at: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut resume_at: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut heal_at: Option<u64> = None;
+    for tick in 0..SAFETY_TICKS {
+        if cluster.rng().random_bool(plan.crash_per_tick) {
+            let node = cluster.rng().random_range(0..n);
+            if cluster.is_running(node) {
+                cluster.crash(node);
+                cluster.count_fault();
+                let down = cluster.rng().random_range(5..200);
+                restart_at.insert(node, tick + down);
+            }
+        }
+        if cluster.rng().random_bool(plan.pause_per_tick) {
+            let node = cluster.rng().random_range(0..n);
+            if cluster.is_running(node) {
+                cluster.pause(node);
+                cluster.count_fault();
+                let frozen = cluster.rng().random_range(5..100);
+                resume_at.insert(node, tick + frozen);
+            }
+        }
+        let thawed: Vec<usize> = resume_at
+            .iter()
+            .filter(|(_, at)| **at <= tick)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in thawed {
+            resume_at.remove(&node);
+            cluster.resume(node);
+        }
+        let due: Vec<usize> = restart_at
+            .iter()
+            .filter(|(_, at)| **at <= tick)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in due {
+            restart_at.remove(&node);
+            cluster.start(node);
+        }
+        if heal_at.is_none() && cluster.rng().random_bool(plan.partition_per_tick) {
+            partition(cluster);
+            let lasting = cluster.rng().random_range(10..300);
+            heal_at = Some(tick + lasting);
+        }
+        if heal_at.is_some_and(|at| at <= tick) {
+            cluster.links.heal();
+            heal_at = None;
+        }
+        if cluster.rng().random_bool(plan.clog_per_tick) {
+            let (from, to) = (
+                cluster.rng().random_range(0..n),
+                cluster.rng().random_range(0..n),
+            );
+            let until = (tick + cluster.rng().random_range(5..60)) * TICK_UNITS;
+            cluster.links.clog(from, to, until);
+            cluster.count_fault();
+        }
+        cluster.run_ticks(1);
+    }
+}
+
+/// Isolates one node, splits the cluster in two, or cuts one link one way.
+fn partition(cluster: &mut Cluster) {
+    let n = cluster.size();
+    cluster.count_fault();
+    match cluster.rng().random_range(0..3) {
+        0 => {
+            let alone = cluster.rng().random_range(0..n);
+            let sides: Vec<usize> = (0..n).map(|i| usize::from(i == alone)).collect();
+            cluster.links.split(&sides);
+        }
+        1 => {
+            let sides: Vec<usize> = (0..n).map(|_| cluster.rng().random_range(0..2)).collect();
+            cluster.links.split(&sides);
+        }
+        _ => {
+            let (from, to) = (
+                cluster.rng().random_range(0..n),
+                cluster.rng().random_range(0..n),
+            );
+            if from != to {
+                cluster.links.cut_one_way(from, to);
+            }
+        }
+    }
+}
+
+/// Heals everything and waits for the cluster to finish every command.
+fn liveness_phase(cluster: &mut Cluster) -> u64 {
+    cluster.links.heal();
+    cluster.set_network(NetworkFaults::none());
+    for node in 0..cluster.size() {
+        if cluster.is_paused(node) {
+            cluster.resume(node);
+        } else if !cluster.is_running(node) {
+            cluster.start(node);
+        }
+    }
+    cluster.stop_new_commands();
+    let start = cluster.tick();
+    let converged = cluster.run_until(LIVENESS_TICKS_MAX, |c| {
+        let commits = c.commits();
+        c.clients_idle()
+            && c.leader().is_some()
+            && commits.iter().all(|s| s.is_some() && *s == commits[0])
+    });
+    if !converged {
+        let detail = format!(
+            "no convergence within {LIVENESS_TICKS_MAX} ticks without faults: leader {:?}, commits {:?}, clients idle {}",
+            cluster.leader().map(|l| l + 1),
+            cluster.commits(),
+            cluster.clients_idle()
+        );
+        cluster.checker_mut().fail("liveness", detail);
+    }
+    cluster.tick() - start
+}
+
+/// Every replica applied the same commands; every acknowledged command is in
+/// each exactly once, at the index its client was told.
+fn final_checks(cluster: &mut Cluster) {
+    let reference = cluster.applied(0).to_vec();
+    for node in 1..cluster.size() {
+        if cluster.applied(node) != reference.as_slice() {
+            let detail = format!(
+                "n{} applied {} commands, n1 {}",
+                node + 1,
+                cluster.applied(node).len(),
+                reference.len()
+            );
+            cluster
+                .checker_mut()
+                .fail("committed prefixes agree", detail);
+        }
+    }
+    let acked = cluster.acked().to_vec();
+    for node in 0..cluster.size() {
+        for (client, seq, index) in &acked {
+            let found: Vec<_> = cluster
+                .applied(node)
+                .iter()
+                .filter(|a| a.client == *client && a.seq == *seq)
+                .map(|a| a.index)
+                .collect();
+            if found != [*index] {
+                let detail = format!(
+                    "n{}: ({client:?}, {seq}) acknowledged at {index:?} but applied at {found:?}",
+                    node + 1
+                );
+                cluster
+                    .checker_mut()
+                    .fail("acknowledged commands survive, once", detail);
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The safety checkers: one per named property, fed by the simulator as
+//! writes are issued and become durable, messages leave and slots commit.
+//!
+//! | property | checked when |
+//! |---|---|
+//! | promises never go back | a `Promise` write is issued |
+//! | nothing accepted below its promise | an `Accept` write is issued |
+//! | a chosen slot never changes | a majority has durably accepted one ballot |
+//! | no message before its state is durable | a Promise or Accepted leaves |
+//! | learned values were chosen, in order | a replica commits a slot |
+//! | agreement: committed prefixes agree | a replica commits a slot |
+//! | validity: only proposed commands | a replica commits a slot |
+//! | acknowledged commands survive, once | the end of a run |
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::protocol::{Ballot, Batch, ClientId, Envelope, Message, NodeId, Slot, Write};
+
+/// A property that did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The property's name.
+    pub property: &'static str,
+    /// What happened.
+    pub detail: String,
+}
+
+/// Acceptor state as it stands on one replica's disk.
+#[derive(Clone, Debug, Default)]
+struct DurableView {
+    promised: Ballot,
+    accepted: BTreeMap<Slot, Ballot>,
+}
+
+/// Per-replica bookkeeping.
+#[derive(Clone, Debug, Default)]
+struct NodeView {
+    durable: DurableView,
+    /// The highest ballot in any write issued (durable or not).
+    issued_promise: Ballot,
+    /// The slot this replica must commit next.
+    next_commit: Slot,
+}
+
+/// Watches a whole cluster.
+#[derive(Debug)]
+pub struct Checker {
+    quorum: usize,
+    nodes: Vec<NodeView>,
+    /// Who durably accepted what, per slot and ballot.
+    votes: BTreeMap<(Slot, Ballot), (Batch, BTreeSet<usize>)>,
+    chosen: BTreeMap<Slot, Batch>,
+    committed: BTreeMap<Slot, Batch>,
+    proposed: BTreeSet<(ClientId, u64, Vec<u8>)>,
+    violations: Vec<Violation>,
+}
+
+impl Checker {
+    /// A checker for `n` replicas.
+    pub fn new(n: usize) -> Checker {
+        Checker {
+            quorum: n / 2 + 1,
+            nodes: vec![NodeView::default(); n],
+            votes: BTreeMap::new(),
+            chosen: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            proposed: BTreeSet::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Everything found so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Records a property failure.
+    pub fn fail(&mut self, property: &'static str, detail: String) {
+        self.violations.push(Violation { property, detail });
+    }
+
+    /// Slots known chosen.
+    pub fn chosen_slots(&self) -> usize {
+        self.chosen.len()
+    }
+
+    /// A client proposed this command (validity's reference).
+    pub fn on_proposed(&mut self, client: ClientId, seq: u64, data: &[u8]) {
+        self.proposed.insert((client, seq, data.to_vec()));
+    }
+
+    /// Replica `node` issued `write`.
+    pub fn on_write_issued(&mut self, node: usize, write: &Write) {
+        let view = &mut self.nodes[node];
+        let issued = view.issued_promise;
+        match write {
+            Write::Promise(ballot) => {
+                view.issued_promise = issued.max(*ballot);
+                if *ballot < issued {
+                    self.fail(
+                        "promises never go back",
+                        format!("node {node} promised {ballot} after {issued}"),
+                    );
+                }
+            }
+            Write::Accept { slot, entry } => {
+                view.issued_promise = issued.max(entry.ballot);
+                if entry.ballot < issued {
+                    let detail = format!(
+                        "node {node} accepted {slot:?} at {} below its promise {issued}",
+                        entry.ballot
+                    );
+                    self.fail("nothing accepted below its promise", detail);
+                }
+            }
+        }
+    }
+
+    /// Replica `node`'s writes became durable.
+    pub fn on_durable(&mut self, node: usize, writes: &[Write]) {
+        for write in writes {
+            match write {
+                Write::Promise(ballot) => {
+                    let durable = &mut self.nodes[node].durable;
+                    durable.promised = durable.promised.max(*ballot);
+                }
+                Write::Accept { slot, entry } => {
+                    self.on_durable_accept(node, *slot, entry.ballot, &entry.batch)
+                }
+            }
+        }
+    }
+
+    fn on_durable_accept(&mut self, node: usize, slot: Slot, ballot: Ballot, batch: &Batch) {
+        let durable = &mut self.nodes[node].durable;
+        durable.promised = durable.promised.max(ballot);
+        durable.accepted.insert(slot, ballot);
+        let (value, voters) = self
+            .votes
+            .entry((slot, ballot))
+            .or_insert_with(|| (batch.clone(), BTreeSet::new()));
+        if value != batch {
+            let detail = format!("two values accepted at {slot:?} under one ballot {ballot}");
+            self.fail("one value per ballot and slot", detail);
+            return;
+        }
+        voters.insert(node);
+        if voters.len() < self.quorum {
+            return;
+        }
+        let value = value.clone();
+        match self.chosen.get(&slot) {
+            None => {
+                self.chosen.insert(slot, value);
+            }
+            Some(chosen) if *chosen != value => {
+                let detail = format!("{slot:?} chosen again at {ballot} with another value");
+                self.fail("a chosen slot never changes", detail);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Replica `node` sends `envelope`: a vote must report durable state.
+    pub fn on_send(&mut self, node: usize, envelope: &Envelope) {
+        let durable = &self.nodes[node].durable;
+        let problem = match &envelope.msg {
+            Message::Promise(p) if durable.promised < p.ballot => {
+                Some(format!("Promise {} before it was durable", p.ballot))
+            }
+            Message::Promise(p) => p
+                .entries
+                .iter()
+                .find(|(slot, e)| durable.accepted.get(slot).is_none_or(|b| *b < e.ballot))
+                .map(|(slot, _)| format!("Promise reports {slot:?} before it was durable")),
+            Message::Accepted(a) if durable.accepted.get(&a.slot).is_none_or(|b| *b < a.ballot) => {
+                Some(format!(
+                    "Accepted {:?} at {} before it was durable",
+                    a.slot, a.ballot
+                ))
+            }
+            _ => None,
+        };
+        if let Some(detail) = problem {
+            self.fail(
+                "no vote leaves before its state is durable",
+                format!("node {node}: {detail}"),
+            );
+        }
+    }
+
+    /// Replica `node` commits `slot`.
+    pub fn on_commit(&mut self, node: usize, slot: Slot, batch: &Batch) {
+        let expected = self.nodes[node].next_commit;
+        if slot != expected {
+            self.fail(
+                "slots commit in order, once",
+                format!("node {node} committed {slot:?}, expected {expected:?}"),
+            );
+        }
+        self.nodes[node].next_commit = slot.next();
+        match self.chosen.get(&slot) {
+            Some(chosen) if chosen == batch => {}
+            Some(_) => self.fail(
+                "learned values were chosen",
+                format!("node {node} committed a value at {slot:?} that was not chosen"),
+            ),
+            None => self.fail(
+                "learned values were chosen",
+                format!("node {node} committed {slot:?} before a majority accepted it"),
+            ),
+        }
+        match self.committed.get(&slot) {
+            Some(first) if first != batch => self.fail(
+                "agreement",
+                format!("node {node} committed another value at {slot:?}"),
+            ),
+            Some(_) => {}
+            None => {
+                self.committed.insert(slot, batch.clone());
+            }
+        }
+        for command in batch.iter() {
+            if !self
+                .proposed
+                .contains(&(command.client, command.seq, command.data.to_vec()))
+            {
+                let detail = format!(
+                    "node {node} committed ({:?}, {}) that nobody proposed",
+                    command.client, command.seq
+                );
+                self.fail("validity", detail);
+            }
+        }
+    }
+
+    /// Replica `node` restarted from its disk: it re-learns from slot 0.
+    pub fn on_restart(&mut self, node: usize) {
+        let view = &mut self.nodes[node];
+        view.next_commit = Slot(0);
+        view.issued_promise = view.durable.promised;
+    }
+}
+
+/// Returns the id of a replica by its index.
+pub fn node_id(index: usize) -> NodeId {
+    NodeId(index as u64 + 1)
+}

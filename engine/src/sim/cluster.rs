@@ -1,0 +1,792 @@
+//! A whole cluster in one thread: replicas, their disks, the network and the
+//! clients, every choice drawn from one seeded RNG.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, BinaryHeap};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::checker::{node_id, Checker, Violation};
+use super::client::SimClient;
+use super::disk::SimDisk;
+use super::network::{Links, NetworkFaults};
+use crate::protocol::{
+    Action, Actions, ClientId, Command, Config, DurableState, Envelope, Input, LogIndex, NodeId,
+    Replica, Reply, SessionOutcome, Sessions, Slot, SyncId, Write,
+};
+
+/// Simulator time units in one protocol tick. Messages and syncs take a few
+/// units, so they interleave finely with ticks.
+pub const TICK_UNITS: u64 = 10;
+
+/// How a cluster is built.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Replicas.
+    pub nodes: usize,
+    /// Drives every random choice.
+    pub seed: u64,
+    /// Network fault rates.
+    pub network: NetworkFaults,
+    /// Largest fsync latency, in time units (syncs complete in order).
+    pub fsync_units_max: u64,
+    /// Adjusts each replica's config.
+    pub tune: fn(&mut Config),
+    /// Messages wait in a pool for the test to deliver them by hand, and
+    /// syncs complete at once.
+    pub manual: bool,
+    /// Record a line per event.
+    pub trace: bool,
+    /// Replicas started at creation; the rest wait for `start`.
+    pub started: usize,
+    /// Deliberately broken rules, for tests of the checkers.
+    #[cfg(test)]
+    pub(crate) faults: crate::protocol::TestFaults,
+}
+
+impl ClusterOptions {
+    /// A fault-free cluster of `nodes`, all started.
+    pub fn new(nodes: usize, seed: u64) -> ClusterOptions {
+        ClusterOptions {
+            nodes,
+            seed,
+            network: NetworkFaults::none(),
+            fsync_units_max: 2,
+            tune: |_| {},
+            manual: false,
+            trace: false,
+            started: nodes,
+            #[cfg(test)]
+            faults: crate::protocol::TestFaults::default(),
+        }
+    }
+}
+
+/// A command as a replica's state machine applied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Its log index.
+    pub index: LogIndex,
+    /// Its session.
+    pub client: ClientId,
+    /// Its sequence.
+    pub seq: u64,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+/// Counters of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Times a replica finished Phase 1 as leader.
+    pub elections: u64,
+    /// Crashes, partitions, cuts and clogs injected.
+    pub faults: u64,
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages lost (dropped, cut off, or addressed to a dead node).
+    pub dropped: u64,
+}
+
+struct SimNode {
+    replica: Option<Replica>,
+    paused: bool,
+    disk: SimDisk,
+    incarnation: u64,
+    /// When the last scheduled sync completes (syncs finish in order).
+    sync_free_at: u64,
+    applied: Vec<Applied>,
+    sessions: Sessions<LogIndex>,
+    /// Commands proposed here whose client waits for this node's answer.
+    waiting: BTreeSet<(ClientId, u64)>,
+    was_leading: bool,
+}
+
+enum Event {
+    Tick,
+    Deliver(Envelope),
+    SyncDone {
+        node: usize,
+        incarnation: u64,
+        sync: SyncId,
+    },
+}
+
+struct Scheduled {
+    time: u64,
+    order: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.order) == (other.time, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: the heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.order).cmp(&(self.time, self.order))
+    }
+}
+
+/// The simulated cluster.
+pub struct Cluster {
+    options: ClusterOptions,
+    configs: Vec<Config>,
+    nodes: Vec<SimNode>,
+    events: BinaryHeap<Scheduled>,
+    order: u64,
+    now: u64,
+    rng: ChaCha8Rng,
+    /// Which links are up.
+    pub links: Links,
+    network: NetworkFaults,
+    checker: Checker,
+    clients: Vec<SimClient>,
+    /// Messages waiting for manual delivery.
+    pool: Vec<Envelope>,
+    acked: Vec<(ClientId, u64, LogIndex)>,
+    stats: Stats,
+    trace: Vec<String>,
+    next_client: u64,
+}
+
+impl Cluster {
+    /// Builds the cluster and starts the first `options.started` replicas.
+    pub fn new(options: ClusterOptions) -> Cluster {
+        let members: Vec<NodeId> = (0..options.nodes).map(node_id).collect();
+        let configs = members
+            .iter()
+            .map(|id| {
+                let mut config = Config::new(*id, members.clone());
+                config.seed = options.seed;
+                (options.tune)(&mut config);
+                config
+            })
+            .collect();
+        let nodes = (0..options.nodes)
+            .map(|_| SimNode {
+                replica: None,
+                paused: false,
+                disk: SimDisk::default(),
+                incarnation: 0,
+                sync_free_at: 0,
+                applied: Vec::new(),
+                sessions: Sessions::default(),
+                waiting: BTreeSet::new(),
+                was_leading: false,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            links: Links::new(options.nodes),
+            network: options.network,
+            checker: Checker::new(options.nodes),
+            configs,
+            nodes,
+            events: BinaryHeap::new(),
+            order: 0,
+            now: 0,
+            clients: Vec::new(),
+            pool: Vec::new(),
+            acked: Vec::new(),
+            stats: Stats::default(),
+            trace: Vec::new(),
+            next_client: 1,
+            options,
+        };
+        for node in 0..cluster.options.started {
+            cluster.start(node);
+        }
+        if !cluster.options.manual {
+            cluster.schedule(TICK_UNITS, Event::Tick);
+        }
+        cluster
+    }
+
+    /// Writes placed on a replica's disk before it first starts.
+    pub fn preload(&mut self, node: usize, writes: Vec<Write>) {
+        assert!(self.nodes[node].replica.is_none(), "preload before start");
+        for write in writes {
+            self.checker.on_write_issued(node, &write);
+            self.nodes[node].disk.append(write);
+        }
+        let durable = self.nodes[node].disk.crash(usize::MAX);
+        let writes = self.nodes[node].disk.writes()[durable].to_vec();
+        self.checker.on_durable(node, &writes);
+    }
+
+    /// Starts (or restarts) replica `node` from what its disk holds.
+    pub fn start(&mut self, node: usize) {
+        let state = DurableState::replay(self.nodes[node].disk.writes());
+        #[allow(unused_mut)]
+        let mut replica =
+            Replica::new(self.configs[node].clone(), state).expect("valid sim config");
+        #[cfg(test)]
+        replica.set_test_faults(self.options.faults);
+        let n = &mut self.nodes[node];
+        n.replica = Some(replica);
+        n.paused = false;
+        n.incarnation += 1;
+        n.applied.clear();
+        n.sessions = Sessions::default();
+        n.waiting.clear();
+        n.was_leading = false;
+        self.checker.on_restart(node);
+        self.note(|| format!("start n{}", node + 1));
+    }
+
+    /// Power loss on `node`: unsynced writes survive only as a random prefix.
+    pub fn crash(&mut self, node: usize) {
+        if self.nodes[node].replica.is_none() {
+            return;
+        }
+        let unsynced = self.nodes[node].disk.unsynced();
+        let keep = self.rng.random_range(0..=unsynced);
+        let n = &mut self.nodes[node];
+        n.replica = None;
+        let survivors = n.disk.crash(keep);
+        let writes = n.disk.writes()[survivors].to_vec();
+        self.checker.on_durable(node, &writes);
+        self.note(|| {
+            format!(
+                "crash n{} (kept {keep} of {unsynced} unsynced writes)",
+                node + 1
+            )
+        });
+    }
+
+    /// Freezes `node` (a long GC pause): no ticks, inbound messages lost.
+    pub fn pause(&mut self, node: usize) {
+        self.nodes[node].paused = true;
+    }
+
+    /// Thaws a paused node, its state exactly as it was.
+    pub fn resume(&mut self, node: usize) {
+        self.nodes[node].paused = false;
+    }
+
+    /// Whether `node` is paused.
+    pub fn is_paused(&self, node: usize) -> bool {
+        self.nodes[node].paused
+    }
+
+    /// Runs for `ticks` protocol ticks.
+    pub fn run_ticks(&mut self, ticks: u64) {
+        let end = self.now + ticks * TICK_UNITS;
+        while self.events.peek().is_some_and(|e| e.time <= end) {
+            let Scheduled { time, event, .. } = self.events.pop().expect("peeked");
+            self.now = time;
+            self.handle(event);
+        }
+        self.now = end;
+    }
+
+    /// Runs until `done` holds (checked every tick) or `ticks_max` pass;
+    /// returns whether it held.
+    pub fn run_until(&mut self, ticks_max: u64, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+        for _ in 0..ticks_max {
+            if done(self) {
+                return true;
+            }
+            self.run_ticks(1);
+        }
+        done(self)
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.order += 1;
+        self.events.push(Scheduled {
+            time: self.now + delay,
+            order: self.order,
+            event,
+        });
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick => {
+                self.schedule(TICK_UNITS, Event::Tick);
+                self.on_tick();
+            }
+            Event::Deliver(envelope) => self.deliver(envelope),
+            Event::SyncDone {
+                node,
+                incarnation,
+                sync,
+            } => {
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].replica.is_some()
+                {
+                    self.complete_sync(node, sync);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        for node in 0..self.nodes.len() {
+            if self.is_running(node) {
+                self.step(node, Input::Tick);
+            }
+        }
+        self.clients_tick();
+    }
+
+    /// Whether `node` is started, not crashed and not paused.
+    pub fn is_running(&self, node: usize) -> bool {
+        self.nodes[node].replica.is_some() && !self.nodes[node].paused
+    }
+
+    /// Delivers `envelope` now, unless its addressee is down.
+    pub fn deliver(&mut self, envelope: Envelope) {
+        let to = envelope.to.0 as usize - 1;
+        if !self.is_running(to) {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.step(to, Input::Message(envelope));
+    }
+
+    /// Feeds one input to `node` and carries out its actions.
+    pub fn step(&mut self, node: usize, input: Input) {
+        let mut out = Actions::default();
+        let trace_input = self.options.trace.then(|| describe_input(&input));
+        let replica = self.nodes[node]
+            .replica
+            .as_mut()
+            .expect("step on a running node");
+        if let Err(error) = replica.step(input, &mut out) {
+            self.checker.fail(
+                "peers send only valid messages",
+                format!("n{}: {error}", node + 1),
+            );
+        }
+        self.after_step(node, trace_input, out);
+    }
+
+    /// Makes `node` take leadership now (election disabled or not).
+    pub fn campaign(&mut self, node: usize) {
+        let mut out = Actions::default();
+        self.nodes[node]
+            .replica
+            .as_mut()
+            .expect("running")
+            .campaign(&mut out);
+        self.after_step(node, Some("campaign".into()), out);
+    }
+
+    fn after_step(&mut self, node: usize, trace_input: Option<String>, mut out: Actions) {
+        if let Some(input) = trace_input {
+            let status = self.nodes[node].replica.as_ref().map(Replica::status);
+            self.note(|| {
+                format!(
+                    "n{} <- {input} => {} actions; {status:?}",
+                    node + 1,
+                    out.len()
+                )
+            });
+        }
+        let leading = self.nodes[node]
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.status().leading);
+        if leading && !self.nodes[node].was_leading {
+            self.stats.elections += 1;
+        }
+        self.nodes[node].was_leading = leading;
+        let actions: Vec<Action> = out.drain().collect();
+        for action in actions {
+            self.carry_out(node, action);
+        }
+    }
+
+    fn carry_out(&mut self, node: usize, action: Action) {
+        match action {
+            Action::Persist(write) => {
+                self.checker.on_write_issued(node, &write);
+                self.nodes[node].disk.append(write);
+            }
+            Action::Sync(sync) => self.issue_sync(node, sync),
+            Action::Send(envelope) => {
+                self.checker.on_send(node, &envelope);
+                self.send(envelope);
+            }
+            Action::Commit {
+                slot,
+                first_index,
+                batch,
+            } => {
+                self.checker.on_commit(node, slot, &batch);
+                self.apply(node, first_index, &batch);
+            }
+            Action::Reply(reply) => self.on_reply(reply),
+            Action::SendSnapshot { .. } => {
+                self.checker.fail(
+                    "no snapshot needed without compaction",
+                    format!("n{}", node + 1),
+                );
+            }
+        }
+    }
+
+    fn issue_sync(&mut self, node: usize, sync: SyncId) {
+        self.nodes[node].disk.sync_issued(sync);
+        if self.options.manual {
+            self.complete_sync(node, sync);
+            return;
+        }
+        let latency = self
+            .rng
+            .random_range(1..=self.options.fsync_units_max.max(1));
+        let done_at = self.nodes[node].sync_free_at.max(self.now + latency);
+        self.nodes[node].sync_free_at = done_at;
+        let incarnation = self.nodes[node].incarnation;
+        self.schedule(
+            done_at - self.now,
+            Event::SyncDone {
+                node,
+                incarnation,
+                sync,
+            },
+        );
+    }
+
+    fn complete_sync(&mut self, node: usize, sync: SyncId) {
+        let durable = self.nodes[node].disk.sync_done(sync);
+        let writes = self.nodes[node].disk.writes()[durable].to_vec();
+        self.checker.on_durable(node, &writes);
+        self.step(node, Input::Persisted(sync));
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        self.stats.messages += 1;
+        if self.options.manual {
+            self.pool.push(envelope);
+            return;
+        }
+        let (from, to) = (envelope.from.0 as usize - 1, envelope.to.0 as usize - 1);
+        if !self.links.is_up(from, to) || self.rng.random_bool(self.network.loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.random_bool(self.network.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.rng.random_bool(self.network.straggler) {
+                self.rng
+                    .random_range(1..=self.network.straggler_units_max.max(1))
+            } else {
+                self.rng.random_range(
+                    self.network.delay_min..=self.network.delay_max.max(self.network.delay_min),
+                )
+            };
+            let at = (self.now + delay).max(self.links.clogged_until(from, to));
+            self.schedule(at - self.now, Event::Deliver(envelope.clone()));
+        }
+    }
+
+    /// Applies a committed batch to `node`'s state machine (a log of applied
+    /// commands behind client sessions) and answers waiting clients.
+    fn apply(&mut self, node: usize, first_index: LogIndex, batch: &crate::protocol::Batch) {
+        let mut acks = Vec::new();
+        let n = &mut self.nodes[node];
+        for (offset, command) in batch.iter().enumerate() {
+            let index = LogIndex(first_index.0 + offset as u64);
+            let reply = match n.sessions.check(command.client, command.seq) {
+                SessionOutcome::Fresh => {
+                    n.applied.push(Applied {
+                        index,
+                        client: command.client,
+                        seq: command.seq,
+                        data: Bytes::copy_from_slice(command.data),
+                    });
+                    n.sessions.record(command.client, command.seq, index, index);
+                    Some(index)
+                }
+                SessionOutcome::Duplicate { reply, .. } => Some(*reply),
+                SessionOutcome::Stale => None,
+            };
+            if let Some(index) = reply {
+                if n.waiting.remove(&(command.client, command.seq)) {
+                    acks.push((command.client, command.seq, index));
+                }
+            }
+        }
+        for (client, seq, index) in acks {
+            if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
+                if c.on_acked(seq) {
+                    self.acked.push((client, seq, index));
+                }
+            } else {
+                self.acked.push((client, seq, index));
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let tick = self.tick();
+        let nodes = self.nodes.len();
+        if let Reply::Refused {
+            client,
+            seq,
+            reason,
+        } = reply
+        {
+            if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
+                c.on_refused(seq, reason, nodes, tick);
+            }
+        }
+    }
+
+    /// The current protocol tick.
+    pub fn tick(&self) -> u64 {
+        self.now / TICK_UNITS
+    }
+
+    /// Adds `count` client sessions issuing `ops` commands each.
+    pub fn add_clients(&mut self, count: usize, ops: u32) {
+        for _ in 0..count {
+            let id = ClientId(self.next_client);
+            self.next_client += 1;
+            let target = self.rng.random_range(0..self.nodes.len());
+            self.clients.push(SimClient::new(id, target, ops));
+        }
+    }
+
+    fn clients_tick(&mut self) {
+        let tick = self.tick();
+        let timeout = u64::from(self.configs[0].election_timeout_ticks) * 3;
+        for i in 0..self.clients.len() {
+            let client = &mut self.clients[i];
+            let due = match &client.pending {
+                Some(p) if tick >= p.resend_tick => true,
+                Some(p) if tick >= p.sent_tick + timeout => {
+                    client.target = (client.target + 1) % self.nodes.len();
+                    true
+                }
+                Some(_) => false,
+                None if client.ops_left > 0 && self.rng.random_bool(0.2) => {
+                    let pending = client.issue(tick).clone();
+                    self.checker
+                        .on_proposed(client.id, pending.seq, &pending.data);
+                    true
+                }
+                None => false,
+            };
+            if due {
+                self.client_send(i, tick);
+            }
+        }
+    }
+
+    fn client_send(&mut self, i: usize, tick: u64) {
+        let client = &mut self.clients[i];
+        let Some(pending) = &mut client.pending else {
+            return;
+        };
+        pending.sent_tick = tick;
+        pending.resend_tick = u64::MAX;
+        let command = Command {
+            client: client.id,
+            seq: pending.seq,
+            data: pending.data.clone(),
+        };
+        let target = client.target;
+        if self.is_running(target) {
+            self.nodes[target]
+                .waiting
+                .insert((command.client, command.seq));
+            self.step(target, Input::Propose(command));
+        }
+    }
+
+    /// Proposes one command at `node` on behalf of a fresh one-shot session;
+    /// returns the session.
+    pub fn propose(&mut self, node: usize, data: &str) -> ClientId {
+        let client = ClientId(1_000_000 + self.next_client);
+        self.next_client += 1;
+        self.checker.on_proposed(client, 1, data.as_bytes());
+        self.nodes[node].waiting.insert((client, 1));
+        let command = Command {
+            client,
+            seq: 1,
+            data: Bytes::copy_from_slice(data.as_bytes()),
+        };
+        self.step(node, Input::Propose(command));
+        client
+    }
+
+    /// Stops clients from issuing new commands (they still retry).
+    pub fn stop_new_commands(&mut self) {
+        for client in &mut self.clients {
+            client.ops_left = 0;
+        }
+    }
+
+    /// Whether every client has its commands acknowledged.
+    pub fn clients_idle(&self) -> bool {
+        self.clients
+            .iter()
+            .all(|c| c.pending.is_none() && c.ops_left == 0)
+    }
+
+    /// Messages waiting for manual delivery.
+    pub fn pool(&self) -> &[Envelope] {
+        &self.pool
+    }
+
+    /// Delivers (in order) every pooled message matching `pick`; returns how
+    /// many. New messages they cause go to the pool.
+    pub fn deliver_where(&mut self, mut pick: impl FnMut(&Envelope) -> bool) -> usize {
+        let (chosen, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pool)
+            .into_iter()
+            .partition(|e| pick(e));
+        self.pool = rest;
+        let count = chosen.len();
+        for envelope in chosen {
+            self.deliver(envelope);
+        }
+        count
+    }
+
+    /// Drops every pooled message matching `pick`.
+    pub fn drop_where(&mut self, mut pick: impl FnMut(&Envelope) -> bool) {
+        self.pool.retain(|e| !pick(e));
+    }
+
+    /// The replica at `node`, if running or paused.
+    pub fn replica(&self, node: usize) -> Option<&Replica> {
+        self.nodes[node].replica.as_ref()
+    }
+
+    /// The running node that leads with Phase 1 done, if exactly one does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|n| {
+                self.is_running(*n)
+                    && self.nodes[*n]
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.status().leading)
+            })
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// What `node`'s state machine applied, in order.
+    pub fn applied(&self, node: usize) -> &[Applied] {
+        &self.nodes[node].applied
+    }
+
+    /// Commands acknowledged to clients: (session, sequence, log index).
+    pub fn acked(&self) -> &[(ClientId, u64, LogIndex)] {
+        &self.acked
+    }
+
+    /// Run counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counts an injected fault.
+    pub fn count_fault(&mut self) {
+        self.stats.faults += 1;
+    }
+
+    /// Properties found broken.
+    pub fn violations(&self) -> &[Violation] {
+        self.checker.violations()
+    }
+
+    /// The checker, to add end-of-run findings.
+    pub fn checker_mut(&mut self) -> &mut Checker {
+        &mut self.checker
+    }
+
+    /// Slots chosen so far.
+    pub fn chosen_slots(&self) -> usize {
+        self.checker.chosen_slots()
+    }
+
+    /// The seeded RNG, for fault schedules.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Sets the network's fault rates.
+    pub fn set_network(&mut self, network: NetworkFaults) {
+        self.network = network;
+    }
+
+    /// Number of replicas.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The commit point of every running replica.
+    pub fn commits(&self) -> Vec<Option<Slot>> {
+        (0..self.nodes.len())
+            .map(|n| {
+                self.is_running(n)
+                    .then(|| self.nodes[n].replica.as_ref().map(|r| r.status().commit))
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Takes the trace recorded so far.
+    pub fn take_trace(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.trace)
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.options.trace {
+            let now = self.now;
+            self.trace.push(format!("{:>8} {}", now, line()));
+        }
+    }
+}
+
+fn describe_input(input: &Input) -> String {
+    match input {
+        Input::Tick => "tick".into(),
+        Input::Message(e) => format!("{} from n{}: {:?}", e.msg.kind(), e.from.0, brief(&e.msg)),
+        Input::Propose(c) => format!("propose ({:?}, {})", c.client, c.seq),
+        Input::Persisted(s) => format!("persisted {s:?}"),
+        Input::Read(id) => format!("read {id:?}"),
+    }
+}
+
+fn brief(msg: &crate::protocol::Message) -> String {
+    use crate::protocol::Message as M;
+    match msg {
+        M::Prepare(m) => format!("ballot {} from {:?}", m.ballot, m.from_slot),
+        M::Promise(m) => format!("ballot {} with {} entries", m.ballot, m.entries.len()),
+        M::Nack(m) => format!("ballot {} promised {}", m.ballot, m.promised),
+        M::Accept(m) => format!(
+            "ballot {} {:?} ({} cmds) commit {:?}",
+            m.ballot,
+            m.slot,
+            m.batch.len(),
+            m.commit
+        ),
+        M::Accepted(m) => format!("ballot {} {:?}", m.ballot, m.slot),
+        M::Heartbeat(m) => format!("ballot {} commit {:?}", m.ballot, m.commit),
+        M::HeartbeatAck(m) => format!("ballot {}", m.ballot),
+        M::CatchUpRequest(m) => format!("from {:?}", m.from_slot),
+        M::CatchUp(m) => format!("{} entries, commit {:?}", m.entries.len(), m.commit),
+        M::Notification(m) => format!("round {} {:?}", m.round, m.state),
+    }
+}

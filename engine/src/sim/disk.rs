@@ -1,0 +1,92 @@
+//! A simulated disk: writes are volatile until a sync completes; a crash keeps
+//! the synced writes and any prefix of the rest (a torn or lost tail).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use crate::protocol::{SyncId, Write};
+
+/// One replica's disk.
+#[derive(Clone, Debug, Default)]
+pub struct SimDisk {
+    writes: Vec<Write>,
+    durable_len: usize,
+    /// Syncs issued and not completed, with the write count each covers.
+    syncs: VecDeque<(SyncId, usize)>,
+}
+
+impl SimDisk {
+    /// Appends a write to the volatile tail.
+    pub fn append(&mut self, write: Write) {
+        self.writes.push(write);
+    }
+
+    /// Notes a sync covering every write so far.
+    pub fn sync_issued(&mut self, sync: SyncId) {
+        self.syncs.push_back((sync, self.writes.len()));
+    }
+
+    /// Completes syncs up to `sync`; returns the writes that became durable.
+    pub fn sync_done(&mut self, sync: SyncId) -> Range<usize> {
+        let before = self.durable_len;
+        while self.syncs.front().is_some_and(|(id, _)| *id <= sync) {
+            let (_, covered) = self.syncs.pop_front().expect("front checked");
+            self.durable_len = self.durable_len.max(covered);
+        }
+        before..self.durable_len
+    }
+
+    /// Writes not yet synced.
+    pub fn unsynced(&self) -> usize {
+        self.writes.len() - self.durable_len
+    }
+
+    /// Power loss: `keep` of the unsynced writes reach the platter, the rest
+    /// (and any torn frame, which recovery truncates) are gone. Returns the
+    /// surviving unsynced writes, now durable.
+    pub fn crash(&mut self, keep: usize) -> Range<usize> {
+        let before = self.durable_len;
+        self.writes
+            .truncate(self.durable_len + keep.min(self.unsynced()));
+        self.durable_len = self.writes.len();
+        self.syncs.clear();
+        before..self.durable_len
+    }
+
+    /// Every write (the durable ones first).
+    pub fn writes(&self) -> &[Write] {
+        &self.writes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Ballot, NodeId};
+
+    fn promise(round: u64) -> Write {
+        Write::Promise(Ballot {
+            round,
+            node: NodeId(1),
+        })
+    }
+
+    #[test]
+    fn only_synced_writes_are_sure_to_survive() {
+        let mut disk = SimDisk::default();
+        disk.append(promise(1));
+        disk.sync_issued(SyncId(1));
+        disk.append(promise(2));
+        disk.sync_issued(SyncId(2));
+        disk.append(promise(3));
+        assert_eq!(disk.sync_done(SyncId(1)), 0..1);
+        assert_eq!(disk.unsynced(), 2);
+        assert_eq!(disk.crash(1), 1..2);
+        assert_eq!(disk.writes(), &[promise(1), promise(2)]);
+        assert_eq!(
+            disk.sync_done(SyncId(2)),
+            2..2,
+            "syncs in flight die with the crash"
+        );
+    }
+}
