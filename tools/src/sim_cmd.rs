@@ -6,6 +6,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use synod_engine::sim::{run_seed, SimReport};
 
+/// Violations printed per failing seed; the replay shows the rest.
+const VIOLATIONS_SHOWN: usize = 3;
+
 /// Arguments of `synod sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -97,11 +100,13 @@ fn verdict(reports: &[SimReport]) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for report in failed {
-        for violation in &report.violations {
-            eprintln!(
-                "seed {}: {}: {}",
-                report.seed, violation.property, violation.detail
-            );
+        for violation in report.violations.iter().take(VIOLATIONS_SHOWN) {
+            let (seed, property) = (report.seed, violation.property);
+            eprintln!("seed {seed}: {property}: {}", violation.detail);
+        }
+        if report.violations.len() > VIOLATIONS_SHOWN {
+            let more = report.violations.len() - VIOLATIONS_SHOWN;
+            eprintln!("seed {}: ... and {more} more", report.seed);
         }
         eprintln!("replay: synod sim --seed {} --trace", report.seed);
     }

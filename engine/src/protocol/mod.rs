@@ -478,3 +478,6 @@ impl Replica {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

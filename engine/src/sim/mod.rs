@@ -255,9 +255,12 @@ fn liveness_phase(cluster: &mut Cluster) -> u64 {
     let start = cluster.tick();
     let converged = cluster.run_until(LIVENESS_TICKS_MAX, |c| {
         let commits = c.commits();
-        c.clients_idle()
-            && c.leader().is_some()
-            && commits.iter().all(|s| s.is_some() && *s == commits[0])
+        // The leader has committed every slot it holds (its recovery too) and
+        // every replica has caught up to it.
+        let leader_done = c.leader().and_then(|l| c.replica(l)).is_some_and(|r| {
+            Some(r.log().end()) == commits[0] && r.status().commit == r.log().end()
+        });
+        c.clients_idle() && leader_done && commits.iter().all(|s| *s == commits[0])
     });
     if !converged {
         let detail = format!(

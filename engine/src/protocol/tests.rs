@@ -1,0 +1,532 @@
+//! Exact-action tests of single handlers, and refusal of bad input.
+
+use bytes::Bytes;
+
+use super::*;
+
+fn ballot(round: u64, node: u64) -> Ballot {
+    Ballot {
+        round,
+        node: NodeId(node),
+    }
+}
+
+fn replica(id: u64, durable: DurableState) -> Replica {
+    let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+    Replica::new(Config::new(NodeId(id), members), durable).unwrap()
+}
+
+fn from(from: u64, to: u64, msg: Message) -> Input {
+    Input::Message(Envelope {
+        from: NodeId(from),
+        to: NodeId(to),
+        msg,
+    })
+}
+
+fn batch(data: &str) -> Batch {
+    let mut builder = BatchBuilder::default();
+    builder.push(&Command {
+        client: ClientId(1),
+        seq: 1,
+        data: Bytes::copy_from_slice(data.as_bytes()),
+    });
+    builder.finish()
+}
+
+fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
+    let mut out = Actions::default();
+    replica.step(input, &mut out).unwrap();
+    out.as_slice().to_vec()
+}
+
+fn send(from: u64, to: u64, msg: Message) -> Action {
+    Action::Send(Envelope {
+        from: NodeId(from),
+        to: NodeId(to),
+        msg,
+    })
+}
+
+#[test]
+fn a_promise_leaves_only_after_its_write_is_durable() {
+    let mut r = replica(2, DurableState::default());
+    let prepare = Prepare {
+        ballot: ballot(1, 1),
+        from_slot: Slot(0),
+    };
+    let actions = step(&mut r, from(1, 2, Message::Prepare(prepare)));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Persist(Write::Promise(ballot(1, 1))),
+            Action::Sync(SyncId(1))
+        ]
+    );
+    let actions = step(&mut r, Input::Persisted(SyncId(1)));
+    let promise = Promise {
+        ballot: ballot(1, 1),
+        log_start: Slot(0),
+        entries: vec![],
+    };
+    assert_eq!(actions, vec![send(2, 1, Message::Promise(promise))]);
+}
+
+#[test]
+fn an_accepted_leaves_only_after_its_write_is_durable() {
+    let mut r = replica(2, DurableState::default());
+    let accept = Accept {
+        ballot: ballot(1, 1),
+        slot: Slot(0),
+        batch: batch("x"),
+        commit: Slot(0),
+    };
+    let actions = step(&mut r, from(1, 2, Message::Accept(accept)));
+    let entry = Entry {
+        ballot: ballot(1, 1),
+        batch: batch("x"),
+    };
+    assert_eq!(
+        actions,
+        vec![
+            Action::Persist(Write::Accept {
+                slot: Slot(0),
+                entry
+            }),
+            Action::Sync(SyncId(1))
+        ]
+    );
+    let accepted = Accepted {
+        ballot: ballot(1, 1),
+        slot: Slot(0),
+    };
+    assert_eq!(
+        step(&mut r, Input::Persisted(SyncId(1))),
+        vec![send(2, 1, Message::Accepted(accepted))]
+    );
+}
+
+#[test]
+fn an_acceptor_refuses_ballots_below_its_promise() {
+    let durable = DurableState {
+        promised: ballot(5, 3),
+        log: Log::default(),
+    };
+    let mut r = replica(2, durable);
+    let accept = Accept {
+        ballot: ballot(4, 1),
+        slot: Slot(0),
+        batch: batch("late"),
+        commit: Slot(0),
+    };
+    let nack = Nack {
+        ballot: ballot(4, 1),
+        promised: ballot(5, 3),
+    };
+    assert_eq!(
+        step(&mut r, from(1, 2, Message::Accept(accept))),
+        vec![send(2, 1, Message::Nack(nack))]
+    );
+    assert!(r.log().get(Slot(0)).is_none());
+}
+
+/// The leader's own vote counts only after its own write is durable, while
+/// its Accepts leave at once.
+#[test]
+fn the_leader_counts_itself_after_its_own_persist() {
+    let mut r = replica(1, DurableState::default());
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    let b = ballot(1, 1);
+    let prepare = Message::Prepare(Prepare {
+        ballot: b,
+        from_slot: Slot(0),
+    });
+    assert_eq!(
+        out.as_slice(),
+        &[
+            Action::Persist(Write::Promise(b)),
+            send(1, 2, prepare.clone()),
+            send(1, 3, prepare),
+            Action::Sync(SyncId(1)),
+        ]
+    );
+    let promise = Promise {
+        ballot: b,
+        log_start: Slot(0),
+        entries: vec![],
+    };
+    assert!(
+        step(&mut r, from(2, 1, Message::Promise(promise))).is_empty(),
+        "one promise is no majority yet"
+    );
+    let actions = step(&mut r, Input::Persisted(SyncId(1)));
+    // Phase 1 done: a heartbeat announces the commit point; nothing to recover.
+    assert!(matches!(
+        actions.as_slice(),
+        [Action::Send(_), Action::Send(_)]
+    ));
+    assert!(r.status().leading);
+
+    let actions = step(
+        &mut r,
+        Input::Propose(Command {
+            client: ClientId(1),
+            seq: 1,
+            data: Bytes::from_static(b"x"),
+        }),
+    );
+    let accept = Message::Accept(Accept {
+        ballot: b,
+        slot: Slot(0),
+        batch: batch("x"),
+        commit: Slot(0),
+    });
+    let entry = Entry {
+        ballot: b,
+        batch: batch("x"),
+    };
+    assert_eq!(
+        actions,
+        vec![
+            Action::Persist(Write::Accept {
+                slot: Slot(0),
+                entry
+            }),
+            send(1, 2, accept.clone()),
+            send(1, 3, accept),
+            Action::Sync(SyncId(2)),
+        ]
+    );
+    // A follower's vote alone is no majority: the leader's own is not counted yet.
+    let accepted = Message::Accepted(Accepted {
+        ballot: b,
+        slot: Slot(0),
+    });
+    assert!(step(&mut r, from(2, 1, accepted)).is_empty());
+    let actions = step(&mut r, Input::Persisted(SyncId(2)));
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::Commit {
+                slot: Slot(0),
+                first_index: LogIndex(0),
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+}
+
+/// Recovery re-proposes the value of the highest ballot for each open slot
+/// and fills gaps with no-ops.
+#[test]
+fn recovery_takes_the_highest_ballot_and_fills_holes() {
+    let mut log = Log::default();
+    log.insert(
+        Slot(0),
+        Entry {
+            ballot: ballot(2, 3),
+            batch: batch("new"),
+        },
+    );
+    let durable = DurableState {
+        promised: ballot(2, 3),
+        log,
+    };
+    let mut r = replica(1, durable);
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    let b = ballot(3, 1);
+    step(&mut r, Input::Persisted(SyncId(1)));
+    let promise = Promise {
+        ballot: b,
+        log_start: Slot(0),
+        entries: vec![
+            (
+                Slot(0),
+                Entry {
+                    ballot: ballot(1, 3),
+                    batch: batch("old"),
+                },
+            ),
+            (
+                Slot(2),
+                Entry {
+                    ballot: ballot(1, 2),
+                    batch: batch("w"),
+                },
+            ),
+        ],
+    };
+    let actions = step(&mut r, from(2, 1, Message::Promise(promise)));
+    let proposed: Vec<(Slot, Batch)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Envelope {
+                to: NodeId(2),
+                msg: Message::Accept(m),
+                ..
+            }) => Some((m.slot, m.batch.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        proposed,
+        vec![
+            (Slot(0), batch("new")),
+            (Slot(1), Batch::noop()),
+            (Slot(2), batch("w"))
+        ]
+    );
+}
+
+#[test]
+fn followers_fetch_slots_they_hold_under_another_ballot() {
+    let mut log = Log::default();
+    log.insert(
+        Slot(0),
+        Entry {
+            ballot: ballot(1, 2),
+            batch: batch("stale"),
+        },
+    );
+    let mut r = replica(
+        3,
+        DurableState {
+            promised: ballot(1, 2),
+            log,
+        },
+    );
+    let heartbeat = Heartbeat {
+        ballot: ballot(2, 1),
+        commit: Slot(1),
+        read_round: 0,
+    };
+    let actions = step(&mut r, from(1, 3, Message::Heartbeat(heartbeat)));
+    let request = CatchUpRequest {
+        ballot: ballot(2, 1),
+        from_slot: Slot(0),
+    };
+    assert!(
+        actions.contains(&send(3, 1, Message::CatchUpRequest(request))),
+        "{actions:?}"
+    );
+    assert_eq!(
+        r.status().commit,
+        Slot(0),
+        "a value from another ballot is not known chosen"
+    );
+    let catchup = CatchUp {
+        ballot: ballot(2, 1),
+        commit: Slot(1),
+        entries: vec![(Slot(0), batch("chosen"))],
+    };
+    let actions = step(&mut r, from(1, 3, Message::CatchUp(catchup)));
+    assert!(actions.iter().any(
+        |a| matches!(a, Action::Commit { slot: Slot(0), batch: b, .. } if *b == batch("chosen"))
+    ));
+}
+
+#[test]
+fn bad_messages_are_refused_and_change_nothing() {
+    let mut log = Log::default();
+    log.insert(
+        Slot(0),
+        Entry {
+            ballot: ballot(1, 1),
+            batch: batch("x"),
+        },
+    );
+    let mut r = replica(
+        2,
+        DurableState {
+            promised: ballot(1, 1),
+            log,
+        },
+    );
+    let accept = |b: Ballot, slot: u64, commit: u64| {
+        Message::Accept(Accept {
+            ballot: b,
+            slot: Slot(slot),
+            batch: batch("y"),
+            commit: Slot(commit),
+        })
+    };
+    let bad: Vec<(Input, &str)> = vec![
+        (
+            from(1, 3, accept(ballot(2, 1), 1, 0)),
+            "addressed elsewhere",
+        ),
+        (from(9, 2, accept(ballot(2, 9), 1, 0)), "unknown sender"),
+        (from(2, 2, accept(ballot(2, 2), 1, 0)), "claims to be us"),
+        (
+            from(1, 2, accept(ballot(2, 3), 1, 0)),
+            "ballot owned by another node",
+        ),
+        (from(1, 2, accept(ballot(0, 1), 1, 0)), "round zero"),
+        (
+            from(1, 2, accept(ballot(2, 1), SLOTS_AHEAD_MAX + 5, 0)),
+            "slot out of reach",
+        ),
+        (
+            from(1, 2, accept(ballot(2, 1), u64::MAX, 0)),
+            "slot at the end of time",
+        ),
+        (
+            from(1, 2, accept(ballot(2, 1), 1, 7)),
+            "commit beyond the slot",
+        ),
+        (
+            from(
+                1,
+                2,
+                Message::Nack(Nack {
+                    ballot: ballot(3, 2),
+                    promised: ballot(2, 1),
+                }),
+            ),
+            "nack that outbids nothing",
+        ),
+        (
+            from(
+                1,
+                2,
+                Message::Promise(Promise {
+                    ballot: ballot(3, 2),
+                    log_start: Slot(0),
+                    entries: vec![(
+                        Slot(0),
+                        Entry {
+                            ballot: ballot(4, 1),
+                            batch: batch("z"),
+                        },
+                    )],
+                }),
+            ),
+            "promise reporting an entry above its ballot",
+        ),
+        (
+            from(
+                1,
+                2,
+                Message::CatchUp(CatchUp {
+                    ballot: ballot(2, 1),
+                    commit: Slot(5),
+                    entries: vec![(Slot(2), batch("a")), (Slot(1), batch("b"))],
+                }),
+            ),
+            "catch-up out of order",
+        ),
+        (
+            from(
+                1,
+                2,
+                Message::Notification(Notification {
+                    round: 1,
+                    state: PeerState::Following(NodeId(42)),
+                }),
+            ),
+            "notification naming a stranger",
+        ),
+        (
+            Input::Persisted(SyncId(77)),
+            "persisted a sync never issued",
+        ),
+    ];
+    for (input, why) in bad {
+        let before = format!("{r:?}");
+        let mut out = Actions::default();
+        assert!(r.step(input, &mut out).is_err(), "accepted: {why}");
+        assert!(out.is_empty(), "acted on: {why}");
+        assert_eq!(before, format!("{r:?}"), "state changed by: {why}");
+    }
+}
+
+#[test]
+fn proposals_to_a_follower_are_redirected() {
+    let mut r = replica(2, DurableState::default());
+    step(
+        &mut r,
+        from(
+            1,
+            2,
+            Message::Heartbeat(Heartbeat {
+                ballot: ballot(1, 1),
+                commit: Slot(0),
+                read_round: 0,
+            }),
+        ),
+    );
+    let actions = step(
+        &mut r,
+        Input::Propose(Command {
+            client: ClientId(4),
+            seq: 9,
+            data: Bytes::new(),
+        }),
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Reply(Reply::Refused {
+            client: ClientId(4),
+            seq: 9,
+            reason: Refusal::NotLeader(Some(NodeId(1)))
+        })]
+    );
+}
+
+#[test]
+fn reads_wait_for_a_majority_round_after_they_arrive() {
+    let mut r = replica(1, DurableState::default());
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    step(&mut r, Input::Persisted(SyncId(1)));
+    let b = ballot(1, 1);
+    step(
+        &mut r,
+        from(
+            2,
+            1,
+            Message::Promise(Promise {
+                ballot: b,
+                log_start: Slot(0),
+                entries: vec![],
+            }),
+        ),
+    );
+    assert!(
+        step(&mut r, Input::Read(ReadId(1))).is_empty(),
+        "no read is served before confirmation"
+    );
+    let old_ack = Message::HeartbeatAck(HeartbeatAck {
+        ballot: b,
+        read_round: 0,
+    });
+    assert!(
+        step(&mut r, from(2, 1, old_ack)).is_empty(),
+        "an ack of an older round proves nothing"
+    );
+    let actions = step(&mut r, Input::Tick);
+    let round = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(Envelope {
+                msg: Message::Heartbeat(h),
+                ..
+            }) => Some(h.read_round),
+            _ => None,
+        })
+        .expect("a heartbeat starts the read round");
+    let ack = Message::HeartbeatAck(HeartbeatAck {
+        ballot: b,
+        read_round: round,
+    });
+    assert_eq!(
+        step(&mut r, from(3, 1, ack)),
+        vec![Action::Reply(Reply::ReadReady {
+            id: ReadId(1),
+            commit: Slot(0)
+        })]
+    );
+}
