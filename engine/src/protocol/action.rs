@@ -14,6 +14,9 @@ pub enum Input {
     Message(Envelope),
     /// A client command to append.
     Propose(Command),
+    /// Commands that arrived together (one client frame, one drained inbox):
+    /// queued together before the leader cuts a batch, so they share slots.
+    ProposeBatch(Vec<Command>),
     /// Every write issued before `Action::Sync(id)` is durable.
     Persisted(SyncId),
     /// A linearizable read; answered with `Reply::ReadReady` once it may be

@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn each_bound_names_its_field() {
-        let cases: Vec<(fn(&mut Config), &str)> = vec![
+        type Mutation = fn(&mut Config);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|c| c.members = vec![], "members"),
             (|c| c.members = vec![NodeId(2), NodeId(3)], "members"),
             (|c| c.members = vec![NodeId(1), NodeId(1)], "members"),

@@ -253,7 +253,11 @@ impl Replica {
             }
             Input::Message(envelope) => self.on_envelope(envelope, out),
             Input::Propose(command) => {
-                self.on_propose(command, out);
+                self.on_propose([command], out);
+                Ok(())
+            }
+            Input::ProposeBatch(commands) => {
+                self.on_propose(commands, out);
                 Ok(())
             }
             Input::Persisted(sync) => self.on_persisted(sync, out),

@@ -290,17 +290,28 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_propose(&mut self, command: Command, out: &mut Actions) {
-        let refuse = |reason| {
-            Action::Reply(Reply::Refused {
-                client: command.client,
-                seq: command.seq,
-                reason,
-            })
-        };
+    /// Queues commands that arrived together, then cuts batches: commands
+    /// queued in one step share slots instead of taking one slot each.
+    pub(super) fn on_propose(
+        &mut self,
+        commands: impl IntoIterator<Item = Command>,
+        out: &mut Actions,
+    ) {
+        for command in commands {
+            if let Err(reason) = self.leader_enqueue(&command) {
+                out.push(Action::Reply(Reply::Refused {
+                    client: command.client,
+                    seq: command.seq,
+                    reason,
+                }));
+            }
+        }
+        self.leader_flush(out);
+    }
+
+    fn leader_enqueue(&mut self, command: &Command) -> Result<(), Refusal> {
         if command.data.len() > self.config.command_bytes_max as usize {
-            out.push(refuse(Refusal::TooLarge));
-            return;
+            return Err(Refusal::TooLarge);
         }
         let hint = self.leader();
         let (bytes_max, cmds_max) = (
@@ -310,18 +321,16 @@ impl Replica {
         let queue_bytes_max = self.config.queue_bytes_max;
         let now = self.now;
         let Role::Leading(leading) = &mut self.role else {
-            out.push(refuse(Refusal::NotLeader(hint)));
-            return;
+            return Err(Refusal::NotLeader(hint));
         };
         let len = command.encoded_len() as u64;
         if leading.queue_bytes + len > queue_bytes_max {
-            out.push(refuse(Refusal::Busy));
-            return;
+            return Err(Refusal::Busy);
         }
         if !leading
             .queue
             .back()
-            .is_some_and(|b| b.fits(&command, bytes_max, cmds_max))
+            .is_some_and(|b| b.fits(command, bytes_max, cmds_max))
         {
             let capacity = bytes_max.min(64 << 10);
             leading
@@ -332,10 +341,10 @@ impl Replica {
             .queue
             .back_mut()
             .expect("just ensured")
-            .push(&command);
+            .push(command);
         leading.queue_bytes += len;
         leading.queued_since.get_or_insert(now);
-        self.leader_flush(out);
+        Ok(())
     }
 
     /// Cuts queued commands into slots while the pipeline window has room.

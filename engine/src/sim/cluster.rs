@@ -764,6 +764,7 @@ fn describe_input(input: &Input) -> String {
         Input::Tick => "tick".into(),
         Input::Message(e) => format!("{} from n{}: {:?}", e.msg.kind(), e.from.0, brief(&e.msg)),
         Input::Propose(c) => format!("propose ({:?}, {})", c.client, c.seq),
+        Input::ProposeBatch(cs) => format!("propose {} commands", cs.len()),
         Input::Persisted(s) => format!("persisted {s:?}"),
         Input::Read(id) => format!("read {id:?}"),
     }
