@@ -80,6 +80,7 @@ fn print_table(reports: &[SimReport]) {
         ("slots committed", sum(|r| r.commits)),
         ("commands acknowledged", sum(|r| r.acked)),
         ("elections", sum(|r| r.elections)),
+        ("reads checked", sum(|r| r.reads)),
         ("faults injected", sum(|r| r.faults)),
         ("slowest convergence (ticks)", converge_max),
         ("violations", violations),

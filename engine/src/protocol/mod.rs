@@ -201,6 +201,8 @@ pub(crate) struct TestFaults {
     pub reply_before_persist: bool,
     /// Accept values at ballots below the promise.
     pub accept_below_promise: bool,
+    /// Serve reads without confirming leadership with a majority.
+    pub read_without_quorum: bool,
 }
 
 impl Replica {

@@ -530,3 +530,80 @@ fn reads_wait_for_a_majority_round_after_they_arrive() {
         })]
     );
 }
+
+/// A follower that needs slots the leader compacted is handed to the
+/// snapshot path; after installing one it resumes from the snapshot point.
+#[test]
+fn catchup_below_the_compaction_point_asks_for_a_snapshot() {
+    let mut leader = replica(1, DurableState::default());
+    let mut out = Actions::default();
+    leader.campaign(&mut out);
+    step(&mut leader, Input::Persisted(SyncId(1)));
+    let b = ballot(1, 1);
+    step(
+        &mut leader,
+        from(
+            2,
+            1,
+            Message::Promise(Promise {
+                ballot: b,
+                log_start: Slot(0),
+                entries: vec![],
+            }),
+        ),
+    );
+    for (i, data) in ["a", "b", "c"].into_iter().enumerate() {
+        let command = Command {
+            client: ClientId(1),
+            seq: i as u64,
+            data: Bytes::from_static(data.as_bytes()),
+        };
+        step(&mut leader, Input::Propose(command));
+        step(&mut leader, Input::Persisted(SyncId(i as u64 + 2)));
+        let accepted = Message::Accepted(Accepted {
+            ballot: b,
+            slot: Slot(i as u64),
+        });
+        step(&mut leader, from(2, 1, accepted));
+    }
+    assert_eq!(leader.status().commit, Slot(3));
+    leader.compact(Slot(2));
+    let request = Message::CatchUpRequest(CatchUpRequest {
+        ballot: b,
+        from_slot: Slot(1),
+    });
+    assert_eq!(
+        step(&mut leader, from(3, 1, request)),
+        vec![Action::SendSnapshot { to: NodeId(3) }]
+    );
+    let request = Message::CatchUpRequest(CatchUpRequest {
+        ballot: b,
+        from_slot: Slot(2),
+    });
+    let actions = step(&mut leader, from(3, 1, request));
+    assert!(
+        matches!(actions.as_slice(), [Action::Send(Envelope { msg: Message::CatchUp(c), .. })] if c.entries.len() == 1),
+        "{actions:?}"
+    );
+
+    let mut follower = replica(3, DurableState::default());
+    follower.install_snapshot(Slot(2), LogIndex(2));
+    assert_eq!(
+        (follower.status().commit, follower.status().commit_index),
+        (Slot(2), LogIndex(2))
+    );
+    let catchup = CatchUp {
+        ballot: b,
+        commit: Slot(3),
+        entries: vec![(Slot(2), batch("c"))],
+    };
+    let actions = step(&mut follower, from(1, 3, Message::CatchUp(catchup)));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Commit {
+            slot: Slot(2),
+            first_index: LogIndex(2),
+            ..
+        }
+    )));
+}

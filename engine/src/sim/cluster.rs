@@ -2,7 +2,7 @@
 //! clients, every choice drawn from one seeded RNG.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -14,7 +14,7 @@ use super::disk::SimDisk;
 use super::network::{Links, NetworkFaults};
 use crate::protocol::{
     Action, Actions, ClientId, Command, Config, DurableState, Envelope, Input, LogIndex, NodeId,
-    Replica, Reply, SessionOutcome, Sessions, Slot, SyncId, Write,
+    ReadId, Replica, Reply, SessionOutcome, Sessions, Slot, SyncId, Write,
 };
 
 /// Simulator time units in one protocol tick. Messages and syncs take a few
@@ -88,6 +88,8 @@ pub struct Stats {
     pub messages: u64,
     /// Messages lost (dropped, cut off, or addressed to a dead node).
     pub dropped: u64,
+    /// Linearizable reads served (and checked).
+    pub reads: u64,
 }
 
 struct SimNode {
@@ -158,6 +160,9 @@ pub struct Cluster {
     stats: Stats,
     trace: Vec<String>,
     next_client: u64,
+    /// Reads in flight, with how many acknowledgements preceded each.
+    reads: BTreeMap<ReadId, usize>,
+    next_read: u64,
 }
 
 impl Cluster {
@@ -202,6 +207,8 @@ impl Cluster {
             stats: Stats::default(),
             trace: Vec::new(),
             next_client: 1,
+            reads: BTreeMap::new(),
+            next_read: 1,
             options,
         };
         for node in 0..cluster.options.started {
@@ -428,7 +435,7 @@ impl Cluster {
                 self.checker.on_commit(node, slot, &batch);
                 self.apply(node, first_index, &batch);
             }
-            Action::Reply(reply) => self.on_reply(reply),
+            Action::Reply(reply) => self.on_reply(node, reply),
             Action::SendSnapshot { .. } => {
                 self.checker.fail(
                     "no snapshot needed without compaction",
@@ -535,19 +542,60 @@ impl Cluster {
         }
     }
 
-    fn on_reply(&mut self, reply: Reply) {
+    fn on_reply(&mut self, node: usize, reply: Reply) {
         let tick = self.tick();
         let nodes = self.nodes.len();
-        if let Reply::Refused {
-            client,
-            seq,
-            reason,
-        } = reply
-        {
-            if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
-                c.on_refused(seq, reason, nodes, tick);
+        match reply {
+            Reply::Refused {
+                client,
+                seq,
+                reason,
+            } => {
+                if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
+                    c.on_refused(seq, reason, nodes, tick);
+                }
+            }
+            Reply::ReadReady { id, .. } => self.check_read(node, id),
+            Reply::ReadRefused { id, .. } => {
+                self.reads.remove(&id);
             }
         }
+    }
+
+    /// A read-index read is served from `node`'s state machine now: it must
+    /// see every command acknowledged before the read was issued.
+    fn check_read(&mut self, node: usize, id: ReadId) {
+        let Some(acked_before) = self.reads.remove(&id) else {
+            return;
+        };
+        let applied: BTreeSet<(ClientId, u64)> = self.nodes[node]
+            .applied
+            .iter()
+            .map(|a| (a.client, a.seq))
+            .collect();
+        let missing = self.acked[..acked_before]
+            .iter()
+            .find(|(client, seq, _)| !applied.contains(&(*client, *seq)));
+        if let Some((client, seq, _)) = missing {
+            let detail = format!(
+                "n{} served {id:?} without ({client:?}, {seq}), acknowledged before it",
+                node + 1
+            );
+            self.checker
+                .fail("reads see every acknowledged write", detail);
+        }
+        self.stats.reads += 1;
+    }
+
+    /// Issues a read at `node`, remembering what had been acknowledged.
+    pub fn read(&mut self, node: usize) -> ReadId {
+        let id = ReadId(self.next_read);
+        self.next_read += 1;
+        self.reads.insert(id, self.acked.len());
+        if self.is_running(node) {
+            self.step(node, Input::Read(id));
+        }
+        id
     }
 
     /// The current protocol tick.
@@ -587,6 +635,11 @@ impl Cluster {
             };
             if due {
                 self.client_send(i, tick);
+            }
+            // Reads go to any node: a deposed leader must refuse or confirm.
+            if self.clients[i].ops_left > 0 && self.rng.random_bool(0.05) {
+                let node = self.rng.random_range(0..self.nodes.len());
+                self.read(node);
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct SimReport {
     pub acked: u64,
     /// Times a replica became leader.
     pub elections: u64,
+    /// Linearizable reads served and checked.
+    pub reads: u64,
     /// Faults injected.
     pub faults: u64,
     /// Ticks the liveness phase took.
@@ -129,6 +131,7 @@ fn run(seed: u64, trace: bool, customize: fn(&mut ClusterOptions)) -> SimReport 
         commits: cluster.chosen_slots() as u64,
         acked: cluster.acked().len() as u64,
         elections: stats.elections,
+        reads: stats.reads,
         faults: stats.faults,
         converge_ticks,
         violations: cluster.violations().to_vec(),

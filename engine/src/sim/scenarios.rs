@@ -54,6 +54,19 @@ fn accepting_below_the_promise_is_caught() {
     );
 }
 
+#[test]
+fn reads_without_a_majority_round_are_caught() {
+    let faults = crate::protocol::TestFaults {
+        read_without_quorum: true,
+        ..Default::default()
+    };
+    let caught = first_caught(faults, "reads see every acknowledged write", 300);
+    assert!(
+        caught.is_some(),
+        "the read checker missed reads served without confirmation"
+    );
+}
+
 use crate::protocol::{Batch, Envelope, Message, NodeId, Slot, Write};
 
 fn fault_free(nodes: usize, seed: u64) -> Cluster {
