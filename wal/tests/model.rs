@@ -65,16 +65,16 @@ fn land_partial_write(dir: &Path, model: &Model, keep_permille: u32, tear: bool)
     let image = std::fs::read(&path).unwrap();
     let scan = scan_segment(&image, first, true).unwrap();
     let data_end = scan.data_end_bytes as usize;
-    let mut seq = first.0 + scan.frames.len() as u64;
+    let seq_start = first.0 + scan.frames.len() as u64;
     assert_eq!(
-        seq,
+        seq_start,
         model.first + model.durable as u64,
         "disk holds exactly the durable frames"
     );
     let segment_bytes_max = small_config().segment_bytes_max as usize;
     let mut bytes = Vec::new();
     let mut ends = Vec::new();
-    for (kind, body) in &model.frames[model.durable..] {
+    for (seq, (kind, body)) in (seq_start..).zip(&model.frames[model.durable..]) {
         if data_end + bytes.len() + frame_bytes(body.len()) > segment_bytes_max
             && data_end + bytes.len() > 0
         {
@@ -82,7 +82,6 @@ fn land_partial_write(dir: &Path, model: &Model, keep_permille: u32, tear: bool)
         }
         encode_frame(*kind, seq, body, &mut bytes).unwrap();
         ends.push(bytes.len());
-        seq += 1;
     }
     let keep = bytes.len() * keep_permille as usize / 1000;
     bytes.truncate(keep);
