@@ -84,12 +84,22 @@ fn land_partial_write(dir: &Path, model: &Model, keep_permille: u32, tear: bool)
         ends.push(bytes.len());
     }
     let keep = bytes.len() * keep_permille as usize / 1000;
+    // A frame survives if its bytes past `keep` are zeros anyway (the disk
+    // holds zeros there), unless the tear flipped one of its bytes.
+    let torn_at = (tear && keep > 0).then(|| keep - 1);
+    let mut start = 0;
+    let mut whole = 0;
+    for end in ends {
+        let missing_are_zero = bytes[keep.max(start).min(end)..end].iter().all(|b| *b == 0);
+        if !missing_are_zero || torn_at.is_some_and(|t| (start..end).contains(&t)) {
+            break;
+        }
+        whole += 1;
+        start = end;
+    }
     bytes.truncate(keep);
-    let mut whole = ends.iter().filter(|e| **e <= keep).count();
-    if tear && keep > 0 {
-        bytes[keep - 1] ^= 0xa5;
-        let torn_frame = ends.iter().position(|e| *e >= keep).unwrap();
-        whole = whole.min(torn_frame);
+    if let Some(t) = torn_at {
+        bytes[t] ^= 0xa5;
     }
     let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.seek(SeekFrom::Start(data_end as u64)).unwrap();
@@ -191,4 +201,33 @@ proptest! {
             check(&wal, &model).await;
         });
     }
+}
+
+#[test]
+fn regression_truncate_noop_then_crash() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), small_config()).await.unwrap();
+        let mut model = Model::default();
+        let ops = vec![
+            Op::Append {
+                kind: 0,
+                len_bytes: 0,
+                fill: 0,
+            },
+            Op::TruncateAfter(0),
+            Op::Append {
+                kind: 0,
+                len_bytes: 0,
+                fill: 0,
+            },
+            Op::Crash {
+                keep_permille: 532,
+                tear: false,
+            },
+        ];
+        for op in ops {
+            wal = apply(dir.path(), wal, &mut model, op).await;
+        }
+    });
 }
