@@ -41,7 +41,10 @@ fn inspect(dir: &Path, json: bool) -> ExitCode {
         Err(e) => return not_a_wal(&e),
     };
     if !json {
-        println!("{:>12} {:>6} {:>10} {:>12}  {:<8} segment", "position", "kind", "length", "offset", "checksum");
+        println!(
+            "{:>12} {:>6} {:>10} {:>12}  {:<8} segment",
+            "position", "kind", "length", "offset", "checksum"
+        );
     }
     for segment in &report.segments {
         print_segment(segment, json);
@@ -53,7 +56,10 @@ fn inspect(dir: &Path, json: bool) -> ExitCode {
 }
 
 fn print_segment(segment: &SegmentReport, json: bool) {
-    let name = segment.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = segment
+        .path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     for f in &segment.frames {
         if json {
             println!(
@@ -65,7 +71,10 @@ fn print_segment(segment: &SegmentReport, json: bool) {
                 f.offset_bytes
             );
         } else {
-            println!("{:>12} {:>6} {:>10} {:>12}  {:<8} {name}", f.position, f.kind, f.body_len, f.offset_bytes, "ok");
+            println!(
+                "{:>12} {:>6} {:>10} {:>12}  {:<8} {name}",
+                f.position, f.kind, f.body_len, f.offset_bytes, "ok"
+            );
         }
     }
     if let Some(problem) = torn_problem(segment) {
@@ -84,7 +93,11 @@ struct Problem {
 fn torn_problem(segment: &SegmentReport) -> Option<Problem> {
     match &segment.end {
         SegmentEnd::Clean => None,
-        SegmentEnd::Torn { offset_bytes, bytes, reason } => Some(Problem {
+        SegmentEnd::Torn {
+            offset_bytes,
+            bytes,
+            reason,
+        } => Some(Problem {
             path: segment.path.display().to_string(),
             offset_bytes: Some(*offset_bytes),
             kind: "torn tail",
@@ -95,7 +108,11 @@ fn torn_problem(segment: &SegmentReport) -> Option<Problem> {
 
 fn problem_of(e: &WalError) -> Problem {
     match e {
-        WalError::Corrupt { path, offset_bytes, reason } => Problem {
+        WalError::Corrupt {
+            path,
+            offset_bytes,
+            reason,
+        } => Problem {
             path: path.display().to_string(),
             offset_bytes: Some(*offset_bytes),
             kind: "corrupt",
@@ -112,7 +129,9 @@ fn problem_of(e: &WalError) -> Problem {
 
 fn print_problem(p: &Problem, json: bool) {
     if json {
-        let offset = p.offset_bytes.map_or_else(|| "null".to_string(), |o| o.to_string());
+        let offset = p
+            .offset_bytes
+            .map_or_else(|| "null".to_string(), |o| o.to_string());
         println!(
             r#"{{"segment":{},"offset":{offset},"checksum_ok":false,"problem":{},"reason":{}}}"#,
             json_string(&p.path),
@@ -121,7 +140,10 @@ fn print_problem(p: &Problem, json: bool) {
         );
     } else {
         match p.offset_bytes {
-            Some(offset) => println!("{}: {} at byte offset {offset}: {}", p.path, p.kind, p.reason),
+            Some(offset) => println!(
+                "{}: {} at byte offset {offset}: {}",
+                p.path, p.kind, p.reason
+            ),
             None => println!("{}: {}", p.kind, p.reason),
         }
     }
@@ -144,7 +166,11 @@ fn verify(dir: &Path) -> ExitCode {
         }
         None => {
             let frames: usize = report.segments.iter().map(|s| s.frames.len()).sum();
-            println!("{}: clean, {} segments, {frames} frames", dir.display(), report.segments.len());
+            println!(
+                "{}: clean, {} segments, {frames} frames",
+                dir.display(),
+                report.segments.len()
+            );
             ExitCode::SUCCESS
         }
     }
