@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod sim_cmd;
+mod wal_cmd;
 
 /// synod: a Multi-Paxos replicated log.
 #[derive(Debug, Parser)]
@@ -18,11 +19,15 @@ struct Cli {
 enum Command {
     /// The deterministic simulator: seed sweeps and single-seed replays.
     Sim(sim_cmd::SimArgs),
+    /// Offline inspection of a write-ahead log directory.
+    #[command(subcommand)]
+    Wal(wal_cmd::WalCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Wal(command) => wal_cmd::run(command),
     }
 }

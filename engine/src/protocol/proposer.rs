@@ -332,7 +332,9 @@ impl Replica {
             .back()
             .is_some_and(|b| b.fits(command, bytes_max, cmds_max))
         {
-            let capacity = bytes_max.min(64 << 10);
+            // Start small: most batches are far below the bound, and the
+            // buffer doubles when one is not.
+            let capacity = bytes_max.min(4 << 10);
             leading
                 .queue
                 .push_back(BatchBuilder::with_capacity(capacity));
