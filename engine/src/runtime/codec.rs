@@ -1,0 +1,618 @@
+//! The protocol's messages and acceptor writes as rkyv frame bodies.
+//!
+//! One format serves the wire and the WAL (DESIGN.md §4). Batch bytes are
+//! serialized straight from the leader's shared buffer, and on the way in
+//! they are sliced out of the received frame (`Bytes::slice_ref`), never
+//! copied or re-encoded. Bytes from outside pass three checks: the frame
+//! checksum (done by the WAL or the transport), `rkyv::access` with
+//! bytecheck, then [`Validate`]; after that the protocol's own envelope
+//! checks run in `Replica::step`.
+
+use bytes::Bytes;
+use rkyv::rancor;
+use synod_wal::frame::{access_body, FrameError, Validate};
+use thiserror::Error;
+
+use crate::protocol::{
+    Accept, Accepted, Ballot, Batch, BatchError, CatchUp, CatchUpRequest, Entry, Envelope, GroupId,
+    Heartbeat, HeartbeatAck, Message, Nack, NodeId, Notification, PeerState, Prepare, Promise,
+    Slot, Vote, Write,
+};
+
+/// Frame kind of an acceptor write in the WAL.
+pub const KIND_WAL_WRITE: u16 = 1;
+/// Frame kind of a message between replicas.
+pub const KIND_PEER_MESSAGE: u16 = 16;
+
+/// Bounds a decoded batch must respect.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// Bytes of one batch.
+    pub batch_bytes_max: usize,
+    /// Bytes of one command.
+    pub command_bytes_max: usize,
+}
+
+/// Bytes that are not a valid message or write.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// Bytecheck or semantic validation failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A batch inside is malformed.
+    #[error("bad batch: {0}")]
+    Batch(#[from] BatchError),
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+struct WireBallot {
+    round: u64,
+    node: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Debug)]
+struct WireEntry {
+    slot: u64,
+    ballot: WireBallot,
+    count: u32,
+    batch: Bytes,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Debug)]
+struct WireVote {
+    epoch: u64,
+    last_ballot: WireBallot,
+    last_slot: u64,
+    node: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Debug)]
+enum WireState {
+    Looking(WireVote),
+    Following(u64),
+    Leading,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Debug)]
+enum WireMessage {
+    Prepare {
+        ballot: WireBallot,
+        from_slot: u64,
+    },
+    Promise {
+        ballot: WireBallot,
+        log_start: u64,
+        entries: Vec<WireEntry>,
+    },
+    Nack {
+        ballot: WireBallot,
+        promised: WireBallot,
+    },
+    Accept {
+        ballot: WireBallot,
+        slot: u64,
+        commit: u64,
+        count: u32,
+        batch: Bytes,
+    },
+    Accepted {
+        ballot: WireBallot,
+        slot: u64,
+    },
+    Heartbeat {
+        ballot: WireBallot,
+        commit: u64,
+        read_round: u64,
+    },
+    HeartbeatAck {
+        ballot: WireBallot,
+        read_round: u64,
+    },
+    CatchUpRequest {
+        ballot: WireBallot,
+        from_slot: u64,
+    },
+    CatchUp {
+        ballot: WireBallot,
+        commit: u64,
+        entries: Vec<WireEntry>,
+    },
+    Notification {
+        round: u64,
+        state: WireState,
+    },
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Debug)]
+struct WireEnvelope {
+    group: u32,
+    from: u64,
+    to: u64,
+    msg: WireMessage,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Debug)]
+enum WireWrite {
+    Promise(WireBallot),
+    Accept(WireEntry),
+}
+
+impl Validate for ArchivedWireEnvelope {
+    fn validate(&self) -> Result<(), String> {
+        // Ranges that depend on the group's membership and log are checked by
+        // `Replica::step`; here only what no membership can make valid.
+        if self.from == 0 || self.to == 0 {
+            return Err("node id 0".into());
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ArchivedWireWrite {
+    fn validate(&self) -> Result<(), String> {
+        let ballot = match self {
+            ArchivedWireWrite::Promise(b) => b,
+            ArchivedWireWrite::Accept(e) => &e.ballot,
+        };
+        if ballot.round == 0 || ballot.node == 0 {
+            return Err("a written ballot is never zero".into());
+        }
+        Ok(())
+    }
+}
+
+fn ballot_out(b: Ballot) -> WireBallot {
+    WireBallot {
+        round: b.round,
+        node: b.node.0,
+    }
+}
+
+fn ballot_in(b: &ArchivedWireBallot) -> Ballot {
+    Ballot {
+        round: b.round.to_native(),
+        node: NodeId(b.node.to_native()),
+    }
+}
+
+fn entry_out(slot: Slot, ballot: Ballot, batch: &Batch) -> WireEntry {
+    WireEntry {
+        slot: slot.0,
+        ballot: ballot_out(ballot),
+        count: batch.len(),
+        batch: batch.bytes().clone(),
+    }
+}
+
+fn serialize<T>(value: &T) -> rkyv::util::AlignedVec
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(value).expect("serializing into memory cannot fail")
+}
+
+/// Encodes a message for `group` as a frame body.
+pub fn encode_envelope(group: GroupId, envelope: &Envelope) -> rkyv::util::AlignedVec {
+    let wire = WireEnvelope {
+        group: group.0,
+        from: envelope.from.0,
+        to: envelope.to.0,
+        msg: message_out(&envelope.msg),
+    };
+    serialize(&wire)
+}
+
+fn message_out(msg: &Message) -> WireMessage {
+    let entries = |entries: &mut dyn Iterator<Item = WireEntry>| entries.collect::<Vec<_>>();
+    match msg {
+        Message::Prepare(m) => WireMessage::Prepare {
+            ballot: ballot_out(m.ballot),
+            from_slot: m.from_slot.0,
+        },
+        Message::Promise(m) => WireMessage::Promise {
+            ballot: ballot_out(m.ballot),
+            log_start: m.log_start.0,
+            entries: entries(
+                &mut m
+                    .entries
+                    .iter()
+                    .map(|(s, e)| entry_out(*s, e.ballot, &e.batch)),
+            ),
+        },
+        Message::Nack(m) => WireMessage::Nack {
+            ballot: ballot_out(m.ballot),
+            promised: ballot_out(m.promised),
+        },
+        Message::Accept(m) => WireMessage::Accept {
+            ballot: ballot_out(m.ballot),
+            slot: m.slot.0,
+            commit: m.commit.0,
+            count: m.batch.len(),
+            batch: m.batch.bytes().clone(),
+        },
+        Message::Accepted(m) => WireMessage::Accepted {
+            ballot: ballot_out(m.ballot),
+            slot: m.slot.0,
+        },
+        Message::Heartbeat(m) => WireMessage::Heartbeat {
+            ballot: ballot_out(m.ballot),
+            commit: m.commit.0,
+            read_round: m.read_round,
+        },
+        Message::HeartbeatAck(m) => WireMessage::HeartbeatAck {
+            ballot: ballot_out(m.ballot),
+            read_round: m.read_round,
+        },
+        Message::CatchUpRequest(m) => WireMessage::CatchUpRequest {
+            ballot: ballot_out(m.ballot),
+            from_slot: m.from_slot.0,
+        },
+        Message::CatchUp(m) => WireMessage::CatchUp {
+            ballot: ballot_out(m.ballot),
+            commit: m.commit.0,
+            entries: entries(&mut m.entries.iter().map(|(s, b)| entry_out(*s, m.ballot, b))),
+        },
+        Message::Notification(n) => WireMessage::Notification {
+            round: n.round,
+            state: state_out(n.state),
+        },
+    }
+}
+
+fn state_out(state: PeerState) -> WireState {
+    match state {
+        PeerState::Looking(v) => WireState::Looking(WireVote {
+            epoch: v.epoch,
+            last_ballot: ballot_out(v.last_ballot),
+            last_slot: v.last_slot.0,
+            node: v.node.0,
+        }),
+        PeerState::Following(leader) => WireState::Following(leader.0),
+        PeerState::Leading => WireState::Leading,
+    }
+}
+
+/// Decodes a message body received in `frame` (which owns `body`'s bytes,
+/// so batches are sliced out of it, not copied).
+pub fn decode_envelope(
+    frame: &Bytes,
+    body: &[u8],
+    limits: BatchLimits,
+) -> Result<(GroupId, Envelope), DecodeError> {
+    let wire = access_body::<ArchivedWireEnvelope>(body)?;
+    let batch = |count: u32, bytes: &[u8]| -> Result<Batch, DecodeError> {
+        Ok(Batch::decode(
+            frame.slice_ref(bytes),
+            count,
+            limits.batch_bytes_max,
+            limits.command_bytes_max,
+        )?)
+    };
+    let entries = |list: &rkyv::vec::ArchivedVec<ArchivedWireEntry>| -> Result<Vec<(Slot, Entry)>, DecodeError> {
+        list.iter()
+            .map(|e| {
+                let entry = Entry { ballot: ballot_in(&e.ballot), batch: batch(e.count.to_native(), e.batch.as_slice())? };
+                Ok((Slot(e.slot.to_native()), entry))
+            })
+            .collect()
+    };
+    let msg = match &wire.msg {
+        ArchivedWireMessage::Prepare { ballot, from_slot } => Message::Prepare(Prepare {
+            ballot: ballot_in(ballot),
+            from_slot: Slot(from_slot.to_native()),
+        }),
+        ArchivedWireMessage::Promise {
+            ballot,
+            log_start,
+            entries: list,
+        } => Message::Promise(Promise {
+            ballot: ballot_in(ballot),
+            log_start: Slot(log_start.to_native()),
+            entries: entries(list)?,
+        }),
+        ArchivedWireMessage::Nack { ballot, promised } => Message::Nack(Nack {
+            ballot: ballot_in(ballot),
+            promised: ballot_in(promised),
+        }),
+        ArchivedWireMessage::Accept {
+            ballot,
+            slot,
+            commit,
+            count,
+            batch: bytes,
+        } => Message::Accept(Accept {
+            ballot: ballot_in(ballot),
+            slot: Slot(slot.to_native()),
+            batch: batch(count.to_native(), bytes.as_slice())?,
+            commit: Slot(commit.to_native()),
+        }),
+        ArchivedWireMessage::Accepted { ballot, slot } => Message::Accepted(Accepted {
+            ballot: ballot_in(ballot),
+            slot: Slot(slot.to_native()),
+        }),
+        ArchivedWireMessage::Heartbeat {
+            ballot,
+            commit,
+            read_round,
+        } => Message::Heartbeat(Heartbeat {
+            ballot: ballot_in(ballot),
+            commit: Slot(commit.to_native()),
+            read_round: read_round.to_native(),
+        }),
+        ArchivedWireMessage::HeartbeatAck { ballot, read_round } => {
+            Message::HeartbeatAck(HeartbeatAck {
+                ballot: ballot_in(ballot),
+                read_round: read_round.to_native(),
+            })
+        }
+        ArchivedWireMessage::CatchUpRequest { ballot, from_slot } => {
+            Message::CatchUpRequest(CatchUpRequest {
+                ballot: ballot_in(ballot),
+                from_slot: Slot(from_slot.to_native()),
+            })
+        }
+        ArchivedWireMessage::CatchUp {
+            ballot,
+            commit,
+            entries: list,
+        } => Message::CatchUp(CatchUp {
+            ballot: ballot_in(ballot),
+            commit: Slot(commit.to_native()),
+            entries: entries(list)?
+                .into_iter()
+                .map(|(s, e)| (s, e.batch))
+                .collect(),
+        }),
+        ArchivedWireMessage::Notification { round, state } => Message::Notification(Notification {
+            round: round.to_native(),
+            state: state_in(state),
+        }),
+    };
+    let envelope = Envelope {
+        from: NodeId(wire.from.to_native()),
+        to: NodeId(wire.to.to_native()),
+        msg,
+    };
+    Ok((GroupId(wire.group.to_native()), envelope))
+}
+
+fn state_in(state: &ArchivedWireState) -> PeerState {
+    match state {
+        ArchivedWireState::Looking(v) => PeerState::Looking(Vote {
+            epoch: v.epoch.to_native(),
+            last_ballot: ballot_in(&v.last_ballot),
+            last_slot: Slot(v.last_slot.to_native()),
+            node: NodeId(v.node.to_native()),
+        }),
+        ArchivedWireState::Following(leader) => PeerState::Following(NodeId(leader.to_native())),
+        ArchivedWireState::Leading => PeerState::Leading,
+    }
+}
+
+/// Encodes an acceptor write as a WAL frame body.
+pub fn encode_write(write: &Write) -> rkyv::util::AlignedVec {
+    let wire = match write {
+        Write::Promise(b) => WireWrite::Promise(ballot_out(*b)),
+        Write::Accept { slot, entry } => {
+            WireWrite::Accept(entry_out(*slot, entry.ballot, &entry.batch))
+        }
+    };
+    serialize(&wire)
+}
+
+/// Decodes a WAL frame body read back into `frame`.
+pub fn decode_write(frame: &Bytes, body: &[u8], limits: BatchLimits) -> Result<Write, DecodeError> {
+    Ok(match access_body::<ArchivedWireWrite>(body)? {
+        ArchivedWireWrite::Promise(b) => Write::Promise(ballot_in(b)),
+        ArchivedWireWrite::Accept(e) => {
+            let batch = Batch::decode(
+                frame.slice_ref(e.batch.as_slice()),
+                e.count.to_native(),
+                limits.batch_bytes_max,
+                limits.command_bytes_max,
+            )?;
+            Write::Accept {
+                slot: Slot(e.slot.to_native()),
+                entry: Entry {
+                    ballot: ballot_in(&e.ballot),
+                    batch,
+                },
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{BatchBuilder, ClientId, Command};
+    use proptest::prelude::*;
+
+    const LIMITS: BatchLimits = BatchLimits {
+        batch_bytes_max: 1 << 20,
+        command_bytes_max: 1 << 16,
+    };
+
+    fn ballot(round: u64, node: u64) -> Ballot {
+        Ballot {
+            round,
+            node: NodeId(node),
+        }
+    }
+
+    fn batch(items: &[&[u8]]) -> Batch {
+        let mut builder = BatchBuilder::default();
+        for (i, data) in items.iter().enumerate() {
+            builder.push(&Command {
+                client: ClientId(3),
+                seq: i as u64,
+                data: Bytes::copy_from_slice(data),
+            });
+        }
+        builder.finish()
+    }
+
+    /// A received frame body: owned, 16-byte aligned, as the WAL and the
+    /// transport hand them over.
+    fn received(body: &[u8]) -> Bytes {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(body);
+        Bytes::from_owner(aligned)
+    }
+
+    fn round_trip(msg: Message) {
+        let envelope = Envelope {
+            from: NodeId(1),
+            to: NodeId(2),
+            msg,
+        };
+        let frame = received(&encode_envelope(GroupId(7), &envelope));
+        let (group, decoded) = decode_envelope(&frame, &frame, LIMITS).unwrap();
+        assert_eq!((group, decoded), (GroupId(7), envelope));
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let b = ballot(3, 1);
+        let entry = Entry {
+            ballot: ballot(2, 2),
+            batch: batch(&[b"x", b"yz"]),
+        };
+        let vote = Vote {
+            epoch: 2,
+            last_ballot: b,
+            last_slot: Slot(9),
+            node: NodeId(3),
+        };
+        for msg in [
+            Message::Prepare(Prepare {
+                ballot: b,
+                from_slot: Slot(4),
+            }),
+            Message::Promise(Promise {
+                ballot: b,
+                log_start: Slot(1),
+                entries: vec![(Slot(5), entry.clone())],
+            }),
+            Message::Nack(Nack {
+                ballot: b,
+                promised: ballot(4, 2),
+            }),
+            Message::Accept(Accept {
+                ballot: b,
+                slot: Slot(6),
+                batch: batch(&[b"abc"]),
+                commit: Slot(5),
+            }),
+            Message::Accepted(Accepted {
+                ballot: b,
+                slot: Slot(6),
+            }),
+            Message::Heartbeat(Heartbeat {
+                ballot: b,
+                commit: Slot(6),
+                read_round: 8,
+            }),
+            Message::HeartbeatAck(HeartbeatAck {
+                ballot: b,
+                read_round: 8,
+            }),
+            Message::CatchUpRequest(CatchUpRequest {
+                ballot: b,
+                from_slot: Slot(2),
+            }),
+            Message::CatchUp(CatchUp {
+                ballot: b,
+                commit: Slot(9),
+                entries: vec![(Slot(2), Batch::noop())],
+            }),
+            Message::Notification(Notification {
+                round: 4,
+                state: PeerState::Looking(vote),
+            }),
+            Message::Notification(Notification {
+                round: 4,
+                state: PeerState::Following(NodeId(2)),
+            }),
+            Message::Notification(Notification {
+                round: 4,
+                state: PeerState::Leading,
+            }),
+        ] {
+            round_trip(msg);
+        }
+    }
+
+    #[test]
+    fn writes_round_trip_and_batches_are_sliced_not_copied() {
+        for write in [
+            Write::Promise(ballot(5, 2)),
+            Write::Accept {
+                slot: Slot(3),
+                entry: Entry {
+                    ballot: ballot(5, 2),
+                    batch: batch(&[b"k=v"]),
+                },
+            },
+        ] {
+            let frame = received(&encode_write(&write));
+            let decoded = decode_write(&frame, &frame, LIMITS).unwrap();
+            assert_eq!(decoded, write);
+            if let Write::Accept { entry, .. } = decoded {
+                let range = frame.as_ptr_range();
+                assert!(
+                    range.contains(&entry.batch.bytes().as_ptr()),
+                    "the batch is a slice of the frame"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_lying_batch_count_is_refused() {
+        let wire = WireEnvelope {
+            group: 0,
+            from: 1,
+            to: 2,
+            msg: WireMessage::Accept {
+                ballot: ballot_out(ballot(1, 1)),
+                slot: 0,
+                commit: 0,
+                count: 2,
+                batch: batch(&[b"a"]).bytes().clone(),
+            },
+        };
+        let frame = received(&serialize(&wire));
+        assert!(matches!(
+            decode_envelope(&frame, &frame, LIMITS),
+            Err(DecodeError::Batch(_))
+        ));
+    }
+
+    #[test]
+    fn a_zero_ballot_in_the_wal_is_refused() {
+        let frame = received(&serialize(&WireWrite::Promise(WireBallot {
+            round: 0,
+            node: 1,
+        })));
+        assert!(matches!(
+            decode_write(&frame, &frame, LIMITS),
+            Err(DecodeError::Frame(FrameError::Invalid(_)))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let frame = received(&bytes);
+            let _ = decode_envelope(&frame, &frame, LIMITS);
+            let _ = decode_write(&frame, &frame, LIMITS);
+        }
+    }
+}
