@@ -1,3 +1,7 @@
 //! The runtime: drives protocol replicas with the WAL and the transport.
 
 pub mod codec;
+pub mod kv;
+pub mod state_machine;
+
+pub use state_machine::{Applying, StateMachine};

@@ -1,0 +1,321 @@
+//! The replicated key-value store: synod's example state machine and the one
+//! behind `synod client`'s put, get, cas and delete.
+//!
+//! Expiry is deterministic: the leader stamps each command with its clock
+//! (`KvCommand::now_ms`) before proposing, and a replica's notion of time is
+//! the highest stamp applied so far, so every replica expires the same keys
+//! at the same log index whatever its own clock says.
+
+use bytes::Bytes;
+use rkyv::rancor;
+
+use super::state_machine::{Applying, StateMachine};
+
+use wire::KvState;
+pub use wire::{KvCommand, KvOp, KvReply};
+
+/// The log and reply formats. rkyv derives archived and resolver types
+/// beside each; they are an implementation detail without docs of their own.
+#[allow(missing_docs)]
+mod wire {
+    use std::collections::BTreeMap;
+
+    /// One operation on the store.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum KvOp {
+        /// Sets `key` to `value`, expiring after `ttl_ms` if given.
+        Put {
+            /// Key.
+            key: Vec<u8>,
+            /// Value.
+            value: Vec<u8>,
+            /// Lifetime in milliseconds of leader time.
+            ttl_ms: Option<u64>,
+        },
+        /// Sets `key` to `new` only if it currently holds `old` (None: absent).
+        Cas {
+            /// Key.
+            key: Vec<u8>,
+            /// Expected value.
+            old: Option<Vec<u8>>,
+            /// New value.
+            new: Vec<u8>,
+        },
+        /// Removes `key`.
+        Delete {
+            /// Key.
+            key: Vec<u8>,
+        },
+    }
+
+    /// A command as it travels in the log: an operation and the leader's clock.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct KvCommand {
+        /// Milliseconds on the proposing leader's clock.
+        pub now_ms: u64,
+        /// The operation.
+        pub op: KvOp,
+    }
+
+    /// What an operation returned.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum KvReply {
+        /// Put or Delete done; the previous value, if any.
+        Done(Option<Vec<u8>>),
+        /// Cas outcome and the value now held.
+        Cas {
+            /// Whether the swap happened.
+            swapped: bool,
+            /// The current value.
+            current: Option<Vec<u8>>,
+        },
+        /// A read's result.
+        Value(Option<Vec<u8>>),
+        /// The command could not be decoded.
+        Invalid(String),
+    }
+
+    #[derive(
+        rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq, Eq,
+    )]
+    pub struct KvState {
+        pub now_ms: u64,
+        /// key → (value, expiry in leader ms).
+        pub entries: BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>,
+    }
+}
+
+/// The store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kv {
+    state: KvState,
+}
+
+impl KvCommand {
+    /// The command's bytes for the log.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(
+            rkyv::to_bytes::<rancor::Error>(self)
+                .expect("in-memory serialization")
+                .into_vec(),
+        )
+    }
+
+    /// Parses log bytes (checked: any bytes may arrive from a client).
+    pub fn decode(bytes: &[u8]) -> Result<KvCommand, String> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<KvCommand, rancor::Error>(&aligned).map_err(|e| e.to_string())
+    }
+}
+
+impl KvReply {
+    /// The reply's bytes.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(
+            rkyv::to_bytes::<rancor::Error>(self)
+                .expect("in-memory serialization")
+                .into_vec(),
+        )
+    }
+
+    /// Parses reply bytes.
+    pub fn decode(bytes: &[u8]) -> Result<KvReply, String> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<KvReply, rancor::Error>(&aligned).map_err(|e| e.to_string())
+    }
+}
+
+impl Kv {
+    /// The live value of `key` at the store's current time.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let (value, expiry) = self.state.entries.get(key)?;
+        match expiry {
+            Some(at) if *at <= self.state.now_ms => None,
+            _ => Some(value),
+        }
+    }
+
+    /// Live keys.
+    pub fn len(&self) -> usize {
+        self.state
+            .entries
+            .keys()
+            .filter(|k| self.get(k).is_some())
+            .count()
+    }
+
+    /// True when no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn advance_clock(&mut self, now_ms: u64) {
+        self.state.now_ms = self.state.now_ms.max(now_ms);
+        let now = self.state.now_ms;
+        self.state
+            .entries
+            .retain(|_, (_, expiry)| expiry.is_none_or(|at| at > now));
+    }
+
+    fn apply_one(&mut self, data: &[u8]) -> KvReply {
+        let command = match KvCommand::decode(data) {
+            Ok(command) => command,
+            Err(reason) => return KvReply::Invalid(reason),
+        };
+        self.advance_clock(command.now_ms);
+        let now = self.state.now_ms;
+        match command.op {
+            KvOp::Put { key, value, ttl_ms } => {
+                let expiry = ttl_ms.map(|ttl| now.saturating_add(ttl));
+                KvReply::Done(
+                    self.state
+                        .entries
+                        .insert(key, (value, expiry))
+                        .map(|(v, _)| v),
+                )
+            }
+            KvOp::Cas { key, old, new } => {
+                let current = self.get(&key).map(<[u8]>::to_vec);
+                if current == old {
+                    self.state.entries.insert(key, (new.clone(), None));
+                    KvReply::Cas {
+                        swapped: true,
+                        current: Some(new),
+                    }
+                } else {
+                    KvReply::Cas {
+                        swapped: false,
+                        current,
+                    }
+                }
+            }
+            KvOp::Delete { key } => KvReply::Done(self.state.entries.remove(&key).map(|(v, _)| v)),
+        }
+    }
+}
+
+impl StateMachine for Kv {
+    fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
+        commands
+            .iter()
+            .map(|c| self.apply_one(c.data).encode())
+            .collect()
+    }
+
+    /// A query is a key; the reply is its live value.
+    fn query(&self, query: &[u8]) -> Bytes {
+        KvReply::Value(self.get(query).map(<[u8]>::to_vec)).encode()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(
+            rkyv::to_bytes::<rancor::Error>(&self.state)
+                .expect("in-memory serialization")
+                .into_vec(),
+        )
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(snapshot);
+        self.state =
+            rkyv::from_bytes::<KvState, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::LogIndex;
+
+    fn run(kv: &mut Kv, now_ms: u64, op: KvOp) -> KvReply {
+        let data = KvCommand { now_ms, op }.encode();
+        let replies = kv.apply(&[Applying {
+            index: LogIndex(0),
+            data: &data,
+        }]);
+        KvReply::decode(&replies[0]).unwrap()
+    }
+
+    fn put(key: &str, value: &str, ttl_ms: Option<u64>) -> KvOp {
+        KvOp::Put {
+            key: key.into(),
+            value: value.into(),
+            ttl_ms,
+        }
+    }
+
+    #[test]
+    fn put_cas_delete() {
+        let mut kv = Kv::default();
+        assert_eq!(run(&mut kv, 1, put("a", "1", None)), KvReply::Done(None));
+        assert_eq!(
+            run(&mut kv, 2, put("a", "2", None)),
+            KvReply::Done(Some(b"1".to_vec()))
+        );
+        let cas = |old: &str, new: &str| KvOp::Cas {
+            key: b"a".to_vec(),
+            old: Some(old.into()),
+            new: new.into(),
+        };
+        assert_eq!(
+            run(&mut kv, 3, cas("1", "3")),
+            KvReply::Cas {
+                swapped: false,
+                current: Some(b"2".to_vec())
+            }
+        );
+        assert_eq!(
+            run(&mut kv, 4, cas("2", "3")),
+            KvReply::Cas {
+                swapped: true,
+                current: Some(b"3".to_vec())
+            }
+        );
+        assert_eq!(
+            run(&mut kv, 5, KvOp::Delete { key: b"a".to_vec() }),
+            KvReply::Done(Some(b"3".to_vec()))
+        );
+        assert_eq!(kv.get(b"a"), None);
+    }
+
+    #[test]
+    fn ttl_expires_by_log_time_not_by_the_local_clock() {
+        let mut kv = Kv::default();
+        run(&mut kv, 1_000, put("k", "v", Some(500)));
+        assert_eq!(kv.get(b"k"), Some(&b"v"[..]));
+        // A later command stamped before the deadline keeps it alive...
+        run(&mut kv, 1_499, put("other", "x", None));
+        assert_eq!(kv.get(b"k"), Some(&b"v"[..]));
+        // ...a stamp from a leader whose clock is behind never turns time back...
+        run(&mut kv, 10, put("other", "y", None));
+        assert_eq!(kv.get(b"k"), Some(&b"v"[..]));
+        // ...and the first command at or past the deadline expires it, on
+        // every replica at the same index.
+        run(&mut kv, 1_500, put("other", "z", None));
+        assert_eq!(kv.get(b"k"), None);
+    }
+
+    #[test]
+    fn snapshots_restore_the_same_state_and_garbage_is_refused() {
+        let mut kv = Kv::default();
+        run(&mut kv, 7, put("a", "1", Some(100)));
+        let snapshot = kv.snapshot();
+        let mut other = Kv::default();
+        other.restore(&snapshot).unwrap();
+        assert_eq!(other, kv);
+        assert!(other.restore(b"not a snapshot").is_err());
+        assert_eq!(other, kv, "a refused snapshot changes nothing");
+        let replies = kv.apply(&[Applying {
+            index: LogIndex(1),
+            data: b"garbage",
+        }]);
+        assert!(matches!(
+            KvReply::decode(&replies[0]).unwrap(),
+            KvReply::Invalid(_)
+        ));
+    }
+}
