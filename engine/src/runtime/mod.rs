@@ -5,3 +5,6 @@ pub mod kv;
 pub mod state_machine;
 
 pub use state_machine::{Applying, StateMachine};
+pub mod group;
+
+pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome};
