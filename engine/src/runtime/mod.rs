@@ -8,3 +8,4 @@ pub use state_machine::{Applying, StateMachine};
 pub mod group;
 
 pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome};
+pub mod client_proto;

@@ -1,0 +1,153 @@
+//! The client protocol on a node's client port: one rkyv request body per
+//! frame (the request id rides in the frame's `seq`), one reply per request.
+
+use rkyv::rancor;
+
+use super::kv::{KvOp, KvReply};
+
+/// Frame kind of a client request.
+pub const KIND_CLIENT_REQUEST: u16 = 32;
+/// Frame kind of a reply to one.
+pub const KIND_CLIENT_REPLY: u16 = 33;
+
+pub use wire::{ClientOp, ClientRequest, ClientResponse, LogEntry};
+
+/// The formats. rkyv derives archived types beside each, without docs.
+#[allow(missing_docs)]
+mod wire {
+    use super::*;
+
+    /// What a client asks.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum ClientOp {
+        /// Append raw bytes to the log (exactly once per (client, seq)).
+        Append {
+            client: u64,
+            seq: u64,
+            data: Vec<u8>,
+        },
+        /// A KV write (exactly once per (client, seq)).
+        Kv { client: u64, seq: u64, op: KvOp },
+        /// A linearizable KV read.
+        Get { key: Vec<u8> },
+        /// Entries of this node's applied log from `from` (stale reads
+        /// allowed: whatever this node has applied).
+        ReadLog { from: u64, count: u32 },
+        /// Who leads, as this node sees it.
+        Status,
+    }
+
+    /// A request for one group.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct ClientRequest {
+        /// The group (shard) addressed.
+        pub group: u32,
+        /// The operation.
+        pub op: ClientOp,
+    }
+
+    /// One applied log entry.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct LogEntry {
+        /// Its log index.
+        pub index: u64,
+        /// Its bytes as appended.
+        pub data: Vec<u8>,
+    }
+
+    /// The answer.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum ClientResponse {
+        /// The append is chosen and applied at `index`.
+        Appended { index: u64 },
+        /// The KV write is applied at `index`.
+        Kv { index: u64, reply: KvReply },
+        /// A KV read's value.
+        Value(Option<Vec<u8>>),
+        /// Applied log entries.
+        Entries(Vec<LogEntry>),
+        /// This node and who it believes leads.
+        Status {
+            node: u64,
+            leader: Option<u64>,
+            leading: bool,
+            applied: u64,
+        },
+        /// Ask the leader instead.
+        NotLeader { leader: Option<u64> },
+        /// The leader's queue is full: back off and retry.
+        Busy,
+        /// The request failed; the reason.
+        Error(String),
+    }
+}
+
+fn to_bytes<T>(value: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rancor::Error>(value)
+        .expect("in-memory serialization")
+        .into_vec()
+}
+
+fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
+    let mut out = rkyv::util::AlignedVec::<16>::new();
+    out.extend_from_slice(bytes);
+    out
+}
+
+impl ClientRequest {
+    /// The request's body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        to_bytes(self)
+    }
+
+    /// Parses a body from a client (checked; any bytes may arrive).
+    pub fn decode(body: &[u8]) -> Result<ClientRequest, String> {
+        rkyv::from_bytes::<ClientRequest, rancor::Error>(&aligned(body)).map_err(|e| e.to_string())
+    }
+}
+
+impl ClientResponse {
+    /// The reply's body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        to_bytes(self)
+    }
+
+    /// Parses a reply body.
+    pub fn decode(body: &[u8]) -> Result<ClientResponse, String> {
+        rkyv::from_bytes::<ClientResponse, rancor::Error>(&aligned(body)).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip_and_garbage_is_refused() {
+        let request = ClientRequest {
+            group: 2,
+            op: ClientOp::Kv {
+                client: 7,
+                seq: 1,
+                op: KvOp::Delete { key: b"k".to_vec() },
+            },
+        };
+        assert_eq!(ClientRequest::decode(&request.encode()), Ok(request));
+        let reply = ClientResponse::Entries(vec![LogEntry {
+            index: 4,
+            data: b"x".to_vec(),
+        }]);
+        assert_eq!(ClientResponse::decode(&reply.encode()), Ok(reply));
+        assert!(ClientRequest::decode(b"\xff\xff\xff\xff garbage").is_err());
+        assert!(ClientRequest::decode(&[]).is_err());
+    }
+}
