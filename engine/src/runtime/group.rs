@@ -114,6 +114,8 @@ pub enum GroupInput {
     Propose(Command, oneshot::Sender<ProposeOutcome>),
     /// A read-only query and where to send the outcome.
     Read(Bytes, oneshot::Sender<ReadOutcome>),
+    /// A read-only query answered from local state at once.
+    ReadLocal(Bytes, oneshot::Sender<ReadOutcome>),
     /// A sync finished.
     Persisted(SyncId),
     /// A tick passed.
@@ -150,6 +152,21 @@ impl GroupHandle {
     pub async fn read(&self, query: Bytes) -> ReadOutcome {
         let (tx, rx) = oneshot::channel();
         if self.inputs.send(GroupInput::Read(query, tx)).await.is_err() {
+            return ReadOutcome::Stopped;
+        }
+        rx.await.unwrap_or(ReadOutcome::Stopped)
+    }
+
+    /// Answers `query` from this replica's state as it stands, without
+    /// confirming leadership: a stale read, allowed on any replica.
+    pub async fn read_local(&self, query: Bytes) -> ReadOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inputs
+            .send(GroupInput::ReadLocal(query, tx))
+            .await
+            .is_err()
+        {
             return ReadOutcome::Stopped;
         }
         rx.await.unwrap_or(ReadOutcome::Stopped)
@@ -318,6 +335,10 @@ impl<S: StateMachine> GroupDriver<S> {
                     let id = ReadId(self.next_read);
                     self.reads.insert(id, (query, reply));
                     Input::Read(id)
+                }
+                GroupInput::ReadLocal(query, reply) => {
+                    let _ = reply.send(ReadOutcome::Value(self.machine.query(&query)));
+                    continue;
                 }
                 GroupInput::Persisted(sync) => Input::Persisted(sync),
                 GroupInput::Tick => Input::Tick,
