@@ -630,7 +630,13 @@ impl Replica {
         let Role::Leading(leading) = &mut self.role else {
             return;
         };
+        // A read that arrived during Phase 1 could not know how far the
+        // recovered slots reach: it waits for them too.
+        if !leading.is_steady() {
+            return;
+        }
         while let Some(read) = leading.reads.front().copied() {
+            let read_commit = read.commit.max(leading.recovery_end);
             let confirmed = read.round != 0
                 && leading
                     .read_acks
@@ -640,13 +646,13 @@ impl Replica {
                     >= quorum;
             #[cfg(test)]
             let confirmed = confirmed || skip_read_quorum;
-            if !confirmed || commit < read.commit {
+            if !confirmed || commit < read_commit {
                 return;
             }
             leading.reads.pop_front();
             out.push(Action::Reply(Reply::ReadReady {
                 id: read.id,
-                commit: read.commit,
+                commit: read_commit,
             }));
         }
     }

@@ -607,3 +607,99 @@ fn catchup_below_the_compaction_point_asks_for_a_snapshot() {
         }
     )));
 }
+
+/// Found by the simulator: a read that arrives during Phase 1 must also wait
+/// for the slots the new leader recovers, or it misses writes acknowledged
+/// by the previous leader.
+#[test]
+fn a_read_during_phase_one_waits_for_the_recovered_slots() {
+    let mut log = Log::default();
+    log.insert(
+        Slot(0),
+        Entry {
+            ballot: ballot(1, 2),
+            batch: batch("acked by the old leader"),
+        },
+    );
+    let mut r = replica(
+        1,
+        DurableState {
+            promised: ballot(1, 2),
+            log,
+        },
+    );
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    let b = ballot(2, 1);
+    assert!(step(&mut r, Input::Read(ReadId(1))).is_empty());
+    step(&mut r, Input::Persisted(SyncId(1)));
+    step(
+        &mut r,
+        from(
+            2,
+            1,
+            Message::Promise(Promise {
+                ballot: b,
+                log_start: Slot(0),
+                entries: vec![],
+            }),
+        ),
+    );
+    assert!(r.status().leading);
+    let actions = step(&mut r, Input::Tick);
+    let round = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(Envelope {
+                msg: Message::Heartbeat(h),
+                ..
+            }) => Some(h.read_round),
+            _ => None,
+        })
+        .unwrap();
+    let ack = Message::HeartbeatAck(HeartbeatAck {
+        ballot: b,
+        read_round: round,
+    });
+    let actions = step(&mut r, from(2, 1, ack));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Reply(Reply::ReadReady { .. }))),
+        "served before the recovered slot committed: {actions:?}"
+    );
+    step(&mut r, Input::Persisted(SyncId(2)));
+    let actions = step(
+        &mut r,
+        from(
+            2,
+            1,
+            Message::Accepted(Accepted {
+                ballot: b,
+                slot: Slot(0),
+            }),
+        ),
+    );
+    let commit_then_read: Vec<_> = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Commit { .. } | Action::Reply(Reply::ReadReady { .. })
+            )
+        })
+        .collect();
+    assert!(
+        matches!(
+            commit_then_read.as_slice(),
+            [
+                Action::Commit { slot: Slot(0), .. },
+                Action::Reply(Reply::ReadReady {
+                    id: ReadId(1),
+                    commit: Slot(1)
+                })
+            ]
+        ),
+        "{actions:?}"
+    );
+}
