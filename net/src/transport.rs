@@ -1,0 +1,652 @@
+//! Peer connections of one core: a listener, one dialer per higher-id peer,
+//! one bounded send queue per peer, and the inbox.
+//!
+//! Exactly one connection per peer pair: the lower id dials, the higher id
+//! accepts. A newer authenticated connection from a peer replaces the older
+//! one (the peer restarted). Frames queued while a peer is away stay queued
+//! (up to the bound) and go out on the next connection; frames that were in
+//! a write when a connection died are counted as dropped, never resent
+//! (delivery is at most once, in order, per connection).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::io::ReadHalf;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{spawn_local, Task};
+use tracing::{debug, info, warn};
+
+use crate::config::{ConfigError, PeerConfig};
+use crate::handshake::{self, Challenge, Hello, RefuseReason, Role, Transcript, MAC_BYTES};
+use crate::notify::Notify;
+use crate::queue::{SendError, SendQueue};
+use crate::reader::{Frame, FrameReader};
+use crate::stream::{self, read_one, read_some, with_timeout, write_loop, write_one, ConnError};
+use crate::{NodeId, KIND_CHALLENGE, KIND_HELLO, KIND_PROOF, KIND_RESERVED_MIN, KIND_WELCOME};
+
+/// Bodies during the handshake are tiny; an unauthenticated stranger gets no
+/// larger buffer than this.
+const HANDSHAKE_BODY_BYTES_MAX: u32 = 256;
+
+/// One inbound frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The authenticated sender.
+    pub from: NodeId,
+    /// The frame's kind.
+    pub kind: u16,
+    /// The sender's per-connection sequence number (diagnostics).
+    pub seq: u64,
+    /// The body; shares the read buffer.
+    pub body: Bytes,
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The config does not validate.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// A snapshot of the transport's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Handshakes completed (either side).
+    pub handshakes_ok: u64,
+    /// Handshakes refused or failed, by `RefuseReason::index` (either side).
+    pub refused: [u64; RefuseReason::ALL.len()],
+    /// Connections closed because a peer sent bytes that are not a frame
+    /// (bad magic, version, checksum, length, reserved kind).
+    pub bad_frame_closes: u64,
+    /// Frames written to sockets.
+    pub frames_sent: u64,
+    /// Bytes written to sockets.
+    pub bytes_sent: u64,
+    /// Frames delivered to the inbox.
+    pub frames_received: u64,
+    /// Frames given up: in a write when their connection died.
+    pub frames_dropped: u64,
+    /// `send` calls refused with `QueueFull`.
+    pub queue_full: u64,
+}
+
+impl Counters {
+    /// Refusals for one reason.
+    pub fn refused(&self, reason: RefuseReason) -> u64 {
+        self.refused[reason.index()]
+    }
+}
+
+#[derive(Default)]
+struct CounterCells {
+    handshakes_ok: Cell<u64>,
+    refused: [Cell<u64>; RefuseReason::ALL.len()],
+    bad_frame_closes: Cell<u64>,
+    frames_sent: Cell<u64>,
+    bytes_sent: Cell<u64>,
+    frames_received: Cell<u64>,
+    frames_dropped: Cell<u64>,
+    queue_full: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get() + by);
+}
+
+struct Peer {
+    addr: SocketAddr,
+    queue: SendQueue,
+    /// Moves each time a connection to this peer is installed; the older
+    /// connection sees it and ends.
+    generation: Cell<u64>,
+    replaced: Notify,
+}
+
+struct Shared {
+    config: PeerConfig,
+    peers: BTreeMap<NodeId, Peer>,
+    inbox: LocalSender<Vec<Message>>,
+    counters: CounterCells,
+    closed: Cell<bool>,
+    shutdown: Notify,
+}
+
+/// The receiving end: every peer's frames, each peer's in order.
+pub struct Inbox {
+    rx: LocalReceiver<Vec<Message>>,
+    current: std::vec::IntoIter<Message>,
+}
+
+impl Inbox {
+    /// The next frame; `None` once the transport is gone.
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some(m) = self.current.next() {
+                return Some(m);
+            }
+            self.current = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    /// The frames of one socket read (all from one peer), or what is left
+    /// of the current one: cheaper than `recv` per frame.
+    pub async fn recv_batch(&mut self) -> Option<Vec<Message>> {
+        let rest: Vec<Message> = self.current.by_ref().collect();
+        if !rest.is_empty() {
+            return Some(rest);
+        }
+        self.rx.recv().await
+    }
+}
+
+/// The transport of one core. Dropping it stops its listener and dialers;
+/// [`Transport::shutdown`] also waits for them.
+pub struct Transport {
+    shared: Rc<Shared>,
+    local_addr: SocketAddr,
+    tasks: Vec<Task<()>>,
+}
+
+impl Transport {
+    /// Validates `config`, binds its listen address, and starts dialing the
+    /// peers with higher ids. Must run inside a glommio executor.
+    pub fn start(config: PeerConfig) -> Result<(Transport, Inbox), TransportError> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen).map_err(|e| TransportError::Bind {
+            addr: config.listen,
+            source: e.into(),
+        })?;
+        let local_addr = listener.local_addr().map_err(|e| TransportError::Bind {
+            addr: config.listen,
+            source: e.into(),
+        })?;
+        let (tx, rx) = local_channel::new_bounded(config.inbox_batches_max);
+        let shared = Rc::new(Shared {
+            peers: peers(&config),
+            config,
+            inbox: tx,
+            counters: CounterCells::default(),
+            closed: Cell::new(false),
+            shutdown: Notify::default(),
+        });
+        let mut tasks = vec![spawn_local(accept_loop(shared.clone(), listener))];
+        let me = shared.config.node_id;
+        for (&id, _) in shared.peers.range(NodeId(me.0.saturating_add(1))..) {
+            tasks.push(spawn_local(dial_loop(shared.clone(), id)));
+        }
+        info!(node = %me, core = shared.config.core, %local_addr, "transport started");
+        let inbox = Inbox {
+            rx,
+            current: Vec::new().into_iter(),
+        };
+        Ok((
+            Transport {
+                shared,
+                local_addr,
+                tasks,
+            },
+            inbox,
+        ))
+    }
+
+    /// The bound listen address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Queues one frame for `to` without waiting. `QueueFull` means slow
+    /// down: nothing was queued.
+    pub fn send(&self, to: NodeId, kind: u16, body: &[u8]) -> Result<(), SendError> {
+        let queue = self.queue(to, kind)?;
+        let result = queue.push(kind, body);
+        if matches!(result, Err(SendError::QueueFull { .. })) {
+            bump(&self.shared.counters.queue_full, 1);
+        }
+        result
+    }
+
+    /// Queues one frame for `to`, waiting for room.
+    pub async fn send_wait(&self, to: NodeId, kind: u16, body: &[u8]) -> Result<(), SendError> {
+        self.queue(to, kind)?.push_wait(kind, body).await
+    }
+
+    /// Bytes queued for `to` (pending plus being written); `None` for an
+    /// unknown peer.
+    pub fn queued_bytes(&self, to: NodeId) -> Option<usize> {
+        self.shared.peers.get(&to).map(|p| p.queue.queued_bytes())
+    }
+
+    /// Whether an authenticated connection to `to` is up now.
+    pub fn is_connected(&self, to: NodeId) -> bool {
+        self.shared
+            .peers
+            .get(&to)
+            .is_some_and(|p| p.generation.get() % 2 == 1)
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        let c = &self.shared.counters;
+        Counters {
+            handshakes_ok: c.handshakes_ok.get(),
+            refused: std::array::from_fn(|i| c.refused[i].get()),
+            bad_frame_closes: c.bad_frame_closes.get(),
+            frames_sent: c.frames_sent.get(),
+            bytes_sent: c.bytes_sent.get(),
+            frames_received: c.frames_received.get(),
+            frames_dropped: c.frames_dropped.get(),
+            queue_full: c.queue_full.get(),
+        }
+    }
+
+    /// Stops listening and dialing, closes every connection, and waits for
+    /// the listener and dialers to be gone (so the port can be bound again).
+    pub async fn shutdown(mut self) {
+        self.shared.closed.set(true);
+        self.shared.shutdown.notify();
+        for task in std::mem::take(&mut self.tasks) {
+            task.cancel().await;
+        }
+    }
+
+    fn queue(&self, to: NodeId, kind: u16) -> Result<&SendQueue, SendError> {
+        if kind >= KIND_RESERVED_MIN {
+            return Err(SendError::ReservedKind(kind));
+        }
+        if self.shared.closed.get() {
+            return Err(SendError::Closed);
+        }
+        let peer = self
+            .shared
+            .peers
+            .get(&to)
+            .ok_or(SendError::UnknownPeer(to))?;
+        Ok(&peer.queue)
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.shared.closed.set(true);
+        self.shared.shutdown.notify();
+    }
+}
+
+fn peers(config: &PeerConfig) -> BTreeMap<NodeId, Peer> {
+    config
+        .remote_peers()
+        .into_iter()
+        .map(|(id, addr)| {
+            let queue =
+                SendQueue::new(id, config.peer_queue_bytes_max, config.frame_body_bytes_max);
+            let peer = Peer {
+                addr,
+                queue,
+                generation: Cell::new(0),
+                replaced: Notify::default(),
+            };
+            (id, peer)
+        })
+        .collect()
+}
+
+/// Completes when the transport shuts down.
+async fn shut_down(shared: &Shared) {
+    loop {
+        let epoch = shared.shutdown.epoch();
+        if shared.closed.get() {
+            return;
+        }
+        shared.shutdown.changed_since(epoch).await;
+    }
+}
+
+async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shut_down(&shared).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                spawn_local(accept_one(shared.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn accept_one(shared: Rc<Shared>, mut stream: TcpStream) {
+    let remote = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let mut reader = FrameReader::new(HANDSHAKE_BODY_BYTES_MAX);
+    let timeout = shared.config.handshake_timeout;
+    let outcome = with_timeout(timeout, accept_handshake(&shared, &mut stream, &mut reader)).await;
+    match outcome.unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into()))) {
+        Ok(peer) => {
+            reader.set_body_bytes_max(shared.config.frame_body_bytes_max);
+            run_exclusive(&shared, peer, stream, reader).await;
+        }
+        Err((reason, detail)) => refuse(&shared, remote, None, reason, &detail),
+    }
+}
+
+fn refuse(
+    shared: &Shared,
+    remote: Option<SocketAddr>,
+    peer: Option<NodeId>,
+    reason: RefuseReason,
+    detail: &str,
+) {
+    bump(&shared.counters.refused[reason.index()], 1);
+    warn!(?remote, ?peer, %reason, detail, "handshake refused");
+}
+
+type Refusal = (RefuseReason, String);
+
+fn io_refusal(e: ConnError) -> Refusal {
+    match e {
+        ConnError::Frame(e) => (RefuseReason::Malformed, e.to_string()),
+        e => (RefuseReason::Io, e.to_string()),
+    }
+}
+
+fn expect_kind(frame: &Frame, kind: u16) -> Result<(), Refusal> {
+    if frame.kind != kind {
+        let detail = format!("expected kind {kind:#06x}, got {:#06x}", frame.kind);
+        return Err((RefuseReason::Malformed, detail));
+    }
+    Ok(())
+}
+
+/// The acceptor's side: returns the authenticated peer.
+async fn accept_handshake(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    reader: &mut FrameReader,
+) -> Result<NodeId, Refusal> {
+    let frame = read_one(stream, reader).await.map_err(io_refusal)?;
+    expect_kind(&frame, KIND_HELLO)?;
+    let hello = Hello::decode(&frame.body).ok_or((RefuseReason::Malformed, "bad hello".into()))?;
+    check_hello(&shared.config, &shared.peers, &hello)?;
+    let challenge = Challenge {
+        cluster_id: shared.config.cluster_id,
+        acceptor: shared.config.node_id,
+        core: shared.config.core,
+        nonce: handshake::nonce(),
+    };
+    write_one(stream, KIND_CHALLENGE, &challenge.encode())
+        .await
+        .map_err(io_refusal)?;
+    let transcript = transcript(&hello, &challenge);
+    let proof = read_one(stream, reader).await.map_err(io_refusal)?;
+    expect_kind(&proof, KIND_PROOF)?;
+    if !transcript.verify(&shared.config.secret, Role::Dialer, &proof.body) {
+        let detail = format!("{}'s proof does not verify: another secret", hello.dialer);
+        return Err((RefuseReason::BadProof, detail));
+    }
+    let welcome = transcript.prove(&shared.config.secret, Role::Acceptor);
+    write_one(stream, KIND_WELCOME, &welcome)
+        .await
+        .map_err(io_refusal)?;
+    Ok(hello.dialer)
+}
+
+fn check_hello(
+    config: &PeerConfig,
+    peers: &BTreeMap<NodeId, Peer>,
+    hello: &Hello,
+) -> Result<(), Refusal> {
+    if hello.cluster_id != config.cluster_id {
+        let detail = format!(
+            "cluster {} is not ours ({})",
+            hello.cluster_id, config.cluster_id
+        );
+        return Err((RefuseReason::WrongCluster, detail));
+    }
+    if hello.acceptor != config.node_id {
+        let detail = format!("dialed {}, this is {}", hello.acceptor, config.node_id);
+        return Err((RefuseReason::UnknownNode, detail));
+    }
+    // Only lower ids dial higher ones; anything else is not a peer of ours.
+    if !peers.contains_key(&hello.dialer) || hello.dialer >= config.node_id {
+        let detail = format!(
+            "{} is not a peer that dials {}",
+            hello.dialer, config.node_id
+        );
+        return Err((RefuseReason::UnknownNode, detail));
+    }
+    if hello.core != config.core {
+        let detail = format!("core {} talks only to core {}", config.core, hello.core);
+        return Err((RefuseReason::WrongCore, detail));
+    }
+    Ok(())
+}
+
+fn transcript(hello: &Hello, challenge: &Challenge) -> Transcript {
+    Transcript {
+        cluster_id: hello.cluster_id,
+        dialer: hello.dialer,
+        acceptor: hello.acceptor,
+        core: hello.core,
+        nonce_dialer: hello.nonce,
+        nonce_acceptor: challenge.nonce,
+    }
+}
+
+/// The dialer's side, after the TCP connect.
+async fn dial_handshake(
+    shared: &Shared,
+    peer: NodeId,
+    stream: &mut TcpStream,
+    reader: &mut FrameReader,
+) -> Result<(), Refusal> {
+    let config = &shared.config;
+    let hello = Hello {
+        cluster_id: config.cluster_id,
+        dialer: config.node_id,
+        acceptor: peer,
+        core: config.core,
+        nonce: handshake::nonce(),
+    };
+    write_one(stream, KIND_HELLO, &hello.encode())
+        .await
+        .map_err(io_refusal)?;
+    let frame = read_one(stream, reader).await.map_err(io_refusal)?;
+    expect_kind(&frame, KIND_CHALLENGE)?;
+    let challenge =
+        Challenge::decode(&frame.body).ok_or((RefuseReason::Malformed, "bad challenge".into()))?;
+    check_challenge(config, peer, &challenge)?;
+    let transcript = transcript(&hello, &challenge);
+    let proof = transcript.prove(&config.secret, Role::Dialer);
+    write_one(stream, KIND_PROOF, &proof)
+        .await
+        .map_err(io_refusal)?;
+    let welcome = read_one(stream, reader).await.map_err(io_refusal)?;
+    expect_kind(&welcome, KIND_WELCOME)?;
+    if welcome.body.len() != MAC_BYTES
+        || !transcript.verify(&config.secret, Role::Acceptor, &welcome.body)
+    {
+        let detail = format!("{peer}'s proof does not verify: another secret");
+        return Err((RefuseReason::BadProof, detail));
+    }
+    Ok(())
+}
+
+fn check_challenge(config: &PeerConfig, peer: NodeId, c: &Challenge) -> Result<(), Refusal> {
+    if c.cluster_id != config.cluster_id {
+        let detail = format!(
+            "cluster {} is not ours ({})",
+            c.cluster_id, config.cluster_id
+        );
+        return Err((RefuseReason::WrongCluster, detail));
+    }
+    if c.acceptor != peer {
+        let detail = format!("dialed {peer}, answered by {}", c.acceptor);
+        return Err((RefuseReason::UnknownNode, detail));
+    }
+    if c.core != config.core {
+        let detail = format!("core {} talks only to core {}", config.core, c.core);
+        return Err((RefuseReason::WrongCore, detail));
+    }
+    Ok(())
+}
+
+/// Connect, handshake, run; on any failure wait with exponential backoff
+/// and jitter, forever (until the transport stops).
+async fn dial_loop(shared: Rc<Shared>, peer: NodeId) {
+    let (min, max) = (shared.config.backoff_min, shared.config.backoff_max);
+    let mut backoff = min;
+    while !shared.closed.get() {
+        match dial_once(&shared, peer).await {
+            Ok((stream, reader)) => {
+                backoff = min;
+                run_exclusive(&shared, peer, stream, reader).await;
+            }
+            Err((reason, detail)) => {
+                let remote = shared.peers.get(&peer).map(|p| p.addr);
+                refuse(&shared, remote, Some(peer), reason, &detail);
+            }
+        }
+        glommio::timer::sleep(jittered(backoff)).await;
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+/// Uniform in [d/2, d]: peers that failed together do not retry together.
+fn jittered(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+async fn dial_once(shared: &Shared, peer: NodeId) -> Result<(TcpStream, FrameReader), Refusal> {
+    let addr = shared.peers[&peer].addr;
+    let mut stream = stream::connect(addr, shared.config.connect_timeout)
+        .await
+        .map_err(|e| (RefuseReason::Io, format!("connect {addr}: {e}")))?;
+    let mut reader = FrameReader::new(HANDSHAKE_BODY_BYTES_MAX);
+    let timeout = shared.config.handshake_timeout;
+    with_timeout(
+        timeout,
+        dial_handshake(shared, peer, &mut stream, &mut reader),
+    )
+    .await
+    .unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into())))?;
+    reader.set_body_bytes_max(shared.config.frame_body_bytes_max);
+    Ok((stream, reader))
+}
+
+/// Installs an authenticated connection as the peer's only one and runs it
+/// until it fails, a newer one replaces it, or the transport stops.
+async fn run_exclusive(shared: &Shared, peer: NodeId, stream: TcpStream, reader: FrameReader) {
+    let Some(slot) = shared.peers.get(&peer) else {
+        return;
+    };
+    bump(&shared.counters.handshakes_ok, 1);
+    // Odd generations mean "connected"; installing bumps to the next odd one.
+    let generation = (slot.generation.get() | 1) + 2;
+    slot.generation.set(generation);
+    slot.replaced.notify();
+    info!(%peer, "peer connected");
+    let replaced = async {
+        loop {
+            let epoch = slot.replaced.epoch();
+            if slot.generation.get() != generation {
+                return ConnError::Protocol("replaced by a newer connection".into());
+            }
+            slot.replaced.changed_since(epoch).await;
+        }
+    };
+    let stopped = async {
+        shut_down(shared).await;
+        ConnError::Shutdown
+    };
+    let running = run_connection(shared, peer, slot, stream, reader);
+    let ending = futures_lite::future::or(running, futures_lite::future::or(replaced, stopped));
+    let error = ending.await;
+    end_connection(shared, peer, slot, generation, error);
+}
+
+fn end_connection(shared: &Shared, peer: NodeId, slot: &Peer, generation: u64, error: ConnError) {
+    let lost = slot.queue.lost_inflight();
+    bump(&shared.counters.frames_dropped, lost);
+    if slot.generation.get() == generation {
+        slot.generation.set(generation + 1);
+    }
+    if matches!(error, ConnError::Frame(_) | ConnError::ReservedKind(_)) {
+        bump(&shared.counters.bad_frame_closes, 1);
+    }
+    warn!(%peer, reason = %error, lost_frames = lost, "peer connection closed");
+}
+
+async fn run_connection(
+    shared: &Shared,
+    peer: NodeId,
+    slot: &Peer,
+    stream: TcpStream,
+    reader: FrameReader,
+) -> ConnError {
+    let (mut r, mut w) = futures_lite::io::split(stream);
+    let counters = &shared.counters;
+    let reading = read_loop(shared, peer, &mut r, reader);
+    let writing = write_loop(&mut w, &slot.queue, |frames, bytes| {
+        bump(&counters.frames_sent, frames);
+        bump(&counters.bytes_sent, bytes as u64);
+    });
+    futures_lite::future::or(reading, writing).await
+}
+
+async fn read_loop(
+    shared: &Shared,
+    peer: NodeId,
+    r: &mut ReadHalf<TcpStream>,
+    mut reader: FrameReader,
+) -> ConnError {
+    loop {
+        let mut frames = Vec::new();
+        let read = read_some(r, &mut reader, &mut frames).await;
+        let mut messages = Vec::with_capacity(frames.len());
+        for frame in frames {
+            if frame.kind >= KIND_RESERVED_MIN {
+                return ConnError::ReservedKind(frame.kind);
+            }
+            messages.push(Message {
+                from: peer,
+                kind: frame.kind,
+                seq: frame.seq,
+                body: frame.body,
+            });
+        }
+        // Frames before a bad one are good: deliver them, then close.
+        if !messages.is_empty() {
+            bump(&shared.counters.frames_received, messages.len() as u64);
+            if shared.inbox.send(messages).await.is_err() {
+                return ConnError::Shutdown;
+            }
+        }
+        if let Err(e) = read {
+            debug!(%peer, error = %e, "read ended");
+            return e;
+        }
+    }
+}

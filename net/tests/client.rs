@@ -1,0 +1,165 @@
+//! The client port on loopback: replies matched by id, redirects followed,
+//! bad bytes closing only that client's connection.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::*;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::spawn_local;
+use synod_net::{Client, ClientConfig, ClientError, ClientListener, ClientListenerConfig, NodeId};
+
+fn listener() -> ClientListener {
+    ClientListener::bind(ClientListenerConfig::new("127.0.0.1:0".parse().unwrap())).unwrap()
+}
+
+fn client(addrs: Vec<SocketAddr>) -> Client {
+    let mut c = ClientConfig::new(addrs);
+    c.connect_timeout = Duration::from_millis(500);
+    c.request_timeout = Duration::from_secs(5);
+    Client::new(c).unwrap()
+}
+
+/// Answers every request with its body reversed, kind + 1, once `batch`
+/// requests have arrived, newest first (replies out of order).
+async fn serve_reversed(listener: Rc<ClientListener>, batch: usize) {
+    loop {
+        let mut held = Vec::new();
+        while held.len() < batch {
+            match listener.next().await {
+                Some(r) => held.push(r),
+                None => return,
+            }
+        }
+        for r in held.into_iter().rev() {
+            let mut body = r.body.to_vec();
+            body.reverse();
+            r.reply(r.kind + 1, &body).unwrap();
+        }
+    }
+}
+
+#[test]
+fn concurrent_requests_get_their_own_replies() {
+    run(|| async {
+        let server = Rc::new(listener());
+        let _serving = spawn_local(serve_reversed(server.clone(), 8));
+        let client = Rc::new(client(vec![server.local_addr()]));
+        let requests: Vec<_> = (0..64u8)
+            .map(|i| {
+                let client = client.clone();
+                spawn_local(async move {
+                    let reply = client.request(10, &[i, 0, 1]).await.unwrap();
+                    assert_eq!((reply.kind, reply.body.as_ref()), (11, &[1, 0, i][..]));
+                })
+            })
+            .collect();
+        for r in requests {
+            r.await;
+        }
+        assert_eq!(client.connected_to(), Some(server.local_addr()));
+    });
+}
+
+#[test]
+fn redirects_are_followed() {
+    run(|| async {
+        let follower = Rc::new(listener());
+        let leader = Rc::new(listener());
+        let leader_addr = leader.local_addr();
+        let _serving = spawn_local(serve_reversed(leader.clone(), 1));
+        let f = follower.clone();
+        let _redirecting = spawn_local(async move {
+            while let Some(r) = f.next().await {
+                r.redirect(NodeId(2), leader_addr).unwrap();
+            }
+        });
+        let client = client(vec![follower.local_addr()]);
+        let reply = client.request(10, b"abc").await.unwrap();
+        assert_eq!(reply.body.as_ref(), b"cba");
+        assert_eq!(client.connected_to(), Some(leader_addr));
+        // Redirect loops end.
+        let looping = client_redirecting_to_itself().await;
+        assert!(matches!(looping, Err(ClientError::TooManyRedirects(3))));
+    });
+}
+
+async fn client_redirecting_to_itself() -> Result<synod_net::Reply, ClientError> {
+    let server = Rc::new(listener());
+    let addr = server.local_addr();
+    let s = server.clone();
+    let _redirecting = spawn_local(async move {
+        while let Some(r) = s.next().await {
+            r.redirect(NodeId(1), addr).unwrap();
+        }
+    });
+    client(vec![addr]).request(10, b"x").await
+}
+
+#[test]
+fn bad_bytes_close_only_that_client() {
+    run(|| async {
+        let server = Rc::new(listener());
+        let _serving = spawn_local(serve_reversed(server.clone(), 1));
+        let good = client(vec![server.local_addr()]);
+        assert!(good.request(1, b"ab").await.is_ok());
+        let mut bad_checksum = frame(1, 1, b"hello");
+        bad_checksum[33] ^= 1;
+        let mut oversized = frame(1, 1, b"x");
+        oversized[8..12].copy_from_slice(&(2u32 << 20).to_le_bytes());
+        for (i, bytes) in [vec![0xee; 50], bad_checksum, oversized]
+            .into_iter()
+            .enumerate()
+        {
+            let mut raw = glommio::net::TcpStream::connect(server.local_addr())
+                .await
+                .unwrap();
+            raw.write_all(&bytes).await.unwrap();
+            let mut buf = [0u8; 16];
+            // The server closes the connection: read sees the end (or a reset).
+            assert!(matches!(raw.read(&mut buf).await, Ok(0) | Err(_)));
+            wait_until("counted", || server.bad_frame_closes() == i as u64 + 1).await;
+            assert_eq!(good.request(1, b"cd").await.unwrap().body.as_ref(), b"dc");
+        }
+    });
+}
+
+#[test]
+fn unreachable_and_timeouts_are_errors() {
+    run(|| async {
+        let nobody = free_addr();
+        let c = client(vec![nobody]);
+        assert!(matches!(
+            c.request(1, b"").await,
+            Err(ClientError::Unreachable(_))
+        ));
+        let silent = listener();
+        let mut config = ClientConfig::new(vec![silent.local_addr()]);
+        config.request_timeout = Duration::from_millis(50);
+        let c = Client::new(config).unwrap();
+        assert!(matches!(
+            c.request(1, b"").await,
+            Err(ClientError::Timeout(_))
+        ));
+        assert!(Client::new(ClientConfig::new(vec![])).is_err());
+    });
+}
+
+#[test]
+fn a_lost_connection_fails_outstanding_requests() {
+    run(|| async {
+        let server = listener();
+        let addr = server.local_addr();
+        let c = client(vec![addr]);
+        let stopping = async {
+            let request = server.next().await.unwrap();
+            drop(request);
+            server.shutdown().await;
+        };
+        let (result, ()) = futures_lite::future::zip(c.request(1, b"q"), stopping).await;
+        assert!(matches!(result, Err(ClientError::ConnectionLost)));
+    });
+}

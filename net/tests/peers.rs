@@ -1,0 +1,365 @@
+//! Peer connections on loopback: handshakes and refusals, bad bytes,
+//! restarts, order, and the send-queue bound.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_lite::AsyncWriteExt;
+use synod_net::{Inbox, NodeId, RefuseReason, Secret, SendError, Transport, KIND_HELLO};
+use synod_wal::frame::FRAME_HEADER_BYTES;
+
+fn body(i: u64) -> Vec<u8> {
+    let mut b = i.to_le_bytes().to_vec();
+    b.resize(8 + (i % 40) as usize, i as u8);
+    b
+}
+
+/// Receives `n` frames from `from`, checking they are 0..n in order.
+async fn expect_in_order(inbox: &mut Inbox, from: u64, first: u64, n: u64) {
+    for i in first..first + n {
+        let m = inbox.recv().await.unwrap();
+        assert_eq!((m.from, m.kind), (NodeId(from), 3));
+        assert_eq!(m.body.as_ref(), &body(i)[..], "frame {i} from {from}");
+    }
+}
+
+#[test]
+fn handshake_succeeds_and_frames_flow_both_ways_in_order() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let (t1, mut in1) = Transport::start(config(1, &nodes)).unwrap();
+        let (t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        for i in 0..2000 {
+            t1.send_wait(NodeId(2), 3, &body(i)).await.unwrap();
+            t2.send_wait(NodeId(1), 3, &body(i)).await.unwrap();
+        }
+        expect_in_order(&mut in2, 1, 0, 2000).await;
+        expect_in_order(&mut in1, 2, 0, 2000).await;
+        let (c1, c2) = (t1.counters(), t2.counters());
+        assert_eq!((c1.handshakes_ok, c2.handshakes_ok), (1, 1));
+        assert_eq!((c1.frames_sent, c2.frames_received), (2000, 2000));
+        assert!(t1.is_connected(NodeId(2)) && t2.is_connected(NodeId(1)));
+        assert_eq!(c1.refused, [0; 7]);
+    });
+}
+
+/// Starts 1 (dialer, `dialer` config tweak) and 2 (acceptor) and waits for
+/// the acceptor to count `acceptor_reason` and the dialer `dialer_reason`.
+fn refused(
+    tweak: fn(&mut synod_net::PeerConfig),
+    acceptor_reason: RefuseReason,
+    dialer_reason: RefuseReason,
+) {
+    run(move || async move {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let mut c1 = config(1, &nodes);
+        tweak(&mut c1);
+        let (t1, _in1) = Transport::start(c1).unwrap();
+        let (t2, _in2) = Transport::start(config(2, &nodes)).unwrap();
+        wait_until("refusals", || {
+            t2.counters().refused(acceptor_reason) >= 2 && t1.counters().refused(dialer_reason) >= 2
+        })
+        .await;
+        assert!(!t1.is_connected(NodeId(2)) && !t2.is_connected(NodeId(1)));
+        assert_eq!(t2.counters().handshakes_ok, 0);
+        // Backpressure still works while the peer refuses us.
+        t1.send(NodeId(2), 3, b"queued").unwrap();
+        assert!(t1.queued_bytes(NodeId(2)).unwrap() > 0);
+    });
+}
+
+#[test]
+fn wrong_secret_is_refused_by_the_acceptor_as_bad_proof() {
+    refused(
+        |c| c.secret = Secret::new([9u8; 32]),
+        RefuseReason::BadProof,
+        RefuseReason::Io,
+    );
+}
+
+#[test]
+fn wrong_cluster_is_refused() {
+    refused(
+        |c| c.cluster_id = 8,
+        RefuseReason::WrongCluster,
+        RefuseReason::Io,
+    );
+}
+
+#[test]
+fn wrong_core_is_refused() {
+    refused(|c| c.core = 1, RefuseReason::WrongCore, RefuseReason::Io);
+}
+
+#[test]
+fn unknown_node_is_refused() {
+    // Node 2 knows nodes 1 and 2 only; node 0 dials it claiming to be 0.
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let (t2, _in2) = Transport::start(config(2, &nodes)).unwrap();
+        let stranger = [(0, free_addr()), (2, nodes[1].1)];
+        let (t0, _in0) = Transport::start(config(0, &stranger)).unwrap();
+        wait_until("refusal", || {
+            t2.counters().refused(RefuseReason::UnknownNode) >= 1
+                && t0.counters().refused(RefuseReason::Io) >= 1
+        })
+        .await;
+        assert!(!t0.is_connected(NodeId(2)));
+    });
+}
+
+#[test]
+fn a_misaddressed_dial_is_refused() {
+    // Node 1 thinks node 2 lives where node 3 listens.
+    run(|| async {
+        let addr = free_addr();
+        let (t3, _in3) = Transport::start(config(3, &[(1, free_addr()), (3, addr)])).unwrap();
+        let (t1, _in1) = Transport::start(config(1, &[(1, free_addr()), (2, addr)])).unwrap();
+        wait_until("refusal", || {
+            t3.counters().refused(RefuseReason::UnknownNode) >= 1
+        })
+        .await;
+        assert!(!t1.is_connected(NodeId(2)));
+    });
+}
+
+/// A hand-driven acceptor that does not know the secret: the dialer refuses
+/// its WELCOME.
+#[test]
+fn an_acceptor_without_the_secret_is_refused_by_the_dialer() {
+    run(|| async {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nodes = [(1, free_addr()), (2, listener.local_addr().unwrap())];
+        let (t1, _in1) = Transport::start(config(1, &nodes)).unwrap();
+        let mut stream = listener.accept().await.unwrap();
+        let mut reader = synod_net::FrameReader::new(256);
+        let hello = read_frame(&mut stream, &mut reader).await;
+        let hello = synod_net::handshake::Hello::decode(&hello.body).unwrap();
+        let challenge = synod_net::handshake::Challenge {
+            cluster_id: 7,
+            acceptor: NodeId(2),
+            core: 0,
+            nonce: synod_net::handshake::nonce(),
+        };
+        let out = frame(synod_net::KIND_CHALLENGE, 0, &challenge.encode());
+        stream.write_all(&out).await.unwrap();
+        let proof = read_frame(&mut stream, &mut reader).await;
+        assert_eq!(proof.kind, synod_net::KIND_PROOF);
+        let forged = frame(synod_net::KIND_WELCOME, 0, &[0u8; 32]);
+        stream.write_all(&forged).await.unwrap();
+        wait_until("refusal", || {
+            t1.counters().refused(RefuseReason::BadProof) >= 1
+        })
+        .await;
+        assert_eq!(hello.dialer, NodeId(1));
+        assert!(!t1.is_connected(NodeId(2)));
+    });
+}
+
+/// Node 2 talks to a real node 3 throughout; a hand-driven node 1 misbehaves.
+/// After each bad stream, node 2 has closed only that connection and still
+/// exchanges frames with node 3.
+#[test]
+fn bad_bytes_close_only_that_connection() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr()), (3, free_addr())];
+        let (t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        let (t3, _in3) = Transport::start(config(3, &nodes)).unwrap();
+        let addr2 = nodes[1].1;
+        let good = frame(3, 0, &body(0));
+        let mut bad_checksum = good.clone();
+        bad_checksum[FRAME_HEADER_BYTES + 1] ^= 0x10;
+        let mut oversized = frame(3, 0, b"x");
+        oversized[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let truncated = good[..good.len() - 5].to_vec();
+        let reserved = frame(KIND_HELLO, 0, b"again?");
+        let cases: [(&str, Vec<u8>, u64); 5] = [
+            ("garbage", vec![0x5a; 100], 1),
+            ("bad checksum", bad_checksum, 1),
+            ("oversized length", oversized, 1),
+            ("reserved kind", reserved, 1),
+            ("truncated then closed", truncated, 0),
+        ];
+        let mut closes = 0;
+        for (i, (what, bytes, bad)) in cases.into_iter().enumerate() {
+            let mut raw = raw_dial(addr2, 1, 2).await;
+            wait_until("connected", || t2.is_connected(NodeId(1))).await;
+            raw.write_all(&good).await.unwrap();
+            raw.write_all(&bytes).await.unwrap();
+            if bad == 0 {
+                raw.close().await.unwrap();
+            }
+            // The good frame before the bad bytes is delivered.
+            let m = in2.recv().await.unwrap();
+            assert_eq!(
+                (m.from, m.body.as_ref()),
+                (NodeId(1), &body(0)[..]),
+                "{what}"
+            );
+            wait_until(what, || !t2.is_connected(NodeId(1))).await;
+            closes += bad;
+            assert_eq!(t2.counters().bad_frame_closes, closes, "{what}");
+            // Node 2 still serves node 3.
+            t3.send_wait(NodeId(2), 3, &body(i as u64)).await.unwrap();
+            let m = in2.recv().await.unwrap();
+            assert_eq!(
+                (m.from, m.body.as_ref()),
+                (NodeId(3), &body(i as u64)[..]),
+                "{what}"
+            );
+        }
+        // Garbage before any handshake is a refusal, not a frame close.
+        let mut raw = glommio::net::TcpStream::connect(addr2).await.unwrap();
+        raw.write_all(&[0xff; 64]).await.unwrap();
+        wait_until("malformed", || {
+            t2.counters().refused(RefuseReason::Malformed) >= 1
+        })
+        .await;
+        assert!(t2.is_connected(NodeId(3)));
+    });
+}
+
+#[test]
+fn an_unanswered_handshake_times_out() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let (t2, _in2) = Transport::start(config(2, &nodes)).unwrap();
+        let _silent = glommio::net::TcpStream::connect(nodes[1].1).await.unwrap();
+        wait_until("timeout", || {
+            t2.counters().refused(RefuseReason::Timeout) >= 1
+        })
+        .await;
+    });
+}
+
+#[test]
+fn restarted_peers_reconnect_and_resume() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let (t1, in1) = Transport::start(config(1, &nodes)).unwrap();
+        let (t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        t1.send_wait(NodeId(2), 3, &body(0)).await.unwrap();
+        expect_in_order(&mut in2, 1, 0, 1).await;
+
+        // The acceptor restarts: the dialer backs off and reconnects.
+        t2.shutdown().await;
+        drop(in2);
+        wait_until("1 notices", || !t1.is_connected(NodeId(2))).await;
+        let (t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        wait_until("reconnect", || t1.is_connected(NodeId(2))).await;
+        for i in 1..100 {
+            t1.send_wait(NodeId(2), 3, &body(i)).await.unwrap();
+        }
+        expect_in_order(&mut in2, 1, 1, 99).await;
+
+        // The dialer restarts: its new connection replaces the old one.
+        t1.shutdown().await;
+        drop(in1);
+        let (t1, mut in1) = Transport::start(config(1, &nodes)).unwrap();
+        wait_until("reconnect", || {
+            t1.is_connected(NodeId(2)) && t2.is_connected(NodeId(1))
+        })
+        .await;
+        t2.send_wait(NodeId(1), 3, &body(7)).await.unwrap();
+        expect_in_order(&mut in1, 2, 7, 1).await;
+        assert!(t2.counters().handshakes_ok >= 2);
+    });
+}
+
+/// Node 2 does not read its inbox; node 1 sends as fast as `send` lets it.
+/// The queue never exceeds its bound, `send` says QueueFull, and once node 2
+/// reads, every accepted frame arrives, in order.
+#[test]
+fn the_send_queue_bound_holds_under_a_slow_reader() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let mut c1 = config(1, &nodes);
+        c1.peer_queue_bytes_max = 64 << 10;
+        c1.frame_body_bytes_max = 16 << 10;
+        let mut c2 = config(2, &nodes);
+        c2.inbox_batches_max = 1;
+        let (t1, _in1) = Transport::start(c1).unwrap();
+        let (_t2, mut in2) = Transport::start(c2).unwrap();
+        wait_until("connected", || t1.is_connected(NodeId(2))).await;
+        let big = vec![1u8; 4000];
+        let (mut accepted, mut full) = (0u64, 0u64);
+        let start = std::time::Instant::now();
+        while full < 200 && start.elapsed() < Duration::from_secs(5) {
+            match t1.send(NodeId(2), 3, &big) {
+                Ok(()) => accepted += 1,
+                Err(SendError::QueueFull {
+                    queued_bytes,
+                    limit_bytes,
+                    ..
+                }) => {
+                    assert!(queued_bytes <= limit_bytes);
+                    full += 1;
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(t1.queued_bytes(NodeId(2)).unwrap() <= 64 << 10);
+        }
+        assert_eq!(full, 200, "the queue never filled");
+        assert_eq!(t1.counters().queue_full, full);
+        for seq in 0..accepted {
+            let m = in2.recv().await.unwrap();
+            assert_eq!((m.seq, m.body.len()), (seq, 4000));
+        }
+        wait_until("drained", || t1.queued_bytes(NodeId(2)) == Some(0)).await;
+    });
+}
+
+#[test]
+fn a_dead_peer_does_not_block_the_others() {
+    run(|| async {
+        // Node 2 is configured but never started.
+        let nodes = [(1, free_addr()), (2, free_addr()), (3, free_addr())];
+        let mut c1 = config(1, &nodes);
+        c1.peer_queue_bytes_max = 64 << 10;
+        c1.frame_body_bytes_max = 16 << 10;
+        let (t1, _in1) = Transport::start(c1).unwrap();
+        let (_t3, mut in3) = Transport::start(config(3, &nodes)).unwrap();
+        let mut to_dead = 0;
+        for i in 0..1000 {
+            if t1.send(NodeId(2), 3, &body(i)).is_ok() {
+                to_dead += 1;
+            }
+            t1.send_wait(NodeId(3), 3, &body(i)).await.unwrap();
+        }
+        expect_in_order(&mut in3, 1, 0, 1000).await;
+        assert!(to_dead < 1000, "the dead peer's queue must fill");
+        assert!(t1.queued_bytes(NodeId(2)).unwrap() <= 64 << 10);
+        assert!(t1.counters().refused(RefuseReason::Io) >= 1);
+    });
+}
+
+#[test]
+fn sends_are_checked() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let (t1, _in1) = Transport::start(config(1, &nodes)).unwrap();
+        assert_eq!(
+            t1.send(NodeId(9), 3, b""),
+            Err(SendError::UnknownPeer(NodeId(9)))
+        );
+        assert_eq!(
+            t1.send(NodeId(1), 3, b""),
+            Err(SendError::UnknownPeer(NodeId(1)))
+        );
+        assert_eq!(
+            t1.send(NodeId(2), KIND_HELLO, b""),
+            Err(SendError::ReservedKind(KIND_HELLO))
+        );
+        let too_big = vec![0; (64 << 10) + 1];
+        assert!(matches!(
+            t1.send(NodeId(2), 3, &too_big),
+            Err(SendError::TooLarge { .. })
+        ));
+        let mut bad = config(1, &nodes);
+        bad.backoff_min = Duration::ZERO;
+        assert!(Transport::start(bad).is_err());
+    });
+}
