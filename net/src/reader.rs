@@ -10,6 +10,8 @@ use synod_wal::frame::{
 /// Bytes asked of each socket read: large enough that bulk frames need few
 /// syscalls, small enough that an idle connection costs little.
 pub(crate) const READ_CHUNK_BYTES: usize = 128 << 10;
+/// Below this much room, `read_space` makes a fresh chunk of room.
+const READ_SPACE_BYTES_MIN: usize = 16 << 10;
 
 /// One checked frame. `body` shares the reader's buffer (no copy).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub struct Frame {
 pub struct FrameReader {
     buf: BytesMut,
     body_bytes_max: u32,
-    /// Length of `buf` before the last `read_space`, so `filled` can cut back.
+    /// Bytes of `buf` that hold stream data; the rest is room to read into.
     data_bytes: usize,
 }
 
@@ -50,18 +52,22 @@ impl FrameReader {
         self.body_bytes_max = body_bytes_max.min(FRAME_BODY_BYTES_MAX);
     }
 
-    /// A zeroed slice to read socket bytes into; follow with [`Self::filled`].
+    /// A slice to read socket bytes into; follow with [`Self::filled`].
+    /// The area past the data is zeroed once and reused, so a small read
+    /// does not pay for clearing a whole chunk.
     pub fn read_space(&mut self) -> &mut [u8] {
-        self.buf.truncate(self.data_bytes);
-        self.buf.reserve(READ_CHUNK_BYTES);
-        self.buf.resize(self.data_bytes + READ_CHUNK_BYTES, 0);
+        if self.buf.len() - self.data_bytes < READ_SPACE_BYTES_MIN {
+            // Only the data moves if this reallocates; the new room is zeroed once.
+            self.buf.truncate(self.data_bytes);
+            self.buf.reserve(READ_CHUNK_BYTES);
+            self.buf.resize(self.data_bytes + READ_CHUNK_BYTES, 0);
+        }
         &mut self.buf[self.data_bytes..]
     }
 
     /// Records that the first `n` bytes of the last [`Self::read_space`] hold data.
     pub fn filled(&mut self, n: usize) {
         self.data_bytes = (self.data_bytes + n).min(self.buf.len());
-        self.buf.truncate(self.data_bytes);
     }
 
     /// Appends bytes (tests and the fuzzer; connections use `read_space`).
@@ -80,7 +86,6 @@ impl FrameReader {
     /// stream is bad (the connection must then be closed: after a bad frame
     /// there is no way to find the next frame boundary).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.buf.truncate(self.data_bytes);
         let Some(total) = self.whole_frame_bytes()? else {
             return Ok(None);
         };
@@ -101,7 +106,8 @@ impl FrameReader {
     /// bound: before waiting for the body), then says whether the whole frame
     /// has arrived.
     fn whole_frame_bytes(&self) -> Result<Option<usize>, FrameError> {
-        let Some(raw) = self.buf.get(..FRAME_HEADER_BYTES) else {
+        let data = &self.buf[..self.data_bytes];
+        let Some(raw) = data.get(..FRAME_HEADER_BYTES) else {
             return Ok(None);
         };
         let raw: &[u8; FRAME_HEADER_BYTES] = raw.try_into().expect("sliced to header size");
@@ -121,7 +127,7 @@ impl FrameReader {
             });
         }
         let total = frame_bytes(header.body_len as usize);
-        Ok((self.buf.len() >= total).then_some(total))
+        Ok((data.len() >= total).then_some(total))
     }
 }
 
