@@ -4,6 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client_cmd;
+mod cluster_cmd;
+mod logging;
+mod node_cmd;
 mod sim_cmd;
 mod wal_cmd;
 
@@ -17,6 +21,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one replica.
+    Node(node_cmd::NodeArgs),
+    /// Run a local cluster on loopback until Ctrl-C.
+    Cluster(cluster_cmd::ClusterArgs),
+    /// Scripted client: one command a line on stdin, one JSON line out.
+    Client(client_cmd::ClientArgs),
     /// The deterministic simulator: seed sweeps and single-seed replays.
     Sim(sim_cmd::SimArgs),
     /// Offline inspection of a write-ahead log directory.
@@ -26,7 +36,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let insecure = matches!(&cli.command, Command::Node(args) if args.insecure);
+    logging::init(insecure);
     match cli.command {
+        Command::Node(args) => node_cmd::run(args),
+        Command::Cluster(args) => cluster_cmd::run(args),
+        Command::Client(args) => client_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Wal(command) => wal_cmd::run(command),
     }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::client_proto::{ClientResponse, LogEntry};
-use super::kv::{Kv, KvCommand, KvReply};
+use super::kv::{Kv, KvCommand, KvOp, KvReply};
 use super::state_machine::{Applying, StateMachine};
 use crate::protocol::LogIndex;
 
@@ -71,7 +71,7 @@ impl NodeMachine {
                     .pop()
                     .unwrap_or_default();
                 let shown = KvCommand::decode(data)
-                    .map_or_else(|e| format!("invalid: {e}"), |c| format!("{:?}", c.op));
+                    .map_or_else(|e| format!("invalid: {e}"), |c| describe(&c.op));
                 self.log.push((command.index, Bytes::from(shown)));
                 reply
             }
@@ -125,10 +125,31 @@ impl StateMachine for NodeMachine {
     }
 }
 
+/// A KV write as a line of text, for log reads.
+fn describe(op: &KvOp) -> String {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match op {
+        KvOp::Put {
+            key,
+            value,
+            ttl_ms: None,
+        } => format!("put {} {}", text(key), text(value)),
+        KvOp::Put {
+            key,
+            value,
+            ttl_ms: Some(ttl),
+        } => format!("put {} {} ttl {ttl}ms", text(key), text(value)),
+        KvOp::Cas { key, old, new } => {
+            let old = old.as_deref().map_or_else(|| "(absent)".to_string(), text);
+            format!("cas {} {} {}", text(key), old, text(new))
+        }
+        KvOp::Delete { key } => format!("delete {}", text(key)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::kv::KvOp;
 
     #[test]
     fn appends_and_kv_writes_share_one_readable_log() {

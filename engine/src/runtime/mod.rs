@@ -10,3 +10,4 @@ pub mod group;
 pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome};
 pub mod client_proto;
 pub mod machine;
+pub mod node;

@@ -1,0 +1,257 @@
+//! `synod client`: one command a line on stdin, one JSON object a line on
+//! stdout, in order; failures are `{"ok":false,"error":...}`, never a crash.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use glommio::{LocalExecutorBuilder, Placement};
+use rand::Rng;
+use serde_json::{json, Value};
+use synod_engine::runtime::client_proto::{
+    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
+};
+use synod_engine::runtime::kv::{KvOp, KvReply};
+use synod_net::{Client, ClientConfig};
+
+/// Arguments of `synod client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Client addresses of the nodes, comma-separated.
+    #[arg(long, value_delimiter = ',', required_unless_present = "node")]
+    pub cluster: Vec<SocketAddr>,
+    /// Ask only this node, about its own applied log (stale reads allowed).
+    #[arg(long)]
+    pub node: Option<SocketAddr>,
+    /// The group (log shard) commands go to.
+    #[arg(long, default_value_t = 0)]
+    pub group: u32,
+    /// Give up on a command after this many seconds of retrying.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_s: u64,
+}
+
+/// Runs `synod client`.
+pub fn run(args: ClientArgs) -> ExitCode {
+    let result = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(512 << 10)
+        .spawn(move || async move { serve(args).await })
+        .map(|handle| handle.join());
+    match result {
+        Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
+        Ok(Ok(Err(error))) => {
+            eprintln!("synod client: {error}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(error)) => {
+            eprintln!("synod client: {error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("synod client: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One connection per node; the leader is found by asking and by redirects.
+struct Session {
+    group: u32,
+    clients: Vec<(SocketAddr, Client)>,
+    /// Which node id answers at which position in `clients`.
+    ids: HashMap<u64, usize>,
+    target: usize,
+    client_id: u64,
+    seq: u64,
+    timeout: Duration,
+}
+
+async fn serve(args: ClientArgs) -> Result<(), String> {
+    let addrs = match args.node {
+        Some(node) => vec![node],
+        None => args.cluster.clone(),
+    };
+    let mut clients = Vec::new();
+    for addr in addrs {
+        let mut config = ClientConfig::new(vec![addr]);
+        config.request_timeout = Duration::from_secs(2);
+        config.redirects_max = 0;
+        clients.push((addr, Client::new(config).map_err(|e| e.to_string())?));
+    }
+    let mut session = Session {
+        group: args.group,
+        clients,
+        ids: HashMap::new(),
+        target: 0,
+        client_id: rand::rng().random_range(1..u64::MAX / 2),
+        seq: 0,
+        timeout: Duration::from_secs(args.timeout_s),
+    };
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match parse(&line, &mut session) {
+            Ok(op) => session.execute(op).await,
+            Err(message) => json!({"ok": false, "error": message}),
+        };
+        println!("{reply}");
+    }
+    Ok(())
+}
+
+fn parse(line: &str, session: &mut Session) -> Result<ClientOp, String> {
+    let mut words = line.trim().splitn(2, ' ');
+    let verb = words.next().unwrap_or_default();
+    let rest = words.next().unwrap_or_default();
+    let args: Vec<&str> = rest.split_whitespace().collect();
+    match (verb, args.as_slice()) {
+        ("append", _) if !rest.is_empty() => {
+            session.seq += 1;
+            Ok(ClientOp::Append { client: session.client_id, seq: session.seq, data: rest.as_bytes().to_vec() })
+        }
+        ("read", [from]) => Ok(ClientOp::ReadLog { from: number(from)?, count: 100 }),
+        ("read", [from, count]) => Ok(ClientOp::ReadLog { from: number(from)?, count: number(count)? as u32 }),
+        ("put", [key, value]) => Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ttl_ms: None })),
+        ("get", [key]) => Ok(ClientOp::Get { key: key.as_bytes().to_vec() }),
+        ("cas", [key, old, new]) => Ok(kv(
+            session,
+            KvOp::Cas { key: key.as_bytes().to_vec(), old: Some(old.as_bytes().to_vec()), new: new.as_bytes().to_vec() },
+        )),
+        ("delete", [key]) => Ok(kv(session, KvOp::Delete { key: key.as_bytes().to_vec() })),
+        ("leader", []) => Ok(ClientOp::Status),
+        _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V, get K, cas K OLD NEW, delete K, leader")),
+    }
+}
+
+fn kv(session: &mut Session, op: KvOp) -> ClientOp {
+    session.seq += 1;
+    ClientOp::Kv {
+        client: session.client_id,
+        seq: session.seq,
+        op,
+    }
+}
+
+fn number(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a number"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Session {
+    /// Sends `op` until a node answers it or the timeout passes. A write is
+    /// retried with the same sequence number, so it applies once.
+    async fn execute(&mut self, op: ClientOp) -> Value {
+        let wants_leader = !matches!(op, ClientOp::ReadLog { .. });
+        let body = ClientRequest {
+            group: self.group,
+            op: op.clone(),
+        }
+        .encode();
+        let deadline = Instant::now() + self.timeout;
+        let mut last_error = String::from("no node answered");
+        while Instant::now() < deadline {
+            let (addr, client) = &self.clients[self.target];
+            match client.request(KIND_CLIENT_REQUEST, &body).await {
+                Ok(reply) => match ClientResponse::decode(&reply.body) {
+                    Ok(ClientResponse::NotLeader { leader }) if wants_leader => {
+                        last_error = format!("{addr} does not lead");
+                        self.follow(leader).await;
+                    }
+                    Ok(ClientResponse::Busy) => {
+                        glommio::timer::sleep(Duration::from_millis(20)).await
+                    }
+                    Ok(response) => return self.render(&op, response),
+                    Err(reason) => {
+                        return json!({"ok": false, "error": format!("bad reply: {reason}")})
+                    }
+                },
+                Err(error) => {
+                    last_error = format!("{addr}: {error}");
+                    self.target = (self.target + 1) % self.clients.len();
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        json!({"ok": false, "error": last_error})
+    }
+
+    /// Goes to the hinted leader if its address is known, else the next node.
+    async fn follow(&mut self, leader: Option<u64>) {
+        if let Some(id) = leader {
+            if !self.ids.contains_key(&id) {
+                self.learn_ids().await;
+            }
+            if let Some(position) = self.ids.get(&id) {
+                self.target = *position;
+                return;
+            }
+        }
+        self.target = (self.target + 1) % self.clients.len();
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+
+    async fn learn_ids(&mut self) {
+        let body = ClientRequest {
+            group: self.group,
+            op: ClientOp::Status,
+        }
+        .encode();
+        for (position, (_, client)) in self.clients.iter().enumerate() {
+            if let Ok(reply) = client.request(KIND_CLIENT_REQUEST, &body).await {
+                if let Ok(ClientResponse::Status { node, .. }) = ClientResponse::decode(&reply.body)
+                {
+                    self.ids.insert(node, position);
+                }
+            }
+        }
+    }
+
+    fn render(&self, op: &ClientOp, response: ClientResponse) -> Value {
+        match response {
+            ClientResponse::Appended { index } => {
+                json!({"ok": true, "group": self.group, "index": index})
+            }
+            ClientResponse::Kv { index, reply } => match (op, reply) {
+                (_, KvReply::Done(previous)) => {
+                    json!({"ok": true, "index": index, "previous": previous.as_deref().map(text)})
+                }
+                (_, KvReply::Cas { swapped, current }) => {
+                    json!({"ok": true, "index": index, "swapped": swapped, "value": current.as_deref().map(text)})
+                }
+                (_, KvReply::Invalid(reason)) => json!({"ok": false, "error": reason}),
+                (_, KvReply::Value(value)) => {
+                    json!({"ok": true, "value": value.as_deref().map(text)})
+                }
+            },
+            ClientResponse::Value(value) => {
+                json!({"ok": true, "value": value.as_deref().map(text)})
+            }
+            ClientResponse::Entries(entries) => {
+                let entries: Vec<Value> = entries
+                    .iter()
+                    .map(|e| json!({"index": e.index, "data": text(&e.data)}))
+                    .collect();
+                json!({"ok": true, "entries": entries})
+            }
+            ClientResponse::Status { leader, .. } => match leader {
+                Some(id) => json!({"ok": true, "leader": id}),
+                None => json!({"ok": false, "error": "no leader known yet"}),
+            },
+            ClientResponse::NotLeader { leader } => {
+                json!({"ok": false, "error": "not the leader", "leader": leader})
+            }
+            ClientResponse::Busy => json!({"ok": false, "error": "busy"}),
+            ClientResponse::Error(reason) => json!({"ok": false, "error": reason}),
+        }
+    }
+}

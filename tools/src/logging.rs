@@ -1,0 +1,52 @@
+//! Log lines to stderr, filtered by `RUST_LOG` (default `info`); an insecure
+//! node marks every line.
+
+use std::fmt;
+
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+struct Prefixed<F> {
+    prefix: &'static str,
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Prefixed<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        writer.write_str(self.prefix)?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
+/// Installs the global subscriber.
+pub fn init(insecure: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let prefix = if insecure {
+        "[INSECURE: no cluster secret] "
+    } else {
+        ""
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = Prefixed {
+        prefix,
+        inner: tracing_subscriber::fmt::format().with_ansi(ansi),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(format)
+        .init();
+}

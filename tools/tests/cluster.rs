@@ -1,0 +1,303 @@
+//! Real processes on loopback: `synod node` binaries with their own data
+//! directories, driven through `synod client`'s line protocol. Bounded in
+//! time: every wait has a deadline.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+
+struct Node {
+    id: u64,
+    peer: SocketAddr,
+    client: SocketAddr,
+    child: Option<Child>,
+}
+
+struct TestCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl TestCluster {
+    fn new(n: u64) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("secret"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("wrong-secret"),
+            "fedcba9876543210fedcba9876543210",
+        )
+        .unwrap();
+        let nodes = (1..=n)
+            .map(|id| Node {
+                id,
+                peer: free_port(),
+                client: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = TestCluster { dir, nodes };
+        for i in 0..n as usize {
+            cluster.start(i, "secret");
+        }
+        cluster
+    }
+
+    fn start(&mut self, i: usize, secret: &str) {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.peer))
+            .collect();
+        let dir: &Path = self.dir.path();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("node-{}.log", self.nodes[i].id)))
+            .unwrap();
+        let node = &mut self.nodes[i];
+        let child = Command::new(SYNOD)
+            .arg("node")
+            .args([
+                "--id",
+                &node.id.to_string(),
+                "--listen",
+                &node.peer.to_string(),
+            ])
+            .args([
+                "--client-listen",
+                &node.client.to_string(),
+                "--peers",
+                &peers.join(","),
+            ])
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{}", node.id)))
+            .arg("--secret-file")
+            .arg(dir.join(secret))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn cluster_arg(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.client.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Runs `synod client` with `lines` on stdin; one JSON value per line out.
+fn client(args: &[&str], lines: &[String]) -> Vec<Value> {
+    let mut child = Command::new(SYNOD)
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let input = lines.join("\n") + "\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "client failed: {:?}",
+        output.status
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn leader(cluster: &TestCluster) -> u64 {
+    leader_other_than(cluster, 0)
+}
+
+/// The leader the cluster reports, once it is not `old` (followers keep
+/// naming a dead leader until they notice its silence).
+fn leader_other_than(cluster: &TestCluster, old: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let reply = client(
+            &["--cluster", &cluster.cluster_arg(), "--timeout-s", "2"],
+            &["leader".into()],
+        );
+        if let Some(id) = reply[0]["leader"].as_u64().filter(|id| *id != old) {
+            return id;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no leader within 20 s");
+}
+
+fn appends(cluster: &TestCluster, tag: &str, count: usize) -> Vec<(String, u64)> {
+    let lines: Vec<String> = (0..count).map(|i| format!("append {tag}-{i}")).collect();
+    let replies = client(&["--cluster", &cluster.cluster_arg()], &lines);
+    assert_eq!(replies.len(), count);
+    replies
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            assert_eq!(r["ok"], true, "append {tag}-{i}: {r}");
+            (format!("{tag}-{i}"), r["index"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Every acknowledged append is in node `i`'s applied log exactly once, at
+/// the index it was acknowledged with.
+fn assert_log_holds(cluster: &TestCluster, i: usize, acked: &[(String, u64)]) {
+    let addr = cluster.nodes[i].client.to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = client(&["--node", &addr], &["read 0 10000".into()]);
+        let entries = reply[0]["entries"].as_array().cloned().unwrap_or_default();
+        let found = |(data, index): &(String, u64)| {
+            let at: Vec<u64> = entries
+                .iter()
+                .filter(|e| e["data"] == data.as_str())
+                .map(|e| e["index"].as_u64().unwrap())
+                .collect();
+            at == vec![*index]
+        };
+        if acked.iter().all(found) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} lacks acknowledged appends (or holds one twice): {reply:?}",
+            i + 1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kill_the_leader_mid_load_and_lose_nothing() {
+    let mut cluster = TestCluster::new(3);
+    let first = leader(&cluster);
+    let mut acked = appends(&cluster, "before", 200);
+    cluster.kill(first as usize - 1);
+    leader_other_than(&cluster, first);
+    acked.extend(appends(&cluster, "during", 100));
+    cluster.start(first as usize - 1, "secret");
+    acked.extend(appends(&cluster, "after", 100));
+    for i in 0..3 {
+        assert_log_holds(&cluster, i, &acked);
+    }
+}
+
+#[test]
+fn a_full_restart_recovers_every_acknowledged_append_from_the_wals() {
+    let mut cluster = TestCluster::new(3);
+    leader(&cluster);
+    let acked = appends(&cluster, "durable", 100);
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.start(i, "secret");
+    }
+    leader(&cluster);
+    for i in 0..3 {
+        assert_log_holds(&cluster, i, &acked);
+    }
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_is_refused() {
+    let mut cluster = TestCluster::new(3);
+    cluster.kill(2);
+    cluster.start(2, "wrong-secret");
+    leader(&cluster);
+    appends(&cluster, "x", 10);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.log(1).contains("refused") && !cluster.log(3).contains("refused") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            cluster.log(3)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alone = client(
+        &["--node", &cluster.nodes[2].client.to_string()],
+        &["read 0 100".into()],
+    );
+    assert_eq!(
+        alone[0]["entries"].as_array().map(Vec::len),
+        Some(0),
+        "the outsider learned nothing: {alone:?}"
+    );
+}
+
+#[test]
+fn garbage_from_a_client_closes_only_that_connection() {
+    let cluster = TestCluster::new(3);
+    leader(&cluster);
+    let mut raw = TcpStream::connect(cluster.nodes[0].client).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(&[0xde; 4096]).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = matches!(raw.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "the node keeps a connection that sent garbage");
+    let acked = appends(&cluster, "still-fine", 5);
+    assert_log_holds(&cluster, 0, &acked);
+    let bad = client(
+        &["--cluster", &cluster.cluster_arg()],
+        &["frobnicate".into(), "read x".into()],
+    );
+    assert!(
+        bad.iter()
+            .all(|r| r["ok"] == false && r["error"].is_string()),
+        "{bad:?}"
+    );
+}
