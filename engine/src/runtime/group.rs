@@ -386,10 +386,30 @@ impl<S: StateMachine> GroupDriver<S> {
                 }
             }
         }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Publishes the replica's status, logging one line per change of role.
+    fn publish_status(&self) {
         let status = self.replica.status();
+        let (was_leading, had_leader) = (self.status.leading.get(), self.status.leader.get());
+        let group = self.group.0;
+        if status.leading && !was_leading {
+            tracing::info!(group, ballot = %status.promised, commit = status.commit.0, "elected: leading");
+        } else if was_leading && !status.leading {
+            tracing::info!(group, ballot = %status.promised, "stepped down");
+        }
+        if status.leader != had_leader {
+            match status.leader {
+                Some(leader) => tracing::info!(group, leader = leader.0, "leader change"),
+                None => {
+                    tracing::info!(group, round = status.election_round, "looking for a leader")
+                }
+            }
+        }
         self.status.leading.set(status.leading);
         self.status.leader.set(status.leader);
-        Ok(())
     }
 
     /// Group commit: the WAL folds every sync requested while one is in
