@@ -1,5 +1,8 @@
-//! synod-bench: the load generator behind `synod bench` (to come) and the
-//! harnesses of the criterion benches in `benches/`.
+//! synod-bench: the load generator behind `synod bench`, the local cluster
+//! launcher it shares with `synod cluster`, and the harnesses of the
+//! criterion benches in `benches/`.
 #![deny(missing_docs)]
 
 pub mod inmem;
+pub mod loadgen;
+pub mod local;

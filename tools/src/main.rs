@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod client_cmd;
 mod cluster_cmd;
 mod logging;
@@ -27,6 +28,8 @@ enum Command {
     Cluster(cluster_cmd::ClusterArgs),
     /// Scripted client: one command a line on stdin, one JSON line out.
     Client(client_cmd::ClientArgs),
+    /// The load generator (--local N starts its own cluster).
+    Bench(bench_cmd::BenchArgs),
     /// The deterministic simulator: seed sweeps and single-seed replays.
     Sim(sim_cmd::SimArgs),
     /// Offline inspection of a write-ahead log directory.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node_cmd::run(args),
         Command::Cluster(args) => cluster_cmd::run(args),
         Command::Client(args) => client_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Wal(command) => wal_cmd::run(command),
     }

@@ -1,0 +1,326 @@
+//! The load generator behind `synod bench`: closed loop (a fixed number of
+//! commands outstanding) or open loop (a fixed arrival rate, latency
+//! measured from each command's intended send time so queueing cannot hide:
+//! no coordinated omission), latencies in an HdrHistogram.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use synod_engine::runtime::client_proto::{
+    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
+};
+use synod_net::{Client, ClientConfig};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Client addresses of the nodes.
+    pub cluster: Vec<SocketAddr>,
+    /// Closed loop: commands outstanding at once (also the cap in open loop).
+    pub inflight: usize,
+    /// Open loop: commands per second, evenly spaced; `None` is closed loop.
+    pub rate: Option<f64>,
+    /// Bytes per command.
+    pub size: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Unmeasured time before it.
+    pub warmup: Duration,
+    /// Connections to each node.
+    pub connections: usize,
+    /// The group (log shard) written.
+    pub group: u32,
+}
+
+/// Progress while running.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Time since the start, warm-up included.
+    pub elapsed: Duration,
+    /// Commands acknowledged so far (warm-up included).
+    pub acked: u64,
+    /// Whether the warm-up is over.
+    pub measuring: bool,
+}
+
+/// What was measured.
+#[derive(Clone, Debug)]
+pub struct LoadReport {
+    /// Commands acknowledged in the measured window.
+    pub commands: u64,
+    /// Length of the measured window.
+    pub seconds: f64,
+    /// Payload bytes per command.
+    pub size: usize,
+    /// Latency percentiles in microseconds: p50, p90, p99, p99.9, max.
+    pub latency_us: [u64; 5],
+    /// Requests that failed and were retried (timeouts, lost connections).
+    pub errors: u64,
+    /// Times the generator was told to go to another leader.
+    pub redirects: u64,
+    /// Leaders seen during the run.
+    pub leaders_seen: usize,
+}
+
+impl LoadReport {
+    /// Commands per second.
+    pub fn per_sec(&self) -> f64 {
+        self.commands as f64 / self.seconds
+    }
+
+    /// Payload megabytes (10^6) per second.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.per_sec() * self.size as f64 / 1e6
+    }
+}
+
+struct Shared {
+    clients: Vec<Vec<Client>>,
+    ids: RefCell<HashMap<u64, usize>>,
+    target: Cell<usize>,
+    histogram: RefCell<Histogram<u64>>,
+    measuring: Cell<bool>,
+    stop: Cell<bool>,
+    acked: Cell<u64>,
+    measured: Cell<u64>,
+    errors: Cell<u64>,
+    redirects: Cell<u64>,
+    leaders: RefCell<Vec<u64>>,
+    group: u32,
+    payload: Vec<u8>,
+}
+
+/// Runs the load on its own executor; `progress` is called about four
+/// times a second.
+pub fn run_load(
+    options: LoadOptions,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+) -> Result<LoadReport, String> {
+    if options.cluster.is_empty() || options.inflight == 0 || options.connections == 0 {
+        return Err("need at least one node, one command in flight and one connection".into());
+    }
+    if options.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err("--rate must be a positive number".into());
+    }
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("synod-loadgen")
+        .io_memory(512 << 10)
+        .spawn(move || async move { generate(options, progress).await })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|e| e.to_string())?
+}
+
+async fn generate(
+    options: LoadOptions,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+) -> Result<LoadReport, String> {
+    let mut clients = Vec::new();
+    for addr in &options.cluster {
+        let mut per_node = Vec::new();
+        for _ in 0..options.connections {
+            let mut config = ClientConfig::new(vec![*addr]);
+            config.redirects_max = 0;
+            config.request_timeout = Duration::from_secs(2);
+            per_node.push(Client::new(config).map_err(|e| e.to_string())?);
+        }
+        clients.push(per_node);
+    }
+    let shared = Rc::new(Shared {
+        clients,
+        ids: RefCell::new(HashMap::new()),
+        target: Cell::new(0),
+        histogram: RefCell::new(
+            Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+        ),
+        measuring: Cell::new(false),
+        stop: Cell::new(false),
+        acked: Cell::new(0),
+        measured: Cell::new(0),
+        errors: Cell::new(0),
+        redirects: Cell::new(0),
+        leaders: RefCell::new(Vec::new()),
+        group: options.group,
+        payload: vec![b'x'; options.size],
+    });
+    learn_ids(&shared).await;
+    let start = Instant::now();
+    let workers = match options.rate {
+        None => closed_loop(&shared, options.inflight),
+        Some(rate) => vec![open_loop(&shared, rate, options.inflight)],
+    };
+    let mut measured_from = start;
+    loop {
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        let elapsed = start.elapsed();
+        if !shared.measuring.get() && elapsed >= options.warmup {
+            shared.measuring.set(true);
+            measured_from = Instant::now();
+        }
+        progress(Progress {
+            elapsed,
+            acked: shared.acked.get(),
+            measuring: shared.measuring.get(),
+        });
+        if shared.measuring.get() && measured_from.elapsed() >= options.duration {
+            break;
+        }
+    }
+    shared.stop.set(true);
+    let seconds = measured_from.elapsed().as_secs_f64();
+    for worker in workers {
+        worker.await;
+    }
+    let histogram = shared.histogram.borrow();
+    let leaders_seen = shared.leaders.borrow().len();
+    Ok(LoadReport {
+        commands: shared.measured.get(),
+        seconds,
+        size: options.size,
+        latency_us: [
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.9),
+            histogram.value_at_quantile(0.99),
+            histogram.value_at_quantile(0.999),
+            histogram.max(),
+        ],
+        errors: shared.errors.get(),
+        redirects: shared.redirects.get(),
+        leaders_seen,
+    })
+}
+
+/// Asks every node who it is and who leads.
+async fn learn_ids(shared: &Shared) {
+    let body = ClientRequest {
+        group: shared.group,
+        op: ClientOp::Status,
+    }
+    .encode();
+    for (position, per_node) in shared.clients.iter().enumerate() {
+        if let Ok(reply) = per_node[0].request(KIND_CLIENT_REQUEST, &body).await {
+            if let Ok(ClientResponse::Status { node, leader, .. }) =
+                ClientResponse::decode(&reply.body)
+            {
+                shared.ids.borrow_mut().insert(node, position);
+                if let Some(leader) = leader {
+                    note_leader(shared, leader);
+                }
+            }
+        }
+    }
+}
+
+fn note_leader(shared: &Shared, leader: u64) {
+    if let Some(position) = shared.ids.borrow().get(&leader) {
+        shared.target.set(*position);
+    }
+    let mut leaders = shared.leaders.borrow_mut();
+    if leaders.last() != Some(&leader) {
+        leaders.push(leader);
+    }
+}
+
+fn closed_loop(shared: &Rc<Shared>, inflight: usize) -> Vec<glommio::Task<()>> {
+    (0..inflight)
+        .map(|worker| {
+            let shared = shared.clone();
+            glommio::spawn_local(async move {
+                let mut seq = 0;
+                while !shared.stop.get() {
+                    seq += 1;
+                    append(&shared, worker as u64 + 1, seq, Instant::now(), worker).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Sends at evenly spaced intended times; each command's latency counts
+/// from its intended time, whether or not a slot to send it was free.
+fn open_loop(shared: &Rc<Shared>, rate: f64, cap: usize) -> glommio::Task<()> {
+    let shared = shared.clone();
+    glommio::spawn_local(async move {
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let start = Instant::now();
+        let outstanding = Rc::new(Cell::new(0usize));
+        let mut k: u64 = 0;
+        while !shared.stop.get() {
+            let intended = start + interval.mul_f64(k as f64);
+            if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                glommio::timer::sleep(wait).await;
+            }
+            while outstanding.get() >= cap && !shared.stop.get() {
+                glommio::timer::sleep(Duration::from_micros(100)).await;
+            }
+            k += 1;
+            let (shared, outstanding) = (shared.clone(), outstanding.clone());
+            outstanding.set(outstanding.get() + 1);
+            glommio::spawn_local(async move {
+                // One session per command: open loop has no per-client order.
+                append(&shared, 1_000_000 + k, 1, intended, k as usize).await;
+                outstanding.set(outstanding.get() - 1);
+            })
+            .detach();
+        }
+    })
+}
+
+/// Appends one command until it is acknowledged (retries keep its sequence
+/// number, so it applies once) or the run stops.
+async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worker: usize) {
+    let op = ClientOp::Append {
+        client,
+        seq,
+        data: shared.payload.clone(),
+    };
+    let body = ClientRequest {
+        group: shared.group,
+        op,
+    }
+    .encode();
+    while !shared.stop.get() {
+        let target = shared.target.get();
+        let per_node = &shared.clients[target];
+        let reply = per_node[worker % per_node.len()]
+            .request(KIND_CLIENT_REQUEST, &body)
+            .await;
+        match reply.map(|r| ClientResponse::decode(&r.body)) {
+            Ok(Ok(ClientResponse::Appended { .. })) => {
+                shared.acked.set(shared.acked.get() + 1);
+                if shared.measuring.get() {
+                    let micros = intended.elapsed().as_micros().max(1) as u64;
+                    let _ = shared.histogram.borrow_mut().record(micros);
+                    shared.measured.set(shared.measured.get() + 1);
+                }
+                return;
+            }
+            Ok(Ok(ClientResponse::NotLeader { leader })) => {
+                shared.redirects.set(shared.redirects.get() + 1);
+                match leader {
+                    Some(leader) if shared.ids.borrow().contains_key(&leader) => {
+                        note_leader(shared, leader)
+                    }
+                    _ => {
+                        shared.target.set((target + 1) % shared.clients.len());
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            Ok(Ok(ClientResponse::Busy)) => glommio::timer::sleep(Duration::from_millis(1)).await,
+            _ => {
+                shared.errors.set(shared.errors.get() + 1);
+                if shared.target.get() == target {
+                    shared.target.set((target + 1) % shared.clients.len());
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! A local cluster of `synod node` processes on loopback, for `synod
+//! cluster` and `synod bench --local N`.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use rand::RngCore;
+
+/// Running replicas; they are killed when this is dropped.
+pub struct LocalCluster {
+    children: Vec<Child>,
+    /// Client addresses, in node id order.
+    pub client_addrs: Vec<SocketAddr>,
+    /// Each node's log file, in node id order.
+    pub logs: Vec<PathBuf>,
+}
+
+impl LocalCluster {
+    /// Starts `nodes` replicas of `groups` groups, running `exe node ...`,
+    /// with a fresh random secret, data and logs under `data_dir`.
+    pub fn start(
+        exe: &Path,
+        nodes: u64,
+        groups: u32,
+        data_dir: &Path,
+    ) -> Result<LocalCluster, String> {
+        if !(1..=9).contains(&nodes) {
+            return Err("a local cluster has 1 to 9 nodes".into());
+        }
+        fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        let secret_path = data_dir.join("secret");
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        fs::write(&secret_path, hex).map_err(|e| format!("{}: {e}", secret_path.display()))?;
+        let peer_addrs = free_ports(nodes)?;
+        let client_addrs = free_ports(nodes)?;
+        let peers: Vec<String> = peer_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let mut cluster = LocalCluster {
+            children: Vec::new(),
+            client_addrs: client_addrs.clone(),
+            logs: Vec::new(),
+        };
+        for i in 0..nodes as usize {
+            let id = (i + 1).to_string();
+            let log_path = data_dir.join(format!("node-{id}.log"));
+            let log =
+                fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+            let stderr = log.try_clone().map_err(|e| e.to_string())?;
+            let child = Command::new(exe)
+                .arg("node")
+                .args(["--id", &id, "--listen", &peer_addrs[i].to_string()])
+                .args([
+                    "--client-listen",
+                    &client_addrs[i].to_string(),
+                    "--peers",
+                    &peers.join(","),
+                ])
+                .arg("--data-dir")
+                .arg(data_dir.join(format!("node-{id}")))
+                .arg("--secret-file")
+                .arg(&secret_path)
+                .args(["--groups", &groups.to_string()])
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(stderr)
+                .spawn()
+                .map_err(|e| format!("starting node {id}: {e}"))?;
+            cluster.children.push(child);
+            cluster.logs.push(log_path);
+        }
+        Ok(cluster)
+    }
+
+    /// Kills node `id` (1-based) with SIGKILL.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(child) = self.children.get_mut(id - 1) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The first node found exited, with its status.
+    pub fn exited(&mut self) -> Option<(usize, std::process::ExitStatus)> {
+        self.children
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, c)| c.try_wait().ok().flatten().map(|status| (i + 1, status)))
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Free loopback ports (the listeners are closed again; a race with another
+/// process is possible but harmless on a test machine: the node then fails
+/// to bind and says so).
+fn free_ports(n: u64) -> Result<Vec<SocketAddr>, String> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect()
+}

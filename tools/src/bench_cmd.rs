@@ -1,0 +1,191 @@
+//! `synod bench`: the load generator, against a running cluster or a local
+//! one it starts itself.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use synod_bench::loadgen::{run_load, LoadOptions, LoadReport, Progress};
+use synod_bench::local::LocalCluster;
+
+/// Arguments of `synod bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Start a local cluster of this many replicas on loopback.
+    #[arg(long, conflicts_with = "cluster")]
+    local: Option<u64>,
+    /// Client addresses of a running cluster, comma-separated.
+    #[arg(long, value_delimiter = ',', required_unless_present = "local")]
+    cluster: Vec<SocketAddr>,
+    /// Commands outstanding at once (closed loop; the cap in open loop).
+    #[arg(long, default_value_t = 256)]
+    inflight: usize,
+    /// Open loop: commands per second, evenly spaced.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Bytes per command.
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Unmeasured seconds first.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Connections to each node.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// The group written.
+    #[arg(long, default_value_t = 0)]
+    group: u32,
+    /// Print the results as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `synod bench`.
+pub fn run(args: BenchArgs) -> ExitCode {
+    let data_dir = std::env::temp_dir().join(format!("synod-bench-{}", std::process::id()));
+    let local = match args.local.map(|n| start_local(n, &data_dir)) {
+        Some(Ok(cluster)) => Some(cluster),
+        Some(Err(message)) => return fail(&message),
+        None => None,
+    };
+    let cluster = local
+        .as_ref()
+        .map_or_else(|| args.cluster.clone(), |c| c.client_addrs.clone());
+    let options = LoadOptions {
+        cluster,
+        inflight: args.inflight,
+        rate: args.rate,
+        size: args.size,
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
+        connections: args.connections,
+        group: args.group,
+    };
+    let total = args.warmup + args.duration;
+    let bar = progress_bar(total, args.json);
+    let report = run_load(options, progress_callback(bar.clone()));
+    bar.finish_and_clear();
+    drop(local);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    match report {
+        Ok(report) if report.commands == 0 => {
+            fail("no command was acknowledged in the measured window")
+        }
+        Ok(report) if args.json => {
+            println!("{}", to_json(&report, &args));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print_table(&report, &args);
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("synod bench: {message}");
+    ExitCode::FAILURE
+}
+
+fn start_local(nodes: u64, data_dir: &std::path::Path) -> Result<LocalCluster, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let cluster = LocalCluster::start(&exe, nodes, 1, data_dir)?;
+    eprintln!(
+        "started {nodes} local replicas (data and logs in {})",
+        data_dir.display()
+    );
+    // Let them elect a leader before the clock starts.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(cluster)
+}
+
+fn progress_bar(seconds: u64, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(seconds * 4);
+    let style = ProgressStyle::with_template("{bar:40} {elapsed:>4} / {len_secs}  {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "len_secs",
+            move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{seconds}s");
+            },
+        );
+    bar.set_style(style);
+    bar
+}
+
+fn progress_callback(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
+    let last = Mutex::new((Duration::ZERO, 0u64));
+    Arc::new(move |p: Progress| {
+        let mut last = last.lock().expect("progress lock");
+        let dt = (p.elapsed - last.0).as_secs_f64().max(1e-3);
+        let rate = (p.acked - last.1) as f64 / dt;
+        *last = (p.elapsed, p.acked);
+        let phase = if p.measuring {
+            "measuring"
+        } else {
+            "warming up"
+        };
+        bar.set_position((p.elapsed.as_millis() / 250) as u64);
+        bar.set_message(format!("{phase}  {rate:>10.0} commands/s"));
+    })
+}
+
+fn print_table(report: &LoadReport, args: &BenchArgs) {
+    let mode = match args.rate {
+        Some(rate) => format!("open loop, {rate} commands/s"),
+        None => format!("closed loop, {} in flight", args.inflight),
+    };
+    let [p50, p90, p99, p999, max] = report.latency_us;
+    let rows = [
+        ("mode", mode),
+        ("command size", format!("{} B", report.size)),
+        (
+            "fsync",
+            "on (every acknowledged command is on a majority of disks)".to_string(),
+        ),
+        ("commands acknowledged", report.commands.to_string()),
+        ("throughput", format!("{:.0} commands/s", report.per_sec())),
+        ("payload", format!("{:.2} MB/s", report.mb_per_sec())),
+        ("latency p50", format!("{p50} µs")),
+        ("latency p90", format!("{p90} µs")),
+        ("latency p99", format!("{p99} µs")),
+        ("latency p99.9", format!("{p999} µs")),
+        ("latency max", format!("{max} µs")),
+        ("leaders seen", report.leaders_seen.to_string()),
+        (
+            "redirects / errors",
+            format!("{} / {}", report.redirects, report.errors),
+        ),
+    ];
+    println!(
+        "+------------------------+------------------------------------------------------------+"
+    );
+    for (name, value) in rows {
+        println!("| {name:<22} | {value:<58} |");
+    }
+    println!(
+        "+------------------------+------------------------------------------------------------+"
+    );
+}
+
+fn to_json(report: &LoadReport, args: &BenchArgs) -> serde_json::Value {
+    let [p50, p90, p99, p999, max] = report.latency_us;
+    json!({
+        "inflight": args.inflight, "rate": args.rate, "size": report.size, "fsync": "on",
+        "seconds": report.seconds, "commands": report.commands,
+        "commands_per_sec": report.per_sec(), "mb_per_sec": report.mb_per_sec(),
+        "latency_us": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
+        "leaders_seen": report.leaders_seen, "redirects": report.redirects, "errors": report.errors,
+    })
+}
