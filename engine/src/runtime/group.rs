@@ -35,6 +35,9 @@ use crate::protocol::{
     Slot, SyncId, Write,
 };
 
+/// Proposals handed to the replica in one step at most.
+const PROPOSALS_PER_STEP_MAX: usize = 4096;
+
 /// Bytes an acceptor write adds around its batch in a WAL frame body.
 pub const WRITE_OVERHEAD_BYTES: u64 = 4096;
 
@@ -323,12 +326,21 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     async fn serve(&mut self, inbox: LocalReceiver<GroupInput>) -> Result<(), GroupError> {
-        while let Some(input) = inbox.recv().await {
+        let mut held: Option<GroupInput> = None;
+        loop {
+            let input = match held.take() {
+                Some(input) => input,
+                None => match inbox.recv().await {
+                    Some(input) => input,
+                    None => return Ok(()),
+                },
+            };
             let input = match input {
                 GroupInput::Peer(envelope) => Input::Message(envelope),
                 GroupInput::Propose(command, reply) => {
-                    self.proposals.insert((command.client, command.seq), reply);
-                    Input::Propose(command)
+                    let (commands, next) = self.gather_proposals(command, reply, &inbox).await;
+                    held = next;
+                    Input::ProposeBatch(commands)
                 }
                 GroupInput::Read(query, reply) => {
                     self.next_read += 1;
@@ -350,7 +362,29 @@ impl<S: StateMachine> GroupDriver<S> {
             }
             self.carry_out()?;
         }
-        Ok(())
+    }
+
+    /// Takes every proposal already queued behind `first`, so that commands
+    /// that arrived together share slots; returns them and the first other
+    /// input met, which must be handled next.
+    async fn gather_proposals(
+        &mut self,
+        first: Command,
+        reply: oneshot::Sender<ProposeOutcome>,
+        inbox: &LocalReceiver<GroupInput>,
+    ) -> (Vec<Command>, Option<GroupInput>) {
+        self.proposals.insert((first.client, first.seq), reply);
+        let mut commands = vec![first];
+        while self.inputs.len() > 0 && commands.len() < PROPOSALS_PER_STEP_MAX {
+            match inbox.recv().await {
+                Some(GroupInput::Propose(command, reply)) => {
+                    self.proposals.insert((command.client, command.seq), reply);
+                    commands.push(command);
+                }
+                other => return (commands, other),
+            }
+        }
+        (commands, None)
     }
 
     fn carry_out(&mut self) -> Result<(), GroupError> {
