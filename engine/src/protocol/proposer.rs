@@ -241,18 +241,26 @@ impl Replica {
         );
     }
 
-    pub(super) fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Actions) {
-        let (commit, now) = (self.commit, self.now);
-        let Some(position) = self.member_position(from) else {
-            return;
-        };
+    /// The leader state, if this replica leads at `ballot`, after noting
+    /// that `from` was heard from (its answer proves it still follows us).
+    fn leader_heard_from(&mut self, from: NodeId, ballot: Ballot) -> Option<(&mut Leading, usize)> {
+        let now = self.now;
+        let position = self.member_position(from)?;
         let Role::Leading(leading) = &mut self.role else {
-            return;
+            return None;
         };
-        if accepted.ballot != leading.ballot {
-            return;
+        if leading.ballot != ballot {
+            return None;
         }
         leading.heard_at[position] = now;
+        Some((leading, position))
+    }
+
+    pub(super) fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Actions) {
+        let commit = self.commit;
+        let Some((leading, position)) = self.leader_heard_from(from, accepted.ballot) else {
+            return;
+        };
         if accepted.slot < commit || accepted.slot >= leading.next_slot {
             return;
         }
@@ -561,17 +569,9 @@ impl Replica {
     }
 
     pub(super) fn on_heartbeat_ack(&mut self, from: NodeId, ack: HeartbeatAck, out: &mut Actions) {
-        let now = self.now;
-        let Some(position) = self.member_position(from) else {
+        let Some((leading, position)) = self.leader_heard_from(from, ack.ballot) else {
             return;
         };
-        let Role::Leading(leading) = &mut self.role else {
-            return;
-        };
-        if ack.ballot != leading.ballot {
-            return;
-        }
-        leading.heard_at[position] = now;
         leading.read_acks[position] = leading.read_acks[position].max(ack.read_round);
         self.leader_serve_reads(out);
     }

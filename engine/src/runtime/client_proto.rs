@@ -1,7 +1,7 @@
 //! The client protocol on a node's client port: one rkyv request body per
 //! frame (the request id rides in the frame's `seq`), one reply per request.
 
-use rkyv::rancor;
+use super::archive::{from_bytes, to_bytes};
 
 use super::kv::{KvOp, KvReply};
 
@@ -82,48 +82,27 @@ mod wire {
     }
 }
 
-fn to_bytes<T>(value: &T) -> Vec<u8>
-where
-    T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            rkyv::util::AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rancor::Error,
-        >,
-    >,
-{
-    rkyv::to_bytes::<rancor::Error>(value)
-        .expect("in-memory serialization")
-        .into_vec()
-}
-
-fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
-    let mut out = rkyv::util::AlignedVec::<16>::new();
-    out.extend_from_slice(bytes);
-    out
-}
-
 impl ClientRequest {
     /// The request's body bytes.
     pub fn encode(&self) -> Vec<u8> {
-        to_bytes(self)
+        to_bytes(self).into_vec()
     }
 
     /// Parses a body from a client (checked; any bytes may arrive).
     pub fn decode(body: &[u8]) -> Result<ClientRequest, String> {
-        rkyv::from_bytes::<ClientRequest, rancor::Error>(&aligned(body)).map_err(|e| e.to_string())
+        from_bytes(body)
     }
 }
 
 impl ClientResponse {
     /// The reply's body bytes.
     pub fn encode(&self) -> Vec<u8> {
-        to_bytes(self)
+        to_bytes(self).into_vec()
     }
 
     /// Parses a reply body.
     pub fn decode(body: &[u8]) -> Result<ClientResponse, String> {
-        rkyv::from_bytes::<ClientResponse, rancor::Error>(&aligned(body)).map_err(|e| e.to_string())
+        from_bytes(body)
     }
 }
 

@@ -9,7 +9,6 @@
 //! checks run in `Replica::step`.
 
 use bytes::Bytes;
-use rkyv::rancor;
 use synod_wal::frame::{access_body, FrameError, Validate};
 use thiserror::Error;
 
@@ -184,18 +183,7 @@ fn entry_out(slot: Slot, ballot: Ballot, batch: &Batch) -> WireEntry {
     }
 }
 
-fn serialize<T>(value: &T) -> rkyv::util::AlignedVec
-where
-    T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            rkyv::util::AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rancor::Error,
-        >,
-    >,
-{
-    rkyv::to_bytes::<rancor::Error>(value).expect("serializing into memory cannot fail")
-}
+use super::archive::to_bytes as serialize;
 
 /// Encodes a message for `group` as a frame body.
 pub fn encode_envelope(group: GroupId, envelope: &Envelope) -> rkyv::util::AlignedVec {

@@ -6,8 +6,8 @@
 //! the highest stamp applied so far, so every replica expires the same keys
 //! at the same log index whatever its own clock says.
 
+use super::archive::{from_bytes, to_bytes};
 use bytes::Bytes;
-use rkyv::rancor;
 
 use super::state_machine::{Applying, StateMachine};
 
@@ -94,36 +94,24 @@ pub struct Kv {
 impl KvCommand {
     /// The command's bytes for the log.
     pub fn encode(&self) -> Bytes {
-        Bytes::from(
-            rkyv::to_bytes::<rancor::Error>(self)
-                .expect("in-memory serialization")
-                .into_vec(),
-        )
+        Bytes::from(to_bytes(self).into_vec())
     }
 
     /// Parses log bytes (checked: any bytes may arrive from a client).
     pub fn decode(bytes: &[u8]) -> Result<KvCommand, String> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        rkyv::from_bytes::<KvCommand, rancor::Error>(&aligned).map_err(|e| e.to_string())
+        from_bytes(bytes)
     }
 }
 
 impl KvReply {
     /// The reply's bytes.
     pub fn encode(&self) -> Bytes {
-        Bytes::from(
-            rkyv::to_bytes::<rancor::Error>(self)
-                .expect("in-memory serialization")
-                .into_vec(),
-        )
+        Bytes::from(to_bytes(self).into_vec())
     }
 
     /// Parses reply bytes.
     pub fn decode(bytes: &[u8]) -> Result<KvReply, String> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        rkyv::from_bytes::<KvReply, rancor::Error>(&aligned).map_err(|e| e.to_string())
+        from_bytes(bytes)
     }
 }
 
@@ -210,18 +198,11 @@ impl StateMachine for Kv {
     }
 
     fn snapshot(&self) -> Bytes {
-        Bytes::from(
-            rkyv::to_bytes::<rancor::Error>(&self.state)
-                .expect("in-memory serialization")
-                .into_vec(),
-        )
+        Bytes::from(to_bytes(&self.state).into_vec())
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(snapshot);
-        self.state =
-            rkyv::from_bytes::<KvState, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+        self.state = from_bytes(snapshot)?;
         Ok(())
     }
 }
