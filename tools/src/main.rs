@@ -10,6 +10,7 @@ mod cluster_cmd;
 mod logging;
 mod node_cmd;
 mod sim_cmd;
+mod status_cmd;
 mod wal_cmd;
 
 /// synod: a Multi-Paxos replicated log.
@@ -28,6 +29,8 @@ enum Command {
     Cluster(cluster_cmd::ClusterArgs),
     /// Scripted client: one command a line on stdin, one JSON line out.
     Client(client_cmd::ClientArgs),
+    /// Leader, ballot, commit point and lag of each node.
+    Status(status_cmd::StatusArgs),
     /// The load generator (--local N starts its own cluster).
     Bench(bench_cmd::BenchArgs),
     /// The deterministic simulator: seed sweeps and single-seed replays.
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster_cmd::run(args),
         Command::Client(args) => client_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Status(args) => status_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Wal(command) => wal_cmd::run(command),
     }

@@ -71,7 +71,10 @@ mod wire {
             node: u64,
             leader: Option<u64>,
             leading: bool,
+            /// Slots applied (every slot below is chosen and applied here).
             applied: u64,
+            /// The highest ballot promised, as (round, node).
+            ballot: (u64, u64),
         },
         /// Ask the leader instead.
         NotLeader { leader: Option<u64> },

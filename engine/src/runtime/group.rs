@@ -30,7 +30,7 @@ use super::codec::{
 };
 use super::state_machine::{Applying, StateMachine};
 use crate::protocol::{
-    Action, Actions, Batch, ClientId, Command, Config, ConfigError, DurableState, Envelope,
+    Action, Actions, Ballot, Batch, ClientId, Command, Config, ConfigError, DurableState, Envelope,
     GroupId, Input, LogIndex, NodeId, ReadId, Refusal, Replica, Reply, SessionOutcome, Sessions,
     Slot, SyncId, Write,
 };
@@ -201,6 +201,8 @@ pub struct GroupStatus {
     pub leading: Cell<bool>,
     /// Who it believes leads.
     pub leader: Cell<Option<NodeId>>,
+    /// The highest ballot it promised.
+    pub promised: Cell<Ballot>,
 }
 
 /// Opens the WAL, recovers the replica and returns the task's future with
@@ -444,6 +446,7 @@ impl<S: StateMachine> GroupDriver<S> {
         }
         self.status.leading.set(status.leading);
         self.status.leader.set(status.leader);
+        self.status.promised.set(status.promised);
     }
 
     /// Group commit: the WAL folds every sync requested while one is in

@@ -303,6 +303,7 @@ async fn answer(node: NodeId, groups: &Groups, kind: u16, body: &[u8]) -> Client
             leader: status.leader.get().map(|l| l.0),
             leading: status.leading.get(),
             applied: status.applied.get().0,
+            ballot: (status.promised.get().round, status.promised.get().node.0),
         },
     }
 }
