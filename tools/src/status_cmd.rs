@@ -22,9 +22,17 @@ pub struct StatusArgs {
     group: u32,
 }
 
+struct NodeStatus {
+    node: u64,
+    leader: Option<u64>,
+    leading: bool,
+    applied: u64,
+    ballot: (u64, u64),
+}
+
 struct Row {
     addr: SocketAddr,
-    answer: Result<(u64, Option<u64>, bool, u64, (u64, u64)), String>,
+    answer: Result<NodeStatus, String>,
 }
 
 /// Runs `synod status`; exit status 1 if a node did not answer.
@@ -43,7 +51,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
     };
     let applied_max = rows
         .iter()
-        .filter_map(|r| r.answer.as_ref().ok().map(|a| a.3))
+        .filter_map(|r| r.answer.as_ref().ok().map(|a| a.applied))
         .max()
         .unwrap_or(0);
     println!(
@@ -52,7 +60,13 @@ pub fn run(args: StatusArgs) -> ExitCode {
     );
     for row in &rows {
         match &row.answer {
-            Ok((node, leader, leading, applied, (round, owner))) => {
+            Ok(NodeStatus {
+                node,
+                leader,
+                leading,
+                applied,
+                ballot: (round, owner),
+            }) => {
                 let role = if *leading { "leader" } else { "follower" };
                 let leader = leader.map_or("-".to_string(), |l| l.to_string());
                 let ballot = format!("{round}.{owner}");
@@ -95,7 +109,13 @@ async fn ask_all(addrs: &[SocketAddr], group: u32) -> Vec<Row> {
                         leading,
                         applied,
                         ballot,
-                    }) => Ok((node, leader, leading, applied, ballot)),
+                    }) => Ok(NodeStatus {
+                        node,
+                        leader,
+                        leading,
+                        applied,
+                        ballot,
+                    }),
                     Ok(other) => Err(format!("unexpected reply {other:?}")),
                     Err(reason) => Err(reason),
                 },
