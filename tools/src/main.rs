@@ -42,7 +42,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let insecure = matches!(&cli.command, Command::Node(args) if args.insecure);
+    let insecure = matches!(&cli.command, Command::Node(args) if node_cmd::wants_insecure(args));
     logging::init(insecure);
     match cli.command {
         Command::Node(args) => node_cmd::run(args),

@@ -16,39 +16,96 @@ pub const IO_MEMORY_BYTES: usize = 4 << 20;
 /// Arguments of `synod node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
+    /// A TOML file with any of the settings below (flags given as well win):
+    /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
+    /// data_dir, secret_file, insecure, groups, cluster_id, tick_ms.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// This node's id (a positive integer, listed in --peers).
     #[arg(long)]
-    pub id: u64,
+    pub id: Option<u64>,
     /// Address peers connect to.
     #[arg(long)]
-    pub listen: SocketAddr,
+    pub listen: Option<SocketAddr>,
     /// Address clients connect to.
     #[arg(long)]
-    pub client_listen: SocketAddr,
+    pub client_listen: Option<SocketAddr>,
     /// Every member as ID=HOST:PORT, comma-separated, this node included.
     #[arg(long, value_parser = parse_peers)]
-    pub peers: Peers,
+    pub peers: Option<Peers>,
     /// Directory for this node's write-ahead logs.
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// File holding the shared cluster secret (at least 16 bytes).
-    #[arg(long, required_unless_present = "insecure")]
+    #[arg(long)]
     pub secret_file: Option<PathBuf>,
     /// Run without a secret: any process on the network can join.
     #[arg(long)]
     pub insecure: bool,
     /// Executors to run (one per core); only 1 is supported so far.
-    #[arg(long, default_value_t = 1)]
-    pub cores: u32,
-    /// Independent Multi-Paxos groups (log shards) this node hosts.
-    #[arg(long, default_value_t = 1)]
-    pub groups: u32,
-    /// Peers from another cluster id are refused.
-    #[arg(long, default_value_t = 1)]
-    pub cluster_id: u64,
-    /// Length of a protocol tick, in milliseconds.
-    #[arg(long, default_value_t = 5)]
-    pub tick_ms: u64,
+    #[arg(long)]
+    pub cores: Option<u32>,
+    /// Independent Multi-Paxos groups (log shards) this node hosts [default: 1].
+    #[arg(long)]
+    pub groups: Option<u32>,
+    /// Peers from another cluster id are refused [default: 1].
+    #[arg(long)]
+    pub cluster_id: Option<u64>,
+    /// Length of a protocol tick, in milliseconds [default: 5].
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+}
+
+/// The `--config` file; every field optional, unknown fields refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    id: Option<u64>,
+    listen: Option<SocketAddr>,
+    client_listen: Option<SocketAddr>,
+    peers: Option<std::collections::BTreeMap<String, SocketAddr>>,
+    data_dir: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
+    insecure: Option<bool>,
+    cores: Option<u32>,
+    groups: Option<u32>,
+    cluster_id: Option<u64>,
+    tick_ms: Option<u64>,
+}
+
+/// Whether the node will run without a secret (flag or config file), so
+/// logging can mark every line before the node starts.
+pub fn wants_insecure(args: &NodeArgs) -> bool {
+    let from_file = || {
+        args.config
+            .as_deref()
+            .and_then(|p| read_file(p).ok())
+            .and_then(|f| f.insecure)
+    };
+    args.insecure || from_file().unwrap_or(false)
+}
+
+fn read_file(path: &std::path::Path) -> Result<NodeFile, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))
+}
+
+fn file_peers(peers: std::collections::BTreeMap<String, SocketAddr>) -> Result<Peers, String> {
+    let text: Vec<String> = peers
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect();
+    parse_peers(&text.join(",")).map_err(|e| format!("config field `peers`: {e}"))
+}
+
+fn required<T>(flag: Option<T>, file: Option<T>, name: &str) -> Result<T, String> {
+    flag.or(file).ok_or_else(|| {
+        format!(
+            "missing `{name}`: give --{} or set `{name}` in --config",
+            name.replace('_', "-")
+        )
+    })
 }
 
 /// `--peers` parsed.
@@ -96,19 +153,35 @@ pub fn run(args: NodeArgs) -> ExitCode {
 }
 
 fn options(args: NodeArgs) -> Result<NodeOptions, String> {
-    if args.cores != 1 {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => NodeFile::default(),
+    };
+    let file_peers = file.peers.map(file_peers).transpose()?;
+    let id = required(args.id, file.id, "id")?;
+    let listen = required(args.listen, file.listen, "listen")?;
+    let client_listen = required(args.client_listen, file.client_listen, "client_listen")?;
+    let peers = required(args.peers, file_peers, "peers")?;
+    let data_dir = required(args.data_dir, file.data_dir, "data_dir")?;
+    let secret_file = args.secret_file.or(file.secret_file);
+    let insecure = args.insecure || file.insecure.unwrap_or(false);
+    let cores = args.cores.or(file.cores).unwrap_or(1);
+    let groups = args.groups.or(file.groups).unwrap_or(1);
+    let cluster_id = args.cluster_id.or(file.cluster_id).unwrap_or(1);
+    let tick_ms = args.tick_ms.or(file.tick_ms).unwrap_or(5);
+    if cores != 1 {
         return Err("--cores above 1 is not supported yet; run one group per node process".into());
     }
-    if !args.peers.0.iter().any(|(id, _)| id.0 == args.id) {
-        return Err(format!("--id {} is not listed in --peers", args.id));
+    if !peers.0.iter().any(|(peer, _)| peer.0 == id) {
+        return Err(format!("id {id} is not listed in peers"));
     }
-    if args.groups == 0 || args.groups > 1024 {
-        return Err("--groups must be 1 to 1024".into());
+    if groups == 0 || groups > 1024 {
+        return Err("groups must be 1 to 1024".into());
     }
-    if args.tick_ms == 0 {
-        return Err("--tick-ms must be positive".into());
+    if tick_ms == 0 {
+        return Err("tick_ms must be positive".into());
     }
-    let secret = match (&args.secret_file, args.insecure) {
+    let secret = match (&secret_file, insecure) {
         (Some(path), _) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
@@ -127,15 +200,15 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         }
     };
     Ok(NodeOptions {
-        id: NodeId(args.id),
-        listen: args.listen,
-        client_listen: args.client_listen,
-        peers: args.peers.0,
-        data_dir: args.data_dir,
-        groups: args.groups,
+        id: NodeId(id),
+        listen,
+        client_listen,
+        peers: peers.0,
+        data_dir,
+        groups,
         secret,
-        cluster_id: args.cluster_id,
-        tick: Duration::from_millis(args.tick_ms),
+        cluster_id,
+        tick: Duration::from_millis(tick_ms),
         io_memory_bytes: IO_MEMORY_BYTES,
     })
 }
@@ -145,4 +218,79 @@ fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
         bytes.pop();
     }
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn options_from(flags: &[&str], file: Option<&str>) -> Result<NodeOptions, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv = vec!["synod".to_string()];
+        argv.extend(flags.iter().map(ToString::to_string));
+        if let Some(text) = file {
+            let path = dir.path().join("node.toml");
+            std::fs::write(&path, text).unwrap();
+            argv.push("--config".into());
+            argv.push(path.display().to_string());
+        }
+        options(Wrapper::parse_from(argv).node)
+    }
+
+    const FILE: &str = r#"
+        id = 2
+        listen = "127.0.0.1:7002"
+        client_listen = "127.0.0.1:8002"
+        peers = { "1" = "127.0.0.1:7001", "2" = "127.0.0.1:7002", "3" = "127.0.0.1:7003" }
+        data_dir = "/tmp/synod-test-node-2"
+        insecure = true
+        groups = 4
+    "#;
+
+    #[test]
+    fn a_config_file_can_replace_the_flags_and_flags_win() {
+        let options = options_from(&[], Some(FILE)).unwrap();
+        assert_eq!(
+            (options.id, options.groups, options.secret.is_none()),
+            (NodeId(2), 4, true)
+        );
+        let options = options_from(&["--groups", "2"], Some(FILE)).unwrap();
+        assert_eq!(options.groups, 2);
+    }
+
+    #[test]
+    fn bad_settings_name_the_field_and_the_reason() {
+        let cases: [(&[&str], Option<&str>, &str); 5] = [
+            (&[], Some("id = 1\nbogus = 3\n"), "bogus"),
+            (&[], Some("id = \"one\"\n"), "id"),
+            (&[], Some(&FILE.replace("id = 2", "")), "missing `id`"),
+            (
+                &[],
+                Some(&FILE.replace("\"2\" = \"127.0.0.1:7002\", ", "")),
+                "not listed in peers",
+            ),
+            (&["--cores", "2"], Some(FILE), "--cores"),
+        ];
+        for (flags, file, expected) in cases {
+            let error = options_from(flags, file).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "`{error}` should mention `{expected}`"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_without_a_secret_refuses_to_start_unless_insecure() {
+        let secure = FILE.replace("insecure = true", "");
+        let error = options_from(&[], Some(&secure)).unwrap_err();
+        assert!(error.contains("--insecure"), "{error}");
+    }
 }
