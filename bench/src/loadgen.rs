@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,9 @@ pub struct LoadOptions {
     pub connections: usize,
     /// The group (log shard) written.
     pub group: u32,
+    /// Where the generator publishes the leader it is writing to (node id,
+    /// 0 while unknown), for `--failover` to know whom to kill.
+    pub leader: Arc<AtomicU64>,
 }
 
 /// Progress while running.
@@ -66,6 +70,49 @@ pub struct LoadReport {
     pub redirects: u64,
     /// Leaders seen during the run.
     pub leaders_seen: usize,
+    /// When the run started (warm-up included).
+    pub started: Instant,
+    /// Commands acknowledged in each millisecond since `started`.
+    pub acks_per_ms: Vec<u32>,
+}
+
+/// How one leader kill went.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Outage {
+    /// The longest stretch without any acknowledgement from the kill on.
+    pub gap_ms: u64,
+    /// From the kill until, after that silence, a 100 ms window again
+    /// carries 90 % of the rate of the second before the kill.
+    pub recovery_ms: Option<u64>,
+}
+
+/// Measures the outage after a kill at `kill_ms` (since the run started).
+pub fn outage(acks_per_ms: &[u32], kill_ms: usize) -> Outage {
+    let before = &acks_per_ms[kill_ms.saturating_sub(1000)..kill_ms.min(acks_per_ms.len())];
+    let rate_before =
+        before.iter().map(|n| u64::from(*n)).sum::<u64>() as f64 / before.len().max(1) as f64;
+    let after = acks_per_ms.get(kill_ms..).unwrap_or(&[]);
+    // The longest run of silent milliseconds, and where it ends.
+    let (mut gap_ms, mut gap_end, mut run) = (0, 0, 0);
+    for (i, n) in after.iter().enumerate() {
+        run = if *n == 0 { run + 1 } else { 0 };
+        if run > gap_ms {
+            (gap_ms, gap_end) = (run, i + 1);
+        }
+    }
+    let window = 100;
+    let recovery_ms = after
+        .get(gap_end..)
+        .unwrap_or(&[])
+        .windows(window)
+        .position(|w| {
+            w.iter().map(|n| u64::from(*n)).sum::<u64>() as f64 >= 0.9 * rate_before * window as f64
+        })
+        .map(|start| (gap_end + start + window) as u64);
+    Outage {
+        gap_ms: gap_ms as u64,
+        recovery_ms,
+    }
 }
 
 impl LoadReport {
@@ -83,6 +130,8 @@ impl LoadReport {
 struct Shared {
     clients: Vec<Vec<Client>>,
     ids: RefCell<HashMap<u64, usize>>,
+    /// Node id at each position of `clients`, once known.
+    node_at: RefCell<Vec<Option<u64>>>,
     target: Cell<usize>,
     histogram: RefCell<Histogram<u64>>,
     measuring: Cell<bool>,
@@ -92,6 +141,9 @@ struct Shared {
     errors: Cell<u64>,
     redirects: Cell<u64>,
     leaders: RefCell<Vec<u64>>,
+    leader: Arc<AtomicU64>,
+    started: Instant,
+    acks_per_ms: RefCell<Vec<u32>>,
     group: u32,
     payload: Vec<u8>,
 }
@@ -135,6 +187,7 @@ async fn generate(
     let shared = Rc::new(Shared {
         clients,
         ids: RefCell::new(HashMap::new()),
+        node_at: RefCell::new(vec![None; options.cluster.len()]),
         target: Cell::new(0),
         histogram: RefCell::new(
             Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
@@ -146,11 +199,14 @@ async fn generate(
         errors: Cell::new(0),
         redirects: Cell::new(0),
         leaders: RefCell::new(Vec::new()),
+        leader: options.leader.clone(),
+        started: Instant::now(),
+        acks_per_ms: RefCell::new(Vec::new()),
         group: options.group,
         payload: vec![b'x'; options.size],
     });
     learn_ids(&shared).await;
-    let start = Instant::now();
+    let start = shared.started;
     let workers = match options.rate {
         None => closed_loop(&shared, options.inflight),
         Some(rate) => vec![open_loop(&shared, rate, options.inflight)],
@@ -193,6 +249,8 @@ async fn generate(
         errors: shared.errors.get(),
         redirects: shared.redirects.get(),
         leaders_seen,
+        started: shared.started,
+        acks_per_ms: shared.acks_per_ms.take(),
     })
 }
 
@@ -209,6 +267,7 @@ async fn learn_ids(shared: &Shared) {
                 ClientResponse::decode(&reply.body)
             {
                 shared.ids.borrow_mut().insert(node, position);
+                shared.node_at.borrow_mut()[position] = Some(node);
                 if let Some(leader) = leader {
                     note_leader(shared, leader);
                 }
@@ -221,6 +280,7 @@ fn note_leader(shared: &Shared, leader: u64) {
     if let Some(position) = shared.ids.borrow().get(&leader) {
         shared.target.set(*position);
     }
+    shared.leader.store(leader, Ordering::Relaxed);
     let mut leaders = shared.leaders.borrow_mut();
     if leaders.last() != Some(&leader) {
         leaders.push(leader);
@@ -294,6 +354,19 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
         match reply.map(|r| ClientResponse::decode(&r.body)) {
             Ok(Ok(ClientResponse::Appended { .. })) => {
                 shared.acked.set(shared.acked.get() + 1);
+                // Whoever acknowledged it leads now.
+                if let Some(node) = shared.node_at.borrow()[target] {
+                    if shared.leader.load(Ordering::Relaxed) != node {
+                        note_leader(shared, node);
+                    }
+                }
+                let ms = shared.started.elapsed().as_millis() as usize;
+                let mut timeline = shared.acks_per_ms.borrow_mut();
+                if timeline.len() <= ms {
+                    timeline.resize(ms + 1, 0);
+                }
+                timeline[ms] += 1;
+                drop(timeline);
                 if shared.measuring.get() {
                     let micros = intended.elapsed().as_micros().max(1) as u64;
                     let _ = shared.histogram.borrow_mut().record(micros);
@@ -322,5 +395,26 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outage_is_the_longest_silence_and_recovery_the_return_to_90_percent() {
+        // 10 acks/ms for 1 s, killed at 1000, silent 150 ms, 5/ms for 200 ms,
+        // then back to 10/ms.
+        let mut timeline = vec![10u32; 1000];
+        timeline.extend(vec![0; 150]);
+        timeline.extend(vec![5; 200]);
+        timeline.extend(vec![10; 500]);
+        let o = outage(&timeline, 1000);
+        assert_eq!(o.gap_ms, 150);
+        // The first window with 900 acks starts 330 ms after the kill:
+        // 20 ms of 5/ms and 80 ms of 10/ms.
+        assert_eq!(o.recovery_ms, Some(330 + 100));
+        assert_eq!(outage(&[1, 1, 0, 0], 4).recovery_ms, None);
     }
 }

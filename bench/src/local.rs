@@ -10,7 +10,10 @@ use rand::RngCore;
 
 /// Running replicas; they are killed when this is dropped.
 pub struct LocalCluster {
-    children: Vec<Child>,
+    exe: PathBuf,
+    /// Each node's `synod node` arguments, to restart it the same way.
+    args: Vec<Vec<String>>,
+    children: Vec<Option<Child>>,
     /// Client addresses, in node id order.
     pub client_addrs: Vec<SocketAddr>,
     /// Each node's log file, in node id order.
@@ -43,63 +46,76 @@ impl LocalCluster {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect();
         let mut cluster = LocalCluster {
+            exe: exe.to_path_buf(),
+            args: Vec::new(),
             children: Vec::new(),
             client_addrs: client_addrs.clone(),
             logs: Vec::new(),
         };
         for i in 0..nodes as usize {
-            let id = (i + 1).to_string();
-            let log_path = data_dir.join(format!("node-{id}.log"));
-            let log =
-                fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-            let stderr = log.try_clone().map_err(|e| e.to_string())?;
-            let child = Command::new(exe)
-                .arg("node")
-                .args(["--id", &id, "--listen", &peer_addrs[i].to_string()])
-                .args([
-                    "--client-listen",
-                    &client_addrs[i].to_string(),
-                    "--peers",
-                    &peers.join(","),
-                ])
-                .arg("--data-dir")
-                .arg(data_dir.join(format!("node-{id}")))
-                .arg("--secret-file")
-                .arg(&secret_path)
-                .args(["--groups", &groups.to_string()])
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(stderr)
-                .spawn()
-                .map_err(|e| format!("starting node {id}: {e}"))?;
-            cluster.children.push(child);
-            cluster.logs.push(log_path);
+            let id = i + 1;
+            cluster.args.push(vec![
+                "node".to_string(),
+                format!("--id={id}"),
+                format!("--listen={}", peer_addrs[i]),
+                format!("--client-listen={}", client_addrs[i]),
+                format!("--peers={}", peers.join(",")),
+                format!(
+                    "--data-dir={}",
+                    data_dir.join(format!("node-{id}")).display()
+                ),
+                format!("--secret-file={}", secret_path.display()),
+                format!("--groups={groups}"),
+            ]);
+            cluster.logs.push(data_dir.join(format!("node-{id}.log")));
+            cluster.children.push(None);
+            cluster.restart(id)?;
         }
         Ok(cluster)
     }
 
-    /// Kills node `id` (1-based) with SIGKILL.
+    /// Starts node `id` (1-based) again with the same arguments and data.
+    pub fn restart(&mut self, id: usize) -> Result<(), String> {
+        let i = id - 1;
+        let log_path = &self.logs[i];
+        let log = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let stderr = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&self.exe)
+            .args(&self.args[i])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("starting node {id}: {e}"))?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    /// Kills node `id` (1-based) with SIGKILL: no shutdown path runs.
     pub fn kill(&mut self, id: usize) {
-        if let Some(child) = self.children.get_mut(id - 1) {
+        if let Some(mut child) = self.children.get_mut(id - 1).and_then(Option::take) {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// The first node found exited, with its status.
+    /// The first running node found exited, with its status.
     pub fn exited(&mut self) -> Option<(usize, std::process::ExitStatus)> {
-        self.children
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, c)| c.try_wait().ok().flatten().map(|status| (i + 1, status)))
+        self.children.iter_mut().enumerate().find_map(|(i, child)| {
+            let status = child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+            Some((i + 1, status))
+        })
     }
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for id in 1..=self.children.len() {
+            self.kill(id);
         }
     }
 }

@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use synod_bench::loadgen::{run_load, LoadOptions, LoadReport, Progress};
+use synod_bench::loadgen::{outage, run_load, LoadOptions, LoadReport, Progress};
 use synod_bench::local::LocalCluster;
 
 /// Arguments of `synod bench`.
@@ -42,6 +43,11 @@ pub struct BenchArgs {
     /// The group written.
     #[arg(long, default_value_t = 0)]
     group: u32,
+    /// Kill the leader this many times (SIGKILL, evenly spaced over the
+    /// measured window; each victim restarts a second later) and report
+    /// every outage. Needs --local.
+    #[arg(long, default_value_t = 0, requires = "local")]
+    failover: u32,
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -50,11 +56,12 @@ pub struct BenchArgs {
 /// Runs `synod bench`.
 pub fn run(args: BenchArgs) -> ExitCode {
     let data_dir = std::env::temp_dir().join(format!("synod-bench-{}", std::process::id()));
-    let local = match args.local.map(|n| start_local(n, &data_dir)) {
+    let mut local = match args.local.map(|n| start_local(n, &data_dir)) {
         Some(Ok(cluster)) => Some(cluster),
         Some(Err(message)) => return fail(&message),
         None => None,
     };
+    let leader = Arc::new(AtomicU64::new(0));
     let cluster = local
         .as_ref()
         .map_or_else(|| args.cluster.clone(), |c| c.client_addrs.clone());
@@ -67,13 +74,27 @@ pub fn run(args: BenchArgs) -> ExitCode {
         warmup: Duration::from_secs(args.warmup),
         connections: args.connections,
         group: args.group,
+        leader: leader.clone(),
     };
     let total = args.warmup + args.duration;
     let bar = progress_bar(total, args.json);
-    let report = run_load(options, progress_callback(bar.clone()));
+    let callback = progress_callback(bar.clone());
+    let load = std::thread::spawn(move || run_load(options, callback));
+    let kills = match local.as_mut() {
+        Some(cluster) if args.failover > 0 => kill_leaders(cluster, &leader, &args, &bar),
+        _ => Vec::new(),
+    };
+    let report = load
+        .join()
+        .unwrap_or_else(|_| Err("the load generator panicked".into()));
     bar.finish_and_clear();
+    if let Ok(report) = &report {
+        print_outages(report, &kills, args.json);
+    }
     drop(local);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    if args.local.is_some() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     match report {
         Ok(report) if report.commands == 0 => {
             fail("no command was acknowledged in the measured window")
@@ -87,6 +108,71 @@ pub fn run(args: BenchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
+    }
+}
+
+/// Kills the leader `--failover` times, evenly spaced over the measured
+/// window, restarting each victim a second later; returns (when, whom).
+fn kill_leaders(
+    cluster: &mut LocalCluster,
+    leader: &AtomicU64,
+    args: &BenchArgs,
+    bar: &ProgressBar,
+) -> Vec<(Instant, u64)> {
+    let start = Instant::now();
+    let spacing = Duration::from_secs(args.duration) / (args.failover + 1);
+    let mut kills = Vec::new();
+    for k in 1..=args.failover {
+        let at = start + Duration::from_secs(args.warmup) + spacing * k;
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let victim = leader.load(Ordering::Relaxed);
+        if victim == 0 {
+            bar.println("no leader known at a kill time; skipped");
+            continue;
+        }
+        cluster.kill(victim as usize);
+        kills.push((Instant::now(), victim));
+        std::thread::sleep(Duration::from_secs(1).min(spacing / 2));
+        if let Err(message) = cluster.restart(victim as usize) {
+            bar.println(format!("restarting node {victim}: {message}"));
+        }
+    }
+    kills
+}
+
+fn print_outages(report: &LoadReport, kills: &[(Instant, u64)], json: bool) {
+    if kills.is_empty() {
+        return;
+    }
+    let mut gaps = Vec::new();
+    for (i, (at, victim)) in kills.iter().enumerate() {
+        let kill_ms = at.saturating_duration_since(report.started).as_millis() as usize;
+        let o = outage(&report.acks_per_ms, kill_ms);
+        gaps.push(o.gap_ms);
+        let recovery = o
+            .recovery_ms
+            .map_or("not within the run".to_string(), |ms| format!("{ms} ms"));
+        if json {
+            println!(
+                "{}",
+                json!({"kill": i + 1, "leader": victim, "outage_ms": o.gap_ms, "recovery_90_ms": o.recovery_ms})
+            );
+        } else {
+            println!(
+                "kill {}: leader n{victim}, outage {} ms, back to 90 % throughput after {recovery}",
+                i + 1,
+                o.gap_ms
+            );
+        }
+    }
+    gaps.sort_unstable();
+    let p50 = gaps[gaps.len() / 2];
+    let max = gaps[gaps.len() - 1];
+    if !json {
+        println!(
+            "outages over {} kills: p50 {p50} ms, max {max} ms",
+            gaps.len()
+        );
     }
 }
 

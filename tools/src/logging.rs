@@ -31,9 +31,10 @@ where
     }
 }
 
-/// Installs the global subscriber.
-pub fn init(insecure: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber; `default` is the level when `RUST_LOG`
+/// is unset.
+pub fn init(insecure: bool, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let prefix = if insecure {
         "[INSECURE: no cluster secret] "
     } else {

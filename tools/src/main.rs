@@ -43,7 +43,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let insecure = matches!(&cli.command, Command::Node(args) if node_cmd::wants_insecure(args));
-    logging::init(insecure);
+    // Servers log what they do; tools that print results keep stderr for
+    // errors (a client retrying a dead node is not news).
+    let default = match &cli.command {
+        Command::Node(_) | Command::Cluster(_) => "info",
+        _ => "error",
+    };
+    logging::init(insecure, default);
     match cli.command {
         Command::Node(args) => node_cmd::run(args),
         Command::Cluster(args) => cluster_cmd::run(args),
