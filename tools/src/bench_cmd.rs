@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// every outage. Needs --local.
     #[arg(long, default_value_t = 0, requires = "local")]
     failover: u32,
+    /// With --local: keep the replicas' data and logs here (default: a
+    /// temporary directory, removed at the end).
+    #[arg(long, requires = "local")]
+    data_dir: Option<std::path::PathBuf>,
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -55,7 +59,11 @@ pub struct BenchArgs {
 
 /// Runs `synod bench`.
 pub fn run(args: BenchArgs) -> ExitCode {
-    let data_dir = std::env::temp_dir().join(format!("synod-bench-{}", std::process::id()));
+    let keep = args.data_dir.is_some();
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("synod-bench-{}", std::process::id())));
     let mut local = match args.local.map(|n| start_local(n, &data_dir)) {
         Some(Ok(cluster)) => Some(cluster),
         Some(Err(message)) => return fail(&message),
@@ -92,7 +100,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         print_outages(report, &kills, args.json);
     }
     drop(local);
-    if args.local.is_some() {
+    if args.local.is_some() && !keep {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     match report {
