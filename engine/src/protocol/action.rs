@@ -37,6 +37,10 @@ pub enum Write {
         /// Ballot and value.
         entry: Entry,
     },
+    /// Every slot below is chosen. Written lazily: it needs no sync of its
+    /// own and becomes durable with the next one. A restarted replica resumes
+    /// from it instead of slot 0, so its Phase 1 asks for little.
+    Commit(Slot),
 }
 
 /// Why a proposal or a read was refused.

@@ -21,6 +21,9 @@ use super::{Following, Replica, Role};
 pub struct Vote {
     /// The highest ballot round the candidate accepted anything under.
     pub epoch: u64,
+    /// The candidate's commit point: a leader asks the others, in Phase 1,
+    /// for every slot from there, so the further it is the less it asks.
+    pub commit: Slot,
     /// Ballot of the candidate's last accepted slot.
     pub last_ballot: Ballot,
     /// The candidate's last accepted slot.
@@ -29,12 +32,14 @@ pub struct Vote {
     pub node: NodeId,
 }
 
-/// The total order of votes: epoch, then last logged (ballot, slot), then the
-/// node's rank, which rotates with the group so leaders spread over nodes.
-/// Distinct members have distinct ranks, so distinct votes never tie.
+/// The total order of votes: epoch, then commit point, then last logged
+/// (ballot, slot), then the node's rank, which rotates with the group so
+/// leaders spread over nodes. Distinct members have distinct ranks, so
+/// distinct votes never tie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VoteKey {
     epoch: u64,
+    commit: Slot,
     last_ballot: Ballot,
     last_slot: Slot,
     rank: usize,
@@ -47,6 +52,7 @@ impl VoteKey {
         let position = members.binary_search(&vote.node).unwrap_or(0);
         VoteKey {
             epoch: vote.epoch,
+            commit: vote.commit,
             last_ballot: vote.last_ballot,
             last_slot: vote.last_slot,
             rank: (position + n - group as usize % n) % n,
@@ -81,6 +87,7 @@ impl Replica {
             .unwrap_or((self.commit, Ballot::ZERO));
         Vote {
             epoch: self.accepted_max.round,
+            commit: self.commit,
             last_ballot,
             last_slot,
             node: self.config.id,
@@ -298,9 +305,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_vote() -> impl Strategy<Value = Vote> {
-        (0u64..3, 0u64..3, 1u64..4, 0u64..3, 1u64..6).prop_map(
-            |(epoch, round, owner, slot, node)| Vote {
+        (0u64..3, 0u64..2, 0u64..3, 1u64..4, 0u64..3, 1u64..6).prop_map(
+            |(epoch, commit, round, owner, slot, node)| Vote {
                 epoch,
+                commit: Slot(commit),
                 last_ballot: Ballot {
                     round,
                     node: NodeId(owner),
@@ -334,6 +342,7 @@ mod tests {
         let m = members();
         let vote = |epoch, round, slot, node| Vote {
             epoch,
+            commit: Slot(0),
             last_ballot: Ballot {
                 round,
                 node: NodeId(1),
@@ -346,6 +355,18 @@ mod tests {
         assert!(key(vote(1, 2, 0, 1)) > key(vote(1, 1, 9, 5)));
         assert!(key(vote(1, 1, 3, 1)) > key(vote(1, 1, 2, 5)));
         assert!(key(vote(1, 1, 2, 5)) > key(vote(1, 1, 2, 4)));
+        let knows_more = Vote {
+            commit: Slot(7),
+            ..vote(1, 0, 0, 1)
+        };
+        assert!(
+            key(knows_more) > key(vote(1, 9, 9, 5)),
+            "a further commit point beats a longer log"
+        );
+        assert!(
+            key(vote(2, 0, 0, 1)) > key(knows_more),
+            "the epoch comes first"
+        );
     }
 
     #[test]
@@ -357,6 +378,7 @@ mod tests {
                 .max_by_key(|node| {
                     let v = Vote {
                         epoch: 0,
+                        commit: Slot(0),
                         last_ballot: Ballot::ZERO,
                         last_slot: Slot(0),
                         node: *node,

@@ -104,6 +104,8 @@ pub struct DurableState {
     pub promised: Ballot,
     /// Accepted values.
     pub log: Log,
+    /// Every slot below is known chosen (and held in `log`).
+    pub commit: Slot,
 }
 
 impl DurableState {
@@ -118,8 +120,16 @@ impl DurableState {
                     state.promised = state.promised.max(entry.ballot);
                     state.log.insert(*slot, entry.clone());
                 }
+                Write::Commit(slot) => state.commit = state.commit.max(*slot),
             }
         }
+        // Writes reach the disk in order, so the entries below a surviving
+        // commit record survived too; the check keeps that an invariant.
+        let mut held = state.log.start();
+        while held < state.commit && state.log.get(held).is_some() {
+            held = held.next();
+        }
+        state.commit = held.max(state.log.start());
         state
     }
 }
@@ -174,6 +184,8 @@ pub struct Replica {
     accepted_max: Ballot,
     log: Log,
     commit: Slot,
+    /// Where `commit` stood when the current step began.
+    commit_at_step_start: Slot,
     commit_index: LogIndex,
     /// Id of the next `Sync` action.
     next_sync: SyncId,
@@ -221,7 +233,13 @@ impl Replica {
             .map(|(_, e)| e.ballot)
             .max()
             .unwrap_or(Ballot::ZERO);
-        let commit = durable.log.start();
+        let commit = durable.commit.max(durable.log.start());
+        let commit_index = LogIndex(
+            (durable.log.start().0..commit.0)
+                .filter_map(|s| durable.log.get(Slot(s)))
+                .map(|e| u64::from(e.batch.len()))
+                .sum(),
+        );
         Ok(Replica {
             position,
             now: 0,
@@ -230,7 +248,8 @@ impl Replica {
             accepted_max,
             log: durable.log,
             commit,
-            commit_index: LogIndex(0),
+            commit_at_step_start: commit,
+            commit_index,
             next_sync: SyncId(1),
             wrote_this_step: false,
             last_write_sync: SyncId(0),
@@ -309,6 +328,23 @@ impl Replica {
         &self.log
     }
 
+    /// The slots already committed when this replica started (recovered
+    /// from its commit record), with each batch's first log index: what a
+    /// restarted state machine must apply before the first `Commit` action.
+    pub fn committed(&self) -> impl Iterator<Item = (Slot, LogIndex, &Batch)> {
+        let mut index = self.commit_index.0
+            - (self.log.start().0..self.commit.0)
+                .filter_map(|s| self.log.get(Slot(s)))
+                .map(|e| u64::from(e.batch.len()))
+                .sum::<u64>();
+        (self.log.start().0..self.commit.0).filter_map(move |s| {
+            let entry = self.log.get(Slot(s))?;
+            let first = LogIndex(index);
+            index += u64::from(entry.batch.len());
+            Some((Slot(s), first, &entry.batch))
+        })
+    }
+
     /// Drops log slots below `upto`, which the state machine has captured in a
     /// snapshot. Only committed slots can be compacted.
     pub fn compact(&mut self, upto: Slot) {
@@ -324,6 +360,7 @@ impl Replica {
         }
         self.log.compact(upto);
         self.commit = upto;
+        self.commit_at_step_start = upto;
         self.commit_index = next_index;
     }
 
@@ -441,6 +478,11 @@ impl Replica {
     }
 
     fn end_step(&mut self, out: &mut Actions) {
+        if self.commit > self.commit_at_step_start {
+            // Lazily: it rides on this step's sync or the next one.
+            out.push(Action::Persist(Write::Commit(self.commit)));
+            self.commit_at_step_start = self.commit;
+        }
         if self.wrote_this_step {
             out.push(Action::Sync(self.next_sync));
             self.next_sync = SyncId(self.next_sync.0 + 1);

@@ -111,6 +111,7 @@ fn an_acceptor_refuses_ballots_below_its_promise() {
     let durable = DurableState {
         promised: ballot(5, 3),
         log: Log::default(),
+        commit: Slot(0),
     };
     let mut r = replica(2, durable);
     let accept = Accept {
@@ -208,11 +209,14 @@ fn the_leader_counts_itself_after_its_own_persist() {
     assert!(
         matches!(
             actions.as_slice(),
-            [Action::Commit {
-                slot: Slot(0),
-                first_index: LogIndex(0),
-                ..
-            }]
+            [
+                Action::Commit {
+                    slot: Slot(0),
+                    first_index: LogIndex(0),
+                    ..
+                },
+                Action::Persist(Write::Commit(Slot(1)))
+            ]
         ),
         "{actions:?}"
     );
@@ -233,6 +237,7 @@ fn recovery_takes_the_highest_ballot_and_fills_holes() {
     let durable = DurableState {
         promised: ballot(2, 3),
         log,
+        commit: Slot(0),
     };
     let mut r = replica(1, durable);
     let mut out = Actions::default();
@@ -296,6 +301,7 @@ fn followers_fetch_slots_they_hold_under_another_ballot() {
         DurableState {
             promised: ballot(1, 2),
             log,
+            commit: Slot(0),
         },
     );
     let heartbeat = Heartbeat {
@@ -343,6 +349,7 @@ fn bad_messages_are_refused_and_change_nothing() {
         DurableState {
             promised: ballot(1, 1),
             log,
+            commit: Slot(0),
         },
     );
     let accept = |b: Ballot, slot: u64, commit: u64| {
@@ -626,6 +633,7 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
         DurableState {
             promised: ballot(1, 2),
             log,
+            commit: Slot(0),
         },
     );
     let mut out = Actions::default();
@@ -702,4 +710,71 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
         ),
         "{actions:?}"
     );
+}
+
+/// A restarted replica resumes from its commit record: its Phase 1 asks
+/// only for what it does not know to be chosen (asking from slot 0 made
+/// the promises of a long log too large to send).
+#[test]
+fn the_commit_point_survives_a_restart() {
+    let mut r = replica(1, DurableState::default());
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    step(&mut r, Input::Persisted(SyncId(1)));
+    let b = ballot(1, 1);
+    step(
+        &mut r,
+        from(
+            2,
+            1,
+            Message::Promise(Promise {
+                ballot: b,
+                log_start: Slot(0),
+                entries: vec![],
+            }),
+        ),
+    );
+    let mut writes: Vec<Write> = out
+        .drain()
+        .filter_map(|a| match a {
+            Action::Persist(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    for (i, data) in ["a", "b"].into_iter().enumerate() {
+        let command = Command {
+            client: ClientId(1),
+            seq: i as u64,
+            data: Bytes::from_static(data.as_bytes()),
+        };
+        let mut all = step(&mut r, Input::Propose(command));
+        all.extend(step(&mut r, Input::Persisted(SyncId(i as u64 + 2))));
+        all.extend(step(
+            &mut r,
+            from(
+                2,
+                1,
+                Message::Accepted(Accepted {
+                    ballot: b,
+                    slot: Slot(i as u64),
+                }),
+            ),
+        ));
+        writes.extend(all.into_iter().filter_map(|a| match a {
+            Action::Persist(w) => Some(w),
+            _ => None,
+        }));
+    }
+    assert!(writes.contains(&Write::Commit(Slot(2))), "{writes:?}");
+    let restarted = replica(1, DurableState::replay(&writes));
+    assert_eq!(
+        (restarted.status().commit, restarted.status().commit_index),
+        (Slot(2), LogIndex(2))
+    );
+    let again: Vec<(Slot, LogIndex)> = restarted.committed().map(|(s, i, _)| (s, i)).collect();
+    assert_eq!(again, vec![(Slot(0), LogIndex(0)), (Slot(1), LogIndex(1))]);
+    // A commit record beyond what the log holds is never believed.
+    let mut short = writes.clone();
+    short.push(Write::Commit(Slot(9)));
+    assert_eq!(DurableState::replay(&short).commit, Slot(2));
 }

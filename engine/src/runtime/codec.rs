@@ -60,6 +60,7 @@ struct WireEntry {
 #[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Debug)]
 struct WireVote {
     epoch: u64,
+    commit: u64,
     last_ballot: WireBallot,
     last_slot: u64,
     node: u64,
@@ -134,6 +135,7 @@ struct WireEnvelope {
 enum WireWrite {
     Promise(WireBallot),
     Accept(WireEntry),
+    Commit(u64),
 }
 
 impl Validate for ArchivedWireEnvelope {
@@ -152,6 +154,7 @@ impl Validate for ArchivedWireWrite {
         let ballot = match self {
             ArchivedWireWrite::Promise(b) => b,
             ArchivedWireWrite::Accept(e) => &e.ballot,
+            ArchivedWireWrite::Commit(_) => return Ok(()),
         };
         if ballot.round == 0 || ballot.node == 0 {
             return Err("a written ballot is never zero".into());
@@ -257,6 +260,7 @@ fn state_out(state: PeerState) -> WireState {
     match state {
         PeerState::Looking(v) => WireState::Looking(WireVote {
             epoch: v.epoch,
+            commit: v.commit.0,
             last_ballot: ballot_out(v.last_ballot),
             last_slot: v.last_slot.0,
             node: v.node.0,
@@ -374,6 +378,7 @@ fn state_in(state: &ArchivedWireState) -> PeerState {
     match state {
         ArchivedWireState::Looking(v) => PeerState::Looking(Vote {
             epoch: v.epoch.to_native(),
+            commit: Slot(v.commit.to_native()),
             last_ballot: ballot_in(&v.last_ballot),
             last_slot: Slot(v.last_slot.to_native()),
             node: NodeId(v.node.to_native()),
@@ -387,6 +392,7 @@ fn state_in(state: &ArchivedWireState) -> PeerState {
 pub fn encode_write(write: &Write) -> rkyv::util::AlignedVec {
     let wire = match write {
         Write::Promise(b) => WireWrite::Promise(ballot_out(*b)),
+        Write::Commit(slot) => WireWrite::Commit(slot.0),
         Write::Accept { slot, entry } => {
             WireWrite::Accept(entry_out(*slot, entry.ballot, &entry.batch))
         }
@@ -398,6 +404,7 @@ pub fn encode_write(write: &Write) -> rkyv::util::AlignedVec {
 pub fn decode_write(frame: &Bytes, body: &[u8], limits: BatchLimits) -> Result<Write, DecodeError> {
     Ok(match access_body::<ArchivedWireWrite>(body)? {
         ArchivedWireWrite::Promise(b) => Write::Promise(ballot_in(b)),
+        ArchivedWireWrite::Commit(slot) => Write::Commit(Slot(slot.to_native())),
         ArchivedWireWrite::Accept(e) => {
             let batch = Batch::decode(
                 frame.slice_ref(e.batch.as_slice()),
@@ -474,6 +481,7 @@ mod tests {
         };
         let vote = Vote {
             epoch: 2,
+            commit: Slot(3),
             last_ballot: b,
             last_slot: Slot(9),
             node: NodeId(3),
@@ -541,6 +549,7 @@ mod tests {
     fn writes_round_trip_and_batches_are_sliced_not_copied() {
         for write in [
             Write::Promise(ballot(5, 2)),
+            Write::Commit(Slot(9)),
             Write::Accept {
                 slot: Slot(3),
                 entry: Entry {

@@ -247,7 +247,7 @@ pub async fn start_group<S: StateMachine>(
     let (tx, rx) = local_channel::new_bounded(1024);
     let inputs = Rc::new(tx);
     let status = Rc::new(GroupStatus::default());
-    let driver = GroupDriver {
+    let mut driver = GroupDriver {
         group,
         replica,
         wal: Rc::new(wal),
@@ -261,6 +261,7 @@ pub async fn start_group<S: StateMachine>(
         status: status.clone(),
         actions: Actions::default(),
     };
+    driver.apply_recovered();
     let handle = GroupHandle { inputs };
     Ok((handle, status, driver.run(rx, options.tick)))
 }
@@ -461,6 +462,26 @@ impl<S: StateMachine> GroupDriver<S> {
             let _ = inputs.send(input).await;
         })
         .detach();
+    }
+
+    /// Rebuilds the state machine from the slots the WAL's commit record
+    /// says are chosen (the state machine lives in memory).
+    fn apply_recovered(&mut self) {
+        let committed: Vec<(Slot, LogIndex, Batch)> = self
+            .replica
+            .committed()
+            .map(|(slot, index, batch)| (slot, index, batch.clone()))
+            .collect();
+        if let Some((last, _, _)) = committed.last() {
+            tracing::info!(
+                group = self.group.0,
+                slots = last.0 + 1,
+                "re-applied the committed log"
+            );
+        }
+        for (slot, index, batch) in committed {
+            self.apply(slot, index, &batch);
+        }
     }
 
     fn apply(&mut self, slot: Slot, first_index: LogIndex, batch: &Batch) {

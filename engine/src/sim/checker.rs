@@ -103,6 +103,7 @@ impl Checker {
                     );
                 }
             }
+            Write::Commit(_) => {}
             Write::Accept { slot, entry } => {
                 view.issued_promise = issued.max(entry.ballot);
                 if entry.ballot < issued {
@@ -127,6 +128,7 @@ impl Checker {
                 Write::Accept { slot, entry } => {
                     self.on_durable_accept(node, *slot, entry.ballot, &entry.batch)
                 }
+                Write::Commit(_) => {}
             }
         }
     }
@@ -234,10 +236,10 @@ impl Checker {
         }
     }
 
-    /// Replica `node` restarted from its disk: it re-learns from slot 0.
-    pub fn on_restart(&mut self, node: usize) {
+    /// Replica `node` restarted from its disk, resuming commits at `commit`.
+    pub fn on_restart(&mut self, node: usize, commit: Slot) {
         let view = &mut self.nodes[node];
-        view.next_commit = Slot(0);
+        view.next_commit = commit;
         view.issued_promise = view.durable.promised;
     }
 }

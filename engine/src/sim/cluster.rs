@@ -240,6 +240,13 @@ impl Cluster {
             Replica::new(self.configs[node].clone(), state).expect("valid sim config");
         #[cfg(test)]
         replica.set_test_faults(self.options.faults);
+        // The state machine is memory: rebuild it from the slots the
+        // replica's commit record says are chosen, as the runtime does.
+        let committed: Vec<(LogIndex, crate::protocol::Batch)> = replica
+            .committed()
+            .map(|(_, index, batch)| (index, batch.clone()))
+            .collect();
+        let commit = replica.status().commit;
         let n = &mut self.nodes[node];
         n.replica = Some(replica);
         n.paused = false;
@@ -248,7 +255,10 @@ impl Cluster {
         n.sessions = Sessions::default();
         n.waiting.clear();
         n.was_leading = false;
-        self.checker.on_restart(node);
+        for (index, batch) in committed {
+            self.apply(node, index, &batch);
+        }
+        self.checker.on_restart(node, commit);
         self.note(|| format!("start n{}", node + 1));
     }
 
