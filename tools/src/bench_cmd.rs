@@ -60,10 +60,9 @@ pub struct BenchArgs {
 /// Runs `synod bench`.
 pub fn run(args: BenchArgs) -> ExitCode {
     let keep = args.data_dir.is_some();
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("synod-bench-{}", std::process::id())));
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("synod-bench-{}", std::process::id()))
+    });
     let mut local = match args.local.map(|n| start_local(n, &data_dir)) {
         Some(Ok(cluster)) => Some(cluster),
         Some(Err(message)) => return fail(&message),
