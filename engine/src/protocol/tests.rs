@@ -40,6 +40,25 @@ fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
     out.as_slice().to_vec()
 }
 
+/// Replica 1 of 3, fresh and elected at ballot 1.1: it campaigned, its own
+/// promise is durable and replica 2's promise is in. Returns what it did.
+fn elected() -> (Replica, Ballot, Vec<Action>) {
+    let mut r = replica(1, DurableState::default());
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    let mut actions = out.as_slice().to_vec();
+    actions.extend(step(&mut r, Input::Persisted(SyncId(1))));
+    let b = ballot(1, 1);
+    let promise = Promise {
+        ballot: b,
+        log_start: Slot(0),
+        entries: vec![],
+    };
+    actions.extend(step(&mut r, from(2, 1, Message::Promise(promise))));
+    assert!(r.status().leading);
+    (r, b, actions)
+}
+
 fn send(from: u64, to: u64, msg: Message) -> Action {
     Action::Send(Envelope {
         from: NodeId(from),
@@ -485,23 +504,7 @@ fn proposals_to_a_follower_are_redirected() {
 
 #[test]
 fn reads_wait_for_a_majority_round_after_they_arrive() {
-    let mut r = replica(1, DurableState::default());
-    let mut out = Actions::default();
-    r.campaign(&mut out);
-    step(&mut r, Input::Persisted(SyncId(1)));
-    let b = ballot(1, 1);
-    step(
-        &mut r,
-        from(
-            2,
-            1,
-            Message::Promise(Promise {
-                ballot: b,
-                log_start: Slot(0),
-                entries: vec![],
-            }),
-        ),
-    );
+    let (mut r, b, _) = elected();
     assert!(
         step(&mut r, Input::Read(ReadId(1))).is_empty(),
         "no read is served before confirmation"
@@ -542,23 +545,7 @@ fn reads_wait_for_a_majority_round_after_they_arrive() {
 /// snapshot path; after installing one it resumes from the snapshot point.
 #[test]
 fn catchup_below_the_compaction_point_asks_for_a_snapshot() {
-    let mut leader = replica(1, DurableState::default());
-    let mut out = Actions::default();
-    leader.campaign(&mut out);
-    step(&mut leader, Input::Persisted(SyncId(1)));
-    let b = ballot(1, 1);
-    step(
-        &mut leader,
-        from(
-            2,
-            1,
-            Message::Promise(Promise {
-                ballot: b,
-                log_start: Slot(0),
-                entries: vec![],
-            }),
-        ),
-    );
+    let (mut leader, b, _) = elected();
     for (i, data) in ["a", "b", "c"].into_iter().enumerate() {
         let command = Command {
             client: ClientId(1),
@@ -717,25 +704,9 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
 /// the promises of a long log too large to send).
 #[test]
 fn the_commit_point_survives_a_restart() {
-    let mut r = replica(1, DurableState::default());
-    let mut out = Actions::default();
-    r.campaign(&mut out);
-    step(&mut r, Input::Persisted(SyncId(1)));
-    let b = ballot(1, 1);
-    step(
-        &mut r,
-        from(
-            2,
-            1,
-            Message::Promise(Promise {
-                ballot: b,
-                log_start: Slot(0),
-                entries: vec![],
-            }),
-        ),
-    );
-    let mut writes: Vec<Write> = out
-        .drain()
+    let (mut r, b, elected_actions) = elected();
+    let mut writes: Vec<Write> = elected_actions
+        .into_iter()
         .filter_map(|a| match a {
             Action::Persist(w) => Some(w),
             _ => None,
