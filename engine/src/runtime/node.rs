@@ -74,10 +74,48 @@ pub enum NodeError {
     /// The executor could not start.
     #[error("executor: {0}")]
     Executor(String),
+    /// The data directory belongs to another cluster or node, or is unusable.
+    #[error("data directory {0}")]
+    DataDir(String),
+}
+
+/// The file in a node's data directory that names its cluster and node.
+pub const IDENTITY_FILE: &str = "synod-node";
+
+/// Claims `data_dir` for this cluster and node, or refuses a directory that
+/// belongs to another (its WALs would be another cluster's promises).
+pub fn claim_data_dir(options: &NodeOptions) -> Result<(), NodeError> {
+    let dir = &options.data_dir;
+    let path = dir.join(IDENTITY_FILE);
+    let identity = format!("cluster {} node {}\n", options.cluster_id, options.id.0);
+    let refuse = |reason: String| Err(NodeError::DataDir(format!("{}: {reason}", dir.display())));
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == identity => Ok(()),
+        Ok(found) => refuse(format!(
+            "holds `{}`, not `{}`",
+            found.trim(),
+            identity.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_data = std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if has_data {
+                return refuse(format!(
+                    "not empty and has no {IDENTITY_FILE} file: not a synod data directory"
+                ));
+            }
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&path, &identity))
+                .or_else(|e| refuse(e.to_string()))
+        }
+        Err(e) => refuse(e.to_string()),
+    }
 }
 
 /// Runs the node until a group stops; blocks the calling thread.
 pub fn run_node(options: NodeOptions) -> Result<(), NodeError> {
+    claim_data_dir(&options)?;
     let io_memory = options.io_memory_bytes;
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("synod-core-0")
@@ -329,5 +367,52 @@ fn refused(reason: Refusal) -> ClientResponse {
         },
         Refusal::Busy => ClientResponse::Busy,
         Refusal::TooLarge => ClientResponse::Error("command too large".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &std::path::Path, cluster_id: u64, id: u64) -> NodeOptions {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        NodeOptions {
+            id: NodeId(id),
+            listen: addr,
+            client_listen: addr,
+            peers: vec![(NodeId(id), addr)],
+            data_dir: dir.to_path_buf(),
+            groups: 1,
+            secret: None,
+            cluster_id,
+            tick: Duration::from_millis(5),
+            io_memory_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn a_data_directory_of_another_cluster_or_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        claim_data_dir(&options(&data, 7, 1)).unwrap();
+        claim_data_dir(&options(&data, 7, 1)).expect("the same node comes back");
+        let other_cluster = claim_data_dir(&options(&data, 8, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            other_cluster.contains("cluster 7 node 1"),
+            "{other_cluster}"
+        );
+        assert!(
+            claim_data_dir(&options(&data, 7, 2)).is_err(),
+            "another node's directory"
+        );
+        let stranger = dir.path().join("stranger");
+        std::fs::create_dir_all(&stranger).unwrap();
+        std::fs::write(stranger.join("something"), b"x").unwrap();
+        let refused = claim_data_dir(&options(&stranger, 7, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("not a synod data directory"), "{refused}");
     }
 }
