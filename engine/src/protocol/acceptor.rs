@@ -20,19 +20,32 @@ impl Replica {
             self.persist(Write::Promise(prepare.ballot), out);
         }
         self.heard_from_leader(prepare.ballot, out);
-        let promise = self.promise_for(prepare.ballot, prepare.from_slot);
+        let budget = self.config.page_bytes_max as usize;
+        let promise = self.promise_for(prepare.ballot, prepare.from_slot, budget);
         self.send_durable(from, Message::Promise(promise), out);
     }
 
-    pub(super) fn promise_for(&self, ballot: Ballot, from_slot: Slot) -> Promise {
+    /// What this acceptor accepted from `from_slot` on, cut after about
+    /// `bytes_max` bytes of batches (at least one entry) so that a promise
+    /// always fits in a frame; the rest is asked for page by page.
+    pub(super) fn promise_for(&self, ballot: Ballot, from_slot: Slot, bytes_max: usize) -> Promise {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut next_from = None;
+        for (slot, entry) in self.log.entries_from(from_slot) {
+            if !entries.is_empty() && bytes + entry.batch.bytes().len() > bytes_max {
+                next_from = Some(slot);
+                break;
+            }
+            bytes += entry.batch.bytes().len();
+            entries.push((slot, entry.clone()));
+        }
         Promise {
             ballot,
+            from_slot,
+            next_from,
             log_start: self.log.start(),
-            entries: self
-                .log
-                .entries_from(from_slot)
-                .map(|(slot, entry)| (slot, entry.clone()))
-                .collect(),
+            entries,
         }
     }
 

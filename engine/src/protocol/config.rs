@@ -41,6 +41,10 @@ pub struct Config {
     pub resend_ticks: u32,
     /// Slots in one catch-up message.
     pub catchup_slots_max: u32,
+    /// Batch bytes in one Promise or CatchUp message (at least
+    /// `batch_bytes_max`): larger answers come in pages, so every message
+    /// fits in a frame.
+    pub page_bytes_max: u32,
     /// Reads waiting for confirmation at the leader.
     pub reads_max: u32,
     /// Whether replicas elect a leader by themselves. Off, leadership is only
@@ -68,6 +72,7 @@ impl Config {
             finalize_ticks: 2,
             resend_ticks: 6,
             catchup_slots_max: 256,
+            page_bytes_max: 1 << 20,
             reads_max: 4096,
             election_enabled: true,
             seed: 0,
@@ -89,6 +94,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "batch_bytes_max",
                 reason: format!("must hold one command of command_bytes_max ({command_record} bytes with its header)"),
+            });
+        }
+        if self.page_bytes_max < self.batch_bytes_max {
+            return Err(ConfigError::Invalid {
+                field: "page_bytes_max",
+                reason: "must hold at least one full batch".into(),
             });
         }
         if self.queue_bytes_max < u64::from(self.batch_bytes_max) {
@@ -217,6 +228,7 @@ mod tests {
             (|c| c.resend_ticks = 0, "resend_ticks"),
             (|c| c.catchup_slots_max = 0, "catchup_slots_max"),
             (|c| c.reads_max = 0, "reads_max"),
+            (|c| c.page_bytes_max = 10, "page_bytes_max"),
         ];
         for (mutate, field) in cases {
             let mut config = three();

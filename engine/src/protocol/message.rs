@@ -16,12 +16,17 @@ pub struct Prepare {
     pub from_slot: Slot,
 }
 
-/// Phase 1b: the acceptor promised `ballot`; `entries` is every slot it has
-/// accepted at or after the Prepare's `from_slot`. Sent only once durable.
+/// Phase 1b: the acceptor promised `ballot`; `entries` is what it accepted
+/// at or after the Prepare's `from_slot`, one bounded page at a time. Sent
+/// only once durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Promise {
     /// The ballot promised.
     pub ballot: Ballot,
+    /// The Prepare's `from_slot` this page answers.
+    pub from_slot: Slot,
+    /// More entries follow from this slot: ask again with it as `from_slot`.
+    pub next_from: Option<Slot>,
     /// The acceptor's first slot still in its log; above `from_slot` means it
     /// compacted slots the proposer needs.
     pub log_start: Slot,

@@ -41,10 +41,24 @@ pub(super) struct Leading {
 #[derive(Clone, Debug)]
 enum Phase {
     Preparing {
-        promises: BTreeMap<NodeId, Promise>,
+        promises: BTreeMap<NodeId, Pages>,
         prepared_at: u64,
     },
     Steady,
+}
+
+/// An acceptor's promise as its pages arrive.
+#[derive(Clone, Debug, Default)]
+struct Pages {
+    entries: Vec<(Slot, Entry)>,
+    /// The page asked for next; `None` once the last page is in.
+    asking_from: Option<Slot>,
+}
+
+impl Pages {
+    fn complete(&self) -> bool {
+        self.asking_from.is_none()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -118,7 +132,7 @@ impl Replica {
             from_slot: self.commit,
         });
         self.broadcast(&prepare, out);
-        let own = self.promise_for(ballot, self.commit);
+        let own = self.promise_for(ballot, self.commit, usize::MAX);
         self.send_durable(self.config.id, Message::Promise(own), out);
     }
 
@@ -159,18 +173,32 @@ impl Replica {
         let Role::Leading(leading) = &mut self.role else {
             return;
         };
+        let ballot = leading.ballot;
         let Phase::Preparing { promises, .. } = &mut leading.phase else {
             return;
         };
         // An acceptor that compacted slots we lack cannot help recover them.
-        if promise.ballot != leading.ballot || promise.log_start > commit {
+        if promise.ballot != ballot || promise.log_start > commit {
             return;
         }
         if let Some(p) = position {
             leading.heard_at[p] = now;
         }
-        promises.insert(from, promise);
-        if promises.len() >= quorum {
+        let pages = promises.entry(from).or_insert_with(|| Pages {
+            entries: Vec::new(),
+            asking_from: Some(commit),
+        });
+        // A page we did not ask for (a duplicate, or late) changes nothing.
+        if pages.asking_from != Some(promise.from_slot) {
+            return;
+        }
+        pages.entries.extend(promise.entries);
+        pages.asking_from = promise.next_from;
+        if let Some(from_slot) = promise.next_from {
+            self.send(from, Message::Prepare(Prepare { ballot, from_slot }), out);
+            return;
+        }
+        if promises.values().filter(|p| p.complete()).count() >= quorum {
             self.leader_recover(out);
         }
     }
@@ -187,7 +215,11 @@ impl Replica {
             return;
         };
         let mut best: BTreeMap<Slot, Entry> = BTreeMap::new();
-        for (slot, entry) in promises.into_values().flat_map(|p| p.entries) {
+        for (slot, entry) in promises
+            .into_values()
+            .filter(Pages::complete)
+            .flat_map(|p| p.entries)
+        {
             if slot < self.commit {
                 continue;
             }
@@ -478,19 +510,21 @@ impl Replica {
             return;
         }
         *prepared_at = now;
-        let missing: Vec<NodeId> = self
+        // Each missing acceptor is asked again for the page it owes.
+        let missing: Vec<(NodeId, Slot)> = self
             .config
             .members
             .iter()
             .copied()
-            .filter(|m| *m != self.config.id && !promises.contains_key(m))
+            .filter(|m| *m != self.config.id)
+            .filter_map(|m| match promises.get(&m) {
+                None => Some((m, self.commit)),
+                Some(pages) => pages.asking_from.map(|from| (m, from)),
+            })
             .collect();
-        let prepare = Message::Prepare(Prepare {
-            ballot: leading.ballot,
-            from_slot: self.commit,
-        });
-        for peer in missing {
-            self.send(peer, prepare.clone(), out);
+        let ballot = leading.ballot;
+        for (peer, from_slot) in missing {
+            self.send(peer, Message::Prepare(Prepare { ballot, from_slot }), out);
         }
     }
 
@@ -550,13 +584,17 @@ impl Replica {
                 .from_slot
                 .plus(u64::from(self.config.catchup_slots_max)),
         );
-        let mut entries = Vec::new();
+        let (mut entries, mut bytes) = (Vec::new(), 0);
         let mut slot = request.from_slot;
         while slot < end {
             let entry = self
                 .log
                 .get(slot)
                 .expect("committed slots above log start are held");
+            bytes += entry.batch.bytes().len();
+            if !entries.is_empty() && bytes > self.config.page_bytes_max as usize {
+                break; // the follower asks again from where this page ends
+            }
             entries.push((slot, entry.batch.clone()));
             slot = slot.next();
         }

@@ -52,6 +52,8 @@ fn elected() -> (Replica, Ballot, Vec<Action>) {
     let promise = Promise {
         ballot: b,
         log_start: Slot(0),
+        from_slot: Slot(0),
+        next_from: None,
         entries: vec![],
     };
     actions.extend(step(&mut r, from(2, 1, Message::Promise(promise))));
@@ -86,6 +88,8 @@ fn a_promise_leaves_only_after_its_write_is_durable() {
     let promise = Promise {
         ballot: ballot(1, 1),
         log_start: Slot(0),
+        from_slot: Slot(0),
+        next_from: None,
         entries: vec![],
     };
     assert_eq!(actions, vec![send(2, 1, Message::Promise(promise))]);
@@ -174,6 +178,8 @@ fn the_leader_counts_itself_after_its_own_persist() {
     let promise = Promise {
         ballot: b,
         log_start: Slot(0),
+        from_slot: Slot(0),
+        next_from: None,
         entries: vec![],
     };
     assert!(
@@ -266,6 +272,8 @@ fn recovery_takes_the_highest_ballot_and_fills_holes() {
     let promise = Promise {
         ballot: b,
         log_start: Slot(0),
+        from_slot: Slot(0),
+        next_from: None,
         entries: vec![
             (
                 Slot(0),
@@ -421,6 +429,8 @@ fn bad_messages_are_refused_and_change_nothing() {
                 Message::Promise(Promise {
                     ballot: ballot(3, 2),
                     log_start: Slot(0),
+                    from_slot: Slot(0),
+                    next_from: None,
                     entries: vec![(
                         Slot(0),
                         Entry {
@@ -636,6 +646,8 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
             Message::Promise(Promise {
                 ballot: b,
                 log_start: Slot(0),
+                from_slot: Slot(0),
+                next_from: None,
                 entries: vec![],
             }),
         ),
@@ -748,4 +760,99 @@ fn the_commit_point_survives_a_restart() {
     let mut short = writes.clone();
     short.push(Write::Commit(Slot(9)));
     assert_eq!(DurableState::replay(&short).commit, Slot(2));
+}
+
+/// Promises come in pages of at most `page_bytes_max` batch bytes, so a
+/// leader far behind never asks for one message larger than a frame; it
+/// asks page after page and recovers every value.
+#[test]
+fn promises_are_paged_and_recovery_gathers_every_page() {
+    let small = |id: u64, durable: DurableState| {
+        let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+        let mut config = Config::new(NodeId(id), members);
+        config.command_bytes_max = 8;
+        config.batch_bytes_max = 30;
+        config.page_bytes_max = 30;
+        config.queue_bytes_max = 1 << 10;
+        Replica::new(config, durable).unwrap()
+    };
+    let mut log = Log::default();
+    for (slot, data) in ["a", "b", "c"].into_iter().enumerate() {
+        log.insert(
+            Slot(slot as u64),
+            Entry {
+                ballot: ballot(1, 2),
+                batch: batch(data),
+            },
+        );
+    }
+    let mut acceptor = small(
+        2,
+        DurableState {
+            promised: ballot(1, 2),
+            log,
+            commit: Slot(0),
+        },
+    );
+    // It saw ballot 1.2 before, so it campaigns at 2.1.
+    let mut leader = small(
+        1,
+        DurableState {
+            promised: ballot(1, 2),
+            ..DurableState::default()
+        },
+    );
+    let mut out = Actions::default();
+    leader.campaign(&mut out);
+    let mut to_acceptor: Vec<Envelope> = Vec::new();
+    let mut pages = 0;
+    let mut accepts = Vec::new();
+    let mut pending: Vec<Action> = out.drain().collect();
+    pending.extend(step(&mut leader, Input::Persisted(SyncId(1))));
+    for _ in 0..10 {
+        for action in pending.drain(..) {
+            match action {
+                Action::Send(e) if e.to == NodeId(2) => match &e.msg {
+                    Message::Accept(a) => accepts.push((a.slot, a.batch.clone())),
+                    _ => to_acceptor.push(e),
+                },
+                _ => {}
+            }
+        }
+        for envelope in to_acceptor.drain(..) {
+            let mut replies = step(&mut acceptor, Input::Message(envelope));
+            if let Some(Action::Sync(id)) = replies
+                .iter()
+                .find(|a| matches!(a, Action::Sync(_)))
+                .cloned()
+            {
+                replies.extend(step(&mut acceptor, Input::Persisted(id)));
+            }
+            for reply in replies {
+                if let Action::Send(e) = reply.clone() {
+                    if e.to != NodeId(1) {
+                        continue;
+                    }
+                    if let Message::Promise(p) = &e.msg {
+                        pages += 1;
+                        assert!(
+                            p.entries.len() <= 1,
+                            "a page holds one 21-byte batch: {p:?}"
+                        );
+                    }
+                    pending.extend(step(&mut leader, Input::Message(e)));
+                }
+            }
+        }
+    }
+    assert_eq!(pages, 3, "three entries, three pages");
+    assert!(leader.status().leading);
+    assert_eq!(
+        accepts,
+        vec![
+            (Slot(0), batch("a")),
+            (Slot(1), batch("b")),
+            (Slot(2), batch("c"))
+        ]
+    );
 }

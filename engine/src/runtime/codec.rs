@@ -81,6 +81,8 @@ enum WireMessage {
     },
     Promise {
         ballot: WireBallot,
+        from_slot: u64,
+        next_from: Option<u64>,
         log_start: u64,
         entries: Vec<WireEntry>,
     },
@@ -208,6 +210,8 @@ fn message_out(msg: &Message) -> WireMessage {
         },
         Message::Promise(m) => WireMessage::Promise {
             ballot: ballot_out(m.ballot),
+            from_slot: m.from_slot.0,
+            next_from: m.next_from.map(|s| s.0),
             log_start: m.log_start.0,
             entries: entries(
                 &mut m
@@ -301,10 +305,14 @@ pub fn decode_envelope(
         }),
         ArchivedWireMessage::Promise {
             ballot,
+            from_slot,
+            next_from,
             log_start,
             entries: list,
         } => Message::Promise(Promise {
             ballot: ballot_in(ballot),
+            from_slot: Slot(from_slot.to_native()),
+            next_from: next_from.as_ref().map(|s| Slot(s.to_native())),
             log_start: Slot(log_start.to_native()),
             entries: entries(list)?,
         }),
@@ -494,6 +502,8 @@ mod tests {
             Message::Promise(Promise {
                 ballot: b,
                 log_start: Slot(1),
+                from_slot: Slot(4),
+                next_from: Some(Slot(9)),
                 entries: vec![(Slot(5), entry.clone())],
             }),
             Message::Nack(Nack {

@@ -148,6 +148,8 @@ fn group_config(options: &NodeOptions, group: u32) -> Config {
     let mut config = Config::new(options.id, members);
     config.group = GroupId(group);
     config.batch_bytes_max = 256 << 10;
+    // Promise and catch-up pages stay well inside the transport's 1 MiB frames.
+    config.page_bytes_max = 512 << 10;
     config.seed = options.id.0 ^ u64::from(group);
     config
 }

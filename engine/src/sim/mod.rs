@@ -151,6 +151,10 @@ fn tune_for_seed(config: &mut Config) {
     config.finalize_ticks = draw.random_range(0..=3);
     config.resend_ticks = draw.random_range(3..=8);
     config.catchup_slots_max = [1, 4, 256][draw.random_range(0..3)];
+    // Small batches and small promise pages, so Phase 1 often takes pages.
+    config.command_bytes_max = 64;
+    config.batch_bytes_max = [128, 4096][draw.random_range(0..2)];
+    config.page_bytes_max = config.batch_bytes_max * [1, 4, 1024][draw.random_range(0..3)];
 }
 
 fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
