@@ -32,6 +32,10 @@ pub(super) struct Leading {
     next_heartbeat_at: u64,
     /// Slots below this were open when we took over; reads wait for them.
     recovery_end: Slot,
+    /// Recovered values for the slots from `next_slot` on, re-proposed
+    /// through the pipeline window like new batches (ahead of them), so a
+    /// long recovery does not flood the peers' queues.
+    recovering: VecDeque<Batch>,
     read_round: u64,
     /// Highest read round each member echoed, by position.
     read_acks: Vec<u64>,
@@ -123,6 +127,7 @@ impl Replica {
             heard_at: vec![self.now; members],
             next_heartbeat_at: self.now,
             recovery_end: self.commit,
+            recovering: VecDeque::new(),
             read_round: 0,
             read_acks: vec![0; members],
             reads: VecDeque::new(),
@@ -235,7 +240,7 @@ impl Replica {
         let mut slot = self.commit;
         while slot < end {
             let batch = best.remove(&slot).map_or_else(Batch::noop, |e| e.batch);
-            self.leader_accept_slot(slot, batch, out);
+            leading.recovering.push_back(batch);
             slot = slot.next();
         }
         self.leader_heartbeat(out);
@@ -389,7 +394,8 @@ impl Replica {
         Ok(())
     }
 
-    /// Cuts queued commands into slots while the pipeline window has room.
+    /// Fills the pipeline window: recovered values first, then batches cut
+    /// from the queued commands.
     fn leader_flush(&mut self, out: &mut Actions) {
         let (pipeline_max, linger) = (
             u64::from(self.config.pipeline_max),
@@ -399,10 +405,15 @@ impl Replica {
             let Role::Leading(leading) = &mut self.role else {
                 return;
             };
-            if !leading.is_steady()
-                || leading.inflight.len() as u64 >= pipeline_max
-                || leading.queue.is_empty()
-            {
+            if !leading.is_steady() || leading.inflight.len() as u64 >= pipeline_max {
+                return;
+            }
+            if let Some(batch) = leading.recovering.pop_front() {
+                let slot = leading.next_slot;
+                self.leader_accept_slot(slot, batch, out);
+                continue;
+            }
+            if leading.queue.is_empty() {
                 return;
             }
             // Only the last builder can be partial; let it linger if asked.
