@@ -61,6 +61,21 @@ fn elected() -> (Replica, Ballot, Vec<Action>) {
     (r, b, actions)
 }
 
+/// The read round of the heartbeat among `actions` (a tick starts a round
+/// for reads waiting on one).
+fn read_round_sent(actions: &[Action]) -> u64 {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(Envelope {
+                msg: Message::Heartbeat(h),
+                ..
+            }) => Some(h.read_round),
+            _ => None,
+        })
+        .expect("a heartbeat starts the read round")
+}
+
 fn send(from: u64, to: u64, msg: Message) -> Action {
     Action::Send(Envelope {
         from: NodeId(from),
@@ -528,16 +543,7 @@ fn reads_wait_for_a_majority_round_after_they_arrive() {
         "an ack of an older round proves nothing"
     );
     let actions = step(&mut r, Input::Tick);
-    let round = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::Send(Envelope {
-                msg: Message::Heartbeat(h),
-                ..
-            }) => Some(h.read_round),
-            _ => None,
-        })
-        .expect("a heartbeat starts the read round");
+    let round = read_round_sent(&actions);
     let ack = Message::HeartbeatAck(HeartbeatAck {
         ballot: b,
         read_round: round,
@@ -654,16 +660,7 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
     );
     assert!(r.status().leading);
     let actions = step(&mut r, Input::Tick);
-    let round = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::Send(Envelope {
-                msg: Message::Heartbeat(h),
-                ..
-            }) => Some(h.read_round),
-            _ => None,
-        })
-        .unwrap();
+    let round = read_round_sent(&actions);
     let ack = Message::HeartbeatAck(HeartbeatAck {
         ballot: b,
         read_round: round,
