@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use synod_engine::protocol::NodeId;
 use synod_engine::runtime::node::{run_node, NodeOptions};
+use synod_engine::runtime::snapshot::SnapshotPolicy;
 
 /// glommio registers this much I/O memory per executor; memlock-limited
 /// machines (8 MiB here) fit it with room for the WAL's writes.
@@ -18,7 +19,8 @@ pub const IO_MEMORY_BYTES: usize = 4 << 20;
 pub struct NodeArgs {
     /// A TOML file with any of the settings below (flags given as well win):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
-    /// data_dir, secret_file, insecure, groups, cluster_id, tick_ms.
+    /// data_dir, secret_file, insecure, groups, cluster_id, tick_ms,
+    /// snapshot_every, snapshot_keep.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This node's id (a positive integer, listed in --peers).
@@ -54,6 +56,14 @@ pub struct NodeArgs {
     /// Length of a protocol tick, in milliseconds [default: 5].
     #[arg(long)]
     pub tick_ms: Option<u64>,
+    /// Snapshot each group every this many applied slots and drop the log
+    /// and WAL below; 0 never compacts [default: 10000].
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Slots kept in memory below a snapshot for followers a little behind
+    /// [default: 1000].
+    #[arg(long)]
+    pub snapshot_keep: Option<u64>,
 }
 
 /// The `--config` file; every field optional, unknown fields refused.
@@ -71,6 +81,8 @@ struct NodeFile {
     groups: Option<u32>,
     cluster_id: Option<u64>,
     tick_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    snapshot_keep: Option<u64>,
 }
 
 /// Whether the node will run without a secret (flag or config file), so
@@ -169,6 +181,18 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     let groups = args.groups.or(file.groups).unwrap_or(1);
     let cluster_id = args.cluster_id.or(file.cluster_id).unwrap_or(1);
     let tick_ms = args.tick_ms.or(file.tick_ms).unwrap_or(5);
+    let defaults = SnapshotPolicy::default();
+    let snapshot = SnapshotPolicy {
+        every_slots: args
+            .snapshot_every
+            .or(file.snapshot_every)
+            .unwrap_or(defaults.every_slots),
+        keep_slots: args
+            .snapshot_keep
+            .or(file.snapshot_keep)
+            .unwrap_or(defaults.keep_slots),
+        ..defaults
+    };
     if cores != 1 {
         return Err("--cores above 1 is not supported yet; run one group per node process".into());
     }
@@ -210,6 +234,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         cluster_id,
         tick: Duration::from_millis(tick_ms),
         io_memory_bytes: IO_MEMORY_BYTES,
+        snapshot,
     })
 }
 

@@ -23,6 +23,14 @@ pub struct Log {
 }
 
 impl Log {
+    /// An empty log whose slots below `start` were compacted.
+    pub fn starting_at(start: Slot) -> Log {
+        Log {
+            start,
+            slots: VecDeque::new(),
+        }
+    }
+
     /// The first slot still held.
     pub fn start(&self) -> Slot {
         self.start

@@ -104,15 +104,36 @@ pub struct DurableState {
     pub promised: Ballot,
     /// Accepted values.
     pub log: Log,
-    /// Every slot below is known chosen (and held in `log`).
+    /// Every slot below is known chosen (and held in `log`, or in a
+    /// snapshot below `log.start()`).
     pub commit: Slot,
+    /// The log index of the first command at `log.start()`: what the slots
+    /// compacted into a snapshot held.
+    pub start_index: LogIndex,
 }
 
 impl DurableState {
+    /// The state a snapshot leaves: every slot below `upto` chosen and
+    /// compacted, the next command at `next_index`, `promised` as recorded.
+    pub fn from_snapshot(upto: Slot, next_index: LogIndex, promised: Ballot) -> DurableState {
+        DurableState {
+            promised,
+            log: Log::starting_at(upto),
+            commit: upto,
+            start_index: next_index,
+        }
+    }
+
     /// Replays writes in the order they were issued. Accepting a ballot
     /// promises it too, so `promised` is the highest ballot of either kind.
     pub fn replay<'a>(writes: impl IntoIterator<Item = &'a Write>) -> DurableState {
-        let mut state = DurableState::default();
+        DurableState::default().replay_onto(writes)
+    }
+
+    /// Replays writes onto this state (a snapshot's). Writes for slots the
+    /// snapshot covers change nothing: those slots are chosen.
+    pub fn replay_onto<'a>(self, writes: impl IntoIterator<Item = &'a Write>) -> DurableState {
+        let mut state = self;
         for write in writes {
             match write {
                 Write::Promise(ballot) => state.promised = state.promised.max(*ballot),
@@ -235,10 +256,11 @@ impl Replica {
             .unwrap_or(Ballot::ZERO);
         let commit = durable.commit.max(durable.log.start());
         let commit_index = LogIndex(
-            (durable.log.start().0..commit.0)
-                .filter_map(|s| durable.log.get(Slot(s)))
-                .map(|e| u64::from(e.batch.len()))
-                .sum(),
+            durable.start_index.0
+                + (durable.log.start().0..commit.0)
+                    .filter_map(|s| durable.log.get(Slot(s)))
+                    .map(|e| u64::from(e.batch.len()))
+                    .sum::<u64>(),
         );
         Ok(Replica {
             position,

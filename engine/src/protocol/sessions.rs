@@ -72,6 +72,24 @@ impl<R> Sessions<R> {
     pub fn is_empty(&self) -> bool {
         self.last.is_empty()
     }
+
+    /// Every session in client order, `(client, seq, index, reply)`: what a
+    /// snapshot keeps.
+    pub fn iter(&self) -> impl Iterator<Item = (ClientId, u64, LogIndex, &R)> {
+        self.last
+            .iter()
+            .map(|(client, (seq, index, reply))| (*client, *seq, *index, reply))
+    }
+}
+
+impl<R> FromIterator<(ClientId, u64, LogIndex, R)> for Sessions<R> {
+    fn from_iter<I: IntoIterator<Item = (ClientId, u64, LogIndex, R)>>(sessions: I) -> Self {
+        let mut out = Sessions::default();
+        for (client, seq, index, reply) in sessions {
+            out.record(client, seq, index, reply);
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -150,6 +150,7 @@ fn an_acceptor_refuses_ballots_below_its_promise() {
         promised: ballot(5, 3),
         log: Log::default(),
         commit: Slot(0),
+        start_index: LogIndex(0),
     };
     let mut r = replica(2, durable);
     let accept = Accept {
@@ -278,6 +279,7 @@ fn recovery_takes_the_highest_ballot_and_fills_holes() {
         promised: ballot(2, 3),
         log,
         commit: Slot(0),
+        start_index: LogIndex(0),
     };
     let mut r = replica(1, durable);
     let mut out = Actions::default();
@@ -344,6 +346,7 @@ fn followers_fetch_slots_they_hold_under_another_ballot() {
             promised: ballot(1, 2),
             log,
             commit: Slot(0),
+            start_index: LogIndex(0),
         },
     );
     let heartbeat = Heartbeat {
@@ -392,6 +395,7 @@ fn bad_messages_are_refused_and_change_nothing() {
             promised: ballot(1, 1),
             log,
             commit: Slot(0),
+            start_index: LogIndex(0),
         },
     );
     let accept = |b: Ballot, slot: u64, commit: u64| {
@@ -637,6 +641,7 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
             promised: ballot(1, 2),
             log,
             commit: Slot(0),
+            start_index: LogIndex(0),
         },
     );
     let mut out = Actions::default();
@@ -789,6 +794,7 @@ fn promises_are_paged_and_recovery_gathers_every_page() {
             promised: ballot(1, 2),
             log,
             commit: Slot(0),
+            start_index: LogIndex(0),
         },
     );
     // It saw ballot 1.2 before, so it campaigns at 2.1.

@@ -6,14 +6,18 @@
 //!  clients ─────────┤   inputs   ┌──────┐  ├─► Sync     → task: wal.sync(), then Persisted
 //!  ticker ──────────┼──(channel)─► step ├──┼─► Send     → link (encoded once)
 //!  sync tasks ──────┘            └──────┘  ├─► Commit   → sessions → state machine → reply
-//!                                          └─► Reply    → waiting proposer / reader
+//!                                          ├─► Reply    → waiting proposer / reader
+//!                                          └─► SendSnapshot → chunks to the peer
 //! ```
 //!
 //! A failed WAL write or sync stops the group: it is never retried, and
-//! nothing waiting on it is acknowledged.
+//! nothing waiting on it is acknowledged. Every `snapshot.every_slots` applied
+//! slots the group snapshots its state machine and sessions (`snapshot.rs`),
+//! then drops the log and the WAL segments below, so memory and disk stay
+//! bounded under an endless load.
 
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,7 +30,12 @@ use synod_wal::{Position, Wal, WalConfig, WalError};
 use thiserror::Error;
 
 use super::codec::{
-    decode_write, encode_envelope, encode_write, BatchLimits, DecodeError, KIND_WAL_WRITE,
+    decode_write, encode_envelope, encode_write, BatchLimits, DecodeError, KIND_PEER_MESSAGE,
+    KIND_WAL_WRITE,
+};
+use super::snapshot::{
+    self, chunks, encode_chunk, GroupSessions, Incoming, Snapshot, SnapshotChunk, SnapshotError,
+    SnapshotPolicy, KIND_SNAPSHOT_CHUNK,
 };
 use super::state_machine::{Applying, StateMachine};
 use crate::protocol::{
@@ -34,6 +43,10 @@ use crate::protocol::{
     GroupId, Input, LogIndex, NodeId, ReadId, Refusal, Replica, Reply, SessionOutcome, Sessions,
     Slot, SyncId, Write,
 };
+
+/// How long a snapshot transfer may wait on a full peer queue before it
+/// gives up (the follower asks again and the transfer starts over).
+const SNAPSHOT_SEND_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Proposals handed to the replica in one step at most.
 const PROPOSALS_PER_STEP_MAX: usize = 4096;
@@ -43,9 +56,14 @@ pub const WRITE_OVERHEAD_BYTES: u64 = 4096;
 
 /// Where a group's messages to its peers go: the transport, or a test link.
 pub trait PeerLink {
-    /// Queues an encoded message for `to`. False when the peer's queue is
-    /// full: the message is dropped and the protocol's resends cover it.
-    fn send(&self, to: NodeId, body: AlignedVec) -> bool;
+    /// Queues a frame body of `kind` for `to`. False when the peer's queue
+    /// is full: the frame is dropped and the protocol's resends cover it.
+    fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool;
+
+    /// Queues an encoded protocol message for `to`.
+    fn send(&self, to: NodeId, body: AlignedVec) -> bool {
+        self.send_frame(to, KIND_PEER_MESSAGE, body)
+    }
 }
 
 /// What a group needs to start.
@@ -59,6 +77,8 @@ pub struct GroupOptions {
     pub wal: WalConfig,
     /// Wall-clock length of one protocol tick.
     pub tick: Duration,
+    /// When to snapshot and compact.
+    pub snapshot: SnapshotPolicy,
 }
 
 /// Why a group stopped or could not start.
@@ -77,6 +97,18 @@ pub enum GroupError {
         position: Position,
         /// Why.
         source: DecodeError,
+    },
+    /// The snapshot file is unreadable or corrupt, or could not be written
+    /// (fatal, like a failed WAL sync).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The state machine refused the group's own snapshot file.
+    #[error("the state machine refused the snapshot at {path}: {reason}")]
+    Restore {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -121,6 +153,12 @@ pub enum GroupInput {
     ReadLocal(Bytes, oneshot::Sender<ReadOutcome>),
     /// A sync finished.
     Persisted(SyncId),
+    /// A piece of a snapshot from a peer.
+    SnapshotChunk(NodeId, SnapshotChunk),
+    /// A snapshot file is durable: compact below it.
+    SnapshotSaved(Slot, Bytes),
+    /// Writing a snapshot file failed: stop.
+    SnapshotFailed(SnapshotError),
     /// A tick passed.
     Tick,
     /// A sync failed: stop.
@@ -186,6 +224,14 @@ impl GroupHandle {
         self.inputs.try_send(GroupInput::Peer(envelope)).is_ok()
     }
 
+    /// Hands a piece of a snapshot from `from` to the group without waiting;
+    /// false if its input queue is full (the transfer starts over later).
+    pub fn try_deliver_chunk(&self, from: NodeId, chunk: SnapshotChunk) -> bool {
+        self.inputs
+            .try_send(GroupInput::SnapshotChunk(from, chunk))
+            .is_ok()
+    }
+
     /// Asks the group to stop.
     pub async fn stop(&self) {
         let _ = self.inputs.send(GroupInput::Stop).await;
@@ -203,6 +249,10 @@ pub struct GroupStatus {
     pub leader: Cell<Option<NodeId>>,
     /// The highest ballot it promised.
     pub promised: Cell<Ballot>,
+    /// The slot of its latest durable snapshot (0: none).
+    pub snapshot: Cell<Slot>,
+    /// Snapshots installed from a peer.
+    pub snapshots_installed: Cell<u64>,
 }
 
 /// Opens the WAL, recovers the replica and returns the task's future with
@@ -233,6 +283,8 @@ pub async fn start_group<S: StateMachine>(
         batch_bytes_max: options.config.batch_bytes_max as usize,
         command_bytes_max: options.config.command_bytes_max as usize,
     };
+    let snapshot_path = snapshot::snapshot_path(&options.wal_dir);
+    let recovered = Recovered::load(&snapshot_path, machine)?;
     let (wal, report) = Wal::open(&options.wal_dir, options.wal.clone()).await?;
     if let Some(torn) = &report.torn {
         tracing::warn!(group = group.0, ?torn, "WAL had a torn tail; truncated");
@@ -241,18 +293,25 @@ pub async fn start_group<S: StateMachine>(
     tracing::info!(
         group = group.0,
         frames = writes.len(),
-        "recovered from the WAL"
+        snapshot = recovered.base.log.start().0,
+        "recovered from the snapshot and the WAL"
     );
-    let replica = Replica::new(options.config.clone(), DurableState::replay(&writes))?;
+    let durable = recovered
+        .base
+        .clone()
+        .replay_onto(writes.iter().map(|(_, w)| w));
+    let replica = Replica::new(options.config.clone(), durable)?;
     let (tx, rx) = local_channel::new_bounded(1024);
     let inputs = Rc::new(tx);
     let status = Rc::new(GroupStatus::default());
+    let snapshot_upto = recovered.base.log.start();
+    status.snapshot.set(snapshot_upto);
     let mut driver = GroupDriver {
         group,
         replica,
         wal: Rc::new(wal),
-        machine,
-        sessions: Sessions::default(),
+        machine: recovered.machine,
+        sessions: recovered.sessions,
         proposals: HashMap::new(),
         reads: HashMap::new(),
         next_read: 0,
@@ -260,13 +319,72 @@ pub async fn start_group<S: StateMachine>(
         inputs: inputs.clone(),
         status: status.clone(),
         actions: Actions::default(),
+        snapshots: Snapshots {
+            policy: options.snapshot,
+            path: snapshot_path,
+            latest: recovered.encoded.map(|e| (snapshot_upto, Bytes::from(e))),
+            saving: false,
+            applied_bytes: 0,
+            applied_next_index: recovered.base.start_index,
+            accept_positions: accept_positions(&writes),
+            sending: Rc::default(),
+            incoming: Incoming::default(),
+        },
     };
     driver.apply_recovered();
     let handle = GroupHandle { inputs };
     Ok((handle, status, driver.run(rx, options.tick)))
 }
 
-async fn read_writes(wal: &Wal, limits: BatchLimits) -> Result<Vec<Write>, GroupError> {
+/// What a restart starts from: the snapshot's state, or an empty one.
+struct Recovered<S> {
+    base: DurableState,
+    machine: S,
+    sessions: GroupSessions,
+    encoded: Option<Vec<u8>>,
+}
+
+impl<S: StateMachine> Recovered<S> {
+    fn load(path: &std::path::Path, mut machine: S) -> Result<Recovered<S>, GroupError> {
+        let Some((snapshot, encoded)) = snapshot::load(path)? else {
+            return Ok(Recovered {
+                base: DurableState::default(),
+                machine,
+                sessions: Sessions::default(),
+                encoded: None,
+            });
+        };
+        machine
+            .restore(&snapshot.machine)
+            .map_err(|reason| GroupError::Restore {
+                path: path.to_owned(),
+                reason,
+            })?;
+        Ok(Recovered {
+            base: DurableState::from_snapshot(
+                snapshot.upto,
+                snapshot.next_index,
+                snapshot.promised,
+            ),
+            machine,
+            sessions: snapshot.sessions,
+            encoded: Some(encoded),
+        })
+    }
+}
+
+/// Where each slot's latest accepted value sits in the WAL.
+fn accept_positions(writes: &[(Position, Write)]) -> BTreeMap<Slot, Position> {
+    writes
+        .iter()
+        .filter_map(|(position, write)| match write {
+            Write::Accept { slot, .. } => Some((*slot, *position)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn read_writes(wal: &Wal, limits: BatchLimits) -> Result<Vec<(Position, Write)>, GroupError> {
     let mut writes = Vec::new();
     let mut failure = None;
     wal.read_frames(wal.first_position(), |position, kind, body| {
@@ -279,7 +397,7 @@ async fn read_writes(wal: &Wal, limits: BatchLimits) -> Result<Vec<Write>, Group
         aligned.extend_from_slice(body);
         let frame = Bytes::from_owner(aligned);
         match decode_write(&frame, &frame, limits) {
-            Ok(write) => writes.push(write),
+            Ok(write) => writes.push((position, write)),
             Err(source) => failure = Some(GroupError::Corrupt { position, source }),
         }
     })
@@ -305,6 +423,28 @@ struct GroupDriver<S> {
     inputs: Rc<LocalSender<GroupInput>>,
     status: Rc<GroupStatus>,
     actions: Actions,
+    snapshots: Snapshots,
+}
+
+/// A group's snapshot bookkeeping.
+struct Snapshots {
+    policy: SnapshotPolicy,
+    path: PathBuf,
+    /// The latest durable snapshot, encoded, for followers that need it.
+    latest: Option<(Slot, Bytes)>,
+    /// A snapshot file is being written.
+    saving: bool,
+    /// Command bytes applied since the latest snapshot.
+    applied_bytes: u64,
+    /// The log index of the next command to apply.
+    applied_next_index: LogIndex,
+    /// Where each slot's latest accepted value sits in the WAL: the WAL
+    /// frames below the lowest position of the slots a snapshot keeps may go.
+    accept_positions: BTreeMap<Slot, Position>,
+    /// Peers a snapshot is on its way to.
+    sending: Rc<RefCell<BTreeSet<NodeId>>>,
+    /// A snapshot arriving from the leader.
+    incoming: Incoming,
 }
 
 impl<S: StateMachine> GroupDriver<S> {
@@ -357,6 +497,15 @@ impl<S: StateMachine> GroupDriver<S> {
                 }
                 GroupInput::Persisted(sync) => Input::Persisted(sync),
                 GroupInput::Tick => Input::Tick,
+                GroupInput::SnapshotChunk(from, chunk) => {
+                    self.on_snapshot_chunk(from, chunk);
+                    continue;
+                }
+                GroupInput::SnapshotSaved(upto, encoded) => {
+                    self.on_snapshot_saved(upto, encoded);
+                    continue;
+                }
+                GroupInput::SnapshotFailed(error) => return Err(error.into()),
                 GroupInput::Fatal(error) => return Err(error.into()),
                 GroupInput::Stop => return Ok(()),
             };
@@ -395,7 +544,10 @@ impl<S: StateMachine> GroupDriver<S> {
         for action in actions {
             match action {
                 Action::Persist(write) => {
-                    self.wal.append(KIND_WAL_WRITE, &encode_write(&write))?;
+                    let position = self.wal.append(KIND_WAL_WRITE, &encode_write(&write))?;
+                    if let Write::Accept { slot, .. } = write {
+                        self.snapshots.accept_positions.insert(slot, position);
+                    }
                 }
                 Action::Sync(sync) => self.sync(sync),
                 Action::Send(envelope) => {
@@ -414,16 +566,11 @@ impl<S: StateMachine> GroupDriver<S> {
                     batch,
                 } => self.apply(slot, first_index, &batch),
                 Action::Reply(reply) => self.answer(reply),
-                Action::SendSnapshot { to } => {
-                    tracing::warn!(
-                        group = self.group.0,
-                        to = to.0,
-                        "peer needs a snapshot; not yet supported"
-                    );
-                }
+                Action::SendSnapshot { to } => self.send_snapshot(to),
             }
         }
         self.publish_status();
+        self.maybe_snapshot();
         Ok(())
     }
 
@@ -485,6 +632,8 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     fn apply(&mut self, slot: Slot, first_index: LogIndex, batch: &Batch) {
+        self.snapshots.applied_bytes += batch.bytes().len() as u64;
+        self.snapshots.applied_next_index = LogIndex(first_index.0 + u64::from(batch.len()));
         for (offset, command) in batch.iter().enumerate() {
             let index = LogIndex(first_index.0 + offset as u64);
             let outcome = match self.sessions.check(command.client, command.seq) {
@@ -555,5 +704,188 @@ impl<S: StateMachine> GroupDriver<S> {
         for (_, (_, waiter)) in self.reads.drain() {
             let _ = waiter.send(ReadOutcome::Stopped);
         }
+    }
+}
+
+/// Snapshots: taking them, compacting below them, sending and installing.
+impl<S: StateMachine> GroupDriver<S> {
+    /// Takes a snapshot when the policy says so and none is being written.
+    /// The state is captured here, in step with apply; the file is written
+    /// off the executor, and compaction waits for it to be durable.
+    fn maybe_snapshot(&mut self) {
+        let snapshots = &self.snapshots;
+        let applied = self.status.applied.get();
+        let since = applied.distance_from(self.status.snapshot.get());
+        let due = snapshots.policy.every_slots > 0
+            && (since >= snapshots.policy.every_slots
+                || snapshots.applied_bytes >= snapshots.policy.every_bytes);
+        if !due || snapshots.saving || applied <= self.status.snapshot.get() {
+            return;
+        }
+        let snapshot = Snapshot {
+            upto: applied,
+            next_index: snapshots.applied_next_index,
+            promised: self.replica.status().promised,
+            sessions: self.sessions.clone(),
+            machine: self.machine.snapshot(),
+        };
+        match snapshot.encode() {
+            Ok(encoded) => self.save_snapshot(applied, encoded),
+            Err(error) => tracing::error!(
+                group = self.group.0,
+                %error,
+                "cannot encode a snapshot; the log is not compacted"
+            ),
+        }
+    }
+
+    /// Writes the file on the blocking pool; `SnapshotSaved` comes back.
+    fn save_snapshot(&mut self, upto: Slot, encoded: Vec<u8>) {
+        self.snapshots.saving = true;
+        self.snapshots.applied_bytes = 0;
+        let (path, inputs) = (self.snapshots.path.clone(), self.inputs.clone());
+        glommio::spawn_local(async move {
+            let saved = glommio::executor()
+                .spawn_blocking(move || snapshot::save(&path, &encoded).map(|()| encoded))
+                .await;
+            let input = match saved {
+                Ok(encoded) => GroupInput::SnapshotSaved(upto, Bytes::from(encoded)),
+                Err(error) => GroupInput::SnapshotFailed(error),
+            };
+            let _ = inputs.send(input).await;
+        })
+        .detach();
+    }
+
+    /// The snapshot at `upto` is durable: drop the log below it (keeping
+    /// `keep_slots` in memory for followers a little behind) and the WAL
+    /// segments that hold nothing a restart still needs.
+    fn on_snapshot_saved(&mut self, upto: Slot, encoded: Bytes) {
+        let snapshots = &mut self.snapshots;
+        snapshots.saving = false;
+        let bytes = encoded.len();
+        snapshots.latest = Some((upto, encoded));
+        self.status.snapshot.set(upto);
+        let keep_from = Slot(upto.0.saturating_sub(snapshots.policy.keep_slots));
+        if keep_from > self.replica.log().start() {
+            self.replica
+                .compact(keep_from.min(self.replica.status().commit));
+        }
+        // A restart rebuilds every slot below `upto` from the snapshot; it
+        // needs the WAL only from the first frame of a slot at or above it.
+        snapshots.accept_positions = snapshots.accept_positions.split_off(&upto);
+        let cut = snapshots
+            .accept_positions
+            .values()
+            .min()
+            .copied()
+            .unwrap_or_else(|| self.wal.next_position());
+        let (wal, inputs) = (self.wal.clone(), self.inputs.clone());
+        glommio::spawn_local(async move {
+            if let Err(error) = wal.remove_before(cut).await {
+                let _ = inputs.send(GroupInput::Fatal(error)).await;
+            }
+        })
+        .detach();
+        tracing::info!(
+            group = self.group.0,
+            upto = upto.0,
+            bytes,
+            "snapshot durable; log compacted"
+        );
+    }
+
+    /// Sends the latest snapshot to `to` in chunks, one transfer per peer at
+    /// a time, pacing on the peer's queue.
+    fn send_snapshot(&mut self, to: NodeId) {
+        let Some((upto, encoded)) = self.snapshots.latest.clone() else {
+            tracing::warn!(
+                group = self.group.0,
+                to = to.0,
+                "peer needs a snapshot, none is durable yet"
+            );
+            return;
+        };
+        if !self.snapshots.sending.borrow_mut().insert(to) {
+            return;
+        }
+        tracing::info!(
+            group = self.group.0,
+            to = to.0,
+            upto = upto.0,
+            bytes = encoded.len(),
+            "sending a snapshot"
+        );
+        let (group, link, sending) = (
+            self.group,
+            self.link.clone(),
+            self.snapshots.sending.clone(),
+        );
+        glommio::spawn_local(async move {
+            'chunks: for chunk in chunks(upto, &encoded) {
+                let body = encode_chunk(group, &chunk);
+                let started = std::time::Instant::now();
+                while !link.send_frame(to, KIND_SNAPSHOT_CHUNK, body.clone()) {
+                    if started.elapsed() > SNAPSHOT_SEND_PATIENCE {
+                        tracing::warn!(
+                            group = group.0,
+                            to = to.0,
+                            "snapshot transfer stalled; dropped"
+                        );
+                        break 'chunks;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            sending.borrow_mut().remove(&to);
+        })
+        .detach();
+    }
+
+    /// Gathers a snapshot from the leader; installs it once whole.
+    fn on_snapshot_chunk(&mut self, from: NodeId, chunk: SnapshotChunk) {
+        let Some(encoded) = self.snapshots.incoming.take(chunk) else {
+            return;
+        };
+        match Snapshot::decode(&encoded) {
+            Ok(snapshot) => self.install_snapshot(from, snapshot, encoded),
+            Err(error) => {
+                tracing::warn!(group = self.group.0, from = from.0, %error, "snapshot from a peer refused")
+            }
+        }
+    }
+
+    /// Replaces the applied state with `snapshot` when it is ahead of it.
+    /// A snapshot holds only chosen state, so any peer's is correct here;
+    /// one the state machine refuses changes nothing.
+    fn install_snapshot(&mut self, from: NodeId, snapshot: Snapshot, encoded: Vec<u8>) {
+        let upto = snapshot.upto;
+        if upto <= self.status.applied.get() || self.snapshots.saving {
+            return;
+        }
+        if let Err(reason) = self.machine.restore(&snapshot.machine) {
+            tracing::warn!(
+                group = self.group.0,
+                from = from.0,
+                reason,
+                "state machine refused a snapshot"
+            );
+            return;
+        }
+        self.sessions = snapshot.sessions;
+        self.replica.install_snapshot(upto, snapshot.next_index);
+        self.status.applied.set(upto);
+        self.status
+            .snapshots_installed
+            .set(self.status.snapshots_installed.get() + 1);
+        self.snapshots.applied_next_index = snapshot.next_index;
+        tracing::info!(
+            group = self.group.0,
+            from = from.0,
+            upto = upto.0,
+            "installed a snapshot from a peer"
+        );
+        // Durable before the WAL below it goes (on_snapshot_saved).
+        self.save_snapshot(upto, encoded);
     }
 }

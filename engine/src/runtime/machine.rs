@@ -1,8 +1,11 @@
 //! The state machine a `synod node` runs for each group: the raw log that
 //! `synod client append` writes, and the KV store beside it.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 
+use super::archive::{from_bytes, to_bytes};
 use super::client_proto::{ClientResponse, LogEntry};
 use super::kv::{Kv, KvCommand, KvOp, KvReply};
 use super::state_machine::{Applying, StateMachine};
@@ -16,12 +19,34 @@ const QUERY_LOG: u8 = 1;
 /// Entries returned by one log read at most.
 pub const READ_ENTRIES_MAX: u32 = 10_000;
 
-/// KV store plus the applied log, readable by index.
-#[derive(Debug, Default)]
+/// Bytes of applied entries kept readable; older entries are dropped, so
+/// the state (and every snapshot of it) stays bounded under an endless load.
+pub const LOG_RETAIN_BYTES: usize = 16 << 20;
+
+/// Bytes an entry is counted for beside its data.
+const ENTRY_OVERHEAD_BYTES: usize = 16;
+
+/// KV store plus the latest applied log entries, readable by index.
+#[derive(Debug)]
 pub struct NodeMachine {
     kv: Kv,
-    /// Every applied command: appends as written, KV writes as text.
-    log: Vec<(LogIndex, Bytes)>,
+    /// The latest applied commands: appends as written, KV writes as text.
+    log: VecDeque<(LogIndex, Bytes)>,
+    log_bytes: usize,
+    retain_bytes: usize,
+}
+
+impl Default for NodeMachine {
+    fn default() -> Self {
+        NodeMachine::retaining(LOG_RETAIN_BYTES)
+    }
+}
+
+/// A snapshot of a node's state machine.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct MachineSnapshot {
+    kv: Vec<u8>,
+    log: Vec<(u64, Vec<u8>)>,
 }
 
 /// Tags a raw append for the log.
@@ -55,10 +80,34 @@ fn tagged(tag: u8, data: &[u8]) -> Bytes {
 }
 
 impl NodeMachine {
+    /// A machine that keeps about `retain_bytes` of applied entries.
+    pub fn retaining(retain_bytes: usize) -> NodeMachine {
+        NodeMachine {
+            kv: Kv::default(),
+            log: VecDeque::new(),
+            log_bytes: 0,
+            retain_bytes,
+        }
+    }
+
+    /// The first log index still readable (0 if none was dropped).
+    pub fn log_start(&self) -> u64 {
+        self.log.front().map_or(0, |(index, _)| index.0)
+    }
+
+    fn push_entry(&mut self, index: LogIndex, data: Bytes) {
+        self.log_bytes += data.len() + ENTRY_OVERHEAD_BYTES;
+        self.log.push_back((index, data));
+        while self.log_bytes > self.retain_bytes && self.log.len() > 1 {
+            let (_, dropped) = self.log.pop_front().expect("not empty");
+            self.log_bytes -= dropped.len() + ENTRY_OVERHEAD_BYTES;
+        }
+    }
+
     fn apply_one(&mut self, command: &Applying<'_>) -> Bytes {
         match command.data.split_first() {
             Some((&TAG_APPEND, data)) => {
-                self.log.push((command.index, Bytes::copy_from_slice(data)));
+                self.push_entry(command.index, Bytes::copy_from_slice(data));
                 Bytes::new()
             }
             Some((&TAG_KV, data)) => {
@@ -72,12 +121,11 @@ impl NodeMachine {
                     .unwrap_or_default();
                 let shown = KvCommand::decode(data)
                     .map_or_else(|e| format!("invalid: {e}"), |c| describe(&c.op));
-                self.log.push((command.index, Bytes::from(shown)));
+                self.push_entry(command.index, Bytes::from(shown));
                 reply
             }
             _ => {
-                self.log
-                    .push((command.index, Bytes::from_static(b"invalid command")));
+                self.push_entry(command.index, Bytes::from_static(b"invalid command"));
                 KvReply::Invalid("unknown command tag".into()).encode()
             }
         }
@@ -85,8 +133,8 @@ impl NodeMachine {
 
     fn read_log(&self, from: u64, count: u32) -> Vec<LogEntry> {
         let start = self.log.partition_point(|(index, _)| index.0 < from);
-        self.log[start..]
-            .iter()
+        self.log
+            .range(start..)
             .take(count.min(READ_ENTRIES_MAX) as usize)
             .map(|(index, data)| LogEntry {
                 index: index.0,
@@ -116,12 +164,31 @@ impl StateMachine for NodeMachine {
     }
 
     fn snapshot(&self) -> Bytes {
-        // The raw log is not part of snapshots yet: compaction is to come.
-        self.kv.snapshot()
+        let snapshot = MachineSnapshot {
+            kv: self.kv.snapshot().to_vec(),
+            log: self
+                .log
+                .iter()
+                .map(|(index, data)| (index.0, data.to_vec()))
+                .collect(),
+        };
+        Bytes::from(to_bytes(&snapshot).into_vec())
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.kv.restore(snapshot)
+        let snapshot: MachineSnapshot = from_bytes(snapshot)?;
+        if !snapshot.log.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err("log entries out of order".into());
+        }
+        let mut kv = Kv::default();
+        kv.restore(&snapshot.kv)?;
+        let mut restored = NodeMachine::retaining(self.retain_bytes);
+        restored.kv = kv;
+        for (index, data) in snapshot.log {
+            restored.push_entry(LogIndex(index), Bytes::from(data));
+        }
+        *self = restored;
+        Ok(())
     }
 }
 
@@ -209,5 +276,47 @@ mod tests {
             ClientResponse::decode(&machine.query(b"")).unwrap(),
             ClientResponse::Error(_)
         ));
+    }
+
+    fn appended(machine: &mut NodeMachine, from: u64, count: u64) {
+        for i in from..from + count {
+            let command = append_command(format!("entry {i:04}").as_bytes());
+            machine.apply(&[Applying {
+                index: LogIndex(i),
+                data: &command,
+            }]);
+        }
+    }
+
+    fn log_of(machine: &NodeMachine) -> Vec<LogEntry> {
+        match ClientResponse::decode(&machine.query(&log_query(0, READ_ENTRIES_MAX))).unwrap() {
+            ClientResponse::Entries(entries) => entries,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_its_latest_bytes_and_snapshots_carry_it() {
+        // Entries of 10 bytes count 26: 100 of them fit in 2,600 bytes.
+        let mut machine = NodeMachine::retaining(2_600);
+        appended(&mut machine, 0, 250);
+        assert_eq!(machine.log_start(), 150, "only the latest 100 kept");
+        let entries = log_of(&machine);
+        assert_eq!(entries.len(), 100);
+        assert_eq!(entries[0].data, b"entry 0150");
+
+        let mut restored = NodeMachine::retaining(2_600);
+        restored.restore(&machine.snapshot()).unwrap();
+        assert_eq!(log_of(&restored), entries);
+        appended(&mut restored, 250, 10);
+        assert_eq!(restored.log_start(), 160, "the bound holds after a restore");
+
+        let before = log_of(&restored);
+        assert!(restored.restore(b"not a snapshot").is_err());
+        assert_eq!(
+            log_of(&restored),
+            before,
+            "a refused snapshot changes nothing"
+        );
     }
 }

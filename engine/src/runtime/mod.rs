@@ -12,3 +12,4 @@ pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome
 pub mod client_proto;
 pub mod machine;
 pub mod node;
+pub mod snapshot;

@@ -27,6 +27,7 @@ use super::group::{
 };
 use super::kv::{KvCommand, KvReply};
 use super::machine::{append_command, get_query, kv_command, log_query, NodeMachine};
+use super::snapshot::{decode_chunk, SnapshotPolicy, KIND_SNAPSHOT_CHUNK};
 use crate::protocol::{ClientId, Config, GroupId, NodeId, Refusal};
 
 /// The secret used by `--insecure` nodes: public, so it proves nothing.
@@ -55,6 +56,8 @@ pub struct NodeOptions {
     pub tick: Duration,
     /// glommio's registered I/O memory (counts against memlock).
     pub io_memory_bytes: usize,
+    /// When each group snapshots and compacts.
+    pub snapshot: SnapshotPolicy,
 }
 
 /// Why a node stopped.
@@ -129,10 +132,8 @@ pub fn run_node(options: NodeOptions) -> Result<(), NodeError> {
 struct TransportLink(Rc<Transport>);
 
 impl PeerLink for TransportLink {
-    fn send(&self, to: NodeId, body: AlignedVec) -> bool {
-        self.0
-            .send(synod_net::NodeId(to.0), KIND_PEER_MESSAGE, &body)
-            .is_ok()
+    fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool {
+        self.0.send(synod_net::NodeId(to.0), kind, &body).is_ok()
     }
 }
 
@@ -181,6 +182,10 @@ async fn serve(options: NodeOptions) -> Result<(), NodeError> {
     let routes = groups.clone();
     glommio::spawn_local(async move {
         while let Some(message) = inbox.recv().await {
+            if message.kind == KIND_SNAPSHOT_CHUNK {
+                route_chunk(&routes, NodeId(message.from.0), &message.body);
+                continue;
+            }
             if message.kind != KIND_PEER_MESSAGE {
                 tracing::warn!(from = message.from.0, kind = message.kind, "unknown peer frame kind; dropped");
                 continue;
@@ -223,6 +228,23 @@ async fn serve(options: NodeOptions) -> Result<(), NodeError> {
 
 type Groups = Rc<Vec<(GroupHandle, Rc<GroupStatus>)>>;
 
+/// Hands a snapshot chunk from a peer to its group.
+fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
+    match decode_chunk(body) {
+        Ok((group, chunk)) => match groups.get(group.0 as usize) {
+            Some((handle, _)) => {
+                handle.try_deliver_chunk(from, chunk);
+            }
+            None => tracing::warn!(
+                from = from.0,
+                group = group.0,
+                "snapshot chunk for an unknown group"
+            ),
+        },
+        Err(error) => tracing::warn!(from = from.0, %error, "undecodable snapshot chunk; dropped"),
+    }
+}
+
 /// Starts every group; the receiver yields the first fatal error.
 async fn start_groups(
     options: &NodeOptions,
@@ -246,6 +268,7 @@ async fn start_groups(
                 ..WalConfig::default()
             },
             tick: options.tick,
+            snapshot: options.snapshot,
         };
         let (handle, status, task) = start_group(
             group_options,
@@ -389,6 +412,7 @@ mod tests {
             cluster_id,
             tick: Duration::from_millis(5),
             io_memory_bytes: 1 << 20,
+            snapshot: SnapshotPolicy::default(),
         }
     }
 

@@ -1,0 +1,436 @@
+//! Snapshots: a group's applied state at a slot, kept in one checksummed
+//! file beside its WAL and handed in chunks to a follower that needs slots
+//! its leader compacted.
+//!
+//! ```text
+//!  apply ─► every N slots ─► encode ─► save (tmp, fsync, rename, fsync dir)
+//!                                        └─► compact the log, drop WAL segments
+//!  CatchUpRequest below log start ─► SendSnapshot ─► chunks ─► follower
+//!       follower: all chunks ─► decode (checksum, bytecheck, validate)
+//!                 ─► restore ─► install ─► save ─► compact
+//! ```
+//!
+//! A snapshot holds only chosen state (the state machine, the client
+//! sessions, the next log index), so any replica's snapshot is correct for
+//! every other: acceptor safety never rests on it. The WAL frames a snapshot
+//! covers are removed only once its file is durable.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use synod_wal::frame::{decode_frame, encode_frame, FrameError, FRAME_BODY_BYTES_MAX};
+use thiserror::Error;
+
+use super::archive::{from_bytes, to_bytes};
+use crate::protocol::{Ballot, ClientId, GroupId, LogIndex, NodeId, Sessions, Slot};
+
+/// Frame kind of a snapshot file.
+pub const KIND_SNAPSHOT: u16 = 2;
+/// Frame kind of one chunk of a snapshot on its way to a follower.
+pub const KIND_SNAPSHOT_CHUNK: u16 = 17;
+/// Snapshot bytes one chunk carries at most (well inside a transport frame).
+pub const CHUNK_BYTES_MAX: usize = 256 << 10;
+
+/// When a group snapshots and how much log it keeps in memory after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Snapshot once this many slots were applied since the last one;
+    /// 0 never snapshots (the log and the WAL then grow without bound).
+    pub every_slots: u64,
+    /// Or once this many bytes of commands were applied since the last one.
+    pub every_bytes: u64,
+    /// Slots kept in memory below a snapshot, so that a follower a little
+    /// behind catches up from the log instead of needing the snapshot.
+    pub keep_slots: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            every_slots: 10_000,
+            every_bytes: 64 << 20,
+            keep_slots: 1_000,
+        }
+    }
+}
+
+/// Why a snapshot could not be read, written or installed.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    /// The file or the bytes fail the frame check.
+    #[error("snapshot frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The body fails bytecheck or its own validation.
+    #[error("snapshot body: {0}")]
+    Body(String),
+    /// The file could not be read or written.
+    #[error("snapshot file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The sessions a group keeps: per client, the last sequence applied, with
+/// its index and reply.
+pub type GroupSessions = Sessions<(LogIndex, Bytes)>;
+
+/// A group's applied state below `upto`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every slot below is applied into `machine`.
+    pub upto: Slot,
+    /// The log index of the first command at `upto`.
+    pub next_index: LogIndex,
+    /// A floor for the acceptor's promise after a restart: WAL frames that
+    /// recorded lower promises may be gone.
+    pub promised: Ballot,
+    /// Client sessions, so a retry after a restart is still applied once.
+    pub sessions: GroupSessions,
+    /// The state machine's own snapshot.
+    pub machine: Bytes,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WireSession {
+    client: u64,
+    seq: u64,
+    index: u64,
+    reply: Vec<u8>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WireSnapshot {
+    upto: u64,
+    next_index: u64,
+    promised_round: u64,
+    promised_node: u64,
+    sessions: Vec<WireSession>,
+    machine: Vec<u8>,
+}
+
+impl Snapshot {
+    /// The snapshot as one frame (header, checksum, rkyv body): the file's
+    /// contents and what travels in chunks.
+    pub fn encode(&self) -> Result<Vec<u8>, SnapshotError> {
+        let wire = WireSnapshot {
+            upto: self.upto.0,
+            next_index: self.next_index.0,
+            promised_round: self.promised.round,
+            promised_node: self.promised.node.0,
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(client, seq, index, (_, reply))| WireSession {
+                    client: client.0,
+                    seq,
+                    index: index.0,
+                    reply: reply.to_vec(),
+                })
+                .collect(),
+            machine: self.machine.to_vec(),
+        };
+        let body = to_bytes(&wire);
+        let mut out = Vec::new();
+        encode_frame(KIND_SNAPSHOT, self.upto.0, &body, &mut out)?;
+        Ok(out)
+    }
+
+    /// Checks and decodes bytes from a file or a peer: checksum, bytecheck,
+    /// then the fields' own sense.
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        let (header, body, used) = decode_frame(bytes)?;
+        if header.kind != KIND_SNAPSHOT || used != bytes.len() {
+            return Err(SnapshotError::Body(format!(
+                "kind {} and {used} of {} bytes: not one snapshot frame",
+                header.kind,
+                bytes.len()
+            )));
+        }
+        let wire: WireSnapshot = from_bytes(body).map_err(SnapshotError::Body)?;
+        if header.seq != wire.upto || wire.upto == 0 || wire.promised_node == 0 {
+            return Err(SnapshotError::Body("impossible slot or ballot".into()));
+        }
+        let mut last_client = 0;
+        for session in &wire.sessions {
+            if session.client <= last_client || session.index >= wire.next_index {
+                return Err(SnapshotError::Body(format!(
+                    "session of client {} out of order or past the snapshot",
+                    session.client
+                )));
+            }
+            last_client = session.client;
+        }
+        Ok(Snapshot {
+            upto: Slot(wire.upto),
+            next_index: LogIndex(wire.next_index),
+            promised: Ballot {
+                round: wire.promised_round,
+                node: NodeId(wire.promised_node),
+            },
+            sessions: wire
+                .sessions
+                .into_iter()
+                .map(|s| {
+                    let index = LogIndex(s.index);
+                    let reply = (index, Bytes::from(s.reply));
+                    (ClientId(s.client), s.seq, index, reply)
+                })
+                .collect(),
+            machine: Bytes::from(wire.machine),
+        })
+    }
+}
+
+/// Where a group keeps its snapshot: beside its WAL directory.
+pub fn snapshot_path(wal_dir: &Path) -> PathBuf {
+    let mut name = wal_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".snapshot");
+    wal_dir.with_file_name(name)
+}
+
+/// Writes `encoded` to `path` durably: a temporary file, fsync, rename over
+/// the old snapshot, fsync of the directory. A crash leaves the old snapshot
+/// or the new one, never half of one. Blocking: run it off the executor.
+pub fn save(path: &Path, encoded: &[u8]) -> Result<(), SnapshotError> {
+    let io = |source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let temporary = path.with_extension("snapshot.tmp");
+    let mut file = std::fs::File::create(&temporary).map_err(io)?;
+    file.write_all(encoded).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// Reads and checks the snapshot at `path`; `None` if there is none. A file
+/// that fails its checks is an error: the group refuses to start on it.
+pub fn load(path: &Path) -> Result<Option<(Snapshot, Vec<u8>)>, SnapshotError> {
+    let encoded = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SnapshotError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let snapshot = Snapshot::decode(&encoded)?;
+    Ok(Some((snapshot, encoded)))
+}
+
+/// One piece of an encoded snapshot on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The snapshot's slot, so pieces of two snapshots never mix.
+    pub upto: Slot,
+    /// Where `data` starts in the encoded snapshot.
+    pub offset: u64,
+    /// The encoded snapshot's length.
+    pub total: u64,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WireChunk {
+    group: u32,
+    upto: u64,
+    offset: u64,
+    total: u64,
+    data: Vec<u8>,
+}
+
+/// Encodes a chunk as a peer frame body (kind [`KIND_SNAPSHOT_CHUNK`]).
+pub fn encode_chunk(group: GroupId, chunk: &SnapshotChunk) -> rkyv::util::AlignedVec {
+    to_bytes(&WireChunk {
+        group: group.0,
+        upto: chunk.upto.0,
+        offset: chunk.offset,
+        total: chunk.total,
+        data: chunk.data.to_vec(),
+    })
+}
+
+/// Decodes and bounds-checks a chunk from a peer.
+pub fn decode_chunk(body: &[u8]) -> Result<(GroupId, SnapshotChunk), SnapshotError> {
+    let wire: WireChunk = from_bytes(body).map_err(SnapshotError::Body)?;
+    let end = wire.offset.checked_add(wire.data.len() as u64);
+    let fits = end.is_some_and(|end| end <= wire.total);
+    if !fits || wire.total > snapshot_bytes_max() || wire.data.len() > CHUNK_BYTES_MAX {
+        return Err(SnapshotError::Body(format!(
+            "chunk {}+{} of {} out of bounds",
+            wire.offset,
+            wire.data.len(),
+            wire.total
+        )));
+    }
+    let chunk = SnapshotChunk {
+        upto: Slot(wire.upto),
+        offset: wire.offset,
+        total: wire.total,
+        data: Bytes::from(wire.data),
+    };
+    Ok((GroupId(wire.group), chunk))
+}
+
+/// The largest encoded snapshot: one frame.
+pub fn snapshot_bytes_max() -> u64 {
+    u64::from(FRAME_BODY_BYTES_MAX) + 64
+}
+
+/// A snapshot arriving chunk by chunk, in order.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    upto: Slot,
+    total: u64,
+    bytes: Vec<u8>,
+}
+
+impl Incoming {
+    /// Takes a chunk; returns the whole encoded snapshot once the last one
+    /// is in. A chunk out of order drops what was gathered (the leader sends
+    /// the snapshot again when the follower asks again).
+    pub fn take(&mut self, chunk: SnapshotChunk) -> Option<Vec<u8>> {
+        if chunk.offset == 0 {
+            *self = Incoming {
+                upto: chunk.upto,
+                total: chunk.total,
+                bytes: Vec::with_capacity(chunk.total.min(CHUNK_BYTES_MAX as u64 * 4) as usize),
+            };
+        } else if chunk.upto != self.upto
+            || chunk.total != self.total
+            || chunk.offset != self.bytes.len() as u64
+        {
+            *self = Incoming::default();
+            return None;
+        }
+        self.bytes.extend_from_slice(&chunk.data);
+        if self.total > 0 && self.bytes.len() as u64 == self.total {
+            let done = std::mem::take(&mut self.bytes);
+            *self = Incoming::default();
+            return Some(done);
+        }
+        None
+    }
+}
+
+/// Cuts `encoded` into chunks for the wire.
+pub fn chunks(upto: Slot, encoded: &Bytes) -> impl Iterator<Item = SnapshotChunk> + '_ {
+    let total = encoded.len() as u64;
+    (0..encoded.len())
+        .step_by(CHUNK_BYTES_MAX)
+        .map(move |offset| SnapshotChunk {
+            upto,
+            offset: offset as u64,
+            total,
+            data: encoded.slice(offset..(offset + CHUNK_BYTES_MAX).min(encoded.len())),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let sessions: GroupSessions = [
+            (
+                ClientId(3),
+                7,
+                LogIndex(10),
+                (LogIndex(10), Bytes::from_static(b"r3")),
+            ),
+            (ClientId(9), 1, LogIndex(41), (LogIndex(41), Bytes::new())),
+        ]
+        .into_iter()
+        .collect();
+        Snapshot {
+            upto: Slot(12),
+            next_index: LogIndex(42),
+            promised: Ballot {
+                round: 4,
+                node: NodeId(2),
+            },
+            sessions,
+            machine: Bytes::from(vec![7u8; 600 << 10]),
+        }
+    }
+
+    #[test]
+    fn snapshots_round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = snapshot_path(&dir.path().join("group-0"));
+        assert_eq!(path, dir.path().join("group-0.snapshot"));
+        assert!(load(&path).unwrap().is_none(), "no file, no snapshot");
+        let snapshot = sample();
+        let encoded = snapshot.encode().unwrap();
+        save(&path, &encoded).unwrap();
+        let (loaded, bytes) = load(&path).unwrap().unwrap();
+        assert_eq!(loaded, snapshot);
+        assert_eq!(bytes, encoded);
+    }
+
+    #[test]
+    fn damaged_snapshots_are_refused() {
+        let encoded = sample().encode().unwrap();
+        for at in [0, 40, encoded.len() / 2, encoded.len() - 20] {
+            let mut flipped = encoded.clone();
+            flipped[at] ^= 0x10;
+            assert!(Snapshot::decode(&flipped).is_err(), "bit flip at {at}");
+        }
+        assert!(Snapshot::decode(&encoded[..encoded.len() - 16]).is_err());
+        let mut longer = encoded.clone();
+        longer.extend_from_slice(&[0; 16]);
+        assert!(Snapshot::decode(&longer).is_err(), "trailing bytes");
+        assert!(Snapshot::decode(b"").is_err());
+    }
+
+    #[test]
+    fn chunks_reassemble_in_order_and_a_gap_drops_the_transfer() {
+        let snapshot = sample();
+        let encoded = Bytes::from(snapshot.encode().unwrap());
+        let pieces: Vec<SnapshotChunk> = chunks(snapshot.upto, &encoded).collect();
+        assert_eq!(pieces.len(), 3, "600 KiB in 256 KiB chunks");
+        for piece in &pieces {
+            let body = encode_chunk(GroupId(5), piece);
+            assert_eq!(decode_chunk(&body).unwrap(), (GroupId(5), piece.clone()));
+        }
+
+        let mut incoming = Incoming::default();
+        assert!(incoming.take(pieces[0].clone()).is_none());
+        assert!(incoming.take(pieces[2].clone()).is_none(), "a gap");
+        assert!(incoming.take(pieces[1].clone()).is_none(), "dropped");
+        let mut whole = None;
+        for piece in &pieces {
+            whole = incoming.take(piece.clone());
+        }
+        assert_eq!(Snapshot::decode(&whole.unwrap()).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn chunks_out_of_bounds_are_refused() {
+        let chunk = SnapshotChunk {
+            upto: Slot(1),
+            offset: u64::MAX - 2,
+            total: 10,
+            data: Bytes::from_static(b"abcd"),
+        };
+        assert!(decode_chunk(&encode_chunk(GroupId(0), &chunk)).is_err());
+        let huge = SnapshotChunk {
+            offset: 0,
+            total: snapshot_bytes_max() + 1,
+            ..chunk
+        };
+        assert!(decode_chunk(&encode_chunk(GroupId(0), &huge)).is_err());
+        assert!(decode_chunk(b"garbage that is not a chunk").is_err());
+    }
+}
