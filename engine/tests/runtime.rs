@@ -15,6 +15,7 @@ use synod_engine::protocol::{ClientId, Config, GroupId, NodeId, Refusal};
 use synod_engine::runtime::codec::{decode_envelope, BatchLimits};
 use synod_engine::runtime::group::start_group;
 use synod_engine::runtime::kv::{Kv, KvCommand, KvOp, KvReply};
+use synod_engine::runtime::metrics::GroupMetrics;
 use synod_engine::runtime::snapshot::{decode_chunk, SnapshotPolicy, KIND_SNAPSHOT_CHUNK};
 use synod_engine::runtime::{
     GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome,
@@ -98,6 +99,7 @@ impl Cluster {
             },
             tick: Duration::from_millis(2),
             snapshot: self.policy,
+            metrics: GroupMetrics::default(),
         };
         let link = Rc::new(Loopback {
             from: id,

@@ -20,7 +20,7 @@ pub struct NodeArgs {
     /// A TOML file with any of the settings below (flags given as well win):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
     /// data_dir, secret_file, insecure, groups, cluster_id, tick_ms,
-    /// snapshot_every, snapshot_keep.
+    /// snapshot_every, snapshot_keep, metrics.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This node's id (a positive integer, listed in --peers).
@@ -64,6 +64,9 @@ pub struct NodeArgs {
     /// [default: 1000].
     #[arg(long)]
     pub snapshot_keep: Option<u64>,
+    /// Serve Prometheus metrics (GET /metrics) on this address.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The `--config` file; every field optional, unknown fields refused.
@@ -83,6 +86,7 @@ struct NodeFile {
     tick_ms: Option<u64>,
     snapshot_every: Option<u64>,
     snapshot_keep: Option<u64>,
+    metrics: Option<SocketAddr>,
 }
 
 /// Whether the node will run without a secret (flag or config file), so
@@ -235,6 +239,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         tick: Duration::from_millis(tick_ms),
         io_memory_bytes: IO_MEMORY_BYTES,
         snapshot,
+        metrics: args.metrics.or(file.metrics),
     })
 }
 

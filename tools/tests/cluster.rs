@@ -16,12 +16,15 @@ struct Node {
     id: u64,
     peer: SocketAddr,
     client: SocketAddr,
+    metrics: SocketAddr,
     child: Option<Child>,
 }
 
 struct TestCluster {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
+    /// Flags every node is started with, beside the usual ones.
+    extra: Vec<String>,
 }
 
 fn free_port() -> SocketAddr {
@@ -33,6 +36,10 @@ fn free_port() -> SocketAddr {
 
 impl TestCluster {
     fn new(n: u64) -> TestCluster {
+        TestCluster::with_flags(n, &[])
+    }
+
+    fn with_flags(n: u64, extra: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("secret"),
@@ -49,10 +56,12 @@ impl TestCluster {
                 id,
                 peer: free_port(),
                 client: free_port(),
+                metrics: free_port(),
                 child: None,
             })
             .collect();
-        let mut cluster = TestCluster { dir, nodes };
+        let extra = extra.iter().map(ToString::to_string).collect();
+        let mut cluster = TestCluster { dir, nodes, extra };
         for i in 0..n as usize {
             cluster.start(i, "secret");
         }
@@ -90,6 +99,8 @@ impl TestCluster {
             .arg(dir.join(format!("node-{}", node.id)))
             .arg("--secret-file")
             .arg(dir.join(secret))
+            .args(["--metrics", &node.metrics.to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -300,4 +311,71 @@ fn garbage_from_a_client_closes_only_that_connection() {
             .all(|r| r["ok"] == false && r["error"].is_string()),
         "{bad:?}"
     );
+}
+
+/// The node's metrics page, once it serves one.
+fn scrape(addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            let mut page = String::new();
+            stream.read_to_string(&mut page).unwrap();
+            return page;
+        }
+        assert!(Instant::now() < deadline, "no metrics on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of one sample line of a metrics page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[test]
+fn a_replica_far_behind_catches_up_by_snapshot_and_metrics_show_it() {
+    let mut cluster =
+        TestCluster::with_flags(3, &["--snapshot-every", "10", "--snapshot-keep", "2"]);
+    let first = leader(&cluster);
+    let lagging = (first % 3) as usize; // a follower's index
+    let mut acked = appends(&cluster, "early", 20);
+    cluster.kill(lagging);
+    for round in 0..10 {
+        acked.extend(appends(&cluster, &format!("while-down-{round}"), 30));
+    }
+    // A restart of the leader drops the Accepts its transport queued for
+    // the lagging node, so that node cannot catch up from them.
+    cluster.kill(first as usize - 1);
+    cluster.start(first as usize - 1, "secret");
+    let leader_now = leader(&cluster);
+    acked.extend(appends(&cluster, "after-restart", 30));
+    cluster.start(lagging, "secret");
+    assert_log_holds(&cluster, lagging, &acked);
+    let id = lagging as u64 + 1;
+    assert!(
+        cluster.log(id).contains("installed a snapshot from a peer"),
+        "node {id} caught up without a snapshot:\n{}\nthe leader's log:\n{}",
+        cluster.log(id),
+        cluster.log(leader_now)
+    );
+
+    // Commit latency is counted where the command was proposed: the leader
+    // of the moment, which may have changed since.
+    let pages: Vec<String> = cluster.nodes.iter().map(|n| scrape(n.metrics)).collect();
+    let committed: f64 = pages
+        .iter()
+        .filter_map(|p| sample(p, "synod_commit_latency_seconds_count{group=\"0\"}"))
+        .sum();
+    assert!(committed >= 30.0, "{pages:?}");
+    let page = scrape(cluster.nodes[leader_now as usize - 1].metrics);
+    let snapshots = sample(&page, "synod_snapshots_total{group=\"0\"}");
+    assert!(snapshots.is_some_and(|n| n >= 1.0), "{page}");
+    let fsyncs = sample(&page, "synod_fsync_seconds_count{group=\"0\"}");
+    assert!(fsyncs.is_some_and(|n| n > 0.0), "{page}");
+    assert!(page.contains("synod_peer_queue_bytes{peer="), "{page}");
+    let page = scrape(cluster.nodes[lagging].metrics);
+    let installed = sample(&page, "synod_snapshots_total{group=\"0\"}");
+    assert!(installed.is_some_and(|n| n >= 1.0), "{page}");
 }

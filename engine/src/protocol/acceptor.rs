@@ -1,6 +1,6 @@
 //! The acceptor: promises, accepts, and the durable state behind them.
 
-use super::action::{Actions, Write};
+use super::action::{Action, Actions, Write};
 use super::log::Entry;
 use super::message::{
     Accept, Accepted, CatchUp, Heartbeat, HeartbeatAck, Message, Nack, Prepare, Promise,
@@ -23,6 +23,12 @@ impl Replica {
         let budget = self.config.page_bytes_max as usize;
         let promise = self.promise_for(prepare.ballot, prepare.from_slot, budget);
         self.send_durable(from, Message::Promise(promise), out);
+        // A leader behind our compaction point cannot use this promise (it
+        // lacks slots only our snapshot holds): hand it the snapshot, so
+        // that its next Prepare starts from where we can answer.
+        if prepare.from_slot < self.log.start() {
+            out.push(Action::SendSnapshot { to: from });
+        }
     }
 
     /// What this acceptor accepted from `from_slot` on, cut after about

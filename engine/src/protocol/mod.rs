@@ -190,6 +190,9 @@ pub struct Status {
     pub commit_index: LogIndex,
     /// Its election round.
     pub election_round: u64,
+    /// Slots the leader has in flight beyond the commit point (0 unless
+    /// leading): the pipeline's depth.
+    pub inflight: u32,
 }
 
 /// One member of a Multi-Paxos group: proposer, acceptor and learner at once.
@@ -337,6 +340,10 @@ impl Replica {
             commit: self.commit,
             commit_index: self.commit_index,
             election_round: self.round,
+            inflight: match &self.role {
+                Role::Leading(leading) => leading.inflight_slots(),
+                _ => 0,
+            },
         }
     }
 
@@ -376,14 +383,25 @@ impl Replica {
 
     /// The state machine installed a snapshot covering every slot below
     /// `upto`, whose first command after it has log index `next_index`.
-    pub fn install_snapshot(&mut self, upto: Slot, next_index: LogIndex) {
+    /// A steady leader never installs one: its log holds every chosen slot
+    /// it needs. A leader still in Phase 1 may (its acceptors compacted past
+    /// its commit point); it then recovers only the slots above `upto`.
+    /// Returns whether the snapshot was installed.
+    pub fn install_snapshot(&mut self, upto: Slot, next_index: LogIndex) -> bool {
         if upto <= self.commit {
-            return;
+            return false;
+        }
+        if let Role::Leading(leading) = &mut self.role {
+            if leading.is_steady() {
+                return false;
+            }
+            leading.skip_to(upto);
         }
         self.log.compact(upto);
         self.commit = upto;
         self.commit_at_step_start = upto;
         self.commit_index = next_index;
+        true
     }
 
     /// The leader this replica believes in.

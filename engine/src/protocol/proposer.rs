@@ -86,6 +86,19 @@ impl Leading {
         matches!(self.phase, Phase::Steady)
     }
 
+    /// Phase 1 learned from a snapshot that every slot below `upto` is
+    /// chosen: recovery starts there.
+    pub(super) fn skip_to(&mut self, upto: Slot) {
+        debug_assert!(!self.is_steady() && self.inflight.is_empty());
+        self.next_slot = self.next_slot.max(upto);
+        self.recovery_end = self.recovery_end.max(upto);
+    }
+
+    /// Slots in flight beyond the commit point.
+    pub(super) fn inflight_slots(&self) -> u32 {
+        self.inflight.len() as u32
+    }
+
     pub(super) fn check_invariants(&self, commit: Slot) {
         assert_eq!(
             self.inflight.len() as u64,

@@ -601,7 +601,7 @@ fn catchup_below_the_compaction_point_asks_for_a_snapshot() {
     );
 
     let mut follower = replica(3, DurableState::default());
-    follower.install_snapshot(Slot(2), LogIndex(2));
+    assert!(follower.install_snapshot(Slot(2), LogIndex(2)));
     assert_eq!(
         (follower.status().commit, follower.status().commit_index),
         (Slot(2), LogIndex(2))
@@ -858,4 +858,72 @@ fn promises_are_paged_and_recovery_gathers_every_page() {
             (Slot(2), batch("c"))
         ]
     );
+}
+
+/// An acceptor that compacted past a new leader's commit point hands it its
+/// snapshot; the leader installs it during Phase 1, asks again from there
+/// and completes Phase 1. (Found on real processes: a restarted replica
+/// with an older snapshot won the election and could never finish Phase 1,
+/// since every promise lacked slots that only snapshots held.)
+#[test]
+fn a_leader_behind_an_acceptors_compaction_point_recovers_from_its_snapshot() {
+    let compacted = DurableState::from_snapshot(Slot(5), LogIndex(7), Ballot::ZERO);
+    let mut acceptor = replica(2, compacted);
+    let b = ballot(1, 1);
+    let prepare = Prepare {
+        ballot: b,
+        from_slot: Slot(0),
+    };
+    let actions = step(&mut acceptor, from(1, 2, Message::Prepare(prepare)));
+    assert!(
+        actions.contains(&Action::SendSnapshot { to: NodeId(1) }),
+        "{actions:?}"
+    );
+
+    let mut leader = replica(1, DurableState::default());
+    let mut out = Actions::default();
+    leader.campaign(&mut out);
+    step(&mut leader, Input::Persisted(SyncId(1)));
+    let behind = Promise {
+        ballot: b,
+        log_start: Slot(5),
+        from_slot: Slot(0),
+        next_from: None,
+        entries: vec![],
+    };
+    step(&mut leader, from(2, 1, Message::Promise(behind)));
+    assert!(
+        !leader.status().leading,
+        "a promise lacking slots 0..5 counts for nothing"
+    );
+    assert!(leader.install_snapshot(Slot(5), LogIndex(7)));
+
+    let mut asked_from = None;
+    for _ in 0..=leader.config().resend_ticks {
+        for action in step(&mut leader, Input::Tick) {
+            if let Action::Send(Envelope {
+                to: NodeId(2),
+                msg: Message::Prepare(p),
+                ..
+            }) = action
+            {
+                asked_from = Some(p.from_slot);
+            }
+        }
+    }
+    assert_eq!(asked_from, Some(Slot(5)), "Prepare again from the snapshot");
+    let promise = Promise {
+        ballot: b,
+        log_start: Slot(5),
+        from_slot: Slot(5),
+        next_from: None,
+        entries: vec![],
+    };
+    step(&mut leader, from(2, 1, Message::Promise(promise)));
+    let status = leader.status();
+    assert!(status.leading, "Phase 1 completes");
+    assert_eq!((status.commit, status.commit_index), (Slot(5), LogIndex(7)));
+
+    // A steady leader refuses a snapshot: its log holds what it needs.
+    assert!(!leader.install_snapshot(Slot(9), LogIndex(20)));
 }

@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -33,6 +33,7 @@ use super::codec::{
     decode_write, encode_envelope, encode_write, BatchLimits, DecodeError, KIND_PEER_MESSAGE,
     KIND_WAL_WRITE,
 };
+use super::metrics::GroupMetrics;
 use super::snapshot::{
     self, chunks, encode_chunk, GroupSessions, Incoming, Snapshot, SnapshotChunk, SnapshotError,
     SnapshotPolicy, KIND_SNAPSHOT_CHUNK,
@@ -79,6 +80,8 @@ pub struct GroupOptions {
     pub tick: Duration,
     /// When to snapshot and compact.
     pub snapshot: SnapshotPolicy,
+    /// Where the group counts what it does.
+    pub metrics: GroupMetrics,
 }
 
 /// Why a group stopped or could not start.
@@ -330,6 +333,7 @@ pub async fn start_group<S: StateMachine>(
             sending: Rc::default(),
             incoming: Incoming::default(),
         },
+        metrics: options.metrics,
     };
     driver.apply_recovered();
     let handle = GroupHandle { inputs };
@@ -416,7 +420,7 @@ struct GroupDriver<S> {
     /// Per client: last sequence applied, with its index and reply.
     sessions: Sessions<(LogIndex, Bytes)>,
     /// Proposals made here that wait for their slot to apply.
-    proposals: HashMap<(ClientId, u64), oneshot::Sender<ProposeOutcome>>,
+    proposals: HashMap<(ClientId, u64), Waiting>,
     reads: HashMap<ReadId, (Bytes, oneshot::Sender<ReadOutcome>)>,
     next_read: u64,
     link: Rc<dyn PeerLink>,
@@ -424,6 +428,22 @@ struct GroupDriver<S> {
     status: Rc<GroupStatus>,
     actions: Actions,
     snapshots: Snapshots,
+    metrics: GroupMetrics,
+}
+
+/// A proposal made here, waiting for its slot to apply.
+struct Waiting {
+    reply: oneshot::Sender<ProposeOutcome>,
+    since: Instant,
+}
+
+impl Waiting {
+    fn new(reply: oneshot::Sender<ProposeOutcome>) -> Waiting {
+        Waiting {
+            reply,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// A group's snapshot bookkeeping.
@@ -525,12 +545,14 @@ impl<S: StateMachine> GroupDriver<S> {
         reply: oneshot::Sender<ProposeOutcome>,
         inbox: &LocalReceiver<GroupInput>,
     ) -> (Vec<Command>, Option<GroupInput>) {
-        self.proposals.insert((first.client, first.seq), reply);
+        self.proposals
+            .insert((first.client, first.seq), Waiting::new(reply));
         let mut commands = vec![first];
         while self.inputs.len() > 0 && commands.len() < PROPOSALS_PER_STEP_MAX {
             match inbox.recv().await {
                 Some(GroupInput::Propose(command, reply)) => {
-                    self.proposals.insert((command.client, command.seq), reply);
+                    self.proposals
+                        .insert((command.client, command.seq), Waiting::new(reply));
                     commands.push(command);
                 }
                 other => return (commands, other),
@@ -544,7 +566,9 @@ impl<S: StateMachine> GroupDriver<S> {
         for action in actions {
             match action {
                 Action::Persist(write) => {
-                    let position = self.wal.append(KIND_WAL_WRITE, &encode_write(&write))?;
+                    let body = encode_write(&write);
+                    self.metrics.wal_bytes.inc_by(body.len() as u64);
+                    let position = self.wal.append(KIND_WAL_WRITE, &body)?;
                     if let Write::Accept { slot, .. } = write {
                         self.snapshots.accept_positions.insert(slot, position);
                     }
@@ -586,12 +610,17 @@ impl<S: StateMachine> GroupDriver<S> {
         }
         if status.leader != had_leader {
             match status.leader {
-                Some(leader) => tracing::info!(group, leader = leader.0, "leader change"),
+                Some(leader) => {
+                    self.metrics.leader_changes.inc();
+                    tracing::info!(group, leader = leader.0, "leader change")
+                }
                 None => {
+                    self.metrics.elections.inc();
                     tracing::info!(group, round = status.election_round, "looking for a leader")
                 }
             }
         }
+        self.metrics.pipeline_depth.set(i64::from(status.inflight));
         self.status.leading.set(status.leading);
         self.status.leader.set(status.leader);
         self.status.promised.set(status.promised);
@@ -601,8 +630,12 @@ impl<S: StateMachine> GroupDriver<S> {
     /// flight into the next write + fdatasync.
     fn sync(&self, sync: SyncId) {
         let (wal, inputs) = (self.wal.clone(), self.inputs.clone());
+        let fsync_latency = self.metrics.fsync_latency.clone();
         glommio::spawn_local(async move {
-            let input = match wal.sync().await {
+            let started = Instant::now();
+            let synced = wal.sync().await;
+            fsync_latency.observe(started.elapsed().as_secs_f64());
+            let input = match synced {
                 Ok(_) => GroupInput::Persisted(sync),
                 Err(error) => GroupInput::Fatal(error),
             };
@@ -633,6 +666,7 @@ impl<S: StateMachine> GroupDriver<S> {
 
     fn apply(&mut self, slot: Slot, first_index: LogIndex, batch: &Batch) {
         self.snapshots.applied_bytes += batch.bytes().len() as u64;
+        self.metrics.batch_commands.observe(f64::from(batch.len()));
         self.snapshots.applied_next_index = LogIndex(first_index.0 + u64::from(batch.len()));
         for (offset, command) in batch.iter().enumerate() {
             let index = LogIndex(first_index.0 + offset as u64);
@@ -664,7 +698,9 @@ impl<S: StateMachine> GroupDriver<S> {
                 SessionOutcome::Stale => ProposeOutcome::Stale,
             };
             if let Some(waiter) = self.proposals.remove(&(command.client, command.seq)) {
-                let _ = waiter.send(outcome);
+                let seconds = waiter.since.elapsed().as_secs_f64();
+                self.metrics.commit_latency.observe(seconds);
+                let _ = waiter.reply.send(outcome);
             }
         }
         self.status.applied.set(slot.next());
@@ -678,7 +714,7 @@ impl<S: StateMachine> GroupDriver<S> {
                 reason,
             } => {
                 if let Some(waiter) = self.proposals.remove(&(client, seq)) {
-                    let _ = waiter.send(ProposeOutcome::Refused(reason));
+                    let _ = waiter.reply.send(ProposeOutcome::Refused(reason));
                 }
             }
             Reply::ReadReady { id, commit } => {
@@ -699,7 +735,7 @@ impl<S: StateMachine> GroupDriver<S> {
 
     fn stop_waiters(&mut self) {
         for (_, waiter) in self.proposals.drain() {
-            let _ = waiter.send(ProposeOutcome::Stopped);
+            let _ = waiter.reply.send(ProposeOutcome::Stopped);
         }
         for (_, (_, waiter)) in self.reads.drain() {
             let _ = waiter.send(ReadOutcome::Stopped);
@@ -765,6 +801,7 @@ impl<S: StateMachine> GroupDriver<S> {
         snapshots.saving = false;
         let bytes = encoded.len();
         snapshots.latest = Some((upto, encoded));
+        self.metrics.snapshots.inc();
         self.status.snapshot.set(upto);
         let keep_from = Slot(upto.0.saturating_sub(snapshots.policy.keep_slots));
         if keep_from > self.replica.log().start() {
@@ -863,6 +900,9 @@ impl<S: StateMachine> GroupDriver<S> {
         if upto <= self.status.applied.get() || self.snapshots.saving {
             return;
         }
+        if self.replica.status().leading {
+            return; // a steady leader holds every chosen slot it needs
+        }
         if let Err(reason) = self.machine.restore(&snapshot.machine) {
             tracing::warn!(
                 group = self.group.0,
@@ -873,7 +913,8 @@ impl<S: StateMachine> GroupDriver<S> {
             return;
         }
         self.sessions = snapshot.sessions;
-        self.replica.install_snapshot(upto, snapshot.next_index);
+        let installed = self.replica.install_snapshot(upto, snapshot.next_index);
+        debug_assert!(installed, "checked against applied and leading above");
         self.status.applied.set(upto);
         self.status
             .snapshots_installed

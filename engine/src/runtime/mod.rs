@@ -11,5 +11,6 @@ pub mod group;
 pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome};
 pub mod client_proto;
 pub mod machine;
+pub mod metrics;
 pub mod node;
 pub mod snapshot;

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use super::group::{
 };
 use super::kv::{KvCommand, KvReply};
 use super::machine::{append_command, get_query, kv_command, log_query, NodeMachine};
+use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics, PeerLabel};
 use super::snapshot::{decode_chunk, SnapshotPolicy, KIND_SNAPSHOT_CHUNK};
 use crate::protocol::{ClientId, Config, GroupId, NodeId, Refusal};
 
@@ -58,6 +60,8 @@ pub struct NodeOptions {
     pub io_memory_bytes: usize,
     /// When each group snapshots and compacts.
     pub snapshot: SnapshotPolicy,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why a node stopped.
@@ -117,7 +121,11 @@ pub fn claim_data_dir(options: &NodeOptions) -> Result<(), NodeError> {
 }
 
 /// Runs the node until a group stops; blocks the calling thread.
-pub fn run_node(options: NodeOptions) -> Result<(), NodeError> {
+pub fn run_node(mut options: NodeOptions) -> Result<(), NodeError> {
+    // glommio opens directories by absolute path only (a relative one fails
+    // with EBADF at the first directory fsync).
+    options.data_dir = std::path::absolute(&options.data_dir)
+        .map_err(|e| NodeError::DataDir(format!("{}: {e}", options.data_dir.display())))?;
     claim_data_dir(&options)?;
     let io_memory = options.io_memory_bytes;
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -176,8 +184,20 @@ async fn serve(options: NodeOptions) -> Result<(), NodeError> {
     );
     let (transport, mut inbox) =
         Transport::start(peer_config).map_err(|e| NodeError::Network(e.to_string()))?;
-    let link: Rc<dyn PeerLink> = Rc::new(TransportLink(Rc::new(transport)));
-    let (groups, failed) = start_groups(&options, link).await?;
+    let transport = Rc::new(transport);
+    let link: Rc<dyn PeerLink> = Rc::new(TransportLink(transport.clone()));
+    let mut metrics = NodeMetrics::default();
+    let group_metrics: Vec<GroupMetrics> = (0..options.groups)
+        .map(|group| metrics.add_group(GroupId(group)))
+        .collect();
+    if let Some(addr) = options.metrics {
+        let metrics = Arc::new(metrics);
+        let bound = serve_metrics(addr, metrics.clone())
+            .map_err(|e| NodeError::Network(format!("metrics on {addr}: {e}")))?;
+        tracing::info!(%bound, "serving metrics");
+        watch_peer_queues(&options, transport.clone(), metrics);
+    }
+    let (groups, failed) = start_groups(&options, link, group_metrics).await?;
     let limits = limits(&group_config(&options, 0));
     let routes = groups.clone();
     glommio::spawn_local(async move {
@@ -228,6 +248,31 @@ async fn serve(options: NodeOptions) -> Result<(), NodeError> {
 
 type Groups = Rc<Vec<(GroupHandle, Rc<GroupStatus>)>>;
 
+/// Reads the transport's per-peer queues into the metrics twice a second.
+fn watch_peer_queues(options: &NodeOptions, transport: Rc<Transport>, metrics: Arc<NodeMetrics>) {
+    let peers: Vec<u64> = options
+        .peers
+        .iter()
+        .map(|(id, _)| id.0)
+        .filter(|id| *id != options.id.0)
+        .collect();
+    glommio::spawn_local(async move {
+        loop {
+            for peer in &peers {
+                let queued = transport
+                    .queued_bytes(synod_net::NodeId(*peer))
+                    .unwrap_or(0);
+                metrics
+                    .peer_queue_bytes
+                    .get_or_create(&PeerLabel { peer: *peer })
+                    .set(queued as i64);
+            }
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .detach();
+}
+
 /// Hands a snapshot chunk from a peer to its group.
 fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
     match decode_chunk(body) {
@@ -249,6 +294,7 @@ fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
 async fn start_groups(
     options: &NodeOptions,
     link: Rc<dyn PeerLink>,
+    metrics: Vec<GroupMetrics>,
 ) -> Result<
     (
         Groups,
@@ -259,7 +305,7 @@ async fn start_groups(
     let (fail_tx, fail_rx) = glommio::channels::local_channel::new_bounded(1);
     let fail_tx = Rc::new(fail_tx);
     let mut groups = Vec::new();
-    for group in 0..options.groups {
+    for (group, metrics) in (0..options.groups).zip(metrics) {
         let group_options = GroupOptions {
             config: group_config(options, group),
             wal_dir: options.data_dir.join(format!("group-{group}")),
@@ -269,6 +315,7 @@ async fn start_groups(
             },
             tick: options.tick,
             snapshot: options.snapshot,
+            metrics,
         };
         let (handle, status, task) = start_group(
             group_options,
@@ -413,6 +460,7 @@ mod tests {
             tick: Duration::from_millis(5),
             io_memory_bytes: 1 << 20,
             snapshot: SnapshotPolicy::default(),
+            metrics: None,
         }
     }
 
