@@ -19,7 +19,7 @@ pub const IO_MEMORY_BYTES: usize = 4 << 20;
 pub struct NodeArgs {
     /// A TOML file with any of the settings below (flags given as well win):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
-    /// data_dir, secret_file, insecure, groups, cluster_id, tick_ms,
+    /// data_dir, secret_file, insecure, cores, pin, groups, cluster_id, tick_ms,
     /// snapshot_every, snapshot_keep, metrics.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -44,9 +44,13 @@ pub struct NodeArgs {
     /// Run without a secret: any process on the network can join.
     #[arg(long)]
     pub insecure: bool,
-    /// Executors to run (one per core); only 1 is supported so far.
+    /// Executors to run, one per core; group g runs on core g mod cores,
+    /// and core i listens for peers on the --listen port plus i [default: 1].
     #[arg(long)]
     pub cores: Option<u32>,
+    /// Pin core i's executor to CPU i (leave off when replicas share a machine).
+    #[arg(long)]
+    pub pin: bool,
     /// Independent Multi-Paxos groups (log shards) this node hosts [default: 1].
     #[arg(long)]
     pub groups: Option<u32>,
@@ -81,6 +85,7 @@ struct NodeFile {
     secret_file: Option<PathBuf>,
     insecure: Option<bool>,
     cores: Option<u32>,
+    pin: Option<bool>,
     groups: Option<u32>,
     cluster_id: Option<u64>,
     tick_ms: Option<u64>,
@@ -197,14 +202,8 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
             .unwrap_or(defaults.keep_slots),
         ..defaults
     };
-    if cores != 1 {
-        return Err("--cores above 1 is not supported yet; run one group per node process".into());
-    }
     if !peers.0.iter().any(|(peer, _)| peer.0 == id) {
         return Err(format!("id {id} is not listed in peers"));
-    }
-    if groups == 0 || groups > 1024 {
-        return Err("groups must be 1 to 1024".into());
     }
     if tick_ms == 0 {
         return Err("tick_ms must be positive".into());
@@ -227,20 +226,24 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
             return Err("no --secret-file given; pass --insecure to run without one".into())
         }
     };
-    Ok(NodeOptions {
+    let options = NodeOptions {
         id: NodeId(id),
         listen,
         client_listen,
         peers: peers.0,
         data_dir,
         groups,
+        cores,
+        pin: args.pin || file.pin.unwrap_or(false),
         secret,
         cluster_id,
         tick: Duration::from_millis(tick_ms),
         io_memory_bytes: IO_MEMORY_BYTES,
         snapshot,
         metrics: args.metrics.or(file.metrics),
-    })
+    };
+    options.validate().map_err(|e| e.to_string())?;
+    Ok(options)
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -306,7 +309,7 @@ mod tests {
                 Some(&FILE.replace("\"2\" = \"127.0.0.1:7002\", ", "")),
                 "not listed in peers",
             ),
-            (&["--cores", "2"], Some(FILE), "--cores"),
+            (&["--cores", "5"], Some(FILE), "cores must be"),
         ];
         for (flags, file, expected) in cases {
             let error = options_from(flags, file).unwrap_err();

@@ -34,6 +34,21 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// A port with the next `CORES_MAX_HERE - 1` free as well: core i of a node
+/// listens for peers on its port plus i.
+fn free_port_run() -> SocketAddr {
+    const CORES_MAX_HERE: u16 = 4;
+    loop {
+        let first = free_port();
+        let held: Vec<TcpListener> = (1..CORES_MAX_HERE)
+            .filter_map(|i| TcpListener::bind(("127.0.0.1", first.port().checked_add(i)?)).ok())
+            .collect();
+        if held.len() == usize::from(CORES_MAX_HERE - 1) {
+            return first;
+        }
+    }
+}
+
 impl TestCluster {
     fn new(n: u64) -> TestCluster {
         TestCluster::with_flags(n, &[])
@@ -54,7 +69,7 @@ impl TestCluster {
         let nodes = (1..=n)
             .map(|id| Node {
                 id,
-                peer: free_port(),
+                peer: free_port_run(),
                 client: free_port(),
                 metrics: free_port(),
                 child: None,
@@ -378,4 +393,65 @@ fn a_replica_far_behind_catches_up_by_snapshot_and_metrics_show_it() {
     let page = scrape(cluster.nodes[lagging].metrics);
     let installed = sample(&page, "synod_snapshots_total{group=\"0\"}");
     assert!(installed.is_some_and(|n| n >= 1.0), "{page}");
+}
+
+#[test]
+fn groups_spread_over_cores_each_keep_their_own_log() {
+    let cluster = TestCluster::with_flags(3, &["--cores", "2", "--groups", "4"]);
+    leader(&cluster);
+    let mut acked = Vec::new();
+    for group in 0..4 {
+        let lines: Vec<String> = (0..20).map(|i| format!("append g{group}-{i}")).collect();
+        let g = group.to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let replies = loop {
+            let replies = client(
+                &["--cluster", &cluster.cluster_arg(), "--group", &g],
+                &lines,
+            );
+            if replies.iter().all(|r| r["ok"] == true) || Instant::now() > deadline {
+                break replies;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        for (i, reply) in replies.iter().enumerate() {
+            assert_eq!(reply["ok"], true, "group {group}: {reply}");
+            assert_eq!(reply["group"], group, "{reply}");
+            acked.push((
+                group,
+                format!("g{group}-{i}"),
+                reply["index"].as_u64().unwrap(),
+            ));
+        }
+    }
+    // Each group's log holds its own appends only, on every node.
+    for node in &cluster.nodes {
+        for group in 0..4u64 {
+            let addr = node.client.to_string();
+            let g = group.to_string();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let reply = client(&["--node", &addr, "--group", &g], &["read 0 1000".into()]);
+                let entries = reply[0]["entries"].as_array().cloned().unwrap_or_default();
+                let data: Vec<String> = entries
+                    .iter()
+                    .map(|e| e["data"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                let mine: Vec<String> = acked
+                    .iter()
+                    .filter(|(gr, _, _)| *gr == group)
+                    .map(|(_, d, _)| d.clone())
+                    .collect();
+                if data == mine {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} group {group}: {data:?}",
+                    node.id
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
 }

@@ -62,6 +62,8 @@ impl Default for GroupMetrics {
 pub struct PeerLabel {
     /// The peer's node id.
     pub peer: u64,
+    /// The core whose connection it is.
+    pub core: u32,
 }
 
 /// A node's metrics registry.
@@ -183,7 +185,7 @@ mod tests {
         group.commit_latency.observe(0.000_2);
         metrics
             .peer_queue_bytes
-            .get_or_create(&PeerLabel { peer: 2 })
+            .get_or_create(&PeerLabel { peer: 2, core: 0 })
             .set(4096);
         let text = metrics.encode();
         assert!(
@@ -195,7 +197,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("synod_peer_queue_bytes{peer=\"2\"} 4096"),
+            text.contains("synod_peer_queue_bytes{peer=\"2\",core=\"0\"} 4096"),
             "{text}"
         );
 
