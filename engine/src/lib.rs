@@ -2,9 +2,11 @@
 //!
 //! - [`protocol`]: the sans-IO core, a deterministic function of its inputs.
 //! - [`sim`]: the deterministic simulator and its safety checkers.
-//! - [`runtime`]: drives replicas with the WAL and the transport (being
-//!   built: the frame codec is here; the glommio driver and the embedding
-//!   API come next).
+//! - [`runtime`]: drives replicas on glommio with the WAL and the transport,
+//!   thread-per-core; [`runtime::node::Node`] is the embedding API (start a
+//!   node with your own [`runtime::StateMachine`], propose and read through a
+//!   [`runtime::node::NodeHandle`] from any thread). See
+//!   `examples/embed.rs`.
 #![deny(missing_docs)]
 
 pub mod protocol;

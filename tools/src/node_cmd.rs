@@ -229,7 +229,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     let options = NodeOptions {
         id: NodeId(id),
         listen,
-        client_listen,
+        client_listen: Some(client_listen),
         peers: peers.0,
         data_dir,
         groups,

@@ -144,6 +144,27 @@ pub enum ReadOutcome {
     Stopped,
 }
 
+/// What a subscriber to a group's commits receives, in log order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// A command was applied at `index`.
+    Entry {
+        /// Its log index.
+        index: LogIndex,
+        /// The command as proposed.
+        data: Bytes,
+    },
+    /// The state jumped to a snapshot from a peer: the entries below
+    /// `next_index` that were not streamed are in the state machine only.
+    Snapshot {
+        /// The log index of the next command.
+        next_index: LogIndex,
+    },
+}
+
+/// Committed entries a subscriber may fall behind by before it is dropped.
+pub const SUBSCRIBER_LAG_MAX: usize = 65_536;
+
 /// One input to a group's task.
 pub enum GroupInput {
     /// A decoded message from a peer.
@@ -156,6 +177,8 @@ pub enum GroupInput {
     ReadLocal(Bytes, oneshot::Sender<ReadOutcome>),
     /// A sync finished.
     Persisted(SyncId),
+    /// Stream every command applied from now on to this channel.
+    Subscribe(crossbeam_channel::Sender<Committed>),
     /// A piece of a snapshot from a peer.
     SnapshotChunk(NodeId, SnapshotChunk),
     /// A snapshot file is durable: compact below it.
@@ -233,6 +256,15 @@ impl GroupHandle {
         self.inputs
             .try_send(GroupInput::SnapshotChunk(from, chunk))
             .is_ok()
+    }
+
+    /// Streams every command applied from now on, in log order. A
+    /// subscriber more than [`SUBSCRIBER_LAG_MAX`] entries behind is dropped
+    /// (its receiver disconnects): it reads the state and subscribes again.
+    pub async fn subscribe(&self) -> crossbeam_channel::Receiver<Committed> {
+        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_LAG_MAX);
+        let _ = self.inputs.send(GroupInput::Subscribe(tx)).await;
+        rx
     }
 
     /// Asks the group to stop.
@@ -334,6 +366,7 @@ pub async fn start_group<S: StateMachine>(
             incoming: Incoming::default(),
         },
         metrics: options.metrics,
+        subscribers: Vec::new(),
     };
     driver.apply_recovered();
     let handle = GroupHandle { inputs };
@@ -429,6 +462,7 @@ struct GroupDriver<S> {
     actions: Actions,
     snapshots: Snapshots,
     metrics: GroupMetrics,
+    subscribers: Vec<crossbeam_channel::Sender<Committed>>,
 }
 
 /// A proposal made here, waiting for its slot to apply.
@@ -517,6 +551,10 @@ impl<S: StateMachine> GroupDriver<S> {
                 }
                 GroupInput::Persisted(sync) => Input::Persisted(sync),
                 GroupInput::Tick => Input::Tick,
+                GroupInput::Subscribe(subscriber) => {
+                    self.subscribers.push(subscriber);
+                    continue;
+                }
                 GroupInput::SnapshotChunk(from, chunk) => {
                     self.on_snapshot_chunk(from, chunk);
                     continue;
@@ -686,6 +724,10 @@ impl<S: StateMachine> GroupDriver<S> {
                         index,
                         (index, reply.clone()),
                     );
+                    self.publish(Committed::Entry {
+                        index,
+                        data: batch.bytes().slice_ref(command.data),
+                    });
                     ProposeOutcome::Applied { index, reply }
                 }
                 SessionOutcome::Duplicate {
@@ -731,6 +773,22 @@ impl<S: StateMachine> GroupDriver<S> {
                 }
             }
         }
+    }
+
+    /// Hands `committed` to every subscriber; one that has fallen too far
+    /// behind, or has gone, is dropped.
+    fn publish(&mut self, committed: Committed) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let group = self.group.0;
+        self.subscribers.retain(|subscriber| {
+            let kept = subscriber.try_send(committed.clone()).is_ok();
+            if !kept {
+                tracing::info!(group, "commit subscriber gone or lagging; dropped");
+            }
+            kept
+        });
     }
 
     fn stop_waiters(&mut self) {
@@ -920,6 +978,9 @@ impl<S: StateMachine> GroupDriver<S> {
             .snapshots_installed
             .set(self.status.snapshots_installed.get() + 1);
         self.snapshots.applied_next_index = snapshot.next_index;
+        self.publish(Committed::Snapshot {
+            next_index: snapshot.next_index,
+        });
         tracing::info!(
             group = self.group.0,
             from = from.0,

@@ -10,6 +10,7 @@ pub mod group;
 
 pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome};
 pub mod client_proto;
+mod cores;
 pub mod machine;
 pub mod metrics;
 pub mod node;

@@ -1,45 +1,27 @@
-//! A node: the groups it hosts, thread-per-core.
-//!
-//! ```text
-//!  clients ──► core 0: client port ──► its groups
-//!                 │ shared channel (request, oneshot for the answer)
-//!                 └──────────────► core i: its groups
-//!  core i ◄── own transport, port + i ──► core i of every peer
-//! ```
-//!
-//! Group g lives on core g mod cores on every node; nothing else is shared
-//! between cores.
+//! A node: the groups it hosts, thread-per-core, and the embedding API
+//! ([`Node`], [`NodeHandle`]). Group g lives on core g mod cores on every
+//! node; nothing is shared between cores but requests routed to a group's
+//! core (`cores.rs`).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_channel::oneshot;
-use glommio::channels::local_channel::{self, LocalReceiver};
-use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use futures_channel::{mpsc, oneshot};
+use futures_util::SinkExt;
 use glommio::{LocalExecutorBuilder, Placement};
-use rkyv::util::AlignedVec;
-use synod_net::{ClientListener, ClientListenerConfig, Inbox, PeerConfig, Secret, Transport};
-use synod_wal::WalConfig;
 use thiserror::Error;
 
-use super::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
-};
-use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
-use super::group::{
-    start_group, GroupError, GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome,
-    ReadOutcome,
-};
-use super::kv::{KvCommand, KvReply};
-use super::machine::{append_command, get_query, kv_command, log_query, NodeMachine};
-use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics, PeerLabel};
-use super::snapshot::{decode_chunk, SnapshotPolicy, KIND_SNAPSHOT_CHUNK};
-use crate::protocol::{ClientId, Config, GroupId, NodeId, Refusal};
+use super::codec::BatchLimits;
+use super::cores::{Core, CoreEvent, CoreRequest, CORE_REQUESTS_MAX};
+use super::group::{Committed, GroupError, ProposeOutcome, ReadOutcome};
+use super::machine::NodeMachine;
+use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics};
+use super::snapshot::SnapshotPolicy;
+use super::state_machine::StateMachine;
+use crate::protocol::{ClientId, Command, Config, GroupId, NodeId};
 
 /// The secret used by `--insecure` nodes: public, so it proves nothing.
 pub const INSECURE_SECRET: &[u8] = b"synod insecure mode: no secret at all";
@@ -51,8 +33,9 @@ pub struct NodeOptions {
     pub id: NodeId,
     /// Where peers connect.
     pub listen: SocketAddr,
-    /// Where clients connect.
-    pub client_listen: SocketAddr,
+    /// Where clients connect (core 0 serves the client port); `None` for an
+    /// embedded node that takes commands only through its handle.
+    pub client_listen: Option<SocketAddr>,
     /// Every member with its peer address, this node included.
     pub peers: Vec<(NodeId, SocketAddr)>,
     /// Holds one WAL directory per group.
@@ -184,28 +167,261 @@ impl NodeOptions {
     }
 }
 
-/// A client request for a group on another core, with where to answer.
-struct Routed {
-    request: ClientRequest,
-    reply: oneshot::Sender<ClientResponse>,
+/// Every core's route, for a handle to reach the core of any group.
+type Routes = Arc<Vec<mpsc::Sender<CoreRequest>>>;
+
+/// A running node: one glommio executor per core, each with its own groups,
+/// transport and WAL directories. Embedders start one with their own
+/// [`StateMachine`] and talk to it through a [`NodeHandle`] from any thread;
+/// no glommio type crosses this API.
+///
+/// ```no_run
+/// use synod_engine::runtime::kv::{Kv, KvCommand, KvOp};
+/// use synod_engine::runtime::node::{Node, NodeOptions};
+/// use synod_engine::protocol::GroupId;
+/// # fn options() -> NodeOptions { unimplemented!() }
+/// let node = Node::start(options(), |_group| Kv::default())?;
+/// let handle = node.handle();
+/// let put = KvCommand { now_ms: 0, op: KvOp::Put { key: b"k".to_vec(), value: b"v".to_vec(), ttl_ms: None } };
+/// let outcome = futures_executor_block_on(handle.propose(GroupId(0), put.encode()));
+/// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output { unimplemented!() }
+/// node.shutdown()?;
+/// # Ok::<(), synod_engine::runtime::node::NodeError>(())
+/// ```
+pub struct Node {
+    handle: NodeHandle,
+    stops: Vec<oneshot::Sender<()>>,
+    events: std::sync::mpsc::Receiver<CoreEvent>,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Cores that have not reported their stop yet.
+    running: usize,
 }
 
-/// Runs the node until a group stops; blocks the calling thread. One glommio
-/// executor per core, each with its own groups, transport and WAL
-/// directories; core 0 also takes the clients and routes each request to the
-/// core of its group.
-pub fn run_node(mut options: NodeOptions) -> Result<(), NodeError> {
-    options.validate()?;
-    // glommio opens directories by absolute path only (a relative one fails
-    // with EBADF at the first directory fsync).
-    options.data_dir = std::path::absolute(&options.data_dir)
-        .map_err(|e| NodeError::DataDir(format!("{}: {e}", options.data_dir.display())))?;
-    claim_data_dir(&options)?;
+/// A cheap, cloneable way into a node from any thread or async runtime.
+#[derive(Clone)]
+pub struct NodeHandle {
+    cores: u32,
+    groups: u32,
+    routes: Routes,
+}
+
+impl Node {
+    /// Checks `options`, claims the data directory and starts every core;
+    /// returns once every group has recovered and started, or with the first
+    /// error. `machines` makes each group's state machine on its own core.
+    pub fn start<S, F>(mut options: NodeOptions, machines: F) -> Result<Node, NodeError>
+    where
+        S: StateMachine,
+        F: Fn(GroupId) -> S + Send + Sync + 'static,
+    {
+        options.validate()?;
+        // glommio opens directories by absolute path only (a relative one
+        // fails with EBADF at the first directory fsync).
+        options.data_dir = std::path::absolute(&options.data_dir)
+            .map_err(|e| NodeError::DataDir(format!("{}: {e}", options.data_dir.display())))?;
+        claim_data_dir(&options)?;
+        let (metrics, mut group_metrics) = node_metrics(&options)?;
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..options.cores)
+            .map(|_| mpsc::channel::<CoreRequest>(CORE_REQUESTS_MAX))
+            .unzip();
+        let routes: Routes = Arc::new(senders);
+        let machines: Arc<dyn Fn(GroupId) -> S + Send + Sync> = Arc::new(machines);
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let (mut stops, mut threads) = (Vec::new(), Vec::new());
+        for (core, requests) in (0..options.cores).zip(receivers) {
+            let (stop_tx, stop_rx) = oneshot::channel();
+            stops.push(stop_tx);
+            let core_metrics = std::mem::take(&mut group_metrics[core as usize]);
+            // Core 0 routes client requests to the others.
+            let others = match core {
+                0 => routes[1..].to_vec(),
+                _ => Vec::new(),
+            };
+            let placement = if options.pin {
+                Placement::Fixed(core as usize)
+            } else {
+                Placement::Unbound
+            };
+            let worker = Core {
+                options: options.clone(),
+                core,
+                metrics: metrics.clone(),
+                machines: machines.clone(),
+            };
+            let events_tx = events_tx.clone();
+            let thread = LocalExecutorBuilder::new(placement)
+                .name(&format!("synod-core-{core}"))
+                .io_memory(options.io_memory_bytes)
+                .spawn(move || worker.serve(core_metrics, requests, others, stop_rx, events_tx))
+                .map_err(|e| NodeError::Executor(format!("core {core}: {e}")))?;
+            threads.push(thread);
+        }
+        let mut node = Node {
+            handle: NodeHandle {
+                cores: options.cores,
+                groups: options.groups,
+                routes,
+            },
+            stops,
+            events,
+            threads,
+            running: options.cores as usize,
+        };
+        node.await_ready(options.cores)?;
+        Ok(node)
+    }
+
+    fn await_ready(&mut self, cores: u32) -> Result<(), NodeError> {
+        let mut ready = 0;
+        while ready < cores {
+            match self.events.recv() {
+                Ok(CoreEvent::Ready) => ready += 1,
+                Ok(CoreEvent::Stopped(core, result)) => {
+                    self.running -= 1;
+                    let error = result.err().unwrap_or_else(|| {
+                        NodeError::Executor(format!("core {core} stopped while starting"))
+                    });
+                    let _ = self.stop_all();
+                    return Err(error);
+                }
+                Err(_) => return Err(NodeError::Executor("every core vanished".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// A handle for proposals, reads and commit streams.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Blocks until a core stops, then stops the others; returns the first
+    /// error (a fatal WAL failure, say), or `Ok` after [`Node::shutdown`].
+    pub fn wait(mut self) -> Result<(), NodeError> {
+        let first = match self.events.recv() {
+            Ok(CoreEvent::Stopped(_, result)) => {
+                self.running -= 1;
+                result
+            }
+            Ok(CoreEvent::Ready) => Err(NodeError::Executor("a core started twice".into())),
+            Err(_) => Err(NodeError::Executor("every core vanished".into())),
+        };
+        let rest = self.stop_all();
+        first.and(rest)
+    }
+
+    /// Stops every group (pending proposals are answered `Stopped`) and
+    /// joins every core.
+    pub fn shutdown(mut self) -> Result<(), NodeError> {
+        self.stop_all()
+    }
+
+    fn stop_all(&mut self) -> Result<(), NodeError> {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        let mut result = Ok(());
+        while self.running > 0 {
+            match self.events.recv() {
+                Ok(CoreEvent::Stopped(_, outcome)) => {
+                    self.running -= 1;
+                    result = result.and(outcome);
+                }
+                Ok(CoreEvent::Ready) => {}
+                Err(_) => break,
+            }
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        result
+    }
+}
+
+impl NodeHandle {
+    fn route(&self, group: GroupId) -> Option<mpsc::Sender<CoreRequest>> {
+        (group.0 < self.groups).then(|| self.routes[core_of(group.0, self.cores) as usize].clone())
+    }
+
+    async fn ask<T>(
+        &self,
+        group: GroupId,
+        request: impl FnOnce(oneshot::Sender<T>) -> CoreRequest,
+    ) -> Option<T> {
+        let mut route = self.route(group)?;
+        let (reply, answer) = oneshot::channel();
+        route.send(request(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Proposes `data` without a client session (a retry may apply twice)
+    /// and waits until it is applied.
+    pub async fn propose(&self, group: GroupId, data: Bytes) -> ProposeOutcome {
+        self.propose_session(group, ClientId(0), 0, data).await
+    }
+
+    /// Proposes `data` as `(client, seq)`: a retry with the same pair is
+    /// answered with the first reply and applied once.
+    pub async fn propose_session(
+        &self,
+        group: GroupId,
+        client: ClientId,
+        seq: u64,
+        data: Bytes,
+    ) -> ProposeOutcome {
+        let command = Command { client, seq, data };
+        let asked = self.ask(group, |reply| CoreRequest::Propose {
+            group: group.0,
+            command,
+            reply,
+        });
+        asked.await.unwrap_or(ProposeOutcome::Stopped)
+    }
+
+    /// A linearizable read of `query` (read-index at the leader).
+    pub async fn read(&self, group: GroupId, query: Bytes) -> ReadOutcome {
+        self.read_at(group, query, false).await
+    }
+
+    /// Answers `query` from this node's state as it stands: a stale read.
+    pub async fn read_local(&self, group: GroupId, query: Bytes) -> ReadOutcome {
+        self.read_at(group, query, true).await
+    }
+
+    async fn read_at(&self, group: GroupId, query: Bytes, local: bool) -> ReadOutcome {
+        let asked = self.ask(group, |reply| CoreRequest::Read {
+            group: group.0,
+            query,
+            local,
+            reply,
+        });
+        asked.await.unwrap_or(ReadOutcome::Stopped)
+    }
+
+    /// Every command this node applies to `group` from now on, in log order
+    /// (see [`Committed`]); `None` if there is no such group.
+    pub async fn subscribe(
+        &self,
+        group: GroupId,
+    ) -> Option<crossbeam_channel::Receiver<Committed>> {
+        let asked = self.ask(group, |reply| CoreRequest::Subscribe {
+            group: group.0,
+            reply,
+        });
+        asked.await.flatten()
+    }
+}
+
+/// Each core's groups with their metrics.
+type MetricsByCore = Vec<Vec<(u32, GroupMetrics)>>;
+
+/// Registers every group's metrics (grouped by core) and serves them.
+fn node_metrics(options: &NodeOptions) -> Result<(Arc<NodeMetrics>, MetricsByCore), NodeError> {
     let mut metrics = NodeMetrics::default();
-    let mut group_metrics: Vec<Vec<(u32, GroupMetrics)>> = vec![Vec::new(); options.cores as usize];
+    let mut by_core: MetricsByCore = vec![Vec::new(); options.cores as usize];
     for group in 0..options.groups {
         let core = core_of(group, options.cores) as usize;
-        group_metrics[core].push((group, metrics.add_group(GroupId(group))));
+        by_core[core].push((group, metrics.add_group(GroupId(group))));
     }
     let metrics = Arc::new(metrics);
     if let Some(addr) = options.metrics {
@@ -213,66 +429,23 @@ pub fn run_node(mut options: NodeOptions) -> Result<(), NodeError> {
             .map_err(|e| NodeError::Network(format!("metrics on {addr}: {e}")))?;
         tracing::info!(%bound, "serving metrics");
     }
-    let (senders, receivers): (Vec<_>, Vec<_>) = (1..options.cores)
-        .map(|_| shared_channel::new_bounded::<Routed>(1024))
-        .unzip();
-    let mut routes = Some(senders);
-    let mut inboxes = receivers.into_iter();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    for (core, group_metrics) in (0..options.cores).zip(group_metrics) {
-        let role = match core {
-            0 => CoreRole::Clients(routes.take().unwrap_or_default()),
-            _ => CoreRole::Routed(inboxes.next().expect("one inbox per core but 0")),
-        };
-        let placement = if options.pin {
-            Placement::Fixed(core as usize)
-        } else {
-            Placement::Unbound
-        };
-        let (options, metrics, done) = (options.clone(), metrics.clone(), done_tx.clone());
-        LocalExecutorBuilder::new(placement)
-            .name(&format!("synod-core-{core}"))
-            .io_memory(options.io_memory_bytes)
-            .spawn(move || async move {
-                let core = Core {
-                    options,
-                    core,
-                    metrics,
-                };
-                let _ = done.send(core.serve(group_metrics, role).await);
-            })
-            .map_err(|e| NodeError::Executor(format!("core {core}: {e}")))?;
-    }
-    // The first core to stop stops the node; the process exit takes the rest.
-    done_rx
-        .recv()
-        .unwrap_or_else(|_| Err(NodeError::Executor("every core vanished".into())))
+    Ok((metrics, by_core))
 }
 
-/// What a core does beside its groups.
-enum CoreRole {
-    /// Core 0: the client port, and a route to every other core.
-    Clients(Vec<SharedSender<Routed>>),
-    /// Any other core: requests core 0 routes here.
-    Routed(SharedReceiver<Routed>),
+/// Runs `synod node`: the node's own state machine (the raw log and the KV
+/// store) behind the client port, until a core stops. Blocks.
+pub fn run_node(options: NodeOptions) -> Result<(), NodeError> {
+    Node::start(options, |_| NodeMachine::default())?.wait()
 }
 
-struct TransportLink(Rc<Transport>);
-
-impl PeerLink for TransportLink {
-    fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool {
-        self.0.send(synod_net::NodeId(to.0), kind, &body).is_ok()
-    }
-}
-
-fn limits(config: &Config) -> BatchLimits {
+pub(super) fn limits(config: &Config) -> BatchLimits {
     BatchLimits {
         batch_bytes_max: config.batch_bytes_max as usize,
         command_bytes_max: config.command_bytes_max as usize,
     }
 }
 
-fn group_config(options: &NodeOptions, group: u32) -> Config {
+pub(super) fn group_config(options: &NodeOptions, group: u32) -> Config {
     let members = options.peers.iter().map(|(id, _)| *id).collect();
     let mut config = Config::new(options.id, members);
     config.group = GroupId(group);
@@ -281,391 +454,6 @@ fn group_config(options: &NodeOptions, group: u32) -> Config {
     config.page_bytes_max = 512 << 10;
     config.seed = options.id.0 ^ u64::from(group);
     config
-}
-
-/// The groups of one core, by group id.
-type Groups = Rc<BTreeMap<u32, (GroupHandle, Rc<GroupStatus>)>>;
-
-/// One executor of a node.
-struct Core {
-    options: NodeOptions,
-    core: u32,
-    metrics: Arc<NodeMetrics>,
-}
-
-impl Core {
-    async fn serve(
-        self,
-        group_metrics: Vec<(u32, GroupMetrics)>,
-        role: CoreRole,
-    ) -> Result<(), NodeError> {
-        let (transport, inbox) = self.start_transport()?;
-        let transport = Rc::new(transport);
-        let link: Rc<dyn PeerLink> = Rc::new(TransportLink(transport.clone()));
-        if self.options.metrics.is_some() {
-            self.watch_peer_queues(transport.clone());
-        }
-        let (groups, failed) = start_groups(&self.options, link, group_metrics).await?;
-        route_peer_frames(&groups, inbox, limits(&group_config(&self.options, 0)));
-        match role {
-            CoreRole::Clients(routes) => self.serve_clients(groups, routes).await?,
-            CoreRole::Routed(inbox) => serve_routed(self.options.id, groups, inbox).await,
-        }
-        tracing::info!(node = self.options.id.0, core = self.core, "core up");
-        Err(failed
-            .recv()
-            .await
-            .unwrap_or_else(|| NodeError::Executor("groups channel closed".into())))
-    }
-
-    fn start_transport(&self) -> Result<(Transport, Inbox), NodeError> {
-        let options = &self.options;
-        let secret = Secret::new(
-            options
-                .secret
-                .clone()
-                .unwrap_or_else(|| INSECURE_SECRET.to_vec()),
-        );
-        let at = |addr: SocketAddr| core_addr(addr, self.core).expect("validated port range");
-        let peers = options
-            .peers
-            .iter()
-            .map(|(id, addr)| (synod_net::NodeId(id.0), at(*addr)))
-            .collect();
-        let mut peer_config = PeerConfig::new(
-            options.cluster_id,
-            synod_net::NodeId(options.id.0),
-            secret,
-            at(options.listen),
-            peers,
-        );
-        peer_config.core = self.core;
-        Transport::start(peer_config).map_err(|e| NodeError::Network(e.to_string()))
-    }
-
-    /// Reads the transport's per-peer queues into the metrics twice a second.
-    fn watch_peer_queues(&self, transport: Rc<Transport>) {
-        let peers: Vec<u64> = self
-            .options
-            .peers
-            .iter()
-            .map(|(id, _)| id.0)
-            .filter(|id| *id != self.options.id.0)
-            .collect();
-        let (metrics, core) = (self.metrics.clone(), self.core);
-        glommio::spawn_local(async move {
-            loop {
-                for peer in &peers {
-                    let queued = transport
-                        .queued_bytes(synod_net::NodeId(*peer))
-                        .unwrap_or(0);
-                    metrics
-                        .peer_queue_bytes
-                        .get_or_create(&PeerLabel { peer: *peer, core })
-                        .set(queued as i64);
-                }
-                glommio::timer::sleep(Duration::from_millis(500)).await;
-            }
-        })
-        .detach();
-    }
-
-    /// Core 0: takes client requests and answers them, here or through the
-    /// core of their group.
-    async fn serve_clients(
-        &self,
-        groups: Groups,
-        routes: Vec<SharedSender<Routed>>,
-    ) -> Result<(), NodeError> {
-        let mut connected = Vec::new();
-        for route in routes {
-            connected.push(Rc::new(route.connect().await));
-        }
-        let listener = ClientListener::bind(ClientListenerConfig::new(self.options.client_listen))
-            .map_err(|e| NodeError::Network(e.to_string()))?;
-        let options = &self.options;
-        tracing::info!(node = options.id.0, peers = %options.listen, clients = %options.client_listen, groups = options.groups, cores = options.cores, "node up");
-        let router = Rc::new(Router {
-            node: options.id,
-            cores: options.cores,
-            groups_total: options.groups,
-            local: groups,
-            routes: connected,
-        });
-        glommio::spawn_local(async move {
-            while let Some(request) = listener.next().await {
-                let router = router.clone();
-                glommio::spawn_local(async move {
-                    let response = router.answer(request.kind, &request.body).await;
-                    if let Err(error) = request.reply(KIND_CLIENT_REPLY, &response.encode()) {
-                        tracing::debug!(%error, "client gone before its reply");
-                    }
-                })
-                .detach();
-            }
-        })
-        .detach();
-        Ok(())
-    }
-}
-
-/// Decodes frames from peers and hands each to its group on this core.
-fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: BatchLimits) {
-    let routes = groups.clone();
-    glommio::spawn_local(async move {
-        while let Some(message) = inbox.recv().await {
-            let from = NodeId(message.from.0);
-            if message.kind == KIND_SNAPSHOT_CHUNK {
-                route_chunk(&routes, from, &message.body);
-                continue;
-            }
-            if message.kind != KIND_PEER_MESSAGE {
-                tracing::warn!(
-                    from = from.0,
-                    kind = message.kind,
-                    "unknown peer frame kind; dropped"
-                );
-                continue;
-            }
-            let frame = aligned(message.body);
-            match decode_envelope(&frame, &frame, limits) {
-                Ok((group, envelope)) => match routes.get(&group.0) {
-                    Some((handle, _)) => {
-                        handle.try_deliver(envelope);
-                    }
-                    None => tracing::warn!(
-                        from = from.0,
-                        group = group.0,
-                        "message for a group not on this core"
-                    ),
-                },
-                Err(error) => {
-                    tracing::warn!(from = from.0, %error, "undecodable peer message; dropped")
-                }
-            }
-        }
-    })
-    .detach();
-}
-
-/// Another core: answers what core 0 routes here.
-async fn serve_routed(node: NodeId, groups: Groups, inbox: SharedReceiver<Routed>) {
-    let inbox = inbox.connect().await;
-    glommio::spawn_local(async move {
-        while let Some(Routed { request, reply }) = inbox.recv().await {
-            let groups = groups.clone();
-            glommio::spawn_local(async move {
-                let response = match groups.get(&request.group) {
-                    Some((handle, status)) => answer_op(node, handle, status, request.op).await,
-                    None => ClientResponse::Error(format!(
-                        "group {} is not on this core",
-                        request.group
-                    )),
-                };
-                let _ = reply.send(response);
-            })
-            .detach();
-        }
-    })
-    .detach();
-}
-
-/// Hands a snapshot chunk from a peer to its group.
-fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
-    match decode_chunk(body) {
-        Ok((group, chunk)) => match groups.get(&group.0) {
-            Some((handle, _)) => {
-                handle.try_deliver_chunk(from, chunk);
-            }
-            None => tracing::warn!(
-                from = from.0,
-                group = group.0,
-                "snapshot chunk for a group not on this core"
-            ),
-        },
-        Err(error) => tracing::warn!(from = from.0, %error, "undecodable snapshot chunk; dropped"),
-    }
-}
-
-/// Starts this core's groups; the receiver yields the first fatal error.
-async fn start_groups(
-    options: &NodeOptions,
-    link: Rc<dyn PeerLink>,
-    metrics: Vec<(u32, GroupMetrics)>,
-) -> Result<(Groups, LocalReceiver<NodeError>), NodeError> {
-    let (fail_tx, fail_rx) = local_channel::new_bounded(1);
-    let fail_tx = Rc::new(fail_tx);
-    let mut groups = BTreeMap::new();
-    for (group, metrics) in metrics {
-        let group_options = GroupOptions {
-            config: group_config(options, group),
-            wal_dir: options.data_dir.join(format!("group-{group}")),
-            wal: WalConfig {
-                write_bytes_max: 256 << 10,
-                ..WalConfig::default()
-            },
-            tick: options.tick,
-            snapshot: options.snapshot,
-            metrics,
-        };
-        let (handle, status, task) = start_group(
-            group_options,
-            GroupId(group),
-            NodeMachine::default(),
-            link.clone(),
-        )
-        .await
-        .map_err(|source| NodeError::Group { group, source })?;
-        let fail_tx = fail_tx.clone();
-        glommio::spawn_local(async move {
-            let error = match task.await {
-                Ok(()) => NodeError::Executor(format!("group {group} stopped")),
-                Err(source) => NodeError::Group { group, source },
-            };
-            tracing::error!(%error, "fatal: the node stops");
-            let _ = fail_tx.try_send(error);
-        })
-        .detach();
-        groups.insert(group, (handle, status));
-    }
-    Ok((Rc::new(groups), fail_rx))
-}
-
-/// Frame bodies must be 16-byte aligned for zero-copy access; one that is
-/// not (a body at an odd place in a read buffer) is copied once.
-fn aligned(body: Bytes) -> Bytes {
-    if (body.as_ptr() as usize).is_multiple_of(16) {
-        return body;
-    }
-    let mut copy = AlignedVec::<16>::new();
-    copy.extend_from_slice(&body);
-    Bytes::from_owner(copy)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Core 0's view of where every group lives.
-struct Router {
-    node: NodeId,
-    cores: u32,
-    groups_total: u32,
-    local: Groups,
-    routes: Vec<Rc<ConnectedSender<Routed>>>,
-}
-
-impl Router {
-    /// Answers one client request; every failure is a response, never a panic.
-    async fn answer(&self, kind: u16, body: &[u8]) -> ClientResponse {
-        if kind != KIND_CLIENT_REQUEST {
-            return ClientResponse::Error(format!("unknown request kind {kind}"));
-        }
-        let request = match ClientRequest::decode(body) {
-            Ok(request) => request,
-            Err(reason) => return ClientResponse::Error(format!("malformed request: {reason}")),
-        };
-        if request.group >= self.groups_total {
-            return ClientResponse::Error(format!(
-                "no group {} (this node hosts {})",
-                request.group, self.groups_total
-            ));
-        }
-        match core_of(request.group, self.cores) {
-            0 => match self.local.get(&request.group) {
-                Some((handle, status)) => answer_op(self.node, handle, status, request.op).await,
-                None => ClientResponse::Error(format!("group {} missing", request.group)),
-            },
-            core => {
-                let (reply, answer) = oneshot::channel();
-                let route = &self.routes[core as usize - 1];
-                if route.send(Routed { request, reply }).await.is_err() {
-                    return ClientResponse::Error(format!("core {core} stopped"));
-                }
-                answer.await.unwrap_or_else(|_| {
-                    ClientResponse::Error(format!("core {core} dropped the request"))
-                })
-            }
-        }
-    }
-}
-
-/// Carries out one client operation on a group of this core.
-async fn answer_op(
-    node: NodeId,
-    handle: &GroupHandle,
-    status: &GroupStatus,
-    op: ClientOp,
-) -> ClientResponse {
-    match op {
-        ClientOp::Append { client, seq, data } => {
-            let outcome = handle
-                .propose(ClientId(client), seq, append_command(&data))
-                .await;
-            proposed(outcome, |index, _| ClientResponse::Appended { index })
-        }
-        ClientOp::Kv { client, seq, op } => {
-            let command = kv_command(&KvCommand {
-                now_ms: now_ms(),
-                op,
-            });
-            let outcome = handle.propose(ClientId(client), seq, command).await;
-            proposed(outcome, |index, reply| match KvReply::decode(&reply) {
-                Ok(reply) => ClientResponse::Kv { index, reply },
-                Err(reason) => ClientResponse::Error(reason),
-            })
-        }
-        ClientOp::Get { key } => match handle.read(get_query(&key)).await {
-            ReadOutcome::Value(bytes) => match KvReply::decode(&bytes) {
-                Ok(KvReply::Value(value)) => ClientResponse::Value(value),
-                other => ClientResponse::Error(format!("unexpected reply {other:?}")),
-            },
-            ReadOutcome::Refused(reason) => refused(reason),
-            ReadOutcome::Stopped => ClientResponse::Error("group stopped".into()),
-        },
-        ClientOp::ReadLog { from, count } => {
-            match handle.read_local(log_query(from, count)).await {
-                ReadOutcome::Value(bytes) => {
-                    ClientResponse::decode(&bytes).unwrap_or_else(ClientResponse::Error)
-                }
-                ReadOutcome::Refused(reason) => refused(reason),
-                ReadOutcome::Stopped => ClientResponse::Error("group stopped".into()),
-            }
-        }
-        ClientOp::Status => ClientResponse::Status {
-            node: node.0,
-            leader: status.leader.get().map(|l| l.0),
-            leading: status.leading.get(),
-            applied: status.applied.get().0,
-            ballot: (status.promised.get().round, status.promised.get().node.0),
-        },
-    }
-}
-
-fn proposed(
-    outcome: ProposeOutcome,
-    applied: impl FnOnce(u64, Bytes) -> ClientResponse,
-) -> ClientResponse {
-    match outcome {
-        ProposeOutcome::Applied { index, reply } => applied(index.0, reply),
-        ProposeOutcome::Refused(reason) => refused(reason),
-        ProposeOutcome::Stale => {
-            ClientResponse::Error("sequence number older than the session's last".into())
-        }
-        ProposeOutcome::Stopped => ClientResponse::Error("group stopped".into()),
-    }
-}
-
-fn refused(reason: Refusal) -> ClientResponse {
-    match reason {
-        Refusal::NotLeader(leader) => ClientResponse::NotLeader {
-            leader: leader.map(|l| l.0),
-        },
-        Refusal::Busy => ClientResponse::Busy,
-        Refusal::TooLarge => ClientResponse::Error("command too large".into()),
-    }
 }
 
 #[cfg(test)]
@@ -677,7 +465,7 @@ mod tests {
         NodeOptions {
             id: NodeId(id),
             listen: addr,
-            client_listen: addr,
+            client_listen: None,
             peers: vec![(NodeId(id), addr)],
             data_dir: dir.to_path_buf(),
             groups: 1,

@@ -1,0 +1,551 @@
+//! One core of a node: its groups, its transport, and for core 0 the
+//! client port.
+//!
+//! ```text
+//!  clients ──► core 0: client port ──► its groups
+//!                 │ CoreRequest over a bounded channel (oneshot answers)
+//!                 └──────────────► core i: its groups
+//!  embedder threads ──CoreRequest──► the core of the group
+//!  core i ◄── own transport, port + i ──► core i of every peer
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_util::{SinkExt, StreamExt};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use rkyv::util::AlignedVec;
+use synod_net::{ClientListener, ClientListenerConfig, Inbox, PeerConfig, Secret, Transport};
+use synod_wal::WalConfig;
+
+use super::client_proto::{
+    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
+};
+use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
+use super::group::{
+    start_group, Committed, GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome,
+    ReadOutcome,
+};
+use super::kv::{KvCommand, KvReply};
+use super::machine::{append_command, get_query, kv_command, log_query};
+use super::metrics::{GroupMetrics, NodeMetrics, PeerLabel};
+use super::node::{
+    core_addr, core_of, group_config, limits, NodeError, NodeOptions, INSECURE_SECRET,
+};
+use super::snapshot::{decode_chunk, KIND_SNAPSHOT_CHUNK};
+use super::state_machine::StateMachine;
+use crate::protocol::{ClientId, Command, GroupId, NodeId, Refusal};
+
+/// Requests a core takes from other threads: core 0's client port, or an
+/// embedder's [`super::node::NodeHandle`].
+pub(super) enum CoreRequest {
+    /// Propose a command to a group of this core.
+    Propose {
+        group: u32,
+        command: Command,
+        reply: oneshot::Sender<ProposeOutcome>,
+    },
+    /// A linearizable read, or a local one (stale reads allowed).
+    Read {
+        group: u32,
+        query: Bytes,
+        local: bool,
+        reply: oneshot::Sender<ReadOutcome>,
+    },
+    /// A client-port operation (the node's own state machine's commands).
+    Client {
+        request: ClientRequest,
+        reply: oneshot::Sender<ClientResponse>,
+    },
+    /// Stream a group's commits to this channel.
+    Subscribe {
+        group: u32,
+        reply: oneshot::Sender<Option<crossbeam_channel::Receiver<Committed>>>,
+    },
+}
+
+/// Requests queued towards one core at most: callers wait beyond it.
+pub(super) const CORE_REQUESTS_MAX: usize = 1024;
+
+/// What a core reports to the thread that started the node.
+pub(super) enum CoreEvent {
+    /// Every group of the core started.
+    Ready,
+    /// The core stopped: on a fatal error, or cleanly after a stop.
+    Stopped(u32, Result<(), NodeError>),
+}
+
+/// The groups of one core, by group id.
+type Groups = Rc<BTreeMap<u32, (GroupHandle, Rc<GroupStatus>)>>;
+
+/// One executor of a node.
+pub(super) struct Core<S> {
+    pub(super) options: NodeOptions,
+    pub(super) core: u32,
+    pub(super) metrics: Arc<NodeMetrics>,
+    pub(super) machines: Arc<dyn Fn(GroupId) -> S + Send + Sync>,
+}
+
+struct TransportLink(Rc<Transport>);
+
+impl PeerLink for TransportLink {
+    fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool {
+        self.0.send(synod_net::NodeId(to.0), kind, &body).is_ok()
+    }
+}
+
+impl<S: StateMachine> Core<S> {
+    /// Runs the core until `stop` fires or a group fails; `events` hears
+    /// when it is ready and when it stopped.
+    pub(super) async fn serve(
+        self,
+        group_metrics: Vec<(u32, GroupMetrics)>,
+        requests: mpsc::Receiver<CoreRequest>,
+        routes: Vec<mpsc::Sender<CoreRequest>>,
+        stop: oneshot::Receiver<()>,
+        events: std::sync::mpsc::Sender<CoreEvent>,
+    ) {
+        let result = self
+            .run(group_metrics, requests, routes, stop, &events)
+            .await;
+        let _ = events.send(CoreEvent::Stopped(self.core, result));
+    }
+
+    async fn run(
+        &self,
+        group_metrics: Vec<(u32, GroupMetrics)>,
+        requests: mpsc::Receiver<CoreRequest>,
+        routes: Vec<mpsc::Sender<CoreRequest>>,
+        stop: oneshot::Receiver<()>,
+        events: &std::sync::mpsc::Sender<CoreEvent>,
+    ) -> Result<(), NodeError> {
+        let (transport, inbox) = self.start_transport()?;
+        let transport = Rc::new(transport);
+        let link: Rc<dyn PeerLink> = Rc::new(TransportLink(transport.clone()));
+        if self.options.metrics.is_some() {
+            self.watch_peer_queues(transport.clone());
+        }
+        let (groups, ended) = self.start_groups(link, group_metrics).await?;
+        route_peer_frames(&groups, inbox, limits(&group_config(&self.options, 0)));
+        serve_requests(self.options.id, groups.clone(), requests);
+        if let Some(addr) = self.options.client_listen {
+            self.serve_clients(addr, groups.clone(), routes)?;
+        }
+        tracing::info!(
+            node = self.options.id.0,
+            core = self.core,
+            groups = groups.len(),
+            "core up"
+        );
+        let _ = events.send(CoreEvent::Ready);
+        let stopping = {
+            let groups = groups.clone();
+            glommio::spawn_local(async move {
+                if stop.await.is_ok() {
+                    for (handle, _) in groups.values() {
+                        handle.stop().await;
+                    }
+                }
+            })
+        };
+        let mut running = groups.len();
+        while running > 0 {
+            match ended.recv().await {
+                Some(Ok(())) => running -= 1,
+                Some(Err(error)) => return Err(error),
+                None => break,
+            }
+        }
+        drop(stopping);
+        Ok(())
+    }
+    fn start_transport(&self) -> Result<(Transport, Inbox), NodeError> {
+        let options = &self.options;
+        let secret = Secret::new(
+            options
+                .secret
+                .clone()
+                .unwrap_or_else(|| INSECURE_SECRET.to_vec()),
+        );
+        let at = |addr: SocketAddr| core_addr(addr, self.core).expect("validated port range");
+        let peers = options
+            .peers
+            .iter()
+            .map(|(id, addr)| (synod_net::NodeId(id.0), at(*addr)))
+            .collect();
+        let mut peer_config = PeerConfig::new(
+            options.cluster_id,
+            synod_net::NodeId(options.id.0),
+            secret,
+            at(options.listen),
+            peers,
+        );
+        peer_config.core = self.core;
+        Transport::start(peer_config).map_err(|e| NodeError::Network(e.to_string()))
+    }
+
+    /// Reads the transport's per-peer queues into the metrics twice a second.
+    fn watch_peer_queues(&self, transport: Rc<Transport>) {
+        let peers: Vec<u64> = self
+            .options
+            .peers
+            .iter()
+            .map(|(id, _)| id.0)
+            .filter(|id| *id != self.options.id.0)
+            .collect();
+        let (metrics, core) = (self.metrics.clone(), self.core);
+        glommio::spawn_local(async move {
+            loop {
+                for peer in &peers {
+                    let queued = transport
+                        .queued_bytes(synod_net::NodeId(*peer))
+                        .unwrap_or(0);
+                    metrics
+                        .peer_queue_bytes
+                        .get_or_create(&PeerLabel { peer: *peer, core })
+                        .set(queued as i64);
+                }
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Core 0: takes client requests and answers them, here or through the
+    /// core of their group.
+    fn serve_clients(
+        &self,
+        addr: SocketAddr,
+        groups: Groups,
+        routes: Vec<mpsc::Sender<CoreRequest>>,
+    ) -> Result<(), NodeError> {
+        let listener = ClientListener::bind(ClientListenerConfig::new(addr))
+            .map_err(|e| NodeError::Network(e.to_string()))?;
+        let options = &self.options;
+        tracing::info!(node = options.id.0, peers = %options.listen, clients = %addr, groups = options.groups, cores = options.cores, "node up");
+        let router = Rc::new(Router {
+            node: options.id,
+            cores: options.cores,
+            groups_total: options.groups,
+            local: groups,
+            routes,
+        });
+        glommio::spawn_local(async move {
+            while let Some(request) = listener.next().await {
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    let response = router.answer(request.kind, &request.body).await;
+                    if let Err(error) = request.reply(KIND_CLIENT_REPLY, &response.encode()) {
+                        tracing::debug!(%error, "client gone before its reply");
+                    }
+                })
+                .detach();
+            }
+        })
+        .detach();
+        Ok(())
+    }
+
+    /// Starts this core's groups; the receiver yields how each one ended.
+    async fn start_groups(
+        &self,
+        link: Rc<dyn PeerLink>,
+        metrics: Vec<(u32, GroupMetrics)>,
+    ) -> Result<(Groups, LocalReceiver<Result<(), NodeError>>), NodeError> {
+        let options = &self.options;
+        let (ended_tx, ended_rx) = local_channel::new_bounded(metrics.len().max(1));
+        let ended_tx = Rc::new(ended_tx);
+        let mut groups = BTreeMap::new();
+        for (group, metrics) in metrics {
+            let group_options = GroupOptions {
+                config: group_config(options, group),
+                wal_dir: options.data_dir.join(format!("group-{group}")),
+                wal: WalConfig {
+                    write_bytes_max: 256 << 10,
+                    ..WalConfig::default()
+                },
+                tick: options.tick,
+                snapshot: options.snapshot,
+                metrics,
+            };
+            let machine = (self.machines)(GroupId(group));
+            let (handle, status, task) =
+                start_group(group_options, GroupId(group), machine, link.clone())
+                    .await
+                    .map_err(|source| NodeError::Group { group, source })?;
+            let ended_tx = ended_tx.clone();
+            glommio::spawn_local(async move {
+                let ended = task
+                    .await
+                    .map_err(|source| NodeError::Group { group, source });
+                if let Err(error) = &ended {
+                    tracing::error!(%error, "fatal: the node stops");
+                }
+                let _ = ended_tx.send(ended).await;
+            })
+            .detach();
+            groups.insert(group, (handle, status));
+        }
+        Ok((Rc::new(groups), ended_rx))
+    }
+}
+
+/// Answers requests from other threads for this core's groups.
+fn serve_requests(node: NodeId, groups: Groups, mut requests: mpsc::Receiver<CoreRequest>) {
+    glommio::spawn_local(async move {
+        while let Some(request) = requests.next().await {
+            let groups = groups.clone();
+            glommio::spawn_local(async move { carry_out(node, &groups, request).await }).detach();
+        }
+    })
+    .detach();
+}
+
+async fn carry_out(node: NodeId, groups: &Groups, request: CoreRequest) {
+    let missing = |group: u32| format!("group {group} is not on this core");
+    match request {
+        CoreRequest::Propose {
+            group,
+            command,
+            reply,
+        } => {
+            let outcome = match groups.get(&group) {
+                Some((handle, _)) => {
+                    handle
+                        .propose(command.client, command.seq, command.data)
+                        .await
+                }
+                None => ProposeOutcome::Stopped,
+            };
+            let _ = reply.send(outcome);
+        }
+        CoreRequest::Read {
+            group,
+            query,
+            local,
+            reply,
+        } => {
+            let outcome = match groups.get(&group) {
+                Some((handle, _)) if local => handle.read_local(query).await,
+                Some((handle, _)) => handle.read(query).await,
+                None => ReadOutcome::Stopped,
+            };
+            let _ = reply.send(outcome);
+        }
+        CoreRequest::Client { request, reply } => {
+            let response = match groups.get(&request.group) {
+                Some((handle, status)) => answer_op(node, handle, status, request.op).await,
+                None => ClientResponse::Error(missing(request.group)),
+            };
+            let _ = reply.send(response);
+        }
+        CoreRequest::Subscribe { group, reply } => {
+            let receiver = match groups.get(&group) {
+                Some((handle, _)) => Some(handle.subscribe().await),
+                None => None,
+            };
+            let _ = reply.send(receiver);
+        }
+    }
+}
+
+fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: BatchLimits) {
+    let routes = groups.clone();
+    glommio::spawn_local(async move {
+        while let Some(message) = inbox.recv().await {
+            let from = NodeId(message.from.0);
+            if message.kind == KIND_SNAPSHOT_CHUNK {
+                route_chunk(&routes, from, &message.body);
+                continue;
+            }
+            if message.kind != KIND_PEER_MESSAGE {
+                tracing::warn!(
+                    from = from.0,
+                    kind = message.kind,
+                    "unknown peer frame kind; dropped"
+                );
+                continue;
+            }
+            let frame = aligned(message.body);
+            match decode_envelope(&frame, &frame, limits) {
+                Ok((group, envelope)) => match routes.get(&group.0) {
+                    Some((handle, _)) => {
+                        handle.try_deliver(envelope);
+                    }
+                    None => tracing::warn!(
+                        from = from.0,
+                        group = group.0,
+                        "message for a group not on this core"
+                    ),
+                },
+                Err(error) => {
+                    tracing::warn!(from = from.0, %error, "undecodable peer message; dropped")
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// Hands a snapshot chunk from a peer to its group.
+fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
+    match decode_chunk(body) {
+        Ok((group, chunk)) => match groups.get(&group.0) {
+            Some((handle, _)) => {
+                handle.try_deliver_chunk(from, chunk);
+            }
+            None => tracing::warn!(
+                from = from.0,
+                group = group.0,
+                "snapshot chunk for a group not on this core"
+            ),
+        },
+        Err(error) => tracing::warn!(from = from.0, %error, "undecodable snapshot chunk; dropped"),
+    }
+}
+
+/// Frame bodies must be 16-byte aligned for zero-copy access; one that is
+/// not (a body at an odd place in a read buffer) is copied once.
+fn aligned(body: Bytes) -> Bytes {
+    if (body.as_ptr() as usize).is_multiple_of(16) {
+        return body;
+    }
+    let mut copy = AlignedVec::<16>::new();
+    copy.extend_from_slice(&body);
+    Bytes::from_owner(copy)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Core 0's view of where every group lives.
+struct Router {
+    node: NodeId,
+    cores: u32,
+    groups_total: u32,
+    local: Groups,
+    routes: Vec<mpsc::Sender<CoreRequest>>,
+}
+
+impl Router {
+    /// Answers one client request; every failure is a response, never a panic.
+    async fn answer(&self, kind: u16, body: &[u8]) -> ClientResponse {
+        if kind != KIND_CLIENT_REQUEST {
+            return ClientResponse::Error(format!("unknown request kind {kind}"));
+        }
+        let request = match ClientRequest::decode(body) {
+            Ok(request) => request,
+            Err(reason) => return ClientResponse::Error(format!("malformed request: {reason}")),
+        };
+        if request.group >= self.groups_total {
+            return ClientResponse::Error(format!(
+                "no group {} (this node hosts {})",
+                request.group, self.groups_total
+            ));
+        }
+        match core_of(request.group, self.cores) {
+            0 => match self.local.get(&request.group) {
+                Some((handle, status)) => answer_op(self.node, handle, status, request.op).await,
+                None => ClientResponse::Error(format!("group {} missing", request.group)),
+            },
+            core => {
+                let (reply, answer) = oneshot::channel();
+                let mut route = self.routes[core as usize - 1].clone();
+                if route
+                    .send(CoreRequest::Client { request, reply })
+                    .await
+                    .is_err()
+                {
+                    return ClientResponse::Error(format!("core {core} stopped"));
+                }
+                answer.await.unwrap_or_else(|_| {
+                    ClientResponse::Error(format!("core {core} dropped the request"))
+                })
+            }
+        }
+    }
+}
+
+/// Carries out one client operation on a group of this core.
+async fn answer_op(
+    node: NodeId,
+    handle: &GroupHandle,
+    status: &GroupStatus,
+    op: ClientOp,
+) -> ClientResponse {
+    match op {
+        ClientOp::Append { client, seq, data } => {
+            let outcome = handle
+                .propose(ClientId(client), seq, append_command(&data))
+                .await;
+            proposed(outcome, |index, _| ClientResponse::Appended { index })
+        }
+        ClientOp::Kv { client, seq, op } => {
+            let command = kv_command(&KvCommand {
+                now_ms: now_ms(),
+                op,
+            });
+            let outcome = handle.propose(ClientId(client), seq, command).await;
+            proposed(outcome, |index, reply| match KvReply::decode(&reply) {
+                Ok(reply) => ClientResponse::Kv { index, reply },
+                Err(reason) => ClientResponse::Error(reason),
+            })
+        }
+        ClientOp::Get { key } => match handle.read(get_query(&key)).await {
+            ReadOutcome::Value(bytes) => match KvReply::decode(&bytes) {
+                Ok(KvReply::Value(value)) => ClientResponse::Value(value),
+                other => ClientResponse::Error(format!("unexpected reply {other:?}")),
+            },
+            ReadOutcome::Refused(reason) => refused(reason),
+            ReadOutcome::Stopped => ClientResponse::Error("group stopped".into()),
+        },
+        ClientOp::ReadLog { from, count } => {
+            match handle.read_local(log_query(from, count)).await {
+                ReadOutcome::Value(bytes) => {
+                    ClientResponse::decode(&bytes).unwrap_or_else(ClientResponse::Error)
+                }
+                ReadOutcome::Refused(reason) => refused(reason),
+                ReadOutcome::Stopped => ClientResponse::Error("group stopped".into()),
+            }
+        }
+        ClientOp::Status => ClientResponse::Status {
+            node: node.0,
+            leader: status.leader.get().map(|l| l.0),
+            leading: status.leading.get(),
+            applied: status.applied.get().0,
+            ballot: (status.promised.get().round, status.promised.get().node.0),
+        },
+    }
+}
+
+fn proposed(
+    outcome: ProposeOutcome,
+    applied: impl FnOnce(u64, Bytes) -> ClientResponse,
+) -> ClientResponse {
+    match outcome {
+        ProposeOutcome::Applied { index, reply } => applied(index.0, reply),
+        ProposeOutcome::Refused(reason) => refused(reason),
+        ProposeOutcome::Stale => {
+            ClientResponse::Error("sequence number older than the session's last".into())
+        }
+        ProposeOutcome::Stopped => ClientResponse::Error("group stopped".into()),
+    }
+}
+
+fn refused(reason: Refusal) -> ClientResponse {
+    match reason {
+        Refusal::NotLeader(leader) => ClientResponse::NotLeader {
+            leader: leader.map(|l| l.0),
+        },
+        Refusal::Busy => ClientResponse::Busy,
+        Refusal::TooLarge => ClientResponse::Error("command too large".into()),
+    }
+}

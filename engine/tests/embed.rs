@@ -1,0 +1,224 @@
+//! The embedding API end to end: three `Node`s in one process with an
+//! embedder's own state machine, driven from plain threads.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_executor::block_on;
+use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId};
+use synod_engine::runtime::group::Committed;
+use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
+use synod_engine::runtime::snapshot::SnapshotPolicy;
+use synod_engine::runtime::{Applying, ProposeOutcome, ReadOutcome, StateMachine};
+
+/// Sums every command (a little-endian u64); replies with the new sum.
+#[derive(Default)]
+struct Sum(u64);
+
+impl StateMachine for Sum {
+    fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
+        commands
+            .iter()
+            .map(|c| {
+                self.0 += c.data.try_into().map(u64::from_le_bytes).unwrap_or(0);
+                Bytes::copy_from_slice(&self.0.to_le_bytes())
+            })
+            .collect()
+    }
+    fn query(&self, _: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(&self.0.to_le_bytes())
+    }
+    fn snapshot(&self) -> Bytes {
+        self.query(&[])
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "not 8 bytes")?);
+        Ok(())
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOptions {
+    NodeOptions {
+        id,
+        listen: peers.iter().find(|(p, _)| *p == id).unwrap().1,
+        client_listen: None,
+        peers: peers.to_vec(),
+        data_dir: dir.join(format!("node-{}", id.0)),
+        groups: 2,
+        cores: 2,
+        pin: false,
+        secret: Some(b"a test secret of 16 bytes or more".to_vec()),
+        cluster_id: 9,
+        tick: Duration::from_millis(2),
+        io_memory_bytes: 512 << 10,
+        snapshot: SnapshotPolicy {
+            every_slots: 25,
+            ..SnapshotPolicy::default()
+        },
+        metrics: None,
+    }
+}
+
+/// Peer addresses with a free port after each (two cores each).
+fn peers() -> Vec<(NodeId, SocketAddr)> {
+    let mut peers = Vec::new();
+    while peers.len() < 3 {
+        let addr = free_addr();
+        let next = SocketAddr::new(addr.ip(), addr.port() + 1);
+        if TcpListener::bind(next).is_ok() {
+            peers.push((NodeId(peers.len() as u64 + 1), addr));
+        }
+    }
+    peers
+}
+
+fn start(dir: &Path, peers: &[(NodeId, SocketAddr)]) -> Vec<Node> {
+    peers
+        .iter()
+        .map(|(id, _)| Node::start(options(dir, *id, peers), |_| Sum::default()).unwrap())
+        .collect()
+}
+
+fn add(handles: &[NodeHandle], group: GroupId, client: u64, seq: u64, n: u64) -> (LogIndex, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for handle in handles {
+            let data = Bytes::copy_from_slice(&n.to_le_bytes());
+            let outcome = block_on(handle.propose_session(group, ClientId(client), seq, data));
+            if let ProposeOutcome::Applied { index, reply } = outcome {
+                return (index, u64::from_le_bytes(reply[..].try_into().unwrap()));
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader took the proposal");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_sum(handles: &[NodeHandle], group: GroupId) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for handle in handles {
+            if let ReadOutcome::Value(v) = block_on(handle.read(group, Bytes::new())) {
+                return u64::from_le_bytes(v[..].try_into().unwrap());
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader answered the read");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn threads_propose_read_and_stream_commits_across_cores_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers();
+    let nodes = start(dir.path(), &peers);
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    let stream = block_on(handles[2].subscribe(GroupId(1))).expect("group 1 exists");
+    assert!(
+        block_on(handles[0].subscribe(GroupId(2))).is_none(),
+        "no group 2"
+    );
+
+    // Four threads, two per group (group g on core g of every node).
+    let workers: Vec<_> = (0..4u64)
+        .map(|client| {
+            let handles = handles.clone();
+            std::thread::spawn(move || {
+                let group = GroupId((client % 2) as u32);
+                (1..=40).for_each(|seq| {
+                    add(&handles, group, client + 1, seq, seq);
+                });
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let per_group = 2 * (1..=40u64).sum::<u64>();
+    assert_eq!(read_sum(&handles, GroupId(0)), per_group);
+    assert_eq!(read_sum(&handles, GroupId(1)), per_group);
+
+    // A retry of a session's last command is answered, not applied again.
+    let (index, sum) = add(&handles, GroupId(1), 2, 40, 40);
+    assert_eq!(sum, per_group);
+    assert!(index.0 < 80, "{index:?}");
+
+    // Node 3 streamed group 1's commands in log order, each once.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 80 && Instant::now() < deadline {
+        if let Ok(Committed::Entry { index, data }) =
+            stream.recv_timeout(Duration::from_millis(100))
+        {
+            seen.push((index.0, u64::from_le_bytes(data[..].try_into().unwrap())));
+        }
+    }
+    assert_eq!(seen.len(), 80, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "log order");
+    assert_eq!(seen.iter().map(|(_, n)| n).sum::<u64>(), per_group);
+
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+    // Everything comes back from the snapshots and the WALs.
+    let nodes = start(dir.path(), &peers);
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    assert_eq!(read_sum(&handles, GroupId(0)), per_group);
+    assert_eq!(read_sum(&handles, GroupId(1)), per_group);
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn options_that_contradict_each_other_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers();
+    let base = options(dir.path(), NodeId(1), &peers);
+    let cases = [
+        (
+            NodeOptions {
+                cores: 3,
+                ..base.clone()
+            },
+            "at most groups",
+        ),
+        (
+            NodeOptions {
+                cores: 0,
+                ..base.clone()
+            },
+            "cores must be",
+        ),
+        (
+            NodeOptions {
+                groups: 0,
+                ..base.clone()
+            },
+            "groups must be",
+        ),
+        (
+            NodeOptions {
+                peers: vec![(NodeId(1), "127.0.0.1:65535".parse().unwrap())],
+                ..base.clone()
+            },
+            "need ports",
+        ),
+    ];
+    for (options, expected) in cases {
+        let error = Node::start(options, |_| Sum::default())
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    assert!(!dir.path().join("node-1").exists(), "nothing was created");
+}
