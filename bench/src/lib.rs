@@ -3,6 +3,8 @@
 //! criterion benches in `benches/`.
 #![deny(missing_docs)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod inmem;
 pub mod loadgen;
 pub mod local;

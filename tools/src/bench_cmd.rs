@@ -20,8 +20,20 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "cluster")]
     local: Option<u64>,
     /// Client addresses of a running cluster, comma-separated.
-    #[arg(long, value_delimiter = ',', required_unless_present = "local")]
+    #[cfg_attr(
+        not(feature = "etcd"),
+        arg(long, value_delimiter = ',', required_unless_present = "local")
+    )]
+    #[cfg_attr(
+        feature = "etcd",
+        arg(long, value_delimiter = ',', required_unless_present_any = ["local", "etcd"])
+    )]
     cluster: Vec<SocketAddr>,
+    /// Drive an etcd cluster instead (client URLs, comma-separated) with the
+    /// same closed-loop workload, for bench/compare-etcd.sh.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["local", "cluster", "rate", "failover"])]
+    etcd: Vec<String>,
     /// Commands outstanding at once (closed loop; the cap in open loop).
     #[arg(long, default_value_t = 256)]
     inflight: usize,
@@ -59,6 +71,10 @@ pub struct BenchArgs {
 
 /// Runs `synod bench`.
 pub fn run(args: BenchArgs) -> ExitCode {
+    #[cfg(feature = "etcd")]
+    if !args.etcd.is_empty() {
+        return run_etcd(&args);
+    }
     let keep = args.data_dir.is_some();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("synod-bench-{}", std::process::id()))
@@ -107,11 +123,11 @@ pub fn run(args: BenchArgs) -> ExitCode {
             fail("no command was acknowledged in the measured window")
         }
         Ok(report) if args.json => {
-            println!("{}", to_json(&report, &args));
+            println!("{}", to_json(&report, &args, "synod"));
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            print_table(&report, &args);
+            print_table(&report, &args, "synod");
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
@@ -234,13 +250,14 @@ fn progress_callback(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
     })
 }
 
-fn print_table(report: &LoadReport, args: &BenchArgs) {
+fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
     let mode = match args.rate {
         Some(rate) => format!("open loop, {rate} commands/s"),
         None => format!("closed loop, {} in flight", args.inflight),
     };
     let [p50, p90, p99, p999, max] = report.latency_us;
     let rows = [
+        ("system", system.to_string()),
         ("mode", mode),
         ("command size", format!("{} B", report.size)),
         (
@@ -272,13 +289,43 @@ fn print_table(report: &LoadReport, args: &BenchArgs) {
     );
 }
 
-fn to_json(report: &LoadReport, args: &BenchArgs) -> serde_json::Value {
+fn to_json(report: &LoadReport, args: &BenchArgs, system: &str) -> serde_json::Value {
     let [p50, p90, p99, p999, max] = report.latency_us;
     json!({
-        "inflight": args.inflight, "rate": args.rate, "size": report.size, "fsync": "on",
+        "system": system, "inflight": args.inflight, "rate": args.rate, "size": report.size, "fsync": "on",
         "seconds": report.seconds, "commands": report.commands,
         "commands_per_sec": report.per_sec(), "mb_per_sec": report.mb_per_sec(),
         "latency_us": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
         "leaders_seen": report.leaders_seen, "redirects": report.redirects, "errors": report.errors,
     })
+}
+
+/// `synod bench --etcd`: the same closed loop against etcd.
+#[cfg(feature = "etcd")]
+fn run_etcd(args: &BenchArgs) -> ExitCode {
+    use synod_bench::etcd::{run_etcd_load, EtcdOptions};
+    let options = EtcdOptions {
+        endpoints: args.etcd.clone(),
+        inflight: args.inflight,
+        size: args.size,
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
+    };
+    let bar = progress_bar(args.warmup + args.duration, args.json);
+    let report = run_etcd_load(options, progress_callback(bar.clone()));
+    bar.finish_and_clear();
+    match report {
+        Ok(report) if report.commands == 0 => {
+            fail("etcd acknowledged no put in the measured window")
+        }
+        Ok(report) if args.json => {
+            println!("{}", to_json(&report, args, "etcd"));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print_table(&report, args, "etcd");
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(&message),
+    }
 }
