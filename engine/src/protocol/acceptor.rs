@@ -168,6 +168,16 @@ impl Replica {
         }
     }
 
+    /// The transport says our leader is gone: look now rather than after
+    /// the silence timeout. If it is in fact alive, the election's
+    /// stickiness brings us back to it.
+    pub(super) fn on_peer_unreachable(&mut self, peer: NodeId, out: &mut Actions) {
+        let following_it = matches!(&self.role, Role::Following(f) if f.leader == peer);
+        if following_it && self.config.election_enabled {
+            self.start_looking(out);
+        }
+    }
+
     pub(super) fn follower_timeout(&mut self) -> u64 {
         let base = u64::from(self.config.election_timeout_ticks);
         base + self.jitter(base / 2 + 1)

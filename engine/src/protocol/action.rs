@@ -22,6 +22,12 @@ pub enum Input {
     /// A linearizable read; answered with `Reply::ReadReady` once it may be
     /// served.
     Read(ReadId),
+    /// The transport lost its connection to this peer and cannot restore
+    /// it (a reset, refused reconnects). A hint, never trusted for safety:
+    /// a follower whose leader it is looks for a new one at once instead of
+    /// waiting out its silence timeout, as ZooKeeper's followers do when
+    /// their leader's socket closes.
+    PeerUnreachable(NodeId),
 }
 
 /// A durable change to the acceptor's state. Replaying the writes in order

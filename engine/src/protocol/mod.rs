@@ -311,6 +311,10 @@ impl Replica {
                 self.on_read(id, out);
                 Ok(())
             }
+            Input::PeerUnreachable(peer) => {
+                self.on_peer_unreachable(peer, out);
+                Ok(())
+            }
         };
         self.end_step(out);
         result

@@ -927,3 +927,36 @@ fn a_leader_behind_an_acceptors_compaction_point_recovers_from_its_snapshot() {
     // A steady leader refuses a snapshot: its log holds what it needs.
     assert!(!leader.install_snapshot(Slot(9), LogIndex(20)));
 }
+
+/// The transport's word that the leader's connection is gone makes a
+/// follower look at once; the same word about another peer changes nothing.
+#[test]
+fn a_follower_whose_leader_is_unreachable_looks_at_once() {
+    let mut follower = replica(2, DurableState::default());
+    let heartbeat = Heartbeat {
+        ballot: ballot(1, 1),
+        commit: Slot(0),
+        read_round: 0,
+    };
+    step(&mut follower, from(1, 2, Message::Heartbeat(heartbeat)));
+    assert_eq!(follower.leader(), Some(NodeId(1)));
+
+    let actions = step(&mut follower, Input::PeerUnreachable(NodeId(3)));
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(follower.leader(), Some(NodeId(1)));
+
+    let actions = step(&mut follower, Input::PeerUnreachable(NodeId(1)));
+    assert!(follower.status().looking);
+    let notified: Vec<NodeId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Envelope {
+                to,
+                msg: Message::Notification(_),
+                ..
+            }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notified, vec![NodeId(1), NodeId(3)], "{actions:?}");
+}

@@ -97,6 +97,10 @@ impl PeerLink for TransportLink {
     fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool {
         self.0.send(synod_net::NodeId(to.0), kind, &body).is_ok()
     }
+
+    fn is_connected(&self, to: NodeId) -> bool {
+        self.0.is_connected(synod_net::NodeId(to.0))
+    }
 }
 
 impl<S: StateMachine> Core<S> {

@@ -65,7 +65,16 @@ pub trait PeerLink {
     fn send(&self, to: NodeId, body: AlignedVec) -> bool {
         self.send_frame(to, KIND_PEER_MESSAGE, body)
     }
+
+    /// Whether a connection to `to` is up; a link that cannot tell says yes.
+    fn is_connected(&self, _to: NodeId) -> bool {
+        true
+    }
 }
+
+/// Ticks the connection to our leader must stay down before the replica is
+/// told (one tick can be a reconnect in progress).
+const LEADER_UNREACHABLE_TICKS: u32 = 2;
 
 /// What a group needs to start.
 #[derive(Clone, Debug)]
@@ -367,6 +376,7 @@ pub async fn start_group<S: StateMachine>(
         },
         metrics: options.metrics,
         subscribers: Vec::new(),
+        leader_down_ticks: 0,
     };
     driver.apply_recovered();
     let handle = GroupHandle { inputs };
@@ -463,6 +473,8 @@ struct GroupDriver<S> {
     snapshots: Snapshots,
     metrics: GroupMetrics,
     subscribers: Vec<crossbeam_channel::Sender<Committed>>,
+    /// Consecutive ticks the connection to our leader has been down.
+    leader_down_ticks: u32,
 }
 
 /// A proposal made here, waiting for its slot to apply.
@@ -550,7 +562,10 @@ impl<S: StateMachine> GroupDriver<S> {
                     continue;
                 }
                 GroupInput::Persisted(sync) => Input::Persisted(sync),
-                GroupInput::Tick => Input::Tick,
+                GroupInput::Tick => {
+                    self.check_leader_link();
+                    Input::Tick
+                }
                 GroupInput::Subscribe(subscriber) => {
                     self.subscribers.push(subscriber);
                     continue;
@@ -789,6 +804,29 @@ impl<S: StateMachine> GroupDriver<S> {
             }
             kept
         });
+    }
+
+    /// Tells the replica when the transport has lost its leader for
+    /// [`LEADER_UNREACHABLE_TICKS`] ticks in a row.
+    fn check_leader_link(&mut self) {
+        let me = self.replica.config().id;
+        let down = match self.replica.leader() {
+            Some(leader) if leader != me => !self.link.is_connected(leader),
+            _ => false,
+        };
+        self.leader_down_ticks = if down { self.leader_down_ticks + 1 } else { 0 };
+        if self.leader_down_ticks == LEADER_UNREACHABLE_TICKS {
+            let leader = self.replica.leader().expect("down implies a leader");
+            tracing::info!(
+                group = self.group.0,
+                leader = leader.0,
+                "lost the connection to the leader"
+            );
+            let input = Input::PeerUnreachable(leader);
+            if let Err(error) = self.replica.step(input, &mut self.actions) {
+                tracing::debug!(group = self.group.0, %error, "input dropped");
+            }
+        }
     }
 
     fn stop_waiters(&mut self) {

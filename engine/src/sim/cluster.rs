@@ -280,6 +280,17 @@ impl Cluster {
                 node + 1
             )
         });
+        // A dead process's sockets reset, so its peers' transports notice at
+        // once; a power loss or a cut cable tells them nothing.
+        if self.rng.random_bool(0.5) {
+            let crashed = node_id(node);
+            for other in 0..self.nodes.len() {
+                let live = other != node && self.nodes[other].replica.is_some();
+                if live && !self.nodes[other].paused {
+                    self.step(other, Input::PeerUnreachable(crashed));
+                }
+            }
+        }
     }
 
     /// Freezes `node` (a long GC pause): no ticks, inbound messages lost.
@@ -830,6 +841,7 @@ fn describe_input(input: &Input) -> String {
         Input::ProposeBatch(cs) => format!("propose {} commands", cs.len()),
         Input::Persisted(s) => format!("persisted {s:?}"),
         Input::Read(id) => format!("read {id:?}"),
+        Input::PeerUnreachable(p) => format!("n{} unreachable", p.0),
     }
 }
 
