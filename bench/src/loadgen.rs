@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use synod_engine::runtime::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
+    ClientOp, ClientRequest, ClientResponse, APPEND_BATCH_MAX, KIND_CLIENT_REQUEST,
 };
 use synod_net::{Client, ClientConfig};
 
@@ -37,6 +37,9 @@ pub struct LoadOptions {
     pub connections: usize,
     /// The group (log shard) written.
     pub group: u32,
+    /// Commands per request (closed loop only): each is its own command,
+    /// with its own sequence number, applied exactly once.
+    pub batch: usize,
     /// Where the generator publishes the leader it is writing to (node id,
     /// 0 while unknown), for `--failover` to know whom to kill.
     pub leader: Arc<AtomicU64>,
@@ -146,6 +149,7 @@ struct Shared {
     acks_per_ms: RefCell<Vec<u32>>,
     group: u32,
     payload: Vec<u8>,
+    batch: usize,
 }
 
 /// Runs the load on its own executor; `progress` is called about four
@@ -156,6 +160,12 @@ pub fn run_load(
 ) -> Result<LoadReport, String> {
     if options.cluster.is_empty() || options.inflight == 0 || options.connections == 0 {
         return Err("need at least one node, one command in flight and one connection".into());
+    }
+    if options.batch == 0 || options.batch > APPEND_BATCH_MAX {
+        return Err(format!("--batch must be 1 to {APPEND_BATCH_MAX}"));
+    }
+    if options.batch > 1 && options.rate.is_some() {
+        return Err("--batch needs the closed loop (no --rate)".into());
     }
     if options.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err("--rate must be a positive number".into());
@@ -204,6 +214,7 @@ async fn generate(
         acks_per_ms: RefCell::new(Vec::new()),
         group: options.group,
         payload: vec![b'x'; options.size],
+        batch: options.batch,
     });
     learn_ids(&shared).await;
     let start = shared.started;
@@ -292,10 +303,10 @@ fn closed_loop(shared: &Rc<Shared>, inflight: usize) -> Vec<glommio::Task<()>> {
         .map(|worker| {
             let shared = shared.clone();
             glommio::spawn_local(async move {
-                let mut seq = 0;
+                let mut seq = 1;
                 while !shared.stop.get() {
-                    seq += 1;
                     append(&shared, worker as u64 + 1, seq, Instant::now(), worker).await;
+                    seq += shared.batch as u64;
                 }
             })
         })
@@ -335,10 +346,17 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, cap: usize) -> glommio::Task<()> {
 /// Appends one command until it is acknowledged (retries keep its sequence
 /// number, so it applies once) or the run stops.
 async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worker: usize) {
-    let op = ClientOp::Append {
-        client,
-        seq,
-        data: shared.payload.clone(),
+    let op = match shared.batch {
+        1 => ClientOp::Append {
+            client,
+            seq,
+            data: shared.payload.clone(),
+        },
+        items => ClientOp::AppendBatch {
+            client,
+            seq,
+            items: vec![shared.payload.clone(); items],
+        },
     };
     let body = ClientRequest {
         group: shared.group,
@@ -351,9 +369,16 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
         let reply = per_node[worker % per_node.len()]
             .request(KIND_CLIENT_REQUEST, &body)
             .await;
-        match reply.map(|r| ClientResponse::decode(&r.body)) {
-            Ok(Ok(ClientResponse::Appended { .. })) => {
-                shared.acked.set(shared.acked.get() + 1);
+        let response = reply.map(|r| ClientResponse::decode(&r.body));
+        let count = match &response {
+            Ok(Ok(ClientResponse::Appended { .. })) => Some(1),
+            Ok(Ok(ClientResponse::AppendedBatch { indexes })) => Some(indexes.len() as u64),
+            _ => None,
+        };
+        match response {
+            Ok(Ok(ClientResponse::Appended { .. } | ClientResponse::AppendedBatch { .. })) => {
+                let count = count.expect("an acknowledgement");
+                shared.acked.set(shared.acked.get() + count);
                 // Whoever acknowledged it leads now.
                 if let Some(node) = shared.node_at.borrow()[target] {
                     if shared.leader.load(Ordering::Relaxed) != node {
@@ -365,12 +390,13 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
                 if timeline.len() <= ms {
                     timeline.resize(ms + 1, 0);
                 }
-                timeline[ms] += 1;
+                timeline[ms] += count as u32;
                 drop(timeline);
                 if shared.measuring.get() {
+                    // Every command of a batch waited as long as the batch.
                     let micros = intended.elapsed().as_micros().max(1) as u64;
-                    let _ = shared.histogram.borrow_mut().record(micros);
-                    shared.measured.set(shared.measured.get() + 1);
+                    let _ = shared.histogram.borrow_mut().record_n(micros, count);
+                    shared.measured.set(shared.measured.get() + count);
                 }
                 return;
             }

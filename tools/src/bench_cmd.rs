@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// The group written.
     #[arg(long, default_value_t = 0)]
     group: u32,
+    /// Commands per request (closed loop): each is its own command with its
+    /// own sequence number, counted once, applied exactly once.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Kill the leader this many times (SIGKILL, evenly spaced over the
     /// measured window; each victim restarts a second later) and report
     /// every outage. Needs --local.
@@ -97,6 +101,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         warmup: Duration::from_secs(args.warmup),
         connections: args.connections,
         group: args.group,
+        batch: args.batch,
         leader: leader.clone(),
     };
     let total = args.warmup + args.duration;
@@ -253,6 +258,10 @@ fn progress_callback(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
 fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
     let mode = match args.rate {
         Some(rate) => format!("open loop, {rate} commands/s"),
+        None if args.batch > 1 => format!(
+            "closed loop, {} requests of {} commands in flight",
+            args.inflight, args.batch
+        ),
         None => format!("closed loop, {} in flight", args.inflight),
     };
     let [p50, p90, p99, p999, max] = report.latency_us;
@@ -292,7 +301,7 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
 fn to_json(report: &LoadReport, args: &BenchArgs, system: &str) -> serde_json::Value {
     let [p50, p90, p99, p999, max] = report.latency_us;
     json!({
-        "system": system, "inflight": args.inflight, "rate": args.rate, "size": report.size, "fsync": "on",
+        "system": system, "inflight": args.inflight, "batch": args.batch, "rate": args.rate, "size": report.size, "fsync": "on",
         "seconds": report.seconds, "commands": report.commands,
         "commands_per_sec": report.per_sec(), "mb_per_sec": report.mb_per_sec(),
         "latency_us": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},

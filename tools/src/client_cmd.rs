@@ -221,6 +221,9 @@ impl Session {
             ClientResponse::Appended { index } => {
                 json!({"ok": true, "group": self.group, "index": index})
             }
+            ClientResponse::AppendedBatch { indexes } => {
+                json!({"ok": true, "group": self.group, "indexes": indexes})
+            }
             ClientResponse::Kv { index, reply } => match (op, reply) {
                 (_, KvReply::Done(previous)) => {
                     json!({"ok": true, "index": index, "previous": previous.as_deref().map(text)})

@@ -9,6 +9,8 @@ use super::kv::{KvOp, KvReply};
 pub const KIND_CLIENT_REQUEST: u16 = 32;
 /// Frame kind of a reply to one.
 pub const KIND_CLIENT_REPLY: u16 = 33;
+/// Items one `AppendBatch` may carry.
+pub const APPEND_BATCH_MAX: usize = 4096;
 
 pub use wire::{ClientOp, ClientRequest, ClientResponse, LogEntry};
 
@@ -25,6 +27,13 @@ mod wire {
             client: u64,
             seq: u64,
             data: Vec<u8>,
+        },
+        /// Append each item, in order, as command `(client, seq + i)`: one
+        /// request for many commands (exactly once each).
+        AppendBatch {
+            client: u64,
+            seq: u64,
+            items: Vec<Vec<u8>>,
         },
         /// A KV write (exactly once per (client, seq)).
         Kv { client: u64, seq: u64, op: KvOp },
@@ -60,6 +69,9 @@ mod wire {
     pub enum ClientResponse {
         /// The append is chosen and applied at `index`.
         Appended { index: u64 },
+        /// Each item of an `AppendBatch` is chosen and applied: at its index,
+        /// or `None` where an earlier try of the batch applied it already.
+        AppendedBatch { indexes: Vec<Option<u64>> },
         /// The KV write is applied at `index`.
         Kv { index: u64, reply: KvReply },
         /// A KV read's value.

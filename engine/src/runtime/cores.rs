@@ -24,7 +24,8 @@ use synod_net::{ClientListener, ClientListenerConfig, Inbox, PeerConfig, Secret,
 use synod_wal::WalConfig;
 
 use super::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
+    ClientOp, ClientRequest, ClientResponse, APPEND_BATCH_MAX, KIND_CLIENT_REPLY,
+    KIND_CLIENT_REQUEST,
 };
 use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
 use super::group::{
@@ -492,6 +493,9 @@ async fn answer_op(
                 .await;
             proposed(outcome, |index, _| ClientResponse::Appended { index })
         }
+        ClientOp::AppendBatch { client, seq, items } => {
+            append_batch(handle, ClientId(client), seq, items).await
+        }
         ClientOp::Kv { client, seq, op } => {
             let command = kv_command(&KvCommand {
                 now_ms: now_ms(),
@@ -528,6 +532,43 @@ async fn answer_op(
             ballot: (status.promised.get().round, status.promised.get().node.0),
         },
     }
+}
+
+/// Proposes a batch's items as one client's consecutive commands. Any item
+/// refused makes the whole answer that refusal: the client retries the
+/// batch with the same sequence numbers, and what was applied stays applied
+/// once (the session answers it as older than its last).
+async fn append_batch(
+    handle: &GroupHandle,
+    client: ClientId,
+    seq: u64,
+    items: Vec<Vec<u8>>,
+) -> ClientResponse {
+    if items.is_empty() || items.len() > APPEND_BATCH_MAX {
+        return ClientResponse::Error(format!("a batch holds 1 to {APPEND_BATCH_MAX} items"));
+    }
+    let Some(last) = seq.checked_add(items.len() as u64 - 1) else {
+        return ClientResponse::Error("sequence numbers overflow".into());
+    };
+    debug_assert!(last >= seq);
+    let commands = items
+        .iter()
+        .enumerate()
+        .map(|(i, data)| Command {
+            client,
+            seq: seq + i as u64,
+            data: append_command(data),
+        })
+        .collect();
+    let mut indexes = Vec::with_capacity(items.len());
+    for outcome in handle.propose_many(commands).await {
+        match outcome {
+            ProposeOutcome::Applied { index, .. } => indexes.push(Some(index.0)),
+            ProposeOutcome::Stale => indexes.push(None),
+            other => return proposed(other, |index, _| ClientResponse::Appended { index }),
+        }
+    }
+    ClientResponse::AppendedBatch { indexes }
 }
 
 fn proposed(

@@ -180,6 +180,9 @@ pub enum GroupInput {
     Peer(Envelope),
     /// A client command and where to send the outcome.
     Propose(Command, oneshot::Sender<ProposeOutcome>),
+    /// Commands that must reach the log in this order (one client's
+    /// consecutive sequence numbers), each with where to send its outcome.
+    ProposeMany(Vec<(Command, oneshot::Sender<ProposeOutcome>)>),
     /// A read-only query and where to send the outcome.
     Read(Bytes, oneshot::Sender<ReadOutcome>),
     /// A read-only query answered from local state at once.
@@ -222,6 +225,32 @@ impl GroupHandle {
             return ProposeOutcome::Stopped;
         }
         rx.await.unwrap_or(ProposeOutcome::Stopped)
+    }
+
+    /// Proposes `commands` in this order, as one input (so they share a
+    /// slot and no other proposal comes between them); waits for them all.
+    pub async fn propose_many(&self, commands: Vec<Command>) -> Vec<ProposeOutcome> {
+        let (waiting, answers): (Vec<_>, Vec<_>) = commands
+            .into_iter()
+            .map(|command| {
+                let (tx, rx) = oneshot::channel();
+                ((command, tx), rx)
+            })
+            .unzip();
+        let count = answers.len();
+        if self
+            .inputs
+            .send(GroupInput::ProposeMany(waiting))
+            .await
+            .is_err()
+        {
+            return vec![ProposeOutcome::Stopped; count];
+        }
+        let mut outcomes = Vec::with_capacity(count);
+        for answer in answers {
+            outcomes.push(answer.await.unwrap_or(ProposeOutcome::Stopped));
+        }
+        outcomes
     }
 
     /// A linearizable read of `query` (read-index at the leader).
@@ -547,7 +576,13 @@ impl<S: StateMachine> GroupDriver<S> {
             let input = match input {
                 GroupInput::Peer(envelope) => Input::Message(envelope),
                 GroupInput::Propose(command, reply) => {
-                    let (commands, next) = self.gather_proposals(command, reply, &inbox).await;
+                    let (commands, next) =
+                        self.gather_proposals(vec![(command, reply)], &inbox).await;
+                    held = next;
+                    Input::ProposeBatch(commands)
+                }
+                GroupInput::ProposeMany(first) => {
+                    let (commands, next) = self.gather_proposals(first, &inbox).await;
                     held = next;
                     Input::ProposeBatch(commands)
                 }
@@ -594,24 +629,33 @@ impl<S: StateMachine> GroupDriver<S> {
     /// input met, which must be handled next.
     async fn gather_proposals(
         &mut self,
-        first: Command,
-        reply: oneshot::Sender<ProposeOutcome>,
+        first: Vec<(Command, oneshot::Sender<ProposeOutcome>)>,
         inbox: &LocalReceiver<GroupInput>,
     ) -> (Vec<Command>, Option<GroupInput>) {
-        self.proposals
-            .insert((first.client, first.seq), Waiting::new(reply));
-        let mut commands = vec![first];
+        let mut commands = Vec::with_capacity(first.len());
+        self.take_proposals(first, &mut commands);
         while self.inputs.len() > 0 && commands.len() < PROPOSALS_PER_STEP_MAX {
             match inbox.recv().await {
                 Some(GroupInput::Propose(command, reply)) => {
-                    self.proposals
-                        .insert((command.client, command.seq), Waiting::new(reply));
-                    commands.push(command);
+                    self.take_proposals(vec![(command, reply)], &mut commands)
                 }
+                Some(GroupInput::ProposeMany(more)) => self.take_proposals(more, &mut commands),
                 other => return (commands, other),
             }
         }
         (commands, None)
+    }
+
+    fn take_proposals(
+        &mut self,
+        proposals: Vec<(Command, oneshot::Sender<ProposeOutcome>)>,
+        commands: &mut Vec<Command>,
+    ) {
+        for (command, reply) in proposals {
+            self.proposals
+                .insert((command.client, command.seq), Waiting::new(reply));
+            commands.push(command);
+        }
     }
 
     fn carry_out(&mut self) -> Result<(), GroupError> {
