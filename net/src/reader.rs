@@ -5,10 +5,12 @@
 //! as slices of it. A large frame that has not arrived whole gets a buffer
 //! of its own, of exactly its size, once its header has been checked: the
 //! rest of it is read straight into that buffer (no copy, no zeroing of
-//! room it will not use), and the buffer is reused for a later large frame
-//! once the consumer has dropped the body (no zeroing of fresh memory).
+//! room it will not use), and when the consumer drops the body (on any
+//! thread) the buffer goes back to the reader's pool for a later large
+//! frame (no zeroing of fresh memory).
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use synod_wal::frame::{
@@ -24,10 +26,11 @@ const READ_SPACE_BYTES_MIN: usize = 16 << 10;
 /// Frames of at least this many bytes (header and padding included) that
 /// are not yet whole get a buffer of their own.
 const LARGE_FRAME_BYTES_MIN: usize = 4 << 10;
-/// Buffers of returned large frames kept for reuse, the oldest dropped first.
-const RECYCLED_BUFFERS_MAX: usize = 4;
+/// Free large-frame buffers a reader keeps for reuse, the oldest dropped
+/// first when another comes back.
+const POOLED_BUFFERS_MAX: usize = 8;
 /// Larger buffers are not kept for reuse.
-const RECYCLED_BUFFER_BYTES_MAX: usize = 2 << 20;
+const POOLED_BUFFER_BYTES_MAX: usize = 2 << 20;
 
 /// One checked frame. `body` shares the reader's buffer (no copy).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +48,7 @@ pub struct Frame {
 #[derive(Debug)]
 struct LargeFrame {
     /// At least `total` bytes, all initialized; the frame is `buf[..total]`.
-    buf: BytesMut,
+    buf: Vec<u8>,
     total: usize,
     filled: usize,
 }
@@ -59,9 +62,8 @@ impl LargeFrame {
 /// Accumulates stream bytes and cuts them into frames. Never holds more
 /// than one maximal frame plus one read chunk of stream data: the header's
 /// length is checked against the limit before the reader waits for (and so
-/// buffers) the body. Besides, it keeps up to four buffers (of at most
-/// 2 MiB) of large frames already returned, to reuse once their bodies are
-/// dropped.
+/// buffers) the body. Besides, its pool keeps up to eight free buffers
+/// (of at most 2 MiB) that bodies of large frames gave back.
 #[derive(Debug)]
 pub struct FrameReader {
     /// The chunk: `buf[..data_bytes]` is stream data, the rest room to read into.
@@ -74,8 +76,8 @@ pub struct FrameReader {
     /// The last frame returned was large: the next one likely is too, so
     /// read only its header into the chunk and its body where it belongs.
     last_frame_large: bool,
-    /// Whole buffers of returned large frames (the bodies share them).
-    recycled: VecDeque<Bytes>,
+    /// Where bodies of large frames return their buffers.
+    pool: Arc<BufferPool>,
 }
 
 impl FrameReader {
@@ -88,7 +90,7 @@ impl FrameReader {
             data_bytes: 0,
             large: None,
             last_frame_large: false,
-            recycled: VecDeque::new(),
+            pool: Arc::default(),
         }
     }
 
@@ -236,37 +238,75 @@ impl FrameReader {
         self.data_bytes = 0;
     }
 
-    /// A recycled buffer whose body the consumer has dropped, or a new one.
-    fn take_buffer(&mut self, total: usize) -> BytesMut {
-        let fits = |b: &Bytes| (total..=total.saturating_mul(2)).contains(&b.len());
-        if let Some(i) = self.recycled.iter().position(|b| fits(b) && b.is_unique()) {
-            let unique = self.recycled.remove(i).expect("position in range");
-            if let Ok(buf) = unique.try_into_mut() {
-                return buf;
-            }
-        }
-        BytesMut::zeroed(total)
+    /// A pooled buffer that fits, or a new one.
+    fn take_buffer(&mut self, total: usize) -> Vec<u8> {
+        self.pool.take(total).unwrap_or_else(|| vec![0; total])
     }
 
     fn finish_large(&mut self, large: LargeFrame) -> Result<Frame, FrameError> {
-        let buf = large.buf.freeze();
         let (header, body_range) = {
-            let (header, body, _) = decode_frame(&buf[..large.total])?;
+            let (header, body, _) = decode_frame(&large.buf[..large.total])?;
             (header, FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + body.len())
         };
-        let body = buf.slice(body_range);
-        if buf.len() <= RECYCLED_BUFFER_BYTES_MAX {
-            if self.recycled.len() == RECYCLED_BUFFERS_MAX {
-                self.recycled.pop_front();
-            }
-            self.recycled.push_back(buf);
-        }
+        let lent = Lent {
+            buf: large.buf,
+            pool: self.pool.clone(),
+        };
         self.last_frame_large = true;
         Ok(Frame {
             kind: header.kind,
             seq: header.seq,
-            body,
+            body: Bytes::from_owner(lent).slice(body_range),
         })
+    }
+}
+
+/// Free large-frame buffers of one reader, filled by the bodies it handed
+/// out as they are dropped (on whatever thread).
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: Mutex<VecDeque<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// A free buffer of `total` to `2 * total` bytes (never a much larger one
+    /// for a small frame).
+    fn take(&self, total: usize) -> Option<Vec<u8>> {
+        let mut free = self.free.lock().ok()?;
+        let fits = |b: &Vec<u8>| (total..=total.saturating_mul(2)).contains(&b.len());
+        let i = free.iter().position(fits)?;
+        free.remove(i)
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.len() > POOLED_BUFFER_BYTES_MAX {
+            return;
+        }
+        // A poisoned lock only means a panic elsewhere: drop the buffer.
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() == POOLED_BUFFERS_MAX {
+                free.pop_front();
+            }
+            free.push_back(buf);
+        }
+    }
+}
+
+/// A large frame's buffer lent out as the body's `Bytes`.
+struct Lent {
+    buf: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
     }
 }
 
@@ -369,8 +409,9 @@ mod tests {
         let second = reader.next_frame().unwrap().unwrap();
         assert_ne!(second.body.as_ptr(), first.body.as_ptr());
         // Drop the first: the third frame lands in its buffer.
+        // Dropped on another thread: the buffer still comes back.
         let first_at = first.body.as_ptr();
-        drop(first);
+        std::thread::spawn(move || drop(first)).join().unwrap();
         feed(&mut reader, &stream[2 * one..]);
         let third = reader.next_frame().unwrap().unwrap();
         assert_eq!(third.body.as_ptr(), first_at);
@@ -394,6 +435,9 @@ mod tests {
     }
 
     proptest! {
+        // Large bodies make a case slow in debug builds.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         /// Any split of a valid stream into pieces, fed either way, yields
         /// the same frames, small and large alike.
         #[test]
@@ -428,7 +472,9 @@ mod tests {
                 prop_assert_eq!((frame.kind, frame.seq, frame.body.as_ref()), (7, i as u64, &body[..]));
             }
         }
+    }
 
+    proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_and_stay_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let mut reader = FrameReader::new(64);
