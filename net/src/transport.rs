@@ -675,6 +675,10 @@ async fn read_loop(
             if shared.inbox.send(messages).await.is_err() {
                 return ConnError::Shutdown;
             }
+            // Let the consumer take the batch before the next read: otherwise
+            // a busy socket fills the whole inbox first, and the bodies of
+            // that many large frames are out of the reader's buffer pool at once.
+            futures_lite::future::yield_now().await;
         }
         if let Err(e) = read {
             debug!(%peer, error = %e, "read ended");
