@@ -475,6 +475,58 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The fuzz target's oracle on streams that are mostly frames: fed
+        /// in pieces, alternately through `read_space` and `push`, with one
+        /// byte possibly damaged, every frame returned is the very bytes of
+        /// the stream at that place, and the reader stays bounded.
+        #[test]
+        fn damaged_streams_yield_only_their_own_frames(
+            bodies in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..80),
+                    proptest::collection::vec(any::<u8>(), 4000..9000),
+                ],
+                1..6,
+            ),
+            damage in proptest::option::of((any::<usize>(), 1u8..=255)),
+            piece_bytes in 1usize..3000,
+        ) {
+            let mut stream = frames(&bodies);
+            if let Some((at, flip)) = damage {
+                let at = at % stream.len();
+                stream[at] ^= flip;
+            }
+            let mut reader = FrameReader::new(16 << 10);
+            let mut consumed = 0;
+            'pieces: for (i, piece) in stream.chunks(piece_bytes).enumerate() {
+                if i % 2 == 0 {
+                    feed(&mut reader, piece);
+                } else {
+                    reader.push(piece);
+                }
+                loop {
+                    match reader.next_frame() {
+                        Ok(Some(frame)) => {
+                            let mut again = Vec::new();
+                            encode_frame(frame.kind, frame.seq, &frame.body, &mut again).unwrap();
+                            prop_assert_eq!(&stream[consumed..consumed + again.len()], &again[..]);
+                            consumed += again.len();
+                        }
+                        Ok(None) => break,
+                        Err(_) => break 'pieces,
+                    }
+                }
+                prop_assert!(reader.buffered_bytes() < frame_bytes(16 << 10) + READ_CHUNK_BYTES);
+            }
+            if damage.is_none() {
+                prop_assert_eq!(consumed, stream.len());
+            }
+        }
+    }
+
+    proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_and_stay_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let mut reader = FrameReader::new(64);
