@@ -130,10 +130,8 @@ struct TransportLink(Rc<Transport>);
 
 impl PeerLink for TransportLink {
     fn send(&self, to: NodeId, body: AlignedVec) -> bool {
-        // Handed over, not copied: a large body is written from this buffer.
-        let body = Bytes::from_owner(body);
         self.0
-            .send_bytes(synod_net::NodeId(to.0), KIND_PEER_MESSAGE, body)
+            .send(synod_net::NodeId(to.0), KIND_PEER_MESSAGE, &body)
             .is_ok()
     }
 }
