@@ -2,12 +2,17 @@
 //! bulk bandwidth (64 KiB bodies), one way, node 1 → node 2, each node on
 //! its own glommio executor and thread. Run by `bench/net-baseline.sh`
 //! beside iperf3; CI runs them once in test mode.
+//!
+//! `bulk_64KiB` hands the body over as `Bytes` (`send_bytes`: written from
+//! the caller's buffer, as the engine sends); `bulk_64KiB_copied` through
+//! `send(&[u8])`, which copies it into the queue.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use synod_net::{NodeId, PeerConfig, Secret, SendError, Transport};
@@ -74,21 +79,36 @@ fn pair() -> Pair {
     }
 }
 
+/// How a bench hands its body to the transport.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// `send(&[u8])`: copied into the queue.
+    Copied(&'a [u8]),
+    /// `send_bytes(Bytes)`: a reference (count) per frame.
+    Shared(&'a Bytes),
+}
+
 impl Pair {
     /// Sends `frames` bodies and returns the time until node 2 has them all.
-    fn one_way(&self, frames: u64, body: &[u8]) -> Duration {
+    fn one_way(&self, frames: u64, body: Body<'_>) -> Duration {
+        let t = &self.sender;
         self.ex.run(async {
             let target = self.received.load(Ordering::Relaxed) + frames;
             let start = Instant::now();
             for _ in 0..frames {
-                match self.sender.send(NodeId(2), 1, body) {
+                let sent = match body {
+                    Body::Copied(b) => t.send(NodeId(2), 1, b),
+                    Body::Shared(b) => t.send_bytes(NodeId(2), 1, b.clone()),
+                };
+                match sent {
                     Ok(()) => {}
                     Err(SendError::QueueFull { .. }) => {
                         // Backpressure: wait for the writer to make room.
-                        self.sender
-                            .send_wait(NodeId(2), 1, body)
-                            .await
-                            .expect("send");
+                        let waited = match body {
+                            Body::Copied(b) => t.send_wait(NodeId(2), 1, b).await,
+                            Body::Shared(b) => t.send_bytes_wait(NodeId(2), 1, b.clone()).await,
+                        };
+                        waited.expect("send");
                     }
                     Err(e) => panic!("send: {e}"),
                 }
@@ -108,7 +128,7 @@ fn small_frames(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(10));
     let body = [3u8; 16];
     group.bench_function("small_frames_16B", |b| {
-        b.iter_custom(|iters| pair.one_way(iters, &body))
+        b.iter_custom(|iters| pair.one_way(iters, Body::Copied(&body)))
     });
     group.finish();
 }
@@ -118,9 +138,12 @@ fn bulk(c: &mut Criterion) {
     let mut group = c.benchmark_group("net");
     group.throughput(Throughput::Bytes(BULK_BODY_BYTES as u64));
     group.measurement_time(Duration::from_secs(10));
-    let body = vec![9u8; BULK_BODY_BYTES];
+    let body = Bytes::from(vec![9u8; BULK_BODY_BYTES]);
     group.bench_function("bulk_64KiB", |b| {
-        b.iter_custom(|iters| pair.one_way(iters, &body))
+        b.iter_custom(|iters| pair.one_way(iters, Body::Shared(&body)))
+    });
+    group.bench_function("bulk_64KiB_copied", |b| {
+        b.iter_custom(|iters| pair.one_way(iters, Body::Copied(&body)))
     });
     group.finish();
 }

@@ -8,8 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use synod_net::FrameReader;
 use synod_wal::frame::{encode_frame, frame_bytes};
 
-/// Small, so that length fields above and below the limit both occur.
-const BODY_BYTES_MAX: u32 = 4096;
+/// Small, so that length fields above and below the limit both occur, and
+/// above the reader's 4 KiB threshold for a frame buffer of its own.
+const BODY_BYTES_MAX: u32 = 8192;
 /// `READ_CHUNK_BYTES` in net/src/reader.rs.
 const READ_CHUNK_BYTES: usize = 128 << 10;
 
@@ -22,10 +23,18 @@ fuzz_target!(|data: &[u8]| {
     let mut consumed = 0;
     for (i, piece) in stream.chunks(piece_bytes).enumerate() {
         // Both ways in: the socket path (read_space/filled) and push.
+        // read_space may be shorter than the piece (the rest of a large
+        // frame, or one header): fill it as often as it takes.
         if i % 2 == 0 {
-            let space = reader.read_space();
-            space[..piece.len()].copy_from_slice(piece);
-            reader.filled(piece.len());
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let space = reader.read_space();
+                assert!(!space.is_empty());
+                let n = space.len().min(rest.len());
+                space[..n].copy_from_slice(&rest[..n]);
+                reader.filled(n);
+                rest = &rest[n..];
+            }
         } else {
             reader.push(piece);
         }

@@ -20,9 +20,9 @@ use tracing::{debug, warn};
 
 use crate::config::{validate_frame_limits, ConfigError};
 use crate::notify::Notify;
-use crate::queue::{SendError, SendQueue};
+use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
-use crate::stream::{self, read_some, with_timeout, write_loop, ConnError};
+use crate::stream::{self, read_some, with_timeout, write_loop, ConnError, SocketFd};
 use crate::transport::TransportError;
 use crate::{NodeId, KIND_REDIRECT, KIND_RESERVED_MIN};
 
@@ -97,7 +97,9 @@ impl Replier {
         if kind >= KIND_RESERVED_MIN {
             return Err(SendError::ReservedKind(kind));
         }
-        self.conn.queue.push_with_seq(kind, request_id, body)
+        self.conn
+            .queue
+            .push_with_seq(kind, request_id, Body::Slice(body))
     }
 
     /// Tells the client to send request `request_id` to `node` at `addr`.
@@ -110,7 +112,7 @@ impl Replier {
         let body = encode_redirect(node, addr);
         self.conn
             .queue
-            .push_with_seq(KIND_REDIRECT, request_id, &body)
+            .push_with_seq(KIND_REDIRECT, request_id, Body::Slice(&body))
     }
 
     /// The client's address, if the socket knew it.
@@ -264,9 +266,10 @@ async fn serve_client(shared: Rc<ListenerShared>, stream: TcpStream) {
             config.frame_body_bytes_max,
         ),
     });
+    let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
     let reading = client_read_loop(&shared, &conn, &mut r);
-    let writing = write_loop(&mut w, &conn.queue, |_, _| {});
+    let writing = write_loop(&mut w, socket, &conn.queue, |_, _| {});
     let stopped = async {
         listener_closed(&shared).await;
         ConnError::Shutdown
@@ -568,7 +571,7 @@ async fn push_wait_with_seq(
 ) -> Result<(), SendError> {
     loop {
         let epoch = queue.space.epoch();
-        match queue.push_with_seq(kind, seq, body) {
+        match queue.push_with_seq(kind, seq, Body::Slice(body)) {
             Err(SendError::QueueFull { .. }) => queue.space.changed_since(epoch).await,
             other => return other,
         }
@@ -576,9 +579,10 @@ async fn push_wait_with_seq(
 }
 
 async fn run_client_connection(conn: Rc<Connection>, stream: TcpStream, reader: FrameReader) {
+    let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
     let reading = dispatch_replies(&conn, &mut r, reader);
-    let writing = write_loop(&mut w, &conn.queue, |_, _| {});
+    let writing = write_loop(&mut w, socket, &conn.queue, |_, _| {});
     let error = futures_lite::future::or(reading, writing).await;
     warn!(addr = %conn.addr, reason = %error, "client connection closed");
     conn.dead.set(true);

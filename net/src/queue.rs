@@ -1,10 +1,16 @@
 //! A per-peer (or per-client-connection) send queue, bounded in bytes.
-//! Frames are encoded straight into the pending buffer, so coalescing is
-//! free: the writer takes the whole buffer and writes it with one call.
+//! Frames are encoded straight into the pending batch, so coalescing is
+//! free: the writer takes the whole batch and writes it with as few
+//! (vectored) calls as the socket allows. Large bodies handed over as
+//! `Bytes` are not copied: the batch holds a reference and the write sends
+//! them from where they are, between their header and padding.
 
 use std::cell::RefCell;
 
-use synod_wal::frame::{encode_frame, frame_bytes};
+use bytes::Bytes;
+use synod_wal::frame::{
+    encode_frame, encode_frame_header, frame_bytes, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES,
+};
 
 use crate::notify::Notify;
 use crate::NodeId;
@@ -43,14 +49,134 @@ pub enum SendError {
     Closed,
 }
 
+/// Bodies at least this large, when given as `Bytes`, are written from the
+/// caller's buffer; smaller ones are copied into the batch, where coalescing
+/// them costs less than an iovec and a reference each.
+pub(crate) const BODY_BYTES_BY_REFERENCE_MIN: usize = 4 << 10;
+
+/// The padding after a body that is not copied.
+static PADDING: [u8; FRAME_ALIGN_BYTES] = [0; FRAME_ALIGN_BYTES];
+
+/// A frame body as the caller hands it over.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Body<'a> {
+    /// Borrowed: copied into the batch.
+    Slice(&'a [u8]),
+    /// Shared: referenced by the batch if large, else copied.
+    Bytes(&'a Bytes),
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Slice(b) => b.len(),
+            Body::Bytes(b) => b.len(),
+        }
+    }
+}
+
+/// One piece of a batch, in stream order.
+#[derive(Debug)]
+enum Part {
+    /// `inline[start..end]`: headers, copied bodies, their padding.
+    Inline { start: usize, end: usize },
+    /// A body written from the caller's buffer.
+    Shared(Bytes),
+    /// Zero padding after a shared body.
+    Padding(usize),
+}
+
+/// The frames of one write: whole frames, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    inline: Vec<u8>,
+    parts: Vec<Part>,
+    /// Inline bytes not yet covered by a part.
+    inline_open: usize,
+    bytes: usize,
+    frames: u64,
+}
+
+impl Batch {
+    /// Wire bytes of the batch.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Pieces to write, in order (`segment(0..segments())`).
+    pub(crate) fn segments(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The bytes of piece `i`.
+    pub(crate) fn segment(&self, i: usize) -> &[u8] {
+        match &self.parts[i] {
+            Part::Inline { start, end } => &self.inline[*start..*end],
+            Part::Shared(body) => body,
+            Part::Padding(n) => &PADDING[..*n],
+        }
+    }
+
+    fn push(&mut self, kind: u16, seq: u64, body: Body<'_>) {
+        let shared = match body {
+            Body::Bytes(b) if b.len() >= BODY_BYTES_BY_REFERENCE_MIN => Some(b),
+            _ => None,
+        };
+        let total = match shared {
+            None => {
+                let bytes = match body {
+                    Body::Slice(b) => b,
+                    Body::Bytes(b) => b.as_ref(),
+                };
+                encode_frame(kind, seq, bytes, &mut self.inline)
+                    .expect("length checked, buffer aligned")
+            }
+            Some(b) => {
+                let header = encode_frame_header(kind, seq, b).expect("length checked");
+                self.inline.extend_from_slice(&header);
+                self.close_inline();
+                self.parts.push(Part::Shared(b.clone()));
+                let total = frame_bytes(b.len());
+                let padding = total - FRAME_HEADER_BYTES - b.len();
+                if padding > 0 {
+                    self.parts.push(Part::Padding(padding));
+                }
+                total
+            }
+        };
+        self.bytes += total;
+        self.frames += 1;
+    }
+
+    /// Ends the inline bytes written so far as one part.
+    fn close_inline(&mut self) {
+        if self.inline.len() > self.inline_open {
+            self.parts.push(Part::Inline {
+                start: self.inline_open,
+                end: self.inline.len(),
+            });
+            self.inline_open = self.inline.len();
+        }
+    }
+
+    /// Empties the batch, keeping its allocations; drops the references to
+    /// shared bodies.
+    fn clear(&mut self) {
+        self.inline.clear();
+        self.parts.clear();
+        self.inline_open = 0;
+        self.bytes = 0;
+        self.frames = 0;
+    }
+}
+
 #[derive(Debug)]
 struct Buffers {
-    pending: Vec<u8>,
-    pending_frames: u64,
+    pending: Batch,
     inflight_bytes: usize,
     inflight_frames: u64,
-    /// The buffer last written, kept to avoid reallocating each round.
-    spare: Vec<u8>,
+    /// The batch last written, kept to avoid reallocating each round.
+    spare: Batch,
     seq_next: u64,
 }
 
@@ -74,11 +200,10 @@ impl SendQueue {
             bytes_max,
             body_bytes_max,
             buffers: RefCell::new(Buffers {
-                pending: Vec::new(),
-                pending_frames: 0,
+                pending: Batch::default(),
                 inflight_bytes: 0,
                 inflight_frames: 0,
-                spare: Vec::new(),
+                spare: Batch::default(),
                 seq_next: 0,
             }),
             data: Notify::default(),
@@ -89,11 +214,11 @@ impl SendQueue {
     /// Pending plus being written.
     pub(crate) fn queued_bytes(&self) -> usize {
         let b = self.buffers.borrow();
-        b.pending.len() + b.inflight_bytes
+        b.pending.bytes + b.inflight_bytes
     }
 
     /// Queues one frame with the next sequence number.
-    pub(crate) fn push(&self, kind: u16, body: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn push(&self, kind: u16, body: Body<'_>) -> Result<(), SendError> {
         let seq = self.buffers.borrow().seq_next;
         self.push_with_seq(kind, seq, body)?;
         self.buffers.borrow_mut().seq_next += 1;
@@ -101,12 +226,14 @@ impl SendQueue {
     }
 
     /// Queues one frame with the caller's sequence number (client request ids).
-    pub(crate) fn push_with_seq(&self, kind: u16, seq: u64, body: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn push_with_seq(
+        &self,
+        kind: u16,
+        seq: u64,
+        body: Body<'_>,
+    ) -> Result<(), SendError> {
         self.check_room(body.len())?;
-        let mut b = self.buffers.borrow_mut();
-        encode_frame(kind, seq, body, &mut b.pending).expect("length checked, buffer aligned");
-        b.pending_frames += 1;
-        drop(b);
+        self.buffers.borrow_mut().pending.push(kind, seq, body);
         self.data.notify();
         Ok(())
     }
@@ -133,24 +260,25 @@ impl SendQueue {
     }
 
     /// Moves everything pending to in-flight and hands it to the writer.
-    pub(crate) fn take(&self) -> Option<Vec<u8>> {
+    pub(crate) fn take(&self) -> Option<Batch> {
         let mut b = self.buffers.borrow_mut();
-        if b.pending.is_empty() {
+        if b.pending.frames == 0 {
             return None;
         }
         let spare = std::mem::take(&mut b.spare);
-        let out = std::mem::replace(&mut b.pending, spare);
-        b.inflight_bytes = out.len();
-        b.inflight_frames = std::mem::take(&mut b.pending_frames);
+        let mut out = std::mem::replace(&mut b.pending, spare);
+        out.close_inline();
+        b.inflight_bytes = out.bytes;
+        b.inflight_frames = out.frames;
         Some(out)
     }
 
-    /// The writer finished writing `buf`; returns the frames it held.
-    pub(crate) fn written(&self, mut buf: Vec<u8>) -> u64 {
-        buf.clear();
+    /// The writer finished writing `batch`; returns the frames it held.
+    pub(crate) fn written(&self, mut batch: Batch) -> u64 {
+        batch.clear();
         let frames = {
             let mut b = self.buffers.borrow_mut();
-            b.spare = buf;
+            b.spare = batch;
             b.inflight_bytes = 0;
             std::mem::take(&mut b.inflight_frames)
         };
@@ -170,8 +298,8 @@ impl SendQueue {
         frames
     }
 
-    /// Waits until a `body_bytes` frame fits, then queues it.
-    pub(crate) async fn push_wait(&self, kind: u16, body: &[u8]) -> Result<(), SendError> {
+    /// Waits until the frame fits, then queues it.
+    pub(crate) async fn push_wait(&self, kind: u16, body: Body<'_>) -> Result<(), SendError> {
         loop {
             let epoch = self.space.epoch();
             match self.push(kind, body) {
@@ -186,26 +314,73 @@ impl SendQueue {
 mod tests {
     use super::*;
 
+    fn slice(b: &[u8]) -> Body<'_> {
+        Body::Slice(b)
+    }
+
+    fn wire(batch: &Batch) -> Vec<u8> {
+        (0..batch.segments())
+            .flat_map(|i| batch.segment(i).to_vec())
+            .collect()
+    }
+
     #[test]
     fn bound_holds_and_frees_after_write() {
         let q = SendQueue::new(NodeId(2), 200, 64);
-        q.push(1, &[0; 16]).unwrap(); // 48 bytes
-        q.push(1, &[0; 64]).unwrap(); // 96 bytes: 144 queued
+        q.push(1, slice(&[0; 16])).unwrap(); // 48 bytes
+        q.push(1, slice(&[0; 64])).unwrap(); // 96 bytes: 144 queued
         assert!(matches!(
-            q.push(1, &[0; 64]),
+            q.push(1, slice(&[0; 64])),
             Err(SendError::QueueFull {
                 queued_bytes: 144,
                 ..
             })
         ));
         assert!(matches!(
-            q.push(1, &[0; 65]),
+            q.push(1, slice(&[0; 65])),
             Err(SendError::TooLarge { .. })
         ));
-        let buf = q.take().unwrap();
-        assert_eq!((buf.len(), q.queued_bytes()), (144, 144));
-        assert_eq!(q.written(buf), 2);
+        let batch = q.take().unwrap();
+        assert_eq!((batch.bytes(), q.queued_bytes()), (144, 144));
+        assert_eq!(q.written(batch), 2);
         assert_eq!(q.queued_bytes(), 0);
-        q.push(1, &[0; 64]).unwrap();
+        q.push(1, slice(&[0; 64])).unwrap();
+    }
+
+    #[test]
+    fn large_shared_bodies_are_referenced_and_the_wire_is_unchanged() {
+        let large = Bytes::from(vec![7u8; BODY_BYTES_BY_REFERENCE_MIN + 5]);
+        let small = Bytes::from(vec![8u8; 20]);
+        let q = SendQueue::new(NodeId(2), 1 << 20, 1 << 20);
+        q.push(1, slice(&[1; 3])).unwrap();
+        q.push(2, Body::Bytes(&large)).unwrap();
+        q.push(3, Body::Bytes(&small)).unwrap();
+        q.push(4, Body::Bytes(&large)).unwrap();
+        let batch = q.take().unwrap();
+        let mut expected = Vec::new();
+        for (seq, (kind, body)) in [
+            (1, &[1u8; 3][..]),
+            (2, &large[..]),
+            (3, &small[..]),
+            (4, &large[..]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            encode_frame(kind, seq as u64, body, &mut expected).unwrap();
+        }
+        assert_eq!(wire(&batch), expected);
+        assert_eq!(
+            (batch.bytes(), q.queued_bytes()),
+            (expected.len(), expected.len())
+        );
+        // The large body goes out from the caller's buffer (twice), the small one is copied.
+        let shared = (0..batch.segments())
+            .filter(|&i| batch.segment(i).as_ptr() == large.as_ptr())
+            .count();
+        assert_eq!(shared, 2);
+        assert!(!large.is_unique());
+        assert_eq!(q.written(batch), 4);
+        assert!(large.is_unique(), "the written batch let go of the body");
     }
 }

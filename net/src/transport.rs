@@ -24,9 +24,11 @@ use tracing::{debug, info, warn};
 use crate::config::{ConfigError, PeerConfig};
 use crate::handshake::{self, Challenge, Hello, RefuseReason, Role, Transcript, MAC_BYTES};
 use crate::notify::Notify;
-use crate::queue::{SendError, SendQueue};
+use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
-use crate::stream::{self, read_one, read_some, with_timeout, write_loop, write_one, ConnError};
+use crate::stream::{
+    self, read_one, read_some, with_timeout, write_loop, write_one, ConnError, SocketFd,
+};
 use crate::{NodeId, KIND_CHALLENGE, KIND_HELLO, KIND_PROOF, KIND_RESERVED_MIN, KIND_WELCOME};
 
 /// Bodies during the handshake are tiny; an unauthenticated stranger gets no
@@ -209,19 +211,39 @@ impl Transport {
     }
 
     /// Queues one frame for `to` without waiting. `QueueFull` means slow
-    /// down: nothing was queued.
+    /// down: nothing was queued. The body is copied into the queue; large
+    /// bodies go cheaper through [`Transport::send_bytes`].
     pub fn send(&self, to: NodeId, kind: u16, body: &[u8]) -> Result<(), SendError> {
-        let queue = self.queue(to, kind)?;
-        let result = queue.push(kind, body);
-        if matches!(result, Err(SendError::QueueFull { .. })) {
-            bump(&self.shared.counters.queue_full, 1);
-        }
-        result
+        self.push(to, kind, Body::Slice(body))
     }
 
     /// Queues one frame for `to`, waiting for room.
     pub async fn send_wait(&self, to: NodeId, kind: u16, body: &[u8]) -> Result<(), SendError> {
-        self.queue(to, kind)?.push_wait(kind, body).await
+        self.queue(to, kind)?
+            .push_wait(kind, Body::Slice(body))
+            .await
+    }
+
+    /// Like [`Transport::send`], but a body of 4 KiB or more is not copied:
+    /// the queue keeps a reference and the socket write sends it from the
+    /// caller's buffer (which stays alive until written). It counts against
+    /// the queue bound like a copied one. On an error the body is dropped;
+    /// clone it first (a reference count) to try again.
+    pub fn send_bytes(&self, to: NodeId, kind: u16, body: Bytes) -> Result<(), SendError> {
+        self.push(to, kind, Body::Bytes(&body))
+    }
+
+    /// Like [`Transport::send_wait`], without copying a large body (see
+    /// [`Transport::send_bytes`]).
+    pub async fn send_bytes_wait(
+        &self,
+        to: NodeId,
+        kind: u16,
+        body: Bytes,
+    ) -> Result<(), SendError> {
+        self.queue(to, kind)?
+            .push_wait(kind, Body::Bytes(&body))
+            .await
     }
 
     /// Bytes queued for `to` (pending plus being written); `None` for an
@@ -261,6 +283,15 @@ impl Transport {
         for task in std::mem::take(&mut self.tasks) {
             task.cancel().await;
         }
+    }
+
+    fn push(&self, to: NodeId, kind: u16, body: Body<'_>) -> Result<(), SendError> {
+        let queue = self.queue(to, kind)?;
+        let result = queue.push(kind, body);
+        if matches!(result, Err(SendError::QueueFull { .. })) {
+            bump(&self.shared.counters.queue_full, 1);
+        }
+        result
     }
 
     fn queue(&self, to: NodeId, kind: u16) -> Result<&SendQueue, SendError> {
@@ -606,10 +637,11 @@ async fn run_connection(
     stream: TcpStream,
     reader: FrameReader,
 ) -> ConnError {
+    let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
     let counters = &shared.counters;
     let reading = read_loop(shared, peer, &mut r, reader);
-    let writing = write_loop(&mut w, &slot.queue, |frames, bytes| {
+    let writing = write_loop(&mut w, socket, &slot.queue, |frames, bytes| {
         bump(&counters.frames_sent, frames);
         bump(&counters.bytes_sent, bytes as u64);
     });
@@ -643,6 +675,10 @@ async fn read_loop(
             if shared.inbox.send(messages).await.is_err() {
                 return ConnError::Shutdown;
             }
+            // Let the consumer take the batch before the next read: otherwise
+            // a busy socket fills the whole inbox first, and the bodies of
+            // that many large frames are out of the reader's buffer pool at once.
+            futures_lite::future::yield_now().await;
         }
         if let Err(e) = read {
             debug!(%peer, error = %e, "read ended");

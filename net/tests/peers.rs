@@ -45,6 +45,54 @@ fn handshake_succeeds_and_frames_flow_both_ways_in_order() {
     });
 }
 
+/// Body `i` of the mixed stream: small, or up to 60 KiB (above and below
+/// the sizes sent from the caller's buffer and read into a buffer of their own).
+fn mixed_body(i: u64) -> Vec<u8> {
+    let len = match i % 4 {
+        0 => (i % 50) as usize,
+        1 => 4000 + (i as usize * 37) % 300,
+        _ => 9000 + (i as usize * 7919) % 52_000,
+    };
+    let mut b = vec![i as u8; len];
+    if len >= 8 {
+        b[..8].copy_from_slice(&i.to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn large_frames_shared_or_copied_flow_in_order_with_small_ones() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let mut c1 = config(1, &nodes);
+        c1.peer_queue_bytes_max = 256 << 10;
+        let (t1, _in1) = Transport::start(c1).unwrap();
+        let (_t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        let frames = 400;
+        let receiving = async {
+            for i in 0..frames {
+                let m = in2.recv().await.unwrap();
+                assert_eq!(m.seq, i);
+                assert_eq!(m.body.as_ref(), &mixed_body(i)[..], "frame {i}");
+            }
+        };
+        let sending = async {
+            for i in 0..frames {
+                let body = mixed_body(i);
+                if i % 3 == 0 {
+                    t1.send_wait(NodeId(2), 3, &body).await.unwrap();
+                } else {
+                    t1.send_bytes_wait(NodeId(2), 3, body.into()).await.unwrap();
+                }
+                assert!(t1.queued_bytes(NodeId(2)).unwrap() <= 256 << 10);
+            }
+        };
+        futures_lite::future::zip(sending, receiving).await;
+        let c1 = t1.counters();
+        assert_eq!((c1.frames_sent, c1.frames_dropped), (frames, 0));
+    });
+}
+
 /// Starts 1 (dialer, `dialer` config tweak) and 2 (acceptor) and waits for
 /// the acceptor to count `acceptor_reason` and the dialer `dialer_reason`.
 fn refused(
@@ -283,11 +331,17 @@ fn the_send_queue_bound_holds_under_a_slow_reader() {
         let (t1, _in1) = Transport::start(c1).unwrap();
         let (_t2, mut in2) = Transport::start(c2).unwrap();
         wait_until("connected", || t1.is_connected(NodeId(2))).await;
-        let big = vec![1u8; 4000];
+        // Shared bodies (not copied) count against the bound like copied ones.
+        let big = bytes::Bytes::from(vec![1u8; 5000]);
         let (mut accepted, mut full) = (0u64, 0u64);
         let start = std::time::Instant::now();
         while full < 200 && start.elapsed() < Duration::from_secs(5) {
-            match t1.send(NodeId(2), 3, &big) {
+            let sent = if accepted % 2 == 0 {
+                t1.send(NodeId(2), 3, &big)
+            } else {
+                t1.send_bytes(NodeId(2), 3, big.clone())
+            };
+            match sent {
                 Ok(()) => accepted += 1,
                 Err(SendError::QueueFull {
                     queued_bytes,
@@ -306,7 +360,7 @@ fn the_send_queue_bound_holds_under_a_slow_reader() {
         assert_eq!(t1.counters().queue_full, full);
         for seq in 0..accepted {
             let m = in2.recv().await.unwrap();
-            assert_eq!((m.seq, m.body.len()), (seq, 4000));
+            assert_eq!((m.seq, m.body.len()), (seq, 5000));
         }
         wait_until("drained", || t1.queued_bytes(NodeId(2)) == Some(0)).await;
     });

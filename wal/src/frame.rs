@@ -173,6 +173,25 @@ pub fn encode_frame(
     if out.len() % FRAME_ALIGN_BYTES != 0 {
         return Err(FrameError::Misaligned(out.len()));
     }
+    let header = encode_frame_header(kind, seq, body)?;
+    let total = frame_bytes(body.len());
+    out.reserve(total);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(body);
+    out.resize(out.len() + total - FRAME_HEADER_BYTES - body.len(), 0);
+    Ok(total)
+}
+
+/// The header (checksum included) of the frame [`encode_frame`] would write
+/// for `body`, for writers that send the body from where it already is
+/// (a vectored write) instead of copying it behind the header. The frame is
+/// then this header, the body, and [`frame_bytes`]` - 32 - body.len()` zero
+/// bytes of padding.
+pub fn encode_frame_header(
+    kind: u16,
+    seq: u64,
+    body: &[u8],
+) -> Result<[u8; FRAME_HEADER_BYTES], FrameError> {
     let body_len = u32::try_from(body.len())
         .ok()
         .filter(|len| *len <= FRAME_BODY_BYTES_MAX)
@@ -190,12 +209,7 @@ pub fn encode_frame(
         reserved: 0,
     };
     header.crc32c = checksum(&header, body);
-    let total = frame_bytes(body.len());
-    out.reserve(total);
-    out.extend_from_slice(&header.to_bytes());
-    out.extend_from_slice(body);
-    out.resize(out.len() + total - FRAME_HEADER_BYTES - body.len(), 0);
-    Ok(total)
+    Ok(header.to_bytes())
 }
 
 /// Decodes the frame at the start of `bytes`: magic, length bound, checksum,
@@ -330,6 +344,8 @@ mod tests {
             let n = encode_frame(kind, seq, &body, &mut out).unwrap();
             prop_assert_eq!(n, out.len());
             prop_assert_eq!(n % FRAME_ALIGN_BYTES, 0);
+            let header = encode_frame_header(kind, seq, &body).unwrap();
+            prop_assert_eq!(&header[..], &out[..FRAME_HEADER_BYTES]);
             let (h, b, consumed) = decode_frame(&out).unwrap();
             prop_assert_eq!((h.kind, h.seq, b, consumed), (kind, seq, &body[..], n));
         }
