@@ -96,7 +96,10 @@ struct TransportLink(Rc<Transport>);
 
 impl PeerLink for TransportLink {
     fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool {
-        self.0.send(synod_net::NodeId(to.0), kind, &body).is_ok()
+        // Large bodies are queued by reference, not copied (the transport's
+        // send_bytes); the encoded message is sent as it was built.
+        let body = Bytes::from_owner(body);
+        self.0.send_bytes(synod_net::NodeId(to.0), kind, body).is_ok()
     }
 
     fn is_connected(&self, to: NodeId) -> bool {
