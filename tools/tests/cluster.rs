@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use synod_engine::runtime::client_proto::{
+    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
+};
 
 const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
 
@@ -454,4 +457,64 @@ fn groups_spread_over_cores_each_keep_their_own_log() {
             }
         }
     }
+}
+
+/// Sends one client request from a glommio executor of its own.
+fn raw_request(addr: SocketAddr, request: ClientRequest) -> ClientResponse {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(256 << 10)
+        .spawn(move || async move {
+            let client = synod_net::Client::new(synod_net::ClientConfig::new(vec![addr])).unwrap();
+            let reply = client
+                .request(KIND_CLIENT_REQUEST, &request.encode())
+                .await
+                .expect("the node answers");
+            ClientResponse::decode(&reply.body).expect("a reply")
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn a_batch_of_appends_applies_each_once_even_when_retried() {
+    let cluster = TestCluster::new(3);
+    let leader = leader(&cluster);
+    let addr = cluster.nodes[leader as usize - 1].client;
+    let batch = ClientRequest {
+        group: 0,
+        op: ClientOp::AppendBatch {
+            client: 77,
+            seq: 10,
+            items: vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+        },
+    };
+    let ClientResponse::AppendedBatch { indexes } = raw_request(addr, batch.clone()) else {
+        panic!("not a batch answer")
+    };
+    let first: Vec<u64> = indexes.iter().map(|i| i.expect("applied now")).collect();
+    assert!(first.windows(2).all(|w| w[1] == w[0] + 1), "{first:?}");
+    // A retry (the answer was lost, say) applies nothing again: the session
+    // answers its last command, and the earlier ones as applied before.
+    let ClientResponse::AppendedBatch { indexes } = raw_request(addr, batch) else {
+        panic!("not a batch answer")
+    };
+    assert_eq!(indexes, vec![None, None, Some(first[2])]);
+    let acked: Vec<(String, u64)> = ["a", "b", "c"]
+        .iter()
+        .zip(&first)
+        .map(|(data, index)| (data.to_string(), *index))
+        .collect();
+    for i in 0..3 {
+        assert_log_holds(&cluster, i, &acked);
+    }
+    let empty = ClientRequest {
+        group: 0,
+        op: ClientOp::AppendBatch {
+            client: 78,
+            seq: 1,
+            items: Vec::new(),
+        },
+    };
+    assert!(matches!(raw_request(addr, empty), ClientResponse::Error(_)));
 }

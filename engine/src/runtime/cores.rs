@@ -99,7 +99,9 @@ impl PeerLink for TransportLink {
         // Large bodies are queued by reference, not copied (the transport's
         // send_bytes); the encoded message is sent as it was built.
         let body = Bytes::from_owner(body);
-        self.0.send_bytes(synod_net::NodeId(to.0), kind, body).is_ok()
+        self.0
+            .send_bytes(synod_net::NodeId(to.0), kind, body)
+            .is_ok()
     }
 
     fn is_connected(&self, to: NodeId) -> bool {
