@@ -194,7 +194,15 @@ pub enum GroupInput {
     /// A piece of a snapshot from a peer.
     SnapshotChunk(NodeId, SnapshotChunk),
     /// A snapshot file is durable: compact below it.
-    SnapshotSaved(Slot, Bytes),
+    SnapshotSaved {
+        /// The snapshot's slot.
+        upto: Slot,
+        /// The file's contents.
+        encoded: Bytes,
+        /// The WAL position the state was captured at: every write from
+        /// there on (a later promise among them) must stay.
+        captured_at: Position,
+    },
     /// Writing a snapshot file failed: stop.
     SnapshotFailed(SnapshotError),
     /// A tick passed.
@@ -609,8 +617,12 @@ impl<S: StateMachine> GroupDriver<S> {
                     self.on_snapshot_chunk(from, chunk);
                     continue;
                 }
-                GroupInput::SnapshotSaved(upto, encoded) => {
-                    self.on_snapshot_saved(upto, encoded);
+                GroupInput::SnapshotSaved {
+                    upto,
+                    encoded,
+                    captured_at,
+                } => {
+                    self.on_snapshot_saved(upto, encoded, captured_at);
                     continue;
                 }
                 GroupInput::SnapshotFailed(error) => return Err(error.into()),
@@ -916,16 +928,23 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     /// Writes the file on the blocking pool; `SnapshotSaved` comes back.
+    /// The state in `encoded` was captured now, so the WAL from here on
+    /// (writes issued after the capture) must survive the compaction.
     fn save_snapshot(&mut self, upto: Slot, encoded: Vec<u8>) {
         self.snapshots.saving = true;
         self.snapshots.applied_bytes = 0;
+        let captured_at = self.wal.next_position();
         let (path, inputs) = (self.snapshots.path.clone(), self.inputs.clone());
         glommio::spawn_local(async move {
             let saved = glommio::executor()
                 .spawn_blocking(move || snapshot::save(&path, &encoded).map(|()| encoded))
                 .await;
             let input = match saved {
-                Ok(encoded) => GroupInput::SnapshotSaved(upto, Bytes::from(encoded)),
+                Ok(encoded) => GroupInput::SnapshotSaved {
+                    upto,
+                    encoded: Bytes::from(encoded),
+                    captured_at,
+                },
                 Err(error) => GroupInput::SnapshotFailed(error),
             };
             let _ = inputs.send(input).await;
@@ -936,7 +955,7 @@ impl<S: StateMachine> GroupDriver<S> {
     /// The snapshot at `upto` is durable: drop the log below it (keeping
     /// `keep_slots` in memory for followers a little behind) and the WAL
     /// segments that hold nothing a restart still needs.
-    fn on_snapshot_saved(&mut self, upto: Slot, encoded: Bytes) {
+    fn on_snapshot_saved(&mut self, upto: Slot, encoded: Bytes, captured_at: Position) {
         let snapshots = &mut self.snapshots;
         snapshots.saving = false;
         let bytes = encoded.len();
@@ -949,14 +968,15 @@ impl<S: StateMachine> GroupDriver<S> {
                 .compact(keep_from.min(self.replica.status().commit));
         }
         // A restart rebuilds every slot below `upto` from the snapshot; it
-        // needs the WAL only from the first frame of a slot at or above it.
+        // needs the WAL only from the first frame of a slot at or above it,
+        // and everything written since the capture (a promise made while
+        // the file was being written is not in it).
         snapshots.accept_positions = snapshots.accept_positions.split_off(&upto);
         let cut = snapshots
             .accept_positions
             .values()
             .min()
-            .copied()
-            .unwrap_or_else(|| self.wal.next_position());
+            .map_or(captured_at, |first| (*first).min(captured_at));
         let (wal, inputs) = (self.wal.clone(), self.inputs.clone());
         glommio::spawn_local(async move {
             if let Err(error) = wal.remove_before(cut).await {
@@ -1043,6 +1063,25 @@ impl<S: StateMachine> GroupDriver<S> {
         if self.replica.status().leading {
             return; // a steady leader holds every chosen slot it needs
         }
+        // The file doubles as this acceptor's promise floor once the WAL
+        // below it goes: it must not be lower than what we promised.
+        let promised = self.replica.status().promised;
+        let encoded = if snapshot.promised >= promised {
+            encoded
+        } else {
+            match (Snapshot {
+                promised,
+                ..snapshot.clone()
+            })
+            .encode()
+            {
+                Ok(encoded) => encoded,
+                Err(error) => {
+                    tracing::warn!(group = self.group.0, %error, "cannot re-encode a snapshot from a peer");
+                    return;
+                }
+            }
+        };
         if let Err(reason) = self.machine.restore(&snapshot.machine) {
             tracing::warn!(
                 group = self.group.0,
