@@ -208,8 +208,13 @@ fn leader_other_than(cluster: &TestCluster, old: u64) -> u64 {
 }
 
 fn appends(cluster: &TestCluster, tag: &str, count: usize) -> Vec<(String, u64)> {
+    appends_to(&cluster.cluster_arg(), tag, count)
+}
+
+/// `count` appends through one `synod client` process (its own session).
+fn appends_to(cluster_arg: &str, tag: &str, count: usize) -> Vec<(String, u64)> {
     let lines: Vec<String> = (0..count).map(|i| format!("append {tag}-{i}")).collect();
-    let replies = client(&["--cluster", &cluster.cluster_arg()], &lines);
+    let replies = client(&["--cluster", cluster_arg], &lines);
     assert_eq!(replies.len(), count);
     replies
         .iter()
@@ -254,10 +259,20 @@ fn kill_the_leader_mid_load_and_lose_nothing() {
     let mut cluster = TestCluster::new(3);
     let first = leader(&cluster);
     let mut acked = appends(&cluster, "before", 200);
+    // Four clients, 500 appends each, while the leader is SIGKILLed.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let arg = cluster.cluster_arg();
+            std::thread::spawn(move || appends_to(&arg, &format!("client{w}"), 500))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     cluster.kill(first as usize - 1);
     leader_other_than(&cluster, first);
-    acked.extend(appends(&cluster, "during", 100));
     cluster.start(first as usize - 1, "secret");
+    for writer in writers {
+        acked.extend(writer.join().expect("a client thread"));
+    }
     acked.extend(appends(&cluster, "after", 100));
     for i in 0..3 {
         assert_log_holds(&cluster, i, &acked);

@@ -414,6 +414,7 @@ pub async fn start_group<S: StateMachine>(
         metrics: options.metrics,
         subscribers: Vec::new(),
         leader_down_ticks: 0,
+        leader_link: (None, false),
     };
     driver.apply_recovered();
     let handle = GroupHandle { inputs };
@@ -512,6 +513,8 @@ struct GroupDriver<S> {
     subscribers: Vec<crossbeam_channel::Sender<Committed>>,
     /// Consecutive ticks the connection to our leader has been down.
     leader_down_ticks: u32,
+    /// The leader whose connection is watched, and whether it was ever up.
+    leader_link: (Option<NodeId>, bool),
 }
 
 /// A proposal made here, waiting for its slot to apply.
@@ -863,16 +866,24 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     /// Tells the replica when the transport has lost its leader for
-    /// [`LEADER_UNREACHABLE_TICKS`] ticks in a row.
+    /// [`LEADER_UNREACHABLE_TICKS`] ticks in a row, having been connected to
+    /// it (a node that just started may follow a leader it has heard of
+    /// through another peer before its own connection is up).
     fn check_leader_link(&mut self) {
         let me = self.replica.config().id;
-        let down = match self.replica.leader() {
-            Some(leader) if leader != me => !self.link.is_connected(leader),
-            _ => false,
+        let leader = self.replica.leader().filter(|l| *l != me);
+        if leader != self.leader_link.0 {
+            self.leader_link = (leader, false);
+            self.leader_down_ticks = 0;
+        }
+        let Some(leader) = leader else {
+            return;
         };
+        let up = self.link.is_connected(leader);
+        self.leader_link.1 |= up;
+        let down = self.leader_link.1 && !up;
         self.leader_down_ticks = if down { self.leader_down_ticks + 1 } else { 0 };
         if self.leader_down_ticks == LEADER_UNREACHABLE_TICKS {
-            let leader = self.replica.leader().expect("down implies a leader");
             tracing::info!(
                 group = self.group.0,
                 leader = leader.0,
