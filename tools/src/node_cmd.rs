@@ -10,9 +10,19 @@ use synod_engine::protocol::NodeId;
 use synod_engine::runtime::node::{run_node, NodeOptions};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 
-/// glommio registers this much I/O memory per executor; memlock-limited
-/// machines (8 MiB here) fit it with room for the WAL's writes.
-pub const IO_MEMORY_BYTES: usize = 4 << 20;
+/// glommio registers I/O memory per executor and the kernel pins it against
+/// `RLIMIT_MEMLOCK` (8 MiB here): a node's executors share this much.
+pub const IO_MEMORY_NODE_BYTES: usize = 6 << 20;
+/// Per executor at most (room for the WAL's 256 KiB writes many times over)
+/// and at least (one write plus recovery reads); past 6 cores the node needs
+/// a memlock limit above 8 MiB.
+pub const IO_MEMORY_CORE_BYTES: (usize, usize) = (1 << 20, 4 << 20);
+
+/// The I/O memory each of `cores` executors registers.
+pub fn io_memory_per_core(cores: u32) -> usize {
+    let (least, most) = IO_MEMORY_CORE_BYTES;
+    (IO_MEMORY_NODE_BYTES / cores.max(1) as usize).clamp(least, most)
+}
 
 /// Arguments of `synod node`.
 #[derive(Debug, Args)]
@@ -238,7 +248,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         secret,
         cluster_id,
         tick: Duration::from_millis(tick_ms),
-        io_memory_bytes: IO_MEMORY_BYTES,
+        io_memory_bytes: io_memory_per_core(cores),
         snapshot,
         metrics: args.metrics.or(file.metrics),
     };
