@@ -1,7 +1,7 @@
 //! The distinguished proposer: Phase 1 for all slots at once, recovery of
 //! open slots, then batched, pipelined Phase 2, heartbeats and read-index.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::action::{Action, Actions, Refusal, Reply, Write};
 use super::batch::{Batch, BatchBuilder, Command};
@@ -11,7 +11,7 @@ use super::message::{
     Promise,
 };
 use super::quorum::VoteSet;
-use super::types::{Ballot, NodeId, ReadId, Slot};
+use super::types::{Ballot, ClientId, NodeId, ReadId, Slot};
 use super::{Replica, Role};
 
 #[derive(Clone, Debug)]
@@ -355,8 +355,19 @@ impl Replica {
         commands: impl IntoIterator<Item = Command>,
         out: &mut Actions,
     ) {
+        // A session's commands are taken as a prefix: once one is refused,
+        // its later ones in this step are too. Otherwise a later sequence
+        // number could apply while an earlier one never does, and the
+        // earlier one's retry would then look like a stale duplicate.
+        let mut refused_sessions = BTreeSet::new();
         for command in commands {
-            if let Err(reason) = self.leader_enqueue(&command) {
+            let session = (command.client != ClientId(0)).then_some(command.client);
+            let result = match session {
+                Some(client) if refused_sessions.contains(&client) => Err(Refusal::Busy),
+                _ => self.leader_enqueue(&command),
+            };
+            if let Err(reason) = result {
+                refused_sessions.extend(session);
                 out.push(Action::Reply(Reply::Refused {
                     client: command.client,
                     seq: command.seq,

@@ -960,3 +960,46 @@ fn a_follower_whose_leader_is_unreachable_looks_at_once() {
         .collect();
     assert_eq!(notified, vec![NodeId(1), NodeId(3)], "{actions:?}");
 }
+
+/// A session's commands in one step are taken as a prefix: after a refusal,
+/// its later commands are refused too, so a retry never finds a later
+/// sequence number applied and an earlier one missing.
+#[test]
+fn a_sessions_commands_after_a_refused_one_are_refused_too() {
+    let (mut leader, _, _) = elected();
+    let command = |client: u64, seq: u64, bytes: usize| Command {
+        client: ClientId(client),
+        seq,
+        data: Bytes::from(vec![b'x'; bytes]),
+    };
+    let too_large = leader.config().command_bytes_max as usize + 1;
+    let commands = vec![
+        command(5, 1, 8),
+        command(5, 2, too_large),
+        command(5, 3, 8),
+        command(6, 1, 8),
+        command(0, 0, too_large),
+        command(0, 0, 8),
+    ];
+    let actions = step(&mut leader, Input::ProposeBatch(commands));
+    let refused: Vec<(u64, u64, Refusal)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply(Reply::Refused {
+                client,
+                seq,
+                reason,
+            }) => Some((client.0, *seq, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            (5, 2, Refusal::TooLarge),
+            (5, 3, Refusal::Busy),
+            (0, 0, Refusal::TooLarge),
+        ],
+        "client 6 and sessionless commands are unaffected"
+    );
+}
