@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
 use synod_engine::runtime::client_proto::{
     ClientOp, ClientRequest, ClientResponse, APPEND_BATCH_MAX, KIND_CLIENT_REQUEST,
 };
@@ -25,8 +26,11 @@ pub struct LoadOptions {
     pub cluster: Vec<SocketAddr>,
     /// Closed loop: commands outstanding at once (also the cap in open loop).
     pub inflight: usize,
-    /// Open loop: commands per second, evenly spaced; `None` is closed loop.
+    /// Open loop: commands per second; `None` is closed loop.
     pub rate: Option<f64>,
+    /// Open loop: Poisson arrivals (exponential gaps, seeded) instead of
+    /// evenly spaced ones.
+    pub poisson: bool,
     /// Bytes per command.
     pub size: usize,
     /// Measured time.
@@ -220,7 +224,7 @@ async fn generate(
     let start = shared.started;
     let workers = match options.rate {
         None => closed_loop(&shared, options.inflight),
-        Some(rate) => vec![open_loop(&shared, rate, options.inflight)],
+        Some(rate) => vec![open_loop(&shared, rate, options.poisson, options.inflight)],
     };
     let mut measured_from = start;
     loop {
@@ -315,15 +319,23 @@ fn closed_loop(shared: &Rc<Shared>, inflight: usize) -> Vec<glommio::Task<()>> {
 
 /// Sends at evenly spaced intended times; each command's latency counts
 /// from its intended time, whether or not a slot to send it was free.
-fn open_loop(shared: &Rc<Shared>, rate: f64, cap: usize) -> glommio::Task<()> {
+fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, cap: usize) -> glommio::Task<()> {
     let shared = shared.clone();
     glommio::spawn_local(async move {
         let interval = Duration::from_secs_f64(1.0 / rate);
-        let start = Instant::now();
+        let mut arrivals = rand::rngs::StdRng::seed_from_u64(0x5E0D);
+        let mut intended = Instant::now();
         let outstanding = Rc::new(Cell::new(0usize));
         let mut k: u64 = 0;
         while !shared.stop.get() {
-            let intended = start + interval.mul_f64(k as f64);
+            // The gap to the next arrival: fixed, or exponential with the
+            // same mean (inverse transform of a uniform in (0, 1]).
+            intended += if poisson {
+                let uniform: f64 = 1.0 - arrivals.random::<f64>();
+                interval.mul_f64(-uniform.ln())
+            } else {
+                interval
+            };
             if let Some(wait) = intended.checked_duration_since(Instant::now()) {
                 glommio::timer::sleep(wait).await;
             }

@@ -37,9 +37,13 @@ pub struct BenchArgs {
     /// Commands outstanding at once (closed loop; the cap in open loop).
     #[arg(long, default_value_t = 256)]
     inflight: usize,
-    /// Open loop: commands per second, evenly spaced.
+    /// Open loop: commands per second, evenly spaced (or see --poisson).
+    /// Latency counts from each command's intended send time.
     #[arg(long)]
     rate: Option<f64>,
+    /// Open loop with Poisson arrivals: exponential gaps of mean 1/rate.
+    #[arg(long, requires = "rate")]
+    poisson: bool,
     /// Bytes per command.
     #[arg(long, default_value_t = 16)]
     size: usize,
@@ -96,6 +100,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         cluster,
         inflight: args.inflight,
         rate: args.rate,
+        poisson: args.poisson,
         size: args.size,
         duration: Duration::from_secs(args.duration),
         warmup: Duration::from_secs(args.warmup),
@@ -257,6 +262,7 @@ fn progress_callback(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
 
 fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
     let mode = match args.rate {
+        Some(rate) if args.poisson => format!("open loop, Poisson arrivals, {rate} commands/s"),
         Some(rate) => format!("open loop, {rate} commands/s"),
         None if args.batch > 1 => format!(
             "closed loop, {} requests of {} commands in flight",
@@ -301,7 +307,7 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
 fn to_json(report: &LoadReport, args: &BenchArgs, system: &str) -> serde_json::Value {
     let [p50, p90, p99, p999, max] = report.latency_us;
     json!({
-        "system": system, "inflight": args.inflight, "batch": args.batch, "rate": args.rate, "size": report.size, "fsync": "on",
+        "system": system, "inflight": args.inflight, "batch": args.batch, "rate": args.rate, "poisson": args.poisson, "size": report.size, "fsync": "on",
         "seconds": report.seconds, "commands": report.commands,
         "commands_per_sec": report.per_sec(), "mb_per_sec": report.mb_per_sec(),
         "latency_us": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
