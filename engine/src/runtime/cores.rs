@@ -2,9 +2,9 @@
 //! client port.
 //!
 //! ```text
-//!  clients ──► core 0: client port ──► its groups
+//!  clients ──► any core (one client port, SO_REUSEPORT) ──► its groups
 //!                 │ CoreRequest over a bounded channel (oneshot answers)
-//!                 └──────────────► core i: its groups
+//!                 └──────────────► the group's core
 //!  embedder threads ──CoreRequest──► the core of the group
 //!  core i ◄── own transport, port + i ──► core i of every peer
 //! ```
@@ -226,8 +226,8 @@ impl<S: StateMachine> Core<S> {
         .detach();
     }
 
-    /// Core 0: takes client requests and answers them, here or through the
-    /// core of their group.
+    /// Takes client requests on this core's share of the client port and
+    /// answers them, here or through the core of their group.
     fn serve_clients(
         &self,
         addr: SocketAddr,
@@ -237,9 +237,12 @@ impl<S: StateMachine> Core<S> {
         let listener = ClientListener::bind(ClientListenerConfig::new(addr))
             .map_err(|e| NodeError::Network(e.to_string()))?;
         let options = &self.options;
-        tracing::info!(node = options.id.0, peers = %options.listen, clients = %addr, groups = options.groups, cores = options.cores, "node up");
+        if self.core == 0 {
+            tracing::info!(node = options.id.0, peers = %options.listen, clients = %addr, groups = options.groups, cores = options.cores, "node up");
+        }
         let router = Rc::new(Router {
             node: options.id,
+            core: self.core,
             cores: options.cores,
             groups_total: options.groups,
             local: groups,
@@ -439,6 +442,8 @@ fn now_ms() -> u64 {
 /// Core 0's view of where every group lives.
 struct Router {
     node: NodeId,
+    /// The core this router runs on.
+    core: u32,
     cores: u32,
     groups_total: u32,
     local: Groups,
@@ -462,13 +467,13 @@ impl Router {
             ));
         }
         match core_of(request.group, self.cores) {
-            0 => match self.local.get(&request.group) {
+            core if core == self.core => match self.local.get(&request.group) {
                 Some((handle, status)) => answer_op(self.node, handle, status, request.op).await,
                 None => ClientResponse::Error(format!("group {} missing", request.group)),
             },
             core => {
                 let (reply, answer) = oneshot::channel();
-                let mut route = self.routes[core as usize - 1].clone();
+                let mut route = self.routes[core as usize].clone();
                 if route
                     .send(CoreRequest::Client { request, reply })
                     .await

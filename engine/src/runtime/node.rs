@@ -232,11 +232,10 @@ impl Node {
             let (stop_tx, stop_rx) = oneshot::channel();
             stops.push(stop_tx);
             let core_metrics = std::mem::take(&mut group_metrics[core as usize]);
-            // Core 0 routes client requests to the others.
-            let others = match core {
-                0 => routes[1..].to_vec(),
-                _ => Vec::new(),
-            };
+            // Every core takes clients (the port is bound once per core,
+            // SO_REUSEPORT spreading connections) and routes their requests
+            // to the core of the group.
+            let others = routes.to_vec();
             let placement = if options.pin {
                 Placement::Fixed(core as usize)
             } else {
