@@ -124,9 +124,12 @@ fn check_saved(path: &std::path::Path, steps_max: u64) -> ExitCode {
     }
 }
 
+/// One fault proxy per node pair `(low, high)`.
+type Proxies = BTreeMap<(usize, usize), Proxy>;
+
 /// Proxies for every pair and the layout that routes the lower id through
 /// them.
-fn proxied_layout(nodes: u64) -> Result<(Layout, BTreeMap<(usize, usize), Proxy>), String> {
+fn proxied_layout(nodes: u64) -> Result<(Layout, Proxies), String> {
     let mut layout = Layout::loopback(nodes)?;
     let mut proxies = BTreeMap::new();
     let n = nodes as usize;

@@ -12,7 +12,6 @@
 //! | `torn-tail` | while one node is down, tear its WAL's tail; it must come back |
 //! | `bit-flip` | while one node is down, flip a bit in a frame valid frames follow; it must refuse to start with a clear error |
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -24,8 +23,9 @@ use serde::Serialize;
 use synod_bench::local::{node_dir, LocalCluster};
 
 use super::corrupt;
-use super::proxy::{Links, Proxy};
+use super::proxy::Links;
 use super::workload::micros;
+use super::Proxies;
 
 /// One kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -99,7 +99,7 @@ pub struct Nemesis {
     /// The nodes.
     pub cluster: LocalCluster,
     /// One proxy per pair `(low, high)`, 1-based ids.
-    pub proxies: BTreeMap<(usize, usize), Proxy>,
+    pub proxies: Proxies,
     /// The cluster's data directory.
     pub data_dir: PathBuf,
     /// Nodes in the cluster.
