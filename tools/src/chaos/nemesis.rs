@@ -6,6 +6,7 @@
 //! | `kill` | SIGKILL one node, restart it |
 //! | `pause` | SIGSTOP one node, SIGCONT it |
 //! | `isolate` | cut every link of one node both ways |
+//! | `cut-link` | cut the link between two nodes both ways (each still reaches the others) |
 //! | `one-way` | drop one node's outgoing (or incoming) bytes only |
 //! | `crash-majority` | SIGKILL a majority at once, restart them |
 //! | `crash-all` | SIGKILL every node at once, restart them |
@@ -37,6 +38,8 @@ pub enum Fault {
     Pause,
     /// Cut all of one node's links both ways.
     Isolate,
+    /// Cut one pair's link both ways.
+    CutLink,
     /// Drop one direction of one node's links.
     OneWay,
     /// SIGKILL a majority at once.
@@ -60,17 +63,18 @@ impl Fault {
                 "kill" => &[Kill],
                 "pause" => &[Pause],
                 "isolate" => &[Isolate],
+                "cut-link" => &[CutLink],
                 "one-way" => &[OneWay],
                 "crash-majority" => &[CrashMajority],
                 "crash-all" => &[CrashAll],
                 "torn-tail" => &[TornTail],
                 "bit-flip" => &[BitFlip],
                 "process" => &[Kill, Pause],
-                "network" => &[Isolate, OneWay],
+                "network" => &[Isolate, CutLink, OneWay],
                 "crash" => &[CrashMajority, CrashAll],
                 "disk" => &[TornTail, BitFlip],
-                "all" => &[Kill, Pause, Isolate, OneWay, CrashMajority, CrashAll, TornTail, BitFlip],
-                other => return Err(format!("unknown fault `{other}`; try process, network, crash, disk, all, or one of kill, pause, isolate, one-way, crash-majority, crash-all, torn-tail, bit-flip")),
+                "all" => &[Kill, Pause, Isolate, CutLink, OneWay, CrashMajority, CrashAll, TornTail, BitFlip],
+                other => return Err(format!("unknown fault `{other}`; try process, network, crash, disk, all, or one of kill, pause, isolate, cut-link, one-way, crash-majority, crash-all, torn-tail, bit-flip")),
             });
         }
         faults.sort();
@@ -125,6 +129,7 @@ impl Nemesis {
             Fault::Kill => self.kill_some(1),
             Fault::Pause => self.pause_one(),
             Fault::Isolate => self.isolate_one(),
+            Fault::CutLink => self.cut_link(),
             Fault::OneWay => self.one_way(),
             Fault::CrashMajority => self.kill_some(self.nodes / 2 + 1),
             Fault::CrashAll => self.kill_some(self.nodes),
@@ -229,6 +234,19 @@ impl Nemesis {
         self.hold(1000, 4000);
         self.heal_links();
         (victim, "both ways".into())
+    }
+
+    fn cut_link(&mut self) -> (Vec<usize>, String) {
+        let pair = self.pick(2);
+        if let Some(proxy) = self.proxies.get(&(pair[0], pair[1])) {
+            proxy.set(Links {
+                low_to_high_cut: true,
+                high_to_low_cut: true,
+            });
+        }
+        self.hold(1000, 4000);
+        self.heal_links();
+        (pair, "both ways".into())
     }
 
     fn one_way(&mut self) -> (Vec<usize>, String) {
