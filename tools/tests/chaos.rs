@@ -2,13 +2,15 @@
 //! fault kind must pass on this build, and a saved history with a violation
 //! must fail `--check` with exit status 1.
 
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
 
 /// Runs `synod ARGS` and returns its exit code and stdout, killing it if it
-/// outlives `limit`.
+/// outlives `limit`. Stdout is drained on a thread so a full pipe cannot
+/// stall the run.
 fn run(args: &[&str], limit: Duration) -> (Option<i32>, String) {
     let mut child = Command::new(SYNOD)
         .args(args)
@@ -16,17 +18,28 @@ fn run(args: &[&str], limit: Duration) -> (Option<i32>, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("synod starts");
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            let output = child.wait_with_output().expect("output");
-            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-            return (output.status.code(), stdout);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    panic!("synod {args:?} ran longer than {limit:?}");
+    };
+    let text = reader.join().expect("reader");
+    let status =
+        status.unwrap_or_else(|| panic!("synod {args:?} ran longer than {limit:?}: {text}"));
+    (status.code(), text)
 }
 
 #[test]
