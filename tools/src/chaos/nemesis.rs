@@ -279,6 +279,7 @@ impl Nemesis {
             ),
             Err(e) => format!("not torn: {e}"),
         };
+        let seen = self.log_len(id);
         self.restart(id);
         self.hold(1000, 2000);
         if let Some(status) = self.cluster.reap(id) {
@@ -287,7 +288,10 @@ impl Nemesis {
             ));
             self.restart(id);
         }
-        (victim, note)
+        let said = self
+            .log_line_since(id, seen, "torn")
+            .unwrap_or_else(|| "no torn tail logged".into());
+        (victim, format!("{note}; {said}"))
     }
 
     fn bit_flip(&mut self) -> (Vec<usize>, String) {
@@ -323,22 +327,31 @@ impl Nemesis {
         (victim, note)
     }
 
+    fn log_len(&self, id: usize) -> u64 {
+        std::fs::metadata(&self.cluster.logs[id - 1]).map_or(0, |m| m.len())
+    }
+
+    /// The first line of node `id`'s log after byte `from` that mentions
+    /// `word` (case-insensitive).
+    fn log_line_since(&self, id: usize, from: u64, word: &str) -> Option<String> {
+        let text = std::fs::read(&self.cluster.logs[id - 1]).ok()?;
+        let fresh = String::from_utf8_lossy(text.get(from as usize..)?).to_string();
+        fresh
+            .lines()
+            .find(|l| l.to_lowercase().contains(word))
+            .map(|l| l.trim().to_string())
+    }
+
     /// Starts node `id` on a damaged WAL and waits for it to refuse.
     fn expect_refusal(&mut self, id: usize, damage: &corrupt::Damage) -> String {
-        let log = self.cluster.logs[id - 1].clone();
-        let seen = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let seen = self.log_len(id);
         self.restart(id);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(status) = self.cluster.reap(id) {
-                let text = std::fs::read(&log).unwrap_or_default();
-                let fresh = String::from_utf8_lossy(&text[seen as usize..]).to_string();
-                let reason = fresh
-                    .lines()
-                    .find(|l| l.to_lowercase().contains("corrupt"))
-                    .map(str::to_string);
+                let reason = self.log_line_since(id, seen, "corrupt");
                 return match (status.success(), reason) {
-                    (false, Some(line)) => format!("refused ({status}): {}", line.trim()),
+                    (false, Some(line)) => format!("refused ({status}): {line}"),
                     (_, reason) => {
                         self.findings.push(format!("node {id} exited ({status}) on a flipped bit at {} offset {} without naming the corruption: {reason:?}", damage.path.display(), damage.offset_bytes));
                         "exited without a clear error".into()
