@@ -187,8 +187,11 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
     nemesis.heal_all();
     stop.store(true, Ordering::SeqCst);
     let mut ops = Vec::new();
+    let mut hung = Vec::new();
     for client in clients {
-        ops.extend(client.join().map_err(|_| "a client thread panicked")??);
+        let run = client.join().map_err(|_| "a client thread panicked")??;
+        ops.extend(run.ops);
+        hung.extend(run.hung);
     }
     ops.sort_by_key(|op| op.invoke_us);
     let settled_us = micros(epoch);
@@ -200,7 +203,7 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
     std::fs::write(&history_path, json).map_err(|e| format!("{}: {e}", history_path.display()))?;
     let verdict = checker::check(&history, args.steps_max);
     let verdict = merge(verdict, std::mem::take(&mut nemesis.findings));
-    let summary = report::Report::new(
+    let mut summary = report::Report::new(
         seed,
         &exe,
         args,
@@ -209,6 +212,7 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
         settled_us,
         &verdict,
     );
+    summary.clients_hung = hung;
     summary.write(&out)?;
     summary.print();
     drop(nemesis);

@@ -50,6 +50,10 @@ pub struct Report {
     pub injected: Vec<Injected>,
     /// Gaps of more than a second without an acknowledgement.
     pub outages: Vec<Outage>,
+    /// `synod client` processes that stopped answering and were replaced
+    /// (their operation counts as unknown): a liveness problem of the
+    /// client, not a safety violation.
+    pub clients_hung: Vec<String>,
     /// Entries in each node's final log.
     pub log_lengths: BTreeMap<u64, usize>,
     /// The verdict.
@@ -101,6 +105,7 @@ impl Report {
             faults,
             injected: injected.to_vec(),
             outages: outages(history, settled_us),
+            clients_hung: Vec::new(),
             log_lengths: history
                 .logs
                 .iter()
@@ -141,6 +146,13 @@ impl Report {
             longest as f64 / 1e6
         );
         println!("final log lengths: {:?}", self.log_lengths);
+        println!(
+            "clients that hung and were replaced: {}",
+            self.clients_hung.len()
+        );
+        for hung in &self.clients_hung {
+            println!("  {hung}");
+        }
         print_verdict(&self.verdict);
     }
 }

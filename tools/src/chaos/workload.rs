@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,11 +20,22 @@ use serde_json::Value;
 
 use super::history::{Call, Op, ReplicaLog, Ret};
 
-/// A `synod client` child process.
+/// A `synod client` child process; its replies arrive on a thread, so a
+/// client that hangs cannot hang the run.
 pub struct LineClient {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    replies: Receiver<String>,
+}
+
+/// What came back for one line.
+pub enum Answer {
+    /// The JSON reply.
+    Reply(Value),
+    /// Nothing within the wait: the client hangs.
+    Hung,
+    /// The client process is gone or wrote something that is not JSON.
+    Gone,
 }
 
 impl LineClient {
@@ -39,22 +51,43 @@ impl LineClient {
             .map_err(|e| format!("starting a client: {e}"))?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let (tx, replies) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Ok(LineClient {
             child,
             stdin,
-            stdout,
+            replies,
         })
     }
 
-    /// Sends one line and waits for its JSON reply; `None` if the client
-    /// process is gone.
+    /// Sends one line and waits up to `wait` for its JSON reply.
+    pub fn ask(&mut self, line: &str, wait: Duration) -> Answer {
+        if writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .is_err()
+        {
+            return Answer::Gone;
+        }
+        match self.replies.recv_timeout(wait) {
+            Ok(reply) => serde_json::from_str(&reply).map_or(Answer::Gone, Answer::Reply),
+            Err(RecvTimeoutError::Timeout) => Answer::Hung,
+            Err(RecvTimeoutError::Disconnected) => Answer::Gone,
+        }
+    }
+
+    /// Sends one line and waits up to a minute for its reply; `None` if
+    /// none came.
     pub fn call(&mut self, line: &str) -> Option<Value> {
-        writeln!(self.stdin, "{line}").ok()?;
-        self.stdin.flush().ok()?;
-        let mut reply = String::new();
-        match self.stdout.read_line(&mut reply) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => serde_json::from_str(&reply).ok(),
+        match self.ask(line, Duration::from_secs(60)) {
+            Answer::Reply(value) => Some(value),
+            Answer::Hung | Answer::Gone => None,
         }
     }
 }
@@ -83,6 +116,15 @@ pub struct Workload {
     pub stop: Arc<AtomicBool>,
 }
 
+/// What one client did.
+#[derive(Debug, Default)]
+pub struct ClientRun {
+    /// Its operations.
+    pub ops: Vec<Op>,
+    /// Each time its `synod client` process hung and was replaced.
+    pub hung: Vec<String>,
+}
+
 /// Microseconds since `epoch`.
 pub fn micros(epoch: Instant) -> u64 {
     epoch.elapsed().as_micros() as u64
@@ -91,7 +133,7 @@ pub fn micros(epoch: Instant) -> u64 {
 impl Workload {
     /// Starts `clients` clients, each seeded from `seed`; join them for
     /// their operations.
-    pub fn spawn(&self, clients: u32, seed: u64) -> Vec<JoinHandle<Result<Vec<Op>, String>>> {
+    pub fn spawn(&self, clients: u32, seed: u64) -> Vec<JoinHandle<Result<ClientRun, String>>> {
         let last_values: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         (1..=clients)
             .map(|client| {
@@ -111,23 +153,37 @@ impl Workload {
         client: u32,
         seed: u64,
         values: &Mutex<HashMap<String, String>>,
-    ) -> Result<Vec<Op>, String> {
+    ) -> Result<ClientRun, String> {
         let args = [
             self.cluster_arg(),
             format!("--timeout-s={}", self.timeout_s),
         ];
+        // The client gives up by itself after its timeout; past twice that
+        // plus slack it hangs, and is replaced.
+        let wait = Duration::from_secs(2 * self.timeout_s + 10);
         let mut line_client = LineClient::start(&self.exe, &args)?;
         let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(client) << 32));
-        let mut ops = Vec::new();
+        let mut run = ClientRun::default();
         let mut n = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
             n += 1;
             let call = self.pick(&mut rng, client, n, values);
             let invoke_us = micros(self.epoch);
-            let reply = line_client
-                .call(&line(&call))
-                .ok_or_else(|| format!("client {client} exited"))?;
+            let answer = line_client.ask(&line(&call), wait);
             let complete_us = micros(self.epoch);
+            let reply = match answer {
+                Answer::Reply(reply) => reply,
+                Answer::Hung => {
+                    run.hung.push(format!(
+                        "client {client} hung on `{}` at {invoke_us} us; replaced",
+                        line(&call)
+                    ));
+                    run.ops.push(Op::unknown(client, invoke_us, call));
+                    line_client = LineClient::start(&self.exe, &args)?;
+                    continue;
+                }
+                Answer::Gone => return Err(format!("client {client} exited")),
+            };
             let op = match parse_ret(&call, &reply) {
                 Some(ret) => {
                     remember(values, &call, &ret);
@@ -135,9 +191,9 @@ impl Workload {
                 }
                 None => Op::unknown(client, invoke_us, call),
             };
-            ops.push(op);
+            run.ops.push(op);
         }
-        Ok(ops)
+        Ok(run)
     }
 
     fn pick(
