@@ -174,6 +174,45 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// Like [`Layout::loopback`], but with ports below the kernel's
+    /// ephemeral range, so that a node restarted many times never finds
+    /// its port taken by some outgoing connection's ephemeral port.
+    pub fn loopback_stable(nodes: u64) -> Result<Layout, String> {
+        let ports = stable_ports(2 * nodes)?;
+        let (listen, client) = ports.split_at(nodes as usize);
+        Ok(Layout {
+            listen: listen.to_vec(),
+            client: client.to_vec(),
+            dialed: vec![listen.to_vec(); nodes as usize],
+        })
+    }
+}
+
+/// Free loopback ports from 10000 up to the ephemeral range's start,
+/// from a random place on.
+fn stable_ports(n: u64) -> Result<Vec<SocketAddr>, String> {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_min: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_min.max(10_001));
+    let start = low + (rand::random::<u16>() % (high - low));
+    let mut found = Vec::new();
+    for offset in 0..(high - low) {
+        let port = low + (start - low + offset) % (high - low);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            found.push(listener.local_addr().map_err(|e| e.to_string())?);
+            if found.len() as u64 == n {
+                return Ok(found);
+            }
+        }
+    }
+    Err("no free loopback ports below the ephemeral range".into())
+}
+
 /// The data directory of node `id` under a cluster's `data_dir`.
 pub fn node_dir(data_dir: &Path, id: usize) -> PathBuf {
     data_dir.join(format!("node-{id}"))

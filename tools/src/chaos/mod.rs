@@ -130,7 +130,7 @@ type Proxies = BTreeMap<(usize, usize), Proxy>;
 /// Proxies for every pair and the layout that routes the lower id through
 /// them.
 fn proxied_layout(nodes: u64) -> Result<(Layout, Proxies), String> {
-    let mut layout = Layout::loopback(nodes)?;
+    let mut layout = Layout::loopback_stable(nodes)?;
     let mut proxies = BTreeMap::new();
     let n = nodes as usize;
     for low in 1..=n {
