@@ -29,6 +29,19 @@ impl LocalCluster {
         groups: u32,
         data_dir: &Path,
     ) -> Result<LocalCluster, String> {
+        LocalCluster::start_laid_out(exe, &Layout::loopback(nodes)?, groups, data_dir, &[])
+    }
+
+    /// Starts the nodes of `layout` like [`LocalCluster::start`], each told
+    /// its own view of the peers' addresses, with `extra` flags appended.
+    pub fn start_laid_out(
+        exe: &Path,
+        layout: &Layout,
+        groups: u32,
+        data_dir: &Path,
+        extra: &[String],
+    ) -> Result<LocalCluster, String> {
+        let nodes = layout.listen.len();
         if !(1..=9).contains(&nodes) {
             return Err("a local cluster has 1 to 9 nodes".into());
         }
@@ -38,35 +51,32 @@ impl LocalCluster {
         rand::rng().fill_bytes(&mut secret);
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         fs::write(&secret_path, hex).map_err(|e| format!("{}: {e}", secret_path.display()))?;
-        let peer_addrs = free_ports(nodes)?;
-        let client_addrs = free_ports(nodes)?;
-        let peers: Vec<String> = peer_addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect();
         let mut cluster = LocalCluster {
             exe: exe.to_path_buf(),
             args: Vec::new(),
             children: Vec::new(),
-            client_addrs: client_addrs.clone(),
+            client_addrs: layout.client.clone(),
             logs: Vec::new(),
         };
-        for i in 0..nodes as usize {
+        for i in 0..nodes {
             let id = i + 1;
-            cluster.args.push(vec![
+            let peers: Vec<String> = layout.dialed[i]
+                .iter()
+                .enumerate()
+                .map(|(j, a)| format!("{}={a}", j + 1))
+                .collect();
+            let mut args = vec![
                 "node".to_string(),
                 format!("--id={id}"),
-                format!("--listen={}", peer_addrs[i]),
-                format!("--client-listen={}", client_addrs[i]),
+                format!("--listen={}", layout.listen[i]),
+                format!("--client-listen={}", layout.client[i]),
                 format!("--peers={}", peers.join(",")),
-                format!(
-                    "--data-dir={}",
-                    data_dir.join(format!("node-{id}")).display()
-                ),
+                format!("--data-dir={}", node_dir(data_dir, id).display()),
                 format!("--secret-file={}", secret_path.display()),
                 format!("--groups={groups}"),
-            ]);
+            ];
+            args.extend_from_slice(extra);
+            cluster.args.push(args);
             cluster.logs.push(data_dir.join(format!("node-{id}.log")));
             cluster.children.push(None);
             cluster.restart(id)?;
@@ -103,6 +113,24 @@ impl LocalCluster {
         }
     }
 
+    /// The process id of node `id` (1-based), if it is running.
+    pub fn pid(&self, id: usize) -> Option<u32> {
+        self.children.get(id - 1)?.as_ref().map(Child::id)
+    }
+
+    /// Whether node `id` (1-based) has a process (running or stopped).
+    pub fn is_up(&self, id: usize) -> bool {
+        self.pid(id).is_some()
+    }
+
+    /// Node `id`'s exit status if it has exited; it is then no longer up.
+    pub fn reap(&mut self, id: usize) -> Option<std::process::ExitStatus> {
+        let slot = self.children.get_mut(id - 1)?;
+        let status = slot.as_mut()?.try_wait().ok().flatten()?;
+        *slot = None;
+        Some(status)
+    }
+
     /// The first running node found exited, with its status.
     pub fn exited(&mut self) -> Option<(usize, std::process::ExitStatus)> {
         self.children.iter_mut().enumerate().find_map(|(i, child)| {
@@ -118,6 +146,76 @@ impl Drop for LocalCluster {
             self.kill(id);
         }
     }
+}
+
+/// Where the nodes of a local cluster listen, and which address each one
+/// dials for each peer (a fault proxy may stand between them).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Peer listen address of each node, in node id order.
+    pub listen: Vec<SocketAddr>,
+    /// Client listen address of each node.
+    pub client: Vec<SocketAddr>,
+    /// `dialed[i][j]`: the address node `i + 1` is told for node `j + 1`.
+    pub dialed: Vec<Vec<SocketAddr>>,
+}
+
+impl Layout {
+    /// Free loopback ports for `nodes` nodes that dial each other directly.
+    pub fn loopback(nodes: u64) -> Result<Layout, String> {
+        let listen = free_ports(nodes)?;
+        let client = free_ports(nodes)?;
+        let dialed = vec![listen.clone(); listen.len()];
+        Ok(Layout {
+            listen,
+            client,
+            dialed,
+        })
+    }
+}
+
+impl Layout {
+    /// Like [`Layout::loopback`], but with ports below the kernel's
+    /// ephemeral range, so that a node restarted many times never finds
+    /// its port taken by some outgoing connection's ephemeral port.
+    pub fn loopback_stable(nodes: u64) -> Result<Layout, String> {
+        let ports = stable_ports(2 * nodes)?;
+        let (listen, client) = ports.split_at(nodes as usize);
+        Ok(Layout {
+            listen: listen.to_vec(),
+            client: client.to_vec(),
+            dialed: vec![listen.to_vec(); nodes as usize],
+        })
+    }
+}
+
+/// Free loopback ports from 10000 up to the ephemeral range's start,
+/// from a random place on.
+fn stable_ports(n: u64) -> Result<Vec<SocketAddr>, String> {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_min: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_min.max(10_001));
+    let start = low + (rand::random::<u16>() % (high - low));
+    let mut found = Vec::new();
+    for offset in 0..(high - low) {
+        let port = low + (start - low + offset) % (high - low);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            found.push(listener.local_addr().map_err(|e| e.to_string())?);
+            if found.len() as u64 == n {
+                return Ok(found);
+            }
+        }
+    }
+    Err("no free loopback ports below the ephemeral range".into())
+}
+
+/// The data directory of node `id` under a cluster's `data_dir`.
+pub fn node_dir(data_dir: &Path, id: usize) -> PathBuf {
+    data_dir.join(format!("node-{id}"))
 }
 
 /// Free loopback ports (the listeners are closed again; a race with another

@@ -1,5 +1,6 @@
 //! Log lines to stderr, filtered by `RUST_LOG` (default `info`); an insecure
-//! node marks every line.
+//! node marks every line, and so does the test-only build that acknowledges
+//! before fsync.
 
 use std::fmt;
 
@@ -35,10 +36,11 @@ where
 /// is unset.
 pub fn init(insecure: bool, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let prefix = if insecure {
-        "[INSECURE: no cluster secret] "
-    } else {
-        ""
+    let prefix = match (insecure, cfg!(feature = "unsafe-ack-before-fsync")) {
+        (true, true) => "[UNSAFE TEST BUILD: acknowledges before fsync, loses data] [INSECURE: no cluster secret] ",
+        (false, true) => "[UNSAFE TEST BUILD: acknowledges before fsync, loses data] ",
+        (true, false) => "[INSECURE: no cluster secret] ",
+        (false, false) => "",
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = Prefixed {

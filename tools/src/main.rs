@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod chaos;
 mod client_cmd;
 mod cluster_cmd;
 mod logging;
@@ -35,6 +36,8 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// The deterministic simulator: seed sweeps and single-seed replays.
     Sim(sim_cmd::SimArgs),
+    /// Fault runner on real processes with a history checker.
+    Chaos(chaos::ChaosArgs),
     /// Offline inspection of a write-ahead log directory.
     #[command(subcommand)]
     Wal(wal_cmd::WalCommand),
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Status(args) => status_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Wal(command) => wal_cmd::run(command),
     }
 }
