@@ -179,8 +179,10 @@ fn print_outages(report: &LoadReport, kills: &[(Instant, u64)], json: bool) {
     }
     let mut gaps = Vec::new();
     for (i, (at, victim)) in kills.iter().enumerate() {
-        let kill_ms = at.saturating_duration_since(report.started).as_millis() as usize;
-        let o = outage(&report.acks_per_ms, kill_ms);
+        let since_start = |at: &Instant| at.saturating_duration_since(report.started).as_millis();
+        let kill_ms = since_start(at) as usize;
+        let next_ms = kills.get(i + 1).map(|(next, _)| since_start(next) as usize);
+        let o = outage(&report.acks_per_ms, kill_ms, next_ms);
         gaps.push(o.gap_ms);
         let recovery = o
             .recovery_ms
