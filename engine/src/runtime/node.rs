@@ -119,6 +119,22 @@ pub fn claim_data_dir(options: &NodeOptions) -> Result<(), NodeError> {
     }
 }
 
+/// Locks a claimed data directory for this process (an exclusive lock on
+/// its identity file, released when the returned file is dropped or the
+/// process dies), so a second node started on it is refused instead of
+/// writing the same WALs.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
+    let refuse = |reason: String| NodeError::DataDir(format!("{}: {reason}", dir.display()));
+    let file = std::fs::File::open(dir.join(IDENTITY_FILE)).map_err(|e| refuse(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(refuse("in use by another running node".into()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(refuse(e.to_string())),
+    }
+}
+
 /// Groups a node may host at most.
 pub const GROUPS_MAX: u32 = 1024;
 /// Executors (cores) a node may run at most.
@@ -195,6 +211,8 @@ pub struct Node {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Cores that have not reported their stop yet.
     running: usize,
+    /// The data directory's lock, held while the node lives.
+    _lock: std::fs::File,
 }
 
 /// A cheap, cloneable way into a node from any thread or async runtime.
@@ -220,6 +238,7 @@ impl Node {
         options.data_dir = std::path::absolute(&options.data_dir)
             .map_err(|e| NodeError::DataDir(format!("{}: {e}", options.data_dir.display())))?;
         claim_data_dir(&options)?;
+        let lock = lock_data_dir(&options.data_dir)?;
         let (metrics, mut group_metrics) = node_metrics(&options)?;
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..options.cores)
             .map(|_| mpsc::channel::<CoreRequest>(CORE_REQUESTS_MAX))
@@ -265,6 +284,7 @@ impl Node {
             events,
             threads,
             running: options.cores as usize,
+            _lock: lock,
         };
         node.await_ready(options.cores)?;
         Ok(node)
@@ -496,6 +516,11 @@ mod tests {
             claim_data_dir(&options(&data, 7, 2)).is_err(),
             "another node's directory"
         );
+        let held = lock_data_dir(&data).expect("the first node locks it");
+        let second = lock_data_dir(&data).unwrap_err().to_string();
+        assert!(second.contains("in use"), "{second}");
+        drop(held);
+        lock_data_dir(&data).expect("free again once the first lets go");
         let stranger = dir.path().join("stranger");
         std::fs::create_dir_all(&stranger).unwrap();
         std::fs::write(stranger.join("something"), b"x").unwrap();
