@@ -587,8 +587,7 @@ impl<S: StateMachine> GroupDriver<S> {
             let input = match input {
                 GroupInput::Peer(envelope) => Input::Message(envelope),
                 GroupInput::Propose(command, reply) => {
-                    let (commands, next) =
-                        self.gather_proposals(vec![(command, reply)], &inbox).await;
+                    let (commands, next) = self.gather_proposals([(command, reply)], &inbox).await;
                     held = next;
                     Input::ProposeBatch(commands)
                 }
@@ -644,15 +643,15 @@ impl<S: StateMachine> GroupDriver<S> {
     /// input met, which must be handled next.
     async fn gather_proposals(
         &mut self,
-        first: Vec<(Command, oneshot::Sender<ProposeOutcome>)>,
+        first: impl IntoIterator<Item = (Command, oneshot::Sender<ProposeOutcome>)>,
         inbox: &LocalReceiver<GroupInput>,
     ) -> (Vec<Command>, Option<GroupInput>) {
-        let mut commands = Vec::with_capacity(first.len());
+        let mut commands = Vec::new();
         self.take_proposals(first, &mut commands);
         while self.inputs.len() > 0 && commands.len() < PROPOSALS_PER_STEP_MAX {
             match inbox.recv().await {
                 Some(GroupInput::Propose(command, reply)) => {
-                    self.take_proposals(vec![(command, reply)], &mut commands)
+                    self.take_proposals([(command, reply)], &mut commands)
                 }
                 Some(GroupInput::ProposeMany(more)) => self.take_proposals(more, &mut commands),
                 other => return (commands, other),
@@ -663,7 +662,7 @@ impl<S: StateMachine> GroupDriver<S> {
 
     fn take_proposals(
         &mut self,
-        proposals: Vec<(Command, oneshot::Sender<ProposeOutcome>)>,
+        proposals: impl IntoIterator<Item = (Command, oneshot::Sender<ProposeOutcome>)>,
         commands: &mut Vec<Command>,
     ) {
         for (command, reply) in proposals {
