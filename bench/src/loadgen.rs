@@ -359,6 +359,31 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, cap: usize) -> glomm
     })
 }
 
+/// Counts `count` commands acknowledged by the node at `target`, sent at
+/// `intended`.
+fn note_acks(shared: &Shared, target: usize, count: u64, intended: Instant) {
+    shared.acked.set(shared.acked.get() + count);
+    // Whoever acknowledged it leads now.
+    if let Some(node) = shared.node_at.borrow()[target] {
+        if shared.leader.load(Ordering::Relaxed) != node {
+            note_leader(shared, node);
+        }
+    }
+    let ms = shared.started.elapsed().as_millis() as usize;
+    let mut timeline = shared.acks_per_ms.borrow_mut();
+    if timeline.len() <= ms {
+        timeline.resize(ms + 1, 0);
+    }
+    timeline[ms] += count as u32;
+    drop(timeline);
+    if shared.measuring.get() {
+        // Every command of a batch waited as long as the batch.
+        let micros = intended.elapsed().as_micros().max(1) as u64;
+        let _ = shared.histogram.borrow_mut().record_n(micros, count);
+        shared.measured.set(shared.measured.get() + count);
+    }
+}
+
 /// Appends one command until it is acknowledged (retries keep its sequence
 /// number, so it applies once) or the run stops.
 async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worker: usize) {
@@ -385,35 +410,13 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
         let reply = per_node[worker % per_node.len()]
             .request(KIND_CLIENT_REQUEST, &body)
             .await;
-        let response = reply.map(|r| ClientResponse::decode(&r.body));
-        let count = match &response {
-            Ok(Ok(ClientResponse::Appended { .. })) => Some(1),
-            Ok(Ok(ClientResponse::AppendedBatch { indexes })) => Some(indexes.len() as u64),
-            _ => None,
-        };
-        match response {
-            Ok(Ok(ClientResponse::Appended { .. } | ClientResponse::AppendedBatch { .. })) => {
-                let count = count.expect("an acknowledgement");
-                shared.acked.set(shared.acked.get() + count);
-                // Whoever acknowledged it leads now.
-                if let Some(node) = shared.node_at.borrow()[target] {
-                    if shared.leader.load(Ordering::Relaxed) != node {
-                        note_leader(shared, node);
-                    }
-                }
-                let ms = shared.started.elapsed().as_millis() as usize;
-                let mut timeline = shared.acks_per_ms.borrow_mut();
-                if timeline.len() <= ms {
-                    timeline.resize(ms + 1, 0);
-                }
-                timeline[ms] += count as u32;
-                drop(timeline);
-                if shared.measuring.get() {
-                    // Every command of a batch waited as long as the batch.
-                    let micros = intended.elapsed().as_micros().max(1) as u64;
-                    let _ = shared.histogram.borrow_mut().record_n(micros, count);
-                    shared.measured.set(shared.measured.get() + count);
-                }
+        match reply.map(|r| ClientResponse::decode(&r.body)) {
+            Ok(Ok(ClientResponse::Appended { .. })) => {
+                note_acks(shared, target, 1, intended);
+                return;
+            }
+            Ok(Ok(ClientResponse::AppendedBatch { indexes })) => {
+                note_acks(shared, target, indexes.len() as u64, intended);
                 return;
             }
             Ok(Ok(ClientResponse::NotLeader { leader })) => {

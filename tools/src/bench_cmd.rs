@@ -128,16 +128,29 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if args.local.is_some() && !keep {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
+    show(
+        report,
+        &args,
+        "synod",
+        "no command was acknowledged in the measured window",
+    )
+}
+
+/// Prints a run's results as a table or JSON; an empty run is a failure.
+fn show(
+    report: Result<LoadReport, String>,
+    args: &BenchArgs,
+    system: &str,
+    empty: &str,
+) -> ExitCode {
     match report {
-        Ok(report) if report.commands == 0 => {
-            fail("no command was acknowledged in the measured window")
-        }
+        Ok(report) if report.commands == 0 => fail(empty),
         Ok(report) if args.json => {
-            println!("{}", to_json(&report, &args, "synod"));
+            println!("{}", to_json(&report, args, system));
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            print_table(&report, &args, "synod");
+            print_table(&report, args, system);
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
@@ -331,18 +344,10 @@ fn run_etcd(args: &BenchArgs) -> ExitCode {
     let bar = progress_bar(args.warmup + args.duration, args.json);
     let report = run_etcd_load(options, progress_callback(bar.clone()));
     bar.finish_and_clear();
-    match report {
-        Ok(report) if report.commands == 0 => {
-            fail("etcd acknowledged no put in the measured window")
-        }
-        Ok(report) if args.json => {
-            println!("{}", to_json(&report, args, "etcd"));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print_table(&report, args, "etcd");
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(&message),
-    }
+    show(
+        report,
+        args,
+        "etcd",
+        "etcd acknowledged no put in the measured window",
+    )
 }
