@@ -12,7 +12,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use futures_executor::block_on;
 use synod_engine::protocol::{GroupId, NodeId};
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
-use synod_engine::runtime::snapshot::SnapshotPolicy;
 use synod_engine::runtime::{Applying, ProposeOutcome, StateMachine};
 
 /// Applies nothing: the bench measures the log, not a state machine.
@@ -45,21 +44,10 @@ fn start_cluster(dir: &std::path::Path) -> (Vec<Node>, NodeHandle) {
     let nodes: Vec<Node> = peers
         .iter()
         .map(|(id, listen)| {
+            let data_dir = dir.join(format!("node-{}", id.0));
             let options = NodeOptions {
-                id: *id,
-                listen: *listen,
-                client_listen: None,
-                peers: peers.clone(),
-                data_dir: dir.join(format!("node-{}", id.0)),
-                groups: 1,
-                cores: 1,
-                pin: false,
                 secret: Some(b"the e2e bench's secret, 16+ bytes".to_vec()),
-                cluster_id: 1,
-                tick: Duration::from_millis(5),
-                io_memory_bytes: 1 << 20,
-                snapshot: SnapshotPolicy::default(),
-                metrics: None,
+                ..NodeOptions::new(*id, *listen, peers.clone(), data_dir)
             };
             Node::start(options, |_| Discard).expect("node starts")
         })

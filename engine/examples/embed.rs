@@ -11,7 +11,6 @@ use bytes::Bytes;
 use futures_executor::block_on;
 use synod_engine::protocol::{GroupId, NodeId};
 use synod_engine::runtime::node::{Node, NodeOptions};
-use synod_engine::runtime::snapshot::SnapshotPolicy;
 use synod_engine::runtime::{Applying, ProposeOutcome, ReadOutcome, StateMachine};
 
 /// The state machine: a counter that each command adds to.
@@ -59,22 +58,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|(id, listen)| {
             Node::start(
+                // The defaults' 1 MiB of io_memory per node lets three
+                // nodes in one process share the 8 MiB memlock limit.
                 NodeOptions {
-                    id: *id,
-                    listen: *listen,
-                    client_listen: None,
-                    peers: peers.clone(),
-                    data_dir: dir.path().join(format!("node-{}", id.0)),
-                    groups: 1,
-                    cores: 1,
-                    pin: false,
                     secret: Some(b"an example secret, 16+ bytes".to_vec()),
-                    cluster_id: 1,
-                    tick: Duration::from_millis(5),
-                    // Three nodes in one process share the 8 MiB memlock limit.
-                    io_memory_bytes: 1 << 20,
-                    snapshot: SnapshotPolicy::default(),
-                    metrics: None,
+                    ..NodeOptions::new(
+                        *id,
+                        *listen,
+                        peers.clone(),
+                        dir.path().join(format!("node-{}", id.0)),
+                    )
                 },
                 |_group| Counter::default(),
             )

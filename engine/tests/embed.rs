@@ -47,15 +47,11 @@ fn free_addr() -> SocketAddr {
 }
 
 fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOptions {
+    let listen = peers.iter().find(|(p, _)| *p == id).unwrap().1;
+    let data_dir = dir.join(format!("node-{}", id.0));
     NodeOptions {
-        id,
-        listen: peers.iter().find(|(p, _)| *p == id).unwrap().1,
-        client_listen: None,
-        peers: peers.to_vec(),
-        data_dir: dir.join(format!("node-{}", id.0)),
         groups: 2,
         cores: 2,
-        pin: false,
         secret: Some(b"a test secret of 16 bytes or more".to_vec()),
         cluster_id: 9,
         tick: Duration::from_millis(2),
@@ -64,7 +60,7 @@ fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOption
             every_slots: 25,
             ..SnapshotPolicy::default()
         },
-        metrics: None,
+        ..NodeOptions::new(id, listen, peers.to_vec(), data_dir)
     }
 }
 

@@ -154,6 +154,35 @@ pub fn core_addr(addr: SocketAddr, core: u32) -> Option<SocketAddr> {
 }
 
 impl NodeOptions {
+    /// A node `id` listening for peers on `listen`, one of `peers`, with its
+    /// data in `data_dir`, and defaults for the rest: one group on one core,
+    /// no client port, no secret (set one, or the cluster is open to anyone
+    /// on the network), cluster 1, 5 ms ticks, 1 MiB of io_memory, the
+    /// default snapshot policy, no metrics.
+    pub fn new(
+        id: NodeId,
+        listen: SocketAddr,
+        peers: Vec<(NodeId, SocketAddr)>,
+        data_dir: PathBuf,
+    ) -> NodeOptions {
+        NodeOptions {
+            id,
+            listen,
+            client_listen: None,
+            peers,
+            data_dir,
+            groups: 1,
+            cores: 1,
+            pin: false,
+            secret: None,
+            cluster_id: 1,
+            tick: Duration::from_millis(5),
+            io_memory_bytes: 1 << 20,
+            snapshot: SnapshotPolicy::default(),
+            metrics: None,
+        }
+    }
+
     /// Checks what cannot be left to the groups: counts and the port ranges
     /// the cores need.
     pub fn validate(&self) -> Result<(), NodeError> {
@@ -481,21 +510,10 @@ mod tests {
 
     fn options(dir: &std::path::Path, cluster_id: u64, id: u64) -> NodeOptions {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let peers = vec![(NodeId(id), addr)];
         NodeOptions {
-            id: NodeId(id),
-            listen: addr,
-            client_listen: None,
-            peers: vec![(NodeId(id), addr)],
-            data_dir: dir.to_path_buf(),
-            groups: 1,
-            cores: 1,
-            pin: false,
-            secret: None,
             cluster_id,
-            tick: Duration::from_millis(5),
-            io_memory_bytes: 1 << 20,
-            snapshot: SnapshotPolicy::default(),
-            metrics: None,
+            ..NodeOptions::new(NodeId(id), addr, peers, dir.to_path_buf())
         }
     }
 
