@@ -367,6 +367,20 @@ fn sample(page: &str, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
 }
 
+/// Scrapes `addr` until sample `name` reaches `at_least`, and returns the
+/// last page: counters such as snapshots move when background work (the
+/// snapshot's fsync) finishes, a moment after the log line that starts it.
+fn scrape_until(addr: SocketAddr, name: &str, at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = scrape(addr);
+        if sample(&page, name).is_some_and(|n| n >= at_least) || Instant::now() > deadline {
+            return page;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_replica_far_behind_catches_up_by_snapshot_and_metrics_show_it() {
     let mut cluster =
@@ -402,14 +416,19 @@ fn a_replica_far_behind_catches_up_by_snapshot_and_metrics_show_it() {
         .filter_map(|p| sample(p, "synod_commit_latency_seconds_count{group=\"0\"}"))
         .sum();
     assert!(committed >= 30.0, "{pages:?}");
-    let page = scrape(cluster.nodes[leader_now as usize - 1].metrics);
-    let snapshots = sample(&page, "synod_snapshots_total{group=\"0\"}");
+    let snapshots_total = "synod_snapshots_total{group=\"0\"}";
+    let page = scrape_until(
+        cluster.nodes[leader_now as usize - 1].metrics,
+        snapshots_total,
+        1.0,
+    );
+    let snapshots = sample(&page, snapshots_total);
     assert!(snapshots.is_some_and(|n| n >= 1.0), "{page}");
     let fsyncs = sample(&page, "synod_fsync_seconds_count{group=\"0\"}");
     assert!(fsyncs.is_some_and(|n| n > 0.0), "{page}");
     assert!(page.contains("synod_peer_queue_bytes{peer="), "{page}");
-    let page = scrape(cluster.nodes[lagging].metrics);
-    let installed = sample(&page, "synod_snapshots_total{group=\"0\"}");
+    let page = scrape_until(cluster.nodes[lagging].metrics, snapshots_total, 1.0);
+    let installed = sample(&page, snapshots_total);
     assert!(installed.is_some_and(|n| n >= 1.0), "{page}");
 }
 
