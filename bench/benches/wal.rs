@@ -22,6 +22,7 @@ fn config() -> WalConfig {
         segment_bytes_max: 64 << 20,
         write_bytes_max: 1 << 20,
         frame_body_bytes_max: 1 << 20,
+        fsync: true,
     }
 }
 

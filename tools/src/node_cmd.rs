@@ -30,7 +30,7 @@ pub struct NodeArgs {
     /// A TOML file with any of the settings below (flags given as well win):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
     /// data_dir, secret_file, insecure, cores, pin, groups, cluster_id, tick_ms,
-    /// snapshot_every, snapshot_keep, metrics.
+    /// snapshot_every, snapshot_keep, metrics, fsync ("on" or "off").
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This node's id (a positive integer, listed in --peers).
@@ -81,6 +81,21 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// `off` skips the WAL's fdatasync: UNSAFE, acknowledged commands can be
+    /// lost in a power cut or kernel crash. For measuring what fsync costs
+    /// [default: on].
+    #[arg(long)]
+    pub fsync: Option<Fsync>,
+}
+
+/// Whether the WAL fdatasyncs (`--fsync on|off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Every acknowledged command is on a majority of disks.
+    On,
+    /// UNSAFE: acknowledged commands may be only in device caches.
+    Off,
 }
 
 /// The `--config` file; every field optional, unknown fields refused.
@@ -102,6 +117,7 @@ struct NodeFile {
     snapshot_every: Option<u64>,
     snapshot_keep: Option<u64>,
     metrics: Option<SocketAddr>,
+    fsync: Option<Fsync>,
 }
 
 /// Whether the node will run without a secret (flag or config file), so
@@ -251,6 +267,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         io_memory_bytes: io_memory_per_core(cores),
         snapshot,
         metrics: args.metrics.or(file.metrics),
+        fsync: args.fsync.or(file.fsync).unwrap_or(Fsync::On) == Fsync::On,
     };
     options.validate().map_err(|e| e.to_string())?;
     Ok(options)
@@ -306,6 +323,18 @@ mod tests {
         );
         let options = options_from(&["--groups", "2"], Some(FILE)).unwrap();
         assert_eq!(options.groups, 2);
+    }
+
+    #[test]
+    fn fsync_is_on_unless_turned_off_by_flag_or_file() {
+        assert!(options_from(&[], Some(FILE)).unwrap().fsync);
+        assert!(!options_from(&["--fsync", "off"], Some(FILE)).unwrap().fsync);
+        let off = format!("{FILE}\nfsync = \"off\"\n");
+        assert!(!options_from(&[], Some(&off)).unwrap().fsync);
+        assert!(options_from(&["--fsync", "on"], Some(&off)).unwrap().fsync);
+        let bad = format!("{FILE}\nfsync = \"maybe\"\n");
+        let error = options_from(&[], Some(&bad)).unwrap_err();
+        assert!(error.contains("fsync"), "{error}");
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct WalConfig {
     pub write_bytes_max: usize,
     /// Largest body `append` accepts.
     pub frame_body_bytes_max: u32,
+    /// Whether [`Wal::sync`] ends with an fdatasync. Off is unsafe: a
+    /// "durable" frame then sits in the device's volatile cache (segments
+    /// are opened for direct I/O, so a process crash loses nothing, but a
+    /// power cut or a kernel crash can). Only for measuring what fsync
+    /// costs; never for data anyone needs.
+    pub fsync: bool,
 }
 
 impl Default for WalConfig {
@@ -67,6 +73,7 @@ impl Default for WalConfig {
             segment_bytes_max: 16 << 20,
             write_bytes_max: 256 << 10,
             frame_body_bytes_max: 1 << 20,
+            fsync: true,
         }
     }
 }

@@ -444,6 +444,9 @@ impl<S: Storage> Wal<S> {
             }
             offset += piece_bytes;
         }
+        if !self.inner.config.fsync {
+            return Ok(());
+        }
         storage.fdatasync(&file).await
     }
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{body, frames_of, run, small_config, Faulty};
-use synod_wal::{Position, Wal, WalError};
+use synod_wal::{Position, Wal, WalConfig, WalError};
 
 #[test]
 fn append_sync_reopen_reads_back() {
@@ -72,6 +72,32 @@ fn rollover_creates_segments_and_recovers_across_them() {
         assert!(report.segments >= 4, "{report:?}");
         assert_eq!(report.frames, 100);
         assert_eq!(frames_of(&wal).await.len(), 100);
+    });
+}
+
+#[test]
+fn with_fsync_off_sync_writes_but_never_fdatasyncs() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Faulty::default();
+        let config = WalConfig {
+            fsync: false,
+            ..small_config()
+        };
+        let (wal, _) = Wal::open_with(storage.clone(), dir.path(), config.clone())
+            .await
+            .unwrap();
+        for i in 0..40 {
+            let position = wal.append(1, &body(i, 1000)).unwrap();
+            assert!(wal.sync().await.unwrap() > position);
+        }
+        assert_eq!(storage.fdatasyncs.get(), 0);
+        drop(wal);
+        // The frames were written all the same (segments roll over too).
+        let (wal, _) = Wal::open_with(storage.clone(), dir.path(), config)
+            .await
+            .unwrap();
+        assert_eq!(frames_of(&wal).await.len(), 40);
     });
 }
 

@@ -280,6 +280,7 @@ impl<S: StateMachine> Core<S> {
                 wal_dir: options.data_dir.join(format!("group-{group}")),
                 wal: WalConfig {
                     write_bytes_max: 256 << 10,
+                    fsync: options.fsync,
                     ..WalConfig::default()
                 },
                 tick: options.tick,

@@ -58,6 +58,10 @@ pub struct NodeOptions {
     pub snapshot: SnapshotPolicy,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Whether the WALs fdatasync before a write counts as durable. Off is
+    /// unsafe (see [`synod_wal::WalConfig::fsync`]): for measuring what
+    /// fsync costs, never for data anyone needs.
+    pub fsync: bool,
 }
 
 /// Why a node stopped.
@@ -180,6 +184,7 @@ impl NodeOptions {
             io_memory_bytes: 1 << 20,
             snapshot: SnapshotPolicy::default(),
             metrics: None,
+            fsync: true,
         }
     }
 
@@ -268,6 +273,9 @@ impl Node {
             .map_err(|e| NodeError::DataDir(format!("{}: {e}", options.data_dir.display())))?;
         claim_data_dir(&options)?;
         let lock = lock_data_dir(&options.data_dir)?;
+        if !options.fsync {
+            tracing::warn!("UNSAFE: fsync is off; acknowledged commands can be lost in a power cut or kernel crash");
+        }
         let (metrics, mut group_metrics) = node_metrics(&options)?;
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..options.cores)
             .map(|_| mpsc::channel::<CoreRequest>(CORE_REQUESTS_MAX))

@@ -36,6 +36,7 @@ pub fn small_config() -> WalConfig {
         segment_bytes_max: 64 << 10,
         write_bytes_max: 16 << 10,
         frame_body_bytes_max: 8 << 10,
+        fsync: true,
     }
 }
 
