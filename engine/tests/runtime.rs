@@ -96,6 +96,7 @@ impl Cluster {
                 write_bytes_max: 64 << 10,
                 segment_bytes_max: 1 << 20,
                 frame_body_bytes_max: 512 << 10,
+                fsync: true,
             },
             tick: Duration::from_millis(2),
             snapshot: self.policy,
