@@ -92,6 +92,8 @@ pub fn run_etcd_load(
         errors: shared.errors.load(Ordering::Relaxed),
         redirects: 0,
         leaders_seen: 0,
+        elections: None,
+        commands_per_slot: None,
         started: shared.started,
         acks_per_ms: shared
             .acks_per_ms

@@ -2,12 +2,16 @@
 //! commands outstanding) or open loop (a fixed arrival rate, latency
 //! measured from each command's intended send time so queueing cannot hide:
 //! no coordinated omission), latencies in an HdrHistogram.
+//!
+//! `clients` threads each run a glommio executor with their own connections
+//! and their share of the commands in flight (or of the rate); commands are
+//! spread over the groups written. The calling thread keeps the clock.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,14 +23,19 @@ use synod_engine::runtime::client_proto::{
 };
 use synod_net::{Client, ClientConfig};
 
+/// Client threads at most.
+pub const CLIENTS_MAX: usize = 64;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Client addresses of the nodes.
     pub cluster: Vec<SocketAddr>,
-    /// Closed loop: commands outstanding at once (also the cap in open loop).
+    /// Closed loop: commands outstanding at once (also the cap in open loop),
+    /// over all client threads.
     pub inflight: usize,
-    /// Open loop: commands per second; `None` is closed loop.
+    /// Open loop: commands per second over all client threads; `None` is
+    /// closed loop.
     pub rate: Option<f64>,
     /// Open loop: Poisson arrivals (exponential gaps, seeded) instead of
     /// evenly spaced ones.
@@ -37,15 +46,17 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// Unmeasured time before it.
     pub warmup: Duration,
-    /// Connections to each node.
+    /// Connections from each client thread to each node.
     pub connections: usize,
-    /// The group (log shard) written.
-    pub group: u32,
+    /// The groups (log shards) written; commands go to them in turn.
+    pub groups: Vec<u32>,
+    /// Client threads, each its own executor with its own connections.
+    pub clients: usize,
     /// Commands per request (closed loop only): each is its own command,
     /// with its own sequence number, applied exactly once.
     pub batch: usize,
-    /// Where the generator publishes the leader it is writing to (node id,
-    /// 0 while unknown), for `--failover` to know whom to kill.
+    /// Where the generator publishes the leader of the first group written
+    /// (node id, 0 while unknown), for `--failover` to know whom to kill.
     pub leader: Arc<AtomicU64>,
 }
 
@@ -75,8 +86,15 @@ pub struct LoadReport {
     pub errors: u64,
     /// Times the generator was told to go to another leader.
     pub redirects: u64,
-    /// Leaders seen during the run.
+    /// Leaders seen during the run, summed over the groups written.
     pub leaders_seen: usize,
+    /// Ballots raised (elections started) during the measured window,
+    /// summed over the groups, from the nodes' own status; `None` if the
+    /// nodes could not be asked.
+    pub elections: Option<u64>,
+    /// Commands acknowledged per log slot the groups applied in the
+    /// measured window: the mean batch size the leaders formed.
+    pub commands_per_slot: Option<f64>,
     /// When the run started (warm-up included).
     pub started: Instant,
     /// Commands acknowledged in each millisecond since `started`.
@@ -138,36 +156,146 @@ impl LoadReport {
     }
 }
 
+/// The clock and the totals every client thread shares.
+struct Control {
+    started: Instant,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    acked: AtomicU64,
+}
+
+/// One client thread's part of the run.
+#[derive(Clone, Debug)]
+struct Part {
+    index: usize,
+    inflight: usize,
+    rate: Option<f64>,
+    /// Session ids of this part start here (distinct per thread and per run,
+    /// so a second run against the same cluster is not deduplicated).
+    sessions_from: u64,
+}
+
+/// What one client thread measured.
+struct PartReport {
+    histogram: Histogram<u64>,
+    measured: u64,
+    errors: u64,
+    redirects: u64,
+    /// Per group written: leaders in the order seen.
+    leaders: Vec<Vec<u64>>,
+    acks_per_ms: Vec<u32>,
+    /// Thread 0 only: the groups' status at the start and end of the
+    /// measured window.
+    window: Option<(GroupsStatus, GroupsStatus)>,
+}
+
+/// Per group written: the most slots applied and the highest ballot round
+/// any node reported.
+type GroupsStatus = Vec<Option<(u64, u64)>>;
+
 struct Shared {
+    control: Arc<Control>,
     clients: Vec<Vec<Client>>,
     ids: RefCell<HashMap<u64, usize>>,
     /// Node id at each position of `clients`, once known.
     node_at: RefCell<Vec<Option<u64>>>,
-    target: Cell<usize>,
+    groups: Vec<u32>,
+    /// Per group written: position in `clients` of the node believed to lead.
+    targets: Vec<Cell<usize>>,
+    leaders: Vec<RefCell<Vec<u64>>>,
     histogram: RefCell<Histogram<u64>>,
-    measuring: Cell<bool>,
-    stop: Cell<bool>,
-    acked: Cell<u64>,
     measured: Cell<u64>,
     errors: Cell<u64>,
     redirects: Cell<u64>,
-    leaders: RefCell<Vec<u64>>,
     leader: Arc<AtomicU64>,
-    started: Instant,
     acks_per_ms: RefCell<Vec<u32>>,
-    group: u32,
     payload: Vec<u8>,
     batch: usize,
 }
 
-/// Runs the load on its own executor; `progress` is called about four
-/// times a second.
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.control.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the load on `clients` executor threads; `progress` is called about
+/// four times a second.
 pub fn run_load(
     options: LoadOptions,
     progress: Arc<dyn Fn(Progress) + Send + Sync>,
 ) -> Result<LoadReport, String> {
+    validate(&options)?;
+    let control = Arc::new(Control {
+        started: Instant::now(),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        acked: AtomicU64::new(0),
+    });
+    let run_sessions = (rand::random::<u64>() >> 24) << 24;
+    let mut threads = Vec::new();
+    for index in 0..options.clients {
+        let share = |total: usize| total / options.clients + usize::from(index < total % options.clients);
+        let part = Part {
+            index,
+            inflight: share(options.inflight),
+            rate: options.rate.map(|r| r / options.clients as f64),
+            sessions_from: run_sessions + ((index as u64) << 40),
+        };
+        let (part_options, part_control) = (options.clone(), control.clone());
+        let thread = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("synod-loadgen-{index}"))
+            .io_memory(512 << 10)
+            .spawn(move || async move { generate(part_options, part, part_control).await });
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(error) => {
+                control.stop.store(true, Ordering::Relaxed);
+                return Err(format!("client thread {index}: {error}"));
+            }
+        }
+    }
+    // The clock: warm-up, then the measured window.
+    let mut measured_from = control.started;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let elapsed = control.started.elapsed();
+        let measuring = control.measuring.load(Ordering::Relaxed);
+        if !measuring && elapsed >= options.warmup {
+            measured_from = Instant::now();
+            control.measuring.store(true, Ordering::Relaxed);
+        }
+        progress(Progress {
+            elapsed,
+            acked: control.acked.load(Ordering::Relaxed),
+            measuring: control.measuring.load(Ordering::Relaxed),
+        });
+        if control.measuring.load(Ordering::Relaxed) && measured_from.elapsed() >= options.duration
+        {
+            break;
+        }
+    }
+    let seconds = measured_from.elapsed().as_secs_f64();
+    control.stop.store(true, Ordering::Relaxed);
+    let mut parts = Vec::new();
+    for thread in threads {
+        parts.push(thread.join().map_err(|e| e.to_string())??);
+    }
+    merge(parts, seconds, &options, control.started)
+}
+
+fn validate(options: &LoadOptions) -> Result<(), String> {
     if options.cluster.is_empty() || options.inflight == 0 || options.connections == 0 {
         return Err("need at least one node, one command in flight and one connection".into());
+    }
+    if options.groups.is_empty() {
+        return Err("need at least one group to write".into());
+    }
+    if options.clients == 0 || options.clients > CLIENTS_MAX {
+        return Err(format!("--clients must be 1 to {CLIENTS_MAX}"));
+    }
+    if options.inflight < options.clients {
+        return Err("--inflight must be at least --clients (each client needs one)".into());
     }
     if options.batch == 0 || options.batch > APPEND_BATCH_MAX {
         return Err(format!("--batch must be 1 to {APPEND_BATCH_MAX}"));
@@ -178,19 +306,72 @@ pub fn run_load(
     if options.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err("--rate must be a positive number".into());
     }
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .name("synod-loadgen")
-        .io_memory(512 << 10)
-        .spawn(move || async move { generate(options, progress).await })
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|e| e.to_string())?
+    Ok(())
+}
+
+/// Adds the client threads' measurements up.
+fn merge(
+    parts: Vec<PartReport>,
+    seconds: f64,
+    options: &LoadOptions,
+    started: Instant,
+) -> Result<LoadReport, String> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let (mut measured, mut errors, mut redirects) = (0, 0, 0);
+    let mut leaders_seen = vec![0; options.groups.len()];
+    let mut acks_per_ms: Vec<u32> = Vec::new();
+    let mut window = None;
+    for part in parts {
+        histogram.add(&part.histogram).map_err(|e| e.to_string())?;
+        measured += part.measured;
+        errors += part.errors;
+        redirects += part.redirects;
+        for (seen, leaders) in leaders_seen.iter_mut().zip(&part.leaders) {
+            *seen = (*seen).max(leaders.len());
+        }
+        if acks_per_ms.len() < part.acks_per_ms.len() {
+            acks_per_ms.resize(part.acks_per_ms.len(), 0);
+        }
+        for (total, n) in acks_per_ms.iter_mut().zip(&part.acks_per_ms) {
+            *total += n;
+        }
+        window = window.or(part.window);
+    }
+    // Elections and slots from the groups' status at both ends of the window.
+    let deltas: Option<Vec<(u64, u64)>> = window.and_then(|(from, to)| {
+        from.iter()
+            .zip(&to)
+            .map(|(a, b)| Some((b.as_ref()?.0.saturating_sub(a.as_ref()?.0), b.as_ref()?.1.saturating_sub(a.as_ref()?.1))))
+            .collect()
+    });
+    let elections = deltas.as_ref().map(|d| d.iter().map(|(_, rounds)| rounds).sum());
+    let slots: Option<u64> = deltas.as_ref().map(|d| d.iter().map(|(slots, _)| slots).sum());
+    Ok(LoadReport {
+        commands: measured,
+        seconds,
+        size: options.size,
+        latency_us: [
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.9),
+            histogram.value_at_quantile(0.99),
+            histogram.value_at_quantile(0.999),
+            histogram.max(),
+        ],
+        errors,
+        redirects,
+        leaders_seen: leaders_seen.iter().sum(),
+        elections,
+        commands_per_slot: slots.filter(|s| *s > 0).map(|s| measured as f64 / s as f64),
+        started,
+        acks_per_ms,
+    })
 }
 
 async fn generate(
     options: LoadOptions,
-    progress: Arc<dyn Fn(Progress) + Send + Sync>,
-) -> Result<LoadReport, String> {
+    part: Part,
+    control: Arc<Control>,
+) -> Result<PartReport, String> {
     let mut clients = Vec::new();
     for addr in &options.cluster {
         let mut per_node = Vec::new();
@@ -202,118 +383,139 @@ async fn generate(
         }
         clients.push(per_node);
     }
+    let groups = options.groups.len();
     let shared = Rc::new(Shared {
+        control,
         clients,
         ids: RefCell::new(HashMap::new()),
         node_at: RefCell::new(vec![None; options.cluster.len()]),
-        target: Cell::new(0),
+        groups: options.groups.clone(),
+        targets: (0..groups).map(|_| Cell::new(0)).collect(),
+        leaders: (0..groups).map(|_| RefCell::new(Vec::new())).collect(),
         histogram: RefCell::new(
             Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
         ),
-        measuring: Cell::new(false),
-        stop: Cell::new(false),
-        acked: Cell::new(0),
         measured: Cell::new(0),
         errors: Cell::new(0),
         redirects: Cell::new(0),
-        leaders: RefCell::new(Vec::new()),
         leader: options.leader.clone(),
-        started: Instant::now(),
         acks_per_ms: RefCell::new(Vec::new()),
-        group: options.group,
         payload: vec![b'x'; options.size],
         batch: options.batch,
     });
     learn_ids(&shared).await;
-    let start = shared.started;
-    let workers = match options.rate {
-        None => closed_loop(&shared, options.inflight),
-        Some(rate) => vec![open_loop(&shared, rate, options.poisson, options.inflight)],
+    let observer = (part.index == 0).then(|| glommio::spawn_local(observe(shared.clone())));
+    let workers = match part.rate {
+        None => closed_loop(&shared, &part),
+        Some(rate) => vec![open_loop(&shared, rate, options.poisson, &part)],
     };
-    let mut measured_from = start;
-    loop {
-        glommio::timer::sleep(Duration::from_millis(250)).await;
-        let elapsed = start.elapsed();
-        if !shared.measuring.get() && elapsed >= options.warmup {
-            shared.measuring.set(true);
-            measured_from = Instant::now();
-        }
-        progress(Progress {
-            elapsed,
-            acked: shared.acked.get(),
-            measuring: shared.measuring.get(),
-        });
-        if shared.measuring.get() && measured_from.elapsed() >= options.duration {
-            break;
-        }
-    }
-    shared.stop.set(true);
-    let seconds = measured_from.elapsed().as_secs_f64();
     for worker in workers {
         worker.await;
     }
-    let histogram = shared.histogram.borrow();
-    let leaders_seen = shared.leaders.borrow().len();
-    Ok(LoadReport {
-        commands: shared.measured.get(),
-        seconds,
-        size: options.size,
-        latency_us: [
-            histogram.value_at_quantile(0.5),
-            histogram.value_at_quantile(0.9),
-            histogram.value_at_quantile(0.99),
-            histogram.value_at_quantile(0.999),
-            histogram.max(),
-        ],
+    let window = match observer {
+        Some(observer) => observer.await,
+        None => None,
+    };
+    let histogram = shared.histogram.borrow().clone();
+    Ok(PartReport {
+        histogram,
+        measured: shared.measured.get(),
         errors: shared.errors.get(),
         redirects: shared.redirects.get(),
-        leaders_seen,
-        started: shared.started,
+        leaders: shared.leaders.iter().map(|l| l.borrow().clone()).collect(),
         acks_per_ms: shared.acks_per_ms.take(),
+        window,
     })
 }
 
-/// Asks every node who it is and who leads.
+/// Asks every node who it is and who leads each group written.
 async fn learn_ids(shared: &Shared) {
-    let body = ClientRequest {
-        group: shared.group,
-        op: ClientOp::Status,
-    }
-    .encode();
     for (position, per_node) in shared.clients.iter().enumerate() {
-        if let Ok(reply) = per_node[0].request(KIND_CLIENT_REQUEST, &body).await {
-            if let Ok(ClientResponse::Status { node, leader, .. }) =
-                ClientResponse::decode(&reply.body)
-            {
+        for (g, group) in shared.groups.iter().enumerate() {
+            if let Some((node, leader, _)) = status(&per_node[0], *group).await {
                 shared.ids.borrow_mut().insert(node, position);
                 shared.node_at.borrow_mut()[position] = Some(node);
                 if let Some(leader) = leader {
-                    note_leader(shared, leader);
+                    note_leader(shared, g, leader);
                 }
             }
         }
     }
 }
 
-fn note_leader(shared: &Shared, leader: u64) {
-    if let Some(position) = shared.ids.borrow().get(&leader) {
-        shared.target.set(*position);
+/// A node's id, the leader it knows of and (slots applied, ballot round)
+/// for `group`.
+async fn status(client: &Client, group: u32) -> Option<(u64, Option<u64>, (u64, u64))> {
+    let body = ClientRequest {
+        group,
+        op: ClientOp::Status,
     }
-    shared.leader.store(leader, Ordering::Relaxed);
-    let mut leaders = shared.leaders.borrow_mut();
+    .encode();
+    let reply = client.request(KIND_CLIENT_REQUEST, &body).await.ok()?;
+    match ClientResponse::decode(&reply.body).ok()? {
+        ClientResponse::Status {
+            node,
+            leader,
+            applied,
+            ballot,
+            ..
+        } => Some((node, leader, (applied, ballot.0))),
+        _ => None,
+    }
+}
+
+/// Every group's status at the start and at the end of the measured window.
+async fn observe(shared: Rc<Shared>) -> Option<(GroupsStatus, GroupsStatus)> {
+    while !shared.control.measuring.load(Ordering::Relaxed) {
+        if shared.stopping() {
+            return None;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let from = groups_status(&shared).await;
+    while !shared.stopping() {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    Some((from, groups_status(&shared).await))
+}
+
+async fn groups_status(shared: &Shared) -> GroupsStatus {
+    let mut found = Vec::new();
+    for group in &shared.groups {
+        let mut best: Option<(u64, u64)> = None;
+        for per_node in &shared.clients {
+            if let Some((_, _, (applied, round))) = status(&per_node[0], *group).await {
+                let (a, r) = best.unwrap_or((0, 0));
+                best = Some((a.max(applied), r.max(round)));
+            }
+        }
+        found.push(best);
+    }
+    found
+}
+
+fn note_leader(shared: &Shared, g: usize, leader: u64) {
+    if let Some(position) = shared.ids.borrow().get(&leader) {
+        shared.targets[g].set(*position);
+    }
+    if g == 0 {
+        shared.leader.store(leader, Ordering::Relaxed);
+    }
+    let mut leaders = shared.leaders[g].borrow_mut();
     if leaders.last() != Some(&leader) {
         leaders.push(leader);
     }
 }
 
-fn closed_loop(shared: &Rc<Shared>, inflight: usize) -> Vec<glommio::Task<()>> {
-    (0..inflight)
+fn closed_loop(shared: &Rc<Shared>, part: &Part) -> Vec<glommio::Task<()>> {
+    (0..part.inflight)
         .map(|worker| {
             let shared = shared.clone();
+            let session = part.sessions_from + worker as u64 + 1;
             glommio::spawn_local(async move {
                 let mut seq = 1;
-                while !shared.stop.get() {
-                    append(&shared, worker as u64 + 1, seq, Instant::now(), worker).await;
+                while !shared.stopping() {
+                    append(&shared, session, seq, Instant::now(), worker).await;
                     seq += shared.batch as u64;
                 }
             })
@@ -323,15 +525,17 @@ fn closed_loop(shared: &Rc<Shared>, inflight: usize) -> Vec<glommio::Task<()>> {
 
 /// Sends at evenly spaced intended times; each command's latency counts
 /// from its intended time, whether or not a slot to send it was free.
-fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, cap: usize) -> glommio::Task<()> {
+fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, part: &Part) -> glommio::Task<()> {
     let shared = shared.clone();
+    let (cap, sessions_from) = (part.inflight, part.sessions_from + (1 << 32));
+    let seed = 0x5E0D + part.index as u64;
     glommio::spawn_local(async move {
         let interval = Duration::from_secs_f64(1.0 / rate);
-        let mut arrivals = rand::rngs::StdRng::seed_from_u64(0x5E0D);
+        let mut arrivals = rand::rngs::StdRng::seed_from_u64(seed);
         let mut intended = Instant::now();
         let outstanding = Rc::new(Cell::new(0usize));
         let mut k: u64 = 0;
-        while !shared.stop.get() {
+        while !shared.stopping() {
             // The gap to the next arrival: fixed, or exponential with the
             // same mean (inverse transform of a uniform in (0, 1]).
             intended += if poisson {
@@ -343,7 +547,7 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, cap: usize) -> glomm
             if let Some(wait) = intended.checked_duration_since(Instant::now()) {
                 glommio::timer::sleep(wait).await;
             }
-            while outstanding.get() >= cap && !shared.stop.get() {
+            while outstanding.get() >= cap && !shared.stopping() {
                 glommio::timer::sleep(Duration::from_micros(100)).await;
             }
             k += 1;
@@ -351,7 +555,7 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, cap: usize) -> glomm
             outstanding.set(outstanding.get() + 1);
             glommio::spawn_local(async move {
                 // One session per command: open loop has no per-client order.
-                append(&shared, 1_000_000 + k, 1, intended, k as usize).await;
+                append(&shared, sessions_from + k, 1, intended, k as usize).await;
                 outstanding.set(outstanding.get() - 1);
             })
             .detach();
@@ -359,24 +563,24 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, cap: usize) -> glomm
     })
 }
 
-/// Counts `count` commands acknowledged by the node at `target`, sent at
-/// `intended`.
-fn note_acks(shared: &Shared, target: usize, count: u64, intended: Instant) {
-    shared.acked.set(shared.acked.get() + count);
+/// Counts `count` commands of group index `g` acknowledged by the node at
+/// `target`, sent at `intended`.
+fn note_acks(shared: &Shared, g: usize, target: usize, count: u64, intended: Instant) {
+    shared.control.acked.fetch_add(count, Ordering::Relaxed);
     // Whoever acknowledged it leads now.
     if let Some(node) = shared.node_at.borrow()[target] {
-        if shared.leader.load(Ordering::Relaxed) != node {
-            note_leader(shared, node);
+        if shared.leaders[g].borrow().last() != Some(&node) {
+            note_leader(shared, g, node);
         }
     }
-    let ms = shared.started.elapsed().as_millis() as usize;
+    let ms = shared.control.started.elapsed().as_millis() as usize;
     let mut timeline = shared.acks_per_ms.borrow_mut();
     if timeline.len() <= ms {
         timeline.resize(ms + 1, 0);
     }
     timeline[ms] += count as u32;
     drop(timeline);
-    if shared.measuring.get() {
+    if shared.control.measuring.load(Ordering::Relaxed) {
         // Every command of a batch waited as long as the batch.
         let micros = intended.elapsed().as_micros().max(1) as u64;
         let _ = shared.histogram.borrow_mut().record_n(micros, count);
@@ -384,8 +588,8 @@ fn note_acks(shared: &Shared, target: usize, count: u64, intended: Instant) {
     }
 }
 
-/// Appends one command until it is acknowledged (retries keep its sequence
-/// number, so it applies once) or the run stops.
+/// Appends one command (to the group of `worker`) until it is acknowledged
+/// (retries keep its sequence number, so it applies once) or the run stops.
 async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worker: usize) {
     let op = match shared.batch {
         1 => ClientOp::Append {
@@ -399,34 +603,36 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
             items: vec![shared.payload.clone(); items],
         },
     };
+    let g = worker % shared.groups.len();
     let body = ClientRequest {
-        group: shared.group,
+        group: shared.groups[g],
         op,
     }
     .encode();
-    while !shared.stop.get() {
-        let target = shared.target.get();
+    let nodes = shared.clients.len();
+    while !shared.stopping() {
+        let target = shared.targets[g].get();
         let per_node = &shared.clients[target];
         let reply = per_node[worker % per_node.len()]
             .request(KIND_CLIENT_REQUEST, &body)
             .await;
         match reply.map(|r| ClientResponse::decode(&r.body)) {
             Ok(Ok(ClientResponse::Appended { .. })) => {
-                note_acks(shared, target, 1, intended);
+                note_acks(shared, g, target, 1, intended);
                 return;
             }
             Ok(Ok(ClientResponse::AppendedBatch { indexes })) => {
-                note_acks(shared, target, indexes.len() as u64, intended);
+                note_acks(shared, g, target, indexes.len() as u64, intended);
                 return;
             }
             Ok(Ok(ClientResponse::NotLeader { leader })) => {
                 shared.redirects.set(shared.redirects.get() + 1);
                 match leader {
                     Some(leader) if shared.ids.borrow().contains_key(&leader) => {
-                        note_leader(shared, leader)
+                        note_leader(shared, g, leader)
                     }
                     _ => {
-                        shared.target.set((target + 1) % shared.clients.len());
+                        shared.targets[g].set((target + 1) % nodes);
                         glommio::timer::sleep(Duration::from_millis(10)).await;
                     }
                 }
@@ -434,8 +640,8 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
             Ok(Ok(ClientResponse::Busy)) => glommio::timer::sleep(Duration::from_millis(1)).await,
             _ => {
                 shared.errors.set(shared.errors.get() + 1);
-                if shared.target.get() == target {
-                    shared.target.set((target + 1) % shared.clients.len());
+                if shared.targets[g].get() == target {
+                    shared.targets[g].set((target + 1) % nodes);
                 }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }

@@ -11,7 +11,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use synod_bench::loadgen::{outage, run_load, LoadOptions, LoadReport, Progress};
-use synod_bench::local::LocalCluster;
+use synod_bench::local::{Layout, LocalCluster};
+
+use crate::node_cmd::Fsync;
 
 /// Arguments of `synod bench`.
 #[derive(Debug, Args)]
@@ -53,12 +55,25 @@ pub struct BenchArgs {
     /// Unmeasured seconds first.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Connections to each node.
+    /// Connections from each client thread to each node.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// The group written.
+    /// Client threads, each its own executor with its own connections and
+    /// an equal share of --inflight (or of --rate).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// The first group written.
     #[arg(long, default_value_t = 0)]
     group: u32,
+    /// Groups written, from --group on, commands spread over them in turn
+    /// (with --local, the cluster hosts this many groups).
+    #[arg(long, default_value_t = 1)]
+    groups: u32,
+    /// With --local: `off` starts the replicas without the WAL's fdatasync.
+    /// UNSAFE (acknowledged commands may be only in device caches), and
+    /// every output says so; for measuring what fsync costs.
+    #[arg(long, value_enum, default_value = "on", requires = "local")]
+    fsync: Fsync,
     /// Commands per request (closed loop): each is its own command with its
     /// own sequence number, counted once, applied exactly once.
     #[arg(long, default_value_t = 1)]
@@ -87,7 +102,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("synod-bench-{}", std::process::id()))
     });
-    let mut local = match args.local.map(|n| start_local(n, &data_dir)) {
+    if args.groups == 0 || args.group.checked_add(args.groups).is_none() {
+        return fail("--groups must be at least 1");
+    }
+    let mut local = match args.local.map(|n| start_local(n, &args, &data_dir)) {
         Some(Ok(cluster)) => Some(cluster),
         Some(Err(message)) => return fail(&message),
         None => None,
@@ -105,7 +123,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
         duration: Duration::from_secs(args.duration),
         warmup: Duration::from_secs(args.warmup),
         connections: args.connections,
-        group: args.group,
+        groups: (args.group..args.group + args.groups).collect(),
+        clients: args.clients,
         batch: args.batch,
         leader: leader.clone(),
     };
@@ -229,11 +248,26 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn start_local(nodes: u64, data_dir: &std::path::Path) -> Result<LocalCluster, String> {
+fn start_local(
+    nodes: u64,
+    args: &BenchArgs,
+    data_dir: &std::path::Path,
+) -> Result<LocalCluster, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let cluster = LocalCluster::start(&exe, nodes, 1, data_dir)?;
+    let groups = args.group + args.groups;
+    let extra = match args.fsync {
+        Fsync::On => vec![],
+        Fsync::Off => vec!["--fsync".to_string(), "off".to_string()],
+    };
+    let cluster =
+        LocalCluster::start_laid_out(&exe, &Layout::loopback(nodes)?, groups, data_dir, &extra)?;
     eprintln!(
-        "started {nodes} local replicas (data and logs in {})",
+        "started {nodes} local replicas of {groups} group(s){} (data and logs in {})",
+        if args.fsync == Fsync::Off {
+            ", UNSAFE: fsync off"
+        } else {
+            ""
+        },
         data_dir.display()
     );
     // Let them elect a leader before the clock starts.
@@ -290,9 +324,10 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
         ("system", system.to_string()),
         ("mode", mode),
         ("command size", format!("{} B", report.size)),
+        ("fsync", fsync_label(args).to_string()),
         (
-            "fsync",
-            "on (every acknowledged command is on a majority of disks)".to_string(),
+            "clients / groups",
+            format!("{} / {}", args.clients, args.groups),
         ),
         ("commands acknowledged", report.commands.to_string()),
         ("throughput", format!("{:.0} commands/s", report.per_sec())),
@@ -302,6 +337,18 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
         ("latency p99", format!("{p99} µs")),
         ("latency p99.9", format!("{p999} µs")),
         ("latency max", format!("{max} µs")),
+        (
+            "mean batch",
+            report.commands_per_slot.map_or("unknown".into(), |b| {
+                format!("{b:.1} commands per slot")
+            }),
+        ),
+        (
+            "elections seen",
+            report
+                .elections
+                .map_or("unknown".into(), |n| n.to_string()),
+        ),
         ("leaders seen", report.leaders_seen.to_string()),
         (
             "redirects / errors",
@@ -319,13 +366,24 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
     );
 }
 
+/// What a run's output says about fsync; off is marked unsafe everywhere.
+fn fsync_label(args: &BenchArgs) -> &'static str {
+    match (args.fsync, args.local.is_some()) {
+        (Fsync::Off, _) => "OFF: UNSAFE, acknowledged commands may be lost in a power cut",
+        (Fsync::On, true) => "on (every acknowledged command is on a majority of disks)",
+        (Fsync::On, false) => "as the nodes were started (on unless given --fsync off)",
+    }
+}
+
 fn to_json(report: &LoadReport, args: &BenchArgs, system: &str) -> serde_json::Value {
     let [p50, p90, p99, p999, max] = report.latency_us;
     json!({
-        "system": system, "inflight": args.inflight, "batch": args.batch, "rate": args.rate, "poisson": args.poisson, "size": report.size, "fsync": "on",
+        "system": system, "inflight": args.inflight, "batch": args.batch, "rate": args.rate, "poisson": args.poisson, "size": report.size, "fsync": fsync_label(args),
+        "clients": args.clients, "groups": args.groups,
         "seconds": report.seconds, "commands": report.commands,
         "commands_per_sec": report.per_sec(), "mb_per_sec": report.mb_per_sec(),
         "latency_us": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
+        "commands_per_slot": report.commands_per_slot, "elections": report.elections,
         "leaders_seen": report.leaders_seen, "redirects": report.redirects, "errors": report.errors,
     })
 }
