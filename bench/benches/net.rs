@@ -1,6 +1,7 @@
 //! Transport benches over loopback: small-frame rate (16-byte bodies) and
 //! bulk bandwidth (64 KiB bodies), one way, node 1 → node 2, each node on
-//! its own glommio executor and thread. Run by `bench/net-baseline.sh`
+//! its own glommio executor and thread; and the round trip of one 16-byte
+//! frame that node 2 sends straight back (one in flight). Run by `bench/net-baseline.sh`
 //! beside iperf3; CI runs them once in test mode.
 //!
 //! `bulk_64KiB` hands the body over as `Bytes` (`send_bytes`: written from
@@ -148,5 +149,57 @@ fn bulk(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, small_frames, bulk);
+/// Node 2 on its own thread: sends every frame it gets back to its sender.
+fn spawn_echo(nodes: Vec<(NodeId, SocketAddr)>) {
+    // Never joined: the thread ends with the bench process.
+    let _echo = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(IO_MEMORY_BYTES)
+        .name("net-bench-echo")
+        .spawn(move || async move {
+            let (t2, mut inbox) = Transport::start(config(2, &nodes)).expect("node 2");
+            while let Some(m) = inbox.recv().await {
+                t2.send_bytes_wait(m.from, m.kind, m.body)
+                    .await
+                    .expect("echo");
+            }
+        })
+        .expect("echo thread");
+}
+
+fn round_trip(c: &mut Criterion) {
+    let nodes = vec![(NodeId(1), free_addr()), (NodeId(2), free_addr())];
+    spawn_echo(nodes.clone());
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(IO_MEMORY_BYTES)
+        .make()
+        .expect("sender executor");
+    let (t1, mut inbox) = ex.run(async {
+        let (t1, inbox) = Transport::start(config(1, &nodes)).expect("node 1");
+        while !t1.is_connected(NodeId(2)) {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        (t1, inbox)
+    });
+    let mut group = c.benchmark_group("net");
+    group.measurement_time(Duration::from_secs(10));
+    let body = [3u8; 16];
+    group.bench_function("round_trip_16B", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    t1.send_wait(NodeId(2), 1, &body).await.expect("send");
+                    let echoed = inbox.recv().await.expect("echo");
+                    assert_eq!(&echoed.body[..], &body[..]);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+    // The transport's tasks belong to the executor: drop it in there.
+    ex.run(async move { drop((t1, inbox)) });
+}
+
+criterion_group!(benches, small_frames, bulk, round_trip);
 criterion_main!(benches);

@@ -235,7 +235,8 @@ pub fn run_load(
     let run_sessions = (rand::random::<u64>() >> 24) << 24;
     let mut threads = Vec::new();
     for index in 0..options.clients {
-        let share = |total: usize| total / options.clients + usize::from(index < total % options.clients);
+        let share =
+            |total: usize| total / options.clients + usize::from(index < total % options.clients);
         let part = Part {
             index,
             inflight: share(options.inflight),
@@ -316,7 +317,8 @@ fn merge(
     options: &LoadOptions,
     started: Instant,
 ) -> Result<LoadReport, String> {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut measured, mut errors, mut redirects) = (0, 0, 0);
     let mut leaders_seen = vec![0; options.groups.len()];
     let mut acks_per_ms: Vec<u32> = Vec::new();
@@ -341,11 +343,20 @@ fn merge(
     let deltas: Option<Vec<(u64, u64)>> = window.and_then(|(from, to)| {
         from.iter()
             .zip(&to)
-            .map(|(a, b)| Some((b.as_ref()?.0.saturating_sub(a.as_ref()?.0), b.as_ref()?.1.saturating_sub(a.as_ref()?.1))))
+            .map(|(a, b)| {
+                Some((
+                    b.as_ref()?.0.saturating_sub(a.as_ref()?.0),
+                    b.as_ref()?.1.saturating_sub(a.as_ref()?.1),
+                ))
+            })
             .collect()
     });
-    let elections = deltas.as_ref().map(|d| d.iter().map(|(_, rounds)| rounds).sum());
-    let slots: Option<u64> = deltas.as_ref().map(|d| d.iter().map(|(slots, _)| slots).sum());
+    let elections = deltas
+        .as_ref()
+        .map(|d| d.iter().map(|(_, rounds)| rounds).sum());
+    let slots: Option<u64> = deltas
+        .as_ref()
+        .map(|d| d.iter().map(|(slots, _)| slots).sum());
     Ok(LoadReport {
         commands: measured,
         seconds,

@@ -339,15 +339,13 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
         ("latency max", format!("{max} µs")),
         (
             "mean batch",
-            report.commands_per_slot.map_or("unknown".into(), |b| {
-                format!("{b:.1} commands per slot")
-            }),
+            report
+                .commands_per_slot
+                .map_or("unknown".into(), |b| format!("{b:.1} commands per slot")),
         ),
         (
             "elections seen",
-            report
-                .elections
-                .map_or("unknown".into(), |n| n.to_string()),
+            report.elections.map_or("unknown".into(), |n| n.to_string()),
         ),
         ("leaders seen", report.leaders_seen.to_string()),
         (

@@ -606,13 +606,22 @@ fn bench_spreads_its_load_over_groups_and_client_threads_and_runs_again() {
     // are not the first run's, so nothing is taken as a retry.
     for run in 0..2 {
         let results = bench(&flags);
-        assert_eq!((results["groups"].as_u64(), results["clients"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(
+            (results["groups"].as_u64(), results["clients"].as_u64()),
+            (Some(2), Some(2))
+        );
         assert!(results["commands"].as_u64().unwrap() > 0, "{results}");
-        assert!(results["commands_per_slot"].as_f64().unwrap() >= 1.0, "{results}");
+        assert!(
+            results["commands_per_slot"].as_f64().unwrap() >= 1.0,
+            "{results}"
+        );
         assert_eq!(results["elections"].as_u64(), Some(0), "{results}");
         for group in 0..2 {
             let now = applied(addr, group);
-            assert!(now > before[group as usize], "run {run}: group {group} got nothing");
+            assert!(
+                now > before[group as usize],
+                "run {run}: group {group} got nothing"
+            );
             before[group as usize] = now;
         }
     }
@@ -632,7 +641,10 @@ fn bench_with_fsync_off_says_unsafe_and_starts_the_nodes_so() {
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    assert!(results["fsync"].as_str().unwrap().contains("UNSAFE"), "{results}");
+    assert!(
+        results["fsync"].as_str().unwrap().contains("UNSAFE"),
+        "{results}"
+    );
     assert!(results["commands"].as_u64().unwrap() > 0, "{results}");
     let logs: String = (1..=3)
         .map(|id| std::fs::read_to_string(data.join(format!("node-{id}.log"))).unwrap_or_default())
