@@ -163,7 +163,7 @@ impl Replica {
             (Role::Following(_) | Role::Leading(_), PeerState::Looking(_)) => {
                 self.tell_sitting_leader(from, out)
             }
-            (Role::Following(_) | Role::Leading(_), _) => {}
+            (Role::Following(_) | Role::Leading(_) | Role::Rejoining(_), _) => {}
         }
     }
 
@@ -171,7 +171,7 @@ impl Replica {
         let state = match &self.role {
             Role::Following(f) => PeerState::Following(f.leader),
             Role::Leading(_) => PeerState::Leading,
-            Role::Looking(_) => return,
+            Role::Looking(_) | Role::Rejoining(_) => return,
         };
         let msg = Message::Notification(Notification {
             round: self.round,

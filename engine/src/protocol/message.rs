@@ -125,6 +125,25 @@ pub struct Notification {
     pub state: PeerState,
 }
 
+/// A replica rebuilding after losing its disk asks every peer for its
+/// promise, then (with `floor`, the highest promise any peer reported) asks
+/// for a leader whose ballot is above it (`rejoin.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejoin {
+    /// `None` while asking for promises; then the floor to outbid.
+    pub floor: Option<Ballot>,
+}
+
+/// A peer's answer to [`Rejoin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejoinInfo {
+    /// The highest ballot the peer has promised (its own candidacy included).
+    pub promised: Ballot,
+    /// Set by a leader past Phase 1 at ballot `promised` above the asked
+    /// floor: every slot below was recovered in that Phase 1.
+    pub recovery_end: Option<Slot>,
+}
+
 /// Every message, so that dispatch is one exhaustive match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -148,6 +167,10 @@ pub enum Message {
     CatchUp(CatchUp),
     /// Leader election.
     Notification(Notification),
+    /// A replica rebuilding after disk loss asks.
+    Rejoin(Rejoin),
+    /// The answer.
+    RejoinInfo(RejoinInfo),
 }
 
 impl Message {
@@ -164,6 +187,8 @@ impl Message {
             Message::CatchUpRequest(_) => "CatchUpRequest",
             Message::CatchUp(_) => "CatchUp",
             Message::Notification(_) => "Notification",
+            Message::Rejoin(_) => "Rejoin",
+            Message::RejoinInfo(_) => "RejoinInfo",
         }
     }
 }

@@ -31,6 +31,7 @@ mod log;
 mod message;
 mod proposer;
 mod quorum;
+mod rejoin;
 mod sessions;
 mod types;
 mod validate;
@@ -46,7 +47,7 @@ pub use election::{Vote, VoteKey};
 pub use log::{Entry, Log};
 pub use message::{
     Accept, Accepted, CatchUp, CatchUpRequest, Envelope, Heartbeat, HeartbeatAck, Message, Nack,
-    Notification, PeerState, Prepare, Promise,
+    Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo,
 };
 pub use quorum::VoteSet;
 pub use sessions::{SessionOutcome, Sessions};
@@ -161,6 +162,8 @@ enum Role {
     Looking(Looking),
     Following(Following),
     Leading(Box<Leading>),
+    /// Rebuilding after disk loss (`rejoin.rs`): votes for nothing.
+    Rejoining(rejoin::Rejoining),
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +185,8 @@ pub struct Status {
     pub leading: bool,
     /// Whether it is looking for a leader.
     pub looking: bool,
+    /// Whether it is rebuilding after disk loss and votes for nothing.
+    pub rejoining: bool,
     /// The highest ballot promised.
     pub promised: Ballot,
     /// Every slot below is chosen and emitted.
@@ -323,6 +328,9 @@ impl Replica {
     /// Takes leadership now, with a ballot above every one seen (etcd's
     /// `Campaign`). The only way to lead when election is disabled.
     pub fn campaign(&mut self, out: &mut Actions) {
+        if self.is_rejoining() {
+            return; // it may not lead before it may vote
+        }
         self.become_leader(out);
         self.end_step(out);
     }
@@ -340,6 +348,7 @@ impl Replica {
             leader: self.leader(),
             leading: matches!(&self.role, Role::Leading(l) if l.is_steady()),
             looking: matches!(self.role, Role::Looking(_)),
+            rejoining: self.is_rejoining(),
             promised: self.promised,
             commit: self.commit,
             commit_index: self.commit_index,
@@ -411,7 +420,7 @@ impl Replica {
     /// The leader this replica believes in.
     pub fn leader(&self) -> Option<NodeId> {
         match &self.role {
-            Role::Looking(_) => None,
+            Role::Looking(_) | Role::Rejoining(_) => None,
             Role::Following(f) => Some(f.leader),
             Role::Leading(_) => Some(self.config.id),
         }
@@ -423,12 +432,21 @@ impl Replica {
             Role::Looking(_) => self.looking_tick(out),
             Role::Following(_) => self.following_tick(out),
             Role::Leading(_) => self.leading_tick(out),
+            Role::Rejoining(_) => self.rejoining_tick(out),
         }
     }
 
     fn on_envelope(&mut self, envelope: Envelope, out: &mut Actions) -> Result<(), StepError> {
         self.check_envelope(&envelope)?;
         let Envelope { from, msg, .. } = envelope;
+        if let Message::Rejoin(m) = msg {
+            self.on_rejoin(from, m, out);
+            return Ok(());
+        }
+        if self.is_rejoining() {
+            self.on_rejoining_message(from, msg, out);
+            return Ok(());
+        }
         match msg {
             Message::Prepare(m) => self.on_prepare(from, m, out),
             Message::Promise(m) => self.on_promise(from, m, out),
@@ -440,6 +458,8 @@ impl Replica {
             Message::CatchUpRequest(m) => self.on_catchup_request(from, m, out),
             Message::CatchUp(m) => self.on_catchup(m, out),
             Message::Notification(m) => self.on_notification(from, m, out),
+            Message::Rejoin(_) => unreachable!("answered above"),
+            Message::RejoinInfo(_) => {} // late: we have rejoined
         }
         Ok(())
     }

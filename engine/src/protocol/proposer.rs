@@ -94,6 +94,11 @@ impl Leading {
         self.recovery_end = self.recovery_end.max(upto);
     }
 
+    /// The end of the slots Phase 1 recovered.
+    pub(super) fn recovery_end(&self) -> Slot {
+        self.recovery_end
+    }
+
     /// Slots in flight beyond the commit point.
     pub(super) fn inflight_slots(&self) -> u32 {
         self.inflight.len() as u32

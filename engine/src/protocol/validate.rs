@@ -74,6 +74,26 @@ impl Replica {
             Message::Accepted(m) => owned_by(m.ballot, me),
             Message::HeartbeatAck(m) => owned_by(m.ballot, me),
             Message::CatchUpRequest(m) => owned_by(m.ballot, me),
+            Message::Rejoin(m) => match m.floor {
+                Some(floor) if floor.round == 0 || self.member_position(floor.node).is_none() => {
+                    Err(StepError::BadBallot { kind, ballot: floor })
+                }
+                _ => Ok(()),
+            },
+            Message::RejoinInfo(m) => {
+                let promised = m.promised;
+                if promised.round > 0 && self.member_position(promised.node).is_none() {
+                    return Err(StepError::BadBallot {
+                        kind,
+                        ballot: promised,
+                    });
+                }
+                field(
+                    kind,
+                    m.recovery_end.is_none() || promised.node == from,
+                    "recovery end from a node that does not own its ballot",
+                )
+            }
             Message::Notification(m) => {
                 let named = match m.state {
                     PeerState::Looking(vote) => vote.node,

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::protocol::{
     Accept, Accepted, Ballot, Batch, BatchError, CatchUp, CatchUpRequest, Entry, Envelope, GroupId,
-    Heartbeat, HeartbeatAck, Message, Nack, NodeId, Notification, PeerState, Prepare, Promise,
+    Heartbeat, HeartbeatAck, Message, Nack, NodeId, Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo,
     Slot, Vote, Write,
 };
 
@@ -122,6 +122,13 @@ enum WireMessage {
     Notification {
         round: u64,
         state: WireState,
+    },
+    Rejoin {
+        floor: Option<WireBallot>,
+    },
+    RejoinInfo {
+        promised: WireBallot,
+        recovery_end: Option<u64>,
     },
 }
 
@@ -257,6 +264,13 @@ fn message_out(msg: &Message) -> WireMessage {
             round: n.round,
             state: state_out(n.state),
         },
+        Message::Rejoin(m) => WireMessage::Rejoin {
+            floor: m.floor.map(ballot_out),
+        },
+        Message::RejoinInfo(m) => WireMessage::RejoinInfo {
+            promised: ballot_out(m.promised),
+            recovery_end: m.recovery_end.map(|s| s.0),
+        },
     }
 }
 
@@ -372,6 +386,16 @@ pub fn decode_envelope(
         ArchivedWireMessage::Notification { round, state } => Message::Notification(Notification {
             round: round.to_native(),
             state: state_in(state),
+        }),
+        ArchivedWireMessage::Rejoin { floor } => Message::Rejoin(Rejoin {
+            floor: floor.as_ref().map(ballot_in),
+        }),
+        ArchivedWireMessage::RejoinInfo {
+            promised,
+            recovery_end,
+        } => Message::RejoinInfo(RejoinInfo {
+            promised: ballot_in(promised),
+            recovery_end: recovery_end.as_ref().map(|s| Slot(s.to_native())),
         }),
     };
     let envelope = Envelope {
@@ -549,6 +573,16 @@ mod tests {
             Message::Notification(Notification {
                 round: 4,
                 state: PeerState::Leading,
+            }),
+            Message::Rejoin(Rejoin { floor: None }),
+            Message::Rejoin(Rejoin { floor: Some(b) }),
+            Message::RejoinInfo(RejoinInfo {
+                promised: b,
+                recovery_end: None,
+            }),
+            Message::RejoinInfo(RejoinInfo {
+                promised: b,
+                recovery_end: Some(Slot(12)),
             }),
         ] {
             round_trip(msg);

@@ -864,5 +864,7 @@ fn brief(msg: &crate::protocol::Message) -> String {
         M::CatchUpRequest(m) => format!("from {:?}", m.from_slot),
         M::CatchUp(m) => format!("{} entries, commit {:?}", m.entries.len(), m.commit),
         M::Notification(m) => format!("round {} {:?}", m.round, m.state),
+        M::Rejoin(m) => format!("floor {:?}", m.floor),
+        M::RejoinInfo(m) => format!("promised {} recovery end {:?}", m.promised, m.recovery_end),
     }
 }
