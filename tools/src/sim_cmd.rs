@@ -82,6 +82,7 @@ fn print_table(reports: &[SimReport]) {
         ("elections", sum(|r| r.elections)),
         ("reads checked", sum(|r| r.reads)),
         ("faults injected", sum(|r| r.faults)),
+        ("disks lost and rebuilt", sum(|r| r.disk_losses)),
         ("slowest convergence (ticks)", converge_max),
         ("violations", violations),
     ];

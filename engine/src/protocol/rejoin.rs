@@ -161,7 +161,10 @@ impl Replica {
         }
         // Values the leader of `ballot` says are chosen, stored at `ballot`.
         while self.commit < catchup.commit
-            && self.log.get(self.commit).is_some_and(|e| e.ballot == ballot)
+            && self
+                .log
+                .get(self.commit)
+                .is_some_and(|e| e.ballot == ballot)
         {
             self.commit_next(out);
         }

@@ -75,14 +75,17 @@ impl Replica {
             Message::HeartbeatAck(m) => owned_by(m.ballot, me),
             Message::CatchUpRequest(m) => owned_by(m.ballot, me),
             Message::Rejoin(m) => match m.floor {
-                Some(floor) if floor.round == 0 || self.member_position(floor.node).is_none() => {
-                    Err(StepError::BadBallot { kind, ballot: floor })
+                Some(floor) if floor != Ballot::ZERO && !self.could_own(floor) => {
+                    Err(StepError::BadBallot {
+                        kind,
+                        ballot: floor,
+                    })
                 }
                 _ => Ok(()),
             },
             Message::RejoinInfo(m) => {
                 let promised = m.promised;
-                if promised.round > 0 && self.member_position(promised.node).is_none() {
+                if promised != Ballot::ZERO && !self.could_own(promised) {
                     return Err(StepError::BadBallot {
                         kind,
                         ballot: promised,
@@ -107,6 +110,11 @@ impl Replica {
                 )
             }
         }
+    }
+
+    /// Whether a member could have issued `ballot`.
+    fn could_own(&self, ballot: Ballot) -> bool {
+        ballot.round > 0 && self.member_position(ballot.node).is_some()
     }
 
     /// A slot this replica could hold without reserving unbounded memory.

@@ -14,8 +14,8 @@ use thiserror::Error;
 
 use crate::protocol::{
     Accept, Accepted, Ballot, Batch, BatchError, CatchUp, CatchUpRequest, Entry, Envelope, GroupId,
-    Heartbeat, HeartbeatAck, Message, Nack, NodeId, Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo,
-    Slot, Vote, Write,
+    Heartbeat, HeartbeatAck, Message, Nack, NodeId, Notification, PeerState, Prepare, Promise,
+    Rejoin, RejoinInfo, Slot, Vote, Write,
 };
 
 /// Frame kind of an acceptor write in the WAL.

@@ -40,6 +40,12 @@ struct NodeView {
     issued_promise: Ballot,
     /// The slot this replica must commit next.
     next_commit: Slot,
+    /// The highest ballot this replica told a peer it promised or accepted
+    /// (a peer may count on it; its own candidacies no peer does).
+    promised_to_peers: Ballot,
+    /// That ballot as it stood when the replica lost its disk: it must
+    /// never accept below it again.
+    lost_promise: Ballot,
 }
 
 /// Watches a whole cluster.
@@ -165,6 +171,15 @@ impl Checker {
 
     /// Replica `node` sends `envelope`: a vote must report durable state.
     pub fn on_send(&mut self, node: usize, envelope: &Envelope) {
+        let told = match &envelope.msg {
+            Message::Promise(p) => Some(p.ballot),
+            Message::Accepted(a) => Some(a.ballot),
+            _ => None,
+        };
+        if let Some(ballot) = told.filter(|_| envelope.to != envelope.from) {
+            let view = &mut self.nodes[node];
+            view.promised_to_peers = view.promised_to_peers.max(ballot);
+        }
         let durable = &self.nodes[node].durable;
         let problem = match &envelope.msg {
             Message::Promise(p) if durable.promised < p.ballot => {
@@ -237,10 +252,20 @@ impl Checker {
     }
 
     /// Replica `node` restarted from its disk, resuming commits at `commit`.
+    /// Promises that never reached the disk were never sent, so they may be
+    /// forgotten; those of a lost disk were, so they may not.
     pub fn on_restart(&mut self, node: usize, commit: Slot) {
         let view = &mut self.nodes[node];
         view.next_commit = commit;
-        view.issued_promise = view.durable.promised;
+        view.issued_promise = view.durable.promised.max(view.lost_promise);
+    }
+
+    /// Replica `node` (crashed) lost its disk. What it durably accepted still
+    /// counts towards what was chosen.
+    pub fn on_disk_lost(&mut self, node: usize) {
+        let view = &mut self.nodes[node];
+        view.lost_promise = view.lost_promise.max(view.promised_to_peers);
+        view.durable = DurableView::default();
     }
 }
 

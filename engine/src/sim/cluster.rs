@@ -44,6 +44,11 @@ pub struct ClusterOptions {
     /// Deliberately broken rules, for tests of the checkers.
     #[cfg(test)]
     pub(crate) faults: crate::protocol::TestFaults,
+    /// A replica whose disk was wiped restarts as if new instead of
+    /// rejoining (what an operator who forgets `--rejoin` does), for tests
+    /// that prove the checker sees the harm.
+    #[cfg(test)]
+    pub(crate) wiped_restart_unsafely: bool,
 }
 
 impl ClusterOptions {
@@ -60,6 +65,8 @@ impl ClusterOptions {
             started: nodes,
             #[cfg(test)]
             faults: crate::protocol::TestFaults::default(),
+            #[cfg(test)]
+            wiped_restart_unsafely: false,
         }
     }
 }
@@ -90,6 +97,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Linearizable reads served (and checked).
     pub reads: u64,
+    /// Disks lost (each replica then rebuilt from its peers).
+    pub disk_losses: u64,
 }
 
 struct SimNode {
@@ -104,6 +113,10 @@ struct SimNode {
     /// Commands proposed here whose client waits for this node's answer.
     waiting: BTreeSet<(ClientId, u64)>,
     was_leading: bool,
+    /// Rebuilding after disk loss, as the runtime's marker file records it:
+    /// `Some(n)` once rejoined, until the first `n` writes (the joining
+    /// promise among them) are durable. A crash before that rebuilds again.
+    rebuilding: Option<Option<usize>>,
 }
 
 enum Event {
@@ -189,6 +202,7 @@ impl Cluster {
                 sessions: Sessions::default(),
                 waiting: BTreeSet::new(),
                 was_leading: false,
+                rebuilding: None,
             })
             .collect();
         let mut cluster = Cluster {
@@ -232,12 +246,54 @@ impl Cluster {
         self.checker.on_durable(node, &writes);
     }
 
-    /// Starts (or restarts) replica `node` from what its disk holds.
+    /// Starts (or restarts) replica `node` from what its disk holds; one
+    /// whose rebuild was cut short by a crash goes on rebuilding.
     pub fn start(&mut self, node: usize) {
+        let rebuilding = self.nodes[node].rebuilding.is_some();
+        if rebuilding {
+            self.nodes[node].rebuilding = Some(None);
+        }
+        self.start_as(node, rebuilding);
+    }
+
+    /// Destroys the disk of crashed replica `node` and starts it rebuilding
+    /// from its peers ([`Replica::rejoining`]).
+    pub fn wipe_and_rejoin(&mut self, node: usize) {
+        assert!(self.nodes[node].replica.is_none(), "wipe a crashed node");
+        self.nodes[node].disk = SimDisk::default();
+        self.nodes[node].rebuilding = Some(None);
+        self.stats.disk_losses += 1;
+        self.checker.on_disk_lost(node);
+        self.note(|| format!("disk of n{} lost", node + 1));
+        #[cfg(test)]
+        if self.options.wiped_restart_unsafely {
+            self.start_as(node, false);
+            return;
+        }
+        self.start_as(node, true);
+    }
+
+    /// The seed the cluster was built from.
+    pub fn seed(&self) -> u64 {
+        self.options.seed
+    }
+
+    /// Whether some replica, up or down, is still rebuilding after losing
+    /// its disk.
+    pub fn any_rebuilding(&self) -> bool {
+        self.nodes.iter().any(|n| n.rebuilding.is_some())
+    }
+
+    fn start_as(&mut self, node: usize, rejoining: bool) {
         let state = DurableState::replay(self.nodes[node].disk.writes());
+        let config = self.configs[node].clone();
         #[allow(unused_mut)]
-        let mut replica =
-            Replica::new(self.configs[node].clone(), state).expect("valid sim config");
+        let mut replica = if rejoining {
+            Replica::rejoining(config, state)
+        } else {
+            Replica::new(config, state)
+        }
+        .expect("valid sim config");
         #[cfg(test)]
         replica.set_test_faults(self.options.faults);
         // The state machine is memory: rebuild it from the slots the
@@ -435,6 +491,11 @@ impl Cluster {
         for action in actions {
             self.carry_out(node, action);
         }
+        let n = &mut self.nodes[node];
+        let rejoined = n.replica.as_ref().is_some_and(|r| !r.is_rejoining());
+        if rejoined && n.rebuilding == Some(None) {
+            n.rebuilding = Some(Some(n.disk.writes().len()));
+        }
     }
 
     fn carry_out(&mut self, node: usize, action: Action) {
@@ -490,6 +551,11 @@ impl Cluster {
 
     fn complete_sync(&mut self, node: usize, sync: SyncId) {
         let durable = self.nodes[node].disk.sync_done(sync);
+        if let Some(Some(joined)) = self.nodes[node].rebuilding {
+            if durable.end >= joined {
+                self.nodes[node].rebuilding = None;
+            }
+        }
         let writes = self.nodes[node].disk.writes()[durable].to_vec();
         self.checker.on_durable(node, &writes);
         self.step(node, Input::Persisted(sync));

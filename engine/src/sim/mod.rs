@@ -57,6 +57,8 @@ pub struct SimReport {
     pub reads: u64,
     /// Faults injected.
     pub faults: u64,
+    /// Replicas that came back with their disk lost and rebuilt.
+    pub disk_losses: u64,
     /// Ticks the liveness phase took.
     pub converge_ticks: u64,
     /// Properties found broken.
@@ -73,6 +75,8 @@ struct FaultPlan {
     pause_per_tick: f64,
     partition_per_tick: f64,
     clog_per_tick: f64,
+    /// Chance that a crashed replica comes back with its disk lost.
+    disk_loss_per_restart: f64,
 }
 
 /// Runs one seed: safety phase with faults, liveness phase without, checks.
@@ -96,7 +100,23 @@ thread_local! {
     static BROKEN: std::cell::Cell<Option<crate::protocol::TestFaults>> = const { std::cell::Cell::new(None) };
 }
 
+#[cfg(test)]
+pub(crate) fn run_seed_with(seed: u64, customize: fn(&mut ClusterOptions)) -> (SimReport, Stats) {
+    let mut stats = None;
+    let report = run_inner(seed, false, customize, &mut stats);
+    (report, stats.expect("set by the run"))
+}
+
 fn run(seed: u64, trace: bool, customize: fn(&mut ClusterOptions)) -> SimReport {
+    run_inner(seed, trace, customize, &mut None)
+}
+
+fn run_inner(
+    seed: u64,
+    trace: bool,
+    customize: fn(&mut ClusterOptions),
+    stats_out: &mut Option<Stats>,
+) -> SimReport {
     let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5EED);
     let nodes = if draw.random_bool(0.5) { 3 } else { 5 };
     let plan = FaultPlan {
@@ -112,6 +132,10 @@ fn run(seed: u64, trace: bool, customize: fn(&mut ClusterOptions)) -> SimReport 
         pause_per_tick: draw.random_range(0.0..0.004),
         partition_per_tick: draw.random_range(0.0..0.006),
         clog_per_tick: draw.random_range(0.0..0.004),
+        // Drawn apart, so that seeds without disk loss run as before.
+        disk_loss_per_restart: ChaCha8Rng::seed_from_u64(seed ^ 0xD15C)
+            .random_range(-0.3..0.3f64)
+            .max(0.0),
     };
     let mut options = ClusterOptions::new(nodes, seed);
     options.network = plan.network;
@@ -125,6 +149,7 @@ fn run(seed: u64, trace: bool, customize: fn(&mut ClusterOptions)) -> SimReport 
     let converge_ticks = liveness_phase(&mut cluster);
     final_checks(&mut cluster);
     let stats = cluster.stats().clone();
+    *stats_out = Some(stats.clone());
     SimReport {
         seed,
         nodes,
@@ -133,6 +158,7 @@ fn run(seed: u64, trace: bool, customize: fn(&mut ClusterOptions)) -> SimReport 
         elections: stats.elections,
         reads: stats.reads,
         faults: stats.faults,
+        disk_losses: stats.disk_losses,
         converge_ticks,
         violations: cluster.violations().to_vec(),
         trace: cluster.take_trace(),
@@ -159,6 +185,7 @@ fn tune_for_seed(config: &mut Config) {
 
 fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
     let n = cluster.size();
+    let mut disk_losses = ChaCha8Rng::seed_from_u64(cluster.seed() ^ 0x0D15_C0FF);
     let mut restart_at: BTreeMap<usize, u64> = BTreeMap::new();
     let mut resume_at: BTreeMap<usize, u64> = BTreeMap::new();
     let mut heal_at: Option<u64> = None;
@@ -197,7 +224,17 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
             .collect();
         for node in due {
             restart_at.remove(&node);
-            cluster.start(node);
+            // One lost disk at a time: two at once may be a majority's, and
+            // then waiting for ever is the right answer.
+            let lose = plan.disk_loss_per_restart > 0.0
+                && disk_losses.random_bool(plan.disk_loss_per_restart)
+                && !cluster.any_rebuilding();
+            if lose {
+                cluster.count_fault();
+                cluster.wipe_and_rejoin(node);
+            } else {
+                cluster.start(node);
+            }
         }
         if heal_at.is_none() && cluster.rng().random_bool(plan.partition_per_tick) {
             partition(cluster);
