@@ -101,6 +101,7 @@ impl Cluster {
             tick: Duration::from_millis(2),
             snapshot: self.policy,
             metrics: GroupMetrics::default(),
+            rejoin: false,
         };
         let link = Rc::new(Loopback {
             from: id,

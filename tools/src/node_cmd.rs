@@ -30,7 +30,7 @@ pub struct NodeArgs {
     /// A TOML file with any of the settings below (flags given as well win):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
     /// data_dir, secret_file, insecure, cores, pin, groups, cluster_id, tick_ms,
-    /// snapshot_every, snapshot_keep, metrics, fsync ("on" or "off").
+    /// snapshot_every, snapshot_keep, metrics, fsync ("on" or "off"), rejoin.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This node's id (a positive integer, listed in --peers).
@@ -86,6 +86,12 @@ pub struct NodeArgs {
     /// [default: on].
     #[arg(long)]
     pub fsync: Option<Fsync>,
+    /// This node's disk was lost (its data directory is new or empty):
+    /// rebuild every group from the peers before voting again. Needs every
+    /// other member up. Harmless on a node whose data is intact; starting a
+    /// node whose disk was lost WITHOUT it can overwrite chosen commands.
+    #[arg(long)]
+    pub rejoin: bool,
 }
 
 /// Whether the WAL fdatasyncs (`--fsync on|off`).
@@ -118,6 +124,7 @@ struct NodeFile {
     snapshot_keep: Option<u64>,
     metrics: Option<SocketAddr>,
     fsync: Option<Fsync>,
+    rejoin: Option<bool>,
 }
 
 /// Whether the node will run without a secret (flag or config file), so
@@ -268,6 +275,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         snapshot,
         metrics: args.metrics.or(file.metrics),
         fsync: args.fsync.or(file.fsync).unwrap_or(Fsync::On) == Fsync::On,
+        rejoin: args.rejoin || file.rejoin.unwrap_or(false),
     };
     options.validate().map_err(|e| e.to_string())?;
     Ok(options)

@@ -87,6 +87,11 @@ impl TestCluster {
     }
 
     fn start(&mut self, i: usize, secret: &str) {
+        self.start_with(i, secret, &[]);
+    }
+
+    /// Starts node `i` with `flags` beside the cluster's own.
+    fn start_with(&mut self, i: usize, secret: &str, flags: &[&str]) {
         let peers: Vec<String> = self
             .nodes
             .iter()
@@ -119,6 +124,7 @@ impl TestCluster {
             .arg(dir.join(secret))
             .args(["--metrics", &node.metrics.to_string()])
             .args(&self.extra)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -650,4 +656,42 @@ fn bench_with_fsync_off_says_unsafe_and_starts_the_nodes_so() {
         .map(|id| std::fs::read_to_string(data.join(format!("node-{id}.log"))).unwrap_or_default())
         .collect();
     assert_eq!(logs.matches("UNSAFE: fsync is off").count(), 3, "{logs}");
+}
+
+#[test]
+fn a_node_whose_disk_was_lost_rejoins_by_state_transfer_and_votes_again() {
+    let mut cluster =
+        TestCluster::with_flags(3, &["--snapshot-every", "10", "--snapshot-keep", "2"]);
+    let first = leader(&cluster);
+    let lost = (first % 3) as usize; // a follower's index
+    let id = lost as u64 + 1;
+    let mut acked = appends(&cluster, "before", 40);
+    cluster.kill(lost);
+    let dir = cluster.dir.path().join(format!("node-{id}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    acked.extend(appends(&cluster, "while-lost", 60));
+    cluster.start_with(lost, "secret", &["--rejoin"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.log(id).contains("rebuilt and rejoined") {
+        assert!(
+            Instant::now() < deadline,
+            "node {id} did not rejoin:\n{}",
+            cluster.log(id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = cluster.log(id);
+    assert!(log.contains("rebuilding from the peers"), "{log}");
+    // The leader compacted what it lost: the transfer was a snapshot.
+    assert!(log.contains("installed a snapshot from a peer"), "{log}");
+    assert!(!dir.join("group-0").join("REBUILDING").exists());
+    assert_log_holds(&cluster, lost, &acked);
+    // It votes again: with the other follower down, nothing commits
+    // without it.
+    let other = (0..3)
+        .find(|i| *i != lost && *i as u64 + 1 != first)
+        .unwrap();
+    cluster.kill(other);
+    acked.extend(appends(&cluster, "after-rejoin", 20));
+    assert_log_holds(&cluster, lost, &acked);
 }

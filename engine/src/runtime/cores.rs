@@ -286,6 +286,7 @@ impl<S: StateMachine> Core<S> {
                 tick: options.tick,
                 snapshot: options.snapshot,
                 metrics,
+                rejoin: options.rejoin,
             };
             let machine = (self.machines)(GroupId(group));
             let (handle, status, task) =

@@ -91,7 +91,16 @@ pub struct GroupOptions {
     pub snapshot: SnapshotPolicy,
     /// Where the group counts what it does.
     pub metrics: GroupMetrics,
+    /// If the group has no state at all (no WAL frame, no snapshot), its
+    /// disk was lost: rebuild from the peers before voting again
+    /// ([`Replica::rejoining`]). A group with state ignores it.
+    pub rejoin: bool,
 }
+
+/// The file in a group's WAL directory that marks a rebuild in progress:
+/// written before the rebuild's first write, removed once the promise that
+/// ends it is durable. A group restarted with it rebuilds again.
+pub const REBUILDING_FILE: &str = "REBUILDING";
 
 /// Why a group stopped or could not start.
 #[derive(Debug, Error)]
@@ -121,6 +130,14 @@ pub enum GroupError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The rebuild marker could not be written or removed.
+    #[error("rebuild marker {path}: {source}")]
+    Marker {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
 }
 
@@ -209,6 +226,9 @@ pub enum GroupInput {
     Tick,
     /// A sync failed: stop.
     Fatal(WalError),
+    /// The rebuild marker could not be removed: stop (a restart rebuilds
+    /// again, which is safe).
+    RebuildFailed(GroupError),
     /// Stop now.
     Stop,
 }
@@ -381,7 +401,21 @@ pub async fn start_group<S: StateMachine>(
         .base
         .clone()
         .replay_onto(writes.iter().map(|(_, w)| w));
-    let replica = Replica::new(options.config.clone(), durable)?;
+    let marker = options.wal_dir.join(REBUILDING_FILE);
+    let lost = recovered.encoded.is_none() && writes.is_empty();
+    let rebuilding = marker.exists() || (options.rejoin && lost);
+    let replica = if rebuilding {
+        // Durable before the rebuild writes anything: a crash from here on
+        // until it ends restarts the rebuild, never a half-rebuilt acceptor.
+        write_marker(&marker)?;
+        tracing::warn!(
+            group = group.0,
+            "rebuilding from the peers (this replica's disk was lost): it votes for nothing until every peer has answered and a leader above their promises has shared what it recovered"
+        );
+        Replica::rejoining(options.config.clone(), durable)?
+    } else {
+        Replica::new(options.config.clone(), durable)?
+    };
     let (tx, rx) = local_channel::new_bounded(1024);
     let inputs = Rc::new(tx);
     let status = Rc::new(GroupStatus::default());
@@ -415,6 +449,7 @@ pub async fn start_group<S: StateMachine>(
         subscribers: Vec::new(),
         leader_down_ticks: 0,
         leader_link: (None, false),
+        rebuild_marker: rebuilding.then_some(marker),
     };
     driver.apply_recovered();
     let handle = GroupHandle { inputs };
@@ -456,6 +491,30 @@ impl<S: StateMachine> Recovered<S> {
             encoded: Some(encoded),
         })
     }
+}
+
+fn write_marker(path: &std::path::Path) -> Result<(), GroupError> {
+    let fail = |source| GroupError::Marker {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    sync_parent(path).map_err(fail)
+}
+
+fn remove_marker(path: &std::path::Path) -> Result<(), GroupError> {
+    let fail = |source| GroupError::Marker {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::remove_file(path).map_err(fail)?;
+    sync_parent(path).map_err(fail)
+}
+
+fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Where each slot's latest accepted value sits in the WAL.
@@ -515,6 +574,8 @@ struct GroupDriver<S> {
     leader_down_ticks: u32,
     /// The leader whose connection is watched, and whether it was ever up.
     leader_link: (Option<NodeId>, bool),
+    /// While rebuilding after disk loss: the marker to remove once rejoined.
+    rebuild_marker: Option<PathBuf>,
 }
 
 /// A proposal made here, waiting for its slot to apply.
@@ -629,6 +690,7 @@ impl<S: StateMachine> GroupDriver<S> {
                 }
                 GroupInput::SnapshotFailed(error) => return Err(error.into()),
                 GroupInput::Fatal(error) => return Err(error.into()),
+                GroupInput::RebuildFailed(error) => return Err(error),
                 GroupInput::Stop => return Ok(()),
             };
             if let Err(error) = self.replica.step(input, &mut self.actions) {
@@ -706,7 +768,35 @@ impl<S: StateMachine> GroupDriver<S> {
         }
         self.publish_status();
         self.maybe_snapshot();
+        if self.rebuild_marker.is_some() && !self.replica.is_rejoining() {
+            self.end_rebuild();
+        }
         Ok(())
+    }
+
+    /// The replica has rejoined: once its joining promise is durable, the
+    /// marker goes and a restart is an ordinary one.
+    fn end_rebuild(&mut self) {
+        let Some(marker) = self.rebuild_marker.take() else {
+            return;
+        };
+        let (wal, inputs, group) = (self.wal.clone(), self.inputs.clone(), self.group.0);
+        let promised = self.replica.status().promised;
+        glommio::spawn_local(async move {
+            let failure = match wal.sync().await {
+                Ok(_) => remove_marker(&marker).err().map(GroupInput::RebuildFailed),
+                Err(error) => Some(GroupInput::Fatal(error)),
+            };
+            match failure {
+                Some(input) => {
+                    let _ = inputs.send(input).await;
+                }
+                None => {
+                    tracing::info!(group, ballot = %promised, "rebuilt and rejoined: voting again")
+                }
+            }
+        })
+        .detach();
     }
 
     /// Publishes the replica's status, logging one line per change of role.

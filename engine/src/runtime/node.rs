@@ -62,6 +62,11 @@ pub struct NodeOptions {
     /// unsafe (see [`synod_wal::WalConfig::fsync`]): for measuring what
     /// fsync costs, never for data anyone needs.
     pub fsync: bool,
+    /// This node lost its disk: each group without any state rebuilds from
+    /// the peers before it votes again (`protocol::Replica::rejoining`). A
+    /// node whose disk is intact ignores it. Starting a node whose disk was
+    /// lost *without* it is unsafe: it may overwrite chosen commands.
+    pub rejoin: bool,
 }
 
 /// Why a node stopped.
@@ -185,6 +190,7 @@ impl NodeOptions {
             snapshot: SnapshotPolicy::default(),
             metrics: None,
             fsync: true,
+            rejoin: false,
         }
     }
 
