@@ -86,6 +86,11 @@ impl LocalCluster {
 
     /// Starts node `id` (1-based) again with the same arguments and data.
     pub fn restart(&mut self, id: usize) -> Result<(), String> {
+        self.restart_with(id, &[])
+    }
+
+    /// Starts node `id` (1-based) again with `extra` flags added this once.
+    pub fn restart_with(&mut self, id: usize, extra: &[&str]) -> Result<(), String> {
         let i = id - 1;
         let log_path = &self.logs[i];
         let log = fs::File::options()
@@ -96,6 +101,7 @@ impl LocalCluster {
         let stderr = log.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(&self.exe)
             .args(&self.args[i])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)

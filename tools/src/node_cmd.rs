@@ -88,7 +88,8 @@ pub struct NodeArgs {
     pub fsync: Option<Fsync>,
     /// This node's disk was lost (its data directory is new or empty):
     /// rebuild every group from the peers before voting again. Needs every
-    /// other member up. Harmless on a node whose data is intact; starting a
+    /// other member up. Ignored by a node whose data is intact; never give
+    /// it to the nodes of a new cluster (they would all wait). Starting a
     /// node whose disk was lost WITHOUT it can overwrite chosen commands.
     #[arg(long)]
     pub rejoin: bool,

@@ -12,6 +12,7 @@
 //! | `crash-all` | SIGKILL every node at once, restart them |
 //! | `torn-tail` | while one node is down, tear its WAL's tail; it must come back |
 //! | `bit-flip` | while one node is down, flip a bit in a frame valid frames follow; it must refuse to start with a clear error |
+//! | `lose-disk` | SIGKILL one node, delete its data directory, restart it with `--rejoin`; it must rebuild from its peers and rejoin |
 
 use std::path::PathBuf;
 use std::thread::sleep;
@@ -50,6 +51,8 @@ pub enum Fault {
     TornTail,
     /// Flip a bit inside a stopped node's WAL.
     BitFlip,
+    /// Delete a stopped node's data directory.
+    LoseDisk,
 }
 
 impl Fault {
@@ -69,12 +72,13 @@ impl Fault {
                 "crash-all" => &[CrashAll],
                 "torn-tail" => &[TornTail],
                 "bit-flip" => &[BitFlip],
+                "lose-disk" => &[LoseDisk],
                 "process" => &[Kill, Pause],
                 "network" => &[Isolate, CutLink, OneWay],
                 "crash" => &[CrashMajority, CrashAll],
-                "disk" => &[TornTail, BitFlip],
-                "all" => &[Kill, Pause, Isolate, CutLink, OneWay, CrashMajority, CrashAll, TornTail, BitFlip],
-                other => return Err(format!("unknown fault `{other}`; try process, network, crash, disk, all, or one of kill, pause, isolate, cut-link, one-way, crash-majority, crash-all, torn-tail, bit-flip")),
+                "disk" => &[TornTail, BitFlip, LoseDisk],
+                "all" => &[Kill, Pause, Isolate, CutLink, OneWay, CrashMajority, CrashAll, TornTail, BitFlip, LoseDisk],
+                other => return Err(format!("unknown fault `{other}`; try process, network, crash, disk, all, or one of kill, pause, isolate, cut-link, one-way, crash-majority, crash-all, torn-tail, bit-flip, lose-disk")),
             });
         }
         faults.sort();
@@ -135,6 +139,7 @@ impl Nemesis {
             Fault::CrashAll => self.kill_some(self.nodes),
             Fault::TornTail => self.torn_tail(),
             Fault::BitFlip => self.bit_flip(),
+            Fault::LoseDisk => self.lose_disk(),
         };
         self.injected.push(Injected {
             fault,
@@ -313,8 +318,8 @@ impl Nemesis {
             }
         };
         let note = self.expect_refusal(id, &damage);
-        // No state transfer to a wiped replica yet: put the undamaged
-        // directory back (a repaired disk) and let the node rejoin.
+        // Put the undamaged directory back (a repaired disk); a disk that
+        // is gone altogether is `lose-disk`.
         let restored = std::fs::remove_dir_all(&dir)
             .map_err(|e| e.to_string())
             .and_then(|()| corrupt::copy_dir(&backup, &dir));
@@ -325,6 +330,33 @@ impl Nemesis {
         let _ = std::fs::remove_dir_all(&backup);
         self.restart(id);
         (victim, note)
+    }
+
+    /// The whole data directory goes; the node, restarted with `--rejoin`,
+    /// must rebuild and rejoin (every other node is up).
+    fn lose_disk(&mut self) -> (Vec<usize>, String) {
+        let victim = self.pick(1);
+        let id = victim[0];
+        self.cluster.kill(id);
+        if let Err(e) = std::fs::remove_dir_all(node_dir(&self.data_dir, id)) {
+            self.restart(id);
+            return (victim, format!("not lost: {e}"));
+        }
+        let seen = self.log_len(id);
+        if let Err(e) = self.cluster.restart_with(id, &["--rejoin"]) {
+            self.findings.push(format!("node {id}: {e}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(line) = self.log_line_since(id, seen, "rebuilt and rejoined") {
+                return (victim, line);
+            }
+            sleep(Duration::from_millis(50));
+        }
+        self.findings.push(format!(
+            "node {id} did not rebuild within 30 s of losing its disk"
+        ));
+        (victim, "not rebuilt within 30 s".into())
     }
 
     fn log_len(&self, id: usize) -> u64 {
