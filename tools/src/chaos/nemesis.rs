@@ -10,7 +10,7 @@
 //! | `one-way` | drop one node's outgoing (or incoming) bytes only |
 //! | `crash-majority` | SIGKILL a majority at once, restart them |
 //! | `crash-all` | SIGKILL every node at once, restart them |
-//! | `torn-tail` | while one node is down, tear its WAL's tail; it must come back |
+//! | `torn-tail` | while one node is down, tear its WAL's tail; it must come back (or refuse with a clear error, and then rebuild on a new disk) |
 //! | `bit-flip` | while one node is down, flip a bit in a frame valid frames follow; it must refuse to start with a clear error |
 //! | `lose-disk` | SIGKILL one node, delete its data directory, restart it with `--rejoin`; it must rebuild from its peers and rejoin |
 
@@ -272,10 +272,19 @@ impl Nemesis {
         node_dir(&self.data_dir, id).join("group-0")
     }
 
+    /// SIGKILLs node `id` and waits out the writes it had in flight: the
+    /// kernel finishes a dead process's io_uring writes after it is reaped,
+    /// and one landing after the damage would make a different fault
+    /// (frames after the garbage) than the one meant.
+    fn kill_and_settle(&mut self, id: usize) {
+        self.cluster.kill(id);
+        sleep(Duration::from_millis(200));
+    }
+
     fn torn_tail(&mut self) -> (Vec<usize>, String) {
         let victim = self.pick(1);
         let id = victim[0];
-        self.cluster.kill(id);
+        self.kill_and_settle(id);
         let note = match corrupt::tear_tail(&self.wal_dir(id), &mut self.rng) {
             Ok(damage) => format!(
                 "garbage at {} offset {}",
@@ -287,22 +296,30 @@ impl Nemesis {
         let seen = self.log_len(id);
         self.restart(id);
         self.hold(1000, 2000);
-        if let Some(status) = self.cluster.reap(id) {
+        let Some(status) = self.cluster.reap(id) else {
+            let said = self
+                .log_line_since(id, seen, "torn")
+                .unwrap_or_else(|| "no torn tail logged".into());
+            return (victim, format!("{note}; {said}"));
+        };
+        // Refusing with a clear error is allowed (never serving corrupt
+        // data is the rule); the disk is then replaced and the node must
+        // rebuild from its peers.
+        let Some(reason) = self.log_line_since(id, seen, "corrupt") else {
             self.findings.push(format!(
-                "node {id} did not come back after a torn tail ({status}); {note}"
+                "node {id} exited ({status}) after a torn tail without naming a corruption; {note}"
             ));
             self.restart(id);
-        }
-        let said = self
-            .log_line_since(id, seen, "torn")
-            .unwrap_or_else(|| "no torn tail logged".into());
-        (victim, format!("{note}; {said}"))
+            return (victim, note);
+        };
+        let rebuilt = self.replace_disk(id);
+        (victim, format!("{note}; refused: {reason}; {rebuilt}"))
     }
 
     fn bit_flip(&mut self) -> (Vec<usize>, String) {
         let victim = self.pick(1);
         let id = victim[0];
-        self.cluster.kill(id);
+        self.kill_and_settle(id);
         let dir = node_dir(&self.data_dir, id);
         let backup = self.data_dir.join(format!("node-{id}.before-bit-flip"));
         let _ = std::fs::remove_dir_all(&backup);
@@ -337,10 +354,17 @@ impl Nemesis {
     fn lose_disk(&mut self) -> (Vec<usize>, String) {
         let victim = self.pick(1);
         let id = victim[0];
-        self.cluster.kill(id);
+        self.kill_and_settle(id);
+        let note = self.replace_disk(id);
+        (victim, note)
+    }
+
+    /// Node `id` (stopped) gets an empty disk and is restarted with
+    /// `--rejoin`; it must rebuild from its peers within 30 s.
+    fn replace_disk(&mut self, id: usize) -> String {
         if let Err(e) = std::fs::remove_dir_all(node_dir(&self.data_dir, id)) {
             self.restart(id);
-            return (victim, format!("not lost: {e}"));
+            return format!("disk not replaced: {e}");
         }
         let seen = self.log_len(id);
         if let Err(e) = self.cluster.restart_with(id, &["--rejoin"]) {
@@ -349,14 +373,14 @@ impl Nemesis {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(line) = self.log_line_since(id, seen, "rebuilt and rejoined") {
-                return (victim, line);
+                return line;
             }
             sleep(Duration::from_millis(50));
         }
         self.findings.push(format!(
-            "node {id} did not rebuild within 30 s of losing its disk"
+            "node {id} did not rebuild within 30 s of a new disk"
         ));
-        (victim, "not rebuilt within 30 s".into())
+        "not rebuilt within 30 s".into()
     }
 
     fn log_len(&self, id: usize) -> u64 {
