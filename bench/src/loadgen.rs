@@ -535,17 +535,25 @@ fn closed_loop(shared: &Rc<Shared>, part: &Part) -> Vec<glommio::Task<()>> {
 }
 
 /// Sends at evenly spaced intended times; each command's latency counts
-/// from its intended time, whether or not a slot to send it was free.
+/// from its intended time, whether or not a session to send it was free.
+/// Commands take turns on `cap` sessions (each has one command outstanding
+/// at a time, as the nodes require), so the nodes see a fixed set of
+/// sessions rather than one more per command.
 fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, part: &Part) -> glommio::Task<()> {
     let shared = shared.clone();
-    let (cap, sessions_from) = (part.inflight, part.sessions_from + (1 << 32));
+    let sessions_from = part.sessions_from + (1 << 32);
+    // (session, next sequence number) of every session not in use.
+    let idle: Rc<RefCell<Vec<(u64, u64)>>> = Rc::new(RefCell::new(
+        (0..part.inflight as u64)
+            .map(|i| (sessions_from + i, 1))
+            .collect(),
+    ));
     let seed = 0x5E0D + part.index as u64;
     glommio::spawn_local(async move {
         let interval = Duration::from_secs_f64(1.0 / rate);
         let mut arrivals = rand::rngs::StdRng::seed_from_u64(seed);
         let mut intended = Instant::now();
-        let outstanding = Rc::new(Cell::new(0usize));
-        let mut k: u64 = 0;
+        let mut k: usize = 0;
         while !shared.stopping() {
             // The gap to the next arrival: fixed, or exponential with the
             // same mean (inverse transform of a uniform in (0, 1]).
@@ -558,16 +566,20 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, part: &Part) -> glom
             if let Some(wait) = intended.checked_duration_since(Instant::now()) {
                 glommio::timer::sleep(wait).await;
             }
-            while outstanding.get() >= cap && !shared.stopping() {
+            let (session, seq) = loop {
+                if let Some(free) = idle.borrow_mut().pop() {
+                    break free;
+                }
+                if shared.stopping() {
+                    return;
+                }
                 glommio::timer::sleep(Duration::from_micros(100)).await;
-            }
+            };
             k += 1;
-            let (shared, outstanding) = (shared.clone(), outstanding.clone());
-            outstanding.set(outstanding.get() + 1);
+            let (shared, idle) = (shared.clone(), idle.clone());
             glommio::spawn_local(async move {
-                // One session per command: open loop has no per-client order.
-                append(&shared, sessions_from + k, 1, intended, k as usize).await;
-                outstanding.set(outstanding.get() - 1);
+                append(&shared, session, seq, intended, k).await;
+                idle.borrow_mut().push((session, seq + 1));
             })
             .detach();
         }

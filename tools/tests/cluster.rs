@@ -611,7 +611,10 @@ fn bench_spreads_its_load_over_groups_and_client_threads_and_runs_again() {
     // A second run against the same cluster must append anew: its sessions
     // are not the first run's, so nothing is taken as a retry.
     for run in 0..2 {
-        let results = bench(&flags);
+        // The second run is open loop: commands take turns on sessions.
+        let open_loop = ["--rate", "3000"];
+        let extra: &[&str] = if run == 0 { &[] } else { &open_loop };
+        let results = bench(&[&flags[..], extra].concat());
         assert_eq!(
             (results["groups"].as_u64(), results["clients"].as_u64()),
             (Some(2), Some(2))

@@ -42,11 +42,17 @@ impl Default for NodeMachine {
     }
 }
 
-/// A snapshot of a node's state machine.
+/// A snapshot of a node's state machine. The log is stored as columns (each
+/// entry's index, its length, and all entries' bytes end to end): taken on
+/// the group's core, it must be a few large copies, not one allocation per
+/// entry (a 16 MiB log of small entries took the leader ~100 ms that way,
+/// long enough for its followers to elect another).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct MachineSnapshot {
     kv: Vec<u8>,
-    log: Vec<(u64, Vec<u8>)>,
+    log_indexes: Vec<u64>,
+    log_lens: Vec<u32>,
+    log_data: Vec<u8>,
 }
 
 /// Tags a raw append for the log.
@@ -164,28 +170,50 @@ impl StateMachine for NodeMachine {
     }
 
     fn snapshot(&self) -> Bytes {
-        let snapshot = MachineSnapshot {
+        let entries = self.log.len();
+        let mut snapshot = MachineSnapshot {
             kv: self.kv.snapshot().to_vec(),
-            log: self
-                .log
-                .iter()
-                .map(|(index, data)| (index.0, data.to_vec()))
-                .collect(),
+            log_indexes: Vec::with_capacity(entries),
+            log_lens: Vec::with_capacity(entries),
+            log_data: Vec::with_capacity(self.log_bytes),
         };
+        for (index, data) in &self.log {
+            snapshot.log_indexes.push(index.0);
+            snapshot.log_lens.push(data.len() as u32);
+            snapshot.log_data.extend_from_slice(data);
+        }
         Bytes::from(to_bytes(&snapshot).into_vec())
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         let snapshot: MachineSnapshot = from_bytes(snapshot)?;
-        if !snapshot.log.windows(2).all(|w| w[0].0 < w[1].0) {
+        let MachineSnapshot {
+            kv: kv_bytes,
+            log_indexes,
+            log_lens,
+            log_data,
+        } = snapshot;
+        if log_indexes.len() != log_lens.len() {
+            return Err("log columns of different lengths".into());
+        }
+        if !log_indexes.windows(2).all(|w| w[0] < w[1]) {
             return Err("log entries out of order".into());
         }
+        let total: u64 = log_lens.iter().map(|len| u64::from(*len)).sum();
+        if total != log_data.len() as u64 {
+            return Err("log lengths do not add up to the log bytes".into());
+        }
         let mut kv = Kv::default();
-        kv.restore(&snapshot.kv)?;
+        kv.restore(&kv_bytes)?;
         let mut restored = NodeMachine::retaining(self.retain_bytes);
         restored.kv = kv;
-        for (index, data) in snapshot.log {
-            restored.push_entry(LogIndex(index), Bytes::from(data));
+        // Every entry is a slice of one buffer.
+        let data = Bytes::from(log_data);
+        let mut at = 0;
+        for (index, len) in log_indexes.into_iter().zip(log_lens) {
+            let end = at + len as usize;
+            restored.push_entry(LogIndex(index), data.slice(at..end));
+            at = end;
         }
         *self = restored;
         Ok(())
@@ -318,5 +346,67 @@ mod tests {
             before,
             "a refused snapshot changes nothing"
         );
+    }
+}
+
+#[cfg(test)]
+mod snapshot_columns {
+    use super::*;
+
+    fn encoded(snapshot: &MachineSnapshot) -> Vec<u8> {
+        to_bytes(snapshot).into_vec()
+    }
+
+    #[test]
+    fn a_snapshot_whose_log_columns_disagree_is_refused_and_changes_nothing() {
+        let good = MachineSnapshot {
+            kv: NodeMachine::default().kv.snapshot().to_vec(),
+            log_indexes: vec![3, 4],
+            log_lens: vec![2, 1],
+            log_data: b"abc".to_vec(),
+        };
+        let mut machine = NodeMachine::default();
+        machine.restore(&encoded(&good)).unwrap();
+        assert_eq!(machine.log_start(), 3);
+        for (bad, reason) in [
+            (
+                MachineSnapshot {
+                    log_lens: vec![2],
+                    ..good_clone(&good)
+                },
+                "columns",
+            ),
+            (
+                MachineSnapshot {
+                    log_lens: vec![2, 5],
+                    ..good_clone(&good)
+                },
+                "add up",
+            ),
+            (
+                MachineSnapshot {
+                    log_indexes: vec![4, 3],
+                    ..good_clone(&good)
+                },
+                "order",
+            ),
+        ] {
+            let error = machine.restore(&encoded(&bad)).unwrap_err();
+            assert!(error.contains(reason), "{error}");
+            assert_eq!(
+                machine.log_start(),
+                3,
+                "a refused snapshot changed the state"
+            );
+        }
+    }
+
+    fn good_clone(s: &MachineSnapshot) -> MachineSnapshot {
+        MachineSnapshot {
+            kv: s.kv.clone(),
+            log_indexes: s.log_indexes.clone(),
+            log_lens: s.log_lens.clone(),
+            log_data: s.log_data.clone(),
+        }
     }
 }
