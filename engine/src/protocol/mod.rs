@@ -60,6 +60,10 @@ use proposer::Leading;
 /// memory a peer can make it reserve for holes.
 pub const SLOTS_AHEAD_MAX: u64 = 1 << 16;
 
+/// Ballot rounds at or above this are refused from peers, so that raising a
+/// round never overflows (2^62 elections is beyond any deployment).
+pub const ROUND_MAX: u64 = 1 << 62;
+
 /// Why an input was dropped. The replica's state is unchanged.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StepError {
@@ -487,7 +491,10 @@ impl Replica {
         match envelope.msg {
             Message::Promise(m) => self.on_promise(from, m, out),
             Message::Accepted(m) => self.on_accepted(from, m, out),
-            other => unreachable!("only votes are held, not {}", other.kind()),
+            other => unreachable!(
+                "only votes and Prepares to peers are held, not {}",
+                other.kind()
+            ),
         }
     }
 

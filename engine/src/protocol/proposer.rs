@@ -124,7 +124,10 @@ impl Replica {
     pub(super) fn become_leader(&mut self, out: &mut Actions) {
         self.abandon_leadership(out);
         let ballot = Ballot {
-            round: self.round_seen_max.max(self.promised.round) + 1,
+            round: self
+                .round_seen_max
+                .max(self.promised.round)
+                .saturating_add(1),
             node: self.config.id,
         };
         self.round_seen_max = ballot.round;
@@ -150,11 +153,18 @@ impl Replica {
             read_acks: vec![0; members],
             reads: VecDeque::new(),
         }));
+        // The Prepares wait for our own promise to be durable, like votes:
+        // a ballot that left before a crash could otherwise be issued again
+        // after it (the durable promise is where the next round starts),
+        // and a delayed Promise to the first use counted for the second.
         let prepare = Message::Prepare(Prepare {
             ballot,
             from_slot: self.commit,
         });
-        self.broadcast(&prepare, out);
+        let peers: Vec<NodeId> = self.peers().copied().collect();
+        for peer in peers {
+            self.send_durable(peer, prepare.clone(), out);
+        }
         let own = self.promise_for(ballot, self.commit, usize::MAX);
         self.send_durable(self.config.id, Message::Promise(own), out);
     }

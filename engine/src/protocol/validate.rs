@@ -2,7 +2,7 @@
 
 use super::message::{Envelope, Message, PeerState};
 use super::types::{Ballot, NodeId, Slot};
-use super::{Replica, StepError, SLOTS_AHEAD_MAX};
+use super::{Replica, StepError, ROUND_MAX, SLOTS_AHEAD_MAX};
 
 impl Replica {
     /// Refuses, with a reason, any envelope no correct peer could send.
@@ -16,7 +16,7 @@ impl Replica {
         }
         let kind = envelope.msg.kind();
         let owned_by = |ballot: Ballot, owner: NodeId| {
-            if ballot.round > 0 && ballot.node == owner {
+            if ballot.round > 0 && ballot.round < ROUND_MAX && ballot.node == owner {
                 Ok(())
             } else {
                 Err(StepError::BadBallot { kind, ballot })
@@ -69,6 +69,11 @@ impl Replica {
                     kind,
                     m.promised > m.ballot,
                     "refuses a ballot it has not outbid",
+                )?;
+                field(
+                    kind,
+                    self.could_own(m.promised),
+                    "names a promise no member could hold",
                 )
             }
             Message::Accepted(m) => owned_by(m.ballot, me),
@@ -107,6 +112,15 @@ impl Replica {
                     kind,
                     self.member_position(named).is_some(),
                     "names a node outside the group",
+                )?;
+                let epoch = match m.state {
+                    PeerState::Looking(vote) => vote.epoch.max(vote.last_ballot.round),
+                    _ => 0,
+                };
+                field(
+                    kind,
+                    m.round < ROUND_MAX && epoch < ROUND_MAX,
+                    "election round or epoch out of range",
                 )
             }
         }
@@ -114,7 +128,7 @@ impl Replica {
 
     /// Whether a member could have issued `ballot`.
     fn could_own(&self, ballot: Ballot) -> bool {
-        ballot.round > 0 && self.member_position(ballot.node).is_some()
+        ballot.round > 0 && ballot.round < ROUND_MAX && self.member_position(ballot.node).is_some()
     }
 
     /// A slot this replica could hold without reserving unbounded memory.

@@ -686,6 +686,7 @@ impl<S: StateMachine> GroupDriver<S> {
                     captured_at,
                 } => {
                     self.on_snapshot_saved(upto, encoded, captured_at);
+                    self.maybe_end_rebuild();
                     continue;
                 }
                 GroupInput::SnapshotFailed(error) => return Err(error.into()),
@@ -768,15 +769,19 @@ impl<S: StateMachine> GroupDriver<S> {
         }
         self.publish_status();
         self.maybe_snapshot();
-        if self.rebuild_marker.is_some() && !self.replica.is_rejoining() {
-            self.end_rebuild();
-        }
+        self.maybe_end_rebuild();
         Ok(())
     }
 
-    /// The replica has rejoined: once its joining promise is durable, the
-    /// marker goes and a restart is an ordinary one.
-    fn end_rebuild(&mut self) {
+    /// The replica has rejoined: once its joining promise and the snapshot
+    /// it installed (if any) are durable, the marker goes and a restart is
+    /// an ordinary one. Until then a crash rebuilds again: without the
+    /// snapshot file the WAL would hold a promise and none of the chosen
+    /// slots below it.
+    fn maybe_end_rebuild(&mut self) {
+        if self.replica.is_rejoining() || self.snapshots.saving {
+            return;
+        }
         let Some(marker) = self.rebuild_marker.take() else {
             return;
         };

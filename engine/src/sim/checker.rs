@@ -6,7 +6,7 @@
 //! | promises never go back | a `Promise` write is issued |
 //! | nothing accepted below its promise | an `Accept` write is issued |
 //! | a chosen slot never changes | a majority has durably accepted one ballot |
-//! | no message before its state is durable | a Promise or Accepted leaves |
+//! | no message before its state is durable | a Promise, Accepted or Prepare leaves |
 //! | learned values were chosen, in order | a replica commits a slot |
 //! | agreement: committed prefixes agree | a replica commits a slot |
 //! | validity: only proposed commands | a replica commits a slot |
@@ -190,6 +190,10 @@ impl Checker {
                 .iter()
                 .find(|(slot, e)| durable.accepted.get(slot).is_none_or(|b| *b < e.ballot))
                 .map(|(slot, _)| format!("Promise reports {slot:?} before it was durable")),
+            Message::Prepare(p) if durable.promised < p.ballot => Some(format!(
+                "Prepare {} before its own promise was durable",
+                p.ballot
+            )),
             Message::Accepted(a) if durable.accepted.get(&a.slot).is_none_or(|b| *b < a.ballot) => {
                 Some(format!(
                     "Accepted {:?} at {} before it was durable",
