@@ -19,7 +19,9 @@
 //! `Send` actions from the step that receives the `Persisted`. The leader is an
 //! acceptor like any other: its own votes travel the same held path, so it
 //! counts itself only after its own write is durable, while its Accepts to the
-//! followers leave at once, in parallel with that write.
+//! followers leave at once, in parallel with that write. A new ballot's
+//! Prepares wait for the proposer's own promise the same way: a ballot that
+//! left before a crash is then never issued again after it.
 
 mod acceptor;
 mod action;
