@@ -100,16 +100,23 @@ impl Replica {
         if let Role::Following(following) = &mut self.role {
             following.catchup_sent_at = None;
         }
-        for (slot, batch) in catchup.entries {
+        self.store_chosen(catchup.ballot, catchup.entries, out);
+        self.learn(catchup.ballot, catchup.commit, out);
+    }
+
+    /// Stores chosen values the leader of `ballot` sent, at `ballot`, for
+    /// the slots not yet known chosen here.
+    pub(super) fn store_chosen(
+        &mut self,
+        ballot: Ballot,
+        entries: Vec<(Slot, super::batch::Batch)>,
+        out: &mut Actions,
+    ) {
+        for (slot, batch) in entries {
             if slot >= self.commit {
-                let entry = Entry {
-                    ballot: catchup.ballot,
-                    batch,
-                };
-                self.acceptor_accept(slot, entry, out);
+                self.acceptor_accept(slot, Entry { ballot, batch }, out);
             }
         }
-        self.learn(catchup.ballot, catchup.commit, out);
     }
 
     /// Accepts `entry` at `slot`: the one place acceptor state changes value.

@@ -27,7 +27,6 @@
 use std::collections::BTreeMap;
 
 use super::action::{Actions, Write};
-use super::log::Entry;
 use super::message::{CatchUp, CatchUpRequest, Message, Rejoin, RejoinInfo};
 use super::types::{Ballot, NodeId, Slot};
 use super::{Config, ConfigError, DurableState, Following, Replica, Role};
@@ -124,7 +123,7 @@ impl Replica {
             None => {
                 r.promises.insert(from, info.promised);
                 if r.promises.len() == peers {
-                    let floor = r.promises.values().copied().max().unwrap_or(own).max(own);
+                    let floor = r.promises.values().copied().fold(own, Ballot::max);
                     r.floor = Some(floor);
                     r.asked_at = None; // ask for a leader above it at the next tick
                 }
@@ -154,20 +153,9 @@ impl Replica {
             return;
         }
         let before = self.commit;
-        for (slot, batch) in catchup.entries {
-            if slot >= self.commit {
-                self.acceptor_accept(slot, Entry { ballot, batch }, out);
-            }
-        }
-        // Values the leader of `ballot` says are chosen, stored at `ballot`.
-        while self.commit < catchup.commit
-            && self
-                .log
-                .get(self.commit)
-                .is_some_and(|e| e.ballot == ballot)
-        {
-            self.commit_next(out);
-        }
+        self.store_chosen(ballot, catchup.entries, out);
+        // The learner asks for more only as a follower; rejoin_progress asks.
+        self.learn(ballot, catchup.commit, out);
         let now = self.now;
         if let Role::Rejoining(r) = &mut self.role {
             r.catchup_sent_at = None;

@@ -500,7 +500,7 @@ fn write_marker(path: &std::path::Path) -> Result<(), GroupError> {
     };
     let file = std::fs::File::create(path).map_err(fail)?;
     file.sync_all().map_err(fail)?;
-    sync_parent(path).map_err(fail)
+    snapshot::sync_parent_dir(path).map_err(fail)
 }
 
 fn remove_marker(path: &std::path::Path) -> Result<(), GroupError> {
@@ -509,12 +509,7 @@ fn remove_marker(path: &std::path::Path) -> Result<(), GroupError> {
         source,
     };
     std::fs::remove_file(path).map_err(fail)?;
-    sync_parent(path).map_err(fail)
-}
-
-fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
+    snapshot::sync_parent_dir(path).map_err(fail)
 }
 
 /// Where each slot's latest accepted value sits in the WAL.

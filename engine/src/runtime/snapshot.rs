@@ -205,10 +205,14 @@ pub fn save(path: &Path, encoded: &[u8]) -> Result<(), SnapshotError> {
     file.write_all(encoded).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&temporary, path).map_err(io)?;
+    sync_parent_dir(path).map_err(io)
+}
+
+/// fsyncs the directory holding `path`, so that a file created, renamed or
+/// removed there stays so across a crash. Blocking.
+pub fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Reads and checks the snapshot at `path`; `None` if there is none. A file
