@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use futures_executor::block_on;
 use synod_engine::protocol::{GroupId, NodeId};
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
-use synod_engine::runtime::{Applying, ProposeOutcome, StateMachine};
+use synod_engine::runtime::{Applying, Capture, ProposeOutcome, StateMachine};
 
 /// Applies nothing: the bench measures the log, not a state machine.
 struct Discard;
@@ -24,8 +24,8 @@ impl StateMachine for Discard {
     fn query(&self, _: &[u8]) -> Bytes {
         Bytes::new()
     }
-    fn snapshot(&self) -> Bytes {
-        Bytes::new()
+    fn snapshot(&self) -> Capture {
+        Capture::encoded(Bytes::new())
     }
     fn restore(&mut self, _: &[u8]) -> Result<(), String> {
         Ok(())

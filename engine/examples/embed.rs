@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_executor::block_on;
 use synod_engine::protocol::{GroupId, NodeId};
 use synod_engine::runtime::node::{Node, NodeOptions};
-use synod_engine::runtime::{Applying, ProposeOutcome, ReadOutcome, StateMachine};
+use synod_engine::runtime::{Applying, Capture, ProposeOutcome, ReadOutcome, StateMachine};
 
 /// The state machine: a counter that each command adds to.
 #[derive(Default)]
@@ -33,8 +33,11 @@ impl StateMachine for Counter {
         Bytes::copy_from_slice(&self.0.to_le_bytes())
     }
 
-    fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.0.to_le_bytes())
+    /// Eight bytes: small enough to encode on the core. A large state
+    /// would capture a cheap clone here and encode it in
+    /// `Capture::deferred`, off the core.
+    fn snapshot(&self) -> Capture {
+        Capture::encoded(Bytes::copy_from_slice(&self.0.to_le_bytes()))
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {

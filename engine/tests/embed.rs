@@ -11,7 +11,7 @@ use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId};
 use synod_engine::runtime::group::Committed;
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
-use synod_engine::runtime::{Applying, ProposeOutcome, ReadOutcome, StateMachine};
+use synod_engine::runtime::{Applying, Capture, ProposeOutcome, ReadOutcome, StateMachine};
 
 /// Sums every command (a little-endian u64); replies with the new sum.
 #[derive(Default)]
@@ -30,8 +30,9 @@ impl StateMachine for Sum {
     fn query(&self, _: &[u8]) -> Bytes {
         Bytes::copy_from_slice(&self.0.to_le_bytes())
     }
-    fn snapshot(&self) -> Bytes {
-        self.query(&[])
+    fn snapshot(&self) -> Capture {
+        let sum = self.0;
+        Capture::deferred(move || Bytes::copy_from_slice(&sum.to_le_bytes()))
     }
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "not 8 bytes")?);

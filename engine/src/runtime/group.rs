@@ -222,6 +222,8 @@ pub enum GroupInput {
     },
     /// Writing a snapshot file failed: stop.
     SnapshotFailed(SnapshotError),
+    /// A snapshot could not be encoded (logged): the log stays as it is.
+    SnapshotSkipped,
     /// A tick passed.
     Tick,
     /// A sync failed: stop.
@@ -685,6 +687,10 @@ impl<S: StateMachine> GroupDriver<S> {
                     continue;
                 }
                 GroupInput::SnapshotFailed(error) => return Err(error.into()),
+                GroupInput::SnapshotSkipped => {
+                    self.snapshots.saving = false;
+                    continue;
+                }
                 GroupInput::Fatal(error) => return Err(error.into()),
                 GroupInput::RebuildFailed(error) => return Err(error),
                 GroupInput::Stop => return Ok(()),
@@ -1007,8 +1013,10 @@ impl<S: StateMachine> GroupDriver<S> {
 /// Snapshots: taking them, compacting below them, sending and installing.
 impl<S: StateMachine> GroupDriver<S> {
     /// Takes a snapshot when the policy says so and none is being written.
-    /// The state is captured here, in step with apply; the file is written
-    /// off the executor, and compaction waits for it to be durable.
+    /// The state is captured here, in step with apply (the state machine's
+    /// `snapshot` only captures); it is encoded and written on the blocking
+    /// pool while the group goes on, and compaction waits for it to be
+    /// durable.
     fn maybe_snapshot(&mut self) {
         let snapshots = &self.snapshots;
         let applied = self.status.applied.get();
@@ -1019,42 +1027,56 @@ impl<S: StateMachine> GroupDriver<S> {
         if !due || snapshots.saving || applied <= self.status.snapshot.get() {
             return;
         }
-        let snapshot = Snapshot {
-            upto: applied,
-            next_index: snapshots.applied_next_index,
-            promised: self.replica.status().promised,
-            sessions: self.sessions.clone(),
-            machine: self.machine.snapshot(),
-        };
-        match snapshot.encode() {
-            Ok(encoded) => self.save_snapshot(applied, encoded),
-            Err(error) => tracing::error!(
-                group = self.group.0,
-                %error,
-                "cannot encode a snapshot; the log is not compacted"
-            ),
-        }
+        let (next_index, promised) = (snapshots.applied_next_index, self.replica.status().promised);
+        let sessions = self.sessions.clone();
+        let machine = self.machine.snapshot();
+        self.save_snapshot(applied, move || {
+            Snapshot {
+                upto: applied,
+                next_index,
+                promised,
+                sessions,
+                machine: machine.encode(),
+            }
+            .encode()
+        });
     }
 
-    /// Writes the file on the blocking pool; `SnapshotSaved` comes back.
-    /// The state in `encoded` was captured now, so the WAL from here on
+    /// Encodes and writes the file on the blocking pool; `SnapshotSaved`
+    /// comes back. The state was captured now, so the WAL from here on
     /// (writes issued after the capture) must survive the compaction.
-    fn save_snapshot(&mut self, upto: Slot, encoded: Vec<u8>) {
+    fn save_snapshot(
+        &mut self,
+        upto: Slot,
+        encode: impl FnOnce() -> Result<Vec<u8>, SnapshotError> + Send + 'static,
+    ) {
         self.snapshots.saving = true;
         self.snapshots.applied_bytes = 0;
         let captured_at = self.wal.next_position();
-        let (path, inputs) = (self.snapshots.path.clone(), self.inputs.clone());
+        let (path, inputs, group) = (self.snapshots.path.clone(), self.inputs.clone(), self.group);
         glommio::spawn_local(async move {
-            let saved = glommio::executor()
-                .spawn_blocking(move || snapshot::save(&path, &encoded).map(|()| encoded))
+            let written = glommio::executor()
+                .spawn_blocking(move || {
+                    let encoded = encode().map_err(|e| (false, e))?;
+                    snapshot::save(&path, &encoded).map_err(|e| (true, e))?;
+                    Ok(encoded)
+                })
                 .await;
-            let input = match saved {
+            let input = match written {
                 Ok(encoded) => GroupInput::SnapshotSaved {
                     upto,
                     encoded: Bytes::from(encoded),
                     captured_at,
                 },
-                Err(error) => GroupInput::SnapshotFailed(error),
+                Err((true, error)) => GroupInput::SnapshotFailed(error),
+                Err((false, error)) => {
+                    tracing::error!(
+                        group = group.0,
+                        %error,
+                        "cannot encode a snapshot; the log is not compacted"
+                    );
+                    GroupInput::SnapshotSkipped
+                }
             };
             let _ = inputs.send(input).await;
         })
@@ -1218,6 +1240,6 @@ impl<S: StateMachine> GroupDriver<S> {
             "installed a snapshot from a peer"
         );
         // Durable before the WAL below it goes (on_snapshot_saved).
-        self.save_snapshot(upto, encoded);
+        self.save_snapshot(upto, move || Ok(encoded));
     }
 }

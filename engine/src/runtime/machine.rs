@@ -1,15 +1,13 @@
 //! The state machine a `synod node` runs for each group: the raw log that
 //! `synod client append` writes, and the KV store beside it.
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 
 use super::archive::{from_bytes, to_bytes};
 use super::client_proto::{ClientResponse, LogEntry};
 use super::kv::{Kv, KvCommand, KvOp, KvReply};
-use super::state_machine::{Applying, StateMachine};
-use crate::protocol::LogIndex;
+use super::readable_log::{LogColumns, ReadableLog};
+use super::state_machine::{Applying, Capture, StateMachine};
 
 const TAG_APPEND: u8 = 0;
 const TAG_KV: u8 = 1;
@@ -23,16 +21,12 @@ pub const READ_ENTRIES_MAX: u32 = 10_000;
 /// the state (and every snapshot of it) stays bounded under an endless load.
 pub const LOG_RETAIN_BYTES: usize = 16 << 20;
 
-/// Bytes an entry is counted for beside its data.
-const ENTRY_OVERHEAD_BYTES: usize = 16;
-
 /// KV store plus the latest applied log entries, readable by index.
 #[derive(Debug)]
 pub struct NodeMachine {
     kv: Kv,
     /// The latest applied commands: appends as written, KV writes as text.
-    log: VecDeque<(LogIndex, Bytes)>,
-    log_bytes: usize,
+    log: ReadableLog,
     retain_bytes: usize,
 }
 
@@ -43,10 +37,8 @@ impl Default for NodeMachine {
 }
 
 /// A snapshot of a node's state machine. The log is stored as columns (each
-/// entry's index, its length, and all entries' bytes end to end): taken on
-/// the group's core, it must be a few large copies, not one allocation per
-/// entry (a 16 MiB log of small entries took the leader ~100 ms that way,
-/// long enough for its followers to elect another).
+/// entry's index, its length, and all entries' bytes end to end): a few
+/// large copies, not one allocation per entry.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct MachineSnapshot {
     kv: Vec<u8>,
@@ -90,30 +82,20 @@ impl NodeMachine {
     pub fn retaining(retain_bytes: usize) -> NodeMachine {
         NodeMachine {
             kv: Kv::default(),
-            log: VecDeque::new(),
-            log_bytes: 0,
+            log: ReadableLog::retaining(retain_bytes),
             retain_bytes,
         }
     }
 
     /// The first log index still readable (0 if none was dropped).
     pub fn log_start(&self) -> u64 {
-        self.log.front().map_or(0, |(index, _)| index.0)
-    }
-
-    fn push_entry(&mut self, index: LogIndex, data: Bytes) {
-        self.log_bytes += data.len() + ENTRY_OVERHEAD_BYTES;
-        self.log.push_back((index, data));
-        while self.log_bytes > self.retain_bytes && self.log.len() > 1 {
-            let (_, dropped) = self.log.pop_front().expect("not empty");
-            self.log_bytes -= dropped.len() + ENTRY_OVERHEAD_BYTES;
-        }
+        self.log.start()
     }
 
     fn apply_one(&mut self, command: &Applying<'_>) -> Bytes {
         match command.data.split_first() {
             Some((&TAG_APPEND, data)) => {
-                self.push_entry(command.index, Bytes::copy_from_slice(data));
+                self.log.push(command.index.0, data);
                 Bytes::new()
             }
             Some((&TAG_KV, data)) => {
@@ -127,23 +109,22 @@ impl NodeMachine {
                     .unwrap_or_default();
                 let shown = KvCommand::decode(data)
                     .map_or_else(|e| format!("invalid: {e}"), |c| describe(&c.op));
-                self.push_entry(command.index, Bytes::from(shown));
+                self.log.push(command.index.0, shown.as_bytes());
                 reply
             }
             _ => {
-                self.push_entry(command.index, Bytes::from_static(b"invalid command"));
+                self.log.push(command.index.0, b"invalid command");
                 KvReply::Invalid("unknown command tag".into()).encode()
             }
         }
     }
 
     fn read_log(&self, from: u64, count: u32) -> Vec<LogEntry> {
-        let start = self.log.partition_point(|(index, _)| index.0 < from);
         self.log
-            .range(start..)
-            .take(count.min(READ_ENTRIES_MAX) as usize)
+            .read(from, count.min(READ_ENTRIES_MAX) as usize)
+            .into_iter()
             .map(|(index, data)| LogEntry {
-                index: index.0,
+                index,
                 data: data.to_vec(),
             })
             .collect()
@@ -169,20 +150,25 @@ impl StateMachine for NodeMachine {
         }
     }
 
-    fn snapshot(&self) -> Bytes {
-        let entries = self.log.len();
-        let mut snapshot = MachineSnapshot {
-            kv: self.kv.snapshot().to_vec(),
-            log_indexes: Vec::with_capacity(entries),
-            log_lens: Vec::with_capacity(entries),
-            log_data: Vec::with_capacity(self.log_bytes),
-        };
-        for (index, data) in &self.log {
-            snapshot.log_indexes.push(index.0);
-            snapshot.log_lens.push(data.len() as u32);
-            snapshot.log_data.extend_from_slice(data);
-        }
-        Bytes::from(to_bytes(&snapshot).into_vec())
+    /// On the core: the KV store's O(1) clone and the log's chunk handles;
+    /// the copying and encoding run in the `Capture`.
+    fn snapshot(&self) -> Capture {
+        let kv = self.kv.clone();
+        let log = self.log.capture();
+        Capture::deferred(move || {
+            let LogColumns {
+                indexes,
+                lens,
+                data,
+            } = log.columns();
+            let snapshot = MachineSnapshot {
+                kv: kv.encode().to_vec(),
+                log_indexes: indexes,
+                log_lens: lens,
+                log_data: data,
+            };
+            Bytes::from(to_bytes(&snapshot).into_vec())
+        })
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
@@ -207,12 +193,10 @@ impl StateMachine for NodeMachine {
         kv.restore(&kv_bytes)?;
         let mut restored = NodeMachine::retaining(self.retain_bytes);
         restored.kv = kv;
-        // Every entry is a slice of one buffer.
-        let data = Bytes::from(log_data);
         let mut at = 0;
         for (index, len) in log_indexes.into_iter().zip(log_lens) {
             let end = at + len as usize;
-            restored.push_entry(LogIndex(index), data.slice(at..end));
+            restored.log.push(index, &log_data[at..end]);
             at = end;
         }
         *self = restored;
@@ -245,6 +229,7 @@ fn describe(op: &KvOp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::LogIndex;
 
     #[test]
     fn appends_and_kv_writes_share_one_readable_log() {
@@ -334,7 +319,7 @@ mod tests {
         assert_eq!(entries[0].data, b"entry 0150");
 
         let mut restored = NodeMachine::retaining(2_600);
-        restored.restore(&machine.snapshot()).unwrap();
+        restored.restore(&machine.snapshot().encode()).unwrap();
         assert_eq!(log_of(&restored), entries);
         appended(&mut restored, 250, 10);
         assert_eq!(restored.log_start(), 160, "the bound holds after a restore");
@@ -360,7 +345,7 @@ mod snapshot_columns {
     #[test]
     fn a_snapshot_whose_log_columns_disagree_is_refused_and_changes_nothing() {
         let good = MachineSnapshot {
-            kv: NodeMachine::default().kv.snapshot().to_vec(),
+            kv: NodeMachine::default().kv.encode().to_vec(),
             log_indexes: vec![3, 4],
             log_lens: vec![2, 1],
             log_data: b"abc".to_vec(),

@@ -5,7 +5,7 @@ pub mod codec;
 pub mod kv;
 pub mod state_machine;
 
-pub use state_machine::{Applying, StateMachine};
+pub use state_machine::{Applying, Capture, StateMachine};
 pub mod group;
 
 pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome};
@@ -14,4 +14,5 @@ mod cores;
 pub mod machine;
 pub mod metrics;
 pub mod node;
+mod readable_log;
 pub mod snapshot;

@@ -21,9 +21,40 @@ pub trait StateMachine: 'static {
     fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes>;
     /// Answers a read-only query against the current state.
     fn query(&self, query: &[u8]) -> Bytes;
-    /// The whole state, for a lagging replica or for compaction.
-    fn snapshot(&self) -> Bytes;
+    /// Captures the whole state, for a lagging replica or for compaction.
+    ///
+    /// Called on the group's core in step with apply, so every command
+    /// behind it waits: capture only (clone shared handles, copy what is
+    /// small) and leave the encoding to the returned [`Capture`], which runs
+    /// on a blocking thread while the group goes on applying.
+    fn snapshot(&self) -> Capture;
     /// Replaces the state with a snapshot; an invalid one is refused and
     /// changes nothing.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+}
+
+/// A state captured for a snapshot and not yet encoded.
+pub struct Capture(Box<dyn FnOnce() -> Bytes + Send>);
+
+impl Capture {
+    /// A state already encoded (a small one, or one that cannot be shared).
+    pub fn encoded(bytes: Bytes) -> Capture {
+        Capture(Box::new(move || bytes))
+    }
+
+    /// A state encoded later, off the group's core, by `encode`.
+    pub fn deferred(encode: impl FnOnce() -> Bytes + Send + 'static) -> Capture {
+        Capture(Box::new(encode))
+    }
+
+    /// The snapshot's bytes, as `StateMachine::restore` takes them.
+    pub fn encode(self) -> Bytes {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Capture")
+    }
 }
