@@ -249,6 +249,8 @@ const OFTEN: SnapshotPolicy = SnapshotPolicy {
     every_slots: 20,
     every_bytes: u64::MAX,
     keep_slots: 5,
+    write_pace: 0,
+    write_floor_bytes_per_sec: 0,
 };
 
 /// Waits up to 10 s for `condition` (snapshots are written off the core, so

@@ -30,7 +30,8 @@ pub struct NodeArgs {
     /// A TOML file with any of the settings below (flags given as well win):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
     /// data_dir, secret_file, insecure, cores, pin, groups, cluster_id, tick_ms,
-    /// snapshot_every, snapshot_keep, metrics, fsync ("on" or "off"), rejoin.
+    /// snapshot_every, snapshot_keep, snapshot_write_pace, snapshot_write_floor,
+    /// metrics, fsync ("on" or "off"), rejoin.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This node's id (a positive integer, listed in --peers).
@@ -78,6 +79,15 @@ pub struct NodeArgs {
     /// [default: 1000].
     #[arg(long)]
     pub snapshot_keep: Option<u64>,
+    /// Write each snapshot no faster than this many times the rate commands
+    /// were applied since the last one, so it does not crowd out the WAL's
+    /// fsyncs on a shared disk; 0 writes at full speed [default: 4].
+    #[arg(long)]
+    pub snapshot_write_pace: Option<u64>,
+    /// The slowest a paced snapshot is written, in bytes per second
+    /// [default: 4194304].
+    #[arg(long)]
+    pub snapshot_write_floor: Option<u64>,
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -123,6 +133,8 @@ struct NodeFile {
     tick_ms: Option<u64>,
     snapshot_every: Option<u64>,
     snapshot_keep: Option<u64>,
+    snapshot_write_pace: Option<u64>,
+    snapshot_write_floor: Option<u64>,
     metrics: Option<SocketAddr>,
     fsync: Option<Fsync>,
     rejoin: Option<bool>,
@@ -234,8 +246,19 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
             .snapshot_keep
             .or(file.snapshot_keep)
             .unwrap_or(defaults.keep_slots),
+        write_pace: args
+            .snapshot_write_pace
+            .or(file.snapshot_write_pace)
+            .unwrap_or(defaults.write_pace),
+        write_floor_bytes_per_sec: args
+            .snapshot_write_floor
+            .or(file.snapshot_write_floor)
+            .unwrap_or(defaults.write_floor_bytes_per_sec),
         ..defaults
     };
+    if snapshot.write_pace > 0 && snapshot.write_floor_bytes_per_sec == 0 {
+        return Err("snapshot_write_floor must be positive while snapshot_write_pace is".into());
+    }
     if !peers.0.iter().any(|(peer, _)| peer.0 == id) {
         return Err(format!("id {id} is not listed in peers"));
     }
@@ -348,7 +371,7 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field_and_the_reason() {
-        let cases: [(&[&str], Option<&str>, &str); 5] = [
+        let cases: [(&[&str], Option<&str>, &str); 6] = [
             (&[], Some("id = 1\nbogus = 3\n"), "bogus"),
             (&[], Some("id = \"one\"\n"), "id"),
             (&[], Some(&FILE.replace("id = 2", "")), "missing `id`"),
@@ -358,6 +381,11 @@ mod tests {
                 "not listed in peers",
             ),
             (&["--cores", "5"], Some(FILE), "cores must be"),
+            (
+                &["--snapshot-write-floor", "0"],
+                Some(FILE),
+                "snapshot_write_floor must be positive",
+            ),
         ];
         for (flags, file, expected) in cases {
             let error = options_from(flags, file).unwrap_err();

@@ -442,6 +442,7 @@ pub async fn start_group<S: StateMachine>(
             latest: recovered.encoded.map(|e| (snapshot_upto, Bytes::from(e))),
             saving: false,
             applied_bytes: 0,
+            taken_at: Instant::now(),
             applied_next_index: recovered.base.start_index,
             accept_positions: accept_positions(&writes),
             sending: Rc::default(),
@@ -600,6 +601,8 @@ struct Snapshots {
     saving: bool,
     /// Command bytes applied since the latest snapshot.
     applied_bytes: u64,
+    /// When the latest snapshot was taken (or the group started).
+    taken_at: Instant,
     /// The log index of the next command to apply.
     applied_next_index: LogIndex,
     /// Where each slot's latest accepted value sits in the WAL: the WAL
@@ -1030,7 +1033,11 @@ impl<S: StateMachine> GroupDriver<S> {
         let (next_index, promised) = (snapshots.applied_next_index, self.replica.status().promised);
         let sessions = self.sessions.clone();
         let machine = self.machine.snapshot();
-        self.save_snapshot(applied, move || {
+        let rate = snapshots
+            .policy
+            .write_rate(snapshots.applied_bytes, snapshots.taken_at.elapsed());
+        self.snapshots.taken_at = Instant::now();
+        self.save_snapshot(applied, rate, move || {
             Snapshot {
                 upto: applied,
                 next_index,
@@ -1042,12 +1049,14 @@ impl<S: StateMachine> GroupDriver<S> {
         });
     }
 
-    /// Encodes and writes the file on the blocking pool; `SnapshotSaved`
-    /// comes back. The state was captured now, so the WAL from here on
-    /// (writes issued after the capture) must survive the compaction.
+    /// Encodes and writes the file on the blocking pool (at no more than
+    /// `bytes_per_sec`, if given); `SnapshotSaved` comes back. The state was
+    /// captured now, so the WAL from here on (writes issued after the
+    /// capture) must survive the compaction.
     fn save_snapshot(
         &mut self,
         upto: Slot,
+        bytes_per_sec: Option<u64>,
         encode: impl FnOnce() -> Result<Vec<u8>, SnapshotError> + Send + 'static,
     ) {
         self.snapshots.saving = true;
@@ -1058,7 +1067,7 @@ impl<S: StateMachine> GroupDriver<S> {
             let written = glommio::executor()
                 .spawn_blocking(move || {
                     let encoded = encode().map_err(|e| (false, e))?;
-                    snapshot::save(&path, &encoded).map_err(|e| (true, e))?;
+                    snapshot::save(&path, &encoded, bytes_per_sec).map_err(|e| (true, e))?;
                     Ok(encoded)
                 })
                 .await;
@@ -1240,6 +1249,7 @@ impl<S: StateMachine> GroupDriver<S> {
             "installed a snapshot from a peer"
         );
         // Durable before the WAL below it goes (on_snapshot_saved).
-        self.save_snapshot(upto, move || Ok(encoded));
+        // At full speed: the group cannot compact until it is durable.
+        self.save_snapshot(upto, None, move || Ok(encoded));
     }
 }

@@ -43,6 +43,17 @@ pub struct SnapshotPolicy {
     /// Slots kept in memory below a snapshot, so that a follower a little
     /// behind catches up from the log instead of needing the snapshot.
     pub keep_slots: u64,
+    /// The group's own snapshots are written no faster than this many
+    /// times the rate at which command bytes were applied since the last
+    /// one (and no slower than `write_floor_bytes_per_sec`). A snapshot
+    /// written at full speed shares the disk with the WAL's fdatasyncs and
+    /// stalled acknowledgements (bench/RESULTS.md); paced, the WAL written
+    /// meanwhile, which compaction cannot drop yet, stays below about
+    /// 1/`write_pace` of the snapshot. 0: full speed. A snapshot installed
+    /// from a peer is always written at full speed.
+    pub write_pace: u64,
+    /// The slowest a paced snapshot is written, in bytes per second.
+    pub write_floor_bytes_per_sec: u64,
 }
 
 impl Default for SnapshotPolicy {
@@ -51,9 +62,27 @@ impl Default for SnapshotPolicy {
             every_slots: 10_000,
             every_bytes: 64 << 20,
             keep_slots: 1_000,
+            write_pace: 4,
+            write_floor_bytes_per_sec: 4 << 20,
         }
     }
 }
+
+impl SnapshotPolicy {
+    /// How fast to write a snapshot taken after `applied_bytes` of commands
+    /// in `elapsed`; `None`: at full speed.
+    pub fn write_rate(&self, applied_bytes: u64, elapsed: std::time::Duration) -> Option<u64> {
+        if self.write_pace == 0 {
+            return None;
+        }
+        let applied_per_sec = applied_bytes as f64 / elapsed.as_secs_f64().max(1e-3);
+        let paced = (applied_per_sec * self.write_pace as f64).min(u64::MAX as f64) as u64;
+        Some(paced.max(self.write_floor_bytes_per_sec.max(1)))
+    }
+}
+
+/// Bytes of a snapshot file written at once when paced.
+const WRITE_PIECE_BYTES: usize = 256 << 10;
 
 /// Why a snapshot could not be read, written or installed.
 #[derive(Debug, Error)]
@@ -192,17 +221,29 @@ pub fn snapshot_path(wal_dir: &Path) -> PathBuf {
     wal_dir.with_file_name(name)
 }
 
-/// Writes `encoded` to `path` durably: a temporary file, fsync, rename over
-/// the old snapshot, fsync of the directory. A crash leaves the old snapshot
-/// or the new one, never half of one. Blocking: run it off the executor.
-pub fn save(path: &Path, encoded: &[u8]) -> Result<(), SnapshotError> {
+/// Writes `encoded` to `path` durably: a temporary file (written at no
+/// more than `bytes_per_sec`, if given), fsync, rename over the old
+/// snapshot, fsync of the directory. A crash leaves the old snapshot or the
+/// new one, never half of one. Blocking: run it off the executor.
+pub fn save(path: &Path, encoded: &[u8], bytes_per_sec: Option<u64>) -> Result<(), SnapshotError> {
     let io = |source| SnapshotError::Io {
         path: path.to_owned(),
         source,
     };
     let temporary = path.with_extension("snapshot.tmp");
     let mut file = std::fs::File::create(&temporary).map_err(io)?;
-    file.write_all(encoded).map_err(io)?;
+    let started = std::time::Instant::now();
+    let mut written = 0;
+    for piece in encoded.chunks(WRITE_PIECE_BYTES) {
+        file.write_all(piece).map_err(io)?;
+        written += piece.len();
+        if let Some(rate) = bytes_per_sec {
+            let due = std::time::Duration::from_secs_f64(written as f64 / rate as f64);
+            if let Some(early) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(early);
+            }
+        }
+    }
     file.sync_all().map_err(io)?;
     std::fs::rename(&temporary, path).map_err(io)?;
     sync_parent_dir(path).map_err(io)
@@ -370,6 +411,46 @@ mod tests {
     }
 
     #[test]
+    fn own_snapshots_are_paced_by_the_applied_rate_above_a_floor() {
+        let policy = SnapshotPolicy::default();
+        let second = std::time::Duration::from_secs(1);
+        assert_eq!(
+            policy.write_rate(0, second),
+            Some(4 << 20),
+            "idle: the floor"
+        );
+        assert_eq!(
+            policy.write_rate(10 << 20, second),
+            Some(40 << 20),
+            "4x the applied rate"
+        );
+        assert_eq!(policy.write_rate(5 << 20, 2 * second), Some(10 << 20));
+        let full_speed = SnapshotPolicy {
+            write_pace: 0,
+            ..policy
+        };
+        assert_eq!(full_speed.write_rate(10 << 20, second), None);
+    }
+
+    #[test]
+    fn a_paced_save_takes_at_least_its_bytes_over_its_rate_and_loads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = snapshot_path(&dir.path().join("group-0"));
+        let encoded = sample().encode().unwrap();
+        let rate = 4 << 20;
+        let started = std::time::Instant::now();
+        save(&path, &encoded, Some(rate)).unwrap();
+        // A lower bound only: sleeping guarantees it on any machine.
+        let least = std::time::Duration::from_secs_f64(encoded.len() as f64 / rate as f64);
+        assert!(
+            started.elapsed() >= least,
+            "{:?} < {least:?}",
+            started.elapsed()
+        );
+        assert_eq!(load(&path).unwrap().unwrap().1, encoded);
+    }
+
+    #[test]
     fn snapshots_round_trip_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = snapshot_path(&dir.path().join("group-0"));
@@ -377,7 +458,7 @@ mod tests {
         assert!(load(&path).unwrap().is_none(), "no file, no snapshot");
         let snapshot = sample();
         let encoded = snapshot.encode().unwrap();
-        save(&path, &encoded).unwrap();
+        save(&path, &encoded, None).unwrap();
         let (loaded, bytes) = load(&path).unwrap().unwrap();
         assert_eq!(loaded, snapshot);
         assert_eq!(bytes, encoded);
