@@ -212,6 +212,16 @@ fn options_that_contradict_each_other_are_refused_before_anything_starts() {
             },
             "need ports",
         ),
+        (
+            NodeOptions {
+                snapshot: SnapshotPolicy {
+                    write_floor_bytes_per_sec: 0,
+                    ..SnapshotPolicy::default()
+                },
+                ..base.clone()
+            },
+            "snapshot_write_floor must be positive",
+        ),
     ];
     for (options, expected) in cases {
         let error = Node::start(options, |_| Sum::default())
@@ -220,4 +230,65 @@ fn options_that_contradict_each_other_are_refused_before_anything_starts() {
         assert!(error.to_string().contains(expected), "{error}");
     }
     assert!(!dir.path().join("node-1").exists(), "nothing was created");
+}
+
+/// Its snapshot capture panics while being encoded.
+#[derive(Default)]
+struct BrittleSnapshots(Sum);
+
+impl StateMachine for BrittleSnapshots {
+    fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
+        self.0.apply(commands)
+    }
+    fn query(&self, query: &[u8]) -> Bytes {
+        self.0.query(query)
+    }
+    fn snapshot(&self) -> Capture {
+        Capture::deferred(|| panic!("the embedder's snapshot encoding failed"))
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.0.restore(snapshot)
+    }
+}
+
+#[test]
+fn a_panic_while_encoding_a_snapshot_stops_the_node_with_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers();
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for (id, _) in &peers {
+        let options = NodeOptions {
+            snapshot: SnapshotPolicy {
+                every_slots: 3,
+                ..SnapshotPolicy::default()
+            },
+            ..options(dir.path(), *id, &peers)
+        };
+        let node = Node::start(options, |_| BrittleSnapshots::default()).unwrap();
+        handles.push(node.handle());
+        let stopped_tx = stopped_tx.clone();
+        std::thread::spawn(move || {
+            let _ = stopped_tx.send(node.wait());
+        });
+    }
+    // Commit slots until a snapshot is due somewhere; proposals to a
+    // stopped node are answered, so this loop cannot hang either.
+    let proposer = std::thread::spawn(move || {
+        for seq in 1..=200u64 {
+            for handle in &handles {
+                let data = Bytes::copy_from_slice(&1u64.to_le_bytes());
+                let _ = block_on(handle.propose_session(GroupId(0), ClientId(1), seq, data));
+            }
+        }
+    });
+    let first = stopped
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a node stopped");
+    let error = first.expect_err("it stopped on an error");
+    assert!(
+        error.to_string().contains("snapshot thread panicked"),
+        "{error}"
+    );
+    drop(proposer);
 }

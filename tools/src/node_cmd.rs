@@ -256,9 +256,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
             .unwrap_or(defaults.write_floor_bytes_per_sec),
         ..defaults
     };
-    if snapshot.write_pace > 0 && snapshot.write_floor_bytes_per_sec == 0 {
-        return Err("snapshot_write_floor must be positive while snapshot_write_pace is".into());
-    }
+
     if !peers.0.iter().any(|(peer, _)| peer.0 == id) {
         return Err(format!("id {id} is not listed in peers"));
     }

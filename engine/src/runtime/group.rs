@@ -429,8 +429,8 @@ pub async fn start_group<S: StateMachine>(
         wal: Rc::new(wal),
         machine: recovered.machine,
         sessions: recovered.sessions,
-        proposals: HashMap::default(),
-        reads: HashMap::default(),
+        proposals: HashMap::new(),
+        reads: HashMap::new(),
         next_read: 0,
         link,
         inputs: inputs.clone(),
@@ -442,6 +442,7 @@ pub async fn start_group<S: StateMachine>(
             latest: recovered.encoded.map(|e| (snapshot_upto, Bytes::from(e))),
             saving: false,
             applied_bytes: 0,
+            paced_bytes: 0,
             taken_at: Instant::now(),
             applied_next_index: recovered.base.start_index,
             accept_positions: accept_positions(&writes),
@@ -455,6 +456,9 @@ pub async fn start_group<S: StateMachine>(
         rebuild_marker: rebuilding.then_some(marker),
     };
     driver.apply_recovered();
+    // The pace follows the live load, not the replay.
+    driver.snapshots.taken_at = Instant::now();
+    driver.snapshots.paced_bytes = 0;
     let handle = GroupHandle { inputs };
     Ok((handle, status, driver.run(rx, options.tick)))
 }
@@ -558,11 +562,8 @@ struct GroupDriver<S> {
     /// Per client: last sequence applied, with its index and reply.
     sessions: Sessions<(LogIndex, Bytes)>,
     /// Proposals made here that wait for their slot to apply.
-    // foldhash, not SipHash (about 3 % of the leader's CPU at 600k
-    // commands/s went to hashing); its per-process random seed still keeps
-    // clients, who choose the keys, from aiming collisions.
-    proposals: HashMap<(ClientId, u64), Waiting, foldhash::fast::RandomState>,
-    reads: HashMap<ReadId, (Bytes, oneshot::Sender<ReadOutcome>), foldhash::fast::RandomState>,
+    proposals: HashMap<(ClientId, u64), Waiting>,
+    reads: HashMap<ReadId, (Bytes, oneshot::Sender<ReadOutcome>)>,
     next_read: u64,
     link: Rc<dyn PeerLink>,
     inputs: Rc<LocalSender<GroupInput>>,
@@ -582,7 +583,7 @@ struct GroupDriver<S> {
 /// A proposal made here, waiting for its slot to apply.
 struct Waiting {
     reply: oneshot::Sender<ProposeOutcome>,
-    /// When the step that took it began (one clock read per step).
+    /// When the batch of proposals holding it was taken in.
     since: Instant,
 }
 
@@ -596,6 +597,8 @@ struct Snapshots {
     saving: bool,
     /// Command bytes applied since the latest snapshot.
     applied_bytes: u64,
+    /// Command bytes applied since `taken_at`, for the write pace.
+    paced_bytes: u64,
     /// When the latest snapshot was taken (or the group started).
     taken_at: Instant,
     /// The log index of the next command to apply.
@@ -881,6 +884,7 @@ impl<S: StateMachine> GroupDriver<S> {
 
     fn apply(&mut self, slot: Slot, first_index: LogIndex, batch: &Batch) {
         self.snapshots.applied_bytes += batch.bytes().len() as u64;
+        self.snapshots.paced_bytes += batch.bytes().len() as u64;
         self.metrics.batch_commands.observe(f64::from(batch.len()));
         self.snapshots.applied_next_index = LogIndex(first_index.0 + u64::from(batch.len()));
         let now = Instant::now();
@@ -1014,8 +1018,8 @@ impl<S: StateMachine> GroupDriver<S> {
 impl<S: StateMachine> GroupDriver<S> {
     /// Takes a snapshot when the policy says so and none is being written.
     /// The state is captured here, in step with apply (the state machine's
-    /// `snapshot` only captures); it is encoded and written on the blocking
-    /// pool while the group goes on, and compaction waits for it to be
+    /// `snapshot` only captures); it is encoded and written on a thread of its
+    /// own while the group goes on, and compaction waits for it to be
     /// durable.
     fn maybe_snapshot(&mut self) {
         let snapshots = &self.snapshots;
@@ -1032,8 +1036,9 @@ impl<S: StateMachine> GroupDriver<S> {
         let machine = self.machine.snapshot();
         let rate = snapshots
             .policy
-            .write_rate(snapshots.applied_bytes, snapshots.taken_at.elapsed());
+            .write_rate(snapshots.paced_bytes, snapshots.taken_at.elapsed());
         self.snapshots.taken_at = Instant::now();
+        self.snapshots.paced_bytes = 0;
         self.save_snapshot(applied, rate, move || {
             Snapshot {
                 upto: applied,
@@ -1046,10 +1051,13 @@ impl<S: StateMachine> GroupDriver<S> {
         });
     }
 
-    /// Encodes and writes the file on the blocking pool (at no more than
-    /// `bytes_per_sec`, if given); `SnapshotSaved` comes back. The state was
-    /// captured now, so the WAL from here on (writes issued after the
-    /// capture) must survive the compaction.
+    /// Encodes and writes the file on a thread of its own (at no more than
+    /// `bytes_per_sec`, if given); `SnapshotSaved` comes back. Not on
+    /// glommio's blocking pool: it has one thread, which the WAL's segment
+    /// removals (under the WAL's lock) and other groups' snapshots would
+    /// queue behind a paced write. The state was captured now, so the WAL
+    /// from here on (writes issued after the capture) must survive the
+    /// compaction.
     fn save_snapshot(
         &mut self,
         upto: Slot,
@@ -1060,22 +1068,36 @@ impl<S: StateMachine> GroupDriver<S> {
         self.snapshots.applied_bytes = 0;
         let captured_at = self.wal.next_position();
         let (path, inputs, group) = (self.snapshots.path.clone(), self.inputs.clone(), self.group);
+        let failed = |path: &std::path::Path, why: String| SnapshotError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(why),
+        };
+        let (done, written) = oneshot::channel();
+        let thread_path = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("synod-snapshot-{}", group.0))
+            .spawn(move || {
+                let result = encode().map_err(|e| (false, e)).and_then(|encoded| {
+                    snapshot::save(&thread_path, &encoded, bytes_per_sec)
+                        .map(|()| encoded)
+                        .map_err(|e| (true, e))
+                });
+                let _ = done.send(result);
+            });
+        if let Err(error) = spawned {
+            let error = failed(&path, format!("cannot start the snapshot thread: {error}"));
+            self.stop_on(GroupInput::SnapshotFailed(error));
+            return;
+        }
         glommio::spawn_local(async move {
-            let written = glommio::executor()
-                .spawn_blocking(move || {
-                    let encoded = encode().map_err(|e| (false, e))?;
-                    snapshot::save(&path, &encoded, bytes_per_sec).map_err(|e| (true, e))?;
-                    Ok(encoded)
-                })
-                .await;
-            let input = match written {
-                Ok(encoded) => GroupInput::SnapshotSaved {
+            let input = match written.await {
+                Ok(Ok(encoded)) => GroupInput::SnapshotSaved {
                     upto,
                     encoded: Bytes::from(encoded),
                     captured_at,
                 },
-                Err((true, error)) => GroupInput::SnapshotFailed(error),
-                Err((false, error)) => {
+                Ok(Err((true, error))) => GroupInput::SnapshotFailed(error),
+                Ok(Err((false, error))) => {
                     tracing::error!(
                         group = group.0,
                         %error,
@@ -1083,7 +1105,20 @@ impl<S: StateMachine> GroupDriver<S> {
                     );
                     GroupInput::SnapshotSkipped
                 }
+                // The thread panicked (in the state machine's encoding, say).
+                Err(_) => {
+                    GroupInput::SnapshotFailed(failed(&path, "the snapshot thread panicked".into()))
+                }
             };
+            let _ = inputs.send(input).await;
+        })
+        .detach();
+    }
+
+    /// Queues `input` to the group's own loop, which stops on it.
+    fn stop_on(&self, input: GroupInput) {
+        let inputs = self.inputs.clone();
+        glommio::spawn_local(async move {
             let _ = inputs.send(input).await;
         })
         .detach();
@@ -1247,6 +1282,8 @@ impl<S: StateMachine> GroupDriver<S> {
         );
         // Durable before the WAL below it goes (on_snapshot_saved).
         // At full speed: the group cannot compact until it is durable.
+        self.snapshots.taken_at = Instant::now();
+        self.snapshots.paced_bytes = 0;
         self.save_snapshot(upto, None, move || Ok(encoded));
     }
 }

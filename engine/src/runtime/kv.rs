@@ -87,7 +87,7 @@ mod wire {
 }
 
 /// The store. Its maps are persistent (`imbl`): a snapshot clones them in
-/// O(1) on the group's core and encodes the clone on a blocking thread.
+/// O(1) on the group's core and encodes the clone on the snapshot thread.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
     /// The highest leader stamp applied.

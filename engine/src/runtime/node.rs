@@ -207,6 +207,11 @@ impl NodeOptions {
                 self.groups
             ));
         }
+        if self.snapshot.write_pace > 0 && self.snapshot.write_floor_bytes_per_sec == 0 {
+            return bad(
+                "snapshot_write_floor must be positive while snapshot_write_pace is".into(),
+            );
+        }
         let last = self.cores - 1;
         for (id, addr) in &self.peers {
             if core_addr(*addr, last).is_none() {

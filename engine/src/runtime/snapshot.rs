@@ -77,7 +77,7 @@ impl SnapshotPolicy {
         }
         let applied_per_sec = applied_bytes as f64 / elapsed.as_secs_f64().max(1e-3);
         let paced = (applied_per_sec * self.write_pace as f64).min(u64::MAX as f64) as u64;
-        Some(paced.max(self.write_floor_bytes_per_sec.max(1)))
+        Some(paced.max(self.write_floor_bytes_per_sec).max(1))
     }
 }
 

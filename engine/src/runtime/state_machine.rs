@@ -26,7 +26,8 @@ pub trait StateMachine: 'static {
     /// Called on the group's core in step with apply, so every command
     /// behind it waits: capture only (clone shared handles, copy what is
     /// small) and leave the encoding to the returned [`Capture`], which runs
-    /// on a blocking thread while the group goes on applying.
+    /// on a thread of its own while the group goes on applying (on the
+    /// same CPU when the node pins its cores: the thread inherits the pin).
     fn snapshot(&self) -> Capture;
     /// Replaces the state with a snapshot; an invalid one is refused and
     /// changes nothing.
