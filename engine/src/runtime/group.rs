@@ -199,7 +199,7 @@ pub enum GroupInput {
     Propose(Command, oneshot::Sender<ProposeOutcome>),
     /// Commands that must reach the log in this order (one client's
     /// consecutive sequence numbers), each with where to send its outcome.
-    ProposeMany(Vec<(Command, oneshot::Sender<ProposeOutcome>)>),
+    ProposeMany(Vec<Command>, oneshot::Sender<Vec<ProposeOutcome>>),
     /// A read-only query and where to send the outcome.
     Read(Bytes, oneshot::Sender<ReadOutcome>),
     /// A read-only query answered from local state at once.
@@ -259,28 +259,20 @@ impl GroupHandle {
 
     /// Proposes `commands` in this order, as one input (so they share a
     /// slot and no other proposal comes between them); waits for them all.
+    /// One answer for all of them: no channel per command.
     pub async fn propose_many(&self, commands: Vec<Command>) -> Vec<ProposeOutcome> {
-        let (waiting, answers): (Vec<_>, Vec<_>) = commands
-            .into_iter()
-            .map(|command| {
-                let (tx, rx) = oneshot::channel();
-                ((command, tx), rx)
-            })
-            .unzip();
-        let count = answers.len();
+        let count = commands.len();
+        let (tx, rx) = oneshot::channel();
         if self
             .inputs
-            .send(GroupInput::ProposeMany(waiting))
+            .send(GroupInput::ProposeMany(commands, tx))
             .await
             .is_err()
         {
             return vec![ProposeOutcome::Stopped; count];
         }
-        let mut outcomes = Vec::with_capacity(count);
-        for answer in answers {
-            outcomes.push(answer.await.unwrap_or(ProposeOutcome::Stopped));
-        }
-        outcomes
+        rx.await
+            .unwrap_or_else(|_| vec![ProposeOutcome::Stopped; count])
     }
 
     /// A linearizable read of `query` (read-index at the leader).
@@ -580,9 +572,47 @@ struct GroupDriver<S> {
     rebuild_marker: Option<PathBuf>,
 }
 
+/// Where a proposal's outcome goes.
+enum Answer {
+    /// A proposal of its own.
+    One(oneshot::Sender<ProposeOutcome>),
+    /// Place `.1` of a request's commands.
+    Part(Rc<RefCell<Many>>, usize),
+}
+
+/// A request's commands' outcomes, sent together once all are known. If
+/// the group stops with some unknown, the request's channel closes and its
+/// handle answers `Stopped` for all.
+struct Many {
+    outcomes: Vec<ProposeOutcome>,
+    left: usize,
+    reply: Option<oneshot::Sender<Vec<ProposeOutcome>>>,
+}
+
+impl Answer {
+    fn send(self, outcome: ProposeOutcome) {
+        match self {
+            Answer::One(reply) => {
+                let _ = reply.send(outcome);
+            }
+            Answer::Part(many, at) => {
+                let mut many = many.borrow_mut();
+                many.outcomes[at] = outcome;
+                many.left -= 1;
+                if many.left == 0 {
+                    let outcomes = std::mem::take(&mut many.outcomes);
+                    if let Some(reply) = many.reply.take() {
+                        let _ = reply.send(outcomes);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A proposal made here, waiting for its slot to apply.
 struct Waiting {
-    reply: oneshot::Sender<ProposeOutcome>,
+    reply: Answer,
     /// When the batch of proposals holding it was taken in.
     since: Instant,
 }
@@ -646,13 +676,15 @@ impl<S: StateMachine> GroupDriver<S> {
             let input = match input {
                 GroupInput::Peer(envelope) => Input::Message(envelope),
                 GroupInput::Propose(command, reply) => {
-                    let (commands, next) = self.gather_proposals([(command, reply)], &inbox).await;
-                    held = next;
+                    let mut commands = Vec::new();
+                    self.take_proposal(command, reply, &mut commands);
+                    held = self.gather_proposals(&mut commands, &inbox).await;
                     Input::ProposeBatch(commands)
                 }
-                GroupInput::ProposeMany(first) => {
-                    let (commands, next) = self.gather_proposals(first, &inbox).await;
-                    held = next;
+                GroupInput::ProposeMany(first, reply) => {
+                    let mut commands = Vec::new();
+                    self.take_proposals(first, reply, &mut commands);
+                    held = self.gather_proposals(&mut commands, &inbox).await;
                     Input::ProposeBatch(commands)
                 }
                 GroupInput::Read(query, reply) => {
@@ -703,38 +735,66 @@ impl<S: StateMachine> GroupDriver<S> {
         }
     }
 
-    /// Takes every proposal already queued behind `first`, so that commands
-    /// that arrived together share slots; returns them and the first other
-    /// input met, which must be handled next.
+    /// Takes every proposal already queued behind those in `commands`, so
+    /// that commands that arrived together share slots; returns the first
+    /// other input met, which must be handled next.
     async fn gather_proposals(
         &mut self,
-        first: impl IntoIterator<Item = (Command, oneshot::Sender<ProposeOutcome>)>,
+        commands: &mut Vec<Command>,
         inbox: &LocalReceiver<GroupInput>,
-    ) -> (Vec<Command>, Option<GroupInput>) {
-        let mut commands = Vec::new();
-        self.take_proposals(first, &mut commands);
+    ) -> Option<GroupInput> {
         while self.inputs.len() > 0 && commands.len() < PROPOSALS_PER_STEP_MAX {
             match inbox.recv().await {
                 Some(GroupInput::Propose(command, reply)) => {
-                    self.take_proposals([(command, reply)], &mut commands)
+                    self.take_proposal(command, reply, commands)
                 }
-                Some(GroupInput::ProposeMany(more)) => self.take_proposals(more, &mut commands),
-                other => return (commands, other),
+                Some(GroupInput::ProposeMany(more, reply)) => {
+                    self.take_proposals(more, reply, commands)
+                }
+                other => return other,
             }
         }
-        (commands, None)
+        None
     }
 
+    fn take_proposal(
+        &mut self,
+        command: Command,
+        reply: oneshot::Sender<ProposeOutcome>,
+        commands: &mut Vec<Command>,
+    ) {
+        self.wait_for(&command, Answer::One(reply), Instant::now());
+        commands.push(command);
+    }
+
+    /// One request's commands, answered together when the last is done.
     fn take_proposals(
         &mut self,
-        proposals: impl IntoIterator<Item = (Command, oneshot::Sender<ProposeOutcome>)>,
+        proposals: Vec<Command>,
+        reply: oneshot::Sender<Vec<ProposeOutcome>>,
         commands: &mut Vec<Command>,
     ) {
         let now = Instant::now();
-        for (command, reply) in proposals {
-            self.proposals
-                .insert((command.client, command.seq), Waiting { reply, since: now });
+        let many = Rc::new(RefCell::new(Many {
+            outcomes: vec![ProposeOutcome::Stopped; proposals.len()],
+            left: proposals.len(),
+            reply: Some(reply),
+        }));
+        for (at, command) in proposals.into_iter().enumerate() {
+            self.wait_for(&command, Answer::Part(many.clone(), at), now);
             commands.push(command);
+        }
+    }
+
+    fn wait_for(&mut self, command: &Command, reply: Answer, since: Instant) {
+        let waiting = Waiting { reply, since };
+        if let Some(older) = self
+            .proposals
+            .insert((command.client, command.seq), waiting)
+        {
+            // The same command proposed again while the first wait: the
+            // newer proposal gets the outcome.
+            older.reply.send(ProposeOutcome::Stopped);
         }
     }
 
@@ -924,7 +984,7 @@ impl<S: StateMachine> GroupDriver<S> {
             if let Some(waiter) = self.proposals.remove(&(command.client, command.seq)) {
                 let seconds = now.saturating_duration_since(waiter.since).as_secs_f64();
                 self.metrics.commit_latency.observe(seconds);
-                let _ = waiter.reply.send(outcome);
+                waiter.reply.send(outcome);
             }
         }
         self.status.applied.set(slot.next());
@@ -938,7 +998,7 @@ impl<S: StateMachine> GroupDriver<S> {
                 reason,
             } => {
                 if let Some(waiter) = self.proposals.remove(&(client, seq)) {
-                    let _ = waiter.reply.send(ProposeOutcome::Refused(reason));
+                    waiter.reply.send(ProposeOutcome::Refused(reason));
                 }
             }
             Reply::ReadReady { id, commit } => {
@@ -1006,7 +1066,7 @@ impl<S: StateMachine> GroupDriver<S> {
 
     fn stop_waiters(&mut self) {
         for (_, waiter) in self.proposals.drain() {
-            let _ = waiter.reply.send(ProposeOutcome::Stopped);
+            waiter.reply.send(ProposeOutcome::Stopped);
         }
         for (_, (_, waiter)) in self.reads.drain() {
             let _ = waiter.send(ReadOutcome::Stopped);
