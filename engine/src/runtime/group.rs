@@ -792,7 +792,7 @@ impl<S: StateMachine> GroupDriver<S> {
             .proposals
             .insert((command.client, command.seq), waiting)
         {
-            // The same command proposed again while the first wait: the
+            // The same command proposed again while the first still waits: the
             // newer proposal gets the outcome.
             older.reply.send(ProposeOutcome::Stopped);
         }
