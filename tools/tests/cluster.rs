@@ -210,7 +210,16 @@ fn leader_other_than(cluster: &TestCluster, old: u64) -> u64 {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("no leader within 20 s");
+    // Every node's latest log lines, so a failure here can be read later.
+    let logs: Vec<String> = (1..=cluster.nodes.len() as u64)
+        .map(|id| {
+            let log = cluster.log(id);
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("--- node {id}\n{}", tail.join("\n"))
+        })
+        .collect();
+    panic!("no leader within 20 s\n{}", logs.join("\n"));
 }
 
 fn appends(cluster: &TestCluster, tag: &str, count: usize) -> Vec<(String, u64)> {
