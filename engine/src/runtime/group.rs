@@ -449,8 +449,7 @@ pub async fn start_group<S: StateMachine>(
     };
     driver.apply_recovered();
     // The pace follows the live load, not the replay.
-    driver.snapshots.taken_at = Instant::now();
-    driver.snapshots.paced_bytes = 0;
+    driver.snapshots.restart_pace();
     let handle = GroupHandle { inputs };
     Ok((handle, status, driver.run(rx, options.tick)))
 }
@@ -570,6 +569,14 @@ struct GroupDriver<S> {
     leader_link: (Option<NodeId>, bool),
     /// While rebuilding after disk loss: the marker to remove once rejoined.
     rebuild_marker: Option<PathBuf>,
+}
+
+/// Why a snapshot was not saved.
+enum Unsaved {
+    /// It could not be encoded: logged, the log stays uncompacted.
+    Encoding(SnapshotError),
+    /// The file could not be written: fatal.
+    Writing(SnapshotError),
 }
 
 /// Where a proposal's outcome goes.
@@ -1074,6 +1081,14 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 }
 
+impl Snapshots {
+    /// The write pace counts from now.
+    fn restart_pace(&mut self) {
+        self.taken_at = Instant::now();
+        self.paced_bytes = 0;
+    }
+}
+
 /// Snapshots: taking them, compacting below them, sending and installing.
 impl<S: StateMachine> GroupDriver<S> {
     /// Takes a snapshot when the policy says so and none is being written.
@@ -1097,8 +1112,6 @@ impl<S: StateMachine> GroupDriver<S> {
         let rate = snapshots
             .policy
             .write_rate(snapshots.paced_bytes, snapshots.taken_at.elapsed());
-        self.snapshots.taken_at = Instant::now();
-        self.snapshots.paced_bytes = 0;
         self.save_snapshot(applied, rate, move || {
             Snapshot {
                 upto: applied,
@@ -1126,6 +1139,7 @@ impl<S: StateMachine> GroupDriver<S> {
     ) {
         self.snapshots.saving = true;
         self.snapshots.applied_bytes = 0;
+        self.snapshots.restart_pace();
         let captured_at = self.wal.next_position();
         let (path, inputs, group) = (self.snapshots.path.clone(), self.inputs.clone(), self.group);
         let failed = |path: &std::path::Path, why: String| SnapshotError::Io {
@@ -1137,10 +1151,10 @@ impl<S: StateMachine> GroupDriver<S> {
         let spawned = std::thread::Builder::new()
             .name(format!("synod-snapshot-{}", group.0))
             .spawn(move || {
-                let result = encode().map_err(|e| (false, e)).and_then(|encoded| {
+                let result = encode().map_err(Unsaved::Encoding).and_then(|encoded| {
                     snapshot::save(&thread_path, &encoded, bytes_per_sec)
                         .map(|()| encoded)
-                        .map_err(|e| (true, e))
+                        .map_err(Unsaved::Writing)
                 });
                 let _ = done.send(result);
             });
@@ -1156,8 +1170,8 @@ impl<S: StateMachine> GroupDriver<S> {
                     encoded: Bytes::from(encoded),
                     captured_at,
                 },
-                Ok(Err((true, error))) => GroupInput::SnapshotFailed(error),
-                Ok(Err((false, error))) => {
+                Ok(Err(Unsaved::Writing(error))) => GroupInput::SnapshotFailed(error),
+                Ok(Err(Unsaved::Encoding(error))) => {
                     tracing::error!(
                         group = group.0,
                         %error,
@@ -1342,8 +1356,6 @@ impl<S: StateMachine> GroupDriver<S> {
         );
         // Durable before the WAL below it goes (on_snapshot_saved).
         // At full speed: the group cannot compact until it is durable.
-        self.snapshots.taken_at = Instant::now();
-        self.snapshots.paced_bytes = 0;
         self.save_snapshot(upto, None, move || Ok(encoded));
     }
 }
