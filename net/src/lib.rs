@@ -31,6 +31,7 @@
 mod client;
 mod config;
 pub mod handshake;
+mod listen;
 mod notify;
 mod queue;
 mod reader;
@@ -43,6 +44,7 @@ pub use client::{
 };
 pub use config::{ConfigError, PeerConfig, Secret};
 pub use handshake::RefuseReason;
+pub use listen::{bind_exclusive, check_unclaimed};
 pub use queue::SendError;
 pub use reader::{Frame, FrameReader};
 pub use transport::{Counters, Inbox, Message, Transport, TransportError};

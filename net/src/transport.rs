@@ -17,12 +17,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::io::ReadHalf;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use glommio::{spawn_local, Task};
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, PeerConfig};
 use crate::handshake::{self, Challenge, Hello, RefuseReason, Role, Transcript, MAC_BYTES};
+use crate::listen::Listener;
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
@@ -168,14 +169,19 @@ impl Transport {
     /// peers with higher ids. Must run inside a glommio executor.
     pub fn start(config: PeerConfig) -> Result<(Transport, Inbox), TransportError> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen).map_err(|e| TransportError::Bind {
-            addr: config.listen,
-            source: e.into(),
-        })?;
-        let local_addr = listener.local_addr().map_err(|e| TransportError::Bind {
-            addr: config.listen,
-            source: e.into(),
-        })?;
+        // Exclusive: two processes on one peer port would split its peers.
+        let listener = crate::listen::bind_exclusive(config.listen)
+            .map(Listener::new)
+            .map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let (tx, rx) = local_channel::new_bounded(config.inbox_batches_max);
         let shared = Rc::new(Shared {
             peers: peers(&config),
@@ -346,7 +352,7 @@ async fn shut_down(shared: &Shared) {
     }
 }
 
-async fn accept_loop(shared: Rc<Shared>, listener: TcpListener) {
+async fn accept_loop(shared: Rc<Shared>, listener: Listener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shut_down(&shared).await;

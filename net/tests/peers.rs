@@ -316,6 +316,31 @@ fn restarted_peers_reconnect_and_resume() {
     });
 }
 
+#[test]
+fn a_peer_port_already_taken_is_refused_even_to_a_reuseport_socket() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let (_t1, _in1) = Transport::start(config(1, &nodes)).unwrap();
+        // A second transport on the same port (a node started twice).
+        let second = Transport::start(config(1, &nodes)).err().expect("refused");
+        assert!(
+            matches!(&second, synod_net::TransportError::Bind { addr, source }
+                if *addr == nodes[0].1 && source.kind() == std::io::ErrorKind::AddrInUse),
+            "{second}"
+        );
+        // Nor can a socket that asks to share the port (SO_REUSEPORT, as
+        // glommio's own bind does) join it and take half its connections.
+        assert!(glommio::net::TcpListener::bind(nodes[0].1).is_err());
+        // The other way round: a port shared that way is refused too.
+        let shared = glommio::net::TcpListener::bind(nodes[1].1).unwrap();
+        assert!(Transport::start(config(2, &nodes)).is_err());
+        assert!(synod_net::check_unclaimed(nodes[1].1).is_err());
+        drop(shared);
+        synod_net::check_unclaimed(nodes[1].1).expect("free again");
+        let (_t2, _in2) = Transport::start(config(2, &nodes)).unwrap();
+    });
+}
+
 /// Node 2 does not read its inbox; node 1 sends as fast as `send` lets it.
 /// The queue never exceeds its bound, `send` says QueueFull, and once node 2
 /// reads, every accepted frame arrives, in order.
