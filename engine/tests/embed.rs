@@ -3,15 +3,20 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_executor::block_on;
-use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId};
+use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId, Slot};
 use synod_engine::runtime::group::Committed;
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
-use synod_engine::runtime::{Applying, Capture, ProposeOutcome, ReadOutcome, StateMachine};
+use synod_engine::runtime::{
+    Applying, Capture, ProposeOutcome, ReadOutcome, StateMachine, StatusView,
+};
 
 /// Sums every command (a little-endian u64); replies with the new sum.
 #[derive(Default)]
@@ -79,6 +84,10 @@ fn peers() -> Vec<(NodeId, SocketAddr)> {
 }
 
 fn start(dir: &Path, peers: &[(NodeId, SocketAddr)]) -> Vec<Node> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     peers
         .iter()
         .map(|(id, _)| Node::start(options(dir, *id, peers), |_| Sum::default()).unwrap())
@@ -178,6 +187,73 @@ fn threads_propose_read_and_stream_commits_across_cores_and_restarts() {
     }
 }
 
+/// Every node's status of `group`, once each has a snapshot covering all
+/// it applied.
+fn settled(handles: &[NodeHandle], group: GroupId) -> Vec<StatusView> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let views: Vec<StatusView> = handles
+            .iter()
+            .map(|h| block_on(h.status(group)).expect("running"))
+            .collect();
+        if views
+            .iter()
+            .all(|v| v.applied > Slot(0) && v.snapshot == v.applied)
+        {
+            return views;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot of everything: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_restart_from_a_snapshot_of_every_applied_slot_counts_them_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers();
+    let start_snapshotting_every_slot = || -> Vec<Node> {
+        peers
+            .iter()
+            .map(|(id, _)| {
+                let options = NodeOptions {
+                    snapshot: SnapshotPolicy {
+                        every_slots: 1,
+                        ..SnapshotPolicy::default()
+                    },
+                    ..options(dir.path(), *id, &peers)
+                };
+                Node::start(options, |_| Sum::default()).unwrap()
+            })
+            .collect()
+    };
+    let nodes = start_snapshotting_every_slot();
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    for seq in 1..=5 {
+        add(&handles, GroupId(0), 1, seq, seq);
+    }
+    let before = settled(&handles, GroupId(0));
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+    // Nothing beyond the snapshot is replayed, yet all of it is applied:
+    // a leader that thought otherwise served reads from a state it took
+    // for older than its commit point.
+    let nodes = start_snapshotting_every_slot();
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    for (handle, was) in handles.iter().zip(&before) {
+        let now = block_on(handle.status(GroupId(0))).expect("running");
+        assert_eq!((now.applied, now.snapshot), (was.applied, was.snapshot));
+    }
+    assert_eq!(read_sum(&handles, GroupId(0)), 15);
+    assert_eq!(add(&handles, GroupId(0), 1, 6, 6).1, 21);
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
 #[test]
 fn options_that_contradict_each_other_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,6 +299,15 @@ fn options_that_contradict_each_other_are_refused_before_anything_starts() {
             "snapshot_write_floor must be positive",
         ),
     ];
+    // The client port already bound by someone else.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cases = cases.into_iter().chain([(
+        NodeOptions {
+            client_listen: Some(taken.local_addr().unwrap()),
+            ..base.clone()
+        },
+        "client port",
+    )]);
     for (options, expected) in cases {
         let error = Node::start(options, |_| Sum::default())
             .err()
@@ -251,44 +336,126 @@ impl StateMachine for BrittleSnapshots {
     }
 }
 
+/// Waits until some node's group 0 has stopped, then shuts every node
+/// down; the errors they stopped with.
+fn errors_once_one_stops(nodes: Vec<Node>) -> Vec<String> {
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handles.iter().all(|h| {
+        let h = h.clone();
+        within(10, move || block_on(h.status(GroupId(0)))).is_some()
+    }) {
+        assert!(Instant::now() < deadline, "no node stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    within(30, move || {
+        nodes
+            .into_iter()
+            .filter_map(|node| node.shutdown().err())
+            .map(|error| error.to_string())
+            .collect()
+    })
+}
+
+/// `f`'s result, or a failure if it takes over `seconds` (a hang).
+fn within<T: Send + 'static>(seconds: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    result
+        .recv_timeout(Duration::from_secs(seconds))
+        .expect("no answer: it hangs")
+}
+
+/// Proposes `n` to group 0 of every node as `(client, seq)` until `done`;
+/// proposals to a stopped node are answered, so this cannot hang.
+fn keep_proposing(handles: Vec<NodeHandle>, n: u64, done: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut seq = 0;
+        while !done.load(Ordering::Relaxed) {
+            seq += 1;
+            for handle in &handles {
+                let data = Bytes::copy_from_slice(&n.to_le_bytes());
+                let _ = block_on(handle.propose_session(GroupId(0), ClientId(1), seq, data));
+            }
+        }
+    })
+}
+
 #[test]
 fn a_panic_while_encoding_a_snapshot_stops_the_node_with_an_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let peers = peers();
-    let (stopped_tx, stopped) = std::sync::mpsc::channel();
-    let mut handles = Vec::new();
-    for (id, _) in &peers {
-        let options = NodeOptions {
-            snapshot: SnapshotPolicy {
-                every_slots: 3,
-                ..SnapshotPolicy::default()
-            },
-            ..options(dir.path(), *id, &peers)
-        };
-        let node = Node::start(options, |_| BrittleSnapshots::default()).unwrap();
-        handles.push(node.handle());
-        let stopped_tx = stopped_tx.clone();
-        std::thread::spawn(move || {
-            let _ = stopped_tx.send(node.wait());
-        });
-    }
-    // Commit slots until a snapshot is due somewhere; proposals to a
-    // stopped node are answered, so this loop cannot hang either.
-    let proposer = std::thread::spawn(move || {
-        for seq in 1..=200u64 {
-            for handle in &handles {
-                let data = Bytes::copy_from_slice(&1u64.to_le_bytes());
-                let _ = block_on(handle.propose_session(GroupId(0), ClientId(1), seq, data));
-            }
-        }
-    });
-    let first = stopped
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a node stopped");
-    let error = first.expect_err("it stopped on an error");
+    let nodes: Vec<Node> = peers
+        .iter()
+        .map(|(id, _)| {
+            let options = NodeOptions {
+                snapshot: SnapshotPolicy {
+                    every_slots: 3,
+                    ..SnapshotPolicy::default()
+                },
+                ..options(dir.path(), *id, &peers)
+            };
+            Node::start(options, |_| BrittleSnapshots::default()).unwrap()
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let proposer = keep_proposing(nodes.iter().map(Node::handle).collect(), 1, done.clone());
+    let errors = errors_once_one_stops(nodes);
+    done.store(true, Ordering::Relaxed);
+    proposer.join().unwrap();
+    assert!(!errors.is_empty(), "a node stopped on an error");
     assert!(
-        error.to_string().contains("snapshot thread panicked"),
-        "{error}"
+        errors
+            .iter()
+            .all(|e| e.contains("snapshot thread panicked")),
+        "{errors:?}"
     );
-    drop(proposer);
+}
+
+/// Its `apply` panics on the command 13.
+#[derive(Default)]
+struct Unlucky(Sum);
+
+impl StateMachine for Unlucky {
+    fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
+        assert!(
+            commands.iter().all(|c| c.data != 13u64.to_le_bytes()),
+            "the embedder's state machine cannot apply 13"
+        );
+        self.0.apply(commands)
+    }
+    fn query(&self, query: &[u8]) -> Bytes {
+        self.0.query(query)
+    }
+    fn snapshot(&self) -> Capture {
+        self.0.snapshot()
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.0.restore(snapshot)
+    }
+}
+
+#[test]
+fn a_panic_in_the_state_machine_stops_the_node_with_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers();
+    let nodes: Vec<Node> = peers
+        .iter()
+        .map(|(id, _)| {
+            Node::start(options(dir.path(), *id, &peers), |_| Unlucky::default()).unwrap()
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let proposer = keep_proposing(nodes.iter().map(Node::handle).collect(), 13, done.clone());
+    let errors = errors_once_one_stops(nodes);
+    done.store(true, Ordering::Relaxed);
+    proposer.join().unwrap();
+    assert!(!errors.is_empty(), "a node stopped on an error");
+    assert!(
+        errors.iter().all(|e| e.contains("group 0")
+            && e.contains("panicked: the embedder's state machine cannot apply 13")),
+        "{errors:?}"
+    );
 }

@@ -11,13 +11,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::future::{self, Either};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use rkyv::util::AlignedVec;
 use synod_net::{ClientListener, ClientListenerConfig, Inbox, PeerConfig, Secret, Transport};
@@ -29,8 +32,8 @@ use super::client_proto::{
 };
 use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
 use super::group::{
-    start_group, Committed, GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome,
-    ReadOutcome,
+    start_group, Committed, GroupError, GroupHandle, GroupOptions, GroupStatus, PeerLink,
+    ProposeOutcome, ReadOutcome, StatusView,
 };
 use super::kv::{KvCommand, KvReply};
 use super::machine::{append_command, get_query, kv_command, log_query};
@@ -62,6 +65,11 @@ pub(super) enum CoreRequest {
     Client {
         request: ClientRequest,
         reply: oneshot::Sender<ClientResponse>,
+    },
+    /// The group's status as it stands.
+    Status {
+        group: u32,
+        reply: oneshot::Sender<Option<StatusView>>,
     },
     /// Stream a group's commits to this channel.
     Subscribe {
@@ -142,7 +150,35 @@ impl<S: StateMachine> Core<S> {
         }
         let (groups, ended) = self.start_groups(link, group_metrics).await?;
         route_peer_frames(&groups, inbox, limits(&group_config(&self.options, 0)));
-        serve_requests(self.options.id, groups.clone(), requests);
+        let requests = serve_requests(self.options.id, groups.clone(), requests);
+        let result = self
+            .serve_until_stopped(&groups, &ended, routes, stop, events)
+            .await;
+        // However the core ends, its other groups stop as well and every
+        // request still waiting here is answered `Stopped` (its reply channel
+        // dropped): the executor exits next, and the tasks it leaves behind
+        // are never dropped, so their callers would wait forever.
+        for (handle, _) in groups.values() {
+            handle.stop().await;
+        }
+        while let Some(ended) = ended.recv().await {
+            if let Err(error) = ended {
+                tracing::warn!(%error, "another group failed while the core stopped");
+            }
+        }
+        requests.cancel().await;
+        result
+    }
+
+    /// Serves until every group ends (after a stop) or one fails.
+    async fn serve_until_stopped(
+        &self,
+        groups: &Groups,
+        ended: &LocalReceiver<Result<(), NodeError>>,
+        routes: Vec<mpsc::Sender<CoreRequest>>,
+        stop: oneshot::Receiver<()>,
+        events: &std::sync::mpsc::Sender<CoreEvent>,
+    ) -> Result<(), NodeError> {
         if let Some(addr) = self.options.client_listen {
             self.serve_clients(addr, groups.clone(), routes)?;
         }
@@ -174,6 +210,7 @@ impl<S: StateMachine> Core<S> {
         drop(stopping);
         Ok(())
     }
+
     fn start_transport(&self) -> Result<(Transport, Inbox), NodeError> {
         let options = &self.options;
         let secret = Secret::new(
@@ -295,8 +332,14 @@ impl<S: StateMachine> Core<S> {
                     .map_err(|source| NodeError::Group { group, source })?;
             let ended_tx = ended_tx.clone();
             glommio::spawn_local(async move {
-                let ended = task
+                // A panic would otherwise unwind the whole executor and leak
+                // its tasks, and with them the channels that callers wait
+                // on: they would hang. The group's state is dropped, not
+                // used again, so catching it is sound.
+                let ended = AssertUnwindSafe(task)
+                    .catch_unwind()
                     .await
+                    .unwrap_or_else(|panic| Err(GroupError::Panicked(panic_message(&*panic))))
                     .map_err(|source| NodeError::Group { group, source });
                 if let Err(error) = &ended {
                     tracing::error!(%error, "fatal: the node stops");
@@ -310,15 +353,41 @@ impl<S: StateMachine> Core<S> {
     }
 }
 
+/// What a panic said, if it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 /// Answers requests from other threads for this core's groups.
-fn serve_requests(node: NodeId, groups: Groups, mut requests: mpsc::Receiver<CoreRequest>) {
+fn serve_requests(
+    node: NodeId,
+    groups: Groups,
+    mut requests: mpsc::Receiver<CoreRequest>,
+) -> glommio::Task<()> {
+    // One task holds every request in progress, so cancelling it drops them
+    // all, and with them their reply channels.
     glommio::spawn_local(async move {
-        while let Some(request) = requests.next().await {
-            let groups = groups.clone();
-            glommio::spawn_local(async move { carry_out(node, &groups, request).await }).detach();
+        let mut in_progress = FuturesUnordered::new();
+        loop {
+            let next = if in_progress.is_empty() {
+                requests.next().await
+            } else {
+                match future::select(requests.next(), in_progress.next()).await {
+                    Either::Left((next, _)) => next,
+                    Either::Right(_) => continue,
+                }
+            };
+            match next {
+                Some(request) => in_progress.push(carry_out(node, &groups, request)),
+                None => break,
+            }
         }
+        while in_progress.next().await.is_some() {}
     })
-    .detach();
 }
 
 async fn carry_out(node: NodeId, groups: &Groups, request: CoreRequest) {
@@ -358,6 +427,9 @@ async fn carry_out(node: NodeId, groups: &Groups, request: CoreRequest) {
                 None => ClientResponse::Error(missing(request.group)),
             };
             let _ = reply.send(response);
+        }
+        CoreRequest::Status { group, reply } => {
+            let _ = reply.send(groups.get(&group).map(|(_, status)| status.view()));
         }
         CoreRequest::Subscribe { group, reply } => {
             let receiver = match groups.get(&group) {

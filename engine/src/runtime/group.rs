@@ -131,6 +131,10 @@ pub enum GroupError {
         /// Why.
         reason: String,
     },
+    /// The group's task panicked (in the state machine, say): the group is
+    /// gone, and the node stops with this instead of hanging.
+    #[error("panicked: {0}")]
+    Panicked(String),
     /// The rebuild marker could not be written or removed.
     #[error("rebuild marker {path}: {source}")]
     Marker {
@@ -333,6 +337,21 @@ impl GroupHandle {
     }
 }
 
+/// A group's state as one node sees it, at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusView {
+    /// Slots applied to the state machine (those below this one).
+    pub applied: Slot,
+    /// Whether this replica leads (Phase 1 done).
+    pub leading: bool,
+    /// Who it believes leads.
+    pub leader: Option<NodeId>,
+    /// The highest ballot it promised.
+    pub promised: Ballot,
+    /// The slot of its latest durable snapshot (0: none).
+    pub snapshot: Slot,
+}
+
 /// Status a group publishes after every step, for displays and tests.
 #[derive(Debug, Default)]
 pub struct GroupStatus {
@@ -348,6 +367,19 @@ pub struct GroupStatus {
     pub snapshot: Cell<Slot>,
     /// Snapshots installed from a peer.
     pub snapshots_installed: Cell<u64>,
+}
+
+impl GroupStatus {
+    /// The status as it stands.
+    pub fn view(&self) -> StatusView {
+        StatusView {
+            applied: self.applied.get(),
+            leading: self.leading.get(),
+            leader: self.leader.get(),
+            promised: self.promised.get(),
+            snapshot: self.snapshot.get(),
+        }
+    }
 }
 
 /// Opens the WAL, recovers the replica and returns the task's future with
@@ -415,6 +447,9 @@ pub async fn start_group<S: StateMachine>(
     let status = Rc::new(GroupStatus::default());
     let snapshot_upto = recovered.base.log.start();
     status.snapshot.set(snapshot_upto);
+    // The restored state covers the snapshot's slots; the replayed ones
+    // follow in apply_recovered.
+    status.applied.set(snapshot_upto);
     let mut driver = GroupDriver {
         group,
         replica,

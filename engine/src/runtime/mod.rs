@@ -8,7 +8,9 @@ pub mod state_machine;
 pub use state_machine::{Applying, Capture, StateMachine};
 pub mod group;
 
-pub use group::{GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome};
+pub use group::{
+    GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome, StatusView,
+};
 pub mod client_proto;
 mod cores;
 pub mod machine;

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use super::codec::BatchLimits;
 use super::cores::{Core, CoreEvent, CoreRequest, CORE_REQUESTS_MAX};
-use super::group::{Committed, GroupError, ProposeOutcome, ReadOutcome};
+use super::group::{Committed, GroupError, ProposeOutcome, ReadOutcome, StatusView};
 use super::machine::NodeMachine;
 use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics};
 use super::snapshot::SnapshotPolicy;
@@ -278,6 +278,11 @@ impl Node {
         F: Fn(GroupId) -> S + Send + Sync + 'static,
     {
         options.validate()?;
+        // The cores share the client port (SO_REUSEPORT); nobody else may.
+        if let Some(addr) = options.client_listen {
+            synod_net::check_unclaimed(addr)
+                .map_err(|e| NodeError::Network(format!("client port {addr}: {e}")))?;
+        }
         // glommio opens directories by absolute path only (a relative one
         // fails with EBADF at the first directory fsync).
         options.data_dir = std::path::absolute(&options.data_dir)
@@ -463,6 +468,16 @@ impl NodeHandle {
             reply,
         });
         asked.await.unwrap_or(ReadOutcome::Stopped)
+    }
+
+    /// `group`'s status on this node (what it applied, who leads, its
+    /// latest snapshot); `None` if there is no such group or it stopped.
+    pub async fn status(&self, group: GroupId) -> Option<StatusView> {
+        let asked = self.ask(group, |reply| CoreRequest::Status {
+            group: group.0,
+            reply,
+        });
+        asked.await.flatten()
     }
 
     /// Every command this node applies to `group` from now on, in log order
