@@ -1,10 +1,11 @@
 //! The embedding API end to end: three `Node`s in one process with an
 //! embedder's own state machine, driven from plain threads.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,13 +46,6 @@ impl StateMachine for Sum {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOptions {
     let listen = peers.iter().find(|(p, _)| *p == id).unwrap().1;
     let data_dir = dir.join(format!("node-{}", id.0));
@@ -70,13 +64,23 @@ fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOption
     }
 }
 
-/// Peer addresses with a free port after each (two cores each).
+/// Peer addresses with a free port after each (two cores each). No port
+/// is handed out twice in this process: tests run side by side, and one
+/// test's port, picked free and released, could otherwise be picked again
+/// by another before its node binds it.
 fn peers() -> Vec<(NodeId, SocketAddr)> {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
     let mut peers = Vec::new();
     while peers.len() < 3 {
-        let addr = free_addr();
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let next = SocketAddr::new(addr.ip(), addr.port() + 1);
-        if TcpListener::bind(next).is_ok() {
+        let unused = |port| !handed_out.contains(&port);
+        if unused(addr.port()) && unused(next.port()) && TcpListener::bind(next).is_ok() {
+            handed_out.extend([addr.port(), next.port()]);
             peers.push((NodeId(peers.len() as u64 + 1), addr));
         }
     }

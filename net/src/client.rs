@@ -14,11 +14,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::io::ReadHalf;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use glommio::{spawn_local, Task};
 use tracing::{debug, warn};
 
 use crate::config::{validate_frame_limits, ConfigError};
+use crate::listen::Listener;
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
@@ -162,15 +163,18 @@ pub struct ClientListener {
 }
 
 impl ClientListener {
-    /// Validates the config and binds. Must run inside a glommio executor.
+    /// Validates the config and binds, with `SO_REUSEPORT` so that every
+    /// core can bind the same port. Must run inside a glommio executor.
     pub fn bind(config: ClientListenerConfig) -> Result<ClientListener, TransportError> {
         config.validate()?;
         let bind_error = |source: std::io::Error| TransportError::Bind {
             addr: config.listen,
             source,
         };
-        let listener = TcpListener::bind(config.listen).map_err(|e| bind_error(e.into()))?;
-        let local_addr = listener.local_addr().map_err(|e| bind_error(e.into()))?;
+        let listener = crate::listen::bind_shared(config.listen)
+            .map(Listener::new)
+            .map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
         let (tx, rx) = local_channel::new_bounded(config.requests_max);
         let shared = Rc::new(ListenerShared {
             config,
@@ -234,7 +238,7 @@ async fn listener_closed(shared: &ListenerShared) {
     }
 }
 
-async fn client_accept_loop(shared: Rc<ListenerShared>, listener: TcpListener) {
+async fn client_accept_loop(shared: Rc<ListenerShared>, listener: Listener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             listener_closed(&shared).await;

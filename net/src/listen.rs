@@ -28,10 +28,24 @@ pub fn bind_exclusive(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
-/// Refuses `addr` if any socket is bound to it, `SO_REUSEPORT` or not; the
-/// probe is closed again. For a port the cores of one node then share
-/// with `SO_REUSEPORT` (the client port): a second node started on it
-/// fails here instead of taking half the connections. Two nodes starting at
+/// Binds and listens on `addr` with `SO_REUSEPORT`, for a port that every
+/// core of one node binds (the client port). `SO_REUSEADDR` as well: the
+/// connections it accepts inherit it, and [`check_unclaimed`]'s probe can
+/// then tell them, still closing after a crash, from a listener.
+pub fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Refuses `addr` if a socket listens on it, `SO_REUSEPORT` or not, or
+/// any socket without `SO_REUSEADDR` is bound to it; the probe is closed
+/// again. For a port the cores of one node then share with
+/// [`bind_shared`] (the client port): a second node started on it fails
+/// here instead of taking half the connections. Two nodes starting at
 /// the same instant can both pass; the peer ports, bound exclusively, still
 /// stop the second of them.
 pub fn check_unclaimed(addr: SocketAddr) -> std::io::Result<()> {

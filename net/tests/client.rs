@@ -163,3 +163,25 @@ fn a_lost_connection_fails_outstanding_requests() {
         assert!(matches!(result, Err(ClientError::ConnectionLost)));
     });
 }
+
+#[test]
+fn the_port_is_free_for_a_restart_while_the_old_connections_still_close() {
+    run(|| async {
+        let server = Rc::new(listener());
+        let addr = server.local_addr();
+        let serving = spawn_local(serve_reversed(server.clone(), 1));
+        let client = client(vec![addr]);
+        client.request(10, &[1, 2]).await.unwrap();
+        // Held by a listener: refused.
+        assert!(synod_net::check_unclaimed(addr).is_err());
+        serving.cancel().await;
+        Rc::try_unwrap(server).ok().unwrap().shutdown().await;
+        // The listener is gone; the connection it accepted, closed from
+        // this side, lingers (FIN_WAIT or TIME_WAIT). A restarted node's
+        // check and bind must not take that for a listener.
+        drop(client);
+        synod_net::check_unclaimed(addr).expect("free once the listener is gone");
+        let again = ClientListener::bind(ClientListenerConfig::new(addr)).unwrap();
+        assert_eq!(again.local_addr(), addr);
+    });
+}
