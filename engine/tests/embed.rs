@@ -64,27 +64,38 @@ fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOption
     }
 }
 
-/// Peer addresses with a free port after each (two cores each). No port
-/// is handed out twice in this process: tests run side by side, and one
-/// test's port, picked free and released, could otherwise be picked again
-/// by another before its node binds it.
-fn peers() -> Vec<(NodeId, SocketAddr)> {
+/// A free port with the `run - 1` after it free too. No port is handed
+/// out twice in this process: tests run side by side, and one test's port,
+/// picked free and released, could otherwise be picked again by another
+/// before its node binds it.
+fn free_ports(run: u16) -> SocketAddr {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut handed_out = HANDED_OUT.lock().unwrap();
-    let mut peers = Vec::new();
-    while peers.len() < 3 {
-        let addr = TcpListener::bind("127.0.0.1:0")
+    loop {
+        let first = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        let next = SocketAddr::new(addr.ip(), addr.port() + 1);
-        let unused = |port| !handed_out.contains(&port);
-        if unused(addr.port()) && unused(next.port()) && TcpListener::bind(next).is_ok() {
-            handed_out.extend([addr.port(), next.port()]);
-            peers.push((NodeId(peers.len() as u64 + 1), addr));
+        let Some(ports) = (0..run)
+            .map(|i| first.port().checked_add(i))
+            .collect::<Option<Vec<u16>>>()
+        else {
+            continue;
+        };
+        let held: Vec<TcpListener> = ports[1..]
+            .iter()
+            .filter_map(|port| TcpListener::bind(("127.0.0.1", *port)).ok())
+            .collect();
+        if held.len() + 1 == ports.len() && ports.iter().all(|p| !handed_out.contains(p)) {
+            handed_out.extend(ports);
+            return first;
         }
     }
-    peers
+}
+
+/// Peer addresses with a free port after each (two cores each).
+fn peers() -> Vec<(NodeId, SocketAddr)> {
+    (1..=3).map(|id| (NodeId(id), free_ports(2))).collect()
 }
 
 fn start(dir: &Path, peers: &[(NodeId, SocketAddr)]) -> Vec<Node> {
@@ -200,10 +211,11 @@ fn settled(handles: &[NodeHandle], group: GroupId) -> Vec<StatusView> {
             .iter()
             .map(|h| block_on(h.status(group)).expect("running"))
             .collect();
-        if views
-            .iter()
-            .all(|v| v.applied > Slot(0) && v.snapshot == v.applied)
-        {
+        // Every node at the same slot, all of it in its snapshot (a
+        // follower yet to hear of the last commit would settle early).
+        if views.iter().all(|v| {
+            v.applied > Slot(0) && v.snapshot == v.applied && v.applied == views[0].applied
+        }) {
             return views;
         }
         assert!(
@@ -218,15 +230,20 @@ fn settled(handles: &[NodeHandle], group: GroupId) -> Vec<StatusView> {
 fn a_restart_from_a_snapshot_of_every_applied_slot_counts_them_applied() {
     let dir = tempfile::tempdir().unwrap();
     let peers = peers();
+    let clients: Vec<SocketAddr> = peers.iter().map(|_| free_ports(1)).collect();
+    // With client ports too: a node restarted in the same process must find
+    // its client port free again.
     let start_snapshotting_every_slot = || -> Vec<Node> {
         peers
             .iter()
-            .map(|(id, _)| {
+            .zip(&clients)
+            .map(|((id, _), client)| {
                 let options = NodeOptions {
                     snapshot: SnapshotPolicy {
                         every_slots: 1,
                         ..SnapshotPolicy::default()
                     },
+                    client_listen: Some(*client),
                     ..options(dir.path(), *id, &peers)
                 };
                 Node::start(options, |_| Sum::default()).unwrap()

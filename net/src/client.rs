@@ -19,7 +19,7 @@ use glommio::{spawn_local, Task};
 use tracing::{debug, warn};
 
 use crate::config::{validate_frame_limits, ConfigError};
-use crate::listen::Listener;
+use crate::listen::{Listener, Sharing};
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
@@ -38,6 +38,9 @@ pub struct ClientListenerConfig {
     pub reply_queue_bytes_max: usize,
     /// Requests buffered for `next` before connections stop being read.
     pub requests_max: usize,
+    /// How long the port, still in use, is waited for (see
+    /// [`crate::BIND_BUSY_WAIT`]).
+    pub bind_busy_wait: Duration,
 }
 
 impl ClientListenerConfig {
@@ -48,6 +51,7 @@ impl ClientListenerConfig {
             frame_body_bytes_max: 1 << 20,
             reply_queue_bytes_max: 4 << 20,
             requests_max: 1024,
+            bind_busy_wait: crate::listen::BIND_BUSY_WAIT,
         }
     }
 
@@ -152,6 +156,9 @@ struct ListenerShared {
     closed: Cell<bool>,
     shutdown: Notify,
     bad_frame_closes: Cell<u64>,
+    /// Client connections open, and a signal each time one closes.
+    connections: Cell<usize>,
+    connection_closed: Notify,
 }
 
 /// Accepts client connections and yields their requests.
@@ -171,9 +178,10 @@ impl ClientListener {
             addr: config.listen,
             source,
         };
-        let listener = crate::listen::bind_shared(config.listen)
-            .map(Listener::new)
-            .map_err(bind_error)?;
+        let listener =
+            crate::listen::bind(config.listen, Sharing::AcrossCores, config.bind_busy_wait)
+                .map(Listener::new)
+                .map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let (tx, rx) = local_channel::new_bounded(config.requests_max);
         let shared = Rc::new(ListenerShared {
@@ -182,6 +190,8 @@ impl ClientListener {
             closed: Cell::new(false),
             shutdown: Notify::default(),
             bad_frame_closes: Cell::new(0),
+            connections: Cell::new(0),
+            connection_closed: Notify::default(),
         });
         let task = spawn_local(client_accept_loop(shared.clone(), listener));
         Ok(ClientListener {
@@ -213,6 +223,15 @@ impl ClientListener {
         self.stop();
         if let Some(task) = self.task.take() {
             task.cancel().await;
+        }
+        // Every connection has seen the stop and closed its socket: an
+        // executor that exits next would never run them again.
+        loop {
+            let epoch = self.shared.connection_closed.epoch();
+            if self.shared.connections.get() == 0 {
+                return;
+            }
+            self.shared.connection_closed.changed_since(epoch).await;
         }
     }
 
@@ -259,6 +278,13 @@ async fn client_accept_loop(shared: Rc<ListenerShared>, listener: Listener) {
 }
 
 async fn serve_client(shared: Rc<ListenerShared>, stream: TcpStream) {
+    shared.connections.set(shared.connections.get() + 1);
+    serve_connection(&shared, stream).await;
+    shared.connections.set(shared.connections.get() - 1);
+    shared.connection_closed.notify();
+}
+
+async fn serve_connection(shared: &Rc<ListenerShared>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer_addr = stream.peer_addr().ok();
     let config = &shared.config;
@@ -272,10 +298,10 @@ async fn serve_client(shared: Rc<ListenerShared>, stream: TcpStream) {
     });
     let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
-    let reading = client_read_loop(&shared, &conn, &mut r);
+    let reading = client_read_loop(shared, &conn, &mut r);
     let writing = write_loop(&mut w, socket, &conn.queue, |_, _| {});
     let stopped = async {
-        listener_closed(&shared).await;
+        listener_closed(shared).await;
         ConnError::Shutdown
     };
     let error = futures_lite::future::or(reading, futures_lite::future::or(writing, stopped)).await;

@@ -68,6 +68,9 @@ pub struct PeerConfig {
     pub backoff_min: Duration,
     /// Largest reconnect delay.
     pub backoff_max: Duration,
+    /// How long a listen port still in use is waited for (see
+    /// [`crate::BIND_BUSY_WAIT`]).
+    pub bind_busy_wait: Duration,
 }
 
 /// A config that cannot work.
@@ -114,6 +117,7 @@ impl PeerConfig {
             handshake_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            bind_busy_wait: crate::listen::BIND_BUSY_WAIT,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Listening sockets this process owns alone.
+//! Listening sockets that no other process can share.
 //!
 //! glommio's `TcpListener::bind` sets `SO_REUSEPORT`, so that every core can
 //! bind the same port. It also lets a second process bind that port without
@@ -6,50 +6,96 @@
 //! two: a node started twice by mistake, or another cluster's node that was
 //! handed the same port, would silently receive some of this node's peer
 //! traffic. A peer port belongs to one core of one node, so it is bound
-//! without `SO_REUSEPORT`: the second bind fails with `EADDRINUSE`.
+//! without `SO_REUSEPORT`: the second bind fails with `EADDRINUSE`. The
+//! client port, which every core binds, keeps `SO_REUSEPORT`, and a node
+//! checks at start that nobody else holds it ([`check_unclaimed`]).
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Accept backlog, as glommio's own bind uses.
 const BACKLOG: i32 = 1024;
 
-/// Binds and listens on `addr`, refusing an address any other socket is
-/// bound to. `SO_REUSEADDR` is set, so connections of an earlier run still
-/// in `TIME_WAIT` do not hold up a restart (on Linux it never lets two
-/// listeners share a port).
-pub fn bind_exclusive(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&SockAddr::from(addr))?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+/// Whether the cores of one node bind the port together.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// One core owns the port (a peer port): any other bind fails.
+    Alone,
+    /// Every core binds it, with `SO_REUSEPORT` (the client port).
+    AcrossCores,
 }
 
-/// Binds and listens on `addr` with `SO_REUSEPORT`, for a port that every
-/// core of one node binds (the client port). `SO_REUSEADDR` as well: the
-/// connections it accepts inherit it, and [`check_unclaimed`]'s probe can
-/// then tell them, still closing after a crash, from a listener.
-pub fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&SockAddr::from(addr))?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+/// How long a port still in use is waited for by default. A process that
+/// was just killed keeps its listening sockets open until the kernel has
+/// torn down its io_uring, in the background after the process is gone
+/// (the accepts in the ring hold them): a restart right after a crash
+/// would otherwise fail with `EADDRINUSE`. A port that stays in use this
+/// long belongs to a live process.
+pub const BIND_BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Binds and listens on `addr`, waiting up to `busy_wait` while the port is
+/// in use. `SO_REUSEADDR` is always set: connections of an earlier run
+/// still closing (`TIME_WAIT`) do not hold up a restart, the connections
+/// this socket accepts inherit it, so that [`check_unclaimed`] can tell
+/// them from a listener, and on Linux it never lets two listeners share a
+/// port.
+pub(crate) fn bind(
+    addr: SocketAddr,
+    sharing: Sharing,
+    busy_wait: Duration,
+) -> std::io::Result<std::net::TcpListener> {
+    while_busy(addr, busy_wait, || {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if sharing == Sharing::AcrossCores {
+            socket.set_reuse_port(true)?;
+        }
+        socket.bind(&SockAddr::from(addr))?;
+        socket.listen(BACKLOG)?;
+        Ok(socket.into())
+    })
 }
 
-/// Refuses `addr` if a socket listens on it, `SO_REUSEPORT` or not, or
-/// any socket without `SO_REUSEADDR` is bound to it; the probe is closed
-/// again. For a port the cores of one node then share with
-/// [`bind_shared`] (the client port): a second node started on it fails
-/// here instead of taking half the connections. Two nodes starting at
-/// the same instant can both pass; the peer ports, bound exclusively, still
-/// stop the second of them.
-pub fn check_unclaimed(addr: SocketAddr) -> std::io::Result<()> {
-    bind_exclusive(addr).map(drop)
+/// Refuses `addr` if, after waiting up to `busy_wait`, a socket still
+/// listens on it, `SO_REUSEPORT` or not (or any socket without
+/// `SO_REUSEADDR` is bound to it). For a port the cores of one node then
+/// share (the client port): a second node started on it fails here instead
+/// of taking a share of its connections. The probe only binds, never
+/// listens, so no connection can land on it. Two nodes starting on the
+/// same port at the same instant can both pass.
+pub fn check_unclaimed(addr: SocketAddr, busy_wait: Duration) -> std::io::Result<()> {
+    while_busy(addr, busy_wait, || {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SockAddr::from(addr))
+    })
+}
+
+/// `attempt` again every 20 ms while it fails with `EADDRINUSE`, for up to
+/// `busy_wait`. It blocks the thread: only ever at start.
+fn while_busy<T>(
+    addr: SocketAddr,
+    busy_wait: Duration,
+    mut attempt: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let deadline = Instant::now() + busy_wait;
+    let mut warned = false;
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !warned {
+                    tracing::warn!(%addr, wait = ?busy_wait, "port in use; waiting for it (a process that just died can hold it a moment longer)");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A listening socket of the calling executor that leaves the listening

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, PeerConfig};
 use crate::handshake::{self, Challenge, Hello, RefuseReason, Role, Transcript, MAC_BYTES};
-use crate::listen::Listener;
+use crate::listen::{Listener, Sharing};
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
@@ -170,7 +170,7 @@ impl Transport {
     pub fn start(config: PeerConfig) -> Result<(Transport, Inbox), TransportError> {
         config.validate()?;
         // Exclusive: two processes on one peer port would split its peers.
-        let listener = crate::listen::bind_exclusive(config.listen)
+        let listener = crate::listen::bind(config.listen, Sharing::Alone, config.bind_busy_wait)
             .map(Listener::new)
             .map_err(|source| TransportError::Bind {
                 addr: config.listen,

@@ -167,20 +167,37 @@ fn a_lost_connection_fails_outstanding_requests() {
 #[test]
 fn the_port_is_free_for_a_restart_while_the_old_connections_still_close() {
     run(|| async {
-        let server = Rc::new(listener());
+        let server = listener();
         let addr = server.local_addr();
-        let serving = spawn_local(serve_reversed(server.clone(), 1));
-        let client = client(vec![addr]);
-        client.request(10, &[1, 2]).await.unwrap();
+        let mut connection = std::net::TcpStream::connect(addr).unwrap();
+        connection
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        std::io::Write::write_all(&mut connection, &frame(10, 1, b"hi")).unwrap();
+        let request = server.next().await.expect("the connection was accepted");
+        drop(request);
         // Held by a listener: refused.
-        assert!(synod_net::check_unclaimed(addr).is_err());
-        serving.cancel().await;
-        Rc::try_unwrap(server).ok().unwrap().shutdown().await;
-        // The listener is gone; the connection it accepted, closed from
-        // this side, lingers (FIN_WAIT or TIME_WAIT). A restarted node's
-        // check and bind must not take that for a listener.
-        drop(client);
-        synod_net::check_unclaimed(addr).expect("free once the listener is gone");
+        assert!(synod_net::check_unclaimed(addr, Duration::ZERO).is_err());
+        server.shutdown().await;
+        // The listener closed the connection it accepted first (the client
+        // reads its end), so that side lingers in TIME_WAIT. A restarted
+        // node's check and bind must not take it for a listener.
+        // (Read on a thread of its own: glommio closes sockets through its
+        // ring, so this executor must keep running.)
+        let reader = std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            loop {
+                match std::io::Read::read(&mut connection, &mut byte) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    read => break read.map_err(|e| e.to_string()),
+                }
+            }
+        });
+        while !reader.is_finished() {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(reader.join().unwrap(), Ok(0), "the listener closed its end");
+        synod_net::check_unclaimed(addr, Duration::ZERO).expect("free once the listener is gone");
         let again = ClientListener::bind(ClientListenerConfig::new(addr)).unwrap();
         assert_eq!(again.local_addr(), addr);
     });

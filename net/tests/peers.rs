@@ -322,7 +322,12 @@ fn a_peer_port_already_taken_is_refused_even_to_a_reuseport_socket() {
         let nodes = [(1, free_addr()), (2, free_addr())];
         let (_t1, _in1) = Transport::start(config(1, &nodes)).unwrap();
         // A second transport on the same port (a node started twice).
-        let second = Transport::start(config(1, &nodes)).err().expect("refused");
+        let at_once = |me| {
+            let mut config = config(me, &nodes);
+            config.bind_busy_wait = Duration::ZERO;
+            config
+        };
+        let second = Transport::start(at_once(1)).err().expect("refused");
         assert!(
             matches!(&second, synod_net::TransportError::Bind { addr, source }
                 if *addr == nodes[0].1 && source.kind() == std::io::ErrorKind::AddrInUse),
@@ -333,11 +338,27 @@ fn a_peer_port_already_taken_is_refused_even_to_a_reuseport_socket() {
         assert!(glommio::net::TcpListener::bind(nodes[0].1).is_err());
         // The other way round: a port shared that way is refused too.
         let shared = glommio::net::TcpListener::bind(nodes[1].1).unwrap();
-        assert!(Transport::start(config(2, &nodes)).is_err());
-        assert!(synod_net::check_unclaimed(nodes[1].1).is_err());
+        assert!(Transport::start(at_once(2)).is_err());
+        assert!(synod_net::check_unclaimed(nodes[1].1, Duration::ZERO).is_err());
         drop(shared);
-        synod_net::check_unclaimed(nodes[1].1).expect("free again");
+        synod_net::check_unclaimed(nodes[1].1, Duration::ZERO).expect("free again");
         let (_t2, _in2) = Transport::start(config(2, &nodes)).unwrap();
+    });
+}
+
+#[test]
+fn a_port_held_a_moment_longer_is_waited_for() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        // As a process just killed holds its listeners until its io_uring
+        // is torn down: the port frees itself a little later.
+        let held = std::net::TcpListener::bind(nodes[0].1).unwrap();
+        let freed = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let (_t1, _in1) = Transport::start(config(1, &nodes)).expect("bound once free");
+        freed.join().unwrap();
     });
 }
 

@@ -283,8 +283,9 @@ fn assert_log_holds(cluster: &TestCluster, i: usize, acked: &[(String, u64)]) {
         }
         assert!(
             Instant::now() < deadline,
-            "node {} lacks acknowledged appends (or holds one twice): {reply:?}",
-            i + 1
+            "node {} lacks acknowledged appends (or holds one twice): {reply:?}\n{}",
+            i + 1,
+            cluster.log(cluster.nodes[i].id)
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -128,9 +128,19 @@ impl<S: StateMachine> Core<S> {
         stop: oneshot::Receiver<()>,
         events: std::sync::mpsc::Sender<CoreEvent>,
     ) {
-        let result = self
-            .run(group_metrics, requests, routes, stop, &events)
-            .await;
+        // A panic outside a group's task (the state machine's constructor,
+        // say) must still reach `Node::wait`; its tasks are leaked, but the
+        // node stops instead of hanging.
+        let result = AssertUnwindSafe(self.run(group_metrics, requests, routes, stop, &events))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(NodeError::Executor(format!(
+                    "core {} panicked: {}",
+                    self.core,
+                    panic_message(&*panic)
+                )))
+            });
         let _ = events.send(CoreEvent::Stopped(self.core, result));
     }
 
@@ -151,20 +161,26 @@ impl<S: StateMachine> Core<S> {
         let (groups, ended) = self.start_groups(link, group_metrics).await?;
         route_peer_frames(&groups, inbox, limits(&group_config(&self.options, 0)));
         let requests = serve_requests(self.options.id, groups.clone(), requests);
-        let result = self
-            .serve_until_stopped(&groups, &ended, routes, stop, events)
-            .await;
+        let clients = self
+            .options
+            .client_listen
+            .map(|addr| self.serve_clients(addr, groups.clone(), routes))
+            .transpose();
+        let (clients, result) = match clients {
+            Ok(clients) => (
+                clients,
+                self.serve_until_stopped(&groups, &ended, stop, events)
+                    .await,
+            ),
+            Err(error) => (None, Err(error)),
+        };
         // However the core ends, its other groups stop as well and every
         // request still waiting here is answered `Stopped` (its reply channel
         // dropped): the executor exits next, and the tasks it leaves behind
         // are never dropped, so their callers would wait forever.
-        for (handle, _) in groups.values() {
-            handle.stop().await;
-        }
-        while let Some(ended) = ended.recv().await {
-            if let Err(error) = ended {
-                tracing::warn!(%error, "another group failed while the core stopped");
-            }
+        stop_groups(&groups, &ended).await;
+        if let Some(clients) = clients {
+            clients.close().await;
         }
         requests.cancel().await;
         result
@@ -175,13 +191,9 @@ impl<S: StateMachine> Core<S> {
         &self,
         groups: &Groups,
         ended: &LocalReceiver<Result<(), NodeError>>,
-        routes: Vec<mpsc::Sender<CoreRequest>>,
         stop: oneshot::Receiver<()>,
         events: &std::sync::mpsc::Sender<CoreEvent>,
     ) -> Result<(), NodeError> {
-        if let Some(addr) = self.options.client_listen {
-            self.serve_clients(addr, groups.clone(), routes)?;
-        }
         tracing::info!(
             node = self.options.id.0,
             core = self.core,
@@ -270,9 +282,10 @@ impl<S: StateMachine> Core<S> {
         addr: SocketAddr,
         groups: Groups,
         routes: Vec<mpsc::Sender<CoreRequest>>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<ClientPort, NodeError> {
         let listener = ClientListener::bind(ClientListenerConfig::new(addr))
             .map_err(|e| NodeError::Network(e.to_string()))?;
+        let listener = Rc::new(listener);
         let options = &self.options;
         if self.core == 0 {
             tracing::info!(node = options.id.0, peers = %options.listen, clients = %addr, groups = options.groups, cores = options.cores, "node up");
@@ -285,20 +298,20 @@ impl<S: StateMachine> Core<S> {
             local: groups,
             routes,
         });
-        glommio::spawn_local(async move {
-            while let Some(request) = listener.next().await {
-                let router = router.clone();
-                glommio::spawn_local(async move {
-                    let response = router.answer(request.kind, &request.body).await;
-                    if let Err(error) = request.reply(KIND_CLIENT_REPLY, &response.encode()) {
-                        tracing::debug!(%error, "client gone before its reply");
-                    }
-                })
-                .detach();
+        let incoming = Box::pin(futures_util::stream::unfold(
+            listener.clone(),
+            |listener| async move { listener.next().await.map(|request| (request, listener)) },
+        ));
+        let serving = answer_each(incoming, move |request| {
+            let router = router.clone();
+            async move {
+                let response = router.answer(request.kind, &request.body).await;
+                if let Err(error) = request.reply(KIND_CLIENT_REPLY, &response.encode()) {
+                    tracing::debug!(%error, "client gone before its reply");
+                }
             }
-        })
-        .detach();
-        Ok(())
+        });
+        Ok(ClientPort { listener, serving })
     }
 
     /// Starts this core's groups; the receiver yields how each one ended.
@@ -326,16 +339,25 @@ impl<S: StateMachine> Core<S> {
                 rejoin: options.rejoin,
             };
             let machine = (self.machines)(GroupId(group));
-            let (handle, status, task) =
-                start_group(group_options, GroupId(group), machine, link.clone())
-                    .await
-                    .map_err(|source| NodeError::Group { group, source })?;
+            let started = start_group(group_options, GroupId(group), machine, link.clone()).await;
+            let (handle, status, task) = match started {
+                Ok(started) => started,
+                Err(source) => {
+                    // The groups started so far stop too, or they would run
+                    // on, leaked, holding their WALs and this core's ports.
+                    drop(ended_tx);
+                    stop_groups(&Rc::new(groups), &ended_rx).await;
+                    return Err(NodeError::Group { group, source });
+                }
+            };
             let ended_tx = ended_tx.clone();
             glommio::spawn_local(async move {
                 // A panic would otherwise unwind the whole executor and leak
                 // its tasks, and with them the channels that callers wait
-                // on: they would hang. The group's state is dropped, not
-                // used again, so catching it is sound.
+                // on: they would hang. The group's driver is dropped, never
+                // used again; what outlives it (its status cells, its WAL,
+                // held by sync tasks) is read or finished, never resumed as
+                // if the step had completed.
                 let ended = AssertUnwindSafe(task)
                     .catch_unwind()
                     .await
@@ -366,28 +388,72 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn serve_requests(
     node: NodeId,
     groups: Groups,
-    mut requests: mpsc::Receiver<CoreRequest>,
+    requests: mpsc::Receiver<CoreRequest>,
 ) -> glommio::Task<()> {
-    // One task holds every request in progress, so cancelling it drops them
-    // all, and with them their reply channels.
+    answer_each(requests, move |request| {
+        let groups = groups.clone();
+        async move { carry_out(node, &groups, request).await }
+    })
+}
+
+/// Runs `answer` on every item of `incoming`, all within one task, so that
+/// cancelling the task drops every answer in progress, and with them their
+/// reply channels.
+fn answer_each<T, F, A>(
+    mut incoming: impl futures_util::Stream<Item = T> + Unpin + 'static,
+    answer: F,
+) -> glommio::Task<()>
+where
+    F: Fn(T) -> A + 'static,
+    A: std::future::Future<Output = ()> + 'static,
+{
     glommio::spawn_local(async move {
         let mut in_progress = FuturesUnordered::new();
         loop {
             let next = if in_progress.is_empty() {
-                requests.next().await
+                incoming.next().await
             } else {
-                match future::select(requests.next(), in_progress.next()).await {
+                match future::select(incoming.next(), in_progress.next()).await {
                     Either::Left((next, _)) => next,
                     Either::Right(_) => continue,
                 }
             };
             match next {
-                Some(request) => in_progress.push(carry_out(node, &groups, request)),
+                Some(item) => in_progress.push(answer(item)),
                 None => break,
             }
         }
         while in_progress.next().await.is_some() {}
     })
+}
+
+/// The client port of one core and the task answering it.
+struct ClientPort {
+    listener: Rc<ClientListener>,
+    serving: glommio::Task<()>,
+}
+
+impl ClientPort {
+    /// Drops every request in progress and closes the port.
+    async fn close(self) {
+        self.serving.cancel().await;
+        match Rc::try_unwrap(self.listener) {
+            Ok(listener) => listener.shutdown().await,
+            Err(_) => tracing::warn!("the client port is still in use; it closes when dropped"),
+        }
+    }
+}
+
+/// Stops every group of `groups` and waits until each has ended.
+async fn stop_groups(groups: &Groups, ended: &LocalReceiver<Result<(), NodeError>>) {
+    for (handle, _) in groups.values() {
+        handle.stop().await;
+    }
+    while let Some(ended) = ended.recv().await {
+        if let Err(error) = ended {
+            tracing::warn!(%error, "another group failed while the core stopped");
+        }
+    }
 }
 
 async fn carry_out(node: NodeId, groups: &Groups, request: CoreRequest) {

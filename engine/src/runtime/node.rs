@@ -280,7 +280,7 @@ impl Node {
         options.validate()?;
         // The cores share the client port (SO_REUSEPORT); nobody else may.
         if let Some(addr) = options.client_listen {
-            synod_net::check_unclaimed(addr)
+            synod_net::check_unclaimed(addr, synod_net::BIND_BUSY_WAIT)
                 .map_err(|e| NodeError::Network(format!("client port {addr}: {e}")))?;
         }
         // glommio opens directories by absolute path only (a relative one
@@ -471,7 +471,8 @@ impl NodeHandle {
     }
 
     /// `group`'s status on this node (what it applied, who leads, its
-    /// latest snapshot); `None` if there is no such group or it stopped.
+    /// latest snapshot); `None` if there is no such group or its core has
+    /// stopped (a group that failed reports its last status until then).
     pub async fn status(&self, group: GroupId) -> Option<StatusView> {
         let asked = self.ask(group, |reply| CoreRequest::Status {
             group: group.0,
