@@ -39,6 +39,7 @@ use super::snapshot::{
     SnapshotPolicy, KIND_SNAPSHOT_CHUNK,
 };
 use super::state_machine::{Applying, StateMachine};
+use super::waiters::{Answer, Waiters};
 use crate::protocol::{
     Action, Actions, Ballot, Batch, ClientId, Command, Config, ConfigError, DurableState, Envelope,
     GroupId, Input, LogIndex, NodeId, ReadId, Refusal, Replica, Reply, SessionOutcome, Sessions,
@@ -456,7 +457,7 @@ pub async fn start_group<S: StateMachine>(
         wal: Rc::new(wal),
         machine: recovered.machine,
         sessions: recovered.sessions,
-        proposals: HashMap::new(),
+        proposals: Waiters::default(),
         reads: HashMap::new(),
         next_read: 0,
         link,
@@ -588,7 +589,7 @@ struct GroupDriver<S> {
     /// Per client: last sequence applied, with its index and reply.
     sessions: Sessions<(LogIndex, Bytes)>,
     /// Proposals made here that wait for their slot to apply.
-    proposals: HashMap<(ClientId, u64), Waiting>,
+    proposals: Waiters,
     reads: HashMap<ReadId, (Bytes, oneshot::Sender<ReadOutcome>)>,
     next_read: u64,
     link: Rc<dyn PeerLink>,
@@ -612,51 +613,6 @@ enum Unsaved {
     Encoding(SnapshotError),
     /// The file could not be written: fatal.
     Writing(SnapshotError),
-}
-
-/// Where a proposal's outcome goes.
-enum Answer {
-    /// A proposal of its own.
-    One(oneshot::Sender<ProposeOutcome>),
-    /// Place `.1` of a request's commands.
-    Part(Rc<RefCell<Many>>, usize),
-}
-
-/// A request's commands' outcomes, sent together once all are known. If
-/// the group stops with some unknown, the request's channel closes and its
-/// handle answers `Stopped` for all.
-struct Many {
-    outcomes: Vec<ProposeOutcome>,
-    left: usize,
-    reply: Option<oneshot::Sender<Vec<ProposeOutcome>>>,
-}
-
-impl Answer {
-    fn send(self, outcome: ProposeOutcome) {
-        match self {
-            Answer::One(reply) => {
-                let _ = reply.send(outcome);
-            }
-            Answer::Part(many, at) => {
-                let mut many = many.borrow_mut();
-                many.outcomes[at] = outcome;
-                many.left -= 1;
-                if many.left == 0 {
-                    let outcomes = std::mem::take(&mut many.outcomes);
-                    if let Some(reply) = many.reply.take() {
-                        let _ = reply.send(outcomes);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A proposal made here, waiting for its slot to apply.
-struct Waiting {
-    reply: Answer,
-    /// When the batch of proposals holding it was taken in.
-    since: Instant,
 }
 
 /// A group's snapshot bookkeeping.
@@ -805,7 +761,9 @@ impl<S: StateMachine> GroupDriver<S> {
         reply: oneshot::Sender<ProposeOutcome>,
         commands: &mut Vec<Command>,
     ) {
-        self.wait_for(&command, Answer::One(reply), Instant::now());
+        let now = Instant::now();
+        self.proposals
+            .wait(std::slice::from_ref(&command), Answer::One(reply), now);
         commands.push(command);
     }
 
@@ -816,28 +774,9 @@ impl<S: StateMachine> GroupDriver<S> {
         reply: oneshot::Sender<Vec<ProposeOutcome>>,
         commands: &mut Vec<Command>,
     ) {
-        let now = Instant::now();
-        let many = Rc::new(RefCell::new(Many {
-            outcomes: vec![ProposeOutcome::Stopped; proposals.len()],
-            left: proposals.len(),
-            reply: Some(reply),
-        }));
-        for (at, command) in proposals.into_iter().enumerate() {
-            self.wait_for(&command, Answer::Part(many.clone(), at), now);
-            commands.push(command);
-        }
-    }
-
-    fn wait_for(&mut self, command: &Command, reply: Answer, since: Instant) {
-        let waiting = Waiting { reply, since };
-        if let Some(older) = self
-            .proposals
-            .insert((command.client, command.seq), waiting)
-        {
-            // The same command proposed again while the first still waits: the
-            // newer proposal gets the outcome.
-            older.reply.send(ProposeOutcome::Stopped);
-        }
+        self.proposals
+            .wait(&proposals, Answer::Many(reply), Instant::now());
+        commands.extend(proposals);
     }
 
     fn carry_out(&mut self) -> Result<(), GroupError> {
@@ -1023,10 +962,11 @@ impl<S: StateMachine> GroupDriver<S> {
                 },
                 SessionOutcome::Stale => ProposeOutcome::Stale,
             };
-            if let Some(waiter) = self.proposals.remove(&(command.client, command.seq)) {
-                let seconds = now.saturating_duration_since(waiter.since).as_secs_f64();
-                self.metrics.commit_latency.observe(seconds);
-                waiter.reply.send(outcome);
+            if let Some(waited) = self
+                .proposals
+                .answer(command.client, command.seq, outcome, now)
+            {
+                self.metrics.commit_latency.observe(waited.as_secs_f64());
             }
         }
         self.status.applied.set(slot.next());
@@ -1039,9 +979,8 @@ impl<S: StateMachine> GroupDriver<S> {
                 seq,
                 reason,
             } => {
-                if let Some(waiter) = self.proposals.remove(&(client, seq)) {
-                    waiter.reply.send(ProposeOutcome::Refused(reason));
-                }
+                let refused = ProposeOutcome::Refused(reason);
+                self.proposals.answer(client, seq, refused, Instant::now());
             }
             Reply::ReadReady { id, commit } => {
                 // Commits are applied as they are emitted, so the state
@@ -1107,9 +1046,7 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     fn stop_waiters(&mut self) {
-        for (_, waiter) in self.proposals.drain() {
-            waiter.reply.send(ProposeOutcome::Stopped);
-        }
+        self.proposals.stop_all();
         for (_, (_, waiter)) in self.reads.drain() {
             let _ = waiter.send(ReadOutcome::Stopped);
         }

@@ -23,7 +23,8 @@ use crate::protocol::GroupId;
 /// One group's metrics; cheap to clone (the values are shared).
 #[derive(Clone, Debug)]
 pub struct GroupMetrics {
-    /// Seconds from a proposal reaching the group to its apply, at the leader.
+    /// Seconds from a proposal request reaching the group to the apply of
+    /// its last command, at the leader (one observation per request).
     pub commit_latency: Histogram,
     /// Commands in each committed slot.
     pub batch_commands: Histogram,
@@ -100,7 +101,7 @@ impl NodeMetrics {
         let m = metrics.clone();
         registry.register(
             "commit_latency_seconds",
-            "Proposal to apply at the leader",
+            "Proposal request to the apply of its last command, at the leader",
             m.commit_latency,
         );
         registry.register(

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod node;
 mod readable_log;
 pub mod snapshot;
+mod waiters;

@@ -1,0 +1,410 @@
+//! Proposals made on this node that wait for their commands to apply.
+//!
+//! A request's commands are kept as runs of consecutive sequence numbers of
+//! one client (a client batch is one run), not one entry per command: the
+//! leader looks each applied command up here, and a slot's commands come in
+//! request order, so almost every lookup is answered by the run the previous
+//! one was found in, without hashing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use slab::Slab;
+
+use super::group::ProposeOutcome;
+use crate::protocol::{ClientId, Command};
+
+/// Where a waiting request's outcomes go.
+pub(crate) enum Answer {
+    /// A proposal of one command.
+    One(oneshot::Sender<ProposeOutcome>),
+    /// A request of many, answered together once every one is known.
+    Many(oneshot::Sender<Vec<ProposeOutcome>>),
+}
+
+/// Waiting requests, found by any of their commands' `(client, seq)`.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    requests: Slab<Request>,
+    runs: Slab<Run>,
+    /// Per client: each waiting run's first sequence number, and the run.
+    /// A client's runs never overlap.
+    by_client: HashMap<ClientId, BTreeMap<u64, usize>>,
+    /// The run the latest lookup found.
+    last_found: Option<usize>,
+}
+
+struct Request {
+    reply: Answer,
+    /// One per command; `None` until known.
+    outcomes: Vec<Option<ProposeOutcome>>,
+    unknown: usize,
+    since: Instant,
+}
+
+/// Commands `first..=last` of `client`, places `at..` of their request.
+struct Run {
+    client: ClientId,
+    first: u64,
+    last: u64,
+    request: usize,
+    at: usize,
+    unknown: u64,
+}
+
+impl Waiters {
+    /// Waits for `commands`' outcomes, sent to `reply` together (one for
+    /// `Answer::One`) once all are known. A command already waiting from
+    /// an earlier request is taken over by this one: the earlier run it
+    /// was in is told `Stopped`, as a retry supersedes its first try.
+    pub(crate) fn wait(&mut self, commands: &[Command], reply: Answer, since: Instant) {
+        debug_assert!(!matches!(reply, Answer::One(_)) || commands.len() == 1);
+        if commands.is_empty() {
+            if let Answer::Many(reply) = reply {
+                let _ = reply.send(Vec::new());
+            }
+            return;
+        }
+        let request = self.requests.insert(Request {
+            reply,
+            outcomes: vec![None; commands.len()],
+            unknown: commands.len(),
+            since,
+        });
+        let mut at = 0;
+        while at < commands.len() {
+            let (client, first) = (commands[at].client, commands[at].seq);
+            let mut last = first;
+            let mut len = 1;
+            while let Some(next) = commands.get(at + len) {
+                if next.client != client || Some(next.seq) != last.checked_add(1) {
+                    break;
+                }
+                last = next.seq;
+                len += 1;
+            }
+            self.add_run(client, first, last, request, at);
+            at += len;
+        }
+    }
+
+    fn add_run(&mut self, client: ClientId, first: u64, last: u64, request: usize, at: usize) {
+        let overlapping: Vec<usize> = match self.by_client.get(&client) {
+            Some(runs) => runs
+                .range(..=last)
+                .rev()
+                .map(|(_, &run)| run)
+                .take_while(|&run| self.runs[run].last >= first)
+                .collect(),
+            None => Vec::new(),
+        };
+        for run in overlapping {
+            self.finish_run(run, ProposeOutcome::Stopped);
+        }
+        let run = self.runs.insert(Run {
+            client,
+            first,
+            last,
+            request,
+            at,
+            unknown: last - first + 1,
+        });
+        self.by_client.entry(client).or_default().insert(first, run);
+    }
+
+    /// Tells whoever waits for `(client, seq)` its outcome; returns how long
+    /// its request had waited at `now` if this was its last unknown command.
+    pub(crate) fn answer(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        outcome: ProposeOutcome,
+        now: Instant,
+    ) -> Option<Duration> {
+        let run = self.find(client, seq)?;
+        let Run {
+            first, request, at, ..
+        } = self.runs[run];
+        let place = at + (seq - first) as usize;
+        let waited = self.settle(request, place, outcome, now);
+        let run_state = &mut self.runs[run];
+        run_state.unknown -= 1;
+        if run_state.unknown == 0 {
+            self.remove_run(run);
+        }
+        waited
+    }
+
+    fn find(&mut self, client: ClientId, seq: u64) -> Option<usize> {
+        let holds = |run: &Run| run.client == client && run.first <= seq && seq <= run.last;
+        let run = match self.last_found {
+            Some(run) if self.runs.get(run).is_some_and(holds) => run,
+            _ => {
+                let (_, &run) = self.by_client.get(&client)?.range(..=seq).next_back()?;
+                if !holds(&self.runs[run]) {
+                    return None;
+                }
+                self.last_found = Some(run);
+                run
+            }
+        };
+        let Run {
+            first, request, at, ..
+        } = self.runs[run];
+        // Answered already (refused, say, then applied by a later leader).
+        self.requests[request].outcomes[at + (seq - first) as usize]
+            .is_none()
+            .then_some(run)
+    }
+
+    /// Records one outcome; sends the request's answer if it was the last.
+    fn settle(
+        &mut self,
+        request: usize,
+        place: usize,
+        outcome: ProposeOutcome,
+        now: Instant,
+    ) -> Option<Duration> {
+        let state = &mut self.requests[request];
+        debug_assert!(state.outcomes[place].is_none());
+        state.outcomes[place] = Some(outcome);
+        state.unknown -= 1;
+        if state.unknown > 0 {
+            return None;
+        }
+        let state = self.requests.remove(request);
+        let waited = now.saturating_duration_since(state.since);
+        let mut outcomes = state
+            .outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(ProposeOutcome::Stopped));
+        match state.reply {
+            Answer::One(reply) => {
+                let _ = reply.send(outcomes.next().unwrap_or(ProposeOutcome::Stopped));
+            }
+            Answer::Many(reply) => {
+                let _ = reply.send(outcomes.collect());
+            }
+        }
+        Some(waited)
+    }
+
+    /// Gives every command of `run` still unknown `outcome`, and drops it.
+    fn finish_run(&mut self, run: usize, outcome: ProposeOutcome) {
+        let now = Instant::now();
+        let Run {
+            first,
+            last,
+            request,
+            at,
+            ..
+        } = self.runs[run];
+        for place in at..=at + (last - first) as usize {
+            if self.requests[request].outcomes[place].is_none()
+                && self.settle(request, place, outcome.clone(), now).is_some()
+            {
+                break;
+            }
+        }
+        self.remove_run(run);
+    }
+
+    fn remove_run(&mut self, run: usize) {
+        let Run { client, first, .. } = self.runs.remove(run);
+        if let Some(runs) = self.by_client.get_mut(&client) {
+            runs.remove(&first);
+            if runs.is_empty() {
+                self.by_client.remove(&client);
+            }
+        }
+        if self.last_found == Some(run) {
+            self.last_found = None;
+        }
+    }
+
+    /// Answers every waiting command `Stopped`.
+    pub(crate) fn stop_all(&mut self) {
+        let runs: Vec<usize> = self.runs.iter().map(|(run, _)| run).collect();
+        for run in runs {
+            self.finish_run(run, ProposeOutcome::Stopped);
+        }
+        debug_assert!(self.requests.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::protocol::LogIndex;
+
+    fn command(client: u64, seq: u64) -> Command {
+        Command {
+            client: ClientId(client),
+            seq,
+            data: Bytes::new(),
+        }
+    }
+
+    fn applied(index: u64) -> ProposeOutcome {
+        ProposeOutcome::Applied {
+            index: LogIndex(index),
+            reply: Bytes::new(),
+        }
+    }
+
+    fn many(waiters: &mut Waiters, commands: &[Command]) -> oneshot::Receiver<Vec<ProposeOutcome>> {
+        let (tx, rx) = oneshot::channel();
+        waiters.wait(commands, Answer::Many(tx), Instant::now());
+        rx
+    }
+
+    #[test]
+    fn a_batch_is_answered_once_every_command_is_known_each_in_its_place() {
+        let mut waiters = Waiters::default();
+        let commands: Vec<Command> = (10..14).map(|seq| command(7, seq)).collect();
+        let mut rx = many(&mut waiters, &commands);
+        let now = Instant::now();
+        assert_eq!(waiters.answer(ClientId(7), 12, applied(2), now), None);
+        assert_eq!(waiters.answer(ClientId(7), 10, applied(0), now), None);
+        // Twice, or not waited for: nothing changes.
+        assert_eq!(waiters.answer(ClientId(7), 10, applied(99), now), None);
+        assert_eq!(waiters.answer(ClientId(7), 14, applied(99), now), None);
+        assert_eq!(waiters.answer(ClientId(8), 11, applied(99), now), None);
+        assert_eq!(
+            waiters.answer(ClientId(7), 13, ProposeOutcome::Stale, now),
+            None
+        );
+        assert_eq!(rx.try_recv(), Ok(None));
+        assert!(waiters.answer(ClientId(7), 11, applied(1), now).is_some());
+        let outcomes = rx.try_recv().unwrap().unwrap();
+        assert_eq!(
+            outcomes,
+            vec![applied(0), applied(1), applied(2), ProposeOutcome::Stale]
+        );
+        assert_eq!(waiters.requests.len(), 0);
+        assert!(waiters.by_client.is_empty() && waiters.runs.is_empty());
+    }
+
+    #[test]
+    fn a_request_of_several_clients_and_gaps_is_found_by_each_command() {
+        let mut waiters = Waiters::default();
+        let commands = [
+            command(1, 5),
+            command(1, 6),
+            command(2, 6),
+            command(1, 8),
+            command(0, u64::MAX - 1),
+            command(0, u64::MAX),
+        ];
+        let mut rx = many(&mut waiters, &commands);
+        assert_eq!(waiters.runs.len(), 4);
+        let now = Instant::now();
+        for (at, c) in commands.iter().enumerate().rev() {
+            assert_eq!(rx.try_recv(), Ok(None));
+            waiters.answer(c.client, c.seq, applied(at as u64), now);
+        }
+        let expected: Vec<_> = (0..commands.len() as u64).map(applied).collect();
+        assert_eq!(rx.try_recv().unwrap().unwrap(), expected);
+        assert!(waiters.runs.is_empty() && waiters.requests.is_empty());
+    }
+
+    #[test]
+    fn a_retry_takes_over_from_the_first_try_which_is_told_stopped() {
+        let mut waiters = Waiters::default();
+        let first: Vec<Command> = (0..4).map(|seq| command(3, seq)).collect();
+        let mut first_rx = many(&mut waiters, &first);
+        let now = Instant::now();
+        waiters.answer(ClientId(3), 0, applied(0), now);
+        let retry: Vec<Command> = (2..6).map(|seq| command(3, seq)).collect();
+        let mut retry_rx = many(&mut waiters, &retry);
+        assert_eq!(
+            first_rx.try_recv().unwrap().unwrap(),
+            vec![
+                applied(0),
+                ProposeOutcome::Stopped,
+                ProposeOutcome::Stopped,
+                ProposeOutcome::Stopped
+            ]
+        );
+        // Only the retry waits now: seq 1 belonged to the first try alone.
+        waiters.answer(ClientId(3), 1, applied(1), now);
+        for seq in 2..6 {
+            waiters.answer(ClientId(3), seq, applied(seq), now);
+        }
+        let expected: Vec<_> = (2..6).map(applied).collect();
+        assert_eq!(retry_rx.try_recv().unwrap().unwrap(), expected);
+        assert_eq!(waiters.requests.len(), 0);
+    }
+
+    #[test]
+    fn stopping_answers_what_is_unknown_and_keeps_what_is_known() {
+        let mut waiters = Waiters::default();
+        let (tx, mut one) = oneshot::channel();
+        waiters.wait(&[command(1, 1)], Answer::One(tx), Instant::now());
+        let mut batch = many(&mut waiters, &[command(2, 1), command(2, 2)]);
+        let mut empty = many(&mut waiters, &[]);
+        assert_eq!(empty.try_recv(), Ok(Some(Vec::new())));
+        waiters.answer(ClientId(2), 2, applied(9), Instant::now());
+        waiters.stop_all();
+        assert_eq!(one.try_recv(), Ok(Some(ProposeOutcome::Stopped)));
+        assert_eq!(
+            batch.try_recv(),
+            Ok(Some(vec![ProposeOutcome::Stopped, applied(9)]))
+        );
+        assert_eq!(waiters.requests.len(), 0);
+    }
+
+    proptest! {
+        /// Against one map entry per command: requests that never share a
+        /// command get the same answers, whatever order their commands are
+        /// answered in, and each exactly once.
+        #[test]
+        fn agrees_with_a_map_entry_per_command(
+            requests in proptest::collection::vec(
+                proptest::collection::vec((0u64..3, 0u64..6), 1..8), 1..12),
+            order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..80),
+        ) {
+            let mut waiters = Waiters::default();
+            let mut taken = std::collections::HashSet::new();
+            let mut expected: Vec<Vec<ProposeOutcome>> = Vec::new();
+            let mut receivers = Vec::new();
+            let mut by_command = HashMap::new();
+            for request in &requests {
+                // Disjoint from every other request, as the model needs.
+                let commands: Vec<Command> = request
+                    .iter()
+                    .map(|&(client, seq)| (client, expected.len() as u64 * 16 + seq))
+                    .filter(|key| taken.insert(*key))
+                    .map(|(client, seq)| command(client, seq))
+                    .collect();
+                for (place, c) in commands.iter().enumerate() {
+                    by_command.insert((c.client, c.seq), (expected.len(), place));
+                }
+                expected.push(vec![ProposeOutcome::Stopped; commands.len()]);
+                receivers.push(many(&mut waiters, &commands));
+            }
+            let mut keys: Vec<(ClientId, u64)> = by_command.keys().copied().collect();
+            keys.sort();
+            let now = Instant::now();
+            for (n, pick) in order.iter().enumerate() {
+                let key = keys[pick.index(keys.len())];
+                let outcome = applied(n as u64);
+                if let Some((request, place)) = by_command.remove(&key) {
+                    expected[request][place] = outcome.clone();
+                }
+                waiters.answer(key.0, key.1, outcome, now);
+            }
+            waiters.stop_all();
+            prop_assert_eq!(waiters.requests.len(), 0);
+            for (mut rx, expected) in receivers.into_iter().zip(expected) {
+                prop_assert_eq!(rx.try_recv(), Ok(Some(expected)));
+            }
+        }
+    }
+}
