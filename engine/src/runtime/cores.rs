@@ -36,7 +36,7 @@ use super::group::{
     ProposeOutcome, ReadOutcome, StatusView,
 };
 use super::kv::{KvCommand, KvReply};
-use super::machine::{append_command, get_query, kv_command, log_query};
+use super::machine::{append_command, append_commands, get_query, kv_command, log_query};
 use super::metrics::{GroupMetrics, NodeMetrics, PeerLabel};
 use super::node::{
     core_addr, core_of, group_config, limits, NodeError, NodeOptions, INSECURE_SECRET,
@@ -701,13 +701,13 @@ async fn append_batch(
         return ClientResponse::Error("sequence numbers overflow".into());
     };
     debug_assert!(last >= seq);
-    let commands = items
-        .iter()
+    let commands = append_commands(&items)
+        .into_iter()
         .enumerate()
         .map(|(i, data)| Command {
             client,
             seq: seq + i as u64,
-            data: append_command(data),
+            data,
         })
         .collect();
     let mut indexes = Vec::with_capacity(items.len());

@@ -29,6 +29,7 @@ use rkyv::util::AlignedVec;
 use synod_wal::{Position, Wal, WalConfig, WalError};
 use thiserror::Error;
 
+use super::apply::apply_batch;
 use super::codec::{
     decode_write, encode_envelope, encode_write, BatchLimits, DecodeError, KIND_PEER_MESSAGE,
     KIND_WAL_WRITE,
@@ -38,12 +39,12 @@ use super::snapshot::{
     self, chunks, encode_chunk, GroupSessions, Incoming, Snapshot, SnapshotChunk, SnapshotError,
     SnapshotPolicy, KIND_SNAPSHOT_CHUNK,
 };
-use super::state_machine::{Applying, StateMachine};
+use super::state_machine::StateMachine;
 use super::waiters::{Answer, Waiters};
 use crate::protocol::{
     Action, Actions, Ballot, Batch, ClientId, Command, Config, ConfigError, DurableState, Envelope,
-    GroupId, Input, LogIndex, NodeId, ReadId, Refusal, Replica, Reply, SessionOutcome, Sessions,
-    Slot, SyncId, Write,
+    GroupId, Input, LogIndex, NodeId, ReadId, Refusal, Replica, Reply, Sessions, Slot, SyncId,
+    Write,
 };
 
 /// How long a snapshot transfer may wait on a full peer queue before it
@@ -607,6 +608,28 @@ struct GroupDriver<S> {
     rebuild_marker: Option<PathBuf>,
 }
 
+/// Hands `committed` to every subscriber; one that has fallen too far
+/// behind, or has gone, is dropped.
+fn publish(
+    group: GroupId,
+    subscribers: &mut Vec<crossbeam_channel::Sender<Committed>>,
+    committed: Committed,
+) {
+    if subscribers.is_empty() {
+        return;
+    }
+    subscribers.retain(|subscriber| {
+        let kept = subscriber.try_send(committed.clone()).is_ok();
+        if !kept {
+            tracing::info!(
+                group = group.0,
+                "commit subscriber gone or lagging; dropped"
+            );
+        }
+        kept
+    });
+}
+
 /// Why a snapshot was not saved.
 enum Unsaved {
     /// It could not be encoded: logged, the log stays uncompacted.
@@ -929,46 +952,27 @@ impl<S: StateMachine> GroupDriver<S> {
         self.metrics.batch_commands.observe(f64::from(batch.len()));
         self.snapshots.applied_next_index = LogIndex(first_index.0 + u64::from(batch.len()));
         let now = Instant::now();
-        for (offset, command) in batch.iter().enumerate() {
-            let index = LogIndex(first_index.0 + offset as u64);
-            let outcome = match self.sessions.check(command.client, command.seq) {
-                SessionOutcome::Fresh => {
-                    let reply = self
-                        .machine
-                        .apply(&[Applying {
-                            index,
-                            data: command.data,
-                        }])
-                        .pop()
-                        .unwrap_or_default();
-                    self.sessions.record(
-                        command.client,
-                        command.seq,
-                        index,
-                        (index, reply.clone()),
-                    );
-                    self.publish(Committed::Entry {
-                        index,
-                        data: batch.bytes().slice_ref(command.data),
-                    });
-                    ProposeOutcome::Applied { index, reply }
+        let (proposals, metrics) = (&mut self.proposals, &self.metrics);
+        let subscribers = &mut self.subscribers;
+        let group = self.group;
+        apply_batch(
+            &mut self.machine,
+            &mut self.sessions,
+            first_index,
+            batch,
+            |applied| {
+                if let (Some(data), false) = (applied.data, subscribers.is_empty()) {
+                    let data = batch.bytes().slice_ref(data);
+                    let index = applied.index;
+                    publish(group, subscribers, Committed::Entry { index, data });
                 }
-                SessionOutcome::Duplicate {
-                    reply: (index, reply),
-                    ..
-                } => ProposeOutcome::Applied {
-                    index: *index,
-                    reply: reply.clone(),
-                },
-                SessionOutcome::Stale => ProposeOutcome::Stale,
-            };
-            if let Some(waited) = self
-                .proposals
-                .answer(command.client, command.seq, outcome, now)
-            {
-                self.metrics.commit_latency.observe(waited.as_secs_f64());
-            }
-        }
+                if let Some(waited) =
+                    proposals.answer(applied.client, applied.seq, applied.outcome, now)
+                {
+                    metrics.commit_latency.observe(waited.as_secs_f64());
+                }
+            },
+        );
         self.status.applied.set(slot.next());
     }
 
@@ -1001,17 +1005,7 @@ impl<S: StateMachine> GroupDriver<S> {
     /// Hands `committed` to every subscriber; one that has fallen too far
     /// behind, or has gone, is dropped.
     fn publish(&mut self, committed: Committed) {
-        if self.subscribers.is_empty() {
-            return;
-        }
-        let group = self.group.0;
-        self.subscribers.retain(|subscriber| {
-            let kept = subscriber.try_send(committed.clone()).is_ok();
-            if !kept {
-                tracing::info!(group, "commit subscriber gone or lagging; dropped");
-            }
-            kept
-        });
+        publish(self.group, &mut self.subscribers, committed);
     }
 
     /// Tells the replica when the transport has lost its leader for

@@ -52,6 +52,28 @@ pub fn append_command(data: &[u8]) -> Bytes {
     tagged(TAG_APPEND, data)
 }
 
+/// Tags raw appends for the log, all in one buffer that the commands
+/// share (one allocation for a client batch, not one per item).
+pub fn append_commands<T: AsRef<[u8]>>(items: &[T]) -> Vec<Bytes> {
+    let total = items.iter().map(|item| item.as_ref().len() + 1).sum();
+    let mut buffer = Vec::with_capacity(total);
+    for item in items {
+        buffer.push(TAG_APPEND);
+        buffer.extend_from_slice(item.as_ref());
+    }
+    let buffer = Bytes::from(buffer);
+    let mut start = 0;
+    items
+        .iter()
+        .map(|item| {
+            let end = start + 1 + item.as_ref().len();
+            let command = buffer.slice(start..end);
+            start = end;
+            command
+        })
+        .collect()
+}
+
 /// Tags a KV command for the log.
 pub fn kv_command(command: &KvCommand) -> Bytes {
     tagged(TAG_KV, &command.encode())
@@ -230,6 +252,15 @@ fn describe(op: &KvOp) -> String {
 mod tests {
     use super::*;
     use crate::protocol::LogIndex;
+
+    #[test]
+    fn appends_tagged_together_are_each_the_append_tagged_alone() {
+        let items: [&[u8]; 4] = [b"a", b"", b"longer item", b"z"];
+        let together = append_commands(&items);
+        let alone: Vec<Bytes> = items.iter().map(|item| append_command(item)).collect();
+        assert_eq!(together, alone);
+        assert!(append_commands::<&[u8]>(&[]).is_empty());
+    }
 
     #[test]
     fn appends_and_kv_writes_share_one_readable_log() {

@@ -1,5 +1,6 @@
 //! The runtime: drives protocol replicas with the WAL and the transport.
 
+mod apply;
 mod archive;
 pub mod codec;
 pub mod kv;
