@@ -532,12 +532,17 @@ fn groups_spread_over_cores_each_keep_their_own_log() {
 
 /// Sends one client request from a glommio executor of its own.
 fn raw_request(addr: SocketAddr, request: ClientRequest) -> ClientResponse {
+    raw_body(addr, request.encode())
+}
+
+/// Sends one client request body, whatever its bytes.
+fn raw_body(addr: SocketAddr, body: Vec<u8>) -> ClientResponse {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(256 << 10)
         .spawn(move || async move {
             let client = synod_net::Client::new(synod_net::ClientConfig::new(vec![addr])).unwrap();
             let reply = client
-                .request(KIND_CLIENT_REQUEST, &request.encode())
+                .request(KIND_CLIENT_REQUEST, &body)
                 .await
                 .expect("the node answers");
             ClientResponse::decode(&reply.body).expect("a reply")
@@ -599,6 +604,49 @@ fn a_batch_of_appends_applies_each_once_even_when_retried() {
         },
     };
     assert!(matches!(raw_request(addr, empty), ClientResponse::Error(_)));
+    // A batch cut short, or bytes that are no request, are refused with a
+    // reason; nothing is appended and the node goes on serving.
+    let whole = ClientRequest {
+        group: 0,
+        op: ClientOp::AppendBatch {
+            client: 79,
+            seq: 1,
+            items: vec![b"never".to_vec(); 8],
+        },
+    }
+    .encode();
+    for body in [
+        whole[..whole.len() - 3].to_vec(),
+        vec![0xa5; 64],
+        Vec::new(),
+    ] {
+        let answer = raw_body(addr, body);
+        assert!(
+            matches!(&answer, ClientResponse::Error(reason) if reason.starts_with("malformed")),
+            "{answer:?}"
+        );
+    }
+    let ClientResponse::AppendedBatch { indexes } = raw_request(addr, batch_of(80, &["after"]))
+    else {
+        panic!("the node stopped serving batches");
+    };
+    // Nothing came in between: the retry's three commands took the three
+    // indexes after the first batch (chosen, though not applied again).
+    assert_eq!(indexes, vec![Some(first[2] + 4)]);
+    for i in 0..3 {
+        assert_log_holds(&cluster, i, &acked);
+    }
+}
+
+fn batch_of(client: u64, items: &[&str]) -> ClientRequest {
+    ClientRequest {
+        group: 0,
+        op: ClientOp::AppendBatch {
+            client,
+            seq: 1,
+            items: items.iter().map(|item| item.as_bytes().to_vec()).collect(),
+        },
+    }
 }
 
 /// Slots applied in `group` on the node at `addr`.

@@ -6,6 +6,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
+use rkyv::Portable;
 
 /// Serializes `value`; in memory this cannot fail.
 pub(crate) fn to_bytes<T>(value: &T) -> AlignedVec
@@ -26,4 +27,44 @@ where
     let mut aligned = AlignedVec::<16>::new();
     aligned.extend_from_slice(bytes);
     rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| e.to_string())
+}
+
+/// Bytes from outside, 16-byte aligned for in-place access: borrowed when
+/// they already are, copied once when not.
+pub(crate) enum Aligned<'a> {
+    Borrowed(&'a [u8]),
+    Copied(AlignedVec<16>),
+}
+
+impl<'a> Aligned<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Aligned<'a> {
+        if (bytes.as_ptr() as usize).is_multiple_of(16) {
+            return Aligned::Borrowed(bytes);
+        }
+        let mut copy = AlignedVec::<16>::new();
+        copy.extend_from_slice(bytes);
+        Aligned::Copied(copy)
+    }
+
+    /// Checks (bytecheck) the archived value in place, without
+    /// deserializing it.
+    pub(crate) fn access<A>(&self) -> Result<&A, String>
+    where
+        A: Portable + for<'b> CheckBytes<HighValidator<'b, rancor::Error>>,
+    {
+        let bytes = match self {
+            Aligned::Borrowed(bytes) => bytes,
+            Aligned::Copied(copy) => copy.as_slice(),
+        };
+        rkyv::access::<A, rancor::Error>(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Deserializes an archived value already checked by [`Aligned::access`].
+pub(crate) fn deserialize<T>(archived: &T::Archived) -> Result<T, String>
+where
+    T: rkyv::Archive,
+    T::Archived: rkyv::Deserialize<T, HighDeserializer<rancor::Error>>,
+{
+    rkyv::deserialize::<T, rancor::Error>(archived).map_err(|e| e.to_string())
 }

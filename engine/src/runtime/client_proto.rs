@@ -12,6 +12,7 @@ pub const KIND_CLIENT_REPLY: u16 = 33;
 /// Items one `AppendBatch` may carry.
 pub const APPEND_BATCH_MAX: usize = 4096;
 
+pub(crate) use wire::{ArchivedClientOp, ArchivedClientRequest};
 pub use wire::{ClientOp, ClientRequest, ClientResponse, LogEntry};
 
 /// The formats. rkyv derives archived types beside each, without docs.

@@ -26,9 +26,10 @@ use rkyv::util::AlignedVec;
 use synod_net::{ClientListener, ClientListenerConfig, Inbox, PeerConfig, Secret, Transport};
 use synod_wal::WalConfig;
 
+use super::archive::{deserialize, Aligned};
 use super::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, APPEND_BATCH_MAX, KIND_CLIENT_REPLY,
-    KIND_CLIENT_REQUEST,
+    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse,
+    APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
 };
 use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
 use super::group::{
@@ -596,16 +597,38 @@ impl Router {
         if kind != KIND_CLIENT_REQUEST {
             return ClientResponse::Error(format!("unknown request kind {kind}"));
         }
-        let request = match ClientRequest::decode(body) {
-            Ok(request) => request,
+        // Checked in place: a batch of appends on this core goes from the
+        // frame into its commands with one copy, not through a `Vec` per item.
+        let body = Aligned::new(body);
+        let archived = match body.access::<ArchivedClientRequest>() {
+            Ok(archived) => archived,
             Err(reason) => return ClientResponse::Error(format!("malformed request: {reason}")),
         };
-        if request.group >= self.groups_total {
+        let group = archived.group.to_native();
+        if group >= self.groups_total {
             return ClientResponse::Error(format!(
-                "no group {} (this node hosts {})",
-                request.group, self.groups_total
+                "no group {group} (this node hosts {})",
+                self.groups_total
             ));
         }
+        let request = match (core_of(group, self.cores) == self.core, &archived.op) {
+            (true, ArchivedClientOp::AppendBatch { client, seq, items }) => {
+                return match self.local.get(&group) {
+                    Some((handle, _)) => {
+                        let items: Vec<&[u8]> = items.iter().map(|item| item.as_slice()).collect();
+                        let (client, seq) = (ClientId(client.to_native()), seq.to_native());
+                        append_batch(handle, client, seq, &items).await
+                    }
+                    None => ClientResponse::Error(format!("group {group} missing")),
+                };
+            }
+            _ => match deserialize::<ClientRequest>(archived) {
+                Ok(request) => request,
+                Err(reason) => {
+                    return ClientResponse::Error(format!("malformed request: {reason}"))
+                }
+            },
+        };
         match core_of(request.group, self.cores) {
             core if core == self.core => match self.local.get(&request.group) {
                 Some((handle, status)) => answer_op(self.node, handle, status, request.op).await,
@@ -644,7 +667,7 @@ async fn answer_op(
             proposed(outcome, |index, _| ClientResponse::Appended { index })
         }
         ClientOp::AppendBatch { client, seq, items } => {
-            append_batch(handle, ClientId(client), seq, items).await
+            append_batch(handle, ClientId(client), seq, &items).await
         }
         ClientOp::Kv { client, seq, op } => {
             let command = kv_command(&KvCommand {
@@ -688,11 +711,11 @@ async fn answer_op(
 /// refused makes the whole answer that refusal: the client retries the
 /// batch with the same sequence numbers, and what was applied stays applied
 /// once (the session answers it as older than its last).
-async fn append_batch(
+async fn append_batch<T: AsRef<[u8]>>(
     handle: &GroupHandle,
     client: ClientId,
     seq: u64,
-    items: Vec<Vec<u8>>,
+    items: &[T],
 ) -> ClientResponse {
     if items.is_empty() || items.len() > APPEND_BATCH_MAX {
         return ClientResponse::Error(format!("a batch holds 1 to {APPEND_BATCH_MAX} items"));
@@ -701,7 +724,7 @@ async fn append_batch(
         return ClientResponse::Error("sequence numbers overflow".into());
     };
     debug_assert!(last >= seq);
-    let commands = append_commands(&items)
+    let commands = append_commands(items)
         .into_iter()
         .enumerate()
         .map(|(i, data)| Command {
