@@ -597,8 +597,8 @@ impl Router {
         if kind != KIND_CLIENT_REQUEST {
             return ClientResponse::Error(format!("unknown request kind {kind}"));
         }
-        // Checked in place: a batch of appends on this core goes from the
-        // frame into its commands with one copy, not through a `Vec` per item.
+        // Checked in place: appends to a group on this core go from the
+        // frame into their commands with one copy, not through a `Vec` each.
         let body = Aligned::new(body);
         let archived = match body.access::<ArchivedClientRequest>() {
             Ok(archived) => archived,
@@ -611,16 +611,19 @@ impl Router {
                 self.groups_total
             ));
         }
-        let request = match (core_of(group, self.cores) == self.core, &archived.op) {
-            (true, ArchivedClientOp::AppendBatch { client, seq, items }) => {
-                return match self.local.get(&group) {
-                    Some((handle, _)) => {
-                        let items: Vec<&[u8]> = items.iter().map(|item| item.as_slice()).collect();
-                        let (client, seq) = (ClientId(client.to_native()), seq.to_native());
-                        append_batch(handle, client, seq, &items).await
-                    }
-                    None => ClientResponse::Error(format!("group {group} missing")),
-                };
+        let local = match core_of(group, self.cores) == self.core {
+            true => self.local.get(&group),
+            false => None,
+        };
+        let request = match (local, &archived.op) {
+            (Some((handle, _)), ArchivedClientOp::Append { client, seq, data }) => {
+                let (client, seq) = (ClientId(client.to_native()), seq.to_native());
+                return append(handle, client, seq, data.as_slice()).await;
+            }
+            (Some((handle, _)), ArchivedClientOp::AppendBatch { client, seq, items }) => {
+                let items: Vec<&[u8]> = items.iter().map(|item| item.as_slice()).collect();
+                let (client, seq) = (ClientId(client.to_native()), seq.to_native());
+                return append_batch(handle, client, seq, &items).await;
             }
             _ => match deserialize::<ClientRequest>(archived) {
                 Ok(request) => request,
@@ -661,10 +664,7 @@ async fn answer_op(
 ) -> ClientResponse {
     match op {
         ClientOp::Append { client, seq, data } => {
-            let outcome = handle
-                .propose(ClientId(client), seq, append_command(&data))
-                .await;
-            proposed(outcome, |index, _| ClientResponse::Appended { index })
+            append(handle, ClientId(client), seq, &data).await
         }
         ClientOp::AppendBatch { client, seq, items } => {
             append_batch(handle, ClientId(client), seq, &items).await
@@ -711,6 +711,11 @@ async fn answer_op(
 /// refused makes the whole answer that refusal: the client retries the
 /// batch with the same sequence numbers, and what was applied stays applied
 /// once (the session answers it as older than its last).
+async fn append(handle: &GroupHandle, client: ClientId, seq: u64, data: &[u8]) -> ClientResponse {
+    let outcome = handle.propose(client, seq, append_command(data)).await;
+    proposed(outcome, |index, _| ClientResponse::Appended { index })
+}
+
 async fn append_batch<T: AsRef<[u8]>>(
     handle: &GroupHandle,
     client: ClientId,

@@ -4,9 +4,10 @@
 //! one client (a client batch is one run), not one entry per command: the
 //! leader looks each applied command up here, and a slot's commands come in
 //! request order, so almost every lookup is answered by the run the previous
-//! one was found in, without hashing.
+//! one was found in, without a search. A request of one command costs no
+//! allocation of its own beyond its map and slab entries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
@@ -28,19 +29,36 @@ pub(crate) enum Answer {
 pub(crate) struct Waiters {
     requests: Slab<Request>,
     runs: Slab<Run>,
-    /// Per client: each waiting run's first sequence number, and the run.
-    /// A client's runs never overlap.
-    by_client: HashMap<ClientId, BTreeMap<u64, usize>>,
+    /// Each waiting run by its client and first sequence number. A
+    /// client's runs never overlap.
+    by_start: BTreeMap<(ClientId, u64), usize>,
     /// The run the latest lookup found.
     last_found: Option<usize>,
 }
 
 struct Request {
-    reply: Answer,
-    /// One per command; `None` until known.
-    outcomes: Vec<Option<ProposeOutcome>>,
-    unknown: usize,
+    pending: Pending,
     since: Instant,
+}
+
+enum Pending {
+    /// Its one command is unknown while the request waits.
+    One(oneshot::Sender<ProposeOutcome>),
+    Many {
+        reply: oneshot::Sender<Vec<ProposeOutcome>>,
+        /// One per command; `None` until known.
+        outcomes: Vec<Option<ProposeOutcome>>,
+        unknown: usize,
+    },
+}
+
+impl Request {
+    fn known(&self, place: usize) -> bool {
+        match &self.pending {
+            Pending::One(_) => false,
+            Pending::Many { outcomes, .. } => outcomes[place].is_some(),
+        }
+    }
 }
 
 /// Commands `first..=last` of `client`, places `at..` of their request.
@@ -66,12 +84,15 @@ impl Waiters {
             }
             return;
         }
-        let request = self.requests.insert(Request {
-            reply,
-            outcomes: vec![None; commands.len()],
-            unknown: commands.len(),
-            since,
-        });
+        let pending = match reply {
+            Answer::One(reply) => Pending::One(reply),
+            Answer::Many(reply) => Pending::Many {
+                reply,
+                outcomes: vec![None; commands.len()],
+                unknown: commands.len(),
+            },
+        };
+        let request = self.requests.insert(Request { pending, since });
         let mut at = 0;
         while at < commands.len() {
             let (client, first) = (commands[at].client, commands[at].seq);
@@ -90,15 +111,13 @@ impl Waiters {
     }
 
     fn add_run(&mut self, client: ClientId, first: u64, last: u64, request: usize, at: usize) {
-        let overlapping: Vec<usize> = match self.by_client.get(&client) {
-            Some(runs) => runs
-                .range(..=last)
-                .rev()
-                .map(|(_, &run)| run)
-                .take_while(|&run| self.runs[run].last >= first)
-                .collect(),
-            None => Vec::new(),
-        };
+        let overlapping: Vec<usize> = self
+            .by_start
+            .range((client, 0)..=(client, last))
+            .rev()
+            .map(|(_, &run)| run)
+            .take_while(|&run| self.runs[run].last >= first)
+            .collect();
         for run in overlapping {
             self.finish_run(run, ProposeOutcome::Stopped);
         }
@@ -110,7 +129,7 @@ impl Waiters {
             at,
             unknown: last - first + 1,
         });
-        self.by_client.entry(client).or_default().insert(first, run);
+        self.by_start.insert((client, first), run);
     }
 
     /// Tells whoever waits for `(client, seq)` its outcome; returns how long
@@ -141,7 +160,7 @@ impl Waiters {
         let run = match self.last_found {
             Some(run) if self.runs.get(run).is_some_and(holds) => run,
             _ => {
-                let (_, &run) = self.by_client.get(&client)?.range(..=seq).next_back()?;
+                let (_, &run) = self.by_start.range(..=(client, seq)).next_back()?;
                 if !holds(&self.runs[run]) {
                     return None;
                 }
@@ -153,9 +172,7 @@ impl Waiters {
             first, request, at, ..
         } = self.runs[run];
         // Answered already (refused, say, then applied by a later leader).
-        self.requests[request].outcomes[at + (seq - first) as usize]
-            .is_none()
-            .then_some(run)
+        (!self.requests[request].known(at + (seq - first) as usize)).then_some(run)
     }
 
     /// Records one outcome; sends the request's answer if it was the last.
@@ -166,28 +183,35 @@ impl Waiters {
         outcome: ProposeOutcome,
         now: Instant,
     ) -> Option<Duration> {
-        let state = &mut self.requests[request];
-        debug_assert!(state.outcomes[place].is_none());
-        state.outcomes[place] = Some(outcome);
-        state.unknown -= 1;
-        if state.unknown > 0 {
-            return None;
+        let mut outcome = Some(outcome);
+        if let Pending::Many {
+            outcomes, unknown, ..
+        } = &mut self.requests[request].pending
+        {
+            debug_assert!(outcomes[place].is_none());
+            outcomes[place] = outcome.take();
+            *unknown -= 1;
+            if *unknown > 0 {
+                return None;
+            }
         }
         let state = self.requests.remove(request);
-        let waited = now.saturating_duration_since(state.since);
-        let mut outcomes = state
-            .outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(ProposeOutcome::Stopped));
-        match state.reply {
-            Answer::One(reply) => {
-                let _ = reply.send(outcomes.next().unwrap_or(ProposeOutcome::Stopped));
+        match state.pending {
+            Pending::One(reply) => {
+                let _ = reply.send(outcome.unwrap_or(ProposeOutcome::Stopped));
             }
-            Answer::Many(reply) => {
-                let _ = reply.send(outcomes.collect());
+            Pending::Many {
+                reply, outcomes, ..
+            } => {
+                let outcomes = outcomes.into_iter();
+                let _ = reply.send(
+                    outcomes
+                        .map(|o| o.unwrap_or(ProposeOutcome::Stopped))
+                        .collect(),
+                );
             }
         }
-        Some(waited)
+        Some(now.saturating_duration_since(state.since))
     }
 
     /// Gives every command of `run` still unknown `outcome`, and drops it.
@@ -201,7 +225,7 @@ impl Waiters {
             ..
         } = self.runs[run];
         for place in at..=at + (last - first) as usize {
-            if self.requests[request].outcomes[place].is_none()
+            if !self.requests[request].known(place)
                 && self.settle(request, place, outcome.clone(), now).is_some()
             {
                 break;
@@ -212,12 +236,7 @@ impl Waiters {
 
     fn remove_run(&mut self, run: usize) {
         let Run { client, first, .. } = self.runs.remove(run);
-        if let Some(runs) = self.by_client.get_mut(&client) {
-            runs.remove(&first);
-            if runs.is_empty() {
-                self.by_client.remove(&client);
-            }
-        }
+        self.by_start.remove(&(client, first));
         if self.last_found == Some(run) {
             self.last_found = None;
         }
@@ -288,7 +307,7 @@ mod tests {
             vec![applied(0), applied(1), applied(2), ProposeOutcome::Stale]
         );
         assert_eq!(waiters.requests.len(), 0);
-        assert!(waiters.by_client.is_empty() && waiters.runs.is_empty());
+        assert!(waiters.by_start.is_empty() && waiters.runs.is_empty());
     }
 
     #[test]
@@ -347,6 +366,12 @@ mod tests {
         let mut waiters = Waiters::default();
         let (tx, mut one) = oneshot::channel();
         waiters.wait(&[command(1, 1)], Answer::One(tx), Instant::now());
+        let (tx, mut answered) = oneshot::channel();
+        waiters.wait(&[command(1, 7)], Answer::One(tx), Instant::now());
+        assert!(waiters
+            .answer(ClientId(1), 7, applied(3), Instant::now())
+            .is_some());
+        assert_eq!(answered.try_recv(), Ok(Some(applied(3))));
         let mut batch = many(&mut waiters, &[command(2, 1), command(2, 2)]);
         let mut empty = many(&mut waiters, &[]);
         assert_eq!(empty.try_recv(), Ok(Some(Vec::new())));
