@@ -276,6 +276,63 @@ fn a_restart_from_a_snapshot_of_every_applied_slot_counts_them_applied() {
 }
 
 #[test]
+fn proposals_without_a_session_made_at_once_are_each_told_their_own_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start(dir.path(), &peers());
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    add(&handles, GroupId(0), 1, 1, 0);
+    let leader = handles
+        .iter()
+        .find(|h| block_on(h.status(GroupId(0))).is_some_and(|s| s.leading))
+        .expect("a leader")
+        .clone();
+    // Each thread adds 1, 2, 3, ... and so knows, from the sum it is
+    // answered, whether the answer is its own: the sums of proposals
+    // before it are smaller, and every value is added once.
+    let threads: Vec<JoinHandle<Vec<(LogIndex, u64, u64)>>> = (0..8)
+        .map(|t| {
+            let leader = leader.clone();
+            std::thread::spawn(move || {
+                (0..40u64)
+                    .map(|i| {
+                        let n = t * 1000 + i + 1;
+                        let data = Bytes::copy_from_slice(&n.to_le_bytes());
+                        match block_on(leader.propose(GroupId(0), data)) {
+                            ProposeOutcome::Applied { index, reply } => {
+                                (index, u64::from_le_bytes(reply[..].try_into().unwrap()), n)
+                            }
+                            other => panic!("proposal {n}: {other:?}"),
+                        }
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    let mut answers: Vec<(LogIndex, u64, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("every proposal applied"))
+        .collect();
+    answers.sort();
+    let indexes: BTreeSet<LogIndex> = answers.iter().map(|(index, ..)| *index).collect();
+    assert_eq!(indexes.len(), answers.len(), "two proposals told one index");
+    // Each answer is its own: the sum it was told grew by its own value
+    // since the answer before it in log order (the first one's since 0).
+    let mut before = 0;
+    for (index, sum, n) in &answers {
+        assert_eq!(sum - before, *n, "the answer at {index:?} is another's");
+        before = *sum;
+    }
+    let total: u64 = (0..8u64)
+        .flat_map(|t| (0..40u64).map(move |i| t * 1000 + i + 1))
+        .sum();
+    assert_eq!(answers.last().map(|a| a.1), Some(total));
+    assert_eq!(read_sum(&handles, GroupId(0)), total);
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+#[test]
 fn options_that_contradict_each_other_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let peers = peers();

@@ -621,7 +621,9 @@ impl Router {
                 return append(handle, client, seq, data.as_slice()).await;
             }
             (Some((handle, _)), ArchivedClientOp::AppendBatch { client, seq, items }) => {
-                let items: Vec<&[u8]> = items.iter().map(|item| item.as_slice()).collect();
+                // One past the limit is enough for `append_batch` to refuse.
+                let items = items.iter().take(APPEND_BATCH_MAX + 1);
+                let items: Vec<&[u8]> = items.map(|item| item.as_slice()).collect();
                 let (client, seq) = (ClientId(client.to_native()), seq.to_native());
                 return append_batch(handle, client, seq, &items).await;
             }
@@ -707,15 +709,16 @@ async fn answer_op(
     }
 }
 
-/// Proposes a batch's items as one client's consecutive commands. Any item
-/// refused makes the whole answer that refusal: the client retries the
-/// batch with the same sequence numbers, and what was applied stays applied
-/// once (the session answers it as older than its last).
+/// Proposes one append as `(client, seq)`.
 async fn append(handle: &GroupHandle, client: ClientId, seq: u64, data: &[u8]) -> ClientResponse {
     let outcome = handle.propose(client, seq, append_command(data)).await;
     proposed(outcome, |index, _| ClientResponse::Appended { index })
 }
 
+/// Proposes a batch's items as one client's consecutive commands. Any item
+/// refused makes the whole answer that refusal: the client retries the
+/// batch with the same sequence numbers, and what was applied stays applied
+/// once (the session answers it as older than its last).
 async fn append_batch<T: AsRef<[u8]>>(
     handle: &GroupHandle,
     client: ClientId,

@@ -249,6 +249,10 @@ pub struct GroupHandle {
 
 impl GroupHandle {
     /// Proposes `data` as `(client, seq)` and waits until it is applied.
+    /// Client 0 has no session: the group numbers such a command itself
+    /// (`seq` is ignored), and a retry of it may apply twice. A command
+    /// proposed again while it still waits here takes over the wait; the
+    /// earlier proposal is answered `Stopped`.
     pub async fn propose(&self, client: ClientId, seq: u64, data: Bytes) -> ProposeOutcome {
         let (tx, rx) = oneshot::channel();
         let command = Command { client, seq, data };
@@ -265,7 +269,9 @@ impl GroupHandle {
 
     /// Proposes `commands` in this order, as one input (so they share a
     /// slot and no other proposal comes between them); waits for them all.
-    /// One answer for all of them: no channel per command.
+    /// One answer for all of them: no channel per command. A command in
+    /// them already waiting from an earlier proposal takes over its wait
+    /// (that proposal is answered `Stopped` for it alone).
     pub async fn propose_many(&self, commands: Vec<Command>) -> Vec<ProposeOutcome> {
         let count = commands.len();
         let (tx, rx) = oneshot::channel();
@@ -461,6 +467,7 @@ pub async fn start_group<S: StateMachine>(
         proposals: Waiters::default(),
         reads: HashMap::new(),
         next_read: 0,
+        anonymous_seq: rand::random(),
         link,
         inputs: inputs.clone(),
         status: status.clone(),
@@ -593,6 +600,13 @@ struct GroupDriver<S> {
     proposals: Waiters,
     reads: HashMap<ReadId, (Bytes, oneshot::Sender<ReadOutcome>)>,
     next_read: u64,
+    /// The next sequence number given to a proposal without a session
+    /// (client 0), which the sessions ignore: numbered here so that its
+    /// waiter is told its own outcome, not that of another such proposal
+    /// waiting at the same time. Random from the start, so that a client-0
+    /// command proposed by another leader, or before a restart, is all but
+    /// sure not to match one waiting here.
+    anonymous_seq: u64,
     link: Rc<dyn PeerLink>,
     inputs: Rc<LocalSender<GroupInput>>,
     status: Rc<GroupStatus>,
@@ -784,6 +798,7 @@ impl<S: StateMachine> GroupDriver<S> {
         reply: oneshot::Sender<ProposeOutcome>,
         commands: &mut Vec<Command>,
     ) {
+        let command = self.numbered(command);
         let now = Instant::now();
         self.proposals
             .wait(std::slice::from_ref(&command), Answer::One(reply), now);
@@ -797,9 +812,19 @@ impl<S: StateMachine> GroupDriver<S> {
         reply: oneshot::Sender<Vec<ProposeOutcome>>,
         commands: &mut Vec<Command>,
     ) {
+        let proposals: Vec<Command> = proposals.into_iter().map(|c| self.numbered(c)).collect();
         self.proposals
             .wait(&proposals, Answer::Many(reply), Instant::now());
         commands.extend(proposals);
+    }
+
+    /// `command`, with a sequence number of its own if it has no session.
+    fn numbered(&mut self, mut command: Command) -> Command {
+        if command.client == ClientId(0) {
+            command.seq = self.anonymous_seq;
+            self.anonymous_seq = self.anonymous_seq.wrapping_add(1);
+        }
+        command
     }
 
     fn carry_out(&mut self) -> Result<(), GroupError> {

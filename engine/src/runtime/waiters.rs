@@ -74,8 +74,9 @@ struct Run {
 impl Waiters {
     /// Waits for `commands`' outcomes, sent to `reply` together (one for
     /// `Answer::One`) once all are known. A command already waiting from
-    /// an earlier request is taken over by this one: the earlier run it
-    /// was in is told `Stopped`, as a retry supersedes its first try.
+    /// an earlier request is taken over by this one, as a retry supersedes
+    /// its first try: the earlier request is told `Stopped` for it, and
+    /// goes on waiting for its other commands.
     pub(crate) fn wait(&mut self, commands: &[Command], reply: Answer, since: Instant) {
         debug_assert!(!matches!(reply, Answer::One(_)) || commands.len() == 1);
         if commands.is_empty() {
@@ -119,7 +120,19 @@ impl Waiters {
             .take_while(|&run| self.runs[run].last >= first)
             .collect();
         for run in overlapping {
-            self.finish_run(run, ProposeOutcome::Stopped);
+            self.cut_run(run, first, last, ProposeOutcome::Stopped);
+        }
+        self.insert_run(client, first, last, request, at);
+    }
+
+    /// Waits for the commands `first..=last` of `client`, places `at..` of
+    /// `request`, those of them still unknown.
+    fn insert_run(&mut self, client: ClientId, first: u64, last: u64, request: usize, at: usize) {
+        let state = &self.requests[request];
+        let places = at..=at + (last - first) as usize;
+        let unknown = places.filter(|&place| !state.known(place)).count() as u64;
+        if unknown == 0 {
+            return;
         }
         let run = self.runs.insert(Run {
             client,
@@ -127,7 +140,7 @@ impl Waiters {
             last,
             request,
             at,
-            unknown: last - first + 1,
+            unknown,
         });
         self.by_start.insert((client, first), run);
     }
@@ -214,39 +227,50 @@ impl Waiters {
         Some(now.saturating_duration_since(state.since))
     }
 
-    /// Gives every command of `run` still unknown `outcome`, and drops it.
-    fn finish_run(&mut self, run: usize, outcome: ProposeOutcome) {
-        let now = Instant::now();
+    /// Gives the commands `from..=to` of `run` still unknown `outcome`;
+    /// the rest of the run goes on waiting.
+    fn cut_run(&mut self, run: usize, from: u64, to: u64, outcome: ProposeOutcome) {
         let Run {
+            client,
             first,
             last,
             request,
             at,
             ..
-        } = self.runs[run];
-        for place in at..=at + (last - first) as usize {
+        } = self.remove_run(run);
+        let now = Instant::now();
+        for seq in from.max(first)..=to.min(last) {
+            let place = at + (seq - first) as usize;
             if !self.requests[request].known(place)
                 && self.settle(request, place, outcome.clone(), now).is_some()
             {
-                break;
+                // That was the request's last unknown command.
+                return;
             }
         }
-        self.remove_run(run);
+        if first < from {
+            self.insert_run(client, first, from - 1, request, at);
+        }
+        if last > to {
+            let after = at + (to + 1 - first) as usize;
+            self.insert_run(client, to + 1, last, request, after);
+        }
     }
 
-    fn remove_run(&mut self, run: usize) {
-        let Run { client, first, .. } = self.runs.remove(run);
-        self.by_start.remove(&(client, first));
+    fn remove_run(&mut self, run: usize) -> Run {
+        let removed = self.runs.remove(run);
+        self.by_start.remove(&(removed.client, removed.first));
         if self.last_found == Some(run) {
             self.last_found = None;
         }
+        removed
     }
 
     /// Answers every waiting command `Stopped`.
     pub(crate) fn stop_all(&mut self) {
         let runs: Vec<usize> = self.runs.iter().map(|(run, _)| run).collect();
         for run in runs {
-            self.finish_run(run, ProposeOutcome::Stopped);
+            self.cut_run(run, 0, u64::MAX, ProposeOutcome::Stopped);
         }
         debug_assert!(self.requests.is_empty());
     }
@@ -334,31 +358,35 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_takes_over_from_the_first_try_which_is_told_stopped() {
+    fn a_retry_takes_over_what_it_repeats_and_the_first_try_waits_for_the_rest() {
         let mut waiters = Waiters::default();
-        let first: Vec<Command> = (0..4).map(|seq| command(3, seq)).collect();
+        let first: Vec<Command> = (0..6).map(|seq| command(3, seq)).collect();
         let mut first_rx = many(&mut waiters, &first);
         let now = Instant::now();
         waiters.answer(ClientId(3), 0, applied(0), now);
-        let retry: Vec<Command> = (2..6).map(|seq| command(3, seq)).collect();
+        // Repeats 2..=3 of the first try, in the middle of its run.
+        let retry: Vec<Command> = (2..4).map(|seq| command(3, seq)).collect();
         let mut retry_rx = many(&mut waiters, &retry);
-        assert_eq!(
-            first_rx.try_recv().unwrap().unwrap(),
-            vec![
-                applied(0),
-                ProposeOutcome::Stopped,
-                ProposeOutcome::Stopped,
-                ProposeOutcome::Stopped
-            ]
-        );
-        // Only the retry waits now: seq 1 belonged to the first try alone.
-        waiters.answer(ClientId(3), 1, applied(1), now);
-        for seq in 2..6 {
+        assert_eq!(first_rx.try_recv(), Ok(None));
+        for seq in [5, 1, 2, 3] {
             waiters.answer(ClientId(3), seq, applied(seq), now);
         }
-        let expected: Vec<_> = (2..6).map(applied).collect();
-        assert_eq!(retry_rx.try_recv().unwrap().unwrap(), expected);
-        assert_eq!(waiters.requests.len(), 0);
+        assert_eq!(retry_rx.try_recv(), Ok(Some(vec![applied(2), applied(3)])));
+        assert_eq!(first_rx.try_recv(), Ok(None), "seq 4 is still unknown");
+        assert!(waiters.answer(ClientId(3), 4, applied(4), now).is_some());
+        assert_eq!(
+            first_rx.try_recv(),
+            Ok(Some(vec![
+                applied(0),
+                applied(1),
+                ProposeOutcome::Stopped,
+                ProposeOutcome::Stopped,
+                applied(4),
+                applied(5),
+            ]))
+        );
+        assert!(waiters.requests.is_empty() && waiters.runs.is_empty());
+        assert!(waiters.by_start.is_empty());
     }
 
     #[test]
@@ -386,47 +414,59 @@ mod tests {
     }
 
     proptest! {
-        /// Against one map entry per command: requests that never share a
-        /// command get the same answers, whatever order their commands are
-        /// answered in, and each exactly once.
+        /// Against one map entry per command, where a command proposed
+        /// again takes over from its earlier proposal (told `Stopped`):
+        /// the same answers for requests that overlap, repeat commands or
+        /// mix clients, whatever order their commands are answered in, and
+        /// each request answered exactly once.
         #[test]
         fn agrees_with_a_map_entry_per_command(
             requests in proptest::collection::vec(
-                proptest::collection::vec((0u64..3, 0u64..6), 1..8), 1..12),
+                proptest::collection::vec((0u64..3, 0u64..8), 1..8), 1..12),
             order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..80),
+            answer_between in any::<proptest::sample::Index>(),
         ) {
             let mut waiters = Waiters::default();
-            let mut taken = std::collections::HashSet::new();
             let mut expected: Vec<Vec<ProposeOutcome>> = Vec::new();
             let mut receivers = Vec::new();
             let mut by_command = HashMap::new();
-            for request in &requests {
-                // Disjoint from every other request, as the model needs.
-                let commands: Vec<Command> = request
-                    .iter()
-                    .map(|&(client, seq)| (client, expected.len() as u64 * 16 + seq))
-                    .filter(|key| taken.insert(*key))
-                    .map(|(client, seq)| command(client, seq))
-                    .collect();
-                for (place, c) in commands.iter().enumerate() {
-                    by_command.insert((c.client, c.seq), (expected.len(), place));
-                }
-                expected.push(vec![ProposeOutcome::Stopped; commands.len()]);
-                receivers.push(many(&mut waiters, &commands));
-            }
-            let mut keys: Vec<(ClientId, u64)> = by_command.keys().copied().collect();
-            keys.sort();
+            let mut keys = std::collections::BTreeSet::new();
+            let split = answer_between.index(order.len() + 1);
             let now = Instant::now();
-            for (n, pick) in order.iter().enumerate() {
-                let key = keys[pick.index(keys.len())];
-                let outcome = applied(n as u64);
-                if let Some((request, place)) = by_command.remove(&key) {
-                    expected[request][place] = outcome.clone();
+            let answer = |waiters: &mut Waiters,
+                              by_command: &mut HashMap<(ClientId, u64), (usize, usize)>,
+                              expected: &mut Vec<Vec<ProposeOutcome>>,
+                              keys: &std::collections::BTreeSet<(ClientId, u64)>,
+                              picks: &[proptest::sample::Index],
+                              from: usize| {
+                let keys: Vec<_> = keys.iter().copied().collect();
+                for (n, pick) in picks.iter().enumerate() {
+                    let key = keys[pick.index(keys.len())];
+                    let outcome = applied((from + n) as u64);
+                    if let Some((request, place)) = by_command.remove(&key) {
+                        expected[request][place] = outcome.clone();
+                    }
+                    waiters.answer(key.0, key.1, outcome, now);
                 }
-                waiters.answer(key.0, key.1, outcome, now);
+            };
+            for (r, request) in requests.iter().enumerate() {
+                let commands: Vec<Command> =
+                    request.iter().map(|&(client, seq)| command(client, seq)).collect();
+                expected.push(vec![ProposeOutcome::Stopped; commands.len()]);
+                for (place, c) in commands.iter().enumerate() {
+                    // An older proposal of it keeps `Stopped`.
+                    by_command.insert((c.client, c.seq), (r, place));
+                    keys.insert((c.client, c.seq));
+                }
+                receivers.push(many(&mut waiters, &commands));
+                if r == requests.len() / 2 {
+                    answer(&mut waiters, &mut by_command, &mut expected, &keys, &order[..split], 0);
+                }
             }
+            answer(&mut waiters, &mut by_command, &mut expected, &keys, &order[split..], split);
             waiters.stop_all();
             prop_assert_eq!(waiters.requests.len(), 0);
+            prop_assert!(waiters.runs.is_empty() && waiters.by_start.is_empty());
             for (mut rx, expected) in receivers.into_iter().zip(expected) {
                 prop_assert_eq!(rx.try_recv(), Ok(Some(expected)));
             }
