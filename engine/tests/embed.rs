@@ -333,6 +333,36 @@ fn proposals_without_a_session_made_at_once_are_each_told_their_own_outcome() {
 }
 
 #[test]
+fn a_leader_that_loses_its_majority_answers_what_it_had_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start(dir.path(), &peers());
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    add(&handles, GroupId(0), 1, 1, 1);
+    let leading = |h: &NodeHandle| block_on(h.status(GroupId(0))).is_some_and(|s| s.leading);
+    let at = handles.iter().position(leading).expect("a leader");
+    let leader = nodes.remove(at);
+    for follower in nodes {
+        follower.shutdown().unwrap();
+    }
+    // The slot can no longer be chosen by this leader; once it notices it
+    // has no majority it steps down, and the proposal waiting on the slot
+    // is answered rather than left waiting for ever.
+    let handle = leader.handle();
+    let outcome = within(30, move || {
+        let data = Bytes::copy_from_slice(&5u64.to_le_bytes());
+        block_on(handle.propose_session(GroupId(0), ClientId(1), 2, data))
+    });
+    assert!(
+        matches!(
+            outcome,
+            ProposeOutcome::InDoubt | ProposeOutcome::Refused(_)
+        ),
+        "{outcome:?}"
+    );
+    leader.shutdown().unwrap();
+}
+
+#[test]
 fn options_that_contradict_each_other_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let peers = peers();

@@ -763,6 +763,9 @@ fn proposed(
             ClientResponse::Error("sequence number older than the session's last".into())
         }
         ProposeOutcome::Stopped => ClientResponse::Error("group stopped".into()),
+        // The client retries where the group is led now, with the same
+        // sequence numbers: the session applies what was chosen once.
+        ProposeOutcome::InDoubt => refused(Refusal::NotLeader(None)),
     }
 }
 

@@ -163,6 +163,11 @@ pub enum ProposeOutcome {
     Stale,
     /// The group stopped before an answer.
     Stopped,
+    /// This node stopped leading while the command was in flight: it may
+    /// still be chosen (under the next leader) or not. Retry it with the
+    /// same `(client, seq)` where the group is led now; the session
+    /// applies it once and answers the retry with the first outcome.
+    InDoubt,
 }
 
 /// How a linearizable read ended.
@@ -897,7 +902,7 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     /// Publishes the replica's status, logging one line per change of role.
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let status = self.replica.status();
         let (was_leading, had_leader) = (self.status.leading.get(), self.status.leader.get());
         let group = self.group.0;
@@ -905,6 +910,10 @@ impl<S: StateMachine> GroupDriver<S> {
             tracing::info!(group, ballot = %status.promised, commit = status.commit.0, "elected: leading");
         } else if was_leading && !status.leading {
             tracing::info!(group, ballot = %status.promised, "stepped down");
+            // Commands still waiting here sit in slots this node no longer
+            // drives: whoever leads next may choose them or fill the slots
+            // with no-ops, and nothing here would ever answer the latter.
+            self.proposals.answer_all(ProposeOutcome::InDoubt);
         }
         if status.leader != had_leader {
             match status.leader {
@@ -1065,7 +1074,7 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     fn stop_waiters(&mut self) {
-        self.proposals.stop_all();
+        self.proposals.answer_all(ProposeOutcome::Stopped);
         for (_, (_, waiter)) in self.reads.drain() {
             let _ = waiter.send(ReadOutcome::Stopped);
         }

@@ -266,11 +266,11 @@ impl Waiters {
         removed
     }
 
-    /// Answers every waiting command `Stopped`.
-    pub(crate) fn stop_all(&mut self) {
+    /// Answers every waiting command `outcome`.
+    pub(crate) fn answer_all(&mut self, outcome: ProposeOutcome) {
         let runs: Vec<usize> = self.runs.iter().map(|(run, _)| run).collect();
         for run in runs {
-            self.cut_run(run, 0, u64::MAX, ProposeOutcome::Stopped);
+            self.cut_run(run, 0, u64::MAX, outcome.clone());
         }
         debug_assert!(self.requests.is_empty());
     }
@@ -404,7 +404,7 @@ mod tests {
         let mut empty = many(&mut waiters, &[]);
         assert_eq!(empty.try_recv(), Ok(Some(Vec::new())));
         waiters.answer(ClientId(2), 2, applied(9), Instant::now());
-        waiters.stop_all();
+        waiters.answer_all(ProposeOutcome::Stopped);
         assert_eq!(one.try_recv(), Ok(Some(ProposeOutcome::Stopped)));
         assert_eq!(
             batch.try_recv(),
@@ -464,7 +464,7 @@ mod tests {
                 }
             }
             answer(&mut waiters, &mut by_command, &mut expected, &keys, &order[split..], split);
-            waiters.stop_all();
+            waiters.answer_all(ProposeOutcome::Stopped);
             prop_assert_eq!(waiters.requests.len(), 0);
             prop_assert!(waiters.runs.is_empty() && waiters.by_start.is_empty());
             for (mut rx, expected) in receivers.into_iter().zip(expected) {
