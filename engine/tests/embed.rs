@@ -444,6 +444,66 @@ impl StateMachine for BrittleSnapshots {
     }
 }
 
+/// Its state is too large for a snapshot frame; counts the captures.
+struct OversizedSnapshots(Sum, Arc<std::sync::atomic::AtomicUsize>);
+
+impl StateMachine for OversizedSnapshots {
+    fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
+        self.0.apply(commands)
+    }
+    fn query(&self, query: &[u8]) -> Bytes {
+        self.0.query(query)
+    }
+    fn snapshot(&self) -> Capture {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        Capture::deferred(|| Bytes::from(vec![7u8; 65 << 20]))
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.0.restore(snapshot)
+    }
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_encoded_is_tried_again_only_when_due_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = peers();
+    let captures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let nodes: Vec<Node> = peers
+        .iter()
+        .map(|(id, _)| {
+            let options = NodeOptions {
+                groups: 1,
+                cores: 1,
+                snapshot: SnapshotPolicy {
+                    every_slots: 4,
+                    ..SnapshotPolicy::default()
+                },
+                ..options(dir.path(), *id, &peers)
+            };
+            let captures = captures.clone();
+            Node::start(options, move |_| {
+                OversizedSnapshots(Sum::default(), captures.clone())
+            })
+            .unwrap()
+        })
+        .collect();
+    let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    for seq in 1..=6 {
+        add(&handles, GroupId(0), 1, seq, seq);
+    }
+    // Ticks go on applying nothing; a failed try must not come due again
+    // on each (it did: tens of tries a second per node).
+    std::thread::sleep(Duration::from_secs(2));
+    let tried = captures.load(Ordering::Relaxed);
+    // About 8 slots (the proposals and the leader's opening no-op; another
+    // election adds one): at most 2 or 3 tries per node, due every 4.
+    assert!((1..=9).contains(&tried), "{tried} captures");
+    assert_eq!(read_sum(&handles, GroupId(0)), 21, "the group goes on");
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
 /// Waits until some node's group 0 has stopped, then shuts every node
 /// down; the errors they stopped with.
 fn errors_once_one_stops(nodes: Vec<Node>) -> Vec<String> {

@@ -233,8 +233,10 @@ pub enum GroupInput {
     },
     /// Writing a snapshot file failed: stop.
     SnapshotFailed(SnapshotError),
-    /// A snapshot could not be encoded (logged): the log stays as it is.
-    SnapshotSkipped,
+    /// A snapshot up to this slot could not be encoded (logged): the log
+    /// stays as it is, and the next try waits for the policy to come due
+    /// again from this slot.
+    SnapshotSkipped(Slot),
     /// A tick passed.
     Tick,
     /// A sync failed: stop.
@@ -483,6 +485,7 @@ pub async fn start_group<S: StateMachine>(
             latest: recovered.encoded.map(|e| (snapshot_upto, Bytes::from(e))),
             saving: false,
             applied_bytes: 0,
+            tried_upto: Slot(0),
             paced_bytes: 0,
             taken_at: Instant::now(),
             applied_next_index: recovered.base.start_index,
@@ -667,6 +670,8 @@ struct Snapshots {
     saving: bool,
     /// Command bytes applied since the latest snapshot.
     applied_bytes: u64,
+    /// The slot of the latest snapshot that could not be encoded.
+    tried_upto: Slot,
     /// Command bytes applied since `taken_at`, for the write pace.
     paced_bytes: u64,
     /// When the latest snapshot was taken (or the group started).
@@ -760,8 +765,9 @@ impl<S: StateMachine> GroupDriver<S> {
                     continue;
                 }
                 GroupInput::SnapshotFailed(error) => return Err(error.into()),
-                GroupInput::SnapshotSkipped => {
+                GroupInput::SnapshotSkipped(upto) => {
                     self.snapshots.saving = false;
+                    self.snapshots.tried_upto = upto;
                     continue;
                 }
                 GroupInput::Fatal(error) => return Err(error.into()),
@@ -1099,7 +1105,10 @@ impl<S: StateMachine> GroupDriver<S> {
     fn maybe_snapshot(&mut self) {
         let snapshots = &self.snapshots;
         let applied = self.status.applied.get();
-        let since = applied.distance_from(self.status.snapshot.get());
+        // Counted from the latest snapshot, or from the latest that could not
+        // be encoded: a failing encoder is not retried on every apply.
+        let base = self.status.snapshot.get().max(snapshots.tried_upto);
+        let since = applied.distance_from(base);
         let due = snapshots.policy.every_slots > 0
             && (since >= snapshots.policy.every_slots
                 || snapshots.applied_bytes >= snapshots.policy.every_bytes);
@@ -1177,7 +1186,7 @@ impl<S: StateMachine> GroupDriver<S> {
                         %error,
                         "cannot encode a snapshot; the log is not compacted"
                     );
-                    GroupInput::SnapshotSkipped
+                    GroupInput::SnapshotSkipped(upto)
                 }
                 // The thread panicked (in the state machine's encoding, say).
                 Err(_) => {
