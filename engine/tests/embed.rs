@@ -346,7 +346,8 @@ fn a_leader_that_loses_its_majority_answers_what_it_had_in_flight() {
     }
     // The slot can no longer be chosen by this leader; once it notices it
     // has no majority it steps down, and the proposal waiting on the slot
-    // is answered rather than left waiting for ever.
+    // is answered rather than left waiting for ever (a refusal: it had
+    // stepped down already when the proposal came).
     let handle = leader.handle();
     let outcome = within(30, move || {
         let data = Bytes::copy_from_slice(&5u64.to_le_bytes());

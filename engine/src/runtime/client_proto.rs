@@ -89,7 +89,10 @@ mod wire {
             /// The highest ballot promised, as (round, node).
             ballot: (u64, u64),
         },
-        /// Ask the leader instead.
+        /// Ask the leader instead. Said too by a leader that stepped down
+        /// with the command in flight: it may still be applied, so retry
+        /// with the same (client, seq), which the session applies once
+        /// (client 0 has no session: its retry may apply twice).
         NotLeader { leader: Option<u64> },
         /// The leader's queue is full: back off and retry.
         Busy,
