@@ -426,29 +426,16 @@ fn options_that_contradict_each_other_are_refused_before_anything_starts() {
     assert!(!dir.path().join("node-1").exists(), "nothing was created");
 }
 
-/// Its snapshot capture panics while being encoded.
-#[derive(Default)]
-struct BrittleSnapshots(Sum);
+/// Sums, but takes its snapshots with its own capture (one that fails).
+struct SnapshotsBy(Sum, Box<dyn Fn() -> Capture>);
 
-impl StateMachine for BrittleSnapshots {
-    fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
-        self.0.apply(commands)
-    }
-    fn query(&self, query: &[u8]) -> Bytes {
-        self.0.query(query)
-    }
-    fn snapshot(&self) -> Capture {
-        Capture::deferred(|| panic!("the embedder's snapshot encoding failed"))
-    }
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.0.restore(snapshot)
+impl SnapshotsBy {
+    fn new(capture: impl Fn() -> Capture + 'static) -> SnapshotsBy {
+        SnapshotsBy(Sum::default(), Box::new(capture))
     }
 }
 
-/// Its state is too large for a snapshot frame; counts the captures.
-struct OversizedSnapshots(Sum, Arc<std::sync::atomic::AtomicUsize>);
-
-impl StateMachine for OversizedSnapshots {
+impl StateMachine for SnapshotsBy {
     fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
         self.0.apply(commands)
     }
@@ -456,8 +443,7 @@ impl StateMachine for OversizedSnapshots {
         self.0.query(query)
     }
     fn snapshot(&self) -> Capture {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        Capture::deferred(|| Bytes::from(vec![7u8; 65 << 20]))
+        (self.1)()
     }
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         self.0.restore(snapshot)
@@ -482,8 +468,13 @@ fn a_snapshot_that_cannot_be_encoded_is_tried_again_only_when_due_again() {
                 ..options(dir.path(), *id, &peers)
             };
             let captures = captures.clone();
+            // Too large for a snapshot frame; each try counted.
             Node::start(options, move |_| {
-                OversizedSnapshots(Sum::default(), captures.clone())
+                let captures = captures.clone();
+                SnapshotsBy::new(move || {
+                    captures.fetch_add(1, Ordering::Relaxed);
+                    Capture::deferred(|| Bytes::from(vec![7u8; 65 << 20]))
+                })
             })
             .unwrap()
         })
@@ -566,7 +557,12 @@ fn a_panic_while_encoding_a_snapshot_stops_the_node_with_an_error_not_a_hang() {
                 },
                 ..options(dir.path(), *id, &peers)
             };
-            Node::start(options, |_| BrittleSnapshots::default()).unwrap()
+            Node::start(options, |_| {
+                SnapshotsBy::new(|| {
+                    Capture::deferred(|| panic!("the embedder's snapshot encoding failed"))
+                })
+            })
+            .unwrap()
         })
         .collect();
     let done = Arc::new(AtomicBool::new(false));
