@@ -611,49 +611,50 @@ impl Router {
                 self.groups_total
             ));
         }
-        let local = match core_of(group, self.cores) == self.core {
-            true => self.local.get(&group),
-            false => None,
+        // Anything but an append is answered from an owned copy.
+        let owned = || {
+            deserialize::<ClientRequest>(archived)
+                .map_err(|reason| ClientResponse::Error(format!("malformed request: {reason}")))
         };
-        let request = match (local, &archived.op) {
-            (Some((handle, _)), ArchivedClientOp::Append { client, seq, data }) => {
-                let (client, seq) = (ClientId(client.to_native()), seq.to_native());
-                return append(handle, client, seq, data.as_slice()).await;
-            }
-            (Some((handle, _)), ArchivedClientOp::AppendBatch { client, seq, items }) => {
-                // One past the limit is enough for `append_batch` to refuse.
-                let items = items.iter().take(APPEND_BATCH_MAX + 1);
-                let items: Vec<&[u8]> = items.map(|item| item.as_slice()).collect();
-                let (client, seq) = (ClientId(client.to_native()), seq.to_native());
-                return append_batch(handle, client, seq, &items).await;
-            }
-            _ => match deserialize::<ClientRequest>(archived) {
-                Ok(request) => request,
-                Err(reason) => {
-                    return ClientResponse::Error(format!("malformed request: {reason}"))
+        let core = core_of(group, self.cores);
+        if core == self.core {
+            let Some((handle, status)) = self.local.get(&group) else {
+                return ClientResponse::Error(format!("group {group} missing"));
+            };
+            return match &archived.op {
+                ArchivedClientOp::Append { client, seq, data } => {
+                    let (client, seq) = (ClientId(client.to_native()), seq.to_native());
+                    append(handle, client, seq, data.as_slice()).await
                 }
-            },
-        };
-        match core_of(request.group, self.cores) {
-            core if core == self.core => match self.local.get(&request.group) {
-                Some((handle, status)) => answer_op(self.node, handle, status, request.op).await,
-                None => ClientResponse::Error(format!("group {} missing", request.group)),
-            },
-            core => {
-                let (reply, answer) = oneshot::channel();
-                let mut route = self.routes[core as usize].clone();
-                if route
-                    .send(CoreRequest::Client { request, reply })
-                    .await
-                    .is_err()
-                {
-                    return ClientResponse::Error(format!("core {core} stopped"));
+                ArchivedClientOp::AppendBatch { client, seq, items } => {
+                    // One past the limit is enough for `append_batch` to refuse.
+                    let items = items.iter().take(APPEND_BATCH_MAX + 1);
+                    let items: Vec<&[u8]> = items.map(|item| item.as_slice()).collect();
+                    let (client, seq) = (ClientId(client.to_native()), seq.to_native());
+                    append_batch(handle, client, seq, &items).await
                 }
-                answer.await.unwrap_or_else(|_| {
-                    ClientResponse::Error(format!("core {core} dropped the request"))
-                })
-            }
+                _ => match owned() {
+                    Ok(request) => answer_op(self.node, handle, status, request.op).await,
+                    Err(refused) => refused,
+                },
+            };
         }
+        let request = match owned() {
+            Ok(request) => request,
+            Err(refused) => return refused,
+        };
+        let (reply, answer) = oneshot::channel();
+        let mut route = self.routes[core as usize].clone();
+        if route
+            .send(CoreRequest::Client { request, reply })
+            .await
+            .is_err()
+        {
+            return ClientResponse::Error(format!("core {core} stopped"));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| ClientResponse::Error(format!("core {core} dropped the request")))
     }
 }
 

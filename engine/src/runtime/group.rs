@@ -1042,12 +1042,6 @@ impl<S: StateMachine> GroupDriver<S> {
         }
     }
 
-    /// Hands `committed` to every subscriber; one that has fallen too far
-    /// behind, or has gone, is dropped.
-    fn publish(&mut self, committed: Committed) {
-        publish(self.group, &mut self.subscribers, committed);
-    }
-
     /// Tells the replica when the transport has lost its leader for
     /// [`LEADER_UNREACHABLE_TICKS`] ticks in a row, having been connected to
     /// it (a node that just started may follow a leader it has heard of
@@ -1354,9 +1348,13 @@ impl<S: StateMachine> GroupDriver<S> {
             .snapshots_installed
             .set(self.status.snapshots_installed.get() + 1);
         self.snapshots.applied_next_index = snapshot.next_index;
-        self.publish(Committed::Snapshot {
-            next_index: snapshot.next_index,
-        });
+        publish(
+            self.group,
+            &mut self.subscribers,
+            Committed::Snapshot {
+                next_index: snapshot.next_index,
+            },
+        );
         tracing::info!(
             group = self.group.0,
             from = from.0,
