@@ -234,6 +234,10 @@ pub struct Replica {
     round: u64,
     /// The highest ballot round seen in any message.
     round_seen_max: u64,
+    /// Slots the leader keeps in flight, at most `config.pipeline_max`:
+    /// set from outside from measured latencies (see
+    /// `Replica::set_pipeline_window`).
+    pipeline_window: u32,
     role: Role,
     #[cfg(test)]
     faults: TestFaults,
@@ -293,6 +297,7 @@ impl Replica {
             held: VecDeque::new(),
             round: 0,
             round_seen_max: durable.promised.round,
+            pipeline_window: config.pipeline_max,
             role: Role::Looking(Looking::idle()),
             config,
             #[cfg(test)]
@@ -364,6 +369,17 @@ impl Replica {
                 _ => 0,
             },
         }
+    }
+
+    /// Sets how many slots a leader keeps in flight beyond its commit
+    /// point: `slots` clamped to `1..=config.pipeline_max` (the default is
+    /// `pipeline_max`). Slots above the window wait, and commands proposed
+    /// meanwhile join them, so a smaller window makes fewer, larger batches.
+    /// Deterministic like everything else here: the runtime chooses the
+    /// window from the latencies it measures. Returns the window in force.
+    pub fn set_pipeline_window(&mut self, slots: u32) -> u32 {
+        self.pipeline_window = slots.clamp(1, self.config.pipeline_max);
+        self.pipeline_window
     }
 
     /// The configuration in force.

@@ -433,18 +433,18 @@ impl Replica {
         Ok(())
     }
 
-    /// Fills the pipeline window: recovered values first, then batches cut
-    /// from the queued commands.
+    /// Fills the pipeline window (`Replica::set_pipeline_window`): recovered
+    /// values first, then batches cut from the queued commands.
     fn leader_flush(&mut self, out: &mut Actions) {
-        let (pipeline_max, linger) = (
-            u64::from(self.config.pipeline_max),
+        let (window, linger) = (
+            u64::from(self.pipeline_window),
             u64::from(self.config.linger_ticks),
         );
         loop {
             let Role::Leading(leading) = &mut self.role else {
                 return;
             };
-            if !leading.is_steady() || leading.inflight.len() as u64 >= pipeline_max {
+            if !leading.is_steady() || leading.inflight.len() as u64 >= window {
                 return;
             }
             if let Some(batch) = leading.recovering.pop_front() {

@@ -999,3 +999,54 @@ fn a_sessions_commands_after_a_refused_one_are_refused_too() {
         "client 6 and sessionless commands are unaffected"
     );
 }
+
+#[test]
+fn commands_beyond_the_pipeline_window_wait_and_share_one_slot() {
+    let (mut leader, b, _) = elected();
+    assert_eq!(leader.set_pipeline_window(0), 1, "clamped up to one slot");
+    let cap = leader.config().pipeline_max;
+    assert_eq!(
+        leader.set_pipeline_window(cap + 1),
+        cap,
+        "clamped to pipeline_max"
+    );
+    leader.set_pipeline_window(1);
+    let propose = |seq: u64| {
+        Input::Propose(Command {
+            client: ClientId(1),
+            seq,
+            data: Bytes::from(vec![b'x'; 4]),
+        })
+    };
+    let accepts = |actions: &[Action]| -> Vec<(Slot, u32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(Envelope {
+                    to: NodeId(2),
+                    msg: Message::Accept(accept),
+                    ..
+                }) => Some((accept.slot, accept.batch.len())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(accepts(&step(&mut leader, propose(1))), vec![(Slot(0), 1)]);
+    // One slot is in flight: the next commands wait, in one batch.
+    assert!(accepts(&step(&mut leader, propose(2))).is_empty());
+    assert!(accepts(&step(&mut leader, propose(3))).is_empty());
+    assert_eq!(leader.status().inflight, 1);
+    let accepted = Message::Accepted(Accepted {
+        ballot: b,
+        slot: Slot(0),
+    });
+    // Sync 1 was the promise, sync 2 slot 0's accept.
+    let mut actions = step(&mut leader, Input::Persisted(SyncId(2)));
+    actions.extend(step(&mut leader, from(2, 1, accepted)));
+    assert_eq!(leader.status().commit, Slot(1));
+    assert_eq!(accepts(&actions), vec![(Slot(1), 2)], "{actions:?}");
+    // A wider window lets the next proposal go at once, beside slot 1.
+    leader.set_pipeline_window(2);
+    assert_eq!(accepts(&step(&mut leader, propose(4))), vec![(Slot(2), 1)]);
+    assert_eq!(leader.status().inflight, 2);
+}

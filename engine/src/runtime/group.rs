@@ -41,10 +41,11 @@ use super::snapshot::{
 };
 use super::state_machine::StateMachine;
 use super::waiters::{Answer, Waiters};
+use super::window::PipelineWindow;
 use crate::protocol::{
     Action, Actions, Ballot, Batch, ClientId, Command, Config, ConfigError, DurableState, Envelope,
-    GroupId, Input, LogIndex, NodeId, ReadId, Refusal, Replica, Reply, Sessions, Slot, SyncId,
-    Write,
+    GroupId, Input, LogIndex, Message, NodeId, ReadId, Refusal, Replica, Reply, Sessions, Slot,
+    SyncId, Write,
 };
 
 /// How long a snapshot transfer may wait on a full peer queue before it
@@ -215,8 +216,8 @@ pub enum GroupInput {
     Read(Bytes, oneshot::Sender<ReadOutcome>),
     /// A read-only query answered from local state at once.
     ReadLocal(Bytes, oneshot::Sender<ReadOutcome>),
-    /// A sync finished.
-    Persisted(SyncId),
+    /// A sync finished, after this long.
+    Persisted(SyncId, Duration),
     /// Stream every command applied from now on to this channel.
     Subscribe(crossbeam_channel::Sender<Committed>),
     /// A piece of a snapshot from a peer.
@@ -498,6 +499,7 @@ pub async fn start_group<S: StateMachine>(
         leader_down_ticks: 0,
         leader_link: (None, false),
         rebuild_marker: rebuilding.then_some(marker),
+        window: PipelineWindow::new(options.config.pipeline_max),
     };
     driver.apply_recovered();
     // The pace follows the live load, not the replay.
@@ -628,6 +630,8 @@ struct GroupDriver<S> {
     leader_link: (Option<NodeId>, bool),
     /// While rebuilding after disk loss: the marker to remove once rejoined.
     rebuild_marker: Option<PathBuf>,
+    /// Chooses the pipeline window from measured rounds and fsyncs.
+    window: PipelineWindow,
 }
 
 /// Hands `committed` to every subscriber; one that has fallen too far
@@ -742,7 +746,10 @@ impl<S: StateMachine> GroupDriver<S> {
                     let _ = reply.send(ReadOutcome::Value(self.machine.query(&query)));
                     continue;
                 }
-                GroupInput::Persisted(sync) => Input::Persisted(sync),
+                GroupInput::Persisted(sync, took) => {
+                    self.window.on_fsync(took);
+                    Input::Persisted(sync)
+                }
                 GroupInput::Tick => {
                     self.check_leader_link();
                     Input::Tick
@@ -840,6 +847,7 @@ impl<S: StateMachine> GroupDriver<S> {
 
     fn carry_out(&mut self) -> Result<(), GroupError> {
         let actions: Vec<Action> = self.actions.drain().collect();
+        let now = Instant::now();
         for action in actions {
             match action {
                 Action::Persist(write) => {
@@ -852,6 +860,9 @@ impl<S: StateMachine> GroupDriver<S> {
                 }
                 Action::Sync(sync) => self.sync(sync),
                 Action::Send(envelope) => {
+                    if let Message::Accept(accept) = &envelope.msg {
+                        self.window.on_accept_sent(accept.slot, now);
+                    }
                     let to = envelope.to;
                     if !self.link.send(to, encode_envelope(self.group, &envelope)) {
                         tracing::trace!(
@@ -865,7 +876,10 @@ impl<S: StateMachine> GroupDriver<S> {
                     slot,
                     first_index,
                     batch,
-                } => self.apply(slot, first_index, &batch),
+                } => {
+                    self.window.on_chosen(slot, now);
+                    self.apply(slot, first_index, &batch);
+                }
                 Action::Reply(reply) => self.answer(reply),
                 Action::SendSnapshot { to } => self.send_snapshot(to),
             }
@@ -916,6 +930,7 @@ impl<S: StateMachine> GroupDriver<S> {
             tracing::info!(group, ballot = %status.promised, commit = status.commit.0, "elected: leading");
         } else if was_leading && !status.leading {
             tracing::info!(group, ballot = %status.promised, "stepped down");
+            self.window.forget_rounds();
             // Commands still waiting here sit in slots this node no longer
             // drives: whoever leads next may choose them or fill the slots
             // with no-ops, and nothing here would ever answer the latter.
@@ -934,6 +949,8 @@ impl<S: StateMachine> GroupDriver<S> {
             }
         }
         self.metrics.pipeline_depth.set(i64::from(status.inflight));
+        let window = self.replica.set_pipeline_window(self.window.slots());
+        self.metrics.pipeline_window.set(i64::from(window));
         self.status.leading.set(status.leading);
         self.status.leader.set(status.leader);
         self.status.promised.set(status.promised);
@@ -950,15 +967,18 @@ impl<S: StateMachine> GroupDriver<S> {
             // so a crash in between loses acknowledged commands.
             let unsafe_ack = cfg!(feature = "unsafe-ack-before-fsync");
             if unsafe_ack {
-                let _ = inputs.send(GroupInput::Persisted(sync)).await;
+                let _ = inputs
+                    .send(GroupInput::Persisted(sync, Duration::ZERO))
+                    .await;
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
             let started = Instant::now();
             let synced = wal.sync().await;
-            fsync_latency.observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            fsync_latency.observe(took.as_secs_f64());
             let input = match synced {
                 Ok(_) if unsafe_ack => return,
-                Ok(_) => GroupInput::Persisted(sync),
+                Ok(_) => GroupInput::Persisted(sync, took),
                 Err(error) => GroupInput::Fatal(error),
             };
             let _ = inputs.send(input).await;

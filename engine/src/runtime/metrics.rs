@@ -1,5 +1,5 @@
 //! Metrics in the Prometheus text format: per group, commit latency, batch
-//! size, pipeline depth, fsync latency, elections, leader changes, WAL bytes
+//! size, pipeline depth and window, fsync latency, elections, leader changes, WAL bytes
 //! and snapshots; per peer, the bytes queued towards it.
 //!
 //! Groups update their own metrics as they step; a scrape encodes the
@@ -30,6 +30,9 @@ pub struct GroupMetrics {
     pub batch_commands: Histogram,
     /// Slots in flight beyond the commit point (leader only).
     pub pipeline_depth: Gauge,
+    /// Slots the leader may have in flight, as chosen from its measured
+    /// round and fsync times.
+    pub pipeline_window: Gauge,
     /// Seconds of each WAL write + fdatasync.
     pub fsync_latency: Histogram,
     /// Elections this replica started (it went looking).
@@ -49,6 +52,7 @@ impl Default for GroupMetrics {
             commit_latency: Histogram::new(exponential_buckets(1e-5, 2.0, 21)),
             batch_commands: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             pipeline_depth: Gauge::default(),
+            pipeline_window: Gauge::default(),
             fsync_latency: Histogram::new(exponential_buckets(1e-5, 2.0, 21)),
             elections: Counter::default(),
             leader_changes: Counter::default(),
@@ -113,6 +117,11 @@ impl NodeMetrics {
             "pipeline_depth",
             "Slots in flight beyond the commit point",
             m.pipeline_depth,
+        );
+        registry.register(
+            "pipeline_window",
+            "Slots the leader may have in flight, from its measured round and fsync times",
+            m.pipeline_window,
         );
         registry.register("fsync_seconds", "WAL write and fdatasync", m.fsync_latency);
         registry.register("elections", "Elections started", m.elections);

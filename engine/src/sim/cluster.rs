@@ -41,6 +41,9 @@ pub struct ClusterOptions {
     pub trace: bool,
     /// Replicas started at creation; the rest wait for `start`.
     pub started: usize,
+    /// Each tick, each replica's pipeline window changes with probability
+    /// 1/20 to a random size (as the runtime's latency-driven window does).
+    pub vary_pipeline_window: bool,
     /// Deliberately broken rules, for tests of the checkers.
     #[cfg(test)]
     pub(crate) faults: crate::protocol::TestFaults,
@@ -63,6 +66,7 @@ impl ClusterOptions {
             manual: false,
             trace: false,
             started: nodes,
+            vary_pipeline_window: false,
             #[cfg(test)]
             faults: crate::protocol::TestFaults::default(),
             #[cfg(test)]
@@ -419,6 +423,12 @@ impl Cluster {
     fn on_tick(&mut self) {
         for node in 0..self.nodes.len() {
             if self.is_running(node) {
+                if self.options.vary_pipeline_window && self.rng.random_bool(0.05) {
+                    let slots = self.rng.random_range(1..=self.configs[node].pipeline_max);
+                    if let Some(replica) = self.nodes[node].replica.as_mut() {
+                        replica.set_pipeline_window(slots);
+                    }
+                }
                 self.step(node, Input::Tick);
             }
         }

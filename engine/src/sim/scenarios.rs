@@ -18,6 +18,24 @@ fn a_short_sweep_finds_nothing() {
     }
 }
 
+/// The leader's pipeline window changing under it (the runtime sets it
+/// from measured latencies) breaks no property and stalls nothing.
+#[test]
+fn a_sweep_with_a_changing_pipeline_window_finds_nothing() {
+    for seed in 0..40 {
+        let (report, _) = run_seed_with(seed, |o| o.vary_pipeline_window = true);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+        assert!(
+            report.acked > 0,
+            "seed {seed} acknowledged nothing: {report:?}"
+        );
+    }
+}
+
 /// Seeds until the first violation of `property` under `faults`, if any.
 fn first_caught(faults: crate::protocol::TestFaults, property: &str, seeds: u64) -> Option<u64> {
     (0..seeds).find(|seed| {
