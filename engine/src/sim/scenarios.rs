@@ -5,16 +5,7 @@ use super::*;
 #[test]
 fn a_short_sweep_finds_nothing() {
     for seed in 0..40 {
-        let report = run_seed(seed, false);
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
-        assert!(
-            report.acked > 0,
-            "seed {seed} acknowledged nothing: {report:?}"
-        );
+        assert_clean_run(&run_seed(seed, false));
     }
 }
 
@@ -23,17 +14,22 @@ fn a_short_sweep_finds_nothing() {
 #[test]
 fn a_sweep_with_a_changing_pipeline_window_finds_nothing() {
     for seed in 0..40 {
-        let (report, _) = run_seed_with(seed, |o| o.vary_pipeline_window = true);
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
-        assert!(
-            report.acked > 0,
-            "seed {seed} acknowledged nothing: {report:?}"
-        );
+        assert_clean_run(&run_seed_with(seed, |o| o.vary_pipeline_window = true).0);
     }
+}
+
+/// No violation, and something acknowledged.
+fn assert_clean_run(report: &SimReport) {
+    let seed = report.seed;
+    assert!(
+        report.violations.is_empty(),
+        "seed {seed}: {:?}",
+        report.violations
+    );
+    assert!(
+        report.acked > 0,
+        "seed {seed} acknowledged nothing: {report:?}"
+    );
 }
 
 /// Seeds until the first violation of `property` under `faults`, if any.
