@@ -263,3 +263,71 @@ fn oversized_frames_and_bad_config_are_refused() {
         ));
     });
 }
+
+/// Many appenders, a slow fdatasync, and a power cut at some instant:
+/// every frame `sync` had reported durable by then is in what the disk
+/// kept, which holds only the writes an fdatasync had covered.
+#[test]
+#[allow(clippy::type_complexity)]
+fn a_sync_reports_durable_only_what_an_fdatasync_covered() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    for cut_after in [5usize, 40, 150] {
+        run(move || async move {
+            let dir = tempfile::tempdir().unwrap();
+            let storage =
+                common::VolatileCache::with_fdatasync_delay(std::time::Duration::from_millis(2));
+            let (wal, _) = Wal::open_with(storage.clone(), dir.path(), small_config())
+                .await
+                .unwrap();
+            // (position, body) of every frame reported durable, in order.
+            let acked: Rc<RefCell<Vec<(u64, Vec<u8>)>>> = Rc::default();
+            let tasks: Vec<_> = (0..16u64)
+                .map(|task| {
+                    let (wal, acked) = (wal.clone(), acked.clone());
+                    glommio::spawn_local(async move {
+                        for i in 0..20u64 {
+                            let n = task * 100 + i;
+                            let data = body(n, 100 + (n as usize * 37) % 2000);
+                            let position = wal.append(1, &data).unwrap();
+                            let durable = wal.sync().await.unwrap();
+                            assert!(durable > position);
+                            acked.borrow_mut().push((position.0, data));
+                        }
+                    })
+                })
+                .collect();
+            let crashed = tempfile::tempdir().unwrap();
+            let watcher = {
+                let (acked, storage) = (acked.clone(), storage.clone());
+                let (from, into) = (dir.path().to_path_buf(), crashed.path().to_path_buf());
+                glommio::spawn_local(async move {
+                    while acked.borrow().len() < cut_after {
+                        glommio::yield_if_needed().await;
+                        glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+                    }
+                    storage.crash_image(&from, &into);
+                    acked.borrow().clone()
+                })
+            };
+            for task in tasks {
+                task.await;
+            }
+            let acked_at_cut = watcher.await;
+            drop(wal);
+            let (wal, _) = Wal::open(crashed.path(), small_config()).await.unwrap();
+            let kept: std::collections::BTreeMap<u64, Vec<u8>> = frames_of(&wal)
+                .await
+                .into_iter()
+                .map(|(p, _, b)| (p, b))
+                .collect();
+            for (position, data) in &acked_at_cut {
+                assert_eq!(
+                    kept.get(position),
+                    Some(data),
+                    "frame {position} was reported durable before the cut and is gone"
+                );
+            }
+        });
+    }
+}

@@ -119,3 +119,137 @@ impl Storage for Faulty {
 pub fn libc_eio() -> i32 {
     5
 }
+
+/// A storage that remembers which writes an fdatasync made durable: a
+/// write counts only once an fdatasync issued after it completed has
+/// returned, as a disk's volatile cache would have it. `crash_image`
+/// builds the directory a power cut at this instant would leave.
+#[derive(Clone, Default)]
+pub struct VolatileCache {
+    state: Rc<std::cell::RefCell<CacheState>>,
+    /// How long each fdatasync takes (on top of the real one).
+    pub fdatasync_delay: std::time::Duration,
+}
+
+#[derive(Default)]
+struct CacheState {
+    writes: Vec<CachedWrite>,
+    fdatasyncs: u64,
+}
+
+struct CachedWrite {
+    path: std::path::PathBuf,
+    offset_bytes: u64,
+    bytes: Vec<u8>,
+    completed: bool,
+    covered_by: Option<u64>,
+    durable: bool,
+}
+
+fn path_of(file: &DmaFile) -> std::path::PathBuf {
+    file.path().expect("segment files have paths").to_path_buf()
+}
+
+impl VolatileCache {
+    /// A cache whose fdatasyncs each take `fdatasync_delay` longer.
+    pub fn with_fdatasync_delay(fdatasync_delay: std::time::Duration) -> VolatileCache {
+        VolatileCache {
+            state: Rc::default(),
+            fdatasync_delay,
+        }
+    }
+
+    /// Copies `dir` to `into` as a power cut now would leave it: every
+    /// segment holds zeros except the writes made durable. Synchronous, so
+    /// no task runs between the look and the copy.
+    pub fn crash_image(&self, dir: &Path, into: &Path) {
+        let state = self.state.borrow();
+        std::fs::create_dir_all(into).unwrap();
+        let meta = synod_wal::layout::META_FILE_NAME;
+        std::fs::copy(dir.join(meta), into.join(meta)).unwrap();
+        for (_, path) in synod_wal::layout::list_segments(dir).unwrap() {
+            let size = std::fs::metadata(&path).unwrap().len() as usize;
+            let mut image = vec![0u8; size];
+            for write in state.writes.iter().filter(|w| w.durable && w.path == path) {
+                let start = write.offset_bytes as usize;
+                image[start..start + write.bytes.len()].copy_from_slice(&write.bytes);
+            }
+            std::fs::write(into.join(path.file_name().unwrap()), image).unwrap();
+        }
+    }
+}
+
+impl Storage for VolatileCache {
+    type File = DmaFile;
+
+    async fn create(&self, path: &Path, size_bytes: u64) -> io::Result<DmaFile> {
+        DmaStorage.create(path, size_bytes).await
+    }
+    async fn open(&self, path: &Path) -> io::Result<DmaFile> {
+        DmaStorage.open(path).await
+    }
+    async fn read_all(&self, path: &Path) -> io::Result<AlignedVec<16>> {
+        DmaStorage.read_all(path).await
+    }
+    fn alloc_buffer(&self, file: &DmaFile, len_bytes: usize) -> DmaBuffer {
+        DmaStorage.alloc_buffer(file, len_bytes)
+    }
+    async fn write_at(
+        &self,
+        file: &DmaFile,
+        buf: DmaBuffer,
+        offset_bytes: u64,
+    ) -> io::Result<usize> {
+        let index = {
+            let mut state = self.state.borrow_mut();
+            state.writes.push(CachedWrite {
+                path: path_of(file),
+                offset_bytes,
+                bytes: buf.as_bytes().to_vec(),
+                completed: false,
+                covered_by: None,
+                durable: false,
+            });
+            state.writes.len() - 1
+        };
+        let written = DmaStorage.write_at(file, buf, offset_bytes).await?;
+        self.state.borrow_mut().writes[index].completed = true;
+        Ok(written)
+    }
+    async fn fdatasync(&self, file: &DmaFile) -> io::Result<()> {
+        let (path, id) = {
+            let mut state = self.state.borrow_mut();
+            state.fdatasyncs += 1;
+            let (path, id) = (path_of(file), state.fdatasyncs);
+            for write in state.writes.iter_mut() {
+                if write.path == path && write.completed && write.covered_by.is_none() {
+                    write.covered_by = Some(id);
+                }
+            }
+            (path, id)
+        };
+        glommio::timer::sleep(self.fdatasync_delay).await;
+        let result = DmaStorage.fdatasync(file).await;
+        let mut state = self.state.borrow_mut();
+        if result.is_ok() {
+            for write in state.writes.iter_mut() {
+                if write.path == path && write.covered_by == Some(id) {
+                    write.durable = true;
+                }
+            }
+        }
+        result
+    }
+    async fn truncate(&self, file: &DmaFile, len_bytes: u64, size_bytes: u64) -> io::Result<()> {
+        DmaStorage.truncate(file, len_bytes, size_bytes).await
+    }
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        DmaStorage.remove(path).await
+    }
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        DmaStorage.sync_dir(dir).await
+    }
+    async fn close(&self, file: DmaFile) -> io::Result<()> {
+        DmaStorage.close(file).await
+    }
+}
