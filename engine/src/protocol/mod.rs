@@ -371,10 +371,12 @@ impl Replica {
         }
     }
 
-    /// Sets how many slots a leader keeps in flight beyond its commit
-    /// point: `slots` clamped to `1..=config.pipeline_max` (the default is
-    /// `pipeline_max`). Slots above the window wait, and commands proposed
-    /// meanwhile join them, so a smaller window makes fewer, larger batches.
+    /// Sets how many slots of new commands a leader keeps in flight beyond
+    /// its commit point: `slots` clamped to `1..=config.pipeline_max` (the
+    /// default is `pipeline_max`). Commands beyond the window wait, and
+    /// commands proposed meanwhile join them, so a smaller window makes
+    /// fewer, larger batches. Values recovered in Phase 1 are whole batches
+    /// already and go out up to `pipeline_max` whatever the window.
     /// Deterministic like everything else here: the runtime chooses the
     /// window from the latencies it measures. Returns the window in force.
     pub fn set_pipeline_window(&mut self, slots: u32) -> u32 {

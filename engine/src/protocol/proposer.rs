@@ -433,10 +433,12 @@ impl Replica {
         Ok(())
     }
 
-    /// Fills the pipeline window (`Replica::set_pipeline_window`): recovered
-    /// values first, then batches cut from the queued commands.
+    /// Fills the pipeline: recovered values first, up to `pipeline_max`
+    /// slots (they are whole batches already), then batches cut from the
+    /// queued commands, up to the window (`Replica::set_pipeline_window`).
     fn leader_flush(&mut self, out: &mut Actions) {
-        let (window, linger) = (
+        let (pipeline_max, window, linger) = (
+            u64::from(self.config.pipeline_max),
             u64::from(self.pipeline_window),
             u64::from(self.config.linger_ticks),
         );
@@ -444,7 +446,8 @@ impl Replica {
             let Role::Leading(leading) = &mut self.role else {
                 return;
             };
-            if !leading.is_steady() || leading.inflight.len() as u64 >= window {
+            let inflight = leading.inflight.len() as u64;
+            if !leading.is_steady() || inflight >= pipeline_max {
                 return;
             }
             if let Some(batch) = leading.recovering.pop_front() {
@@ -452,7 +455,7 @@ impl Replica {
                 self.leader_accept_slot(slot, batch, out);
                 continue;
             }
-            if leading.queue.is_empty() {
+            if leading.queue.is_empty() || inflight >= window {
                 return;
             }
             // Only the last builder can be partial; let it linger if asked.
