@@ -33,8 +33,9 @@ pub(super) struct Leading {
     /// Slots below this were open when we took over; reads wait for them.
     recovery_end: Slot,
     /// Recovered values for the slots from `next_slot` on, re-proposed
-    /// through the pipeline window like new batches (ahead of them), so a
-    /// long recovery does not flood the peers' queues.
+    /// ahead of new batches and at most `pipeline_max` slots in flight, so
+    /// a long recovery does not flood the peers' queues (the narrower
+    /// window for new batches does not apply: these merge with nothing).
     recovering: VecDeque<Batch>,
     read_round: u64,
     /// Highest read round each member echoed, by position.

@@ -1,13 +1,17 @@
 //! The leader's pipeline window, chosen from what it measures: the round
-//! time of a slot (its first Accept sent → chosen) and the time its own WAL
-//! takes to make a write durable.
+//! time of a slot (its first Accept sent → chosen) and the time a sync of
+//! its own WAL takes as the group waits for it (an fdatasync, plus waiting
+//! behind one already running: from about one to two fdatasyncs under
+//! load, which keeps the window on the small side).
 //!
 //! Every replica's WAL commits one write + fdatasync at a time and folds
 //! whatever arrives meanwhile into the next one. Slots cut faster than one
 //! per fsync therefore share fsyncs anyway and only add messages and WAL
 //! frames; slots cut slower leave a disk idle. A round spans about
-//! `round / fsync` fsyncs, so the window is that many slots plus the one
-//! filling up: `ceil(round / fsync) + 1`, at least [`WINDOW_MIN`], at most
+//! `round / fsync` fsyncs, so the window is that many slots in flight plus
+//! one, so that the next slot can leave while they are out (the batch still
+//! filling waits in the leader's queue and is not counted):
+//! `ceil(round / fsync) + 1`, at least [`WINDOW_MIN`], at most
 //! the configured `pipeline_max`. A slow network (long rounds) opens the
 //! window up to keep the disks busy; a slow disk closes it, and commands
 //! arriving meanwhile join the next slot, so batches grow with the fsync
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::Slot;
 
-/// The smallest window: one slot in flight and one filling.
+/// The smallest window: a slot being made durable and the one after it.
 pub const WINDOW_MIN: u32 = 2;
 
 /// Weight of a new sample in the moving averages (as TCP's SRTT).
