@@ -27,10 +27,12 @@ const IO_MEMORY_BYTES: usize = 1 << 20;
 
 type Handles = Rc<RefCell<HashMap<NodeId, GroupHandle>>>;
 
-/// Decodes every message as the transport would, then hands it over.
+/// Decodes every message as the transport would, then hands it over,
+/// after `delay` if it is not zero (a slow network, in order).
 struct Loopback {
     from: NodeId,
     handles: Handles,
+    delay: Duration,
 }
 
 impl PeerLink for Loopback {
@@ -50,12 +52,24 @@ impl PeerLink for Loopback {
         };
         let (_, envelope) =
             decode_envelope(&frame, &frame, limits).expect("peers send valid frames");
-        handle.try_deliver(envelope)
+        if self.delay.is_zero() {
+            return handle.try_deliver(envelope);
+        }
+        let (handle, delay) = (handle.clone(), self.delay);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(delay).await;
+            handle.try_deliver(envelope);
+        })
+        .detach();
+        true
     }
 }
 
 struct Cluster {
     dir: std::path::PathBuf,
+    /// One-way delay of every peer message.
+    delay: Duration,
+    metrics: RefCell<HashMap<NodeId, GroupMetrics>>,
     policy: SnapshotPolicy,
     handles: Handles,
     statuses: RefCell<HashMap<NodeId, Rc<GroupStatus>>>,
@@ -68,8 +82,14 @@ async fn start(dir: &Path) -> Cluster {
 }
 
 async fn start_with(dir: &Path, policy: SnapshotPolicy) -> Cluster {
+    start_delayed(dir, policy, Duration::ZERO).await
+}
+
+async fn start_delayed(dir: &Path, policy: SnapshotPolicy, delay: Duration) -> Cluster {
     let cluster = Cluster {
         dir: dir.to_path_buf(),
+        delay,
+        metrics: RefCell::default(),
         policy,
         handles: Rc::default(),
         statuses: RefCell::default(),
@@ -86,9 +106,18 @@ impl Cluster {
     }
 
     async fn start_node(&self, id: NodeId) {
+        let metrics = GroupMetrics::default();
+        self.metrics.borrow_mut().insert(id, metrics.clone());
         let mut config = Config::new(id, MEMBERS.to_vec());
         config.batch_bytes_max = 256 << 10;
         config.command_bytes_max = 64 << 10;
+        if !self.delay.is_zero() {
+            // Timeouts well above the slow network's round trip: two round
+            // trips are this many ticks of 2 ms.
+            let two_rounds_ticks = (4 * self.delay.as_millis() / 2) as u32;
+            config.election_timeout_ticks = 5 * two_rounds_ticks;
+            config.resend_ticks = 2 * two_rounds_ticks;
+        }
         let options = GroupOptions {
             config,
             wal_dir: self.wal_dir(id),
@@ -100,12 +129,13 @@ impl Cluster {
             },
             tick: Duration::from_millis(2),
             snapshot: self.policy,
-            metrics: GroupMetrics::default(),
+            metrics: metrics.clone(),
             rejoin: false,
         };
         let link = Rc::new(Loopback {
             from: id,
             handles: self.handles.clone(),
+            delay: self.delay,
         });
         let (handle, status, task) = start_group(options, GroupId(0), Kv::default(), link)
             .await
@@ -410,5 +440,56 @@ fn a_replica_behind_the_compaction_point_catches_up_by_snapshot() {
         let restarted = cluster.handle(lagging);
         assert_eq!(get(&restarted, "k150", true).await, Some(b"v150".to_vec()));
         cluster.stop().await;
+    });
+}
+
+/// The leader's pipeline window as it measured it, once 640 proposals
+/// have been applied with 32 in flight, on a network of one-way `delay`.
+async fn window_after_load(delay: Duration) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_delayed(dir.path(), SnapshotPolicy::default(), delay).await;
+    let leader = cluster.leader().await;
+    let handle = cluster.handle(leader);
+    let tasks: Vec<_> = (0..32u64)
+        .map(|client| {
+            let handle = handle.clone();
+            glommio::spawn_local(async move {
+                for seq in 1..=20u64 {
+                    let outcome = handle
+                        .propose(ClientId(client + 1), seq, put(&format!("k{client}"), "v"))
+                        .await;
+                    assert!(
+                        matches!(outcome, ProposeOutcome::Applied { .. }),
+                        "{outcome:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await;
+    }
+    let window = cluster.metrics.borrow()[&leader].pipeline_window.get();
+    cluster.stop().await;
+    window
+}
+
+#[test]
+fn the_pipeline_window_opens_on_a_slow_network_and_closes_on_a_fast_one() {
+    run(|| async {
+        let pipeline_max = i64::from(Config::new(NodeId(1), MEMBERS.to_vec()).pipeline_max);
+        // Rounds of 100 ms and more against syncs of a millisecond or so:
+        // the window opens to keep the disks busy.
+        let slow = window_after_load(Duration::from_millis(50)).await;
+        // Rounds about as long as a sync: a few slots.
+        let fast = window_after_load(Duration::ZERO).await;
+        assert!(
+            (16..=pipeline_max).contains(&slow),
+            "slow network: window {slow}"
+        );
+        assert!(
+            fast >= 2 && fast * 4 <= slow,
+            "fast network: window {fast}, slow {slow}"
+        );
     });
 }
