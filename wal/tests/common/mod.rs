@@ -58,6 +58,42 @@ pub async fn frames_of<S: Storage>(wal: &synod_wal::Wal<S>) -> Vec<(u64, u16, Ve
     out
 }
 
+/// The `Storage` methods a test wrapper leaves to `DmaStorage`: all but
+/// `write_at` and `fdatasync`, which each wrapper defines.
+macro_rules! dma_passthrough {
+    () => {
+        async fn create(&self, path: &Path, size_bytes: u64) -> io::Result<DmaFile> {
+            DmaStorage.create(path, size_bytes).await
+        }
+        async fn open(&self, path: &Path) -> io::Result<DmaFile> {
+            DmaStorage.open(path).await
+        }
+        async fn read_all(&self, path: &Path) -> io::Result<AlignedVec<16>> {
+            DmaStorage.read_all(path).await
+        }
+        fn alloc_buffer(&self, file: &DmaFile, len_bytes: usize) -> DmaBuffer {
+            DmaStorage.alloc_buffer(file, len_bytes)
+        }
+        async fn truncate(
+            &self,
+            file: &DmaFile,
+            len_bytes: u64,
+            size_bytes: u64,
+        ) -> io::Result<()> {
+            DmaStorage.truncate(file, len_bytes, size_bytes).await
+        }
+        async fn remove(&self, path: &Path) -> io::Result<()> {
+            DmaStorage.remove(path).await
+        }
+        async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            DmaStorage.sync_dir(dir).await
+        }
+        async fn close(&self, file: DmaFile) -> io::Result<()> {
+            DmaStorage.close(file).await
+        }
+    };
+}
+
 /// A storage wrapper for tests: counts fdatasyncs and fails the chosen one
 /// or every write, on request.
 #[derive(Clone, Default)]
@@ -70,18 +106,7 @@ pub struct Faulty {
 impl Storage for Faulty {
     type File = DmaFile;
 
-    async fn create(&self, path: &Path, size_bytes: u64) -> io::Result<DmaFile> {
-        DmaStorage.create(path, size_bytes).await
-    }
-    async fn open(&self, path: &Path) -> io::Result<DmaFile> {
-        DmaStorage.open(path).await
-    }
-    async fn read_all(&self, path: &Path) -> io::Result<AlignedVec<16>> {
-        DmaStorage.read_all(path).await
-    }
-    fn alloc_buffer(&self, file: &DmaFile, len_bytes: usize) -> DmaBuffer {
-        DmaStorage.alloc_buffer(file, len_bytes)
-    }
+    dma_passthrough!();
     async fn write_at(
         &self,
         file: &DmaFile,
@@ -100,18 +125,6 @@ impl Storage for Faulty {
             return Err(io::Error::from_raw_os_error(libc_eio()));
         }
         DmaStorage.fdatasync(file).await
-    }
-    async fn truncate(&self, file: &DmaFile, len_bytes: u64, size_bytes: u64) -> io::Result<()> {
-        DmaStorage.truncate(file, len_bytes, size_bytes).await
-    }
-    async fn remove(&self, path: &Path) -> io::Result<()> {
-        DmaStorage.remove(path).await
-    }
-    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        DmaStorage.sync_dir(dir).await
-    }
-    async fn close(&self, file: DmaFile) -> io::Result<()> {
-        DmaStorage.close(file).await
     }
 }
 
@@ -182,18 +195,7 @@ impl VolatileCache {
 impl Storage for VolatileCache {
     type File = DmaFile;
 
-    async fn create(&self, path: &Path, size_bytes: u64) -> io::Result<DmaFile> {
-        DmaStorage.create(path, size_bytes).await
-    }
-    async fn open(&self, path: &Path) -> io::Result<DmaFile> {
-        DmaStorage.open(path).await
-    }
-    async fn read_all(&self, path: &Path) -> io::Result<AlignedVec<16>> {
-        DmaStorage.read_all(path).await
-    }
-    fn alloc_buffer(&self, file: &DmaFile, len_bytes: usize) -> DmaBuffer {
-        DmaStorage.alloc_buffer(file, len_bytes)
-    }
+    dma_passthrough!();
     async fn write_at(
         &self,
         file: &DmaFile,
@@ -239,17 +241,5 @@ impl Storage for VolatileCache {
             }
         }
         result
-    }
-    async fn truncate(&self, file: &DmaFile, len_bytes: u64, size_bytes: u64) -> io::Result<()> {
-        DmaStorage.truncate(file, len_bytes, size_bytes).await
-    }
-    async fn remove(&self, path: &Path) -> io::Result<()> {
-        DmaStorage.remove(path).await
-    }
-    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        DmaStorage.sync_dir(dir).await
-    }
-    async fn close(&self, file: DmaFile) -> io::Result<()> {
-        DmaStorage.close(file).await
     }
 }
