@@ -216,8 +216,8 @@ pub enum GroupInput {
     Read(Bytes, oneshot::Sender<ReadOutcome>),
     /// A read-only query answered from local state at once.
     ReadLocal(Bytes, oneshot::Sender<ReadOutcome>),
-    /// A sync finished, after this long.
-    Persisted(SyncId, Duration),
+    /// A sync finished, after this long (`None`: not measured).
+    Persisted(SyncId, Option<Duration>),
     /// Stream every command applied from now on to this channel.
     Subscribe(crossbeam_channel::Sender<Committed>),
     /// A piece of a snapshot from a peer.
@@ -747,9 +747,7 @@ impl<S: StateMachine> GroupDriver<S> {
                     continue;
                 }
                 GroupInput::Persisted(sync, took) => {
-                    // Zero only from the test-only build that acknowledges
-                    // before the sync: no measurement.
-                    if !took.is_zero() {
+                    if let Some(took) = took {
                         self.window.on_fsync(took);
                     }
                     Input::Persisted(sync)
@@ -971,9 +969,7 @@ impl<S: StateMachine> GroupDriver<S> {
             // so a crash in between loses acknowledged commands.
             let unsafe_ack = cfg!(feature = "unsafe-ack-before-fsync");
             if unsafe_ack {
-                let _ = inputs
-                    .send(GroupInput::Persisted(sync, Duration::ZERO))
-                    .await;
+                let _ = inputs.send(GroupInput::Persisted(sync, None)).await;
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
             let started = Instant::now();
@@ -982,7 +978,7 @@ impl<S: StateMachine> GroupDriver<S> {
             fsync_latency.observe(took.as_secs_f64());
             let input = match synced {
                 Ok(_) if unsafe_ack => return,
-                Ok(_) => GroupInput::Persisted(sync, took),
+                Ok(_) => GroupInput::Persisted(sync, Some(took)),
                 Err(error) => GroupInput::Fatal(error),
             };
             let _ = inputs.send(input).await;

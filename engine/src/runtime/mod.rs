@@ -20,4 +20,4 @@ pub mod node;
 mod readable_log;
 pub mod snapshot;
 mod waiters;
-pub mod window;
+mod window;

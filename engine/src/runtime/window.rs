@@ -119,12 +119,14 @@ impl PipelineWindow {
     }
 
     /// The mean round time, if measured.
-    pub fn round_time(&self) -> Option<Duration> {
+    #[cfg(test)]
+    fn round_time(&self) -> Option<Duration> {
         self.round.0.map(Duration::from_secs_f64)
     }
 
     /// The mean fsync time, if measured.
-    pub fn fsync_time(&self) -> Option<Duration> {
+    #[cfg(test)]
+    fn fsync_time(&self) -> Option<Duration> {
         self.fsync.0.map(Duration::from_secs_f64)
     }
 }
