@@ -30,7 +30,7 @@ mod wal;
 
 use std::path::PathBuf;
 
-pub use storage::{DmaStorage, Storage};
+pub use storage::{DmaStorage, SegmentFile, Storage};
 pub use wal::{RecoveryReport, TornTail, Wal};
 
 /// The position of a frame in the log: frames are numbered 0, 1, 2, ... in

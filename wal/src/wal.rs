@@ -423,10 +423,14 @@ impl<S: Storage> Wal<S> {
         }
         let file = self.active_file()?;
         let storage = &self.inner.storage;
+        let config = &self.inner.config;
         let padded_bytes = chunk.bytes.len().next_multiple_of(BLOCK_BYTES);
+        // A commit of one write makes it durable in the same operation; one
+        // of several writes them all, then covers them with one fdatasync.
+        let one_durable_write = config.fsync && padded_bytes <= config.write_bytes_max;
         let mut offset = 0;
         while offset < padded_bytes {
-            let piece_bytes = (padded_bytes - offset).min(self.inner.config.write_bytes_max);
+            let piece_bytes = (padded_bytes - offset).min(config.write_bytes_max);
             let mut buf = storage.alloc_buffer(&file, piece_bytes);
             let data = &chunk.bytes[offset..(offset + piece_bytes).min(chunk.bytes.len())];
             let dst = buf.as_bytes_mut();
@@ -434,9 +438,12 @@ impl<S: Storage> Wal<S> {
             // DMA buffers come from a pool: the padding must be zeroed, as
             // recovery reads zeros as the end of the log.
             dst[data.len()..].fill(0);
-            let written = storage
-                .write_at(&file, buf, chunk.base_offset_bytes + offset as u64)
-                .await?;
+            let at = chunk.base_offset_bytes + offset as u64;
+            let written = if one_durable_write {
+                storage.write_durable_at(&file, buf, at).await?
+            } else {
+                storage.write_at(&file, buf, at).await?
+            };
             if written != piece_bytes {
                 return Err(io::Error::other(format!(
                     "short write: {written} of {piece_bytes} bytes"
@@ -444,7 +451,7 @@ impl<S: Storage> Wal<S> {
             }
             offset += piece_bytes;
         }
-        if !self.inner.config.fsync {
+        if !config.fsync || one_durable_write {
             return Ok(());
         }
         storage.fdatasync(&file).await

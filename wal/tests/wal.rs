@@ -92,12 +92,40 @@ fn with_fsync_off_sync_writes_but_never_fdatasyncs() {
             assert!(wal.sync().await.unwrap() > position);
         }
         assert_eq!(storage.fdatasyncs.get(), 0);
+        assert_eq!(storage.durable_writes.get(), 0);
         drop(wal);
         // The frames were written all the same (segments roll over too).
         let (wal, _) = Wal::open_with(storage.clone(), dir.path(), config)
             .await
             .unwrap();
         assert_eq!(frames_of(&wal).await.len(), 40);
+    });
+}
+
+#[test]
+fn a_commit_of_one_write_makes_it_durable_in_it_and_one_of_several_pays_one_fdatasync() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Faulty::default();
+        let config = small_config();
+        let (wal, _) = Wal::open_with(storage.clone(), dir.path(), config.clone())
+            .await
+            .unwrap();
+        wal.append(1, &body(0, 100)).unwrap();
+        wal.sync().await.unwrap();
+        assert_eq!(storage.durable_writes.get(), 1);
+        assert_eq!(storage.fdatasyncs.get(), 1, "the durable write's own");
+        // Three writes' worth in one commit, within one segment.
+        let frames = 3 * config.write_bytes_max / 5000;
+        for i in 0..frames as u64 {
+            wal.append(1, &body(i, 5000)).unwrap();
+        }
+        wal.sync().await.unwrap();
+        assert_eq!(storage.durable_writes.get(), 1);
+        assert_eq!(storage.fdatasyncs.get(), 2);
+        drop(wal);
+        let (wal, _) = Wal::open(dir.path(), config).await.unwrap();
+        assert_eq!(frames_of(&wal).await.len(), frames + 1);
     });
 }
 

@@ -7,10 +7,10 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use glommio::io::{DmaBuffer, DmaFile};
+use glommio::io::DmaBuffer;
 use glommio::{LocalExecutorBuilder, Placement};
 use rkyv::util::AlignedVec;
-use synod_wal::{DmaStorage, Storage, WalConfig};
+use synod_wal::{DmaStorage, SegmentFile, Storage, WalConfig};
 
 /// glommio registers `io_memory` with io_uring, which counts against the
 /// 8 MiB memlock limit; tests run several executors at once, so 1 MiB each.
@@ -62,21 +62,21 @@ pub async fn frames_of<S: Storage>(wal: &synod_wal::Wal<S>) -> Vec<(u64, u16, Ve
 /// `write_at` and `fdatasync`, which each wrapper defines.
 macro_rules! dma_passthrough {
     () => {
-        async fn create(&self, path: &Path, size_bytes: u64) -> io::Result<DmaFile> {
+        async fn create(&self, path: &Path, size_bytes: u64) -> io::Result<SegmentFile> {
             DmaStorage.create(path, size_bytes).await
         }
-        async fn open(&self, path: &Path) -> io::Result<DmaFile> {
+        async fn open(&self, path: &Path) -> io::Result<SegmentFile> {
             DmaStorage.open(path).await
         }
         async fn read_all(&self, path: &Path) -> io::Result<AlignedVec<16>> {
             DmaStorage.read_all(path).await
         }
-        fn alloc_buffer(&self, file: &DmaFile, len_bytes: usize) -> DmaBuffer {
+        fn alloc_buffer(&self, file: &SegmentFile, len_bytes: usize) -> DmaBuffer {
             DmaStorage.alloc_buffer(file, len_bytes)
         }
         async fn truncate(
             &self,
-            file: &DmaFile,
+            file: &SegmentFile,
             len_bytes: u64,
             size_bytes: u64,
         ) -> io::Result<()> {
@@ -88,28 +88,30 @@ macro_rules! dma_passthrough {
         async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
             DmaStorage.sync_dir(dir).await
         }
-        async fn close(&self, file: DmaFile) -> io::Result<()> {
+        async fn close(&self, file: SegmentFile) -> io::Result<()> {
             DmaStorage.close(file).await
         }
     };
 }
 
-/// A storage wrapper for tests: counts fdatasyncs and fails the chosen one
-/// or every write, on request.
+/// A storage wrapper for tests: counts fdatasyncs and durable writes (each
+/// a write and an fdatasync here, so injected failures reach both) and
+/// fails the chosen fdatasync or every write, on request.
 #[derive(Clone, Default)]
 pub struct Faulty {
     pub fdatasyncs: Rc<Cell<u32>>,
+    pub durable_writes: Rc<Cell<u32>>,
     pub fail_fdatasync_number: Rc<Cell<Option<u32>>>,
     pub fail_writes: Rc<Cell<bool>>,
 }
 
 impl Storage for Faulty {
-    type File = DmaFile;
+    type File = SegmentFile;
 
     dma_passthrough!();
     async fn write_at(
         &self,
-        file: &DmaFile,
+        file: &SegmentFile,
         buf: DmaBuffer,
         offset_bytes: u64,
     ) -> io::Result<usize> {
@@ -118,7 +120,18 @@ impl Storage for Faulty {
         }
         DmaStorage.write_at(file, buf, offset_bytes).await
     }
-    async fn fdatasync(&self, file: &DmaFile) -> io::Result<()> {
+    async fn write_durable_at(
+        &self,
+        file: &SegmentFile,
+        buf: DmaBuffer,
+        offset_bytes: u64,
+    ) -> io::Result<usize> {
+        self.durable_writes.set(self.durable_writes.get() + 1);
+        let written = self.write_at(file, buf, offset_bytes).await?;
+        self.fdatasync(file).await?;
+        Ok(written)
+    }
+    async fn fdatasync(&self, file: &SegmentFile) -> io::Result<()> {
         let number = self.fdatasyncs.get() + 1;
         self.fdatasyncs.set(number);
         if self.fail_fdatasync_number.get() == Some(number) {
@@ -159,8 +172,8 @@ struct CachedWrite {
     durable: bool,
 }
 
-fn path_of(file: &DmaFile) -> std::path::PathBuf {
-    file.path().expect("segment files have paths").to_path_buf()
+fn path_of(file: &SegmentFile) -> std::path::PathBuf {
+    file.path().expect("segment files have paths")
 }
 
 impl VolatileCache {
@@ -193,12 +206,12 @@ impl VolatileCache {
 }
 
 impl Storage for VolatileCache {
-    type File = DmaFile;
+    type File = SegmentFile;
 
     dma_passthrough!();
     async fn write_at(
         &self,
-        file: &DmaFile,
+        file: &SegmentFile,
         buf: DmaBuffer,
         offset_bytes: u64,
     ) -> io::Result<usize> {
@@ -218,7 +231,7 @@ impl Storage for VolatileCache {
         self.state.borrow_mut().writes[index].completed = true;
         Ok(written)
     }
-    async fn fdatasync(&self, file: &DmaFile) -> io::Result<()> {
+    async fn fdatasync(&self, file: &SegmentFile) -> io::Result<()> {
         let (path, id) = {
             let mut state = self.state.borrow_mut();
             state.fdatasyncs += 1;
