@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::frame::{encode_frame, frame_bytes, FRAME_HEADER_BYTES};
 use crate::layout::{self, segment_file_name, META_FILE_NAME};
@@ -143,6 +144,8 @@ struct State<F> {
     round: u64,
     waiters: Vec<Waker>,
     fatal: Option<String>,
+    /// How long the last commit's writes and fdatasync took.
+    last_commit_time: Option<Duration>,
 }
 
 impl<F> State<F> {
@@ -263,6 +266,7 @@ impl<S: Storage> Wal<S> {
             round: 0,
             waiters: Vec::new(),
             fatal: None,
+            last_commit_time: None,
         };
         let inner = Inner {
             storage,
@@ -317,6 +321,13 @@ impl<S: Storage> Wal<S> {
     /// The position the next `append` returns.
     pub fn next_position(&self) -> Position {
         self.inner.state.borrow().next
+    }
+
+    /// How long the last commit took on the disk: its writes and
+    /// fdatasync, without the time a [`Wal::sync`] spent waiting for the
+    /// commit before it. `None` before the first.
+    pub fn last_commit_time(&self) -> Option<Duration> {
+        self.inner.state.borrow().last_commit_time
     }
 
     /// The oldest position kept.
@@ -405,12 +416,14 @@ impl<S: Storage> Wal<S> {
                 .continuation();
             std::mem::replace(&mut st.pending, vec![continuation])
         };
+        let started = Instant::now();
         for chunk in &chunks {
             self.write_chunk(chunk).await.map_err(|e| self.fail(e))?;
         }
         let end = chunks.last().expect("at least one chunk").end;
         let mut st = self.inner.state.borrow_mut();
         st.durable_end = st.durable_end.max(end);
+        st.last_commit_time = Some(started.elapsed());
         Ok(())
     }
 

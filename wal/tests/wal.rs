@@ -129,6 +129,41 @@ fn a_commit_of_one_write_makes_it_durable_in_it_and_one_of_several_pays_one_fdat
     });
 }
 
+/// What a sync waits for is up to two commits; what the WAL reports as its
+/// commit time is one (the pipeline window sizes itself by it).
+#[test]
+fn the_commit_time_is_the_disk_cycle_not_the_wait_of_a_sync() {
+    use std::time::{Duration, Instant};
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let delay = Duration::from_millis(50);
+        let storage = common::VolatileCache::with_fdatasync_delay(delay);
+        let (wal, _) = Wal::open_with(storage, dir.path(), small_config())
+            .await
+            .unwrap();
+        assert_eq!(wal.last_commit_time(), None);
+        wal.append(1, &body(0, 100)).unwrap();
+        let first = {
+            let wal = wal.clone();
+            glommio::spawn_local(async move { wal.sync().await.unwrap() })
+        };
+        // The first commit is now in its fdatasync; this sync waits for it,
+        // then for its own.
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+        wal.append(1, &body(1, 100)).unwrap();
+        let started = Instant::now();
+        wal.sync().await.unwrap();
+        let waited = started.elapsed();
+        first.await;
+        let commit = wal.last_commit_time().expect("two commits ran");
+        assert!(commit >= delay, "commit {commit:?}");
+        assert!(
+            waited >= commit + delay / 2,
+            "waited {waited:?}, commit {commit:?}"
+        );
+    });
+}
+
 #[test]
 fn group_commit_shares_fdatasyncs_between_appenders() {
     run(|| async {

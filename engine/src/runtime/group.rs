@@ -978,7 +978,9 @@ impl<S: StateMachine> GroupDriver<S> {
             fsync_latency.observe(took.as_secs_f64());
             let input = match synced {
                 Ok(_) if unsafe_ack => return,
-                Ok(_) => GroupInput::Persisted(sync, Some(took)),
+                // The window wants the disk's cycle, not this wait (up to
+                // two cycles under group commit).
+                Ok(_) => GroupInput::Persisted(sync, wal.last_commit_time()),
                 Err(error) => GroupInput::Fatal(error),
             };
             let _ = inputs.send(input).await;
