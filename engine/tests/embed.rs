@@ -5,12 +5,16 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "support/ports.rs"]
+mod ports;
+
 use bytes::Bytes;
 use futures_executor::block_on;
+use ports::free_ports;
 use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId, Slot};
 use synod_engine::runtime::group::Committed;
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
@@ -61,35 +65,6 @@ fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOption
             ..SnapshotPolicy::default()
         },
         ..NodeOptions::new(id, listen, peers.to_vec(), data_dir)
-    }
-}
-
-/// A free port with the `run - 1` after it free too. No port is handed
-/// out twice in this process: tests run side by side, and one test's port,
-/// picked free and released, could otherwise be picked again by another
-/// before its node binds it.
-fn free_ports(run: u16) -> SocketAddr {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap();
-    loop {
-        let first = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let Some(ports) = (0..run)
-            .map(|i| first.port().checked_add(i))
-            .collect::<Option<Vec<u16>>>()
-        else {
-            continue;
-        };
-        let held: Vec<TcpListener> = ports[1..]
-            .iter()
-            .filter_map(|port| TcpListener::bind(("127.0.0.1", *port)).ok())
-            .collect();
-        if held.len() + 1 == ports.len() && ports.iter().all(|p| !handed_out.contains(p)) {
-            handed_out.extend(ports);
-            return first;
-        }
     }
 }
 

@@ -2,14 +2,16 @@
 //! directories, driven through `synod client`'s line protocol. Bounded in
 //! time: every wait has a deadline.
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[path = "../../engine/tests/support/ports.rs"]
+mod ports;
+
+use ports::free_ports;
 use serde_json::Value;
 use synod_engine::runtime::client_proto::{
     ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
@@ -32,45 +34,15 @@ struct TestCluster {
     extra: Vec<String>,
 }
 
-/// Ports handed out in this process: tests run side by side, and a port
-/// one test picked free and released could otherwise be picked again by
-/// another before its node binds it.
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
 fn free_port() -> SocketAddr {
-    free_ports_from(1)
+    free_ports(1)
 }
 
 /// A port with the next `CORES_MAX_HERE - 1` free as well: core i of a node
 /// listens for peers on its port plus i.
 fn free_port_run() -> SocketAddr {
     const CORES_MAX_HERE: u16 = 4;
-    free_ports_from(CORES_MAX_HERE)
-}
-
-/// A free port with the `run - 1` after it free too, none handed out before.
-fn free_ports_from(run: u16) -> SocketAddr {
-    let mut handed_out = HANDED_OUT.lock().unwrap();
-    loop {
-        let first = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let Some(ports) = (0..run)
-            .map(|i| first.port().checked_add(i))
-            .collect::<Option<Vec<u16>>>()
-        else {
-            continue;
-        };
-        let held: Vec<TcpListener> = ports[1..]
-            .iter()
-            .filter_map(|port| TcpListener::bind(("127.0.0.1", *port)).ok())
-            .collect();
-        if held.len() + 1 == ports.len() && ports.iter().all(|p| !handed_out.contains(p)) {
-            handed_out.extend(ports);
-            return first;
-        }
-    }
+    free_ports(CORES_MAX_HERE)
 }
 
 impl TestCluster {
