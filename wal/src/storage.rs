@@ -45,9 +45,7 @@ pub trait Storage {
         buf: DmaBuffer,
         offset_bytes: u64,
     ) -> io::Result<usize> {
-        let written = self.write_at(file, buf, offset_bytes).await?;
-        self.fdatasync(file).await?;
-        Ok(written)
+        write_then_fdatasync(self, file, buf, offset_bytes).await
     }
     /// fdatasync.
     async fn fdatasync(&self, file: &Self::File) -> io::Result<()>;
@@ -60,6 +58,19 @@ pub trait Storage {
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Closes a file.
     async fn close(&self, file: Self::File) -> io::Result<()>;
+}
+
+/// [`Storage::write_at`] then [`Storage::fdatasync`]: what a durable write
+/// is unless a backend does it in one operation.
+pub async fn write_then_fdatasync<S: Storage + ?Sized>(
+    storage: &S,
+    file: &S::File,
+    buf: DmaBuffer,
+    offset_bytes: u64,
+) -> io::Result<usize> {
+    let written = storage.write_at(file, buf, offset_bytes).await?;
+    storage.fdatasync(file).await?;
+    Ok(written)
 }
 
 /// The production backend: glommio `DmaFile`s, O_DIRECT through io_uring.

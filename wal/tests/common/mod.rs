@@ -127,9 +127,7 @@ impl Storage for Faulty {
         offset_bytes: u64,
     ) -> io::Result<usize> {
         self.durable_writes.set(self.durable_writes.get() + 1);
-        let written = self.write_at(file, buf, offset_bytes).await?;
-        self.fdatasync(file).await?;
-        Ok(written)
+        synod_wal::storage::write_then_fdatasync(self, file, buf, offset_bytes).await
     }
     async fn fdatasync(&self, file: &SegmentFile) -> io::Result<()> {
         let number = self.fdatasyncs.get() + 1;
