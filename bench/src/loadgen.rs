@@ -526,8 +526,7 @@ fn closed_loop(shared: &Rc<Shared>, part: &Part) -> Vec<glommio::Task<()>> {
             glommio::spawn_local(async move {
                 let mut seq = 1;
                 while !shared.stopping() {
-                    append(&shared, session, seq, Instant::now(), worker).await;
-                    seq += shared.batch as u64;
+                    seq = append(&shared, session, seq, Instant::now(), worker).await;
                 }
             })
         })
@@ -578,8 +577,8 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, part: &Part) -> glom
             k += 1;
             let (shared, idle) = (shared.clone(), idle.clone());
             glommio::spawn_local(async move {
-                append(&shared, session, seq, intended, k).await;
-                idle.borrow_mut().push((session, seq + 1));
+                let next = append(&shared, session, seq, intended, k).await;
+                idle.borrow_mut().push((session, next));
             })
             .detach();
         }
@@ -612,26 +611,31 @@ fn note_acks(shared: &Shared, g: usize, target: usize, count: u64, intended: Ins
 }
 
 /// Appends one command (to the group of `worker`) until it is acknowledged
-/// (retries keep its sequence number, so it applies once) or the run stops.
-async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worker: usize) {
-    let op = match shared.batch {
-        1 => ClientOp::Append {
-            client,
-            seq,
-            data: shared.payload.clone(),
-        },
-        items => ClientOp::AppendBatch {
-            client,
-            seq,
-            items: vec![shared.payload.clone(); items],
-        },
-    };
+/// (retries keep its sequence number, so it applies once) or the run stops;
+/// returns the session's next sequence number.
+async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worker: usize) -> u64 {
     let g = worker % shared.groups.len();
-    let body = ClientRequest {
-        group: shared.groups[g],
-        op,
-    }
-    .encode();
+    let request = |seq| {
+        let op = match shared.batch {
+            1 => ClientOp::Append {
+                client,
+                seq,
+                data: shared.payload.clone(),
+            },
+            items => ClientOp::AppendBatch {
+                client,
+                seq,
+                items: vec![shared.payload.clone(); items],
+            },
+        };
+        ClientRequest {
+            group: shared.groups[g],
+            op,
+        }
+        .encode()
+    };
+    let (mut seq, mut body) = (seq, request(seq));
+    let mut sent_before = false;
     let nodes = shared.clients.len();
     while !shared.stopping() {
         let target = shared.targets[g].get();
@@ -639,14 +643,25 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
         let reply = per_node[worker % per_node.len()]
             .request(KIND_CLIENT_REQUEST, &body)
             .await;
+        let first_sending = !std::mem::replace(&mut sent_before, true);
         match reply.map(|r| ClientResponse::decode(&r.body)) {
             Ok(Ok(ClientResponse::Appended { .. })) => {
                 note_acks(shared, g, target, 1, intended);
-                return;
+                return seq + 1;
             }
             Ok(Ok(ClientResponse::AppendedBatch { indexes })) => {
                 note_acks(shared, g, target, indexes.len() as u64, intended);
-                return;
+                return seq + indexes.len() as u64;
+            }
+            // The session was evicted. Sent once, none of it was applied:
+            // again from `resume_at`. Sent before: in doubt, an error.
+            Ok(Ok(ClientResponse::SessionExpired { resume_at })) if first_sending => {
+                (seq, body) = (resume_at, request(resume_at));
+                sent_before = false;
+            }
+            Ok(Ok(ClientResponse::SessionExpired { resume_at })) => {
+                shared.errors.set(shared.errors.get() + 1);
+                return resume_at;
             }
             Ok(Ok(ClientResponse::NotLeader { leader })) => {
                 shared.redirects.set(shared.redirects.get() + 1);
@@ -670,6 +685,7 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
             }
         }
     }
+    seq
 }
 
 #[cfg(test)]

@@ -138,6 +138,16 @@ fn kv(session: &mut Session, op: KvOp) -> ClientOp {
     }
 }
 
+/// Renumbers a session's command (after its session expired).
+fn set_seq(op: &mut ClientOp, to: u64) {
+    match op {
+        ClientOp::Append { seq, .. }
+        | ClientOp::AppendBatch { seq, .. }
+        | ClientOp::Kv { seq, .. } => *seq = to,
+        ClientOp::Get { .. } | ClientOp::ReadLog { .. } | ClientOp::Status => {}
+    }
+}
+
 fn number(text: &str) -> Result<u64, String> {
     text.parse()
         .map_err(|_| format!("`{text}` is not a number"))
@@ -150,19 +160,39 @@ fn text(bytes: &[u8]) -> String {
 impl Session {
     /// Sends `op` until a node answers it or the timeout passes. A write is
     /// retried with the same sequence number, so it applies once.
-    async fn execute(&mut self, op: ClientOp) -> Value {
+    async fn execute(&mut self, mut op: ClientOp) -> Value {
         let wants_leader = !matches!(op, ClientOp::ReadLog { .. });
-        let body = ClientRequest {
+        let mut body = ClientRequest {
             group: self.group,
             op: op.clone(),
         }
         .encode();
         let deadline = Instant::now() + self.timeout;
         let mut last_error = String::from("no node answered");
+        let mut sent_before = false;
         while Instant::now() < deadline {
             let (addr, client) = &self.clients[self.target];
-            match client.request(KIND_CLIENT_REQUEST, &body).await {
+            let answer = client.request(KIND_CLIENT_REQUEST, &body).await;
+            let first_sending = !std::mem::replace(&mut sent_before, true);
+            match answer {
                 Ok(reply) => match ClientResponse::decode(&reply.body) {
+                    // The session was evicted; sent once, none of it was
+                    // applied: again as a new session from `resume_at`.
+                    Ok(ClientResponse::SessionExpired { resume_at }) if first_sending => {
+                        self.seq = resume_at;
+                        set_seq(&mut op, resume_at);
+                        body = ClientRequest {
+                            group: self.group,
+                            op: op.clone(),
+                        }
+                        .encode();
+                        sent_before = false;
+                    }
+                    // Sent before: an earlier sending may have been applied.
+                    Ok(ClientResponse::SessionExpired { resume_at }) => {
+                        self.seq = resume_at.saturating_sub(1);
+                        return json!({"ok": false, "error": "session expired: the command may or may not have been applied"});
+                    }
                     Ok(ClientResponse::NotLeader { leader }) if wants_leader => {
                         last_error = format!("{addr} does not lead");
                         self.follow(leader).await;
@@ -254,6 +284,9 @@ impl Session {
                 json!({"ok": false, "error": "not the leader", "leader": leader})
             }
             ClientResponse::Busy => json!({"ok": false, "error": "busy"}),
+            ClientResponse::SessionExpired { .. } => {
+                json!({"ok": false, "error": "session expired"})
+            }
             ClientResponse::Error(reason) => json!({"ok": false, "error": reason}),
         }
     }

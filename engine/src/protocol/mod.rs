@@ -52,7 +52,7 @@ pub use message::{
     Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo,
 };
 pub use quorum::VoteSet;
-pub use sessions::{SessionOutcome, Sessions};
+pub use sessions::{SessionOutcome, SessionRecord, Sessions, REQUEST_COMMANDS_MAX, SESSIONS_MAX};
 pub use types::{Ballot, ClientId, GroupId, LogIndex, NodeId, ReadId, Slot, SyncId};
 
 use election::Looking;

@@ -40,7 +40,7 @@ pub(crate) fn apply_batch<'a>(
             continue;
         }
         run.apply(machine, sessions, &mut settled);
-        let outcome = match sessions.check(command.client, command.seq) {
+        let outcome = match sessions.check(command.client, command.seq, index) {
             SessionOutcome::Fresh => {
                 run.client = command.client;
                 run.push(index, command.seq, command.data);
@@ -49,11 +49,9 @@ pub(crate) fn apply_batch<'a>(
             SessionOutcome::Duplicate {
                 reply: (index, reply),
                 ..
-            } => ProposeOutcome::Applied {
-                index: *index,
-                reply: reply.clone(),
-            },
+            } => ProposeOutcome::Applied { index, reply },
             SessionOutcome::Stale => ProposeOutcome::Stale,
+            SessionOutcome::Expired { resume_at } => ProposeOutcome::Expired { resume_at },
         };
         settled(Applied {
             client: command.client,
@@ -204,7 +202,7 @@ mod tests {
         let mut out = Vec::new();
         for (offset, c) in batch.iter().enumerate() {
             let index = LogIndex(first + offset as u64);
-            let (outcome, data) = match sessions.check(c.client, c.seq) {
+            let (outcome, data) = match sessions.check(c.client, c.seq, index) {
                 SessionOutcome::Fresh => {
                     let reply = machine.apply(&[Applying {
                         index,
@@ -220,14 +218,11 @@ mod tests {
                 SessionOutcome::Duplicate {
                     reply: (index, reply),
                     ..
-                } => (
-                    ProposeOutcome::Applied {
-                        index: *index,
-                        reply: reply.clone(),
-                    },
-                    None,
-                ),
+                } => (ProposeOutcome::Applied { index, reply }, None),
                 SessionOutcome::Stale => (ProposeOutcome::Stale, None),
+                SessionOutcome::Expired { resume_at } => {
+                    (ProposeOutcome::Expired { resume_at }, None)
+                }
             };
             out.push((c.client, c.seq, index, outcome, data));
         }
@@ -254,7 +249,7 @@ mod tests {
             (ProposeOutcome::Stale, None)
         );
         assert!(matches!(
-            sessions.check(ClientId(1), 8),
+            sessions.check(ClientId(1), 8, LogIndex(200)),
             SessionOutcome::Duplicate {
                 index: LogIndex(103),
                 ..
@@ -270,10 +265,13 @@ mod tests {
         #[test]
         fn agrees_with_one_command_at_a_time(
             slots in proptest::collection::vec(
-                proptest::collection::vec((0u64..4, 0u64..12), 1..20), 1..5),
+                proptest::collection::vec((0u64..6, 0u64..12), 1..20), 1..5),
         ) {
             let (mut fast, mut slow) = (Recorder::default(), Recorder::default());
-            let (mut fast_sessions, mut slow_sessions) = (Sessions::default(), Sessions::default());
+            // A table of three sessions for up to six clients: evictions
+            // and expired commands, too.
+            let small = || Sessions::with_capacity(0, 1);
+            let (mut fast_sessions, mut slow_sessions) = (small(), small());
             let mut first = 1;
             for commands in &slots {
                 let slot = batch(commands);

@@ -10,7 +10,7 @@ pub const KIND_CLIENT_REQUEST: u16 = 32;
 /// Frame kind of a reply to one.
 pub const KIND_CLIENT_REPLY: u16 = 33;
 /// Items one `AppendBatch` may carry.
-pub const APPEND_BATCH_MAX: usize = 4096;
+pub const APPEND_BATCH_MAX: usize = crate::protocol::REQUEST_COMMANDS_MAX as usize;
 
 pub(crate) use wire::{ArchivedClientOp, ArchivedClientRequest};
 pub use wire::{ClientOp, ClientRequest, ClientResponse, LogEntry};
@@ -96,6 +96,12 @@ mod wire {
         NotLeader { leader: Option<u64> },
         /// The leader's queue is full: back off and retry.
         Busy,
+        /// The client's session was evicted (the table of sessions is
+        /// bounded) and this request may repeat one applied before: not
+        /// applied. Sent for the first time, none of it was applied: send
+        /// it again with sequence numbers from `resume_at` and count on
+        /// from there. Sent before, its outcome is unknown.
+        SessionExpired { resume_at: u64 },
         /// The request failed; the reason.
         Error(String),
     }

@@ -764,6 +764,7 @@ fn proposed(
             ClientResponse::Error("sequence number older than the session's last".into())
         }
         ProposeOutcome::Stopped => ClientResponse::Error("group stopped".into()),
+        ProposeOutcome::Expired { resume_at } => ClientResponse::SessionExpired { resume_at },
         // The client retries where the group is led now, with the same
         // sequence numbers: the session applies what was chosen once.
         ProposeOutcome::InDoubt => refused(Refusal::NotLeader(None)),

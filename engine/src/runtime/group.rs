@@ -45,7 +45,7 @@ use super::window::PipelineWindow;
 use crate::protocol::{
     Action, Actions, Ballot, Batch, ClientId, Command, Config, ConfigError, DurableState, Envelope,
     GroupId, Input, LogIndex, Message, NodeId, ReadId, Refusal, Replica, Reply, Sessions, Slot,
-    SyncId, Write,
+    SyncId, Write, REQUEST_COMMANDS_MAX,
 };
 
 /// How long a snapshot transfer may wait on a full peer queue before it
@@ -162,6 +162,15 @@ pub enum ProposeOutcome {
     Refused(Refusal),
     /// The session has moved past this sequence number.
     Stale,
+    /// The session was evicted from the bounded table, and the command may
+    /// be the retry of one applied before: not applied. If this was the
+    /// request's first sending, none of it was applied: send it again as
+    /// sequence `resume_at` and count on from there. If it had been sent
+    /// before, its outcome is unknown. See `protocol::sessions`.
+    Expired {
+        /// Where the session may start again.
+        resume_at: u64,
+    },
     /// The group stopped before an answer.
     Stopped,
     /// This node stopped leading while the command was in flight: it may
@@ -280,8 +289,17 @@ impl GroupHandle {
     /// One answer for all of them: no channel per command. A command in
     /// them already waiting from an earlier proposal takes over its wait
     /// (that proposal is answered `Stopped` for it alone).
+    ///
+    /// At most [`REQUEST_COMMANDS_MAX`] commands (more are refused
+    /// `TooLarge`); a session's sequence numbers follow the rules of
+    /// `protocol::sessions` (from 1 or a `resume_at`, one per command, the
+    /// next request once this one is answered), or its retries may apply
+    /// twice once its session has been evicted.
     pub async fn propose_many(&self, commands: Vec<Command>) -> Vec<ProposeOutcome> {
         let count = commands.len();
+        if count as u64 > REQUEST_COMMANDS_MAX {
+            return vec![ProposeOutcome::Refused(Refusal::TooLarge); count];
+        }
         let (tx, rx) = oneshot::channel();
         if self
             .inputs

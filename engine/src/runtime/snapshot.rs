@@ -23,10 +23,17 @@ use synod_wal::frame::{decode_frame, encode_frame, FrameError, FRAME_BODY_BYTES_
 use thiserror::Error;
 
 use super::archive::{from_bytes, to_bytes};
-use crate::protocol::{Ballot, ClientId, GroupId, LogIndex, NodeId, Sessions, Slot};
+use crate::protocol::{
+    Ballot, ClientId, GroupId, LogIndex, NodeId, SessionRecord, Sessions, Slot,
+    REQUEST_COMMANDS_MAX, SESSIONS_MAX,
+};
 
 /// Frame kind of a snapshot file.
-pub const KIND_SNAPSHOT: u16 = 2;
+pub const KIND_SNAPSHOT: u16 = 3;
+
+/// Frame kind of snapshots written before sessions were bounded (no
+/// `evicted_through`): recognised only to refuse them by name.
+const KIND_SNAPSHOT_UNBOUNDED_SESSIONS: u16 = 2;
 /// Frame kind of one chunk of a snapshot on its way to a follower.
 pub const KIND_SNAPSHOT_CHUNK: u16 = 17;
 /// Snapshot bytes one chunk carries at most (well inside a transport frame).
@@ -128,7 +135,8 @@ struct WireSession {
     client: u64,
     seq: u64,
     index: u64,
-    reply: Vec<u8>,
+    /// `None`: a tombstone of an expired session.
+    reply: Option<Vec<u8>>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -138,6 +146,7 @@ struct WireSnapshot {
     promised_round: u64,
     promised_node: u64,
     sessions: Vec<WireSession>,
+    sessions_evicted_through: Option<u64>,
     machine: Vec<u8>,
 }
 
@@ -153,13 +162,14 @@ impl Snapshot {
             sessions: self
                 .sessions
                 .iter()
-                .map(|(client, seq, index, (_, reply))| WireSession {
-                    client: client.0,
-                    seq,
-                    index: index.0,
-                    reply: reply.to_vec(),
+                .map(|session| WireSession {
+                    client: session.client.0,
+                    seq: session.last_seq,
+                    index: session.index.0,
+                    reply: session.reply.map(|(_, reply)| reply.to_vec()),
                 })
                 .collect(),
+            sessions_evicted_through: self.sessions.evicted_through().map(|i| i.0),
             machine: self.machine.to_vec(),
         };
         let body = to_bytes(&wire);
@@ -172,6 +182,14 @@ impl Snapshot {
     /// then the fields' own sense.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         let (header, body, used) = decode_frame(bytes)?;
+        if header.kind == KIND_SNAPSHOT_UNBOUNDED_SESSIONS {
+            return Err(SnapshotError::Body(
+                "a snapshot of an older format (sessions without eviction): \
+                 rebuild this replica from its peers (an empty data directory \
+                 and `synod node --rejoin`)"
+                    .into(),
+            ));
+        }
         if header.kind != KIND_SNAPSHOT || used != bytes.len() {
             return Err(SnapshotError::Body(format!(
                 "kind {} and {used} of {} bytes: not one snapshot frame",
@@ -184,14 +202,26 @@ impl Snapshot {
             return Err(SnapshotError::Body("impossible slot or ballot".into()));
         }
         let mut last_client = 0;
+        let mut indexes = std::collections::BTreeSet::new();
+        let evicted_through = wire.sessions_evicted_through;
         for session in &wire.sessions {
-            if session.client <= last_client || session.index >= wire.next_index {
+            if session.client <= last_client
+                || session.index >= wire.next_index
+                || evicted_through.is_some_and(|through| session.index <= through)
+                || !indexes.insert(session.index)
+            {
                 return Err(SnapshotError::Body(format!(
-                    "session of client {} out of order or past the snapshot",
+                    "session of client {} out of order, shares its index, or is not \
+                     between the evicted ones and the snapshot's end",
                     session.client
                 )));
             }
             last_client = session.client;
+        }
+        if evicted_through.is_some_and(|through| through >= wire.next_index) {
+            return Err(SnapshotError::Body(
+                "sessions evicted past the snapshot's end".into(),
+            ));
         }
         Ok(Snapshot {
             upto: Slot(wire.upto),
@@ -200,15 +230,20 @@ impl Snapshot {
                 round: wire.promised_round,
                 node: NodeId(wire.promised_node),
             },
-            sessions: wire
-                .sessions
-                .into_iter()
-                .map(|s| {
+            sessions: Sessions::restore(
+                SESSIONS_MAX,
+                REQUEST_COMMANDS_MAX,
+                evicted_through.map(LogIndex),
+                wire.sessions.into_iter().map(|s| {
                     let index = LogIndex(s.index);
-                    let reply = (index, Bytes::from(s.reply));
-                    (ClientId(s.client), s.seq, index, reply)
-                })
-                .collect(),
+                    SessionRecord {
+                        client: ClientId(s.client),
+                        last_seq: s.seq,
+                        index,
+                        reply: s.reply.map(|reply| (index, Bytes::from(reply))),
+                    }
+                }),
+            ),
             machine: Bytes::from(wire.machine),
         })
     }
@@ -387,17 +422,22 @@ mod tests {
     use super::*;
 
     fn sample() -> Snapshot {
-        let sessions: GroupSessions = [
-            (
-                ClientId(3),
-                7,
-                LogIndex(10),
-                (LogIndex(10), Bytes::from_static(b"r3")),
-            ),
-            (ClientId(9), 1, LogIndex(41), (LogIndex(41), Bytes::new())),
-        ]
-        .into_iter()
-        .collect();
+        let record = |client, last_seq, index, reply: Option<&'static [u8]>| SessionRecord {
+            client: ClientId(client),
+            last_seq,
+            index: LogIndex(index),
+            reply: reply.map(|r| (LogIndex(index), Bytes::from_static(r))),
+        };
+        let sessions: GroupSessions = Sessions::restore(
+            SESSIONS_MAX,
+            REQUEST_COMMANDS_MAX,
+            Some(LogIndex(5)),
+            [
+                record(3, 7, 10, Some(b"r3")),
+                record(9, 1, 41, Some(b"")),
+                record(11, 4102, 30, None),
+            ],
+        );
         Snapshot {
             upto: Slot(12),
             next_index: LogIndex(42),
@@ -477,6 +517,48 @@ mod tests {
         longer.extend_from_slice(&[0; 16]);
         assert!(Snapshot::decode(&longer).is_err(), "trailing bytes");
         assert!(Snapshot::decode(b"").is_err());
+    }
+
+    fn reframed(snapshot: &Snapshot, kind: u16) -> Vec<u8> {
+        let encoded = snapshot.encode().unwrap();
+        let (_, body, _) = decode_frame(&encoded).unwrap();
+        let mut out = Vec::new();
+        encode_frame(kind, snapshot.upto.0, body, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn sessions_that_contradict_their_evictions_and_older_formats_are_refused() {
+        let snapshot = sample();
+        assert_eq!(
+            Snapshot::decode(&snapshot.encode().unwrap()).unwrap(),
+            snapshot
+        );
+        let older = reframed(&snapshot, KIND_SNAPSHOT_UNBOUNDED_SESSIONS);
+        let error = Snapshot::decode(&older).unwrap_err().to_string();
+        assert!(error.contains("older format"), "{error}");
+        // A kept session at or below the evicted ones cannot happen: the
+        // oldest are evicted first.
+        let contradicting = Snapshot {
+            sessions: Sessions::restore(
+                SESSIONS_MAX,
+                REQUEST_COMMANDS_MAX,
+                Some(LogIndex(10)),
+                [SessionRecord {
+                    client: ClientId(3),
+                    last_seq: 7,
+                    index: LogIndex(10),
+                    reply: Some((LogIndex(10), Bytes::new())),
+                }],
+            ),
+            ..snapshot.clone()
+        };
+        assert!(Snapshot::decode(&contradicting.encode().unwrap()).is_err());
+        let past_the_end = Snapshot {
+            sessions: Sessions::restore(SESSIONS_MAX, REQUEST_COMMANDS_MAX, Some(LogIndex(42)), []),
+            ..snapshot
+        };
+        assert!(Snapshot::decode(&past_the_end.encode().unwrap()).is_err());
     }
 
     #[test]

@@ -79,6 +79,17 @@ impl SimClient {
         }
     }
 
+    /// The session was evicted and `seq` refused as expired: the command is
+    /// given up (its outcome unknown if it was sent more than once; the
+    /// checker never counts it), and the session starts again at
+    /// `resume_at`.
+    pub fn on_expired(&mut self, seq: u64, resume_at: u64) {
+        if self.pending.as_ref().is_some_and(|p| p.seq == seq) {
+            self.pending = None;
+            self.next_seq = self.next_seq.max(resume_at);
+        }
+    }
+
     /// The command `seq` was applied; true if it was the outstanding one.
     pub fn on_acked(&mut self, seq: u64) -> bool {
         if self.pending.as_ref().is_some_and(|p| p.seq == seq) {

@@ -44,6 +44,9 @@ pub struct ClusterOptions {
     /// Each tick, each replica's pipeline window changes with probability
     /// 1/20 to a random size (as the runtime's latency-driven window does).
     pub vary_pipeline_window: bool,
+    /// Client sessions each replica keeps (the runtime's bound is
+    /// `SESSIONS_MAX`; a small one makes evictions and expired sessions).
+    pub sessions_max: usize,
     /// Deliberately broken rules, for tests of the checkers.
     #[cfg(test)]
     pub(crate) faults: crate::protocol::TestFaults,
@@ -67,6 +70,7 @@ impl ClusterOptions {
             trace: false,
             started: nodes,
             vary_pipeline_window: false,
+            sessions_max: crate::protocol::SESSIONS_MAX,
             #[cfg(test)]
             faults: crate::protocol::TestFaults::default(),
             #[cfg(test)]
@@ -103,6 +107,8 @@ pub struct Stats {
     pub reads: u64,
     /// Disks lost (each replica then rebuilt from its peers).
     pub disk_losses: u64,
+    /// Commands refused because their session had been evicted.
+    pub expired: u64,
 }
 
 struct SimNode {
@@ -203,7 +209,7 @@ impl Cluster {
                 incarnation: 0,
                 sync_free_at: 0,
                 applied: Vec::new(),
-                sessions: Sessions::default(),
+                sessions: sim_sessions(options.sessions_max),
                 waiting: BTreeSet::new(),
                 was_leading: false,
                 rebuilding: None,
@@ -312,7 +318,7 @@ impl Cluster {
         n.paused = false;
         n.incarnation += 1;
         n.applied.clear();
-        n.sessions = Sessions::default();
+        n.sessions = sim_sessions(self.options.sessions_max);
         n.waiting.clear();
         n.was_leading = false;
         for (index, batch) in committed {
@@ -604,11 +610,11 @@ impl Cluster {
     /// Applies a committed batch to `node`'s state machine (a log of applied
     /// commands behind client sessions) and answers waiting clients.
     fn apply(&mut self, node: usize, first_index: LogIndex, batch: &crate::protocol::Batch) {
-        let mut acks = Vec::new();
+        let (mut acks, mut expired) = (Vec::new(), Vec::new());
         let n = &mut self.nodes[node];
         for (offset, command) in batch.iter().enumerate() {
             let index = LogIndex(first_index.0 + offset as u64);
-            let reply = match n.sessions.check(command.client, command.seq) {
+            let reply = match n.sessions.check(command.client, command.seq, index) {
                 SessionOutcome::Fresh => {
                     n.applied.push(Applied {
                         index,
@@ -619,13 +625,25 @@ impl Cluster {
                     n.sessions.record(command.client, command.seq, index, index);
                     Some(index)
                 }
-                SessionOutcome::Duplicate { reply, .. } => Some(*reply),
+                SessionOutcome::Duplicate { reply, .. } => Some(reply),
                 SessionOutcome::Stale => None,
+                SessionOutcome::Expired { resume_at } => {
+                    if n.waiting.remove(&(command.client, command.seq)) {
+                        expired.push((command.client, command.seq, resume_at));
+                    }
+                    None
+                }
             };
             if let Some(index) = reply {
                 if n.waiting.remove(&(command.client, command.seq)) {
                     acks.push((command.client, command.seq, index));
                 }
+            }
+        }
+        for (client, seq, resume_at) in expired {
+            self.stats.expired += 1;
+            if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
+                c.on_expired(seq, resume_at);
             }
         }
         for (client, seq, index) in acks {
@@ -943,4 +961,10 @@ fn brief(msg: &crate::protocol::Message) -> String {
         M::Rejoin(m) => format!("floor {:?}", m.floor),
         M::RejoinInfo(m) => format!("promised {} recovery end {:?}", m.promised, m.recovery_end),
     }
+}
+
+/// A replica's session table: the simulated clients send one command a
+/// request.
+fn sim_sessions(sessions_max: usize) -> Sessions<LogIndex> {
+    Sessions::with_capacity(sessions_max, 1)
 }

@@ -22,7 +22,7 @@ mod network;
 #[cfg(test)]
 mod scenarios;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +33,7 @@ pub use cluster::{Applied, Cluster, ClusterOptions, Stats, TICK_UNITS};
 pub use disk::SimDisk;
 pub use network::{Links, NetworkFaults};
 
-use crate::protocol::Config;
+use crate::protocol::{ClientId, Config};
 
 /// Ticks of the safety phase.
 pub const SAFETY_TICKS: u64 = 1_500;
@@ -334,6 +334,20 @@ fn final_checks(cluster: &mut Cluster) {
                 .checker_mut()
                 .fail("committed prefixes agree", detail);
         }
+    }
+    // Client sessions make every retry apply once, bounded table or not.
+    let mut seen = BTreeSet::new();
+    let twice = reference
+        .iter()
+        .find(|a| a.client != ClientId(0) && !seen.insert((a.client, a.seq)));
+    if let Some(a) = twice {
+        let detail = format!(
+            "({:?}, {}) applied twice, again at {:?}",
+            a.client, a.seq, a.index
+        );
+        cluster
+            .checker_mut()
+            .fail("no command is applied twice", detail);
     }
     let acked = cluster.acked().to_vec();
     for node in 0..cluster.size() {

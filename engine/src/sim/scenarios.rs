@@ -18,6 +18,24 @@ fn a_sweep_with_a_changing_pipeline_window_finds_nothing() {
     }
 }
 
+/// A session table far smaller than the clients: sessions are evicted,
+/// their commands refused as expired and the clients start over, under
+/// every fault, and still no command is applied twice (the final checks)
+/// and the replicas agree.
+#[test]
+fn a_sweep_with_a_table_of_three_sessions_evicts_and_finds_nothing() {
+    let mut expired = 0;
+    for seed in 0..40 {
+        let (report, stats) = run_seed_with(seed, |o| o.sessions_max = 3);
+        assert_clean_run(&report);
+        expired += stats.expired;
+    }
+    assert!(
+        expired > 0,
+        "no session was ever evicted: the test tests nothing"
+    );
+}
+
 /// No violation, and something acknowledged.
 fn assert_clean_run(report: &SimReport) {
     let seed = report.seed;
