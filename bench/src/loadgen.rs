@@ -21,6 +21,8 @@ use rand::{Rng, SeedableRng};
 use synod_engine::runtime::client_proto::{
     ClientOp, ClientRequest, ClientResponse, APPEND_BATCH_MAX, KIND_CLIENT_REQUEST,
 };
+use synod_engine::runtime::machine::append_batch_bytes;
+use synod_engine::runtime::node::BATCH_BYTES_MAX;
 use synod_net::{Client, ClientConfig};
 
 /// Client threads at most.
@@ -300,6 +302,13 @@ fn validate(options: &LoadOptions) -> Result<(), String> {
     }
     if options.batch == 0 || options.batch > APPEND_BATCH_MAX {
         return Err(format!("--batch must be 1 to {APPEND_BATCH_MAX}"));
+    }
+    let batch_bytes = append_batch_bytes(options.size, options.batch);
+    if batch_bytes > BATCH_BYTES_MAX as usize {
+        return Err(format!(
+            "--size {} --batch {} takes {batch_bytes} bytes of commands; one slot holds {BATCH_BYTES_MAX}",
+            options.size, options.batch
+        ));
     }
     if options.batch > 1 && options.rate.is_some() {
         return Err("--batch needs the closed loop (no --rate)".into());

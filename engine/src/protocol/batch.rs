@@ -206,9 +206,21 @@ impl BatchBuilder {
 
     /// Whether `command` still fits under both bounds.
     pub fn fits(&self, command: &Command, batch_bytes_max: usize, batch_cmds_max: u32) -> bool {
-        self.count == 0
-            || (self.count < batch_cmds_max
-                && self.buf.len() + command.encoded_len() <= batch_bytes_max)
+        self.fits_all(command.encoded_len(), 1, batch_bytes_max, batch_cmds_max)
+    }
+
+    /// Whether `count` more commands of `bytes` encoded bytes in all still
+    /// fit under both bounds. An empty builder takes one command of any size.
+    pub fn fits_all(
+        &self,
+        bytes: usize,
+        count: u32,
+        batch_bytes_max: usize,
+        batch_cmds_max: u32,
+    ) -> bool {
+        (self.count == 0 && count == 1)
+            || (self.count.saturating_add(count) <= batch_cmds_max
+                && self.buf.len().saturating_add(bytes) <= batch_bytes_max)
     }
 
     /// Appends one command record.

@@ -366,36 +366,52 @@ impl Replica {
 
     /// Queues commands that arrived together, then cuts batches: commands
     /// queued in one step share slots instead of taking one slot each.
+    ///
+    /// A session's commands that arrived together (one request, a client
+    /// batch) are taken or refused whole and go into one slot, never split
+    /// over two: each slot is chosen on its own, and a request whose first
+    /// slot became a no-op under the next leader while its second was
+    /// chosen would leave a later sequence number applied and an earlier
+    /// one not, whose retry the session would then call stale, as if
+    /// applied. A request larger than one batch is refused `TooLarge`. Once
+    /// a session's request is refused, its later ones in this step are too.
     pub(super) fn on_propose(
         &mut self,
         commands: impl IntoIterator<Item = Command>,
         out: &mut Actions,
     ) {
-        // A session's commands are taken as a prefix: once one is refused,
-        // its later ones in this step are too. Otherwise a later sequence
-        // number could apply while an earlier one never does, and the
-        // earlier one's retry would then look like a stale duplicate.
+        let mut commands = commands.into_iter().peekable();
         let mut refused_sessions = BTreeSet::new();
-        for command in commands {
-            let session = (command.client != ClientId(0)).then_some(command.client);
+        while let Some(first) = commands.next() {
+            let session = (first.client != ClientId(0)).then_some(first.client);
+            let mut request = vec![first];
+            if let Some(client) = session {
+                while let Some(next) = commands.next_if(|c| c.client == client) {
+                    request.push(next);
+                }
+            }
             let result = match session {
                 Some(client) if refused_sessions.contains(&client) => Err(Refusal::Busy),
-                _ => self.leader_enqueue(&command),
+                _ => self.leader_enqueue(&request),
             };
             if let Err(reason) = result {
                 refused_sessions.extend(session);
-                out.push(Action::Reply(Reply::Refused {
-                    client: command.client,
-                    seq: command.seq,
-                    reason,
-                }));
+                for command in &request {
+                    out.push(Action::Reply(Reply::Refused {
+                        client: command.client,
+                        seq: command.seq,
+                        reason,
+                    }));
+                }
             }
         }
         self.leader_flush(out);
     }
 
-    fn leader_enqueue(&mut self, command: &Command) -> Result<(), Refusal> {
-        if command.data.len() > self.config.command_bytes_max as usize {
+    /// Queues one request's commands into one batch builder, or none of them.
+    fn leader_enqueue(&mut self, request: &[Command]) -> Result<(), Refusal> {
+        let command_bytes_max = self.config.command_bytes_max as usize;
+        if request.iter().any(|c| c.data.len() > command_bytes_max) {
             return Err(Refusal::TooLarge);
         }
         let hint = self.leader();
@@ -408,14 +424,18 @@ impl Replica {
         let Role::Leading(leading) = &mut self.role else {
             return Err(Refusal::NotLeader(hint));
         };
-        let len = command.encoded_len() as u64;
-        if leading.queue_bytes + len > queue_bytes_max {
+        let bytes: usize = request.iter().map(Command::encoded_len).sum();
+        let count = u32::try_from(request.len()).unwrap_or(u32::MAX);
+        if !BatchBuilder::default().fits_all(bytes, count, bytes_max, cmds_max) {
+            return Err(Refusal::TooLarge);
+        }
+        if leading.queue_bytes + bytes as u64 > queue_bytes_max {
             return Err(Refusal::Busy);
         }
         if !leading
             .queue
             .back()
-            .is_some_and(|b| b.fits(command, bytes_max, cmds_max))
+            .is_some_and(|b| b.fits_all(bytes, count, bytes_max, cmds_max))
         {
             // Start small: most batches are far below the bound, and the
             // buffer doubles when one is not.
@@ -424,12 +444,11 @@ impl Replica {
                 .queue
                 .push_back(BatchBuilder::with_capacity(capacity));
         }
-        leading
-            .queue
-            .back_mut()
-            .expect("just ensured")
-            .push(command);
-        leading.queue_bytes += len;
+        let builder = leading.queue.back_mut().expect("just ensured");
+        for command in request {
+            builder.push(command);
+        }
+        leading.queue_bytes += bytes as u64;
         leading.queued_since.get_or_insert(now);
         Ok(())
     }

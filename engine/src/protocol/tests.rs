@@ -43,7 +43,14 @@ fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
 /// Replica 1 of 3, fresh and elected at ballot 1.1: it campaigned, its own
 /// promise is durable and replica 2's promise is in. Returns what it did.
 fn elected() -> (Replica, Ballot, Vec<Action>) {
-    let mut r = replica(1, DurableState::default());
+    elected_with(|_| {})
+}
+
+/// [`elected`], with its config adjusted first.
+fn elected_with(tune: impl FnOnce(&mut Config)) -> (Replica, Ballot, Vec<Action>) {
+    let mut config = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    tune(&mut config);
+    let mut r = Replica::new(config, DurableState::default()).unwrap();
     let mut out = Actions::default();
     r.campaign(&mut out);
     let mut actions = out.as_slice().to_vec();
@@ -964,7 +971,7 @@ fn a_follower_whose_leader_is_unreachable_looks_at_once() {
 /// its later commands are refused too, so a retry never finds a later
 /// sequence number applied and an earlier one missing.
 #[test]
-fn a_sessions_commands_after_a_refused_one_are_refused_too() {
+fn a_sessions_request_is_refused_whole_and_its_later_ones_too() {
     let (mut leader, _, _) = elected();
     let command = |client: u64, seq: u64, bytes: usize| Command {
         client: ClientId(client),
@@ -979,6 +986,7 @@ fn a_sessions_commands_after_a_refused_one_are_refused_too() {
         command(6, 1, 8),
         command(0, 0, too_large),
         command(0, 0, 8),
+        command(5, 4, 8),
     ];
     let actions = step(&mut leader, Input::ProposeBatch(commands));
     let refused: Vec<(u64, u64, Refusal)> = actions
@@ -995,12 +1003,82 @@ fn a_sessions_commands_after_a_refused_one_are_refused_too() {
     assert_eq!(
         refused,
         vec![
+            (5, 1, Refusal::TooLarge),
             (5, 2, Refusal::TooLarge),
-            (5, 3, Refusal::Busy),
+            (5, 3, Refusal::TooLarge),
             (0, 0, Refusal::TooLarge),
+            (5, 4, Refusal::Busy),
         ],
         "client 6 and sessionless commands are unaffected"
     );
+}
+
+/// Each slot is chosen on its own: a request split over two could have
+/// its first slot lost to a no-op and its second chosen, and the session
+/// would then call the retry of its first commands stale, as if applied.
+#[test]
+fn a_request_goes_into_one_slot_whole_or_is_refused_as_too_large() {
+    // Commands of 8 bytes take 28 with their header: three fit a batch.
+    let (mut leader, _, _) = elected_with(|c| {
+        c.command_bytes_max = 8;
+        c.batch_bytes_max = 100;
+    });
+    leader.set_pipeline_window(1);
+    let command = |client: u64, seq: u64| Command {
+        client: ClientId(client),
+        seq,
+        data: Bytes::from(vec![b'x'; 8]),
+    };
+    step(&mut leader, Input::Propose(command(9, 1)));
+    assert_eq!(
+        leader.status().inflight,
+        1,
+        "slot 0 out; the window is full"
+    );
+    let actions = step(
+        &mut leader,
+        Input::ProposeBatch(vec![
+            command(1, 1),
+            command(2, 1),
+            command(2, 2),
+            command(2, 3),
+            command(3, 1),
+            command(3, 2),
+            command(3, 3),
+            command(3, 4),
+        ]),
+    );
+    let refused: Vec<(u64, u64)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply(Reply::Refused {
+                client,
+                seq,
+                reason: Refusal::TooLarge,
+            }) => Some((client.0, *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(3, 1), (3, 2), (3, 3), (3, 4)],
+        "four never fit"
+    );
+    // Client 2's three did not fit beside client 1's: a slot of their own.
+    leader.set_pipeline_window(3);
+    let actions = step(&mut leader, Input::Tick);
+    let slots: Vec<Vec<(u64, u64)>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Envelope {
+                to: NodeId(2),
+                msg: Message::Accept(accept),
+                ..
+            }) => Some(accept.batch.iter().map(|c| (c.client.0, c.seq)).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slots, vec![vec![(1, 1)], vec![(2, 1), (2, 2), (2, 3)]]);
 }
 
 #[test]

@@ -52,6 +52,11 @@ pub fn append_command(data: &[u8]) -> Bytes {
     tagged(TAG_APPEND, data)
 }
 
+/// Bytes that `items` appends of `item_bytes` each take in a slot's batch.
+pub fn append_batch_bytes(item_bytes: usize, items: usize) -> usize {
+    items.saturating_mul(crate::protocol::COMMAND_HEADER_BYTES + 1 + item_bytes)
+}
+
 /// Tags raw appends for the log, all in one buffer that the commands
 /// share (one allocation for a client batch, not one per item).
 pub fn append_commands<T: AsRef<[u8]>>(items: &[T]) -> Vec<Bytes> {

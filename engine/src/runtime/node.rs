@@ -528,11 +528,15 @@ pub(super) fn limits(config: &Config) -> BatchLimits {
     }
 }
 
+/// Command bytes one slot of a node's group holds (`Config::batch_bytes_max`):
+/// a request's commands share one slot, so this bounds a client batch too.
+pub const BATCH_BYTES_MAX: u32 = 256 << 10;
+
 pub(super) fn group_config(options: &NodeOptions, group: u32) -> Config {
     let members = options.peers.iter().map(|(id, _)| *id).collect();
     let mut config = Config::new(options.id, members);
     config.group = GroupId(group);
-    config.batch_bytes_max = 256 << 10;
+    config.batch_bytes_max = BATCH_BYTES_MAX;
     // Promise and catch-up pages stay well inside the transport's 1 MiB frames.
     config.page_bytes_max = 512 << 10;
     config.seed = options.id.0 ^ u64::from(group);
