@@ -13,10 +13,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use rkyv::util::AlignedVec;
 use synod_engine::protocol::{ClientId, Config, GroupId, NodeId, Refusal};
 use synod_engine::runtime::codec::{decode_envelope, BatchLimits};
-use synod_engine::runtime::group::start_group;
+use synod_engine::runtime::group::{start_group, GroupError};
 use synod_engine::runtime::kv::{Kv, KvCommand, KvOp, KvReply};
 use synod_engine::runtime::metrics::GroupMetrics;
-use synod_engine::runtime::snapshot::{decode_chunk, SnapshotPolicy, KIND_SNAPSHOT_CHUNK};
+use synod_engine::runtime::snapshot::{
+    decode_chunk, snapshot_path, SnapshotPolicy, KIND_SNAPSHOT_CHUNK,
+};
 use synod_engine::runtime::{
     GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome,
 };
@@ -86,14 +88,7 @@ async fn start_with(dir: &Path, policy: SnapshotPolicy) -> Cluster {
 }
 
 async fn start_delayed(dir: &Path, policy: SnapshotPolicy, delay: Duration) -> Cluster {
-    let cluster = Cluster {
-        dir: dir.to_path_buf(),
-        delay,
-        metrics: RefCell::default(),
-        policy,
-        handles: Rc::default(),
-        statuses: RefCell::default(),
-    };
+    let cluster = Cluster::new(dir, policy, delay);
     for id in MEMBERS {
         cluster.start_node(id).await;
     }
@@ -101,11 +96,27 @@ async fn start_delayed(dir: &Path, policy: SnapshotPolicy, delay: Duration) -> C
 }
 
 impl Cluster {
+    /// No replica started yet.
+    fn new(dir: &Path, policy: SnapshotPolicy, delay: Duration) -> Cluster {
+        Cluster {
+            dir: dir.to_path_buf(),
+            delay,
+            metrics: RefCell::default(),
+            policy,
+            handles: Rc::default(),
+            statuses: RefCell::default(),
+        }
+    }
+
     fn wal_dir(&self, id: NodeId) -> std::path::PathBuf {
         self.dir.join(format!("n{}", id.0))
     }
 
     async fn start_node(&self, id: NodeId) {
+        self.try_start_node(id).await.expect("group starts");
+    }
+
+    async fn try_start_node(&self, id: NodeId) -> Result<(), GroupError> {
         let metrics = GroupMetrics::default();
         self.metrics.borrow_mut().insert(id, metrics.clone());
         let mut config = Config::new(id, MEMBERS.to_vec());
@@ -137,9 +148,7 @@ impl Cluster {
             handles: self.handles.clone(),
             delay: self.delay,
         });
-        let (handle, status, task) = start_group(options, GroupId(0), Kv::default(), link)
-            .await
-            .expect("group starts");
+        let (handle, status, task) = start_group(options, GroupId(0), Kv::default(), link).await?;
         glommio::spawn_local(async move {
             if let Err(error) = task.await {
                 panic!("group stopped: {error}");
@@ -148,6 +157,7 @@ impl Cluster {
         .detach();
         self.handles.borrow_mut().insert(id, handle);
         self.statuses.borrow_mut().insert(id, status);
+        Ok(())
     }
 
     /// Stops one replica; its WAL and snapshot stay on disk.
@@ -386,6 +396,32 @@ fn snapshots_bound_the_wal_and_a_restart_recovers_from_them() {
         assert!(matches!(retry, ProposeOutcome::Applied { .. }), "{retry:?}");
         assert_eq!(get(&handle, "k49", false).await, Some(value.into_bytes()));
         cluster.stop().await;
+
+        // Half a replica's state, as a copy of some of its files leaves it:
+        // a compacted WAL without its snapshot, or a snapshot without its
+        // WAL. Either would start an acceptor that forgot its promises; each
+        // is refused, by name, and nothing is touched.
+        let cluster = Cluster::new(dir.path(), OFTEN, Duration::ZERO);
+        let without_snapshot = snapshot_path(&cluster.wal_dir(NodeId(2)));
+        std::fs::remove_file(&without_snapshot).unwrap();
+        let error = cluster
+            .try_start_node(NodeId(2))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("is missing") && error.contains("--rejoin"),
+            "{error}"
+        );
+        let without_wal = cluster.wal_dir(NodeId(3));
+        std::fs::remove_dir_all(&without_wal).unwrap();
+        let error = cluster
+            .try_start_node(NodeId(3))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no WAL"), "{error}");
+        assert!(!without_wal.exists(), "the refused start created a WAL");
     });
 }
 

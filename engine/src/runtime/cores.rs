@@ -37,8 +37,11 @@ use super::group::{
     ProposeOutcome, ReadOutcome, StatusView,
 };
 use super::kv::{KvCommand, KvReply};
-use super::machine::{append_command, append_commands, get_query, kv_command, log_query};
+use super::machine::{
+    append_batch_bytes, append_command, append_commands, get_query, kv_command, log_query,
+};
 use super::metrics::{GroupMetrics, NodeMetrics, PeerLabel};
+use super::node::BATCH_BYTES_MAX;
 use super::node::{
     core_addr, core_of, group_config, limits, NodeError, NodeOptions, INSECURE_SECRET,
 };
@@ -397,9 +400,14 @@ fn serve_requests(
     })
 }
 
+/// Answers one stream of requests has in progress at most: beyond it the
+/// stream is not read, so its bounded channel fills and the sockets behind
+/// it stop being read (each answer holds its request, up to a 1 MiB frame).
+const ANSWERS_IN_PROGRESS_MAX: usize = 1024;
+
 /// Runs `answer` on every item of `incoming`, all within one task, so that
 /// cancelling the task drops every answer in progress, and with them their
-/// reply channels.
+/// reply channels. At most `ANSWERS_IN_PROGRESS_MAX` at a time.
 fn answer_each<T, F, A>(
     mut incoming: impl futures_util::Stream<Item = T> + Unpin + 'static,
     answer: F,
@@ -411,6 +419,10 @@ where
     glommio::spawn_local(async move {
         let mut in_progress = FuturesUnordered::new();
         loop {
+            if in_progress.len() >= ANSWERS_IN_PROGRESS_MAX {
+                in_progress.next().await;
+                continue;
+            }
             let next = if in_progress.is_empty() {
                 incoming.next().await
             } else {
@@ -732,6 +744,15 @@ async fn append_batch<T: AsRef<[u8]>>(
     let Some(last) = seq.checked_add(items.len() as u64 - 1) else {
         return ClientResponse::Error("sequence numbers overflow".into());
     };
+    let bytes: usize = items
+        .iter()
+        .map(|item| append_batch_bytes(item.as_ref().len(), 1))
+        .sum();
+    if bytes > BATCH_BYTES_MAX as usize {
+        return ClientResponse::Error(format!(
+            "a batch's commands take {bytes} bytes; one slot holds {BATCH_BYTES_MAX}"
+        ));
+    }
     debug_assert!(last >= seq);
     let commands = append_commands(items)
         .into_iter()
@@ -777,6 +798,55 @@ fn refused(reason: Refusal) -> ClientResponse {
             leader: leader.map(|l| l.0),
         },
         Refusal::Busy => ClientResponse::Busy,
-        Refusal::TooLarge => ClientResponse::Error("command too large".into()),
+        Refusal::TooLarge => {
+            ClientResponse::Error("command, or request, too large for one slot".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+
+    /// A client that pipelines faster than the group answers must meet the
+    /// bounded channels, not an ever longer list of answers in progress.
+    #[test]
+    fn answers_in_progress_are_bounded_and_the_rest_wait_unread() {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(|| async {
+                let (started, done) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+                let gates: Rc<RefCell<Vec<oneshot::Sender<()>>>> = Rc::default();
+                let requests = 3 * ANSWERS_IN_PROGRESS_MAX;
+                let task = {
+                    let (started, done, gates) = (started.clone(), done.clone(), gates.clone());
+                    answer_each(futures_util::stream::iter(0..requests), move |_| {
+                        let (started, done, gates) = (started.clone(), done.clone(), gates.clone());
+                        async move {
+                            started.set(started.get() + 1);
+                            let (tx, rx) = oneshot::channel();
+                            gates.borrow_mut().push(tx);
+                            let _ = rx.await;
+                            done.set(done.get() + 1);
+                        }
+                    })
+                };
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                assert_eq!(started.get(), ANSWERS_IN_PROGRESS_MAX);
+                while done.get() < requests {
+                    for gate in gates.borrow_mut().drain(..) {
+                        let _ = gate.send(());
+                    }
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    assert!(started.get() - done.get() <= ANSWERS_IN_PROGRESS_MAX);
+                }
+                task.await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

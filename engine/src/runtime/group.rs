@@ -138,6 +138,14 @@ pub enum GroupError {
     /// gone, and the node stops with this instead of hanging.
     #[error("panicked: {0}")]
     Panicked(String),
+    /// Part of the group's durable state is missing (its snapshot or its
+    /// WAL, as a copy of only some files leaves it): starting would forget
+    /// promises. Nothing was changed.
+    #[error(
+        "{0}; refusing to start: rebuild this replica from its peers (empty its data \
+         directory and start it with --rejoin)"
+    )]
+    PartialState(String),
     /// The rebuild marker could not be written or removed.
     #[error("rebuild marker {path}: {source}")]
     Marker {
@@ -446,7 +454,28 @@ pub async fn start_group<S: StateMachine>(
     };
     let snapshot_path = snapshot::snapshot_path(&options.wal_dir);
     let recovered = Recovered::load(&snapshot_path, machine)?;
+    let wal_existed = options
+        .wal_dir
+        .join(synod_wal::layout::META_FILE_NAME)
+        .exists();
+    if recovered.encoded.is_some() && !wal_existed {
+        return Err(GroupError::PartialState(format!(
+            "{} holds a snapshot but {} no WAL: what this acceptor promised and \
+             accepted after the snapshot is gone",
+            snapshot_path.display(),
+            options.wal_dir.display()
+        )));
+    }
     let (wal, report) = Wal::open(&options.wal_dir, options.wal.clone()).await?;
+    if recovered.encoded.is_none() && wal.first_position() > Position(0) {
+        return Err(GroupError::PartialState(format!(
+            "the WAL in {} starts at frame {} (its head was removed once a snapshot \
+             was durable) but {} is missing: the promises and values before it are gone",
+            options.wal_dir.display(),
+            wal.first_position().0,
+            snapshot_path.display()
+        )));
+    }
     if let Some(torn) = &report.torn {
         tracing::warn!(group = group.0, ?torn, "WAL had a torn tail; truncated");
     }
