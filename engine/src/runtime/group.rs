@@ -36,8 +36,8 @@ use super::codec::{
 };
 use super::metrics::GroupMetrics;
 use super::snapshot::{
-    self, chunks, encode_chunk, GroupSessions, Incoming, Snapshot, SnapshotChunk, SnapshotError,
-    SnapshotPolicy, KIND_SNAPSHOT_CHUNK,
+    self, chunks, encode_chunk, GroupSessions, Snapshot, SnapshotChunk, SnapshotError,
+    SnapshotPolicy, Transfers, KIND_SNAPSHOT_CHUNK,
 };
 use super::state_machine::StateMachine;
 use super::waiters::{Answer, Waiters};
@@ -539,7 +539,7 @@ pub async fn start_group<S: StateMachine>(
             applied_next_index: recovered.base.start_index,
             accept_positions: accept_positions(&writes),
             sending: Rc::default(),
-            incoming: Incoming::default(),
+            incoming: Transfers::default(),
         },
         metrics: options.metrics,
         subscribers: Vec::new(),
@@ -734,8 +734,8 @@ struct Snapshots {
     accept_positions: BTreeMap<Slot, Position>,
     /// Peers a snapshot is on its way to.
     sending: Rc<RefCell<BTreeSet<NodeId>>>,
-    /// A snapshot arriving from the leader.
-    incoming: Incoming,
+    /// Snapshots arriving from peers, one transfer per sender.
+    incoming: Transfers,
 }
 
 impl<S: StateMachine> GroupDriver<S> {
@@ -1357,9 +1357,9 @@ impl<S: StateMachine> GroupDriver<S> {
         .detach();
     }
 
-    /// Gathers a snapshot from the leader; installs it once whole.
+    /// Gathers a snapshot from a peer; installs it once whole.
     fn on_snapshot_chunk(&mut self, from: NodeId, chunk: SnapshotChunk) {
-        let Some(encoded) = self.snapshots.incoming.take(chunk) else {
+        let Some(encoded) = self.snapshots.incoming.take(from, chunk) else {
             return;
         };
         match Snapshot::decode(&encoded) {

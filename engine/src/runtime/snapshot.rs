@@ -15,6 +15,7 @@
 //! every other: acceptor safety never rests on it. The WAL frames a snapshot
 //! covers are removed only once its file is durable.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -368,6 +369,28 @@ pub fn snapshot_bytes_max() -> u64 {
     u64::from(FRAME_BODY_BYTES_MAX) + 64
 }
 
+/// Snapshots arriving from peers, one transfer per sender: an acceptor
+/// compacted past a new leader's Phase 1 sends it its snapshot, and so may
+/// every other at the same time; their chunks interleave.
+#[derive(Debug, Default)]
+pub struct Transfers {
+    by_sender: BTreeMap<NodeId, Incoming>,
+}
+
+impl Transfers {
+    /// Takes a chunk from `from`; returns that sender's whole encoded
+    /// snapshot once its last chunk is in.
+    pub fn take(&mut self, from: NodeId, chunk: SnapshotChunk) -> Option<Vec<u8>> {
+        let transfer = self.by_sender.entry(from).or_default();
+        let done = transfer.take(chunk);
+        if transfer.total == 0 {
+            // Finished or dropped: nothing held for this sender.
+            self.by_sender.remove(&from);
+        }
+        done
+    }
+}
+
 /// A snapshot arriving chunk by chunk, in order.
 #[derive(Debug, Default)]
 pub struct Incoming {
@@ -581,6 +604,29 @@ mod tests {
             whole = incoming.take(piece.clone());
         }
         assert_eq!(Snapshot::decode(&whole.unwrap()).unwrap(), snapshot);
+    }
+
+    /// Two acceptors answering one new leader's Phase 1 each send their
+    /// snapshot at once: interleaved, both arrive whole.
+    #[test]
+    fn interleaved_transfers_from_two_peers_both_complete() {
+        let encoded = Bytes::from(sample().encode().unwrap());
+        let pieces: Vec<SnapshotChunk> = chunks(Slot(12), &encoded).collect();
+        assert!(pieces.len() > 1);
+        let mut transfers = Transfers::default();
+        let mut done = Vec::new();
+        for piece in &pieces {
+            for from in [NodeId(2), NodeId(3)] {
+                if let Some(whole) = transfers.take(from, piece.clone()) {
+                    done.push((from, whole));
+                }
+            }
+        }
+        assert_eq!(
+            done,
+            vec![(NodeId(2), encoded.to_vec()), (NodeId(3), encoded.to_vec())]
+        );
+        assert!(transfers.by_sender.is_empty(), "nothing held once done");
     }
 
     #[test]
