@@ -331,7 +331,7 @@ fn a_leader_that_loses_its_majority_answers_what_it_had_in_flight() {
     assert!(
         matches!(
             outcome,
-            ProposeOutcome::InDoubt | ProposeOutcome::Refused(_)
+            ProposeOutcome::InDoubt { .. } | ProposeOutcome::Refused(_)
         ),
         "{outcome:?}"
     );

@@ -788,7 +788,7 @@ fn proposed(
         ProposeOutcome::Expired { resume_at } => ClientResponse::SessionExpired { resume_at },
         // The client retries where the group is led now, with the same
         // sequence numbers: the session applies what was chosen once.
-        ProposeOutcome::InDoubt => refused(Refusal::NotLeader(None)),
+        ProposeOutcome::InDoubt { leader } => refused(Refusal::NotLeader(leader)),
     }
 }
 

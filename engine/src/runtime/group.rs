@@ -185,7 +185,10 @@ pub enum ProposeOutcome {
     /// still be chosen (under the next leader) or not. Retry it with the
     /// same `(client, seq)` where the group is led now; the session
     /// applies it once and answers the retry with the first outcome.
-    InDoubt,
+    InDoubt {
+        /// Who this node believed led when it stepped down, if anyone else.
+        leader: Option<NodeId>,
+    },
 }
 
 /// How a linearizable read ended.
@@ -983,7 +986,9 @@ impl<S: StateMachine> GroupDriver<S> {
             // Commands still waiting here sit in slots this node no longer
             // drives: whoever leads next may choose them or fill the slots
             // with no-ops, and nothing here would ever answer the latter.
-            self.proposals.answer_all(ProposeOutcome::InDoubt);
+            let leader = status.leader.filter(|l| *l != self.replica.config().id);
+            self.proposals
+                .answer_all(ProposeOutcome::InDoubt { leader });
         }
         if status.leader != had_leader {
             match status.leader {
