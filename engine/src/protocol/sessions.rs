@@ -17,10 +17,11 @@
 //!   request goes out once the last is answered. So every command is
 //!   applied at a log index at least its sequence number.
 //! - Evicting a session raises `evicted_through` to its last index, so
-//!   every command it applied has a sequence number at or below it. A
-//!   command of a client not in the table at or below `evicted_through` may
-//!   be such a retry and is refused as expired, never applied; above it, it
-//!   cannot be one, and is fresh.
+//!   every command it applied has a sequence number at most one above it
+//!   (the log's first index is 0). A command of a client not in the table
+//!   at or below `evicted_through + 1` may be such a retry and is refused as
+//!   expired, never applied; above it, it cannot be one, and is fresh.
+//!   A tombstone refuses every sequence number below its own index.
 //! - A refusal leaves a tombstone session for the client reaching to the
 //!   end of the longest request the refused command can begin, so the rest
 //!   of that request is refused too, even in a later slot: as far as expiry
@@ -115,7 +116,7 @@ impl<R: Clone> Sessions<R> {
         Sessions {
             by_client: BTreeMap::new(),
             by_index: BTreeMap::new(),
-            capacity: capacity.max(request_commands_max as usize + 1),
+            capacity: capacity.max((request_commands_max as usize).saturating_add(1)),
             request_commands_max,
             evicted_through: None,
         }
@@ -143,13 +144,21 @@ impl<R: Clone> Sessions<R> {
                 _ => SessionOutcome::Fresh,
             },
             None => match self.evicted_through {
-                Some(through) if seq <= through.0 => SessionOutcome::Expired { resume_at: index.0 },
+                // `<=` one past: the log's first index is 0, so a command
+                // may sit at an index one below its sequence number.
+                Some(through) if seq <= through.0.saturating_add(1) => {
+                    SessionOutcome::Expired { resume_at: index.0 }
+                }
                 _ => SessionOutcome::Fresh,
             },
         };
         if let SessionOutcome::Expired { .. } = outcome {
-            // The tombstone: the rest of this request is refused too.
-            let last_seq = seq.saturating_add(self.request_commands_max - 1);
+            // The tombstone refuses everything below its own index (which
+            // is above the rest of this request): a late copy of an older
+            // request must not leave a low one that a retry passes over.
+            let last_seq = seq
+                .saturating_add(self.request_commands_max - 1)
+                .max(index.0.saturating_sub(1));
             self.insert(client, last_seq, index, None);
         }
         outcome
@@ -309,6 +318,43 @@ mod tests {
         let at = next();
         assert!(matches!(
             sessions.check(ClientId(40), 2, at),
+            SessionOutcome::Expired { .. }
+        ));
+    }
+
+    /// Two ways a retry slipped through, found in review: a session whose
+    /// command sat at index 0 with sequence 1, and a late copy of an older
+    /// request leaving a tombstone below the retry.
+    #[test]
+    fn retries_of_an_evicted_session_are_refused_from_index_zero_and_after_late_copies() {
+        let mut sessions = Sessions::with_capacity(2, 1);
+        let fresh = |s: &mut Sessions<u64>, client, seq, at| {
+            assert_eq!(
+                s.check(ClientId(client), seq, LogIndex(at)),
+                SessionOutcome::Fresh
+            );
+            s.record(ClientId(client), seq, LogIndex(at), at);
+        };
+        fresh(&mut sessions, 1, 1, 0);
+        fresh(&mut sessions, 2, 1, 1);
+        fresh(&mut sessions, 3, 1, 2);
+        assert!(matches!(
+            sessions.check(ClientId(1), 1, LogIndex(3)),
+            SessionOutcome::Expired { .. }
+        ));
+
+        let mut sessions = Sessions::with_capacity(2, 1);
+        fresh(&mut sessions, 1, 5, 10);
+        fresh(&mut sessions, 1, 9, 20);
+        fresh(&mut sessions, 2, 1, 21);
+        fresh(&mut sessions, 3, 1, 22);
+        assert_eq!(sessions.evicted_through(), Some(LogIndex(20)));
+        assert!(matches!(
+            sessions.check(ClientId(1), 5, LogIndex(23)),
+            SessionOutcome::Expired { .. }
+        ));
+        assert!(matches!(
+            sessions.check(ClientId(1), 9, LogIndex(24)),
             SessionOutcome::Expired { .. }
         ));
     }
