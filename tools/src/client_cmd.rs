@@ -162,11 +162,15 @@ impl Session {
     /// retried with the same sequence number, so it applies once.
     async fn execute(&mut self, mut op: ClientOp) -> Value {
         let wants_leader = !matches!(op, ClientOp::ReadLog { .. });
-        let mut body = ClientRequest {
-            group: self.group,
-            op: op.clone(),
-        }
-        .encode();
+        let group = self.group;
+        let encode = |op: &ClientOp| {
+            ClientRequest {
+                group,
+                op: op.clone(),
+            }
+            .encode()
+        };
+        let mut body = encode(&op);
         let deadline = Instant::now() + self.timeout;
         let mut last_error = String::from("no node answered");
         let mut sent_before = false;
@@ -181,11 +185,7 @@ impl Session {
                     Ok(ClientResponse::SessionExpired { resume_at }) if first_sending => {
                         self.seq = resume_at;
                         set_seq(&mut op, resume_at);
-                        body = ClientRequest {
-                            group: self.group,
-                            op: op.clone(),
-                        }
-                        .encode();
+                        body = encode(&op);
                         sent_before = false;
                     }
                     // Sent before: an earlier sending may have been applied.

@@ -85,10 +85,10 @@ pub struct DmaStorage;
 
 /// A segment opened by [`DmaStorage`]: twice, once plain and once with
 /// `O_DSYNC`, so that a commit of one write is durable when that write
-/// completes (one io_uring operation, run in the kernel's completion path,
-/// instead of a write and then an fdatasync, which io_uring hands to a
-/// worker thread), while a commit of several writes still pays one
-/// fdatasync for all of them rather than a cache flush for each.
+/// completes (one io_uring operation instead of a write and then an
+/// fdatasync, with no return to the executor between them), while a
+/// commit of several writes still pays one fdatasync for all of them
+/// rather than a cache flush for each.
 #[derive(Debug)]
 pub struct SegmentFile {
     plain: DmaFile,

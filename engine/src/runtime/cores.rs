@@ -41,9 +41,9 @@ use super::machine::{
     append_batch_bytes, append_command, append_commands, get_query, kv_command, log_query,
 };
 use super::metrics::{GroupMetrics, NodeMetrics, PeerLabel};
-use super::node::BATCH_BYTES_MAX;
 use super::node::{
-    core_addr, core_of, group_config, limits, NodeError, NodeOptions, INSECURE_SECRET,
+    core_addr, core_of, group_config, limits, NodeError, NodeOptions, BATCH_BYTES_MAX,
+    INSECURE_SECRET,
 };
 use super::snapshot::{decode_chunk, KIND_SNAPSHOT_CHUNK};
 use super::state_machine::StateMachine;
