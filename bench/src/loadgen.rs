@@ -535,7 +535,8 @@ fn closed_loop(shared: &Rc<Shared>, part: &Part) -> Vec<glommio::Task<()>> {
             glommio::spawn_local(async move {
                 let mut seq = 1;
                 while !shared.stopping() {
-                    seq = append(&shared, session, seq, Instant::now(), worker).await;
+                    let g = worker % shared.groups.len();
+                    seq = append(&shared, session, seq, Instant::now(), g, worker).await;
                 }
             })
         })
@@ -544,17 +545,19 @@ fn closed_loop(shared: &Rc<Shared>, part: &Part) -> Vec<glommio::Task<()>> {
 
 /// Sends at evenly spaced intended times; each command's latency counts
 /// from its intended time, whether or not a session to send it was free.
-/// Commands take turns on `cap` sessions (each has one command outstanding
-/// at a time, as the nodes require), so the nodes see a fixed set of
-/// sessions rather than one more per command.
+/// Commands take turns on a fixed set of sessions (each has one command
+/// outstanding at a time, as the nodes require), so the nodes see a fixed
+/// set of sessions rather than one more per command. Each session writes
+/// one group only: a group's session table knows nothing of another's, so
+/// a session that moved between groups would restart its sequence numbers
+/// where the new group last saw them and could have a command applied
+/// twice.
 fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, part: &Part) -> glommio::Task<()> {
     let shared = shared.clone();
-    let sessions_from = part.sessions_from + (1 << 32);
-    // (session, next sequence number) of every session not in use.
-    let idle: Rc<RefCell<Vec<(u64, u64)>>> = Rc::new(RefCell::new(
-        (0..part.inflight as u64)
-            .map(|i| (sessions_from + i, 1))
-            .collect(),
+    let idle = Rc::new(open_loop_sessions(
+        part.sessions_from + (1 << 32),
+        part.inflight,
+        shared.groups.len(),
     ));
     let seed = 0x5E0D + part.index as u64;
     glommio::spawn_local(async move {
@@ -574,8 +577,12 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, part: &Part) -> glom
             if let Some(wait) = intended.checked_duration_since(Instant::now()) {
                 glommio::timer::sleep(wait).await;
             }
-            let (session, seq) = loop {
-                if let Some(free) = idle.borrow_mut().pop() {
+            // Arrivals go to the groups in turn, each on a free session of
+            // its group.
+            let g = k % shared.groups.len();
+            k += 1;
+            let session = loop {
+                if let Some(free) = idle[g].borrow_mut().pop() {
                     break free;
                 }
                 if shared.stopping() {
@@ -583,15 +590,52 @@ fn open_loop(shared: &Rc<Shared>, rate: f64, poisson: bool, part: &Part) -> glom
                 }
                 glommio::timer::sleep(Duration::from_micros(100)).await;
             };
-            k += 1;
             let (shared, idle) = (shared.clone(), idle.clone());
             glommio::spawn_local(async move {
-                let next = append(&shared, session, seq, intended, k).await;
-                idle.borrow_mut().push((session, next));
+                let next = append(
+                    &shared,
+                    session.client,
+                    session.seq,
+                    intended,
+                    g,
+                    session.lane,
+                )
+                .await;
+                idle[g].borrow_mut().push(OpenLoopSession {
+                    seq: next,
+                    ..session
+                });
             })
             .detach();
         }
     })
+}
+
+/// A session of the open loop, idle between commands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OpenLoopSession {
+    client: u64,
+    /// Its next sequence number.
+    seq: u64,
+    /// Picks its connection, so sessions spread over the connections.
+    lane: usize,
+}
+
+/// Per group index: the open loop's idle sessions, `cap` in all split
+/// evenly, and at least one per group so that no group's arrivals wait
+/// forever.
+fn open_loop_sessions(first: u64, cap: usize, groups: usize) -> Vec<RefCell<Vec<OpenLoopSession>>> {
+    let total = cap.max(groups);
+    let idle: Vec<RefCell<Vec<OpenLoopSession>>> =
+        (0..groups).map(|_| RefCell::new(Vec::new())).collect();
+    for lane in 0..total {
+        idle[lane % groups].borrow_mut().push(OpenLoopSession {
+            client: first + lane as u64,
+            seq: 1,
+            lane,
+        });
+    }
+    idle
 }
 
 /// Counts `count` commands of group index `g` acknowledged by the node at
@@ -619,11 +663,19 @@ fn note_acks(shared: &Shared, g: usize, target: usize, count: u64, intended: Ins
     }
 }
 
-/// Appends one command (to the group of `worker`) until it is acknowledged
+/// Appends one command to group index `g` until it is acknowledged
 /// (retries keep its sequence number, so it applies once) or the run stops;
-/// returns the session's next sequence number.
-async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worker: usize) -> u64 {
-    let g = worker % shared.groups.len();
+/// returns the session's next sequence number. A session must always write
+/// the same group: sequence numbers are per group. `lane` picks the
+/// connection.
+async fn append(
+    shared: &Shared,
+    client: u64,
+    seq: u64,
+    intended: Instant,
+    g: usize,
+    lane: usize,
+) -> u64 {
     let request = |seq| {
         let op = match shared.batch {
             1 => ClientOp::Append {
@@ -649,7 +701,7 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
     while !shared.stopping() {
         let target = shared.targets[g].get();
         let per_node = &shared.clients[target];
-        let reply = per_node[worker % per_node.len()]
+        let reply = per_node[lane % per_node.len()]
             .request(KIND_CLIENT_REQUEST, &body)
             .await;
         let first_sending = !std::mem::replace(&mut sent_before, true);
@@ -700,6 +752,29 @@ async fn append(shared: &Shared, client: u64, seq: u64, intended: Instant, worke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_open_loop_session_belongs_to_one_group_and_every_group_has_one() {
+        for (cap, groups) in [(1, 1), (8, 1), (2, 3), (7, 3), (64, 4)] {
+            let idle = open_loop_sessions(100, cap, groups);
+            assert_eq!(idle.len(), groups);
+            let mut clients: Vec<u64> = Vec::new();
+            for per_group in &idle {
+                let per_group = per_group.borrow();
+                assert!(!per_group.is_empty(), "{cap} sessions over {groups} groups");
+                clients.extend(per_group.iter().map(|s| s.client));
+                assert!(per_group.iter().all(|s| s.seq == 1));
+            }
+            let total = clients.len();
+            clients.sort_unstable();
+            clients.dedup();
+            assert_eq!(clients.len(), total, "a session in two groups");
+            assert_eq!(total, cap.max(groups));
+            // Split evenly: no group has two more than another.
+            let sizes: Vec<usize> = idle.iter().map(|g| g.borrow().len()).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+        }
+    }
 
     #[test]
     fn outage_is_the_longest_silence_and_recovery_the_return_to_90_percent() {
