@@ -77,7 +77,8 @@ async fn serve(args: ClientArgs) -> Result<(), String> {
     let mut clients = Vec::new();
     for addr in addrs {
         let mut config = ClientConfig::new(vec![addr]);
-        config.request_timeout = Duration::from_secs(2);
+        // One unanswered sending may not outlast the whole command's time.
+        config.request_timeout = Duration::from_secs(args.timeout_s.clamp(1, 2));
         config.redirects_max = 0;
         clients.push((addr, Client::new(config).map_err(|e| e.to_string())?));
     }
@@ -86,7 +87,7 @@ async fn serve(args: ClientArgs) -> Result<(), String> {
         clients,
         ids: HashMap::new(),
         target: 0,
-        client_id: rand::rng().random_range(1..u64::MAX / 2),
+        client_id: new_client_id(),
         seq: 0,
         timeout: Duration::from_secs(args.timeout_s),
     };
@@ -96,7 +97,7 @@ async fn serve(args: ClientArgs) -> Result<(), String> {
         if line.trim().is_empty() {
             continue;
         }
-        let reply = match parse(&line, &mut session) {
+        let reply = match parse(&line, &session) {
             Ok(op) => session.execute(op).await,
             Err(message) => json!({"ok": false, "error": message}),
         };
@@ -105,18 +106,17 @@ async fn serve(args: ClientArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn parse(line: &str, session: &mut Session) -> Result<ClientOp, String> {
+fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {
     let mut words = line.trim().splitn(2, ' ');
     let verb = words.next().unwrap_or_default();
     let rest = words.next().unwrap_or_default();
     let args: Vec<&str> = rest.split_whitespace().collect();
     match (verb, args.as_slice()) {
         ("append", _) if !rest.is_empty() => {
-            session.seq += 1;
-            Ok(ClientOp::Append { client: session.client_id, seq: session.seq, data: rest.as_bytes().to_vec() })
+            Ok(ClientOp::Append { client: session.client_id, seq: session.seq + 1, data: rest.as_bytes().to_vec() })
         }
         ("read", [from]) => Ok(ClientOp::ReadLog { from: number(from)?, count: 100 }),
-        ("read", [from, count]) => Ok(ClientOp::ReadLog { from: number(from)?, count: number(count)? as u32 }),
+        ("read", [from, count]) => Ok(ClientOp::ReadLog { from: number(from)?, count: u32::try_from(number(count)?).map_err(|_| format!("`{count}` is too many to read at once"))? }),
         ("put", [key, value]) => Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ttl_ms: None })),
         ("get", [key]) => Ok(ClientOp::Get { key: key.as_bytes().to_vec() }),
         ("cas", [key, old, new]) => Ok(kv(
@@ -129,23 +129,27 @@ fn parse(line: &str, session: &mut Session) -> Result<ClientOp, String> {
     }
 }
 
-fn kv(session: &mut Session, op: KvOp) -> ClientOp {
-    session.seq += 1;
+fn kv(session: &Session, op: KvOp) -> ClientOp {
     ClientOp::Kv {
         client: session.client_id,
-        seq: session.seq,
+        seq: session.seq + 1,
         op,
     }
 }
 
-/// Renumbers a session's command (after its session expired).
-fn set_seq(op: &mut ClientOp, to: u64) {
+/// The sequence number of a session's command; `None` for a read.
+fn seq_of(op: &mut ClientOp) -> Option<&mut u64> {
     match op {
         ClientOp::Append { seq, .. }
         | ClientOp::AppendBatch { seq, .. }
-        | ClientOp::Kv { seq, .. } => *seq = to,
-        ClientOp::Get { .. } | ClientOp::ReadLog { .. } | ClientOp::Status => {}
+        | ClientOp::Kv { seq, .. } => Some(seq),
+        ClientOp::Get { .. } | ClientOp::ReadLog { .. } | ClientOp::Status => None,
     }
+}
+
+/// A new session id: random, so that no two clients share one.
+fn new_client_id() -> u64 {
+    rand::rng().random_range(1..u64::MAX / 2)
 }
 
 fn number(text: &str) -> Result<u64, String> {
@@ -158,9 +162,29 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl Session {
-    /// Sends `op` until a node answers it or the timeout passes. A write is
-    /// retried with the same sequence number, so it applies once.
+    /// Sends `op` and renders the answer. A write's sequence number is the
+    /// session's next only once it was applied: after a write given up on
+    /// or answered otherwise (in doubt, or refused) the session starts
+    /// anew. The nodes require one request outstanding per session and
+    /// sequence numbers without gaps, and an unanswered write may still be
+    /// in flight.
     async fn execute(&mut self, mut op: ClientOp) -> Value {
+        let (reply, applied) = self.send(&mut op).await;
+        if let Some(seq) = seq_of(&mut op) {
+            if applied {
+                self.seq = *seq;
+            } else {
+                self.client_id = new_client_id();
+                self.seq = 0;
+            }
+        }
+        reply
+    }
+
+    /// Sends `op` until a node answers it or the timeout passes; the
+    /// rendered answer, and whether it says `op` was applied. A write is
+    /// retried with the same sequence number, so it applies once.
+    async fn send(&mut self, op: &mut ClientOp) -> (Value, bool) {
         let wants_leader = !matches!(op, ClientOp::ReadLog { .. });
         let group = self.group;
         let encode = |op: &ClientOp| {
@@ -170,7 +194,7 @@ impl Session {
             }
             .encode()
         };
-        let mut body = encode(&op);
+        let mut body = encode(op);
         let deadline = Instant::now() + self.timeout;
         let mut last_error = String::from("no node answered");
         let mut sent_before = false;
@@ -183,15 +207,18 @@ impl Session {
                     // The session was evicted; sent once, none of it was
                     // applied: again as a new session from `resume_at`.
                     Ok(ClientResponse::SessionExpired { resume_at }) if first_sending => {
-                        self.seq = resume_at;
-                        set_seq(&mut op, resume_at);
-                        body = encode(&op);
+                        if let Some(seq) = seq_of(op) {
+                            *seq = resume_at;
+                        }
+                        body = encode(op);
                         sent_before = false;
                     }
                     // Sent before: an earlier sending may have been applied.
-                    Ok(ClientResponse::SessionExpired { resume_at }) => {
-                        self.seq = resume_at.saturating_sub(1);
-                        return json!({"ok": false, "error": "session expired: the command may or may not have been applied"});
+                    Ok(ClientResponse::SessionExpired { .. }) => {
+                        return (
+                            json!({"ok": false, "error": "session expired: the command may or may not have been applied"}),
+                            false,
+                        );
                     }
                     Ok(ClientResponse::NotLeader { leader }) if wants_leader => {
                         last_error = format!("{addr} does not lead");
@@ -200,9 +227,20 @@ impl Session {
                     Ok(ClientResponse::Busy) => {
                         glommio::timer::sleep(Duration::from_millis(20)).await
                     }
-                    Ok(response) => return self.render(&op, response),
+                    Ok(response) => {
+                        let applied = matches!(
+                            response,
+                            ClientResponse::Appended { .. }
+                                | ClientResponse::AppendedBatch { .. }
+                                | ClientResponse::Kv { .. }
+                        );
+                        return (self.render(response), applied);
+                    }
                     Err(reason) => {
-                        return json!({"ok": false, "error": format!("bad reply: {reason}")})
+                        return (
+                            json!({"ok": false, "error": format!("bad reply: {reason}")}),
+                            false,
+                        )
                     }
                 },
                 Err(error) => {
@@ -212,7 +250,7 @@ impl Session {
                 }
             }
         }
-        json!({"ok": false, "error": last_error})
+        (json!({"ok": false, "error": last_error}), false)
     }
 
     /// Goes to the hinted leader if its address is known, else the next node.
@@ -246,7 +284,7 @@ impl Session {
         }
     }
 
-    fn render(&self, op: &ClientOp, response: ClientResponse) -> Value {
+    fn render(&self, response: ClientResponse) -> Value {
         match response {
             ClientResponse::Appended { index } => {
                 json!({"ok": true, "group": self.group, "index": index})
@@ -254,15 +292,15 @@ impl Session {
             ClientResponse::AppendedBatch { indexes } => {
                 json!({"ok": true, "group": self.group, "indexes": indexes})
             }
-            ClientResponse::Kv { index, reply } => match (op, reply) {
-                (_, KvReply::Done(previous)) => {
+            ClientResponse::Kv { index, reply } => match reply {
+                KvReply::Done(previous) => {
                     json!({"ok": true, "index": index, "previous": previous.as_deref().map(text)})
                 }
-                (_, KvReply::Cas { swapped, current }) => {
+                KvReply::Cas { swapped, current } => {
                     json!({"ok": true, "index": index, "swapped": swapped, "value": current.as_deref().map(text)})
                 }
-                (_, KvReply::Invalid(reason)) => json!({"ok": false, "error": reason}),
-                (_, KvReply::Value(value)) => {
+                KvReply::Invalid(reason) => json!({"ok": false, "error": reason}),
+                KvReply::Value(value) => {
                     json!({"ok": true, "value": value.as_deref().map(text)})
                 }
             },
@@ -284,6 +322,7 @@ impl Session {
                 json!({"ok": false, "error": "not the leader", "leader": leader})
             }
             ClientResponse::Busy => json!({"ok": false, "error": "busy"}),
+            // Handled by `send`, which never renders it.
             ClientResponse::SessionExpired { .. } => {
                 json!({"ok": false, "error": "session expired"})
             }

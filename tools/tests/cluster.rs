@@ -355,6 +355,33 @@ fn garbage_from_a_client_closes_only_that_connection() {
     );
 }
 
+/// A write too large for a slot is refused with a clear error, and the same
+/// `synod client` goes on writing (its numbering: `client_sessions.rs`).
+#[test]
+fn a_refused_write_leaves_the_client_able_to_write() {
+    let cluster = TestCluster::new(3);
+    leader(&cluster);
+    let too_large = format!("append {}", "x".repeat(1 << 17));
+    let replies = client(
+        &["--cluster", &cluster.cluster_arg()],
+        &[
+            too_large,
+            "append after-refusal".into(),
+            "append and-after".into(),
+        ],
+    );
+    assert_eq!(replies[0]["ok"], false, "{}", replies[0]);
+    assert!(
+        replies[0]["error"].as_str().unwrap().contains("too large"),
+        "{}",
+        replies[0]
+    );
+    assert_eq!(replies[1]["ok"], true, "{}", replies[1]);
+    assert_eq!(replies[2]["ok"], true, "{}", replies[2]);
+    let (first, second) = (replies[1]["index"].as_u64(), replies[2]["index"].as_u64());
+    assert!(first < second, "{first:?} then {second:?}");
+}
+
 /// The node's metrics page, once it serves one.
 fn scrape(addr: SocketAddr) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
