@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use rkyv::util::AlignedVec;
-use synod_engine::protocol::{ClientId, Config, GroupId, NodeId, Refusal};
+use synod_engine::protocol::{ClientId, Command, Config, GroupId, NodeId, Refusal};
 use synod_engine::runtime::codec::{decode_envelope, BatchLimits};
 use synod_engine::runtime::group::{start_group, GroupError};
 use synod_engine::runtime::kv::{Kv, KvCommand, KvOp, KvReply};
@@ -527,5 +527,51 @@ fn the_pipeline_window_opens_on_a_slow_network_and_closes_on_a_fast_one() {
             fast >= 2 && fast * 4 <= slow,
             "fast network: window {fast}, slow {slow}"
         );
+    });
+}
+
+/// A request queued twice at once (a retry while the first sending still
+/// waits) must not be taken as one request of twice the size: each fits a
+/// slot, so neither may be refused as too large, and it applies once.
+#[test]
+fn a_request_queued_twice_at_once_is_not_refused_as_one_too_large() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = start(dir.path()).await;
+        let handle = cluster.handle(cluster.leader().await);
+        // More than half of a slot's 4,096 commands: two would not fit one.
+        let request: Vec<Command> = (1..=3_000u64)
+            .map(|seq| Command {
+                client: ClientId(7),
+                seq,
+                data: put(&format!("k{seq}"), "v"),
+            })
+            .collect();
+        let (first, retry) = futures_util::join!(
+            handle.propose_many(request.clone()),
+            handle.propose_many(request.clone())
+        );
+        // The retry took over the first sending's waits.
+        assert!(
+            first
+                .iter()
+                .all(|o| *o == ProposeOutcome::Stopped
+                    || matches!(o, ProposeOutcome::Applied { .. })),
+            "{:?}",
+            &first[..3]
+        );
+        let indexes: Vec<_> = retry
+            .iter()
+            .map(|o| match o {
+                ProposeOutcome::Applied { index, .. } => *index,
+                other => panic!("the retry: {other:?}"),
+            })
+            .collect();
+        assert!(
+            indexes.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+            "one slot, in order"
+        );
+        assert_eq!(get(&handle, "k3000", false).await, Some(b"v".to_vec()));
+        cluster.stop().await;
     });
 }

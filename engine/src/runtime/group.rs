@@ -843,17 +843,33 @@ impl<S: StateMachine> GroupDriver<S> {
     /// Takes every proposal already queued behind those in `commands`, so
     /// that commands that arrived together share slots; returns the first
     /// other input met, which must be handled next.
+    ///
+    /// The protocol takes a session's adjacent commands in one step as one
+    /// request, so a proposal of the session whose command ends `commands`
+    /// (a retry of a request still queued, say) waits for the next step:
+    /// joined, the two would be refused as one request too large, or
+    /// together, for what either alone may not deserve.
     async fn gather_proposals(
         &mut self,
         commands: &mut Vec<Command>,
         inbox: &LocalReceiver<GroupInput>,
     ) -> Option<GroupInput> {
         while self.inputs.len() > 0 && commands.len() < PROPOSALS_PER_STEP_MAX {
-            match inbox.recv().await {
-                Some(GroupInput::Propose(command, reply)) => {
+            let input = inbox.recv().await;
+            let session = |c: &Command| (c.client != ClientId(0)).then_some(c.client);
+            let follows_its_session = |first: Option<&Command>| {
+                let last = commands.last().and_then(session);
+                last.is_some() && first.and_then(session) == last
+            };
+            match input {
+                Some(GroupInput::Propose(command, reply))
+                    if !follows_its_session(Some(&command)) =>
+                {
                     self.take_proposal(command, reply, commands)
                 }
-                Some(GroupInput::ProposeMany(more, reply)) => {
+                Some(GroupInput::ProposeMany(more, reply))
+                    if !follows_its_session(more.first()) =>
+                {
                     self.take_proposals(more, reply, commands)
                 }
                 other => return other,
