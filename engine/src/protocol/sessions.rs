@@ -391,50 +391,113 @@ mod tests {
         request: Option<(usize, u64, u64, bool)>,
     }
 
+    /// One step of the property test below: who sends, a new request's
+    /// size, whether the answer is lost, whether the request's commands land
+    /// in two slots, whether a late copy of one of the client's older
+    /// sendings arrives first (which one), and whether the table goes
+    /// through a snapshot (a replica restarting from one) after the step.
+    type Step = (usize, u64, bool, bool, Option<prop::sample::Index>, bool);
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        proptest::collection::vec(
+            (
+                0usize..12,
+                1u64..4,
+                any::<bool>(),
+                any::<bool>(),
+                proptest::option::weighted(0.15, any::<prop::sample::Index>()),
+                proptest::bool::weighted(0.05),
+            ),
+            1..400,
+        )
+    }
+
+    /// What the table was, taken apart and put together as a snapshot does.
+    fn through_snapshot(
+        sessions: &Sessions<u64>,
+        capacity: usize,
+        request_max: u64,
+    ) -> Sessions<u64> {
+        let records = sessions.iter().map(|s| SessionRecord {
+            client: s.client,
+            last_seq: s.last_seq,
+            index: s.index,
+            reply: s.reply.copied(),
+        });
+        Sessions::restore(
+            capacity,
+            request_max,
+            sessions.evicted_through(),
+            records.collect::<Vec<_>>(),
+        )
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// Many clients, a table much smaller than them, requests of up to
         /// three commands whose commands may land in two slots with others
-        /// between, answers lost at random: no command is applied twice,
-        /// and a request refused as expired on its first sending has had
-        /// nothing applied (so sending it again as new is safe).
+        /// between, answers lost at random, late copies of older sendings
+        /// (a network that duplicates and delays), the log starting at
+        /// index 0, 1 or 2, restarts from snapshots: no command is applied
+        /// twice, and a request refused as expired on its first sending has
+        /// had nothing applied (so sending it again as new is safe).
         #[test]
         fn no_command_is_applied_twice_however_small_the_table(
             capacity in 0usize..10,
-            steps in proptest::collection::vec((0usize..12, 1u64..4, any::<bool>(), any::<bool>()), 1..400),
+            first_index in 0u64..3,
+            steps in steps(),
         ) {
             let request_max = 3;
             let mut sessions: Sessions<u64> = Sessions::with_capacity(capacity, request_max);
             let mut clients = vec![ModelClient { next_seq: 1, request: None }; 12];
+            // Every sending so far, per client: (request, first seq, commands).
+            let mut sent: Vec<Vec<(usize, u64, u64)>> = vec![Vec::new(); 12];
             let mut applied: BTreeSet<(usize, u64)> = BTreeSet::new();
-            let (mut index, mut requests) = (0u64, 0usize);
-            for (who, size, answer_lost, split) in steps {
+            let (mut next_index, mut requests) = (first_index, 0usize);
+            for (who, size, answer_lost, split, late, restart) in steps {
+                let id = ClientId(who as u64 + 1);
+                // Delivers one sending; whether it was refused as expired
+                // (and where to resume), and how many of it applied.
+                let mut deliver = |sessions: &mut Sessions<u64>, (request, first, count): (usize, u64, u64)| {
+                    let (mut expired, mut applied_now) = (None, 0);
+                    for offset in 0..count {
+                        if offset == 1 && split {
+                            next_index += 7;
+                        }
+                        let index = LogIndex(next_index);
+                        next_index += 1;
+                        match sessions.check(id, first + offset, index) {
+                            SessionOutcome::Fresh => {
+                                if !applied.insert((request, offset)) {
+                                    return Err(format!("command {offset} of request {request} applied twice"));
+                                }
+                                sessions.record(id, first + offset, index, index.0);
+                                applied_now += 1;
+                            }
+                            SessionOutcome::Expired { resume_at } => {
+                                if expired.is_some_and(|e| e != resume_at) {
+                                    return Err(format!("request {request} told two places to resume"));
+                                }
+                                expired = Some(resume_at);
+                            }
+                            SessionOutcome::Duplicate { .. } | SessionOutcome::Stale => {}
+                        }
+                    }
+                    Ok((expired, applied_now))
+                };
+                if let Some(which) = late.filter(|_| !sent[who].is_empty()) {
+                    let copy = sent[who][which.index(sent[who].len())];
+                    deliver(&mut sessions, copy).map_err(TestCaseError::fail)?;
+                }
                 let client = &mut clients[who];
                 let (request, first, count, sent_before) = client.request.unwrap_or_else(|| {
                     requests += 1;
                     (requests, client.next_seq, size, false)
                 });
-                let id = ClientId(who as u64 + 1);
-                let (mut expired, mut applied_now) = (None, 0);
-                for offset in 0..count {
-                    index += if offset == 1 && split { 8 } else { 1 };
-                    match sessions.check(id, first + offset, LogIndex(index)) {
-                        SessionOutcome::Fresh => {
-                            prop_assert!(
-                                applied.insert((request, offset)),
-                                "command {} of request {} applied twice", offset, request
-                            );
-                            sessions.record(id, first + offset, LogIndex(index), index);
-                            applied_now += 1;
-                        }
-                        SessionOutcome::Expired { resume_at } => {
-                            prop_assert!(expired.is_none() || expired == Some(resume_at));
-                            expired = Some(resume_at);
-                        }
-                        SessionOutcome::Duplicate { .. } | SessionOutcome::Stale => {}
-                    }
-                }
+                sent[who].push((request, first, count));
+                let (expired, applied_now) =
+                    deliver(&mut sessions, (request, first, count)).map_err(TestCaseError::fail)?;
                 let client = &mut clients[who];
                 client.request = match expired {
                     Some(resume_at) => {
@@ -450,6 +513,11 @@ mod tests {
                         None
                     }
                 };
+                if restart {
+                    let restored = through_snapshot(&sessions, capacity, request_max);
+                    prop_assert_eq!(&restored, &sessions);
+                    sessions = restored;
+                }
             }
         }
     }
