@@ -3,19 +3,19 @@
 //! not, and none at all. The nodes' exactly-once rests on these numbers
 //! (see `protocol::sessions`), which a real cluster would not show.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
 use serde_json::Value;
+use support::client;
 use synod_engine::runtime::client_proto::{
     ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REPLY,
 };
 use synod_net::{ClientListener, ClientListenerConfig};
 
-const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+#[path = "support/client.rs"]
+mod support;
 
 /// One write as the scripted node received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,31 +79,8 @@ fn scripted_node() -> (SocketAddr, mpsc::Receiver<Sent>) {
 
 /// Runs `synod client` against `addr` with one append per word of `texts`.
 fn appends(addr: SocketAddr, texts: &[&str]) -> Vec<Value> {
-    let mut child = Command::new(SYNOD)
-        .args(["client", "--node", &addr.to_string(), "--timeout-s", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let input: String = texts.iter().map(|t| format!("append {t}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "client failed: {:?}",
-        output.status
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let lines: Vec<String> = texts.iter().map(|t| format!("append {t}")).collect();
+    client(&["--node", &addr.to_string(), "--timeout-s", "1"], &lines)
 }
 
 /// The last sending of each write, in the order first sent.

@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 
 #[path = "../../engine/tests/support/ports.rs"]
 mod ports;
+#[path = "support/client.rs"]
+mod support;
 
 use ports::free_ports;
 use serde_json::Value;
+use support::{client, SYNOD};
 use synod_engine::runtime::client_proto::{
     ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
 };
-
-const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
 
 struct Node {
     id: u64,
@@ -153,36 +154,6 @@ impl Drop for TestCluster {
             self.kill(i);
         }
     }
-}
-
-/// Runs `synod client` with `lines` on stdin; one JSON value per line out.
-fn client(args: &[&str], lines: &[String]) -> Vec<Value> {
-    let mut child = Command::new(SYNOD)
-        .arg("client")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let input = lines.join("\n") + "\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "client failed: {:?}",
-        output.status
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
 }
 
 fn leader(cluster: &TestCluster) -> u64 {

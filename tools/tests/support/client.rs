@@ -1,0 +1,39 @@
+//! Running `synod client`, shared by the tests that drive it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// The `synod` binary under test.
+pub const SYNOD: &str = env!("CARGO_BIN_EXE_synod");
+
+/// Runs `synod client` with `lines` on stdin; one JSON value per line out.
+pub fn client(args: &[&str], lines: &[String]) -> Vec<Value> {
+    let mut child = Command::new(SYNOD)
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let input = lines.join("\n") + "\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "client failed: {:?}",
+        output.status
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
