@@ -526,7 +526,7 @@ fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: BatchLimits) {
         while let Some(message) = inbox.recv().await {
             let from = NodeId(message.from.0);
             if message.kind == KIND_SNAPSHOT_CHUNK {
-                route_chunk(&routes, from, &message.body);
+                route_chunk(&routes, from, &message.body).await;
                 continue;
             }
             if message.kind != KIND_PEER_MESSAGE {
@@ -558,12 +558,26 @@ fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: BatchLimits) {
     .detach();
 }
 
+/// How long a snapshot chunk waits for room in its group's queue. Every
+/// peer frame of this core waits behind it, so well below an election
+/// timeout.
+const CHUNK_DELIVERY_PATIENCE: Duration = Duration::from_millis(50);
+
 /// Hands a snapshot chunk from a peer to its group.
-fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
+async fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
     match decode_chunk(body) {
         Ok((group, chunk)) => match groups.get(&group.0) {
             Some((handle, _)) => {
-                handle.try_deliver_chunk(from, chunk);
+                if !handle
+                    .deliver_chunk(from, chunk, CHUNK_DELIVERY_PATIENCE)
+                    .await
+                {
+                    tracing::debug!(
+                        from = from.0,
+                        group = group.0,
+                        "snapshot chunk found its group's queue full; the transfer starts over"
+                    );
+                }
             }
             None => tracing::warn!(
                 from = from.0,

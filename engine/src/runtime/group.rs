@@ -367,6 +367,26 @@ impl GroupHandle {
             .is_ok()
     }
 
+    /// Hands a piece of a snapshot from `from` to the group, waiting up to
+    /// `patience` for room in its input queue: unlike a peer message, whose
+    /// loss Paxos repairs by resending it, a lost chunk makes the whole
+    /// transfer start over, and under load a queue is seldom empty for all
+    /// of a large snapshot's chunks. False if there was no room in time or
+    /// the group stopped.
+    pub async fn deliver_chunk(
+        &self,
+        from: NodeId,
+        chunk: SnapshotChunk,
+        patience: Duration,
+    ) -> bool {
+        let send = std::pin::pin!(self.inputs.send(GroupInput::SnapshotChunk(from, chunk)));
+        let waited = std::pin::pin!(glommio::timer::sleep(patience));
+        match futures_util::future::select(send, waited).await {
+            futures_util::future::Either::Left((sent, _)) => sent.is_ok(),
+            futures_util::future::Either::Right(_) => false,
+        }
+    }
+
     /// Streams every command applied from now on, in log order. A
     /// subscriber more than [`SUBSCRIBER_LAG_MAX`] entries behind is dropped
     /// (its receiver disconnects): it reads the state and subscribes again.
@@ -1454,5 +1474,69 @@ impl<S: StateMachine> GroupDriver<S> {
         // Durable before the WAL below it goes (on_snapshot_saved).
         // At full speed: the group cannot compact until it is durable.
         self.save_snapshot(upto, None, move || Ok(encoded));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+
+    fn chunk(offset: u64) -> SnapshotChunk {
+        SnapshotChunk {
+            upto: Slot(9),
+            offset,
+            total: 2,
+            data: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// A chunk that meets a full queue waits for room rather than being
+    /// dropped (a dropped one restarts the whole transfer), but not for
+    /// longer than it is told.
+    #[test]
+    fn a_chunk_waits_for_room_in_a_full_queue_within_its_patience() {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(|| async {
+                let (tx, rx) = local_channel::new_bounded(1);
+                let handle = GroupHandle {
+                    inputs: Rc::new(tx),
+                };
+                assert!(
+                    handle.try_deliver_chunk(NodeId(2), chunk(0)),
+                    "room for one"
+                );
+                assert!(!handle.try_deliver_chunk(NodeId(2), chunk(1)), "full");
+                let patience = Duration::from_millis(200);
+                let started = Instant::now();
+                assert!(
+                    !handle
+                        .deliver_chunk(NodeId(2), chunk(1), Duration::from_millis(20))
+                        .await,
+                    "nobody drains the queue: given up"
+                );
+                assert!(started.elapsed() < patience);
+                let drain = glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    let mut taken = Vec::new();
+                    while let Some(input) = rx.recv().await {
+                        taken.push(input);
+                        if taken.len() == 2 {
+                            break;
+                        }
+                    }
+                    taken
+                });
+                assert!(handle.deliver_chunk(NodeId(2), chunk(1), patience).await);
+                let taken = drain.await;
+                assert!(matches!(
+                    taken[1],
+                    GroupInput::SnapshotChunk(NodeId(2), SnapshotChunk { offset: 1, .. })
+                ));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
