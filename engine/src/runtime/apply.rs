@@ -27,7 +27,7 @@ pub(crate) struct Applied<'a> {
 /// keeps only its latest, and a sequence number above a fresh one is fresh.
 pub(crate) fn apply_batch<'a>(
     machine: &mut impl StateMachine,
-    sessions: &mut Sessions<(LogIndex, Bytes)>,
+    sessions: &mut Sessions<Bytes>,
     first_index: LogIndex,
     batch: &'a Batch,
     mut settled: impl FnMut(Applied<'a>),
@@ -46,10 +46,7 @@ pub(crate) fn apply_batch<'a>(
                 run.push(index, command.seq, command.data);
                 continue;
             }
-            SessionOutcome::Duplicate {
-                reply: (index, reply),
-                ..
-            } => ProposeOutcome::Applied { index, reply },
+            SessionOutcome::Duplicate { index, reply } => ProposeOutcome::Applied { index, reply },
             SessionOutcome::Stale => ProposeOutcome::Stale,
             SessionOutcome::Expired { resume_at } => ProposeOutcome::Expired { resume_at },
         };
@@ -92,7 +89,7 @@ impl<'a> Run<'a> {
     fn apply(
         &mut self,
         machine: &mut impl StateMachine,
-        sessions: &mut Sessions<(LogIndex, Bytes)>,
+        sessions: &mut Sessions<Bytes>,
         settled: &mut impl FnMut(Applied<'a>),
     ) {
         let Some(&last_seq) = self.seqs.last() else {
@@ -103,8 +100,7 @@ impl<'a> Run<'a> {
         for (at, (command, &seq)) in self.applying.iter().zip(&self.seqs).enumerate() {
             let reply = replies.next().unwrap_or_default();
             if at == last {
-                let remembered = (command.index, reply.clone());
-                sessions.record(self.client, last_seq, command.index, remembered);
+                sessions.record(self.client, last_seq, command.index, reply.clone());
             }
             settled(Applied {
                 client: self.client,
@@ -175,7 +171,7 @@ mod tests {
 
     fn run(
         machine: &mut Recorder,
-        sessions: &mut Sessions<(LogIndex, Bytes)>,
+        sessions: &mut Sessions<Bytes>,
         first: u64,
         batch: &Batch,
     ) -> Outcomes {
@@ -195,7 +191,7 @@ mod tests {
     /// One command at a time, as written in the sessions' own terms.
     fn one_by_one(
         machine: &mut Recorder,
-        sessions: &mut Sessions<(LogIndex, Bytes)>,
+        sessions: &mut Sessions<Bytes>,
         first: u64,
         batch: &Batch,
     ) -> Outcomes {
@@ -209,16 +205,15 @@ mod tests {
                         data: c.data,
                     }]);
                     let reply = reply[0].clone();
-                    sessions.record(c.client, c.seq, index, (index, reply.clone()));
+                    sessions.record(c.client, c.seq, index, reply.clone());
                     (
                         ProposeOutcome::Applied { index, reply },
                         Some(c.data.to_vec()),
                     )
                 }
-                SessionOutcome::Duplicate {
-                    reply: (index, reply),
-                    ..
-                } => (ProposeOutcome::Applied { index, reply }, None),
+                SessionOutcome::Duplicate { index, reply } => {
+                    (ProposeOutcome::Applied { index, reply }, None)
+                }
                 SessionOutcome::Stale => (ProposeOutcome::Stale, None),
                 SessionOutcome::Expired { resume_at } => {
                     (ProposeOutcome::Expired { resume_at }, None)

@@ -675,7 +675,7 @@ struct GroupDriver<S> {
     wal: Rc<Wal>,
     machine: S,
     /// Per client: last sequence applied, with its index and reply.
-    sessions: Sessions<(LogIndex, Bytes)>,
+    sessions: Sessions<Bytes>,
     /// Proposals made here that wait for their slot to apply.
     proposals: Waiters,
     reads: HashMap<ReadId, (Bytes, oneshot::Sender<ReadOutcome>)>,

@@ -113,7 +113,7 @@ pub enum SnapshotError {
 
 /// The sessions a group keeps: per client, the last sequence applied, with
 /// its index and reply.
-pub type GroupSessions = Sessions<(LogIndex, Bytes)>;
+pub type GroupSessions = Sessions<Bytes>;
 
 /// A group's applied state below `upto`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,7 +167,7 @@ impl Snapshot {
                     client: session.client.0,
                     seq: session.last_seq,
                     index: session.index.0,
-                    reply: session.reply.map(|(_, reply)| reply.to_vec()),
+                    reply: session.reply.map(|reply| reply.to_vec()),
                 })
                 .collect(),
             sessions_evicted_through: self.sessions.evicted_through().map(|i| i.0),
@@ -241,7 +241,7 @@ impl Snapshot {
                         client: ClientId(s.client),
                         last_seq: s.seq,
                         index,
-                        reply: s.reply.map(|reply| (index, Bytes::from(reply))),
+                        reply: s.reply.map(Bytes::from),
                     }
                 }),
             ),
@@ -449,7 +449,7 @@ mod tests {
             client: ClientId(client),
             last_seq,
             index: LogIndex(index),
-            reply: reply.map(|r| (LogIndex(index), Bytes::from_static(r))),
+            reply: reply.map(Bytes::from_static),
         };
         let sessions: GroupSessions = Sessions::restore(
             SESSIONS_MAX,
@@ -571,7 +571,7 @@ mod tests {
                     client: ClientId(3),
                     last_seq: 7,
                     index: LogIndex(10),
-                    reply: Some((LogIndex(10), Bytes::new())),
+                    reply: Some(Bytes::new()),
                 }],
             ),
             ..snapshot.clone()
