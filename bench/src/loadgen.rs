@@ -288,8 +288,20 @@ pub fn run_load(
 }
 
 fn validate(options: &LoadOptions) -> Result<(), String> {
-    if options.cluster.is_empty() || options.inflight == 0 || options.connections == 0 {
-        return Err("need at least one node, one command in flight and one connection".into());
+    if options.cluster.is_empty() {
+        return Err("need at least one node".into());
+    }
+    validate_workload(options)
+}
+
+/// Checks everything in `options` but the cluster, so that a command line
+/// that cannot run fails before a local cluster is started for it.
+pub fn validate_workload(options: &LoadOptions) -> Result<(), String> {
+    if options.inflight == 0 || options.connections == 0 {
+        return Err("need at least one command in flight and one connection".into());
+    }
+    if options.duration.is_zero() {
+        return Err("--duration must be at least one second".into());
     }
     if options.groups.is_empty() {
         return Err("need at least one group to write".into());

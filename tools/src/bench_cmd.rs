@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use synod_bench::loadgen::{outage, run_load, LoadOptions, LoadReport, Progress};
+use synod_bench::loadgen::{
+    outage, run_load, validate_workload, LoadOptions, LoadReport, Progress,
+};
 use synod_bench::local::{Layout, LocalCluster};
 
 use crate::node_cmd::Fsync;
@@ -105,17 +107,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if args.groups == 0 || args.group.checked_add(args.groups).is_none() {
         return fail("--groups must be at least 1");
     }
-    let mut local = match args.local.map(|n| start_local(n, &args, &data_dir)) {
-        Some(Ok(cluster)) => Some(cluster),
-        Some(Err(message)) => return fail(&message),
-        None => None,
-    };
     let leader = Arc::new(AtomicU64::new(0));
-    let cluster = local
-        .as_ref()
-        .map_or_else(|| args.cluster.clone(), |c| c.client_addrs.clone());
-    let options = LoadOptions {
-        cluster,
+    let mut options = LoadOptions {
+        cluster: args.cluster.clone(),
         inflight: args.inflight,
         rate: args.rate,
         poisson: args.poisson,
@@ -128,6 +122,17 @@ pub fn run(args: BenchArgs) -> ExitCode {
         batch: args.batch,
         leader: leader.clone(),
     };
+    if let Err(message) = validate_workload(&options) {
+        return fail(&message);
+    }
+    let mut local = match args.local.map(|n| start_local(n, &args, &data_dir)) {
+        Some(Ok(cluster)) => Some(cluster),
+        Some(Err(message)) => return fail(&message),
+        None => None,
+    };
+    if let Some(local) = &local {
+        options.cluster = local.client_addrs.clone();
+    }
     let total = args.warmup + args.duration;
     let bar = progress_bar(total, args.json);
     let callback = progress_callback(bar.clone());

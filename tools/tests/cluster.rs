@@ -777,3 +777,41 @@ fn a_node_whose_disk_was_lost_rejoins_by_state_transfer_and_votes_again() {
     acked.extend(appends(&cluster, "after-rejoin", 20));
     assert_log_holds(&cluster, lost, &acked);
 }
+
+/// A workload that cannot run is refused before any local replica starts,
+/// with the flag named; nothing is left behind in the data directory.
+#[test]
+fn bench_refuses_a_workload_that_cannot_run_before_starting_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench");
+    let refused = [
+        (&["--duration", "0"][..], "--duration"),
+        (&["--inflight", "0"][..], "in flight"),
+        (&["--batch", "0"][..], "--batch"),
+        (&["--clients", "0"][..], "--clients"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--size", "300000"][..], "one slot holds"),
+    ];
+    for (flags, named) in refused {
+        let output = Command::new(SYNOD)
+            .args([
+                "bench",
+                "--local",
+                "3",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args(flags)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flags:?} ran");
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+        assert!(
+            !stderr.contains("started"),
+            "{flags:?} started a cluster: {stderr}"
+        );
+        assert!(!data.exists(), "{flags:?} left {}", data.display());
+    }
+}
