@@ -434,6 +434,15 @@ impl NodeHandle {
 
     /// Proposes `data` as `(client, seq)`: a retry with the same pair is
     /// answered with the first reply and applied once.
+    ///
+    /// A session numbers its commands 1, 2, 3, ... (or on from the
+    /// `resume_at` of an [`ProposeOutcome::Expired`]), one outstanding at a
+    /// time: send a command again with the same pair, to whichever node
+    /// leads, until it is `Applied`, or give it up and go on as a new
+    /// session (a new `client`). Numbering past a command given up lets
+    /// sequence numbers outrun the log, and once the bounded session table
+    /// has evicted such a session its retries may apply twice (see
+    /// `protocol::sessions`).
     pub async fn propose_session(
         &self,
         group: GroupId,
