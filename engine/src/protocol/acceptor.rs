@@ -67,9 +67,15 @@ impl Replica {
             batch,
             commit,
         } = accept;
+        // A compacted slot is chosen and held in the snapshot, not as an
+        // accepted entry: there is no durable vote to report (a late copy
+        // of an Accept; its leader has the slot chosen already).
+        let compacted = slot < self.log.start();
         self.acceptor_accept(slot, Entry { ballot, batch }, out);
         self.heard_from_leader(ballot, out);
-        self.send_durable(from, Message::Accepted(Accepted { ballot, slot }), out);
+        if !compacted {
+            self.send_durable(from, Message::Accepted(Accepted { ballot, slot }), out);
+        }
         self.learn(ballot, commit, out);
     }
 

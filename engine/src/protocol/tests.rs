@@ -628,6 +628,45 @@ fn catchup_below_the_compaction_point_asks_for_a_snapshot() {
     )));
 }
 
+/// Found by the simulator: a late copy of an Accept for a slot the
+/// follower compacted (after installing a snapshot) gets no Accepted. The
+/// slot is chosen and held only in the snapshot; a vote for it would be
+/// backed by nothing on disk.
+#[test]
+fn an_accept_for_a_compacted_slot_gets_no_vote() {
+    let b = ballot(1, 1);
+    let mut follower = replica(2, DurableState::from_snapshot(Slot(5), LogIndex(7), b));
+    let late = Message::Accept(Accept {
+        ballot: b,
+        slot: Slot(3),
+        batch: batch("chosen long ago"),
+        commit: Slot(3),
+    });
+    let actions = step(&mut follower, from(1, 2, late));
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::Send(Envelope {
+                msg: Message::Accepted(_),
+                ..
+            }) | Action::Persist(_)
+        )),
+        "{actions:?}"
+    );
+    // A slot above the snapshot is accepted and voted for once durable.
+    let current = Message::Accept(Accept {
+        ballot: b,
+        slot: Slot(5),
+        batch: batch("new"),
+        commit: Slot(5),
+    });
+    let actions = step(&mut follower, from(1, 2, current));
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Persist(_))),
+        "{actions:?}"
+    );
+}
+
 /// Found by the simulator: a read that arrives during Phase 1 must also wait
 /// for the slots the new leader recovers, or it misses writes acknowledged
 /// by the previous leader.
