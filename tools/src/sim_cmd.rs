@@ -83,6 +83,8 @@ fn print_table(reports: &[SimReport]) {
         ("reads checked", sum(|r| r.reads)),
         ("faults injected", sum(|r| r.faults)),
         ("disks lost and rebuilt", sum(|r| r.disk_losses)),
+        ("snapshots taken", sum(|r| r.snapshots_taken)),
+        ("snapshots installed", sum(|r| r.snapshots_installed)),
         ("slowest convergence (ticks)", converge_max),
         ("violations", violations),
     ];

@@ -10,11 +10,14 @@
 //! | learned values were chosen, in order | a replica commits a slot |
 //! | agreement: committed prefixes agree | a replica commits a slot |
 //! | validity: only proposed commands | a replica commits a slot |
+//! | durable acceptor state survives a restart | a replica restarts |
 //! | acknowledged commands survive, once | the end of a run |
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::protocol::{Ballot, Batch, ClientId, Envelope, Message, NodeId, Slot, Write};
+use crate::protocol::{
+    Ballot, Batch, ClientId, DurableState, Envelope, Message, NodeId, Slot, Write,
+};
 
 /// A property that did not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,12 +258,38 @@ impl Checker {
         }
     }
 
-    /// Replica `node` restarted from its disk, resuming commits at `commit`.
+    /// Replica `node` installed a peer's snapshot of every slot below
+    /// `upto`: it commits from there.
+    pub fn on_snapshot_installed(&mut self, node: usize, upto: Slot) {
+        self.nodes[node].next_commit = upto;
+    }
+
+    /// Replica `node` restarted from its disk (and snapshot) with
+    /// `durable`, resuming commits at its commit point. It must hold
+    /// everything that was durable: its promise, and each accepted slot
+    /// above what its snapshot covers at that ballot or a later one.
     /// Promises that never reached the disk were never sent, so they may be
     /// forgotten; those of a lost disk were, so they may not.
-    pub fn on_restart(&mut self, node: usize, commit: Slot) {
+    pub fn on_restart(&mut self, node: usize, durable: &DurableState) {
         let view = &mut self.nodes[node];
-        view.next_commit = commit;
+        view.next_commit = durable.commit.max(durable.log.start());
+        let mut lost = Vec::new();
+        if durable.promised < view.durable.promised {
+            lost.push(format!(
+                "promised {} after {} was durable",
+                durable.promised, view.durable.promised
+            ));
+        }
+        for (slot, ballot) in view.durable.accepted.range(durable.log.start()..) {
+            if durable.log.get(*slot).is_none_or(|e| e.ballot < *ballot) {
+                lost.push(format!("{slot:?} accepted at {ballot} is gone"));
+            }
+        }
+        if let Some(first) = lost.first() {
+            let detail = format!("node {node} restarted: {first} ({} in all)", lost.len());
+            self.fail("durable acceptor state survives a restart", detail);
+        }
+        let view = &mut self.nodes[node];
         view.issued_promise = view.durable.promised.max(view.lost_promise);
     }
 

@@ -13,8 +13,8 @@ use super::client::SimClient;
 use super::disk::SimDisk;
 use super::network::{Links, NetworkFaults};
 use crate::protocol::{
-    Action, Actions, ClientId, Command, Config, DurableState, Envelope, Input, LogIndex, NodeId,
-    ReadId, Replica, Reply, SessionOutcome, Sessions, Slot, SyncId, Write,
+    Action, Actions, Ballot, ClientId, Command, Config, DurableState, Envelope, Input, LogIndex,
+    NodeId, ReadId, Replica, Reply, SessionOutcome, Sessions, Slot, SyncId, Write,
 };
 
 /// Simulator time units in one protocol tick. Messages and syncs take a few
@@ -47,6 +47,14 @@ pub struct ClusterOptions {
     /// Client sessions each replica keeps (the runtime's bound is
     /// `SESSIONS_MAX`; a small one makes evictions and expired sessions).
     pub sessions_max: usize,
+    /// Each replica snapshots its state machine once this many slots have
+    /// committed since its last snapshot, then drops its log below the
+    /// snapshot (but `snapshot_keep_slots`) and the disk writes a restart
+    /// no longer needs, as the runtime does; a peer behind the compaction
+    /// point is sent the snapshot. `None`: never.
+    pub snapshot_every_slots: Option<u64>,
+    /// Slots kept in memory below a snapshot, for peers a little behind.
+    pub snapshot_keep_slots: u64,
     /// Deliberately broken rules, for tests of the checkers.
     #[cfg(test)]
     pub(crate) faults: crate::protocol::TestFaults,
@@ -55,6 +63,13 @@ pub struct ClusterOptions {
     /// that prove the checker sees the harm.
     #[cfg(test)]
     pub(crate) wiped_restart_unsafely: bool,
+    /// After a snapshot, the disk drops every write before the capture,
+    /// accepts of slots above the snapshot included.
+    #[cfg(test)]
+    pub(crate) snapshot_cut_unsafely: bool,
+    /// Snapshots sent to peers lose their last applied command.
+    #[cfg(test)]
+    pub(crate) snapshot_sent_short: bool,
 }
 
 impl ClusterOptions {
@@ -71,10 +86,16 @@ impl ClusterOptions {
             started: nodes,
             vary_pipeline_window: false,
             sessions_max: crate::protocol::SESSIONS_MAX,
+            snapshot_every_slots: None,
+            snapshot_keep_slots: 0,
             #[cfg(test)]
             faults: crate::protocol::TestFaults::default(),
             #[cfg(test)]
             wiped_restart_unsafely: false,
+            #[cfg(test)]
+            snapshot_cut_unsafely: false,
+            #[cfg(test)]
+            snapshot_sent_short: false,
         }
     }
 }
@@ -109,6 +130,23 @@ pub struct Stats {
     pub disk_losses: u64,
     /// Commands refused because their session had been evicted.
     pub expired: u64,
+    /// Snapshots replicas took of their own state machine.
+    pub snapshots_taken: u64,
+    /// Snapshots replicas installed from a peer.
+    pub snapshots_installed: u64,
+}
+
+/// A replica's durable snapshot: its state machine (the applied commands
+/// and the session table) as of every slot below `upto`.
+#[derive(Clone, Debug)]
+struct SimSnapshot {
+    upto: Slot,
+    /// The log index of the first command at `upto`.
+    next_index: LogIndex,
+    /// The promise floor once the writes below it are gone.
+    promised: Ballot,
+    applied: Vec<Applied>,
+    sessions: Sessions<LogIndex>,
 }
 
 struct SimNode {
@@ -120,6 +158,10 @@ struct SimNode {
     sync_free_at: u64,
     applied: Vec<Applied>,
     sessions: Sessions<LogIndex>,
+    /// The log index of the next command to apply.
+    next_index: LogIndex,
+    /// The latest durable snapshot; the disk holds the writes after it.
+    snapshot: Option<SimSnapshot>,
     /// Commands proposed here whose client waits for this node's answer.
     waiting: BTreeSet<(ClientId, u64)>,
     was_leading: bool,
@@ -132,6 +174,10 @@ struct SimNode {
 enum Event {
     Tick,
     Deliver(Envelope),
+    DeliverSnapshot {
+        to: usize,
+        snapshot: Box<SimSnapshot>,
+    },
     SyncDone {
         node: usize,
         incarnation: u64,
@@ -210,6 +256,8 @@ impl Cluster {
                 sync_free_at: 0,
                 applied: Vec::new(),
                 sessions: sim_sessions(options.sessions_max),
+                next_index: LogIndex(0),
+                snapshot: None,
                 waiting: BTreeSet::new(),
                 was_leading: false,
                 rebuilding: None,
@@ -271,6 +319,7 @@ impl Cluster {
     pub fn wipe_and_rejoin(&mut self, node: usize) {
         assert!(self.nodes[node].replica.is_none(), "wipe a crashed node");
         self.nodes[node].disk = SimDisk::default();
+        self.nodes[node].snapshot = None;
         self.nodes[node].rebuilding = Some(None);
         self.stats.disk_losses += 1;
         self.checker.on_disk_lost(node);
@@ -295,7 +344,12 @@ impl Cluster {
     }
 
     fn start_as(&mut self, node: usize, rejoining: bool) {
-        let state = DurableState::replay(self.nodes[node].disk.writes());
+        let snapshot = self.nodes[node].snapshot.clone();
+        let base = snapshot.as_ref().map_or_else(DurableState::default, |s| {
+            DurableState::from_snapshot(s.upto, s.next_index, s.promised)
+        });
+        let state = base.replay_onto(self.nodes[node].disk.writes());
+        self.checker.on_restart(node, &state);
         let config = self.configs[node].clone();
         #[allow(unused_mut)]
         let mut replica = if rejoining {
@@ -306,25 +360,34 @@ impl Cluster {
         .expect("valid sim config");
         #[cfg(test)]
         replica.set_test_faults(self.options.faults);
-        // The state machine is memory: rebuild it from the slots the
-        // replica's commit record says are chosen, as the runtime does.
+        // The state machine is memory: rebuild it from the snapshot and the
+        // slots the replica's commit record says are chosen after it, as
+        // the runtime does.
         let committed: Vec<(LogIndex, crate::protocol::Batch)> = replica
             .committed()
             .map(|(_, index, batch)| (index, batch.clone()))
             .collect();
-        let commit = replica.status().commit;
         let n = &mut self.nodes[node];
         n.replica = Some(replica);
         n.paused = false;
         n.incarnation += 1;
-        n.applied.clear();
-        n.sessions = sim_sessions(self.options.sessions_max);
+        match snapshot {
+            Some(snapshot) => {
+                n.applied = snapshot.applied;
+                n.sessions = snapshot.sessions;
+                n.next_index = snapshot.next_index;
+            }
+            None => {
+                n.applied.clear();
+                n.sessions = sim_sessions(self.options.sessions_max);
+                n.next_index = LogIndex(0);
+            }
+        }
         n.waiting.clear();
         n.was_leading = false;
         for (index, batch) in committed {
             self.apply(node, index, &batch);
         }
-        self.checker.on_restart(node, commit);
         self.note(|| format!("start n{}", node + 1));
     }
 
@@ -413,6 +476,7 @@ impl Cluster {
                 self.on_tick();
             }
             Event::Deliver(envelope) => self.deliver(envelope),
+            Event::DeliverSnapshot { to, snapshot } => self.install_snapshot(to, *snapshot),
             Event::SyncDone {
                 node,
                 incarnation,
@@ -436,6 +500,7 @@ impl Cluster {
                     }
                 }
                 self.step(node, Input::Tick);
+                self.maybe_snapshot(node);
             }
         }
         self.clients_tick();
@@ -522,7 +587,11 @@ impl Cluster {
             }
             Action::Sync(sync) => self.issue_sync(node, sync),
             Action::Send(envelope) => {
+                let before = self.checker.violations().len();
                 self.checker.on_send(node, &envelope);
+                if self.checker.violations().len() > before {
+                    self.note(|| format!("n{} sent {:?}: a violation", node + 1, envelope.msg));
+                }
                 self.send(envelope);
             }
             Action::Commit {
@@ -534,13 +603,142 @@ impl Cluster {
                 self.apply(node, first_index, &batch);
             }
             Action::Reply(reply) => self.on_reply(node, reply),
-            Action::SendSnapshot { .. } => {
-                self.checker.fail(
-                    "no snapshot needed without compaction",
-                    format!("n{}", node + 1),
-                );
-            }
+            Action::SendSnapshot { to } => self.send_snapshot(node, to),
         }
+    }
+
+    /// Snapshots `node`'s state machine when enough slots committed since
+    /// its last one (the runtime's policy counts bytes; slots suffice here).
+    fn maybe_snapshot(&mut self, node: usize) {
+        let Some(every) = self.options.snapshot_every_slots else {
+            return;
+        };
+        let n = &self.nodes[node];
+        let Some(status) = n.replica.as_ref().map(Replica::status) else {
+            return;
+        };
+        let last = n.snapshot.as_ref().map_or(0, |s| s.upto.0);
+        if status.commit.0 < last + every.max(1) {
+            return;
+        }
+        // Every committed slot is applied at once here, so the state
+        // machine stands exactly at the commit point.
+        let snapshot = SimSnapshot {
+            upto: status.commit,
+            next_index: n.next_index,
+            promised: status.promised,
+            applied: n.applied.clone(),
+            sessions: n.sessions.clone(),
+        };
+        let captured_at = n.disk.writes().len();
+        self.stats.snapshots_taken += 1;
+        self.snapshot_saved(node, snapshot, captured_at);
+    }
+
+    /// The runtime's `on_snapshot_saved`: the snapshot is durable, so the
+    /// log below it (but the slots kept) and every write a restart no
+    /// longer needs go. A restart needs the writes from the first accept of
+    /// a slot at or above the snapshot, and every write issued since the
+    /// capture (a promise made meanwhile is not in it).
+    fn snapshot_saved(&mut self, node: usize, snapshot: SimSnapshot, captured_at: usize) {
+        let upto = snapshot.upto;
+        let keep_slots = self.options.snapshot_keep_slots;
+        let n = &mut self.nodes[node];
+        n.snapshot = Some(snapshot);
+        let replica = n.replica.as_mut().expect("a running replica snapshots");
+        let keep_from = Slot(upto.0.saturating_sub(keep_slots)).min(replica.status().commit);
+        if keep_from > replica.log().start() {
+            replica.compact(keep_from);
+        }
+        let first_above = n
+            .disk
+            .writes()
+            .iter()
+            .position(|w| matches!(w, Write::Accept { slot, .. } if *slot >= upto));
+        let cut = first_above.map_or(captured_at, |first| first.min(captured_at));
+        #[cfg(test)]
+        let cut = if self.options.snapshot_cut_unsafely {
+            captured_at
+        } else {
+            cut
+        };
+        let removed = n.disk.remove_before(cut);
+        if let Some(Some(joined)) = &mut n.rebuilding {
+            *joined = joined.saturating_sub(removed);
+        }
+        self.note(|| {
+            format!(
+                "n{} snapshot at {upto:?}; {removed} writes dropped",
+                node + 1
+            )
+        });
+    }
+
+    /// Sends `node`'s snapshot to peer `to` over the network.
+    fn send_snapshot(&mut self, node: usize, to: NodeId) {
+        let Some(snapshot) = self.nodes[node].snapshot.clone() else {
+            self.checker.fail(
+                "a snapshot is asked of a replica that compacted",
+                format!("n{} has none for n{}", node + 1, to.0),
+            );
+            return;
+        };
+        #[cfg(test)]
+        let snapshot = {
+            let mut snapshot = snapshot;
+            if self.options.snapshot_sent_short {
+                snapshot.applied.pop();
+            }
+            snapshot
+        };
+        self.stats.messages += 1;
+        let to = to.0 as usize - 1;
+        if !self.links.is_up(node, to) || self.rng.random_bool(self.network.loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let delay = self.rng.random_range(
+            self.network.delay_min..=self.network.delay_max.max(self.network.delay_min),
+        );
+        let at = (self.now + delay).max(self.links.clogged_until(node, to));
+        let snapshot = Box::new(snapshot);
+        self.schedule(at - self.now, Event::DeliverSnapshot { to, snapshot });
+    }
+
+    /// The runtime's `install_snapshot`: a snapshot ahead of what `node`
+    /// applied replaces its state machine, unless `node` leads steadily
+    /// (it holds every chosen slot it needs); then it is saved.
+    fn install_snapshot(&mut self, node: usize, snapshot: SimSnapshot) {
+        if !self.is_running(node) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let n = &mut self.nodes[node];
+        let replica = n.replica.as_mut().expect("running");
+        let status = replica.status();
+        if snapshot.upto <= status.commit || status.leading {
+            return;
+        }
+        if !replica.install_snapshot(snapshot.upto, snapshot.next_index) {
+            self.checker.fail(
+                "a snapshot ahead of the commit point installs",
+                format!("n{} refused one at {:?}", node + 1, snapshot.upto),
+            );
+            return;
+        }
+        // The file doubles as the promise floor: never below our own.
+        let snapshot = SimSnapshot {
+            promised: snapshot.promised.max(status.promised),
+            ..snapshot
+        };
+        n.applied = snapshot.applied.clone();
+        n.sessions = snapshot.sessions.clone();
+        n.next_index = snapshot.next_index;
+        let captured_at = n.disk.writes().len();
+        self.checker.on_snapshot_installed(node, snapshot.upto);
+        self.stats.snapshots_installed += 1;
+        self.note(|| format!("n{} installed a snapshot at {:?}", node + 1, snapshot.upto));
+        self.snapshot_saved(node, snapshot, captured_at);
     }
 
     fn issue_sync(&mut self, node: usize, sync: SyncId) {
@@ -612,6 +810,7 @@ impl Cluster {
     fn apply(&mut self, node: usize, first_index: LogIndex, batch: &crate::protocol::Batch) {
         let (mut acks, mut expired) = (Vec::new(), Vec::new());
         let n = &mut self.nodes[node];
+        n.next_index = LogIndex(first_index.0 + u64::from(batch.len()));
         for (offset, command) in batch.iter().enumerate() {
             let index = LogIndex(first_index.0 + offset as u64);
             let reply = match n.sessions.check(command.client, command.seq, index) {

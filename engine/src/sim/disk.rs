@@ -57,6 +57,24 @@ impl SimDisk {
     pub fn writes(&self) -> &[Write] {
         &self.writes
     }
+
+    /// Writes known durable (the first ones of [`SimDisk::writes`]).
+    pub fn durable_len(&self) -> usize {
+        self.durable_len
+    }
+
+    /// Drops the first `count` writes (a snapshot covers them), as the
+    /// WAL unlinks its oldest segments; only durable writes go, as only
+    /// whole, committed segments are unlinked. Returns how many went.
+    pub fn remove_before(&mut self, count: usize) -> usize {
+        let count = count.min(self.durable_len);
+        self.writes.drain(..count);
+        self.durable_len -= count;
+        for (_, covered) in &mut self.syncs {
+            *covered = covered.saturating_sub(count);
+        }
+        count
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +106,23 @@ mod tests {
             2..2,
             "syncs in flight die with the crash"
         );
+    }
+
+    #[test]
+    fn removing_the_head_keeps_the_unsynced_tail_and_its_syncs() {
+        let mut disk = SimDisk::default();
+        for round in 1..=3 {
+            disk.append(promise(round));
+        }
+        disk.sync_issued(SyncId(1));
+        disk.append(promise(4));
+        disk.sync_issued(SyncId(2));
+        assert_eq!(disk.remove_before(1), 0, "nothing is durable yet");
+        assert_eq!(disk.sync_done(SyncId(1)), 0..3);
+        assert_eq!(disk.remove_before(10), 3, "only durable writes go");
+        assert_eq!(disk.writes(), &[promise(4)]);
+        assert_eq!(disk.unsynced(), 1);
+        assert_eq!(disk.sync_done(SyncId(2)), 0..1, "the sync now covers it");
+        assert_eq!(disk.durable_len(), 1);
     }
 }

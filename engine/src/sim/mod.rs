@@ -5,7 +5,9 @@
 //! A run has two phases. In the safety phase clients propose while the
 //! network loses, duplicates, delays and reorders messages, partitions and
 //! clogs links, and replicas crash (losing unsynced writes, perhaps tearing
-//! the last one) and restart. In the liveness phase the faults stop, every
+//! the last one) and restart. In half the seeds replicas also snapshot
+//! their state machines, compact their logs and drop the disk writes the
+//! snapshot covers, and send snapshots to peers behind them. In the liveness phase the faults stop, every
 //! replica is restarted and every link healed, and the cluster must elect a
 //! leader and commit every pending command within a tick budget. Then the
 //! end-of-run checks: every replica applied the same commands, and every
@@ -59,6 +61,10 @@ pub struct SimReport {
     pub faults: u64,
     /// Replicas that came back with their disk lost and rebuilt.
     pub disk_losses: u64,
+    /// Snapshots the replicas took of their state machines.
+    pub snapshots_taken: u64,
+    /// Snapshots installed from a peer (by replicas behind its log).
+    pub snapshots_installed: u64,
     /// Ticks the liveness phase took.
     pub converge_ticks: u64,
     /// Properties found broken.
@@ -142,6 +148,12 @@ fn run_inner(
     options.fsync_units_max = draw.random_range(1..=15);
     options.trace = trace;
     options.tune = tune_for_seed;
+    // Drawn apart, so that seeds without snapshots run as before.
+    let mut snapshots = ChaCha8Rng::seed_from_u64(seed ^ 0x5_4A95);
+    if snapshots.random_bool(0.5) {
+        options.snapshot_every_slots = Some(snapshots.random_range(2..=40));
+        options.snapshot_keep_slots = snapshots.random_range(0..=4);
+    }
     customize(&mut options);
     let mut cluster = Cluster::new(options);
     cluster.add_clients(draw.random_range(2..=6), draw.random_range(5..=30));
@@ -159,6 +171,8 @@ fn run_inner(
         reads: stats.reads,
         faults: stats.faults,
         disk_losses: stats.disk_losses,
+        snapshots_taken: stats.snapshots_taken,
+        snapshots_installed: stats.snapshots_installed,
         converge_ticks,
         violations: cluster.violations().to_vec(),
         trace: cluster.take_trace(),

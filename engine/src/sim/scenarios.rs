@@ -546,3 +546,53 @@ fn a_sweep_restarting_lost_disks_as_new_is_caught() {
     });
     assert!(caught.is_some(), "no seed showed the harm of a lost disk");
 }
+
+/// Every replica snapshots often and keeps little below the snapshot, so
+/// laggards and restarted replicas are sent snapshots under every fault:
+/// every safety property holds.
+#[test]
+fn a_sweep_with_frequent_snapshots_finds_nothing() {
+    let (mut taken, mut installed) = (0, 0);
+    for seed in 0..40 {
+        let (report, stats) = run_seed_with(seed, compact_often);
+        assert_clean_run(&report);
+        taken += stats.snapshots_taken;
+        installed += stats.snapshots_installed;
+    }
+    assert!(
+        taken >= 100 && installed >= 10,
+        "{taken} snapshots taken and {installed} installed: the sweep tests little"
+    );
+}
+
+fn compact_often(options: &mut ClusterOptions) {
+    options.snapshot_every_slots = Some(3);
+    options.snapshot_keep_slots = 0;
+}
+
+/// The sweep above sees a snapshot that differs from the log it replaces.
+#[test]
+fn a_sweep_sending_snapshots_short_of_a_command_is_caught() {
+    let caught = (0..100).find(|seed| {
+        let (report, _) = run_seed_with(*seed, |o| {
+            compact_often(o);
+            o.snapshot_sent_short = true;
+        });
+        !report.violations.is_empty()
+    });
+    assert!(caught.is_some(), "no seed showed a short snapshot");
+}
+
+/// The sweep above sees a replica that drops, with the writes its snapshot
+/// covers, the accepts of slots above it: its votes for them are lost.
+#[test]
+fn a_sweep_dropping_accepts_above_the_snapshot_is_caught() {
+    let caught = (0..300).find(|seed| {
+        let (report, _) = run_seed_with(*seed, |o| {
+            compact_often(o);
+            o.snapshot_cut_unsafely = true;
+        });
+        report.violations.iter().any(|v| v.property != "liveness")
+    });
+    assert!(caught.is_some(), "no seed showed the harm of the cut");
+}
