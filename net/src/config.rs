@@ -39,6 +39,10 @@ impl std::fmt::Debug for Secret {
 pub struct PeerConfig {
     /// Connections from another cluster are refused.
     pub cluster_id: u64,
+    /// What the embedder's replicas must agree on beyond the cluster, as
+    /// one opaque number (the engine packs its session bounds into it);
+    /// connections declaring another are refused. 0 by default.
+    pub compat: u64,
     /// This node.
     pub node_id: NodeId,
     /// This executor's core index; both ends of a connection must agree.
@@ -105,6 +109,7 @@ impl PeerConfig {
     ) -> PeerConfig {
         PeerConfig {
             cluster_id,
+            compat: 0,
             node_id,
             core: 0,
             secret,

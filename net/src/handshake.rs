@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! dialer (lower id)                                   acceptor
-//!   HELLO cluster, dialer, acceptor, core, nonce_d ──▶ checks cluster, ids, core
-//!   checks cluster, id, core ◀── CHALLENGE cluster, acceptor, core, nonce_a
+//!   HELLO cluster, compat, dialer, acceptor, core, nonce_d
+//!                                                  ──▶ checks cluster, compat, ids, core
+//!   checks cluster, compat, id, core
+//!                ◀── CHALLENGE cluster, compat, acceptor, core, nonce_a
 //!   PROOF mac_d                                    ──▶ verifies mac_d
 //!   verifies mac_a           ◀── WELCOME mac_a          data frames follow
 //! ```
@@ -11,8 +13,12 @@
 //! The dialer proves first, so the acceptor hands no proof of its own to an
 //! unauthenticated stranger; the dialer only talks to configured addresses.
 //!
-//! `mac_x = HMAC-SHA256(secret, label_x ‖ cluster ‖ dialer ‖ acceptor ‖ core
-//! ‖ nonce_d ‖ nonce_a)`, with a different label per role so one side's
+//! `compat` is the embedder's: whatever its replicas must agree on beyond
+//! the cluster (the engine puts its session bounds there), compared as an
+//! opaque number.
+//!
+//! `mac_x = HMAC-SHA256(secret, label_x ‖ cluster ‖ compat ‖ dialer ‖
+//! acceptor ‖ core ‖ nonce_d ‖ nonce_a)`, with a different label per role so one side's
 //! proof can never be replayed as the other's. Both nonces are fresh
 //! (32 random bytes per connection), so a recorded handshake proves nothing
 //! later. The secret never crosses the wire; MACs are compared in constant
@@ -32,8 +38,8 @@ pub const NONCE_BYTES: usize = 32;
 /// Bytes of an HMAC-SHA256 tag.
 pub const MAC_BYTES: usize = 32;
 
-const LABEL_DIALER: &[u8] = b"synod-net v1 dialer proof";
-const LABEL_ACCEPTOR: &[u8] = b"synod-net v1 acceptor proof";
+const LABEL_DIALER: &[u8] = b"synod-net v2 dialer proof";
+const LABEL_ACCEPTOR: &[u8] = b"synod-net v2 acceptor proof";
 
 /// Why a handshake was refused; each has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,6 +51,9 @@ pub enum RefuseReason {
     UnknownNode,
     /// The other side runs a different core index.
     WrongCore,
+    /// The other side's embedder declares another `compat` (a build
+    /// whose replicas would not agree with ours).
+    Incompatible,
     /// The proof does not verify: a different secret.
     BadProof,
     /// Not a handshake message, or a malformed one.
@@ -57,10 +66,11 @@ pub enum RefuseReason {
 
 impl RefuseReason {
     /// Every reason, for counters.
-    pub const ALL: [RefuseReason; 7] = [
+    pub const ALL: [RefuseReason; 8] = [
         RefuseReason::WrongCluster,
         RefuseReason::UnknownNode,
         RefuseReason::WrongCore,
+        RefuseReason::Incompatible,
         RefuseReason::BadProof,
         RefuseReason::Malformed,
         RefuseReason::Timeout,
@@ -83,6 +93,8 @@ impl std::fmt::Display for RefuseReason {
 pub struct Hello {
     /// The dialer's cluster.
     pub cluster_id: u64,
+    /// The dialer's embedder's compatibility number.
+    pub compat: u64,
     /// The dialer.
     pub dialer: NodeId,
     /// The node the dialer means to reach.
@@ -98,6 +110,8 @@ pub struct Hello {
 pub struct Challenge {
     /// The acceptor's cluster.
     pub cluster_id: u64,
+    /// The acceptor's embedder's compatibility number.
+    pub compat: u64,
     /// The acceptor.
     pub acceptor: NodeId,
     /// The acceptor's core.
@@ -107,9 +121,9 @@ pub struct Challenge {
 }
 
 /// Bytes of a HELLO body.
-pub const HELLO_BYTES: usize = 8 + 8 + 8 + 4 + NONCE_BYTES;
+pub const HELLO_BYTES: usize = 8 + 8 + 8 + 8 + 4 + NONCE_BYTES;
 /// Bytes of a CHALLENGE body.
-pub const CHALLENGE_BYTES: usize = 8 + 8 + 4 + NONCE_BYTES;
+pub const CHALLENGE_BYTES: usize = 8 + 8 + 8 + 4 + NONCE_BYTES;
 
 /// A little-endian cursor that fails instead of panicking.
 struct Cursor<'a>(&'a [u8]);
@@ -133,6 +147,7 @@ impl Hello {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HELLO_BYTES);
         out.extend_from_slice(&self.cluster_id.to_le_bytes());
+        out.extend_from_slice(&self.compat.to_le_bytes());
         out.extend_from_slice(&self.dialer.0.to_le_bytes());
         out.extend_from_slice(&self.acceptor.0.to_le_bytes());
         out.extend_from_slice(&self.core.to_le_bytes());
@@ -148,6 +163,7 @@ impl Hello {
         let mut c = Cursor(body);
         Some(Hello {
             cluster_id: c.u64()?,
+            compat: c.u64()?,
             dialer: NodeId(c.u64()?),
             acceptor: NodeId(c.u64()?),
             core: c.u32()?,
@@ -161,6 +177,7 @@ impl Challenge {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(CHALLENGE_BYTES);
         out.extend_from_slice(&self.cluster_id.to_le_bytes());
+        out.extend_from_slice(&self.compat.to_le_bytes());
         out.extend_from_slice(&self.acceptor.0.to_le_bytes());
         out.extend_from_slice(&self.core.to_le_bytes());
         out.extend_from_slice(&self.nonce);
@@ -175,6 +192,7 @@ impl Challenge {
         let mut c = Cursor(body);
         Some(Challenge {
             cluster_id: c.u64()?,
+            compat: c.u64()?,
             acceptor: NodeId(c.u64()?),
             core: c.u32()?,
             nonce: c.take()?,
@@ -196,6 +214,8 @@ pub enum Role {
 pub struct Transcript {
     /// Shared cluster id.
     pub cluster_id: u64,
+    /// Shared compatibility number.
+    pub compat: u64,
     /// The dialer.
     pub dialer: NodeId,
     /// The acceptor.
@@ -216,6 +236,7 @@ impl Transcript {
             Role::Acceptor => LABEL_ACCEPTOR,
         });
         mac.update(&self.cluster_id.to_le_bytes());
+        mac.update(&self.compat.to_le_bytes());
         mac.update(&self.dialer.0.to_le_bytes());
         mac.update(&self.acceptor.0.to_le_bytes());
         mac.update(&self.core.to_le_bytes());
@@ -247,6 +268,7 @@ mod tests {
     fn transcript() -> Transcript {
         Transcript {
             cluster_id: 9,
+            compat: 4,
             dialer: NodeId(1),
             acceptor: NodeId(2),
             core: 0,
@@ -266,6 +288,9 @@ mod tests {
         let mut other = t;
         other.nonce_acceptor[0] ^= 1;
         assert!(!other.verify(&secret, Role::Dialer, &proof));
+        let mut other = t;
+        other.compat += 1;
+        assert!(!other.verify(&secret, Role::Dialer, &proof));
         assert!(!t.verify(&secret, Role::Dialer, &proof[..31]));
     }
 
@@ -273,6 +298,7 @@ mod tests {
     fn messages_round_trip_and_refuse_wrong_lengths() {
         let hello = Hello {
             cluster_id: 3,
+            compat: 11,
             dialer: NodeId(1),
             acceptor: NodeId(2),
             core: 5,
@@ -282,6 +308,7 @@ mod tests {
         assert_eq!(Hello::decode(&hello.encode()[1..]), None);
         let challenge = Challenge {
             cluster_id: 3,
+            compat: 11,
             acceptor: NodeId(2),
             core: 5,
             nonce: nonce(),

@@ -428,6 +428,7 @@ async fn accept_handshake(
     check_hello(&shared.config, &shared.peers, &hello)?;
     let challenge = Challenge {
         cluster_id: shared.config.cluster_id,
+        compat: shared.config.compat,
         acceptor: shared.config.node_id,
         core: shared.config.core,
         nonce: handshake::nonce(),
@@ -461,6 +462,9 @@ fn check_hello(
         );
         return Err((RefuseReason::WrongCluster, detail));
     }
+    if hello.compat != config.compat {
+        return Err(incompatible(hello.dialer, hello.compat, config.compat));
+    }
     if hello.acceptor != config.node_id {
         let detail = format!("dialed {}, this is {}", hello.acceptor, config.node_id);
         return Err((RefuseReason::UnknownNode, detail));
@@ -480,9 +484,18 @@ fn check_hello(
     Ok(())
 }
 
+fn incompatible(peer: NodeId, theirs: u64, ours: u64) -> Refusal {
+    let detail = format!(
+        "{peer} declares compat {theirs:#018x}, this node {ours:#018x}: \
+         a build whose replicas would not agree with ours"
+    );
+    (RefuseReason::Incompatible, detail)
+}
+
 fn transcript(hello: &Hello, challenge: &Challenge) -> Transcript {
     Transcript {
         cluster_id: hello.cluster_id,
+        compat: hello.compat,
         dialer: hello.dialer,
         acceptor: hello.acceptor,
         core: hello.core,
@@ -501,6 +514,7 @@ async fn dial_handshake(
     let config = &shared.config;
     let hello = Hello {
         cluster_id: config.cluster_id,
+        compat: config.compat,
         dialer: config.node_id,
         acceptor: peer,
         core: config.core,
@@ -537,6 +551,9 @@ fn check_challenge(config: &PeerConfig, peer: NodeId, c: &Challenge) -> Result<(
             c.cluster_id, config.cluster_id
         );
         return Err((RefuseReason::WrongCluster, detail));
+    }
+    if c.compat != config.compat {
+        return Err(incompatible(peer, c.compat, config.compat));
     }
     if c.acceptor != peer {
         let detail = format!("dialed {peer}, answered by {}", c.acceptor);

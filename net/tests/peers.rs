@@ -41,7 +41,7 @@ fn handshake_succeeds_and_frames_flow_both_ways_in_order() {
         assert_eq!((c1.handshakes_ok, c2.handshakes_ok), (1, 1));
         assert_eq!((c1.frames_sent, c2.frames_received), (2000, 2000));
         assert!(t1.is_connected(NodeId(2)) && t2.is_connected(NodeId(1)));
-        assert_eq!(c1.refused, [0; 7]);
+        assert_eq!(c1.refused, [0; 8]);
     });
 }
 
@@ -137,6 +137,15 @@ fn wrong_cluster_is_refused() {
 }
 
 #[test]
+fn another_compat_is_refused() {
+    refused(
+        |c| c.compat = 0x0001_0000_0000_1000,
+        RefuseReason::Incompatible,
+        RefuseReason::Io,
+    );
+}
+
+#[test]
 fn wrong_core_is_refused() {
     refused(|c| c.core = 1, RefuseReason::WrongCore, RefuseReason::Io);
 }
@@ -187,6 +196,7 @@ fn an_acceptor_without_the_secret_is_refused_by_the_dialer() {
         let hello = synod_net::handshake::Hello::decode(&hello.body).unwrap();
         let challenge = synod_net::handshake::Challenge {
             cluster_id: 7,
+            compat: 0,
             acceptor: NodeId(2),
             core: 0,
             nonce: synod_net::handshake::nonce(),

@@ -109,6 +109,7 @@ pub async fn raw_dial(addr: SocketAddr, me: u64, to: u64) -> TcpStream {
     let mut reader = FrameReader::new(256);
     let hello = Hello {
         cluster_id: 7,
+        compat: 0,
         dialer: NodeId(me),
         acceptor: NodeId(to),
         core: 0,
@@ -123,6 +124,7 @@ pub async fn raw_dial(addr: SocketAddr, me: u64, to: u64) -> TcpStream {
     let challenge = Challenge::decode(&challenge.body).unwrap();
     let transcript = Transcript {
         cluster_id: 7,
+        compat: 0,
         dialer: NodeId(me),
         acceptor: NodeId(to),
         core: 0,
