@@ -52,7 +52,10 @@ pub use message::{
     Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo,
 };
 pub use quorum::VoteSet;
-pub use sessions::{SessionOutcome, SessionRecord, Sessions, REQUEST_COMMANDS_MAX, SESSIONS_MAX};
+pub use sessions::{
+    describe_session_bounds, SessionOutcome, SessionRecord, Sessions, REQUEST_COMMANDS_MAX,
+    SESSIONS_MAX, SESSION_BOUNDS,
+};
 pub use types::{Ballot, ClientId, GroupId, LogIndex, NodeId, ReadId, Slot, SyncId};
 
 use election::Looking;

@@ -41,6 +41,22 @@ pub const SESSIONS_MAX: usize = 1 << 16;
 /// Commands one request of a session may carry (a client batch).
 pub const REQUEST_COMMANDS_MAX: u64 = 4096;
 
+/// Both bounds in one number, `SESSIONS_MAX` in the high 32 bits and
+/// `REQUEST_COMMANDS_MAX` in the low. Replicas must agree on both: with
+/// another table size they evict other sessions, refuse other commands as
+/// expired, and their state machines part. Peers compare it at the
+/// handshake and snapshots record it.
+pub const SESSION_BOUNDS: u64 = ((SESSIONS_MAX as u64) << 32) | REQUEST_COMMANDS_MAX;
+
+/// The two bounds packed in a [`SESSION_BOUNDS`]-style number, for messages.
+pub fn describe_session_bounds(bounds: u64) -> String {
+    format!(
+        "{} sessions of up to {} commands a request",
+        bounds >> 32,
+        bounds & u64::from(u32::MAX)
+    )
+}
+
 /// What to do with a command, given its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionOutcome<R> {

@@ -249,6 +249,8 @@ impl<S: StateMachine> Core<S> {
             peers,
         );
         peer_config.core = self.core;
+        // A replica that would keep another session table is refused.
+        peer_config.compat = crate::protocol::SESSION_BOUNDS;
         Transport::start(peer_config).map_err(|e| NodeError::Network(e.to_string()))
     }
 

@@ -25,12 +25,19 @@ use thiserror::Error;
 
 use super::archive::{from_bytes, to_bytes};
 use crate::protocol::{
-    Ballot, ClientId, GroupId, LogIndex, NodeId, SessionRecord, Sessions, Slot,
-    REQUEST_COMMANDS_MAX, SESSIONS_MAX,
+    describe_session_bounds, Ballot, ClientId, GroupId, LogIndex, NodeId, SessionRecord, Sessions,
+    Slot, REQUEST_COMMANDS_MAX, SESSIONS_MAX, SESSION_BOUNDS,
 };
 
-/// Frame kind of a snapshot file.
-pub const KIND_SNAPSHOT: u16 = 3;
+/// Frame kind of a snapshot file: the session bounds it was taken with,
+/// then the snapshot.
+pub const KIND_SNAPSHOT: u16 = 4;
+
+/// Frame kind of snapshots written before they recorded their session
+/// bounds. Every build that wrote them kept 65,536 sessions of up to 4,096
+/// commands, so they are read as having those.
+const KIND_SNAPSHOT_IMPLIED_BOUNDS: u16 = 3;
+const IMPLIED_SESSION_BOUNDS: u64 = (1 << 48) | 4096;
 
 /// Frame kind of snapshots written before sessions were bounded (no
 /// `evicted_through`): recognised only to refuse them by name.
@@ -140,6 +147,13 @@ struct WireSession {
     reply: Option<Vec<u8>>,
 }
 
+/// A snapshot with the bounds its sessions were kept under.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WireBoundedSnapshot {
+    session_bounds: u64,
+    snapshot: WireSnapshot,
+}
+
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct WireSnapshot {
     upto: u64,
@@ -155,7 +169,21 @@ impl Snapshot {
     /// The snapshot as one frame (header, checksum, rkyv body): the file's
     /// contents and what travels in chunks.
     pub fn encode(&self) -> Result<Vec<u8>, SnapshotError> {
-        let wire = WireSnapshot {
+        self.encode_with_bounds(SESSION_BOUNDS)
+    }
+
+    fn encode_with_bounds(&self, session_bounds: u64) -> Result<Vec<u8>, SnapshotError> {
+        let body = to_bytes(&WireBoundedSnapshot {
+            session_bounds,
+            snapshot: self.wire(),
+        });
+        let mut out = Vec::new();
+        encode_frame(KIND_SNAPSHOT, self.upto.0, &body, &mut out)?;
+        Ok(out)
+    }
+
+    fn wire(&self) -> WireSnapshot {
+        WireSnapshot {
             upto: self.upto.0,
             next_index: self.next_index.0,
             promised_round: self.promised.round,
@@ -172,11 +200,7 @@ impl Snapshot {
                 .collect(),
             sessions_evicted_through: self.sessions.evicted_through().map(|i| i.0),
             machine: self.machine.to_vec(),
-        };
-        let body = to_bytes(&wire);
-        let mut out = Vec::new();
-        encode_frame(KIND_SNAPSHOT, self.upto.0, &body, &mut out)?;
-        Ok(out)
+        }
     }
 
     /// Checks and decodes bytes from a file or a peer: checksum, bytecheck,
@@ -191,14 +215,30 @@ impl Snapshot {
                     .into(),
             ));
         }
-        if header.kind != KIND_SNAPSHOT || used != bytes.len() {
+        let known_kind = [KIND_SNAPSHOT, KIND_SNAPSHOT_IMPLIED_BOUNDS].contains(&header.kind);
+        if !known_kind || used != bytes.len() {
             return Err(SnapshotError::Body(format!(
                 "kind {} and {used} of {} bytes: not one snapshot frame",
                 header.kind,
                 bytes.len()
             )));
         }
-        let wire: WireSnapshot = from_bytes(body).map_err(SnapshotError::Body)?;
+        let (session_bounds, wire) = if header.kind == KIND_SNAPSHOT {
+            let bounded: WireBoundedSnapshot = from_bytes(body).map_err(SnapshotError::Body)?;
+            (bounded.session_bounds, bounded.snapshot)
+        } else {
+            let wire: WireSnapshot = from_bytes(body).map_err(SnapshotError::Body)?;
+            (IMPLIED_SESSION_BOUNDS, wire)
+        };
+        // Restored under other bounds, the table would evict other sessions
+        // than the replicas that kept it, and apply other commands.
+        if session_bounds != SESSION_BOUNDS {
+            return Err(SnapshotError::Body(format!(
+                "taken by a build keeping {}; this build keeps {}: run one build on every replica",
+                describe_session_bounds(session_bounds),
+                describe_session_bounds(SESSION_BOUNDS)
+            )));
+        }
         if header.seq != wire.upto || wire.upto == 0 || wire.promised_node == 0 {
             return Err(SnapshotError::Body("impossible slot or ballot".into()));
         }
@@ -560,6 +600,23 @@ mod tests {
         let older = reframed(&snapshot, KIND_SNAPSHOT_UNBOUNDED_SESSIONS);
         let error = Snapshot::decode(&older).unwrap_err().to_string();
         assert!(error.contains("older format"), "{error}");
+        // Snapshots from before the bounds were recorded are read as taken
+        // under the bounds of the builds that wrote them.
+        let mut implied = Vec::new();
+        let body = to_bytes(&snapshot.wire());
+        encode_frame(KIND_SNAPSHOT_IMPLIED_BOUNDS, 12, &body, &mut implied).unwrap();
+        let decoded = Snapshot::decode(&implied);
+        match IMPLIED_SESSION_BOUNDS == SESSION_BOUNDS {
+            true => assert_eq!(decoded.unwrap(), snapshot),
+            false => assert!(decoded.is_err()),
+        }
+        // Another build's table is refused, by name.
+        let other = snapshot.encode_with_bounds((1 << 20 << 32) | 4096).unwrap();
+        let error = Snapshot::decode(&other).unwrap_err().to_string();
+        assert!(
+            error.contains("1048576 sessions") && error.contains("65536 sessions"),
+            "{error}"
+        );
         // A kept session at or below the evicted ones cannot happen: the
         // oldest are evicted first.
         let contradicting = Snapshot {
