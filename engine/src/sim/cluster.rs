@@ -162,6 +162,8 @@ struct SimNode {
     next_index: LogIndex,
     /// The latest durable snapshot; the disk holds the writes after it.
     snapshot: Option<SimSnapshot>,
+    /// A snapshot is being written (its `SnapshotSaved` is scheduled).
+    saving: bool,
     /// Commands proposed here whose client waits for this node's answer.
     waiting: BTreeSet<(ClientId, u64)>,
     was_leading: bool,
@@ -177,6 +179,13 @@ enum Event {
     DeliverSnapshot {
         to: usize,
         snapshot: Box<SimSnapshot>,
+    },
+    /// A snapshot file written and synced (lost if the node crashed first).
+    SnapshotSaved {
+        node: usize,
+        incarnation: u64,
+        snapshot: Box<SimSnapshot>,
+        captured_at: usize,
     },
     SyncDone {
         node: usize,
@@ -258,6 +267,7 @@ impl Cluster {
                 sessions: sim_sessions(options.sessions_max),
                 next_index: LogIndex(0),
                 snapshot: None,
+                saving: false,
                 waiting: BTreeSet::new(),
                 was_leading: false,
                 rebuilding: None,
@@ -371,6 +381,7 @@ impl Cluster {
         n.replica = Some(replica);
         n.paused = false;
         n.incarnation += 1;
+        n.saving = false;
         match snapshot {
             Some(snapshot) => {
                 n.applied = snapshot.applied;
@@ -477,6 +488,29 @@ impl Cluster {
             }
             Event::Deliver(envelope) => self.deliver(envelope),
             Event::DeliverSnapshot { to, snapshot } => self.install_snapshot(to, *snapshot),
+            Event::SnapshotSaved {
+                node,
+                incarnation,
+                snapshot,
+                captured_at,
+            } => {
+                if self.nodes[node].incarnation != incarnation || self.nodes[node].replica.is_none()
+                {
+                    return; // the process died before the file was durable
+                }
+                if self.nodes[node].paused {
+                    // Its loop sees the saved file once it runs again.
+                    let event = Event::SnapshotSaved {
+                        node,
+                        incarnation,
+                        snapshot,
+                        captured_at,
+                    };
+                    self.schedule(TICK_UNITS, event);
+                    return;
+                }
+                self.snapshot_saved(node, *snapshot, captured_at);
+            }
             Event::SyncDone {
                 node,
                 incarnation,
@@ -617,6 +651,9 @@ impl Cluster {
         let Some(status) = n.replica.as_ref().map(Replica::status) else {
             return;
         };
+        if n.saving {
+            return;
+        }
         let last = n.snapshot.as_ref().map_or(0, |s| s.upto.0);
         if status.commit.0 < last + every.max(1) {
             return;
@@ -632,7 +669,24 @@ impl Cluster {
         };
         let captured_at = n.disk.writes().len();
         self.stats.snapshots_taken += 1;
-        self.snapshot_saved(node, snapshot, captured_at);
+        self.save_snapshot(node, snapshot, captured_at);
+    }
+
+    /// Writes the snapshot file off the replica's loop, as the runtime's
+    /// snapshot thread does: it is durable some time later, unless the node
+    /// crashes first. No other snapshot is taken or installed meanwhile.
+    fn save_snapshot(&mut self, node: usize, snapshot: SimSnapshot, captured_at: usize) {
+        let n = &mut self.nodes[node];
+        n.saving = true;
+        let incarnation = n.incarnation;
+        let delay = self.rng.random_range(1..=5 * TICK_UNITS);
+        let event = Event::SnapshotSaved {
+            node,
+            incarnation,
+            snapshot: Box::new(snapshot),
+            captured_at,
+        };
+        self.schedule(delay, event);
     }
 
     /// The runtime's `on_snapshot_saved`: the snapshot is durable, so the
@@ -644,6 +698,7 @@ impl Cluster {
         let upto = snapshot.upto;
         let keep_slots = self.options.snapshot_keep_slots;
         let n = &mut self.nodes[node];
+        n.saving = false;
         n.snapshot = Some(snapshot);
         let replica = n.replica.as_mut().expect("a running replica snapshots");
         let keep_from = Slot(upto.0.saturating_sub(keep_slots)).min(replica.status().commit);
@@ -706,8 +761,9 @@ impl Cluster {
     }
 
     /// The runtime's `install_snapshot`: a snapshot ahead of what `node`
-    /// applied replaces its state machine, unless `node` leads steadily
-    /// (it holds every chosen slot it needs); then it is saved.
+    /// applied replaces its state machine at once, unless `node` leads
+    /// steadily (it holds every chosen slot it needs) or is writing a
+    /// snapshot; then it is saved like its own.
     fn install_snapshot(&mut self, node: usize, snapshot: SimSnapshot) {
         if !self.is_running(node) {
             self.stats.dropped += 1;
@@ -716,7 +772,7 @@ impl Cluster {
         let n = &mut self.nodes[node];
         let replica = n.replica.as_mut().expect("running");
         let status = replica.status();
-        if snapshot.upto <= status.commit || status.leading {
+        if snapshot.upto <= status.commit || status.leading || n.saving {
             return;
         }
         if !replica.install_snapshot(snapshot.upto, snapshot.next_index) {
@@ -738,7 +794,7 @@ impl Cluster {
         self.checker.on_snapshot_installed(node, snapshot.upto);
         self.stats.snapshots_installed += 1;
         self.note(|| format!("n{} installed a snapshot at {:?}", node + 1, snapshot.upto));
-        self.snapshot_saved(node, snapshot, captured_at);
+        self.save_snapshot(node, snapshot, captured_at);
     }
 
     fn issue_sync(&mut self, node: usize, sync: SyncId) {
