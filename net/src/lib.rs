@@ -44,7 +44,7 @@ pub use client::{
 };
 pub use config::{ConfigError, PeerConfig, Secret};
 pub use handshake::RefuseReason;
-pub use listen::{check_unclaimed, BIND_BUSY_WAIT};
+pub use listen::{check_unclaimed, claim_shared_port, PortClaim, BIND_BUSY_WAIT};
 pub use queue::SendError;
 pub use reader::{Frame, FrameReader};
 pub use transport::{Counters, Inbox, Message, Transport, TransportError};

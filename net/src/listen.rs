@@ -7,8 +7,9 @@
 //! handed the same port, would silently receive some of this node's peer
 //! traffic. A peer port belongs to one core of one node, so it is bound
 //! without `SO_REUSEPORT`: the second bind fails with `EADDRINUSE`. The
-//! client port, which every core binds, keeps `SO_REUSEPORT`, and a node
-//! checks at start that nobody else holds it ([`check_unclaimed`]).
+//! client port, which every core binds, keeps `SO_REUSEPORT`; a node claims
+//! it for its lifetime and checks that nobody else holds it
+//! ([`claim_shared_port`]).
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -73,6 +74,32 @@ pub fn check_unclaimed(addr: SocketAddr, busy_wait: Duration) -> std::io::Result
         socket.set_reuse_address(true)?;
         socket.bind(&SockAddr::from(addr))
     })
+}
+
+/// A port claimed by this process ([`claim_shared_port`]): an abstract
+/// Unix socket named after it, which the kernel releases when the process
+/// exits, however it exits.
+#[derive(Debug)]
+pub struct PortClaim {
+    _socket: std::os::unix::net::UnixListener,
+}
+
+/// Claims `addr` for the cores of this process to share, then checks that
+/// nobody else listens on it ([`check_unclaimed`]). The claim is an
+/// abstract Unix socket `synod-port/<addr>` in this network namespace:
+/// only one process can bind it, so of two nodes started on the same port
+/// at the same instant, which the check alone lets both through, the
+/// second fails with `EADDRINUSE` (after waiting up to `busy_wait`, as for
+/// a port). Hold the claim as long as the port is bound.
+pub fn claim_shared_port(addr: SocketAddr, busy_wait: Duration) -> std::io::Result<PortClaim> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("synod-port/{addr}");
+    let unix_addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let socket = while_busy(addr, busy_wait, || {
+        std::os::unix::net::UnixListener::bind_addr(&unix_addr)
+    })?;
+    check_unclaimed(addr, busy_wait)?;
+    Ok(PortClaim { _socket: socket })
 }
 
 /// `attempt` again every 20 ms while it fails with `EADDRINUSE`, for up to

@@ -202,3 +202,22 @@ fn the_port_is_free_for_a_restart_while_the_old_connections_still_close() {
         assert_eq!(again.local_addr(), addr);
     });
 }
+
+/// Two nodes started on one client port at the same instant both pass a
+/// check that only looks for listeners; the claim lets exactly one through,
+/// before either has bound the port, and frees the port when dropped.
+#[test]
+fn one_process_at_a_time_claims_a_shared_port() {
+    let addr = free_addr();
+    let racers: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || synod_net::claim_shared_port(addr, Duration::ZERO)))
+        .collect();
+    let mut claims: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let won = claims.iter().filter(|c| c.is_ok()).count();
+    assert_eq!(won, 1, "{claims:?}");
+    for lost in claims.iter().filter_map(|c| c.as_ref().err()) {
+        assert_eq!(lost.kind(), std::io::ErrorKind::AddrInUse);
+    }
+    claims.clear();
+    synod_net::claim_shared_port(addr, Duration::ZERO).expect("free once the claim is dropped");
+}

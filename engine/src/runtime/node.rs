@@ -258,6 +258,8 @@ pub struct Node {
     running: usize,
     /// The data directory's lock, held while the node lives.
     _lock: std::fs::File,
+    /// The client port's claim, held while the node lives.
+    _client_port: Option<synod_net::PortClaim>,
 }
 
 /// A cheap, cloneable way into a node from any thread or async runtime.
@@ -279,10 +281,14 @@ impl Node {
     {
         options.validate()?;
         // The cores share the client port (SO_REUSEPORT); nobody else may.
-        if let Some(addr) = options.client_listen {
-            synod_net::check_unclaimed(addr, synod_net::BIND_BUSY_WAIT)
-                .map_err(|e| NodeError::Network(format!("client port {addr}: {e}")))?;
-        }
+        let client_port = options
+            .client_listen
+            .filter(|addr| addr.port() != 0)
+            .map(|addr| {
+                synod_net::claim_shared_port(addr, synod_net::BIND_BUSY_WAIT)
+                    .map_err(|e| NodeError::Network(format!("client port {addr}: {e}")))
+            })
+            .transpose()?;
         // glommio opens directories by absolute path only (a relative one
         // fails with EBADF at the first directory fsync).
         options.data_dir = std::path::absolute(&options.data_dir)
@@ -338,6 +344,7 @@ impl Node {
             threads,
             running: options.cores as usize,
             _lock: lock,
+            _client_port: client_port,
         };
         node.await_ready(options.cores)?;
         Ok(node)
