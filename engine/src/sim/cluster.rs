@@ -748,16 +748,12 @@ impl Cluster {
         };
         self.stats.messages += 1;
         let to = to.0 as usize - 1;
-        if !self.links.is_up(node, to) || self.rng.random_bool(self.network.loss) {
-            self.stats.dropped += 1;
+        if self.lost_in_transit(node, to) {
             return;
         }
-        let delay = self.rng.random_range(
-            self.network.delay_min..=self.network.delay_max.max(self.network.delay_min),
-        );
-        let at = (self.now + delay).max(self.links.clogged_until(node, to));
+        let delay = self.transit_units(node, to);
         let snapshot = Box::new(snapshot);
-        self.schedule(at - self.now, Event::DeliverSnapshot { to, snapshot });
+        self.schedule(delay, Event::DeliverSnapshot { to, snapshot });
     }
 
     /// The runtime's `install_snapshot`: a snapshot ahead of what `node`
@@ -838,8 +834,7 @@ impl Cluster {
             return;
         }
         let (from, to) = (envelope.from.0 as usize - 1, envelope.to.0 as usize - 1);
-        if !self.links.is_up(from, to) || self.rng.random_bool(self.network.loss) {
-            self.stats.dropped += 1;
+        if self.lost_in_transit(from, to) {
             return;
         }
         let copies = if self.rng.random_bool(self.network.duplicate) {
@@ -848,17 +843,34 @@ impl Cluster {
             1
         };
         for _ in 0..copies {
-            let delay = if self.rng.random_bool(self.network.straggler) {
-                self.rng
-                    .random_range(1..=self.network.straggler_units_max.max(1))
-            } else {
-                self.rng.random_range(
-                    self.network.delay_min..=self.network.delay_max.max(self.network.delay_min),
-                )
-            };
-            let at = (self.now + delay).max(self.links.clogged_until(from, to));
-            self.schedule(at - self.now, Event::Deliver(envelope.clone()));
+            let delay = self.transit_units(from, to);
+            self.schedule(delay, Event::Deliver(envelope.clone()));
         }
+    }
+
+    /// Whether something sent from `from` to `to` now is lost (a cut link,
+    /// or the network's loss rate); counts it if so.
+    fn lost_in_transit(&mut self, from: usize, to: usize) -> bool {
+        let lost = !self.links.is_up(from, to) || self.rng.random_bool(self.network.loss);
+        if lost {
+            self.stats.dropped += 1;
+        }
+        lost
+    }
+
+    /// Time units until something sent from `from` to `to` now arrives: the
+    /// network's delay or a straggler's, and not before a clog lifts.
+    fn transit_units(&mut self, from: usize, to: usize) -> u64 {
+        let delay = if self.rng.random_bool(self.network.straggler) {
+            self.rng
+                .random_range(1..=self.network.straggler_units_max.max(1))
+        } else {
+            self.rng.random_range(
+                self.network.delay_min..=self.network.delay_max.max(self.network.delay_min),
+            )
+        };
+        let at = (self.now + delay).max(self.links.clogged_until(from, to));
+        at - self.now
     }
 
     /// Applies a committed batch to `node`'s state machine (a log of applied
