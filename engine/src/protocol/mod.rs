@@ -53,8 +53,8 @@ pub use message::{
 };
 pub use quorum::VoteSet;
 pub use sessions::{
-    describe_session_bounds, SessionOutcome, SessionRecord, Sessions, REQUEST_COMMANDS_MAX,
-    SESSIONS_MAX, SESSION_BOUNDS,
+    describe_session_bounds, pack_session_bounds, SessionOutcome, SessionRecord, Sessions,
+    REQUEST_COMMANDS_MAX, SESSIONS_MAX, SESSION_BOUNDS,
 };
 pub use types::{Ballot, ClientId, GroupId, LogIndex, NodeId, ReadId, Slot, SyncId};
 

@@ -46,7 +46,12 @@ pub const REQUEST_COMMANDS_MAX: u64 = 4096;
 /// another table size they evict other sessions, refuse other commands as
 /// expired, and their state machines part. Peers compare it at the
 /// handshake and snapshots record it.
-pub const SESSION_BOUNDS: u64 = ((SESSIONS_MAX as u64) << 32) | REQUEST_COMMANDS_MAX;
+pub const SESSION_BOUNDS: u64 = pack_session_bounds(SESSIONS_MAX as u64, REQUEST_COMMANDS_MAX);
+
+/// Session bounds packed as [`SESSION_BOUNDS`] packs this build's.
+pub const fn pack_session_bounds(sessions_max: u64, request_commands_max: u64) -> u64 {
+    (sessions_max << 32) | request_commands_max
+}
 
 /// The two bounds packed in a [`SESSION_BOUNDS`]-style number, for messages.
 pub fn describe_session_bounds(bounds: u64) -> String {

@@ -25,8 +25,8 @@ use thiserror::Error;
 
 use super::archive::{from_bytes, to_bytes};
 use crate::protocol::{
-    describe_session_bounds, Ballot, ClientId, GroupId, LogIndex, NodeId, SessionRecord, Sessions,
-    Slot, REQUEST_COMMANDS_MAX, SESSIONS_MAX, SESSION_BOUNDS,
+    describe_session_bounds, pack_session_bounds, Ballot, ClientId, GroupId, LogIndex, NodeId,
+    SessionRecord, Sessions, Slot, REQUEST_COMMANDS_MAX, SESSIONS_MAX, SESSION_BOUNDS,
 };
 
 /// Frame kind of a snapshot file: the session bounds it was taken with,
@@ -37,7 +37,7 @@ pub const KIND_SNAPSHOT: u16 = 4;
 /// bounds. Every build that wrote them kept 65,536 sessions of up to 4,096
 /// commands, so they are read as having those.
 const KIND_SNAPSHOT_IMPLIED_BOUNDS: u16 = 3;
-const IMPLIED_SESSION_BOUNDS: u64 = (1 << 48) | 4096;
+const IMPLIED_SESSION_BOUNDS: u64 = pack_session_bounds(1 << 16, 4096);
 
 /// Frame kind of snapshots written before sessions were bounded (no
 /// `evicted_through`): recognised only to refuse them by name.
@@ -606,12 +606,15 @@ mod tests {
         let body = to_bytes(&snapshot.wire());
         encode_frame(KIND_SNAPSHOT_IMPLIED_BOUNDS, 12, &body, &mut implied).unwrap();
         let decoded = Snapshot::decode(&implied);
-        match IMPLIED_SESSION_BOUNDS == SESSION_BOUNDS {
-            true => assert_eq!(decoded.unwrap(), snapshot),
-            false => assert!(decoded.is_err()),
+        if IMPLIED_SESSION_BOUNDS == SESSION_BOUNDS {
+            assert_eq!(decoded.unwrap(), snapshot);
+        } else {
+            assert!(decoded.is_err());
         }
         // Another build's table is refused, by name.
-        let other = snapshot.encode_with_bounds((1 << 20 << 32) | 4096).unwrap();
+        let other = snapshot
+            .encode_with_bounds(pack_session_bounds(1 << 20, 4096))
+            .unwrap();
         let error = Snapshot::decode(&other).unwrap_err().to_string();
         assert!(
             error.contains("1048576 sessions") && error.contains("65536 sessions"),
