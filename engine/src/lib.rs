@@ -1,6 +1,8 @@
 //! synod-engine: the Multi-Paxos replicated log.
 //!
 //! - [`protocol`]: the sans-IO core, a deterministic function of its inputs.
+//! - [`group`]: the sans-IO group core around it (sessions, apply, waiters,
+//!   snapshots, the WAL cut), which the simulator and the runtime both run.
 //! - [`sim`]: the deterministic simulator and its safety checkers.
 //! - [`runtime`]: drives replicas on glommio with the WAL and the transport,
 //!   thread-per-core; [`runtime::node::Node`] is the embedding API (start a
@@ -9,6 +11,7 @@
 //!   `examples/embed.rs`.
 #![deny(missing_docs)]
 
+pub mod group;
 pub mod protocol;
 pub mod runtime;
 pub mod sim;

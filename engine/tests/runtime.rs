@@ -16,9 +16,8 @@ use synod_engine::runtime::codec::{decode_envelope, BatchLimits};
 use synod_engine::runtime::group::{start_group, GroupError};
 use synod_engine::runtime::kv::{Kv, KvCommand, KvOp, KvReply};
 use synod_engine::runtime::metrics::GroupMetrics;
-use synod_engine::runtime::snapshot::{
-    decode_chunk, snapshot_path, SnapshotPolicy, KIND_SNAPSHOT_CHUNK,
-};
+use synod_engine::runtime::snapshot::{decode_chunk, SnapshotPolicy, KIND_SNAPSHOT_CHUNK};
+use synod_engine::runtime::snapshot_file::snapshot_path;
 use synod_engine::runtime::{
     GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome,
 };

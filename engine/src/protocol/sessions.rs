@@ -224,6 +224,12 @@ impl<R: Clone> Sessions<R> {
         self.by_client.len()
     }
 
+    /// The table's bounds, packed as [`pack_session_bounds`] packs them: a
+    /// replica restores a snapshot of this table only under the same.
+    pub fn bounds(&self) -> u64 {
+        pack_session_bounds(self.capacity as u64, self.request_commands_max)
+    }
+
     /// True when no session is remembered.
     pub fn is_empty(&self) -> bool {
         self.by_client.is_empty()

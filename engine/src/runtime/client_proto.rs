@@ -1,7 +1,7 @@
 //! The client protocol on a node's client port: one rkyv request body per
 //! frame (the request id rides in the frame's `seq`), one reply per request.
 
-use super::archive::{from_bytes, to_bytes};
+use crate::group::archive::{from_bytes, to_bytes};
 
 use super::kv::{KvOp, KvReply};
 

@@ -195,7 +195,7 @@ fn entry_out(slot: Slot, ballot: Ballot, batch: &Batch) -> WireEntry {
     }
 }
 
-use super::archive::to_bytes as serialize;
+use crate::group::archive::to_bytes as serialize;
 
 /// Encodes a message for `group` as a frame body.
 pub fn encode_envelope(group: GroupId, envelope: &Envelope) -> rkyv::util::AlignedVec {

@@ -26,7 +26,6 @@ use rkyv::util::AlignedVec;
 use synod_net::{ClientListener, ClientListenerConfig, Inbox, PeerConfig, Secret, Transport};
 use synod_wal::WalConfig;
 
-use super::archive::{deserialize, Aligned};
 use super::client_proto::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse,
     APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
@@ -46,7 +45,8 @@ use super::node::{
     INSECURE_SECRET,
 };
 use super::snapshot::{decode_chunk, KIND_SNAPSHOT_CHUNK};
-use super::state_machine::StateMachine;
+use crate::group::archive::{deserialize, Aligned};
+use crate::group::state_machine::StateMachine;
 use crate::protocol::{ClientId, Command, GroupId, NodeId, Refusal};
 
 /// Requests a core takes from other threads: core 0's client port, or an

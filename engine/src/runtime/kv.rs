@@ -6,11 +6,11 @@
 //! the highest stamp applied so far, so every replica expires the same keys
 //! at the same log index whatever its own clock says.
 
-use super::archive::{from_bytes, to_bytes};
+use crate::group::archive::{from_bytes, to_bytes};
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 
-use super::state_machine::{Applying, Capture, StateMachine};
+use crate::group::state_machine::{Applying, Capture, StateMachine};
 
 use wire::KvState;
 pub use wire::{KvCommand, KvOp, KvReply};
@@ -272,6 +272,8 @@ mod tests {
     fn run(kv: &mut Kv, now_ms: u64, op: KvOp) -> KvReply {
         let data = KvCommand { now_ms, op }.encode();
         let replies = kv.apply(&[Applying {
+            client: Default::default(),
+            seq: 0,
             index: LogIndex(0),
             data: &data,
         }]);
@@ -348,6 +350,8 @@ mod tests {
         assert!(other.restore(b"not a snapshot").is_err());
         assert_eq!(other, kv, "a refused snapshot changes nothing");
         let replies = kv.apply(&[Applying {
+            client: Default::default(),
+            seq: 0,
             index: LogIndex(1),
             data: b"garbage",
         }]);

@@ -3,11 +3,11 @@
 
 use bytes::Bytes;
 
-use super::archive::{from_bytes, to_bytes};
 use super::client_proto::{ClientResponse, LogEntry};
 use super::kv::{Kv, KvCommand, KvOp, KvReply};
 use super::readable_log::{LogColumns, ReadableLog};
-use super::state_machine::{Applying, Capture, StateMachine};
+use crate::group::archive::{from_bytes, to_bytes};
+use crate::group::state_machine::{Applying, Capture, StateMachine};
 
 const TAG_APPEND: u8 = 0;
 const TAG_KV: u8 = 1;
@@ -128,10 +128,7 @@ impl NodeMachine {
             Some((&TAG_KV, data)) => {
                 let reply = self
                     .kv
-                    .apply(&[Applying {
-                        index: command.index,
-                        data,
-                    }])
+                    .apply(&[Applying { data, ..*command }])
                     .pop()
                     .unwrap_or_default();
                 let shown = KvCommand::decode(data)
@@ -287,6 +284,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, c)| Applying {
+                client: Default::default(),
+                seq: 0,
                 index: LogIndex(i as u64),
                 data: c,
             })
@@ -331,6 +330,8 @@ mod tests {
         for i in from..from + count {
             let command = append_command(format!("entry {i:04}").as_bytes());
             machine.apply(&[Applying {
+                client: Default::default(),
+                seq: 0,
                 index: LogIndex(i),
                 data: &command,
             }]);

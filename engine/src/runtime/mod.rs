@@ -1,12 +1,9 @@
 //! The runtime: drives protocol replicas with the WAL and the transport.
 
-mod apply;
-mod archive;
 pub mod codec;
 pub mod kv;
-pub mod state_machine;
 
-pub use state_machine::{Applying, Capture, StateMachine};
+pub use crate::group::{snapshot, Applying, Capture, StateMachine};
 pub mod group;
 
 pub use group::{
@@ -18,6 +15,5 @@ pub mod machine;
 pub mod metrics;
 pub mod node;
 mod readable_log;
-pub mod snapshot;
-mod waiters;
+pub mod snapshot_file;
 mod window;

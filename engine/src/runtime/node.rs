@@ -20,7 +20,7 @@ use super::group::{Committed, GroupError, ProposeOutcome, ReadOutcome, StatusVie
 use super::machine::NodeMachine;
 use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics};
 use super::snapshot::SnapshotPolicy;
-use super::state_machine::StateMachine;
+use crate::group::state_machine::StateMachine;
 use crate::protocol::{ClientId, Command, Config, GroupId, NodeId};
 
 /// The secret used by `--insecure` nodes: public, so it proves nothing.

@@ -15,9 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::protocol::{
-    Ballot, Batch, ClientId, DurableState, Envelope, Message, NodeId, Slot, Write,
-};
+use crate::protocol::{Ballot, Batch, ClientId, Envelope, Log, Message, NodeId, Slot, Write};
 
 /// A property that did not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,24 +262,24 @@ impl Checker {
         self.nodes[node].next_commit = upto;
     }
 
-    /// Replica `node` restarted from its disk (and snapshot) with
-    /// `durable`, resuming commits at its commit point. It must hold
+    /// Replica `node` restarted from its disk (and snapshot) with this
+    /// promise, log and commit point, resuming commits at its commit point. It must hold
     /// everything that was durable: its promise, and each accepted slot
     /// above what its snapshot covers at that ballot or a later one.
     /// Promises that never reached the disk were never sent, so they may be
     /// forgotten; those of a lost disk were, so they may not.
-    pub fn on_restart(&mut self, node: usize, durable: &DurableState) {
+    pub fn on_restart(&mut self, node: usize, promised: Ballot, log: &Log, commit: Slot) {
         let view = &mut self.nodes[node];
-        view.next_commit = durable.commit.max(durable.log.start());
+        view.next_commit = commit.max(log.start());
         let mut lost = Vec::new();
-        if durable.promised < view.durable.promised {
+        if promised < view.durable.promised {
             lost.push(format!(
                 "promised {} after {} was durable",
-                durable.promised, view.durable.promised
+                promised, view.durable.promised
             ));
         }
-        for (slot, ballot) in view.durable.accepted.range(durable.log.start()..) {
-            if durable.log.get(*slot).is_none_or(|e| e.ballot < *ballot) {
+        for (slot, ballot) in view.durable.accepted.range(log.start()..) {
+            if log.get(*slot).is_none_or(|e| e.ballot < *ballot) {
                 lost.push(format!("{slot:?} accepted at {ballot} is gone"));
             }
         }

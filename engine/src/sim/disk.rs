@@ -4,11 +4,16 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
+use synod_wal::Position;
+
 use crate::protocol::{SyncId, Write};
 
-/// One replica's disk.
+/// One replica's disk. Writes are numbered as the WAL numbers its frames:
+/// from 0, in append order, keeping their number when the head goes.
 #[derive(Clone, Debug, Default)]
 pub struct SimDisk {
+    /// The position of `writes[0]`.
+    first: u64,
     writes: Vec<Write>,
     durable_len: usize,
     /// Syncs issued and not completed, with the write count each covers.
@@ -16,9 +21,25 @@ pub struct SimDisk {
 }
 
 impl SimDisk {
-    /// Appends a write to the volatile tail.
-    pub fn append(&mut self, write: Write) {
+    /// Appends a write to the volatile tail; returns its position.
+    pub fn append(&mut self, write: Write) -> Position {
         self.writes.push(write);
+        Position(self.first + self.writes.len() as u64 - 1)
+    }
+
+    /// Where the next write lands.
+    pub fn next_position(&self) -> Position {
+        Position(self.first + self.writes.len() as u64)
+    }
+
+    /// Every write before this position is durable.
+    pub fn durable_end(&self) -> Position {
+        Position(self.first + self.durable_len as u64)
+    }
+
+    /// Every write with its position.
+    pub fn positioned(&self) -> impl Iterator<Item = (Position, &Write)> {
+        (self.first..).map(Position).zip(&self.writes)
     }
 
     /// Notes a sync covering every write so far.
@@ -58,11 +79,12 @@ impl SimDisk {
         &self.writes
     }
 
-    /// Drops the first `count` writes (a snapshot covers them), as the
+    /// Drops the writes before `position` (a snapshot covers them), as the
     /// WAL unlinks its oldest segments; only durable writes go, as only
     /// whole, committed segments are unlinked. Returns how many went.
-    pub fn remove_before(&mut self, count: usize) -> usize {
-        let count = count.min(self.durable_len);
+    pub fn remove_before(&mut self, position: Position) -> usize {
+        let count = (position.0.saturating_sub(self.first) as usize).min(self.durable_len);
+        self.first += count as u64;
         self.writes.drain(..count);
         self.durable_len -= count;
         for (_, covered) in &mut self.syncs {
@@ -112,10 +134,20 @@ mod tests {
         disk.sync_issued(SyncId(1));
         disk.append(promise(4));
         disk.sync_issued(SyncId(2));
-        assert_eq!(disk.remove_before(1), 0, "nothing is durable yet");
+        assert_eq!(disk.remove_before(Position(1)), 0, "nothing is durable yet");
         assert_eq!(disk.sync_done(SyncId(1)), 0..3);
-        assert_eq!(disk.remove_before(10), 3, "only durable writes go");
+        assert_eq!(
+            disk.remove_before(Position(10)),
+            3,
+            "only durable writes go"
+        );
         assert_eq!(disk.writes(), &[promise(4)]);
+        assert_eq!(disk.positioned().next(), Some((Position(3), &promise(4))));
+        assert_eq!(
+            disk.remove_before(Position(2)),
+            0,
+            "positions keep their number"
+        );
         assert_eq!(disk.unsynced(), 1);
         assert_eq!(disk.sync_done(SyncId(2)), 0..1, "the sync now covers it");
         assert_eq!(disk.unsynced(), 0, "the one write left is durable");

@@ -7,7 +7,14 @@
 //! clogs links, and replicas crash (losing unsynced writes, perhaps tearing
 //! the last one) and restart. In half the seeds replicas also snapshot
 //! their state machines, compact their logs and drop the disk writes the
-//! snapshot covers, and send snapshots to peers behind them. In the liveness phase the faults stop, every
+//! snapshot covers, and send snapshots to peers behind them.
+//!
+//! Each replica is the runtime's own [`crate::group::GroupCore`]: sessions,
+//! apply, waiters, the snapshot policy, the WAL cut, snapshot install and
+//! the rebuild mark are the code that runs in production. The simulator
+//! only executes the core's actions on a simulated disk and network.
+//!
+//! In the liveness phase the faults stop, every
 //! replica is restarted and every link healed, and the cluster must elect a
 //! leader and commit every pending command within a tick budget. Then the
 //! end-of-run checks: every replica applied the same commands, and every
@@ -19,7 +26,9 @@ mod checker;
 mod client;
 mod cluster;
 mod disk;
+mod machine;
 mod network;
+mod traffic;
 
 #[cfg(test)]
 mod scenarios;
@@ -31,8 +40,9 @@ use rand_chacha::ChaCha8Rng;
 
 pub use checker::{node_id, Checker, Violation};
 pub use client::SimClient;
-pub use cluster::{Applied, Cluster, ClusterOptions, Stats, TICK_UNITS};
+pub use cluster::{Cluster, ClusterOptions, SimCallers, Stats, TICK_UNITS};
 pub use disk::SimDisk;
+pub use machine::{Applied, SimMachine};
 pub use network::{Links, NetworkFaults};
 
 use crate::protocol::{ClientId, Config};
@@ -151,8 +161,12 @@ fn run_inner(
     // Drawn apart, so that seeds without snapshots run as before.
     let mut snapshots = ChaCha8Rng::seed_from_u64(seed ^ 0x5_4A95);
     if snapshots.random_bool(0.5) {
-        options.snapshot_every_slots = Some(snapshots.random_range(2..=40));
-        options.snapshot_keep_slots = snapshots.random_range(0..=4);
+        options.snapshot.every_slots = snapshots.random_range(2..=40);
+        options.snapshot.keep_slots = snapshots.random_range(0..=4);
+        // In some seeds the bytes applied bring a snapshot due first.
+        if snapshots.random_bool(0.3) {
+            options.snapshot.every_bytes = snapshots.random_range(64..=2048);
+        }
     }
     customize(&mut options);
     let mut cluster = Cluster::new(options);

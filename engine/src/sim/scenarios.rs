@@ -566,33 +566,47 @@ fn a_sweep_with_frequent_snapshots_finds_nothing() {
 }
 
 fn compact_often(options: &mut ClusterOptions) {
-    options.snapshot_every_slots = Some(3);
-    options.snapshot_keep_slots = 0;
+    options.snapshot.every_slots = 3;
+    options.snapshot.keep_slots = 0;
 }
 
 /// The sweep above sees a snapshot that differs from the log it replaces.
 #[test]
-fn a_sweep_sending_snapshots_short_of_a_command_is_caught() {
+fn a_sweep_with_snapshots_short_of_a_command_is_caught() {
     let caught = (0..100).find(|seed| {
         let (report, _) = run_seed_with(*seed, |o| {
             compact_often(o);
-            o.snapshot_sent_short = true;
+            o.snapshots_short = true;
         });
         !report.violations.is_empty()
     });
     assert!(caught.is_some(), "no seed showed a short snapshot");
 }
 
-/// The sweep above sees a replica that drops, with the writes its snapshot
-/// covers, the accepts of slots above it: its votes for them are lost.
+/// The sweep above sees a group core that cuts its WAL one accept too
+/// high after a snapshot: a vote for a slot above the snapshot is lost.
 #[test]
-fn a_sweep_dropping_accepts_above_the_snapshot_is_caught() {
+fn a_sweep_cutting_the_wal_one_accept_too_high_is_caught() {
     let caught = (0..300).find(|seed| {
         let (report, _) = run_seed_with(*seed, |o| {
             compact_often(o);
-            o.snapshot_cut_unsafely = true;
+            o.core_faults.cut_one_accept_high = true;
         });
         report.violations.iter().any(|v| v.property != "liveness")
     });
     assert!(caught.is_some(), "no seed showed the harm of the cut");
+}
+
+/// A group core whose session table forgets what it applied applies a
+/// client's retry a second time: the sweep sees it.
+#[test]
+fn a_sweep_applying_a_retry_twice_is_caught() {
+    let caught = (0..100).find(|seed| {
+        let (report, _) = run_seed_with(*seed, |o| o.core_faults.forget_sessions = true);
+        report
+            .violations
+            .iter()
+            .any(|v| v.property == "no command is applied twice")
+    });
+    assert!(caught.is_some(), "no seed showed a command applied twice");
 }

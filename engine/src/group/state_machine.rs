@@ -2,13 +2,18 @@
 
 use bytes::Bytes;
 
-use crate::protocol::LogIndex;
+use crate::protocol::{ClientId, LogIndex};
 
-/// One command being applied: its place in the log and its bytes.
+/// One command being applied: its place in the log, its session and its
+/// bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applying<'a> {
     /// The command's log index.
     pub index: LogIndex,
+    /// The session that proposed it (0: none).
+    pub client: ClientId,
+    /// Its sequence number in that session.
+    pub seq: u64,
     /// The command as proposed.
     pub data: &'a [u8],
 }

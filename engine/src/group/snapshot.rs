@@ -16,8 +16,7 @@
 //! covers are removed only once its file is durable.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use synod_wal::frame::{decode_frame, encode_frame, FrameError, FRAME_BODY_BYTES_MAX};
@@ -26,7 +25,7 @@ use thiserror::Error;
 use super::archive::{from_bytes, to_bytes};
 use crate::protocol::{
     describe_session_bounds, pack_session_bounds, Ballot, ClientId, GroupId, LogIndex, NodeId,
-    SessionRecord, Sessions, Slot, REQUEST_COMMANDS_MAX, SESSIONS_MAX, SESSION_BOUNDS,
+    SessionRecord, Sessions, Slot, SESSION_BOUNDS,
 };
 
 /// Frame kind of a snapshot file: the session bounds it was taken with,
@@ -95,9 +94,6 @@ impl SnapshotPolicy {
         Some(paced.max(self.write_floor_bytes_per_sec).max(1))
     }
 }
-
-/// Bytes of a snapshot file written at once when paced.
-const WRITE_PIECE_BYTES: usize = 256 << 10;
 
 /// Why a snapshot could not be read, written or installed.
 #[derive(Debug, Error)]
@@ -169,7 +165,7 @@ impl Snapshot {
     /// The snapshot as one frame (header, checksum, rkyv body): the file's
     /// contents and what travels in chunks.
     pub fn encode(&self) -> Result<Vec<u8>, SnapshotError> {
-        self.encode_with_bounds(SESSION_BOUNDS)
+        self.encode_with_bounds(self.sessions.bounds())
     }
 
     fn encode_with_bounds(&self, session_bounds: u64) -> Result<Vec<u8>, SnapshotError> {
@@ -206,6 +202,12 @@ impl Snapshot {
     /// Checks and decodes bytes from a file or a peer: checksum, bytecheck,
     /// then the fields' own sense.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        Snapshot::decode_for(bytes, SESSION_BOUNDS)
+    }
+
+    /// [`Snapshot::decode`] for a group whose session table has `bounds`
+    /// ([`Sessions::bounds`]): a snapshot taken under others is refused.
+    pub fn decode_for(bytes: &[u8], bounds: u64) -> Result<Snapshot, SnapshotError> {
         let (header, body, used) = decode_frame(bytes)?;
         if header.kind == KIND_SNAPSHOT_UNBOUNDED_SESSIONS {
             return Err(SnapshotError::Body(
@@ -232,11 +234,11 @@ impl Snapshot {
         };
         // Restored under other bounds, the table would evict other sessions
         // than the replicas that kept it, and apply other commands.
-        if session_bounds != SESSION_BOUNDS {
+        if session_bounds != bounds {
             return Err(SnapshotError::Body(format!(
                 "taken by a build keeping {}; this build keeps {}: run one build on every replica",
                 describe_session_bounds(session_bounds),
-                describe_session_bounds(SESSION_BOUNDS)
+                describe_session_bounds(bounds)
             )));
         }
         if header.seq != wire.upto || wire.upto == 0 || wire.promised_node == 0 {
@@ -272,8 +274,8 @@ impl Snapshot {
                 node: NodeId(wire.promised_node),
             },
             sessions: Sessions::restore(
-                SESSIONS_MAX,
-                REQUEST_COMMANDS_MAX,
+                (bounds >> 32) as usize,
+                bounds & u64::from(u32::MAX),
                 evicted_through.map(LogIndex),
                 wire.sessions.into_iter().map(|s| {
                     let index = LogIndex(s.index);
@@ -288,65 +290,6 @@ impl Snapshot {
             machine: Bytes::from(wire.machine),
         })
     }
-}
-
-/// Where a group keeps its snapshot: beside its WAL directory.
-pub fn snapshot_path(wal_dir: &Path) -> PathBuf {
-    let mut name = wal_dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".snapshot");
-    wal_dir.with_file_name(name)
-}
-
-/// Writes `encoded` to `path` durably: a temporary file (written at no
-/// more than `bytes_per_sec`, if given), fsync, rename over the old
-/// snapshot, fsync of the directory. A crash leaves the old snapshot or the
-/// new one, never half of one. Blocking: run it off the executor.
-pub fn save(path: &Path, encoded: &[u8], bytes_per_sec: Option<u64>) -> Result<(), SnapshotError> {
-    let io = |source| SnapshotError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let temporary = path.with_extension("snapshot.tmp");
-    let mut file = std::fs::File::create(&temporary).map_err(io)?;
-    let started = std::time::Instant::now();
-    let mut written = 0;
-    for piece in encoded.chunks(WRITE_PIECE_BYTES) {
-        file.write_all(piece).map_err(io)?;
-        written += piece.len();
-        if let Some(rate) = bytes_per_sec {
-            let due = std::time::Duration::from_secs_f64(written as f64 / rate as f64);
-            if let Some(early) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(early);
-            }
-        }
-    }
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)?;
-    sync_parent_dir(path).map_err(io)
-}
-
-/// fsyncs the directory holding `path`, so that a file created, renamed or
-/// removed there stays so across a crash. Blocking.
-pub fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Reads and checks the snapshot at `path`; `None` if there is none. A file
-/// that fails its checks is an error: the group refuses to start on it.
-pub fn load(path: &Path) -> Result<Option<(Snapshot, Vec<u8>)>, SnapshotError> {
-    let encoded = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SnapshotError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        }
-    };
-    let snapshot = Snapshot::decode(&encoded)?;
-    Ok(Some((snapshot, encoded)))
 }
 
 /// One piece of an encoded snapshot on the wire.
@@ -483,6 +426,7 @@ pub fn chunks(upto: Slot, encoded: &Bytes) -> impl Iterator<Item = SnapshotChunk
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{REQUEST_COMMANDS_MAX, SESSIONS_MAX};
 
     fn sample() -> Snapshot {
         let record = |client, last_seq, index, reply: Option<&'static [u8]>| SessionRecord {
@@ -533,38 +477,6 @@ mod tests {
             ..policy
         };
         assert_eq!(full_speed.write_rate(10 << 20, second), None);
-    }
-
-    #[test]
-    fn a_paced_save_takes_at_least_its_bytes_over_its_rate_and_loads_the_same() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = snapshot_path(&dir.path().join("group-0"));
-        let encoded = sample().encode().unwrap();
-        let rate = 4 << 20;
-        let started = std::time::Instant::now();
-        save(&path, &encoded, Some(rate)).unwrap();
-        // A lower bound only: sleeping guarantees it on any machine.
-        let least = std::time::Duration::from_secs_f64(encoded.len() as f64 / rate as f64);
-        assert!(
-            started.elapsed() >= least,
-            "{:?} < {least:?}",
-            started.elapsed()
-        );
-        assert_eq!(load(&path).unwrap().unwrap().1, encoded);
-    }
-
-    #[test]
-    fn snapshots_round_trip_through_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = snapshot_path(&dir.path().join("group-0"));
-        assert_eq!(path, dir.path().join("group-0.snapshot"));
-        assert!(load(&path).unwrap().is_none(), "no file, no snapshot");
-        let snapshot = sample();
-        let encoded = snapshot.encode().unwrap();
-        save(&path, &encoded, None).unwrap();
-        let (loaded, bytes) = load(&path).unwrap().unwrap();
-        assert_eq!(loaded, snapshot);
-        assert_eq!(bytes, encoded);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::group::ProposeOutcome;
+use super::action::ProposeOutcome;
 use super::state_machine::{Applying, StateMachine};
 use crate::protocol::{Batch, ClientId, LogIndex, SessionOutcome, Sessions};
 
@@ -80,7 +80,13 @@ impl<'a> Run<'a> {
     }
 
     fn push(&mut self, index: LogIndex, seq: u64, data: &'a [u8]) {
-        self.applying.push(Applying { index, data });
+        let client = self.client;
+        self.applying.push(Applying {
+            index,
+            client,
+            seq,
+            data,
+        });
         self.seqs.push(seq);
     }
 
@@ -123,8 +129,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::group::state_machine::Capture;
     use crate::protocol::{BatchBuilder, Command};
-    use crate::runtime::state_machine::Capture;
 
     /// Remembers what it applied; replies with each command's index.
     #[derive(Default)]
@@ -202,6 +208,8 @@ mod tests {
                 SessionOutcome::Fresh => {
                     let reply = machine.apply(&[Applying {
                         index,
+                        client: c.client,
+                        seq: c.seq,
                         data: c.data,
                     }]);
                     let reply = reply[0].clone();

@@ -8,26 +8,23 @@
 //! allocation of its own beyond its map and slab entries.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
 use slab::Slab;
 
-use super::group::ProposeOutcome;
+use super::action::{Callers, GroupAction, ProposeOutcome};
 use crate::protocol::{ClientId, Command};
 
 /// Where a waiting request's outcomes go.
-pub(crate) enum Answer {
+pub(crate) enum Answer<C: Callers> {
     /// A proposal of one command.
-    One(oneshot::Sender<ProposeOutcome>),
+    One(C::Proposal),
     /// A request of many, answered together once every one is known.
-    Many(oneshot::Sender<Vec<ProposeOutcome>>),
+    Many(C::Request),
 }
 
 /// Waiting requests, found by any of their commands' `(client, seq)`.
-#[derive(Default)]
-pub(crate) struct Waiters {
-    requests: Slab<Request>,
+pub(crate) struct Waiters<C: Callers> {
+    requests: Slab<Request<C>>,
     runs: Slab<Run>,
     /// Each waiting run by its client and first sequence number. A
     /// client's runs never overlap.
@@ -36,23 +33,33 @@ pub(crate) struct Waiters {
     last_found: Option<usize>,
 }
 
-struct Request {
-    pending: Pending,
-    since: Instant,
+impl<C: Callers> Default for Waiters<C> {
+    fn default() -> Self {
+        Waiters {
+            requests: Slab::new(),
+            runs: Slab::new(),
+            by_start: BTreeMap::new(),
+            last_found: None,
+        }
+    }
 }
 
-enum Pending {
+struct Request<C: Callers> {
+    pending: Pending<C>,
+}
+
+enum Pending<C: Callers> {
     /// Its one command is unknown while the request waits.
-    One(oneshot::Sender<ProposeOutcome>),
+    One(C::Proposal),
     Many {
-        reply: oneshot::Sender<Vec<ProposeOutcome>>,
+        reply: C::Request,
         /// One per command; `None` until known.
         outcomes: Vec<Option<ProposeOutcome>>,
         unknown: usize,
     },
 }
 
-impl Request {
+impl<C: Callers> Request<C> {
     fn known(&self, place: usize) -> bool {
         match &self.pending {
             Pending::One(_) => false,
@@ -71,17 +78,20 @@ struct Run {
     unknown: u64,
 }
 
-impl Waiters {
+/// Where answers go: the core's action list.
+type Out<C> = Vec<GroupAction<C>>;
+
+impl<C: Callers> Waiters<C> {
     /// Waits for `commands`' outcomes, sent to `reply` together (one for
     /// `Answer::One`) once all are known. A command already waiting from
     /// an earlier request is taken over by this one, as a retry supersedes
     /// its first try: the earlier request is told `Stopped` for it, and
     /// goes on waiting for its other commands.
-    pub(crate) fn wait(&mut self, commands: &[Command], reply: Answer, since: Instant) {
+    pub(crate) fn wait(&mut self, commands: &[Command], reply: Answer<C>, out: &mut Out<C>) {
         debug_assert!(!matches!(reply, Answer::One(_)) || commands.len() == 1);
         if commands.is_empty() {
             if let Answer::Many(reply) = reply {
-                let _ = reply.send(Vec::new());
+                out.push(GroupAction::AnswerMany(reply, Vec::new()));
             }
             return;
         }
@@ -93,7 +103,7 @@ impl Waiters {
                 unknown: commands.len(),
             },
         };
-        let request = self.requests.insert(Request { pending, since });
+        let request = self.requests.insert(Request { pending });
         let mut at = 0;
         while at < commands.len() {
             let (client, first) = (commands[at].client, commands[at].seq);
@@ -106,12 +116,20 @@ impl Waiters {
                 last = next.seq;
                 len += 1;
             }
-            self.add_run(client, first, last, request, at);
+            self.add_run(client, first, last, request, at, out);
             at += len;
         }
     }
 
-    fn add_run(&mut self, client: ClientId, first: u64, last: u64, request: usize, at: usize) {
+    fn add_run(
+        &mut self,
+        client: ClientId,
+        first: u64,
+        last: u64,
+        request: usize,
+        at: usize,
+        out: &mut Out<C>,
+    ) {
         let overlapping: Vec<usize> = self
             .by_start
             .range((client, 0)..=(client, last))
@@ -120,7 +138,7 @@ impl Waiters {
             .take_while(|&run| self.runs[run].last >= first)
             .collect();
         for run in overlapping {
-            self.cut_run(run, first, last, ProposeOutcome::Stopped);
+            self.cut_run(run, first, last, ProposeOutcome::Stopped, out);
         }
         self.insert_run(client, first, last, request, at);
     }
@@ -145,27 +163,29 @@ impl Waiters {
         self.by_start.insert((client, first), run);
     }
 
-    /// Tells whoever waits for `(client, seq)` its outcome; returns how long
-    /// its request had waited at `now` if this was its last unknown command.
+    /// Tells whoever waits for `(client, seq)` its outcome; true if this
+    /// was its request's last unknown command (the request was answered).
     pub(crate) fn answer(
         &mut self,
         client: ClientId,
         seq: u64,
         outcome: ProposeOutcome,
-        now: Instant,
-    ) -> Option<Duration> {
-        let run = self.find(client, seq)?;
+        out: &mut Out<C>,
+    ) -> bool {
+        let Some(run) = self.find(client, seq) else {
+            return false;
+        };
         let Run {
             first, request, at, ..
         } = self.runs[run];
         let place = at + (seq - first) as usize;
-        let waited = self.settle(request, place, outcome, now);
+        let answered = self.settle(request, place, outcome, out);
         let run_state = &mut self.runs[run];
         run_state.unknown -= 1;
         if run_state.unknown == 0 {
             self.remove_run(run);
         }
-        waited
+        answered
     }
 
     fn find(&mut self, client: ClientId, seq: u64) -> Option<usize> {
@@ -188,14 +208,14 @@ impl Waiters {
         (!self.requests[request].known(at + (seq - first) as usize)).then_some(run)
     }
 
-    /// Records one outcome; sends the request's answer if it was the last.
+    /// Records one outcome; answers the request if it was the last.
     fn settle(
         &mut self,
         request: usize,
         place: usize,
         outcome: ProposeOutcome,
-        now: Instant,
-    ) -> Option<Duration> {
+        out: &mut Out<C>,
+    ) -> bool {
         let mut outcome = Some(outcome);
         if let Pending::Many {
             outcomes, unknown, ..
@@ -205,31 +225,38 @@ impl Waiters {
             outcomes[place] = outcome.take();
             *unknown -= 1;
             if *unknown > 0 {
-                return None;
+                return false;
             }
         }
         let state = self.requests.remove(request);
         match state.pending {
-            Pending::One(reply) => {
-                let _ = reply.send(outcome.unwrap_or(ProposeOutcome::Stopped));
-            }
+            Pending::One(reply) => out.push(GroupAction::Answer(
+                reply,
+                outcome.unwrap_or(ProposeOutcome::Stopped),
+            )),
             Pending::Many {
                 reply, outcomes, ..
             } => {
                 let outcomes = outcomes.into_iter();
-                let _ = reply.send(
-                    outcomes
-                        .map(|o| o.unwrap_or(ProposeOutcome::Stopped))
-                        .collect(),
-                );
+                let outcomes = outcomes
+                    .map(|o| o.unwrap_or(ProposeOutcome::Stopped))
+                    .collect();
+                out.push(GroupAction::AnswerMany(reply, outcomes));
             }
         }
-        Some(now.saturating_duration_since(state.since))
+        true
     }
 
     /// Gives the commands `from..=to` of `run` still unknown `outcome`;
     /// the rest of the run goes on waiting.
-    fn cut_run(&mut self, run: usize, from: u64, to: u64, outcome: ProposeOutcome) {
+    fn cut_run(
+        &mut self,
+        run: usize,
+        from: u64,
+        to: u64,
+        outcome: ProposeOutcome,
+        out: &mut Out<C>,
+    ) {
         let Run {
             client,
             first,
@@ -238,11 +265,10 @@ impl Waiters {
             at,
             ..
         } = self.remove_run(run);
-        let now = Instant::now();
         for seq in from.max(first)..=to.min(last) {
             let place = at + (seq - first) as usize;
             if !self.requests[request].known(place)
-                && self.settle(request, place, outcome.clone(), now).is_some()
+                && self.settle(request, place, outcome.clone(), out)
             {
                 // That was the request's last unknown command.
                 return;
@@ -267,10 +293,10 @@ impl Waiters {
     }
 
     /// Answers every waiting command `outcome`.
-    pub(crate) fn answer_all(&mut self, outcome: ProposeOutcome) {
+    pub(crate) fn answer_all(&mut self, outcome: ProposeOutcome, out: &mut Out<C>) {
         let runs: Vec<usize> = self.runs.iter().map(|(run, _)| run).collect();
         for run in runs {
-            self.cut_run(run, 0, u64::MAX, outcome.clone());
+            self.cut_run(run, 0, u64::MAX, outcome.clone(), out);
         }
         debug_assert!(self.requests.is_empty());
     }
@@ -283,8 +309,68 @@ mod tests {
     use bytes::Bytes;
     use proptest::prelude::*;
 
+    use futures_channel::oneshot;
+
     use super::*;
     use crate::protocol::LogIndex;
+
+    /// Callers that wait on channels, as the runtime's do.
+    #[derive(Debug)]
+    struct Channels;
+
+    impl Callers for Channels {
+        type Proposal = oneshot::Sender<ProposeOutcome>;
+        type Request = oneshot::Sender<Vec<ProposeOutcome>>;
+        type Read = ();
+    }
+
+    /// Waiters whose answers are sent on at once.
+    #[derive(Default)]
+    struct Harness {
+        inner: Waiters<Channels>,
+    }
+
+    impl std::ops::Deref for Harness {
+        type Target = Waiters<Channels>;
+        fn deref(&self) -> &Self::Target {
+            &self.inner
+        }
+    }
+
+    impl Harness {
+        fn send(out: Vec<GroupAction<Channels>>) {
+            for action in out {
+                match action {
+                    GroupAction::Answer(tx, outcome) => {
+                        let _ = tx.send(outcome);
+                    }
+                    GroupAction::AnswerMany(tx, outcomes) => {
+                        let _ = tx.send(outcomes);
+                    }
+                    other => panic!("waiters only answer: {other:?}"),
+                }
+            }
+        }
+
+        fn wait(&mut self, commands: &[Command], reply: Answer<Channels>) {
+            let mut out = Vec::new();
+            self.inner.wait(commands, reply, &mut out);
+            Harness::send(out);
+        }
+
+        fn answer(&mut self, client: ClientId, seq: u64, outcome: ProposeOutcome) -> Option<()> {
+            let mut out = Vec::new();
+            let answered = self.inner.answer(client, seq, outcome, &mut out);
+            Harness::send(out);
+            answered.then_some(())
+        }
+
+        fn answer_all(&mut self, outcome: ProposeOutcome) {
+            let mut out = Vec::new();
+            self.inner.answer_all(outcome, &mut out);
+            Harness::send(out);
+        }
+    }
 
     fn command(client: u64, seq: u64) -> Command {
         Command {
@@ -301,30 +387,26 @@ mod tests {
         }
     }
 
-    fn many(waiters: &mut Waiters, commands: &[Command]) -> oneshot::Receiver<Vec<ProposeOutcome>> {
+    fn many(waiters: &mut Harness, commands: &[Command]) -> oneshot::Receiver<Vec<ProposeOutcome>> {
         let (tx, rx) = oneshot::channel();
-        waiters.wait(commands, Answer::Many(tx), Instant::now());
+        waiters.wait(commands, Answer::Many(tx));
         rx
     }
 
     #[test]
     fn a_batch_is_answered_once_every_command_is_known_each_in_its_place() {
-        let mut waiters = Waiters::default();
+        let mut waiters = Harness::default();
         let commands: Vec<Command> = (10..14).map(|seq| command(7, seq)).collect();
         let mut rx = many(&mut waiters, &commands);
-        let now = Instant::now();
-        assert_eq!(waiters.answer(ClientId(7), 12, applied(2), now), None);
-        assert_eq!(waiters.answer(ClientId(7), 10, applied(0), now), None);
+        assert_eq!(waiters.answer(ClientId(7), 12, applied(2)), None);
+        assert_eq!(waiters.answer(ClientId(7), 10, applied(0)), None);
         // Twice, or not waited for: nothing changes.
-        assert_eq!(waiters.answer(ClientId(7), 10, applied(99), now), None);
-        assert_eq!(waiters.answer(ClientId(7), 14, applied(99), now), None);
-        assert_eq!(waiters.answer(ClientId(8), 11, applied(99), now), None);
-        assert_eq!(
-            waiters.answer(ClientId(7), 13, ProposeOutcome::Stale, now),
-            None
-        );
+        assert_eq!(waiters.answer(ClientId(7), 10, applied(99)), None);
+        assert_eq!(waiters.answer(ClientId(7), 14, applied(99)), None);
+        assert_eq!(waiters.answer(ClientId(8), 11, applied(99)), None);
+        assert_eq!(waiters.answer(ClientId(7), 13, ProposeOutcome::Stale), None);
         assert_eq!(rx.try_recv(), Ok(None));
-        assert!(waiters.answer(ClientId(7), 11, applied(1), now).is_some());
+        assert!(waiters.answer(ClientId(7), 11, applied(1)).is_some());
         let outcomes = rx.try_recv().unwrap().unwrap();
         assert_eq!(
             outcomes,
@@ -336,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_request_of_several_clients_and_gaps_is_found_by_each_command() {
-        let mut waiters = Waiters::default();
+        let mut waiters = Harness::default();
         let commands = [
             command(1, 5),
             command(1, 6),
@@ -347,10 +429,9 @@ mod tests {
         ];
         let mut rx = many(&mut waiters, &commands);
         assert_eq!(waiters.runs.len(), 4);
-        let now = Instant::now();
         for (at, c) in commands.iter().enumerate().rev() {
             assert_eq!(rx.try_recv(), Ok(None));
-            waiters.answer(c.client, c.seq, applied(at as u64), now);
+            waiters.answer(c.client, c.seq, applied(at as u64));
         }
         let expected: Vec<_> = (0..commands.len() as u64).map(applied).collect();
         assert_eq!(rx.try_recv().unwrap().unwrap(), expected);
@@ -359,21 +440,20 @@ mod tests {
 
     #[test]
     fn a_retry_takes_over_what_it_repeats_and_the_first_try_waits_for_the_rest() {
-        let mut waiters = Waiters::default();
+        let mut waiters = Harness::default();
         let first: Vec<Command> = (0..6).map(|seq| command(3, seq)).collect();
         let mut first_rx = many(&mut waiters, &first);
-        let now = Instant::now();
-        waiters.answer(ClientId(3), 0, applied(0), now);
+        waiters.answer(ClientId(3), 0, applied(0));
         // Repeats 2..=3 of the first try, in the middle of its run.
         let retry: Vec<Command> = (2..4).map(|seq| command(3, seq)).collect();
         let mut retry_rx = many(&mut waiters, &retry);
         assert_eq!(first_rx.try_recv(), Ok(None));
         for seq in [5, 1, 2, 3] {
-            waiters.answer(ClientId(3), seq, applied(seq), now);
+            waiters.answer(ClientId(3), seq, applied(seq));
         }
         assert_eq!(retry_rx.try_recv(), Ok(Some(vec![applied(2), applied(3)])));
         assert_eq!(first_rx.try_recv(), Ok(None), "seq 4 is still unknown");
-        assert!(waiters.answer(ClientId(3), 4, applied(4), now).is_some());
+        assert!(waiters.answer(ClientId(3), 4, applied(4)).is_some());
         assert_eq!(
             first_rx.try_recv(),
             Ok(Some(vec![
@@ -391,19 +471,17 @@ mod tests {
 
     #[test]
     fn stopping_answers_what_is_unknown_and_keeps_what_is_known() {
-        let mut waiters = Waiters::default();
+        let mut waiters = Harness::default();
         let (tx, mut one) = oneshot::channel();
-        waiters.wait(&[command(1, 1)], Answer::One(tx), Instant::now());
+        waiters.wait(&[command(1, 1)], Answer::One(tx));
         let (tx, mut answered) = oneshot::channel();
-        waiters.wait(&[command(1, 7)], Answer::One(tx), Instant::now());
-        assert!(waiters
-            .answer(ClientId(1), 7, applied(3), Instant::now())
-            .is_some());
+        waiters.wait(&[command(1, 7)], Answer::One(tx));
+        assert!(waiters.answer(ClientId(1), 7, applied(3)).is_some());
         assert_eq!(answered.try_recv(), Ok(Some(applied(3))));
         let mut batch = many(&mut waiters, &[command(2, 1), command(2, 2)]);
         let mut empty = many(&mut waiters, &[]);
         assert_eq!(empty.try_recv(), Ok(Some(Vec::new())));
-        waiters.answer(ClientId(2), 2, applied(9), Instant::now());
+        waiters.answer(ClientId(2), 2, applied(9));
         waiters.answer_all(ProposeOutcome::Stopped);
         assert_eq!(one.try_recv(), Ok(Some(ProposeOutcome::Stopped)));
         assert_eq!(
@@ -426,14 +504,13 @@ mod tests {
             order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..80),
             answer_between in any::<proptest::sample::Index>(),
         ) {
-            let mut waiters = Waiters::default();
+            let mut waiters = Harness::default();
             let mut expected: Vec<Vec<ProposeOutcome>> = Vec::new();
             let mut receivers = Vec::new();
             let mut by_command = HashMap::new();
             let mut keys = std::collections::BTreeSet::new();
             let split = answer_between.index(order.len() + 1);
-            let now = Instant::now();
-            let answer = |waiters: &mut Waiters,
+            let answer = |waiters: &mut Harness,
                               by_command: &mut HashMap<(ClientId, u64), (usize, usize)>,
                               expected: &mut Vec<Vec<ProposeOutcome>>,
                               keys: &std::collections::BTreeSet<(ClientId, u64)>,
@@ -446,7 +523,7 @@ mod tests {
                     if let Some((request, place)) = by_command.remove(&key) {
                         expected[request][place] = outcome.clone();
                     }
-                    waiters.answer(key.0, key.1, outcome, now);
+                    waiters.answer(key.0, key.1, outcome);
                 }
             };
             for (r, request) in requests.iter().enumerate() {

@@ -1,0 +1,642 @@
+//! The group's task: feeds its inbox to the core and carries out the core's
+//! actions on glommio with the WAL, the peer link and the snapshot file.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use synod_wal::Wal;
+
+use super::start::remove_marker;
+use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
+use crate::group::snapshot::{chunks, encode_chunk, SnapshotError, KIND_SNAPSHOT_CHUNK};
+use crate::group::{
+    Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
+    SnapshotJob, StateMachine,
+};
+use crate::protocol::{ClientId, Command, GroupId, Message, NodeId, Slot, SyncId};
+use crate::runtime::codec::{encode_envelope, encode_write, KIND_WAL_WRITE};
+use crate::runtime::metrics::GroupMetrics;
+use crate::runtime::snapshot_file;
+use crate::runtime::window::PipelineWindow;
+
+/// How long a snapshot transfer may wait on a full peer queue before it
+/// gives up (the follower asks again and the transfer starts over).
+const SNAPSHOT_SEND_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Proposals handed to the core in one step at most.
+const PROPOSALS_PER_STEP_MAX: usize = 4096;
+
+/// Ticks the connection to our leader must stay down before the replica is
+/// told (one tick can be a reconnect in progress).
+const LEADER_UNREACHABLE_TICKS: u32 = 2;
+
+/// A caller's channel, with when it started waiting (for the latency
+/// histogram).
+#[derive(Debug)]
+pub(crate) struct Waiting<T> {
+    reply: T,
+    since: Instant,
+}
+
+impl<T> Waiting<T> {
+    fn new(reply: T) -> Waiting<T> {
+        Waiting {
+            reply,
+            since: Instant::now(),
+        }
+    }
+}
+
+/// The runtime's callers: channels back to the proposing tasks.
+#[derive(Debug)]
+pub(crate) struct Channels;
+
+impl Callers for Channels {
+    type Proposal = Waiting<oneshot::Sender<ProposeOutcome>>;
+    type Request = Waiting<oneshot::Sender<Vec<ProposeOutcome>>>;
+    type Read = oneshot::Sender<ReadOutcome>;
+}
+
+type Actions = Vec<GroupAction<Channels>>;
+
+pub(super) struct GroupDriver<S> {
+    group: GroupId,
+    core: GroupCore<S, Channels>,
+    wal: Rc<Wal>,
+    link: Rc<dyn PeerLink>,
+    inputs: Rc<LocalSender<Inbound>>,
+    status: Rc<GroupStatus>,
+    metrics: GroupMetrics,
+    subscribers: Vec<crossbeam_channel::Sender<Committed>>,
+    /// The actions of the step under way (kept for their buffer).
+    actions: Actions,
+    /// Consecutive ticks the connection to our leader has been down.
+    leader_down_ticks: u32,
+    /// The leader whose connection is watched, and whether it was ever up.
+    leader_link: (Option<NodeId>, bool),
+    /// Chooses the pipeline window from measured rounds and fsyncs.
+    window: PipelineWindow,
+    snapshot_path: PathBuf,
+    marker: PathBuf,
+    /// Peers a snapshot is on its way to.
+    sending: Rc<RefCell<BTreeSet<NodeId>>>,
+    /// Command bytes applied since `paced_since`, for the write pace.
+    paced_bytes: u64,
+    paced_since: Instant,
+}
+
+impl<S: StateMachine> GroupDriver<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        group: GroupId,
+        core: GroupCore<S, Channels>,
+        wal: Rc<Wal>,
+        link: Rc<dyn PeerLink>,
+        inputs: Rc<LocalSender<Inbound>>,
+        status: Rc<GroupStatus>,
+        metrics: GroupMetrics,
+        pipeline_max: u32,
+        snapshot_path: PathBuf,
+        marker: PathBuf,
+    ) -> GroupDriver<S> {
+        GroupDriver {
+            group,
+            core,
+            wal,
+            link,
+            inputs,
+            status,
+            metrics,
+            subscribers: Vec::new(),
+            actions: Vec::new(),
+            leader_down_ticks: 0,
+            leader_link: (None, false),
+            window: PipelineWindow::new(pipeline_max),
+            snapshot_path,
+            marker,
+            sending: Rc::default(),
+            paced_bytes: 0,
+            paced_since: Instant::now(),
+        }
+    }
+
+    /// Carries out what recovery emitted (the marker is already written),
+    /// then starts the write pace from the live load.
+    pub(super) fn carry_out_recovered(&mut self, mut actions: Actions) {
+        actions.retain(|a| !matches!(a, GroupAction::MarkRebuilding));
+        if let Some(GroupAction::Applied { slot, .. }) = actions
+            .iter()
+            .rev()
+            .find(|a| matches!(a, GroupAction::Applied { .. }))
+        {
+            tracing::info!(
+                group = self.group.0,
+                slots = slot.0 + 1,
+                "re-applied the committed log"
+            );
+        }
+        self.actions = actions;
+        if let Err(error) = self.carry_out() {
+            // Recovery appends nothing; only a removal could fail, later.
+            tracing::error!(group = self.group.0, %error, "recovery's actions failed");
+        }
+        self.paced_bytes = 0;
+        self.paced_since = Instant::now();
+    }
+
+    pub(super) async fn run(
+        mut self,
+        inbox: LocalReceiver<Inbound>,
+        tick: Duration,
+    ) -> Result<(), GroupError> {
+        let ticker = self.inputs.clone();
+        let ticks = glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(tick).await;
+                if ticker.send(Inbound::Tick).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let result = self.serve(inbox).await;
+        drop(ticks);
+        self.core.stop(&mut self.actions);
+        let _ = self.carry_out();
+        result
+    }
+
+    async fn serve(&mut self, inbox: LocalReceiver<Inbound>) -> Result<(), GroupError> {
+        let mut held: Option<Inbound> = None;
+        loop {
+            let inbound = match held.take() {
+                Some(inbound) => inbound,
+                None => match inbox.recv().await {
+                    Some(inbound) => inbound,
+                    None => return Ok(()),
+                },
+            };
+            let input = match inbound {
+                Inbound::Peer(envelope) => GroupInput::Message(envelope),
+                Inbound::Propose(command, reply) => {
+                    let mut proposals = vec![Proposal::One(command, Waiting::new(reply))];
+                    held = self.gather_proposals(&mut proposals, &inbox).await;
+                    GroupInput::Propose(proposals)
+                }
+                Inbound::ProposeMany(commands, reply) => {
+                    let mut proposals = vec![Proposal::Many(commands, Waiting::new(reply))];
+                    held = self.gather_proposals(&mut proposals, &inbox).await;
+                    GroupInput::Propose(proposals)
+                }
+                Inbound::Read(query, reply) => GroupInput::Read(query, reply),
+                Inbound::ReadLocal(query, reply) => GroupInput::ReadLocal(query, reply),
+                Inbound::Persisted(sync, took) => {
+                    if let Some(took) = took {
+                        self.window.on_fsync(took);
+                    }
+                    GroupInput::Persisted(sync)
+                }
+                Inbound::Tick => {
+                    if let Some(lost) = self.check_leader_link() {
+                        self.step(GroupInput::PeerUnreachable(lost))?;
+                    }
+                    GroupInput::Tick
+                }
+                Inbound::Subscribe(subscriber) => {
+                    self.subscribers.push(subscriber);
+                    self.core.stream_commits(true);
+                    continue;
+                }
+                Inbound::SnapshotChunk(from, chunk) => GroupInput::SnapshotChunk(from, chunk),
+                Inbound::SnapshotSaved { upto, encoded } => {
+                    self.metrics.snapshots.inc();
+                    tracing::info!(
+                        group = self.group.0,
+                        upto = upto.0,
+                        bytes = encoded.len(),
+                        "snapshot durable; log compacted"
+                    );
+                    GroupInput::SnapshotSaved { upto, encoded }
+                }
+                Inbound::SnapshotSkipped(upto) => GroupInput::SnapshotSkipped(upto),
+                Inbound::SnapshotFailed(error) => return Err(error.into()),
+                Inbound::Fatal(error) => return Err(error.into()),
+                Inbound::RebuildFailed(error) => return Err(error),
+                Inbound::Stop => return Ok(()),
+            };
+            self.step(input)?;
+        }
+    }
+
+    fn step(&mut self, input: GroupInput<Channels>) -> Result<(), GroupError> {
+        if let Err(error) = self.core.step(input, &mut self.actions) {
+            tracing::debug!(group = self.group.0, %error, "input dropped");
+        }
+        self.carry_out()
+    }
+
+    /// Takes every proposal already queued behind those in `proposals`, so
+    /// that commands that arrived together share slots; returns the first
+    /// other input met, which must be handled next.
+    ///
+    /// The protocol takes a session's adjacent commands in one step as one
+    /// request, so a proposal of the session whose command ends the step's
+    /// (a retry of a request still queued, say) waits for the next step:
+    /// joined, the two would be refused as one request too large, or
+    /// together, for what either alone may not deserve.
+    async fn gather_proposals(
+        &mut self,
+        proposals: &mut Vec<Proposal<Channels>>,
+        inbox: &LocalReceiver<Inbound>,
+    ) -> Option<Inbound> {
+        let mut count: usize = proposals.iter().map(proposal_len).sum();
+        while self.inputs.len() > 0 && count < PROPOSALS_PER_STEP_MAX {
+            let input = inbox.recv().await;
+            let session = |c: &Command| (c.client != ClientId(0)).then_some(c.client);
+            let last = proposals.last().and_then(last_command).and_then(session);
+            let follows_its_session =
+                |first: Option<&Command>| last.is_some() && first.and_then(session) == last;
+            match input {
+                Some(Inbound::Propose(command, reply)) if !follows_its_session(Some(&command)) => {
+                    count += 1;
+                    proposals.push(Proposal::One(command, Waiting::new(reply)));
+                }
+                Some(Inbound::ProposeMany(more, reply)) if !follows_its_session(more.first()) => {
+                    count += more.len();
+                    proposals.push(Proposal::Many(more, Waiting::new(reply)));
+                }
+                other => return other,
+            }
+        }
+        None
+    }
+
+    /// Carries out the core's actions, in order.
+    fn carry_out(&mut self) -> Result<(), GroupError> {
+        let mut actions = std::mem::take(&mut self.actions);
+        let now = Instant::now();
+        let mut result = Ok(());
+        for action in actions.drain(..) {
+            if let Err(error) = self.carry_out_one(action, now) {
+                result = Err(error);
+                break;
+            }
+        }
+        actions.clear();
+        self.actions = actions;
+        self.publish_status();
+        result
+    }
+
+    fn carry_out_one(
+        &mut self,
+        action: GroupAction<Channels>,
+        now: Instant,
+    ) -> Result<(), GroupError> {
+        match action {
+            GroupAction::Append { position, write } => {
+                let body = encode_write(&write);
+                self.metrics.wal_bytes.inc_by(body.len() as u64);
+                let landed = self.wal.append(KIND_WAL_WRITE, &body)?;
+                assert_eq!(landed, position, "the core counts the WAL's frames");
+            }
+            GroupAction::Sync(sync) => self.sync(sync),
+            GroupAction::Send(envelope) => {
+                if let Message::Accept(accept) = &envelope.msg {
+                    self.window.on_accept_sent(accept.slot, now);
+                }
+                let to = envelope.to;
+                if !self.link.send(to, encode_envelope(self.group, &envelope)) {
+                    tracing::trace!(group = self.group.0, to = to.0, "peer queue full; dropped");
+                }
+            }
+            GroupAction::SendSnapshot { to, upto, encoded } => {
+                self.send_snapshot(to, upto, encoded)
+            }
+            GroupAction::SaveSnapshot { upto, job, urgent } => {
+                self.save_snapshot(upto, job, urgent)
+            }
+            GroupAction::RemoveWalBefore(cut) => {
+                let (wal, inputs) = (self.wal.clone(), self.inputs.clone());
+                glommio::spawn_local(async move {
+                    if let Err(error) = wal.remove_before(cut).await {
+                        let _ = inputs.send(Inbound::Fatal(error)).await;
+                    }
+                })
+                .detach();
+            }
+            // Written by `start_group` before the core's first step.
+            GroupAction::MarkRebuilding => {}
+            GroupAction::EndRebuild => self.end_rebuild(),
+            GroupAction::Applied { slot, batch, .. } => {
+                self.window.on_chosen(slot, now);
+                self.metrics.batch_commands.observe(f64::from(batch.len()));
+                self.paced_bytes += batch.bytes().len() as u64;
+                self.status.applied.set(slot.next());
+            }
+            GroupAction::Entry { index, data } => {
+                self.publish(Committed::Entry { index, data });
+            }
+            GroupAction::SnapshotInstalled {
+                from,
+                upto,
+                next_index,
+            } => {
+                self.status.applied.set(upto);
+                self.status
+                    .snapshots_installed
+                    .set(self.core.snapshots_installed());
+                self.publish(Committed::Snapshot { next_index });
+                tracing::info!(
+                    group = self.group.0,
+                    from = from.0,
+                    upto = upto.0,
+                    "installed a snapshot from a peer"
+                );
+            }
+            GroupAction::Answer(waiting, outcome) => {
+                self.observe_latency(&outcome, waiting.since, now);
+                let _ = waiting.reply.send(outcome);
+            }
+            GroupAction::AnswerMany(waiting, outcomes) => {
+                if let Some(outcome) = outcomes.last() {
+                    self.observe_latency(outcome, waiting.since, now);
+                }
+                let _ = waiting.reply.send(outcomes);
+            }
+            GroupAction::AnswerRead(reply, outcome) => {
+                let _ = reply.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    fn observe_latency(&self, outcome: &ProposeOutcome, since: Instant, now: Instant) {
+        if matches!(outcome, ProposeOutcome::Applied { .. }) {
+            let waited = now.saturating_duration_since(since);
+            self.metrics.commit_latency.observe(waited.as_secs_f64());
+        }
+    }
+
+    /// Hands `committed` to every subscriber; one that has fallen too far
+    /// behind, or has gone, is dropped.
+    fn publish(&mut self, committed: Committed) {
+        let group = self.group.0;
+        self.subscribers.retain(|subscriber| {
+            let kept = subscriber.try_send(committed.clone()).is_ok();
+            if !kept {
+                tracing::info!(group, "commit subscriber gone or lagging; dropped");
+            }
+            kept
+        });
+        if self.subscribers.is_empty() {
+            self.core.stream_commits(false);
+        }
+    }
+
+    /// Publishes the replica's status, logging one line per change of role.
+    fn publish_status(&mut self) {
+        let status = self.core.replica().status();
+        let (was_leading, had_leader) = (self.status.leading.get(), self.status.leader.get());
+        let group = self.group.0;
+        if status.leading && !was_leading {
+            tracing::info!(group, ballot = %status.promised, commit = status.commit.0, "elected: leading");
+        } else if was_leading && !status.leading {
+            tracing::info!(group, ballot = %status.promised, "stepped down");
+            self.window.forget_rounds();
+        }
+        if status.leader != had_leader {
+            match status.leader {
+                Some(leader) => {
+                    self.metrics.leader_changes.inc();
+                    tracing::info!(group, leader = leader.0, "leader change")
+                }
+                None => {
+                    self.metrics.elections.inc();
+                    tracing::info!(group, round = status.election_round, "looking for a leader")
+                }
+            }
+        }
+        self.metrics.pipeline_depth.set(i64::from(status.inflight));
+        let window = self.core.set_pipeline_window(self.window.slots());
+        self.metrics.pipeline_window.set(i64::from(window));
+        self.status.leading.set(status.leading);
+        self.status.leader.set(status.leader);
+        self.status.promised.set(status.promised);
+        self.status.applied.set(self.core.applied());
+        self.status.snapshot.set(self.core.snapshot());
+    }
+
+    /// The peer the replica should be told it lost: its leader, once the
+    /// transport has been down to it for [`LEADER_UNREACHABLE_TICKS`] ticks
+    /// in a row, having been connected to it (a node that just started may
+    /// follow a leader it has heard of through another peer before its own
+    /// connection is up).
+    fn check_leader_link(&mut self) -> Option<NodeId> {
+        let me = self.core.replica().config().id;
+        let leader = self.core.replica().leader().filter(|l| *l != me);
+        if leader != self.leader_link.0 {
+            self.leader_link = (leader, false);
+            self.leader_down_ticks = 0;
+        }
+        let leader = leader?;
+        let up = self.link.is_connected(leader);
+        self.leader_link.1 |= up;
+        let down = self.leader_link.1 && !up;
+        self.leader_down_ticks = if down { self.leader_down_ticks + 1 } else { 0 };
+        if self.leader_down_ticks != LEADER_UNREACHABLE_TICKS {
+            return None;
+        }
+        tracing::info!(
+            group = self.group.0,
+            leader = leader.0,
+            "lost the connection to the leader"
+        );
+        Some(leader)
+    }
+
+    /// Group commit: the WAL folds every sync requested while one is in
+    /// flight into the next write + fdatasync.
+    fn sync(&self, sync: SyncId) {
+        let (wal, inputs) = (self.wal.clone(), self.inputs.clone());
+        let fsync_latency = self.metrics.fsync_latency.clone();
+        glommio::spawn_local(async move {
+            // The test-only broken build (feature `unsafe-ack-before-fsync`,
+            // docs/chaos.md): report the write durable now, write it later,
+            // so a crash in between loses acknowledged commands.
+            let unsafe_ack = cfg!(feature = "unsafe-ack-before-fsync");
+            if unsafe_ack {
+                let _ = inputs.send(Inbound::Persisted(sync, None)).await;
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            let started = Instant::now();
+            let synced = wal.sync().await;
+            fsync_latency.observe(started.elapsed().as_secs_f64());
+            let input = match synced {
+                Ok(_) if unsafe_ack => return,
+                // The window wants the disk's cycle, not this wait (up to
+                // two cycles under group commit).
+                Ok(_) => Inbound::Persisted(sync, wal.last_commit_time()),
+                Err(error) => Inbound::Fatal(error),
+            };
+            let _ = inputs.send(input).await;
+        })
+        .detach();
+    }
+
+    /// Once every append so far is durable, the rebuild marker goes.
+    fn end_rebuild(&self) {
+        let (wal, inputs, group) = (self.wal.clone(), self.inputs.clone(), self.group.0);
+        let marker = self.marker.clone();
+        let promised = self.core.replica().status().promised;
+        glommio::spawn_local(async move {
+            let failure = match wal.sync().await {
+                Ok(_) => remove_marker(&marker).err().map(Inbound::RebuildFailed),
+                Err(error) => Some(Inbound::Fatal(error)),
+            };
+            match failure {
+                Some(input) => {
+                    let _ = inputs.send(input).await;
+                }
+                None => {
+                    tracing::info!(group, ballot = %promised, "rebuilt and rejoined: voting again")
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Encodes and writes the file on a thread of its own (paced to the
+    /// applied rate unless `urgent`); `SnapshotSaved` comes back. Not on
+    /// glommio's blocking pool: it has one thread, which the WAL's segment
+    /// removals (under the WAL's lock) and other groups' snapshots would
+    /// queue behind a paced write.
+    fn save_snapshot(&mut self, upto: Slot, job: SnapshotJob, urgent: bool) {
+        let policy = self.core_policy();
+        let rate = (!urgent)
+            .then(|| policy.write_rate(self.paced_bytes, self.paced_since.elapsed()))
+            .flatten();
+        self.paced_bytes = 0;
+        self.paced_since = Instant::now();
+        let (path, inputs, group) = (self.snapshot_path.clone(), self.inputs.clone(), self.group);
+        let failed = |path: &std::path::Path, why: String| SnapshotError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(why),
+        };
+        let (done, written) = oneshot::channel();
+        let thread_path = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("synod-snapshot-{}", group.0))
+            .spawn(move || {
+                let result = job.encode().map_err(Unsaved::Encoding).and_then(|encoded| {
+                    snapshot_file::save(&thread_path, &encoded, rate)
+                        .map(|()| encoded)
+                        .map_err(Unsaved::Writing)
+                });
+                let _ = done.send(result);
+            });
+        if let Err(error) = spawned {
+            let error = failed(&path, format!("cannot start the snapshot thread: {error}"));
+            self.stop_on(Inbound::SnapshotFailed(error));
+            return;
+        }
+        glommio::spawn_local(async move {
+            let input = match written.await {
+                Ok(Ok(encoded)) => Inbound::SnapshotSaved {
+                    upto,
+                    encoded: Bytes::from(encoded),
+                },
+                Ok(Err(Unsaved::Writing(error))) => Inbound::SnapshotFailed(error),
+                Ok(Err(Unsaved::Encoding(error))) => {
+                    tracing::error!(
+                        group = group.0,
+                        %error,
+                        "cannot encode a snapshot; the log is not compacted"
+                    );
+                    Inbound::SnapshotSkipped(upto)
+                }
+                // The thread panicked (in the state machine's encoding, say).
+                Err(_) => {
+                    Inbound::SnapshotFailed(failed(&path, "the snapshot thread panicked".into()))
+                }
+            };
+            let _ = inputs.send(input).await;
+        })
+        .detach();
+    }
+
+    fn core_policy(&self) -> crate::group::snapshot::SnapshotPolicy {
+        self.core.snapshot_policy()
+    }
+
+    /// Queues `input` to the group's own loop, which stops on it.
+    fn stop_on(&self, input: Inbound) {
+        let inputs = self.inputs.clone();
+        glommio::spawn_local(async move {
+            let _ = inputs.send(input).await;
+        })
+        .detach();
+    }
+
+    /// Sends a durable snapshot to `to` in chunks, one transfer per peer at
+    /// a time, pacing on the peer's queue.
+    fn send_snapshot(&mut self, to: NodeId, upto: Slot, encoded: Bytes) {
+        if !self.sending.borrow_mut().insert(to) {
+            return;
+        }
+        tracing::info!(
+            group = self.group.0,
+            to = to.0,
+            upto = upto.0,
+            bytes = encoded.len(),
+            "sending a snapshot"
+        );
+        let (group, link, sending) = (self.group, self.link.clone(), self.sending.clone());
+        glommio::spawn_local(async move {
+            'chunks: for chunk in chunks(upto, &encoded) {
+                let body = encode_chunk(group, &chunk);
+                let started = Instant::now();
+                while !link.send_frame(to, KIND_SNAPSHOT_CHUNK, body.clone()) {
+                    if started.elapsed() > SNAPSHOT_SEND_PATIENCE {
+                        tracing::warn!(
+                            group = group.0,
+                            to = to.0,
+                            "snapshot transfer stalled; dropped"
+                        );
+                        break 'chunks;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            sending.borrow_mut().remove(&to);
+        })
+        .detach();
+    }
+}
+
+/// Why a snapshot was not saved.
+enum Unsaved {
+    /// It could not be encoded: logged, the log stays uncompacted.
+    Encoding(SnapshotError),
+    /// The file could not be written: fatal.
+    Writing(SnapshotError),
+}
+
+fn proposal_len(proposal: &Proposal<Channels>) -> usize {
+    match proposal {
+        Proposal::One(..) => 1,
+        Proposal::Many(commands, _) => commands.len(),
+    }
+}
+
+fn last_command(proposal: &Proposal<Channels>) -> Option<&Command> {
+    match proposal {
+        Proposal::One(command, _) => Some(command),
+        Proposal::Many(commands, _) => commands.last(),
+    }
+}
