@@ -14,7 +14,7 @@ use crate::protocol::{
 /// Who waits for answers: the executor's handles, opaque to the core. The
 /// runtime's are channels back to the proposing task; the simulator's name
 /// its clients.
-pub trait Callers {
+pub trait Callers: fmt::Debug {
     /// Waits for the outcome of one proposed command.
     type Proposal: fmt::Debug;
     /// Waits for the outcomes of a request of many commands, together.

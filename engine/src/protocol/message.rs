@@ -2,9 +2,9 @@
 //! one envelope.
 
 use super::batch::Batch;
-use super::election::Vote;
 use super::log::Entry;
 use super::types::{Ballot, NodeId, Slot};
+use super::vote::Vote;
 
 /// Phase 1a: "promise me `ballot`, and tell me what you accepted from
 /// `from_slot` on".

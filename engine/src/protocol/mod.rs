@@ -37,6 +37,7 @@ mod rejoin;
 mod sessions;
 mod types;
 mod validate;
+mod vote;
 
 use std::collections::VecDeque;
 
@@ -45,7 +46,6 @@ use thiserror::Error;
 pub use action::{Action, Actions, Input, Refusal, Reply, Write};
 pub use batch::{Batch, BatchBuilder, BatchError, Command, CommandRef, COMMAND_HEADER_BYTES};
 pub use config::{Config, ConfigError, MEMBERS_MAX};
-pub use election::{Vote, VoteKey};
 pub use log::{Entry, Log};
 pub use message::{
     Accept, Accepted, CatchUp, CatchUpRequest, Envelope, Heartbeat, HeartbeatAck, Message, Nack,
@@ -57,6 +57,7 @@ pub use sessions::{
     REQUEST_COMMANDS_MAX, SESSIONS_MAX, SESSION_BOUNDS,
 };
 pub use types::{Ballot, ClientId, GroupId, LogIndex, NodeId, ReadId, Slot, SyncId};
+pub use vote::{Vote, VoteKey};
 
 use election::Looking;
 use proposer::Leading;

@@ -30,7 +30,6 @@ use super::client_proto::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse,
     APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
 };
-use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
 use super::group::{
     start_group, Committed, GroupError, GroupHandle, GroupOptions, GroupStatus, PeerLink,
     ProposeOutcome, ReadOutcome, StatusView,
@@ -44,7 +43,7 @@ use super::node::{
     core_addr, core_of, group_config, limits, NodeError, NodeOptions, BATCH_BYTES_MAX,
     INSECURE_SECRET,
 };
-use super::snapshot::{decode_chunk, KIND_SNAPSHOT_CHUNK};
+use super::peer_frames::route_peer_frames;
 use crate::group::archive::{deserialize, Aligned};
 use crate::group::state_machine::StateMachine;
 use crate::protocol::{ClientId, Command, GroupId, NodeId, Refusal};
@@ -94,7 +93,7 @@ pub(super) enum CoreEvent {
 }
 
 /// The groups of one core, by group id.
-type Groups = Rc<BTreeMap<u32, (GroupHandle, Rc<GroupStatus>)>>;
+use super::group::Groups;
 
 /// One executor of a node.
 pub(super) struct Core<S> {
@@ -520,86 +519,6 @@ async fn carry_out(node: NodeId, groups: &Groups, request: CoreRequest) {
             let _ = reply.send(receiver);
         }
     }
-}
-
-fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: BatchLimits) {
-    let routes = groups.clone();
-    glommio::spawn_local(async move {
-        while let Some(message) = inbox.recv().await {
-            let from = NodeId(message.from.0);
-            if message.kind == KIND_SNAPSHOT_CHUNK {
-                route_chunk(&routes, from, &message.body).await;
-                continue;
-            }
-            if message.kind != KIND_PEER_MESSAGE {
-                tracing::warn!(
-                    from = from.0,
-                    kind = message.kind,
-                    "unknown peer frame kind; dropped"
-                );
-                continue;
-            }
-            let frame = aligned(message.body);
-            match decode_envelope(&frame, &frame, limits) {
-                Ok((group, envelope)) => match routes.get(&group.0) {
-                    Some((handle, _)) => {
-                        handle.try_deliver(envelope);
-                    }
-                    None => tracing::warn!(
-                        from = from.0,
-                        group = group.0,
-                        "message for a group not on this core"
-                    ),
-                },
-                Err(error) => {
-                    tracing::warn!(from = from.0, %error, "undecodable peer message; dropped")
-                }
-            }
-        }
-    })
-    .detach();
-}
-
-/// How long a snapshot chunk waits for room in its group's queue. Every
-/// peer frame of this core waits behind it, so well below an election
-/// timeout.
-const CHUNK_DELIVERY_PATIENCE: Duration = Duration::from_millis(50);
-
-/// Hands a snapshot chunk from a peer to its group.
-async fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
-    match decode_chunk(body) {
-        Ok((group, chunk)) => match groups.get(&group.0) {
-            Some((handle, _)) => {
-                if !handle
-                    .deliver_chunk(from, chunk, CHUNK_DELIVERY_PATIENCE)
-                    .await
-                {
-                    tracing::debug!(
-                        from = from.0,
-                        group = group.0,
-                        "snapshot chunk found its group's queue full; the transfer starts over"
-                    );
-                }
-            }
-            None => tracing::warn!(
-                from = from.0,
-                group = group.0,
-                "snapshot chunk for a group not on this core"
-            ),
-        },
-        Err(error) => tracing::warn!(from = from.0, %error, "undecodable snapshot chunk; dropped"),
-    }
-}
-
-/// Frame bodies must be 16-byte aligned for zero-copy access; one that is
-/// not (a body at an odd place in a read buffer) is copied once.
-fn aligned(body: Bytes) -> Bytes {
-    if (body.as_ptr() as usize).is_multiple_of(16) {
-        return body;
-    }
-    let mut copy = AlignedVec::<16>::new();
-    copy.extend_from_slice(&body);
-    Bytes::from_owner(copy)
 }
 
 fn now_ms() -> u64 {

@@ -14,6 +14,7 @@ mod cores;
 pub mod machine;
 pub mod metrics;
 pub mod node;
+mod peer_frames;
 mod readable_log;
 pub mod snapshot_file;
 mod window;

@@ -550,7 +550,7 @@ impl Cluster {
     /// Feeds one input to `node`'s group core and carries out its actions.
     pub(super) fn step(&mut self, node: usize, input: GroupInput<SimCallers>) {
         let mut out = Vec::new();
-        let trace_input = self.options.trace.then(|| super::traffic::describe(&input));
+        let trace_input = self.options.trace.then(|| super::trace::describe(&input));
         let core = self.nodes[node]
             .core
             .as_mut()

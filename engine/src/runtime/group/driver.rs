@@ -12,7 +12,7 @@ use futures_channel::oneshot;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use synod_wal::Wal;
 
-use super::start::remove_marker;
+use super::marker::remove_marker;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
 use crate::group::snapshot::{chunks, encode_chunk, SnapshotError, KIND_SNAPSHOT_CHUNK};
 use crate::group::{

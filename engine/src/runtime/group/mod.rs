@@ -19,6 +19,7 @@
 //! bounded under an endless load.
 
 mod driver;
+mod marker;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -235,6 +236,9 @@ pub(crate) enum Inbound {
     /// Stop now.
     Stop,
 }
+
+/// The groups of one core, by number, with their status.
+pub(crate) type Groups = Rc<std::collections::BTreeMap<u32, (GroupHandle, Rc<GroupStatus>)>>;
 
 /// The handle an embedder uses; cheap to clone within the executor.
 #[derive(Clone)]

@@ -1,6 +1,5 @@
 //! Starting a group: its files read and checked, its core recovered.
 
-use std::path::Path;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use rkyv::util::AlignedVec;
 use synod_wal::{Position, Wal};
 
 use super::driver::GroupDriver;
+use super::marker::write_marker;
 use super::{
     GroupError, GroupHandle, GroupOptions, GroupStatus, PartialState, PeerLink, REBUILDING_FILE,
     WRITE_OVERHEAD_BYTES,
@@ -127,25 +127,6 @@ pub async fn start_group<S: StateMachine>(
     driver.carry_out_recovered(first);
     let handle = GroupHandle { inputs };
     Ok((handle, status, driver.run(rx, options.tick)))
-}
-
-fn marker_error(path: &Path) -> impl Fn(std::io::Error) -> GroupError + '_ {
-    move |source| GroupError::Marker {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn write_marker(path: &Path) -> Result<(), GroupError> {
-    let file = std::fs::File::create(path).map_err(marker_error(path))?;
-    file.sync_all().map_err(marker_error(path))?;
-    snapshot_file::sync_parent_dir(path).map_err(marker_error(path))
-}
-
-/// Removes the rebuild marker durably.
-pub(super) fn remove_marker(path: &Path) -> Result<(), GroupError> {
-    std::fs::remove_file(path).map_err(marker_error(path))?;
-    snapshot_file::sync_parent_dir(path).map_err(marker_error(path))
 }
 
 async fn read_writes(wal: &Wal, limits: BatchLimits) -> Result<Vec<(Position, Write)>, GroupError> {

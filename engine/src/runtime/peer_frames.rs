@@ -1,0 +1,94 @@
+//! Peer frames arriving on a core: decoded and handed to their group.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rkyv::util::AlignedVec;
+use synod_net::Inbox;
+
+use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
+use super::group::Groups;
+use crate::group::snapshot::{decode_chunk, KIND_SNAPSHOT_CHUNK};
+use crate::protocol::NodeId;
+
+/// Routes every frame of `inbox` to its group among `groups`; a frame that
+/// does not decode, or names no group here, is logged and dropped.
+pub(super) fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: BatchLimits) {
+    let routes = groups.clone();
+    glommio::spawn_local(async move {
+        while let Some(message) = inbox.recv().await {
+            let from = NodeId(message.from.0);
+            if message.kind == KIND_SNAPSHOT_CHUNK {
+                route_chunk(&routes, from, &message.body).await;
+                continue;
+            }
+            if message.kind != KIND_PEER_MESSAGE {
+                tracing::warn!(
+                    from = from.0,
+                    kind = message.kind,
+                    "unknown peer frame kind; dropped"
+                );
+                continue;
+            }
+            let frame = aligned(message.body);
+            match decode_envelope(&frame, &frame, limits) {
+                Ok((group, envelope)) => match routes.get(&group.0) {
+                    Some((handle, _)) => {
+                        handle.try_deliver(envelope);
+                    }
+                    None => tracing::warn!(
+                        from = from.0,
+                        group = group.0,
+                        "message for a group not on this core"
+                    ),
+                },
+                Err(error) => {
+                    tracing::warn!(from = from.0, %error, "undecodable peer message; dropped")
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// How long a snapshot chunk waits for room in its group's queue. Every
+/// peer frame of this core waits behind it, so well below an election
+/// timeout.
+const CHUNK_DELIVERY_PATIENCE: Duration = Duration::from_millis(50);
+
+/// Hands a snapshot chunk from a peer to its group.
+async fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
+    match decode_chunk(body) {
+        Ok((group, chunk)) => match groups.get(&group.0) {
+            Some((handle, _)) => {
+                if !handle
+                    .deliver_chunk(from, chunk, CHUNK_DELIVERY_PATIENCE)
+                    .await
+                {
+                    tracing::debug!(
+                        from = from.0,
+                        group = group.0,
+                        "snapshot chunk found its group's queue full; the transfer starts over"
+                    );
+                }
+            }
+            None => tracing::warn!(
+                from = from.0,
+                group = group.0,
+                "snapshot chunk for a group not on this core"
+            ),
+        },
+        Err(error) => tracing::warn!(from = from.0, %error, "undecodable snapshot chunk; dropped"),
+    }
+}
+
+/// Frame bodies must be 16-byte aligned for zero-copy access; one that is
+/// not (a body at an odd place in a read buffer) is copied once.
+fn aligned(body: Bytes) -> Bytes {
+    if (body.as_ptr() as usize).is_multiple_of(16) {
+        return body;
+    }
+    let mut copy = AlignedVec::<16>::new();
+    copy.extend_from_slice(&body);
+    Bytes::from_owner(copy)
+}
