@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use rkyv::util::AlignedVec;
 use synod_engine::protocol::{ClientId, Command, Config, GroupId, NodeId, Refusal};
-use synod_engine::runtime::codec::{decode_envelope, BatchLimits};
+use synod_engine::runtime::codec::{BatchLimits, PeerFrame};
 use synod_engine::runtime::group::{start_group, GroupError};
 use synod_engine::runtime::kv::{Kv, KvCommand, KvOp, KvReply};
 use synod_engine::runtime::metrics::GroupMetrics;
@@ -37,7 +36,7 @@ struct Loopback {
 }
 
 impl PeerLink for Loopback {
-    fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool {
+    fn send_frame(&self, to: NodeId, kind: u16, body: Bytes) -> bool {
         let handles = self.handles.borrow();
         let Some(handle) = handles.get(&to) else {
             return false;
@@ -46,20 +45,19 @@ impl PeerLink for Loopback {
             let (_, chunk) = decode_chunk(&body).expect("peers send valid chunks");
             return handle.try_deliver_chunk(self.from, chunk);
         }
-        let frame = Bytes::from_owner(body);
         let limits = BatchLimits {
             batch_bytes_max: 256 << 10,
             command_bytes_max: 64 << 10,
         };
-        let (_, envelope) =
-            decode_envelope(&frame, &frame, limits).expect("peers send valid frames");
+        let frame =
+            PeerFrame::decode(body, self.from, to, limits).expect("peers send valid frames");
         if self.delay.is_zero() {
-            return handle.try_deliver(envelope);
+            return handle.try_deliver(frame);
         }
         let (handle, delay) = (handle.clone(), self.delay);
         glommio::spawn_local(async move {
             glommio::timer::sleep(delay).await;
-            handle.try_deliver(envelope);
+            handle.try_deliver(frame);
         })
         .detach();
         true

@@ -1,9 +1,14 @@
 //! The protocol's messages and acceptor writes as rkyv frame bodies.
 //!
-//! One format serves the wire and the WAL (DESIGN.md §4). Batch bytes are
-//! serialized straight from the leader's shared buffer, and on the way in
-//! they are sliced out of the received frame (`Bytes::slice_ref`), never
-//! copied or re-encoded. Bytes from outside pass three checks: the frame
+//! One format serves the wire and the WAL: a peer frame body names its
+//! group and holds one message, and the sender and addressee are the
+//! connection's (the transport authenticated the peer; the addressee is
+//! this node), so the leader encodes an Accept once for every follower. A
+//! WAL record of an accepted value ([`KIND_WAL_ACCEPT`]) is that same body:
+//! a follower stores the Accept as it received it, and the leader the one
+//! it sends. Batch bytes are serialized straight from the leader's shared
+//! buffer, and on the way in they are sliced out of the received frame
+//! (`Bytes::slice_ref`), never copied or re-encoded. Bytes from outside pass three checks: the frame
 //! checksum (done by the WAL or the transport), `rkyv::access` with
 //! bytecheck, then [`Validate`]; after that the protocol's own envelope
 //! checks run in `Replica::step`.
@@ -18,10 +23,15 @@ use crate::protocol::{
     Rejoin, RejoinInfo, Slot, Vote, Write,
 };
 
-/// Frame kind of an acceptor write in the WAL.
+/// Frame kind of an acceptor write in the WAL: a promise or a commit
+/// record (and, in WALs written before [`KIND_WAL_ACCEPT`], an accept).
 pub const KIND_WAL_WRITE: u16 = 1;
-/// Frame kind of a message between replicas.
-pub const KIND_PEER_MESSAGE: u16 = 16;
+/// Frame kind of an accepted value in the WAL: a peer frame body holding
+/// the Accept, as received or sent.
+pub const KIND_WAL_ACCEPT: u16 = 2;
+/// Frame kind of a message between replicas. (Kind 16 carried the sender
+/// and addressee in the body; a node of such a build is not understood.)
+pub const KIND_PEER_MESSAGE: u16 = 18;
 
 /// Bounds a decoded batch must respect.
 #[derive(Clone, Copy, Debug)]
@@ -133,10 +143,8 @@ enum WireMessage {
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, Clone, Debug)]
-struct WireEnvelope {
+struct WirePeerFrame {
     group: u32,
-    from: u64,
-    to: u64,
     msg: WireMessage,
 }
 
@@ -147,13 +155,10 @@ enum WireWrite {
     Commit(u64),
 }
 
-impl Validate for ArchivedWireEnvelope {
+impl Validate for ArchivedWirePeerFrame {
     fn validate(&self) -> Result<(), String> {
-        // Ranges that depend on the group's membership and log are checked by
-        // `Replica::step`; here only what no membership can make valid.
-        if self.from == 0 || self.to == 0 {
-            return Err("node id 0".into());
-        }
+        // Ballots, slots and senders depend on the group's membership and
+        // log, and are checked by `Replica::step`.
         Ok(())
     }
 }
@@ -197,13 +202,12 @@ fn entry_out(slot: Slot, ballot: Ballot, batch: &Batch) -> WireEntry {
 
 use crate::group::archive::to_bytes as serialize;
 
-/// Encodes a message for `group` as a frame body.
-pub fn encode_envelope(group: GroupId, envelope: &Envelope) -> rkyv::util::AlignedVec {
-    let wire = WireEnvelope {
+/// Encodes a message for `group` as a peer frame body (the same bytes for
+/// every peer it goes to).
+pub fn encode_message(group: GroupId, msg: &Message) -> rkyv::util::AlignedVec {
+    let wire = WirePeerFrame {
         group: group.0,
-        from: envelope.from.0,
-        to: envelope.to.0,
-        msg: message_out(&envelope.msg),
+        msg: message_out(msg),
     };
     serialize(&wire)
 }
@@ -288,14 +292,66 @@ fn state_out(state: PeerState) -> WireState {
     }
 }
 
-/// Decodes a message body received in `frame` (which owns `body`'s bytes,
-/// so batches are sliced out of it, not copied).
+/// Decodes a peer frame body received from `from` by `to` (this node);
+/// batches are sliced out of `frame`, not copied.
 pub fn decode_envelope(
     frame: &Bytes,
-    body: &[u8],
+    from: NodeId,
+    to: NodeId,
     limits: BatchLimits,
 ) -> Result<(GroupId, Envelope), DecodeError> {
-    let wire = access_body::<ArchivedWireEnvelope>(body)?;
+    let (group, msg) = decode_message(frame, limits)?;
+    Ok((group, Envelope { from, to, msg }))
+}
+
+/// A peer frame body, decoded: the message and the bytes it came in, which
+/// (for an Accept) become the WAL record as they are. Made only by
+/// decoding, so the two always agree.
+#[derive(Clone, Debug)]
+pub struct PeerFrame {
+    group: GroupId,
+    envelope: Envelope,
+    body: Bytes,
+}
+
+impl PeerFrame {
+    /// Decodes `body`, received from `from` by `to` (this node).
+    pub fn decode(
+        body: Bytes,
+        from: NodeId,
+        to: NodeId,
+        limits: BatchLimits,
+    ) -> Result<PeerFrame, DecodeError> {
+        let (group, envelope) = decode_envelope(&body, from, to, limits)?;
+        Ok(PeerFrame {
+            group,
+            envelope,
+            body,
+        })
+    }
+
+    /// The group it is for.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The message.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The message and its bytes.
+    pub(crate) fn into_parts(self) -> (Envelope, Bytes) {
+        (self.envelope, self.body)
+    }
+}
+
+/// Decodes a peer frame body held in `frame`.
+pub fn decode_message(
+    frame: &Bytes,
+    limits: BatchLimits,
+) -> Result<(GroupId, Message), DecodeError> {
+    let wire = access_body::<ArchivedWirePeerFrame>(frame)?;
     let batch = |count: u32, bytes: &[u8]| -> Result<Batch, DecodeError> {
         Ok(Batch::decode(
             frame.slice_ref(bytes),
@@ -398,12 +454,34 @@ pub fn decode_envelope(
             recovery_end: recovery_end.as_ref().map(|s| Slot(s.to_native())),
         }),
     };
-    let envelope = Envelope {
-        from: NodeId(wire.from.to_native()),
-        to: NodeId(wire.to.to_native()),
-        msg,
-    };
-    Ok((GroupId(wire.group.to_native()), envelope))
+    Ok((GroupId(wire.group.to_native()), msg))
+}
+
+/// Decodes a WAL record of kind [`KIND_WAL_ACCEPT`] of `group`.
+pub fn decode_wal_accept(
+    frame: &Bytes,
+    group: GroupId,
+    limits: BatchLimits,
+) -> Result<Write, DecodeError> {
+    match decode_message(frame, limits)? {
+        (recorded, _) if recorded != group => {
+            Err(DecodeError::Frame(FrameError::Invalid(format!(
+                "an accept of group {} in group {}'s WAL",
+                recorded.0, group.0
+            ))))
+        }
+        (_, Message::Accept(accept)) => Ok(Write::Accept {
+            slot: accept.slot,
+            entry: Entry {
+                ballot: accept.ballot,
+                batch: accept.batch,
+            },
+        }),
+        (_, other) => Err(DecodeError::Frame(FrameError::Invalid(format!(
+            "a {} where an accepted value belongs",
+            other.kind()
+        )))),
+    }
 }
 
 fn state_in(state: &ArchivedWireState) -> PeerState {
@@ -494,14 +572,51 @@ mod tests {
     }
 
     fn round_trip(msg: Message) {
+        let frame = received(&encode_message(GroupId(7), &msg));
+        let (group, decoded) = decode_envelope(&frame, NodeId(1), NodeId(2), LIMITS).unwrap();
         let envelope = Envelope {
             from: NodeId(1),
             to: NodeId(2),
             msg,
         };
-        let frame = received(&encode_envelope(GroupId(7), &envelope));
-        let (group, decoded) = decode_envelope(&frame, &frame, LIMITS).unwrap();
         assert_eq!((group, decoded), (GroupId(7), envelope));
+    }
+
+    #[test]
+    fn an_accept_is_its_own_wal_record_and_only_an_accept_of_this_group_is() {
+        let accept = Accept {
+            ballot: ballot(3, 1),
+            slot: Slot(6),
+            batch: batch(&[b"abc", b"d"]),
+            commit: Slot(5),
+        };
+        let frame = received(&encode_message(
+            GroupId(7),
+            &Message::Accept(accept.clone()),
+        ));
+        let write = decode_wal_accept(&frame, GroupId(7), LIMITS).unwrap();
+        let Write::Accept { slot, entry } = write else {
+            panic!("an accept");
+        };
+        assert_eq!(
+            (slot, entry.ballot, &entry.batch),
+            (accept.slot, accept.ballot, &accept.batch)
+        );
+        assert!(frame.as_ptr_range().contains(&entry.batch.bytes().as_ptr()));
+        assert!(
+            decode_wal_accept(&frame, GroupId(8), LIMITS).is_err(),
+            "another group's"
+        );
+        let heartbeat = Message::Heartbeat(Heartbeat {
+            ballot: ballot(3, 1),
+            commit: Slot(6),
+            read_round: 1,
+        });
+        let frame = received(&encode_message(GroupId(7), &heartbeat));
+        assert!(
+            decode_wal_accept(&frame, GroupId(7), LIMITS).is_err(),
+            "not an accept"
+        );
     }
 
     #[test]
@@ -617,10 +732,8 @@ mod tests {
 
     #[test]
     fn a_lying_batch_count_is_refused() {
-        let wire = WireEnvelope {
+        let wire = WirePeerFrame {
             group: 0,
-            from: 1,
-            to: 2,
             msg: WireMessage::Accept {
                 ballot: ballot_out(ballot(1, 1)),
                 slot: 0,
@@ -631,7 +744,7 @@ mod tests {
         };
         let frame = received(&serialize(&wire));
         assert!(matches!(
-            decode_envelope(&frame, &frame, LIMITS),
+            decode_message(&frame, LIMITS),
             Err(DecodeError::Batch(_))
         ));
     }
@@ -652,7 +765,8 @@ mod tests {
         #[test]
         fn arbitrary_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let frame = received(&bytes);
-            let _ = decode_envelope(&frame, &frame, LIMITS);
+            let _ = decode_message(&frame, LIMITS);
+            let _ = decode_wal_accept(&frame, GroupId(0), LIMITS);
             let _ = decode_write(&frame, &frame, LIMITS);
         }
     }

@@ -22,7 +22,6 @@ use futures_util::future::{self, Either};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use glommio::channels::local_channel::{self, LocalReceiver};
-use rkyv::util::AlignedVec;
 use synod_net::{ClientListener, ClientListenerConfig, Inbox, PeerConfig, Secret, Transport};
 use synod_wal::WalConfig;
 
@@ -106,10 +105,9 @@ pub(super) struct Core<S> {
 struct TransportLink(Rc<Transport>);
 
 impl PeerLink for TransportLink {
-    fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool {
+    fn send_frame(&self, to: NodeId, kind: u16, body: Bytes) -> bool {
         // Large bodies are queued by reference, not copied (the transport's
         // send_bytes); the encoded message is sent as it was built.
-        let body = Bytes::from_owner(body);
         self.0
             .send_bytes(synod_net::NodeId(to.0), kind, body)
             .is_ok()
@@ -162,7 +160,8 @@ impl<S: StateMachine> Core<S> {
             self.watch_peer_queues(transport.clone());
         }
         let (groups, ended) = self.start_groups(link, group_metrics).await?;
-        route_peer_frames(&groups, inbox, limits(&group_config(&self.options, 0)));
+        let limits = limits(&group_config(&self.options, 0));
+        route_peer_frames(&groups, inbox, self.options.id, limits);
         let requests = serve_requests(self.options.id, groups.clone(), requests);
         let clients = self
             .options

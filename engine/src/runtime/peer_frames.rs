@@ -6,14 +6,20 @@ use bytes::Bytes;
 use rkyv::util::AlignedVec;
 use synod_net::Inbox;
 
-use super::codec::{decode_envelope, BatchLimits, KIND_PEER_MESSAGE};
+use super::codec::{BatchLimits, PeerFrame, KIND_PEER_MESSAGE};
 use super::group::Groups;
 use crate::group::snapshot::{decode_chunk, KIND_SNAPSHOT_CHUNK};
 use crate::protocol::NodeId;
 
-/// Routes every frame of `inbox` to its group among `groups`; a frame that
-/// does not decode, or names no group here, is logged and dropped.
-pub(super) fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: BatchLimits) {
+/// Routes every frame of `inbox`, addressed to node `me`, to its group
+/// among `groups`; a frame that does not decode, or names no group here, is
+/// logged and dropped. The sender is the peer the transport authenticated.
+pub(super) fn route_peer_frames(
+    groups: &Groups,
+    mut inbox: Inbox,
+    me: NodeId,
+    limits: BatchLimits,
+) {
     let routes = groups.clone();
     glommio::spawn_local(async move {
         while let Some(message) = inbox.recv().await {
@@ -30,15 +36,14 @@ pub(super) fn route_peer_frames(groups: &Groups, mut inbox: Inbox, limits: Batch
                 );
                 continue;
             }
-            let frame = aligned(message.body);
-            match decode_envelope(&frame, &frame, limits) {
-                Ok((group, envelope)) => match routes.get(&group.0) {
+            match PeerFrame::decode(aligned(message.body), from, me, limits) {
+                Ok(frame) => match routes.get(&frame.group().0) {
                     Some((handle, _)) => {
-                        handle.try_deliver(envelope);
+                        handle.try_deliver(frame);
                     }
                     None => tracing::warn!(
                         from = from.0,
-                        group = group.0,
+                        group = frame.group().0,
                         "message for a group not on this core"
                     ),
                 },

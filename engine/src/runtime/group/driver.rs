@@ -12,6 +12,7 @@ use futures_channel::oneshot;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use synod_wal::Wal;
 
+use super::frames::Frames;
 use super::marker::remove_marker;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
 use crate::group::snapshot::{chunks, encode_chunk, SnapshotError, KIND_SNAPSHOT_CHUNK};
@@ -19,8 +20,8 @@ use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
     SnapshotJob, StateMachine,
 };
-use crate::protocol::{ClientId, Command, GroupId, Message, NodeId, Slot, SyncId};
-use crate::runtime::codec::{encode_envelope, encode_write, KIND_WAL_WRITE};
+use crate::protocol::{ClientId, Command, GroupId, Message, NodeId, Slot, SyncId, Write};
+use crate::runtime::codec::{encode_write, KIND_WAL_ACCEPT, KIND_WAL_WRITE};
 use crate::runtime::metrics::GroupMetrics;
 use crate::runtime::snapshot_file;
 use crate::runtime::window::PipelineWindow;
@@ -76,6 +77,8 @@ pub(super) struct GroupDriver<S> {
     subscribers: Vec<crossbeam_channel::Sender<Committed>>,
     /// The actions of the step under way (kept for their buffer).
     actions: Actions,
+    /// The Accept frame of the step under way.
+    frames: Frames,
     /// Consecutive ticks the connection to our leader has been down.
     leader_down_ticks: u32,
     /// The leader whose connection is watched, and whether it was ever up.
@@ -115,6 +118,7 @@ impl<S: StateMachine> GroupDriver<S> {
             metrics,
             subscribers: Vec::new(),
             actions: Vec::new(),
+            frames: Frames::default(),
             leader_down_ticks: 0,
             leader_link: (None, false),
             window: PipelineWindow::new(pipeline_max),
@@ -182,7 +186,11 @@ impl<S: StateMachine> GroupDriver<S> {
                 },
             };
             let input = match inbound {
-                Inbound::Peer(envelope) => GroupInput::Message(envelope),
+                Inbound::Peer(frame) => {
+                    let (envelope, body) = frame.into_parts();
+                    self.frames.received(&envelope.msg, body);
+                    GroupInput::Message(envelope)
+                }
                 Inbound::Propose(command, reply) => {
                     let mut proposals = vec![Proposal::One(command, Waiting::new(reply))];
                     held = self.gather_proposals(&mut proposals, &inbox).await;
@@ -281,16 +289,54 @@ impl<S: StateMachine> GroupDriver<S> {
         let mut actions = std::mem::take(&mut self.actions);
         let now = Instant::now();
         let mut result = Ok(());
-        for action in actions.drain(..) {
+        let mut rest = actions.drain(..);
+        while let Some(action) = rest.next() {
+            if let GroupAction::Append { position, write } = action {
+                // The leader's own record of an Accept is the frame its
+                // sends share: it carries the commit point they carry.
+                let commit = sent_commit(rest.as_slice(), &write)
+                    .unwrap_or_else(|| self.core.replica().status().commit);
+                if let Err(error) = self.append(position, write, commit) {
+                    result = Err(error);
+                    break;
+                }
+                continue;
+            }
             if let Err(error) = self.carry_out_one(action, now) {
                 result = Err(error);
                 break;
             }
         }
+        drop(rest);
         actions.clear();
         self.actions = actions;
+        self.frames.clear();
         self.publish_status();
         result
+    }
+
+    /// Appends one acceptor write: an accepted value as its Accept frame,
+    /// anything else as a write record.
+    fn append(
+        &mut self,
+        position: synod_wal::Position,
+        write: Write,
+        commit: Slot,
+    ) -> Result<(), GroupError> {
+        let landed = match &write {
+            Write::Accept { slot, entry } => {
+                let body = self.frames.wal_record(self.group, *slot, entry, commit);
+                self.metrics.wal_bytes.inc_by(body.len() as u64);
+                self.wal.append(KIND_WAL_ACCEPT, &body)?
+            }
+            Write::Promise(_) | Write::Commit(_) => {
+                let body = encode_write(&write);
+                self.metrics.wal_bytes.inc_by(body.len() as u64);
+                self.wal.append(KIND_WAL_WRITE, &body)?
+            }
+        };
+        assert_eq!(landed, position, "the core counts the WAL's frames");
+        Ok(())
     }
 
     fn carry_out_one(
@@ -300,10 +346,8 @@ impl<S: StateMachine> GroupDriver<S> {
     ) -> Result<(), GroupError> {
         match action {
             GroupAction::Append { position, write } => {
-                let body = encode_write(&write);
-                self.metrics.wal_bytes.inc_by(body.len() as u64);
-                let landed = self.wal.append(KIND_WAL_WRITE, &body)?;
-                assert_eq!(landed, position, "the core counts the WAL's frames");
+                let commit = self.core.replica().status().commit;
+                self.append(position, write, commit)?;
             }
             GroupAction::Sync(sync) => self.sync(sync),
             GroupAction::Send(envelope) => {
@@ -311,7 +355,8 @@ impl<S: StateMachine> GroupDriver<S> {
                     self.window.on_accept_sent(accept.slot, now);
                 }
                 let to = envelope.to;
-                if !self.link.send(to, encode_envelope(self.group, &envelope)) {
+                let body = self.frames.message(self.group, &envelope.msg);
+                if !self.link.send(to, body) {
                     tracing::trace!(group = self.group.0, to = to.0, "peer queue full; dropped");
                 }
             }
@@ -599,7 +644,7 @@ impl<S: StateMachine> GroupDriver<S> {
         let (group, link, sending) = (self.group, self.link.clone(), self.sending.clone());
         glommio::spawn_local(async move {
             'chunks: for chunk in chunks(upto, &encoded) {
-                let body = encode_chunk(group, &chunk);
+                let body = Bytes::from_owner(encode_chunk(group, &chunk));
                 let started = Instant::now();
                 while !link.send_frame(to, KIND_SNAPSHOT_CHUNK, body.clone()) {
                     if started.elapsed() > SNAPSHOT_SEND_PATIENCE {
@@ -625,6 +670,21 @@ enum Unsaved {
     Encoding(SnapshotError),
     /// The file could not be written: fatal.
     Writing(SnapshotError),
+}
+
+/// The commit point an Accept of the same value as `write` is sent with
+/// among `rest`, if it is sent.
+fn sent_commit(rest: &[GroupAction<Channels>], write: &Write) -> Option<Slot> {
+    let Write::Accept { slot, entry } = write else {
+        return None;
+    };
+    rest.iter().find_map(|action| match action {
+        GroupAction::Send(envelope) => match &envelope.msg {
+            Message::Accept(a) if a.slot == *slot && a.ballot == entry.ballot => Some(a.commit),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 fn proposal_len(proposal: &Proposal<Channels>) -> usize {

@@ -19,6 +19,7 @@
 //! bounded under an endless load.
 
 mod driver;
+mod frames;
 mod marker;
 mod start;
 #[cfg(test)]
@@ -32,18 +33,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::LocalSender;
-use rkyv::util::AlignedVec;
 use synod_wal::{Position, WalConfig, WalError};
 use thiserror::Error;
 
 pub use self::start::start_group;
-use super::codec::{DecodeError, KIND_PEER_MESSAGE};
+use super::codec::{DecodeError, PeerFrame, KIND_PEER_MESSAGE};
 use super::metrics::GroupMetrics;
 use crate::group::snapshot::{SnapshotChunk, SnapshotError, SnapshotPolicy};
 pub use crate::group::{ProposeOutcome, ReadOutcome};
 use crate::protocol::{
-    Ballot, ClientId, Command, Config, ConfigError, Envelope, LogIndex, NodeId, Refusal, Slot,
-    SyncId, REQUEST_COMMANDS_MAX,
+    Ballot, ClientId, Command, Config, ConfigError, LogIndex, NodeId, Refusal, Slot, SyncId,
+    REQUEST_COMMANDS_MAX,
 };
 
 /// Bytes an acceptor write adds around its batch in a WAL frame body.
@@ -53,10 +53,12 @@ pub const WRITE_OVERHEAD_BYTES: u64 = 4096;
 pub trait PeerLink {
     /// Queues a frame body of `kind` for `to`. False when the peer's queue
     /// is full: the frame is dropped and the protocol's resends cover it.
-    fn send_frame(&self, to: NodeId, kind: u16, body: AlignedVec) -> bool;
+    /// The body is shared, not copied: one Accept goes to every follower
+    /// from the same bytes.
+    fn send_frame(&self, to: NodeId, kind: u16, body: Bytes) -> bool;
 
     /// Queues an encoded protocol message for `to`.
-    fn send(&self, to: NodeId, body: AlignedVec) -> bool {
+    fn send(&self, to: NodeId, body: Bytes) -> bool {
         self.send_frame(to, KIND_PEER_MESSAGE, body)
     }
 
@@ -196,8 +198,9 @@ pub const SUBSCRIBER_LAG_MAX: usize = 65_536;
 /// One input to a group's task: the core's inputs as they arrive, and
 /// what only the executor handles (subscribers, failures, stop).
 pub(crate) enum Inbound {
-    /// A decoded message from a peer.
-    Peer(Envelope),
+    /// A decoded message from a peer, with the frame body it came in
+    /// (an Accept's is its WAL record).
+    Peer(PeerFrame),
     /// A client command and where to send the outcome.
     Propose(Command, oneshot::Sender<ProposeOutcome>),
     /// Commands that must reach the log in this order (one client's
@@ -320,14 +323,14 @@ impl GroupHandle {
     }
 
     /// Hands a decoded peer message to the group.
-    pub async fn deliver(&self, envelope: Envelope) {
-        let _ = self.inputs.send(Inbound::Peer(envelope)).await;
+    pub async fn deliver(&self, frame: PeerFrame) {
+        let _ = self.inputs.send(Inbound::Peer(frame)).await;
     }
 
     /// Hands a decoded peer message to the group without waiting; false if
     /// its input queue is full (the message is dropped; Paxos resends).
-    pub fn try_deliver(&self, envelope: Envelope) -> bool {
-        self.inputs.try_send(Inbound::Peer(envelope)).is_ok()
+    pub fn try_deliver(&self, frame: PeerFrame) -> bool {
+        self.inputs.try_send(Inbound::Peer(frame)).is_ok()
     }
 
     /// Hands a piece of a snapshot from `from` to the group without waiting;

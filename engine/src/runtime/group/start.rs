@@ -15,7 +15,9 @@ use super::{
 };
 use crate::group::{CoreError, CoreOptions, GroupAction, GroupCore, Recovery, StateMachine};
 use crate::protocol::{ConfigError, GroupId, Write};
-use crate::runtime::codec::{decode_write, BatchLimits, KIND_WAL_WRITE};
+use crate::runtime::codec::{
+    decode_wal_accept, decode_write, BatchLimits, KIND_WAL_ACCEPT, KIND_WAL_WRITE,
+};
 use crate::runtime::snapshot_file;
 
 /// Opens the WAL, recovers the group's core and returns the task's future
@@ -70,7 +72,7 @@ pub async fn start_group<S: StateMachine>(
     if let Some(torn) = &report.torn {
         tracing::warn!(group = group.0, ?torn, "WAL had a torn tail; truncated");
     }
-    let writes = read_writes(&wal, limits).await?;
+    let writes = read_writes(&wal, group, limits).await?;
     tracing::info!(
         group = group.0,
         frames = writes.len(),
@@ -129,11 +131,15 @@ pub async fn start_group<S: StateMachine>(
     Ok((handle, status, driver.run(rx, options.tick)))
 }
 
-async fn read_writes(wal: &Wal, limits: BatchLimits) -> Result<Vec<(Position, Write)>, GroupError> {
+async fn read_writes(
+    wal: &Wal,
+    group: GroupId,
+    limits: BatchLimits,
+) -> Result<Vec<(Position, Write)>, GroupError> {
     let mut writes = Vec::new();
     let mut failure = None;
     wal.read_frames(wal.first_position(), |position, kind, body| {
-        if failure.is_some() || kind != KIND_WAL_WRITE {
+        if failure.is_some() || ![KIND_WAL_WRITE, KIND_WAL_ACCEPT].contains(&kind) {
             return;
         }
         // Recovery copies each body once into an aligned buffer it owns, so
@@ -141,7 +147,12 @@ async fn read_writes(wal: &Wal, limits: BatchLimits) -> Result<Vec<(Position, Wr
         let mut aligned = AlignedVec::<16>::new();
         aligned.extend_from_slice(body);
         let frame = Bytes::from_owner(aligned);
-        match decode_write(&frame, &frame, limits) {
+        let write = if kind == KIND_WAL_ACCEPT {
+            decode_wal_accept(&frame, group, limits)
+        } else {
+            decode_write(&frame, &frame, limits)
+        };
+        match write {
             Ok(write) => writes.push((position, write)),
             Err(source) => failure = Some(GroupError::Corrupt { position, source }),
         }
