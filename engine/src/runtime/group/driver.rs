@@ -7,28 +7,20 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use synod_wal::Wal;
 
 use super::frames::Frames;
-use super::marker::remove_marker;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
-use crate::group::snapshot::{chunks, encode_chunk, SnapshotError, KIND_SNAPSHOT_CHUNK};
 use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
-    SnapshotJob, StateMachine,
+    StateMachine,
 };
-use crate::protocol::{ClientId, Command, GroupId, Message, NodeId, Slot, SyncId, Write};
+use crate::protocol::{ClientId, Command, GroupId, Message, NodeId, Slot, Write};
 use crate::runtime::codec::{encode_write, KIND_WAL_ACCEPT, KIND_WAL_WRITE};
 use crate::runtime::metrics::GroupMetrics;
-use crate::runtime::snapshot_file;
 use crate::runtime::window::PipelineWindow;
-
-/// How long a snapshot transfer may wait on a full peer queue before it
-/// gives up (the follower asks again and the transfer starts over).
-const SNAPSHOT_SEND_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Proposals handed to the core in one step at most.
 const PROPOSALS_PER_STEP_MAX: usize = 4096;
@@ -67,13 +59,13 @@ impl Callers for Channels {
 type Actions = Vec<GroupAction<Channels>>;
 
 pub(super) struct GroupDriver<S> {
-    group: GroupId,
-    core: GroupCore<S, Channels>,
-    wal: Rc<Wal>,
-    link: Rc<dyn PeerLink>,
-    inputs: Rc<LocalSender<Inbound>>,
+    pub(super) group: GroupId,
+    pub(super) core: GroupCore<S, Channels>,
+    pub(super) wal: Rc<Wal>,
+    pub(super) link: Rc<dyn PeerLink>,
+    pub(super) inputs: Rc<LocalSender<Inbound>>,
     status: Rc<GroupStatus>,
-    metrics: GroupMetrics,
+    pub(super) metrics: GroupMetrics,
     subscribers: Vec<crossbeam_channel::Sender<Committed>>,
     /// The actions of the step under way (kept for their buffer).
     actions: Actions,
@@ -85,13 +77,13 @@ pub(super) struct GroupDriver<S> {
     leader_link: (Option<NodeId>, bool),
     /// Chooses the pipeline window from measured rounds and fsyncs.
     window: PipelineWindow,
-    snapshot_path: PathBuf,
-    marker: PathBuf,
+    pub(super) snapshot_path: PathBuf,
+    pub(super) marker: PathBuf,
     /// Peers a snapshot is on its way to.
-    sending: Rc<RefCell<BTreeSet<NodeId>>>,
+    pub(super) sending: Rc<RefCell<BTreeSet<NodeId>>>,
     /// Command bytes applied since `paced_since`, for the write pace.
-    paced_bytes: u64,
-    paced_since: Instant,
+    pub(super) paced_bytes: u64,
+    pub(super) paced_since: Instant,
 }
 
 impl<S: StateMachine> GroupDriver<S> {
@@ -504,172 +496,6 @@ impl<S: StateMachine> GroupDriver<S> {
         );
         Some(leader)
     }
-
-    /// Group commit: the WAL folds every sync requested while one is in
-    /// flight into the next write + fdatasync.
-    fn sync(&self, sync: SyncId) {
-        let (wal, inputs) = (self.wal.clone(), self.inputs.clone());
-        let fsync_latency = self.metrics.fsync_latency.clone();
-        glommio::spawn_local(async move {
-            // The test-only broken build (feature `unsafe-ack-before-fsync`,
-            // docs/chaos.md): report the write durable now, write it later,
-            // so a crash in between loses acknowledged commands.
-            let unsafe_ack = cfg!(feature = "unsafe-ack-before-fsync");
-            if unsafe_ack {
-                let _ = inputs.send(Inbound::Persisted(sync, None)).await;
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-            let started = Instant::now();
-            let synced = wal.sync().await;
-            fsync_latency.observe(started.elapsed().as_secs_f64());
-            let input = match synced {
-                Ok(_) if unsafe_ack => return,
-                // The window wants the disk's cycle, not this wait (up to
-                // two cycles under group commit).
-                Ok(_) => Inbound::Persisted(sync, wal.last_commit_time()),
-                Err(error) => Inbound::Fatal(error),
-            };
-            let _ = inputs.send(input).await;
-        })
-        .detach();
-    }
-
-    /// Once every append so far is durable, the rebuild marker goes.
-    fn end_rebuild(&self) {
-        let (wal, inputs, group) = (self.wal.clone(), self.inputs.clone(), self.group.0);
-        let marker = self.marker.clone();
-        let promised = self.core.replica().status().promised;
-        glommio::spawn_local(async move {
-            let failure = match wal.sync().await {
-                Ok(_) => remove_marker(&marker).err().map(Inbound::RebuildFailed),
-                Err(error) => Some(Inbound::Fatal(error)),
-            };
-            match failure {
-                Some(input) => {
-                    let _ = inputs.send(input).await;
-                }
-                None => {
-                    tracing::info!(group, ballot = %promised, "rebuilt and rejoined: voting again")
-                }
-            }
-        })
-        .detach();
-    }
-
-    /// Encodes and writes the file on a thread of its own (paced to the
-    /// applied rate unless `urgent`); `SnapshotSaved` comes back. Not on
-    /// glommio's blocking pool: it has one thread, which the WAL's segment
-    /// removals (under the WAL's lock) and other groups' snapshots would
-    /// queue behind a paced write.
-    fn save_snapshot(&mut self, upto: Slot, job: SnapshotJob, urgent: bool) {
-        let policy = self.core_policy();
-        let rate = (!urgent)
-            .then(|| policy.write_rate(self.paced_bytes, self.paced_since.elapsed()))
-            .flatten();
-        self.paced_bytes = 0;
-        self.paced_since = Instant::now();
-        let (path, inputs, group) = (self.snapshot_path.clone(), self.inputs.clone(), self.group);
-        let failed = |path: &std::path::Path, why: String| SnapshotError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(why),
-        };
-        let (done, written) = oneshot::channel();
-        let thread_path = path.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("synod-snapshot-{}", group.0))
-            .spawn(move || {
-                let result = job.encode().map_err(Unsaved::Encoding).and_then(|encoded| {
-                    snapshot_file::save(&thread_path, &encoded, rate)
-                        .map(|()| encoded)
-                        .map_err(Unsaved::Writing)
-                });
-                let _ = done.send(result);
-            });
-        if let Err(error) = spawned {
-            let error = failed(&path, format!("cannot start the snapshot thread: {error}"));
-            self.stop_on(Inbound::SnapshotFailed(error));
-            return;
-        }
-        glommio::spawn_local(async move {
-            let input = match written.await {
-                Ok(Ok(encoded)) => Inbound::SnapshotSaved {
-                    upto,
-                    encoded: Bytes::from(encoded),
-                },
-                Ok(Err(Unsaved::Writing(error))) => Inbound::SnapshotFailed(error),
-                Ok(Err(Unsaved::Encoding(error))) => {
-                    tracing::error!(
-                        group = group.0,
-                        %error,
-                        "cannot encode a snapshot; the log is not compacted"
-                    );
-                    Inbound::SnapshotSkipped(upto)
-                }
-                // The thread panicked (in the state machine's encoding, say).
-                Err(_) => {
-                    Inbound::SnapshotFailed(failed(&path, "the snapshot thread panicked".into()))
-                }
-            };
-            let _ = inputs.send(input).await;
-        })
-        .detach();
-    }
-
-    fn core_policy(&self) -> crate::group::snapshot::SnapshotPolicy {
-        self.core.snapshot_policy()
-    }
-
-    /// Queues `input` to the group's own loop, which stops on it.
-    fn stop_on(&self, input: Inbound) {
-        let inputs = self.inputs.clone();
-        glommio::spawn_local(async move {
-            let _ = inputs.send(input).await;
-        })
-        .detach();
-    }
-
-    /// Sends a durable snapshot to `to` in chunks, one transfer per peer at
-    /// a time, pacing on the peer's queue.
-    fn send_snapshot(&mut self, to: NodeId, upto: Slot, encoded: Bytes) {
-        if !self.sending.borrow_mut().insert(to) {
-            return;
-        }
-        tracing::info!(
-            group = self.group.0,
-            to = to.0,
-            upto = upto.0,
-            bytes = encoded.len(),
-            "sending a snapshot"
-        );
-        let (group, link, sending) = (self.group, self.link.clone(), self.sending.clone());
-        glommio::spawn_local(async move {
-            'chunks: for chunk in chunks(upto, &encoded) {
-                let body = Bytes::from_owner(encode_chunk(group, &chunk));
-                let started = Instant::now();
-                while !link.send_frame(to, KIND_SNAPSHOT_CHUNK, body.clone()) {
-                    if started.elapsed() > SNAPSHOT_SEND_PATIENCE {
-                        tracing::warn!(
-                            group = group.0,
-                            to = to.0,
-                            "snapshot transfer stalled; dropped"
-                        );
-                        break 'chunks;
-                    }
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
-                }
-            }
-            sending.borrow_mut().remove(&to);
-        })
-        .detach();
-    }
-}
-
-/// Why a snapshot was not saved.
-enum Unsaved {
-    /// It could not be encoded: logged, the log stays uncompacted.
-    Encoding(SnapshotError),
-    /// The file could not be written: fatal.
-    Writing(SnapshotError),
 }
 
 /// The commit point an Accept of the same value as `write` is sent with

@@ -22,6 +22,7 @@ mod driver;
 mod frames;
 mod marker;
 mod start;
+mod tasks;
 #[cfg(test)]
 mod tests;
 
