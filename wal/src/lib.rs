@@ -24,6 +24,7 @@
 pub mod frame;
 pub mod inspect;
 pub mod layout;
+mod pending;
 pub mod scan;
 pub mod storage;
 mod wal;

@@ -9,8 +9,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::frame::{encode_frame, frame_bytes, FRAME_HEADER_BYTES};
+use crate::frame::{encode_frame_header, frame_bytes, FRAME_HEADER_BYTES};
 use crate::layout::{self, segment_file_name, META_FILE_NAME};
+use crate::pending::PendingBytes;
 use crate::scan::{scan_segment, SegmentEnd};
 use crate::storage::{DmaStorage, Storage};
 use crate::{Position, WalConfig, WalError, BLOCK_BYTES};
@@ -78,7 +79,7 @@ struct Chunk {
     /// `bytes[..written_bytes]` are on disk already: the partial last block,
     /// rewritten identically so durable frames in it never change.
     written_bytes: usize,
-    bytes: Vec<u8>,
+    bytes: PendingBytes,
     /// One past the last frame in `bytes`.
     end: Position,
     /// The segment file does not exist yet.
@@ -86,25 +87,25 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new_segment(first: Position) -> Chunk {
+    fn new_segment(first: Position, piece_bytes: usize) -> Chunk {
         Chunk {
             segment_first: first,
             base_offset_bytes: 0,
             written_bytes: 0,
-            bytes: Vec::new(),
+            bytes: PendingBytes::new(piece_bytes),
             end: first,
             new_segment: true,
         }
     }
 
     /// The tail of an existing segment whose frames end at `data.len()`.
-    fn tail_of(segment_first: Position, data: &[u8], end: Position) -> Chunk {
+    fn tail_of(segment_first: Position, data: &[u8], end: Position, piece_bytes: usize) -> Chunk {
         let base = data.len() / BLOCK_BYTES * BLOCK_BYTES;
         Chunk {
             segment_first,
             base_offset_bytes: base as u64,
             written_bytes: data.len() - base,
-            bytes: data[base..].to_vec(),
+            bytes: PendingBytes::from_slice(piece_bytes, &data[base..]),
             end,
             new_segment: false,
         }
@@ -115,14 +116,14 @@ impl Chunk {
     }
 
     /// What is left to append into once this chunk has been written.
-    fn continuation(&self) -> Chunk {
+    fn continuation(&self, piece_bytes: usize) -> Chunk {
         let base = self.end_offset_bytes() / BLOCK_BYTES as u64 * BLOCK_BYTES as u64;
         let keep_from = (base - self.base_offset_bytes) as usize;
         Chunk {
             segment_first: self.segment_first,
             base_offset_bytes: base,
             written_bytes: self.bytes.len() - keep_from,
-            bytes: self.bytes[keep_from..].to_vec(),
+            bytes: PendingBytes::from_slice(piece_bytes, &self.bytes.tail_from(keep_from)),
             end: self.end,
             new_segment: false,
         }
@@ -303,11 +304,15 @@ impl<S: Storage> Wal<S> {
         if tail_end > 0
             && tail_end + frame_bytes(body.len()) as u64 > self.inner.config.segment_bytes_max
         {
-            st.pending.push(Chunk::new_segment(position));
+            let piece_bytes = self.inner.config.write_bytes_max;
+            st.pending.push(Chunk::new_segment(position, piece_bytes));
         }
         let tail = st.pending.last_mut().expect("pending is never empty");
-        encode_frame(kind, position.0, body, &mut tail.bytes)
-            .expect("chunks stay 16-byte aligned and the length was checked");
+        let header = encode_frame_header(kind, position.0, body).expect("the length was checked");
+        tail.bytes.extend_from_slice(&header);
+        tail.bytes.extend_from_slice(body);
+        tail.bytes
+            .extend_zeros(frame_bytes(body.len()) - FRAME_HEADER_BYTES - body.len());
         tail.end = Position(position.0 + 1);
         st.next = tail.end;
         Ok(position)
@@ -413,21 +418,21 @@ impl<S: Storage> Wal<S> {
                 .pending
                 .last()
                 .expect("pending is never empty")
-                .continuation();
+                .continuation(self.inner.config.write_bytes_max);
             std::mem::replace(&mut st.pending, vec![continuation])
         };
         let started = Instant::now();
-        for chunk in &chunks {
+        let end = chunks.last().expect("at least one chunk").end;
+        for chunk in chunks {
             self.write_chunk(chunk).await.map_err(|e| self.fail(e))?;
         }
-        let end = chunks.last().expect("at least one chunk").end;
         let mut st = self.inner.state.borrow_mut();
         st.durable_end = st.durable_end.max(end);
         st.last_commit_time = Some(started.elapsed());
         Ok(())
     }
 
-    async fn write_chunk(&self, chunk: &Chunk) -> io::Result<()> {
+    async fn write_chunk(&self, chunk: Chunk) -> io::Result<()> {
         if chunk.new_segment {
             self.start_segment(chunk.segment_first).await?;
         }
@@ -441,16 +446,10 @@ impl<S: Storage> Wal<S> {
         // A commit of one write makes it durable in the same operation; one
         // of several writes them all, then covers them with one fdatasync.
         let one_durable_write = config.fsync && padded_bytes <= config.write_bytes_max;
-        let mut offset = 0;
-        while offset < padded_bytes {
-            let piece_bytes = (padded_bytes - offset).min(config.write_bytes_max);
-            let mut buf = storage.alloc_buffer(&file, piece_bytes);
-            let data = &chunk.bytes[offset..(offset + piece_bytes).min(chunk.bytes.len())];
-            let dst = buf.as_bytes_mut();
-            dst[..data.len()].copy_from_slice(data);
-            // DMA buffers come from a pool: the padding must be zeroed, as
-            // recovery reads zeros as the end of the log.
-            dst[data.len()..].fill(0);
+        // The pieces are the buffers the frames were built in: each goes
+        // to the disk from where it is.
+        for (offset, buf) in chunk.bytes.into_writes(BLOCK_BYTES) {
+            let piece_bytes = buf.len();
             let at = chunk.base_offset_bytes + offset as u64;
             let written = if one_durable_write {
                 storage.write_durable_at(&file, buf, at).await?
@@ -462,7 +461,6 @@ impl<S: Storage> Wal<S> {
                     "short write: {written} of {piece_bytes} bytes"
                 )));
             }
-            offset += piece_bytes;
         }
         if !config.fsync || one_durable_write {
             return Ok(());
@@ -569,7 +567,13 @@ impl<S: Storage> Wal<S> {
             .await?;
         let mut st = inner.state.borrow_mut();
         st.active = Some(file);
-        st.pending = vec![Chunk::tail_of(first, &image[..offset_bytes as usize], cut)];
+        let piece_bytes = inner.config.write_bytes_max;
+        st.pending = vec![Chunk::tail_of(
+            first,
+            &image[..offset_bytes as usize],
+            cut,
+            piece_bytes,
+        )];
         st.next = cut;
         st.durable_end = cut;
         Ok(())
@@ -707,7 +711,7 @@ async fn recover<S: Storage>(
     let listed = layout::list_segments(dir)?;
     let mut segments = Vec::with_capacity(listed.len());
     let mut frames = 0u64;
-    let mut tail = Chunk::new_segment(Position(0));
+    let mut tail = Chunk::new_segment(Position(0), config.write_bytes_max);
     let mut torn = None;
     let mut active = None;
     for (i, (first, path)) in listed.iter().enumerate() {
@@ -726,7 +730,8 @@ async fn recover<S: Storage>(
         let scan = scan_segment(&image, *first, is_last).map_err(|c| corrupt(path, c))?;
         frames += scan.frames.len() as u64;
         let end = Position(first.0 + scan.frames.len() as u64);
-        tail = Chunk::tail_of(*first, &image[..scan.data_end_bytes as usize], end);
+        let data = &image[..scan.data_end_bytes as usize];
+        tail = Chunk::tail_of(*first, data, end, config.write_bytes_max);
         segments.push(Segment {
             first: *first,
             path: path.clone(),
