@@ -299,7 +299,7 @@ async fn serve_connection(shared: &Rc<ListenerShared>, stream: TcpStream) {
     let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
     let reading = client_read_loop(shared, &conn, &mut r);
-    let writing = write_loop(&mut w, socket, &conn.queue, |_, _| {});
+    let writing = write_loop(&mut w, socket, &conn.queue, |_| {}, |_, _| {});
     let stopped = async {
         listener_closed(shared).await;
         ConnError::Shutdown
@@ -612,7 +612,7 @@ async fn run_client_connection(conn: Rc<Connection>, stream: TcpStream, reader: 
     let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
     let reading = dispatch_replies(&conn, &mut r, reader);
-    let writing = write_loop(&mut w, socket, &conn.queue, |_, _| {});
+    let writing = write_loop(&mut w, socket, &conn.queue, |_| {}, |_, _| {});
     let error = futures_lite::future::or(reading, writing).await;
     warn!(addr = %conn.addr, reason = %error, "client connection closed");
     conn.dead.set(true);

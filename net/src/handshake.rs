@@ -19,7 +19,9 @@
 //!
 //! `mac_x = HMAC-SHA256(secret, label_x ‖ cluster ‖ compat ‖ dialer ‖
 //! acceptor ‖ core ‖ nonce_d ‖ nonce_a)`, with a different label per role so one side's
-//! proof can never be replayed as the other's. Both nonces are fresh
+//! proof can never be replayed as the other's. The same construction with
+//! two more labels gives each direction its key for the data frames that
+//! follow (`auth.rs`). Both nonces are fresh
 //! (32 random bytes per connection), so a recorded handshake proves nothing
 //! later. The secret never crosses the wire; MACs are compared in constant
 //! time (`verify_slice`). Bodies are fixed little-endian layouts, not rkyv:
@@ -38,8 +40,10 @@ pub const NONCE_BYTES: usize = 32;
 /// Bytes of an HMAC-SHA256 tag.
 pub const MAC_BYTES: usize = 32;
 
-const LABEL_DIALER: &[u8] = b"synod-net v2 dialer proof";
-const LABEL_ACCEPTOR: &[u8] = b"synod-net v2 acceptor proof";
+const LABEL_DIALER: &[u8] = b"synod-net v3 dialer proof";
+const LABEL_ACCEPTOR: &[u8] = b"synod-net v3 acceptor proof";
+const LABEL_DIALER_FRAMES: &[u8] = b"synod-net v3 dialer frames";
+const LABEL_ACCEPTOR_FRAMES: &[u8] = b"synod-net v3 acceptor frames";
 
 /// Why a handshake was refused; each has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -230,11 +234,18 @@ pub struct Transcript {
 
 impl Transcript {
     fn mac(&self, secret: &Secret, role: Role) -> HmacSha256 {
+        self.keyed(
+            secret,
+            match role {
+                Role::Dialer => LABEL_DIALER,
+                Role::Acceptor => LABEL_ACCEPTOR,
+            },
+        )
+    }
+
+    fn keyed(&self, secret: &Secret, label: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(secret.bytes()).expect("HMAC takes any key size");
-        mac.update(match role {
-            Role::Dialer => LABEL_DIALER,
-            Role::Acceptor => LABEL_ACCEPTOR,
-        });
+        mac.update(label);
         mac.update(&self.cluster_id.to_le_bytes());
         mac.update(&self.compat.to_le_bytes());
         mac.update(&self.dialer.0.to_le_bytes());
@@ -248,6 +259,17 @@ impl Transcript {
     /// `role`'s proof that it knows `secret`.
     pub fn prove(&self, secret: &Secret, role: Role) -> [u8; MAC_BYTES] {
         self.mac(secret, role).finalize().into_bytes().into()
+    }
+
+    /// The key that authenticates the data frames `role` sends on this
+    /// connection: fresh per connection (both nonces), apart per direction
+    /// (a label each), and never a proof (another label).
+    pub fn frame_key(&self, secret: &Secret, role: Role) -> [u8; MAC_BYTES] {
+        let label = match role {
+            Role::Dialer => LABEL_DIALER_FRAMES,
+            Role::Acceptor => LABEL_ACCEPTOR_FRAMES,
+        };
+        self.keyed(secret, label).finalize().into_bytes().into()
     }
 
     /// Constant-time check of `role`'s proof.

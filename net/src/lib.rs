@@ -28,6 +28,7 @@
 //!   allocates.
 #![deny(missing_docs)]
 
+mod auth;
 mod client;
 mod config;
 pub mod handshake;
@@ -70,6 +71,8 @@ pub const KIND_CHALLENGE: u16 = 0xff02;
 pub const KIND_PROOF: u16 = 0xff03;
 /// Handshake: acceptor's acceptance; data frames follow.
 pub const KIND_WELCOME: u16 = 0xff04;
+/// The MAC of the batch of data frames before it (see `auth.rs`).
+pub const KIND_BATCH_MAC: u16 = auth::KIND_BATCH_MAC;
 /// Client reply: "ask this node instead". Body: node id u64 little endian,
 /// then the node's client address as UTF-8 (`"127.0.0.1:8002"`).
 pub const KIND_REDIRECT: u16 = 0xff10;

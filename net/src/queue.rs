@@ -86,11 +86,30 @@ enum Part {
     Padding(usize),
 }
 
+/// Where one frame of a batch keeps its body, for authenticating it.
+#[derive(Debug)]
+enum BodyAt {
+    /// `inline[start..start + len]`.
+    Inline { start: usize, len: usize },
+    /// `parts[index]`, a shared body.
+    Part(usize),
+}
+
+/// One frame of a batch, as its MAC covers it.
+#[derive(Debug)]
+struct FrameAt {
+    kind: u16,
+    seq: u64,
+    body: BodyAt,
+}
+
 /// The frames of one write: whole frames, in order.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     inline: Vec<u8>,
     parts: Vec<Part>,
+    /// Each frame's kind, sequence number and body.
+    frames_at: Vec<FrameAt>,
     /// Inline bytes not yet covered by a part.
     inline_open: usize,
     bytes: usize,
@@ -128,6 +147,12 @@ impl Batch {
                     Body::Slice(b) => b,
                     Body::Bytes(b) => b.as_ref(),
                 };
+                let start = self.inline.len() + FRAME_HEADER_BYTES;
+                let body = BodyAt::Inline {
+                    start,
+                    len: bytes.len(),
+                };
+                self.frames_at.push(FrameAt { kind, seq, body });
                 encode_frame(kind, seq, bytes, &mut self.inline)
                     .expect("length checked, buffer aligned")
             }
@@ -135,6 +160,8 @@ impl Batch {
                 let header = encode_frame_header(kind, seq, b).expect("length checked");
                 self.inline.extend_from_slice(&header);
                 self.close_inline();
+                let body = BodyAt::Part(self.parts.len());
+                self.frames_at.push(FrameAt { kind, seq, body });
                 self.parts.push(Part::Shared(b.clone()));
                 let total = frame_bytes(b.len());
                 let padding = total - FRAME_HEADER_BYTES - b.len();
@@ -159,11 +186,36 @@ impl Batch {
         }
     }
 
+    /// Calls `visit(kind, seq, body)` for each frame, in order.
+    pub(crate) fn for_each_frame(&self, mut visit: impl FnMut(u16, u64, &[u8])) {
+        for frame in &self.frames_at {
+            let body = match frame.body {
+                BodyAt::Inline { start, len } => &self.inline[start..start + len],
+                BodyAt::Part(index) => match &self.parts[index] {
+                    Part::Shared(body) => &body[..],
+                    Part::Inline { .. } | Part::Padding(_) => {
+                        unreachable!("a shared body's part is shared")
+                    }
+                },
+            };
+            visit(frame.kind, frame.seq, body);
+        }
+    }
+
+    /// Appends a small frame of the transport's own after the batch's
+    /// frames (a MAC over them), once the batch is taken for writing.
+    pub(crate) fn push_trailer(&mut self, kind: u16, seq: u64, body: &[u8]) {
+        let total = encode_frame(kind, seq, body, &mut self.inline).expect("a small frame");
+        self.close_inline();
+        self.bytes += total;
+    }
+
     /// Empties the batch, keeping its allocations; drops the references to
     /// shared bodies.
     fn clear(&mut self) {
         self.inline.clear();
         self.parts.clear();
+        self.frames_at.clear();
         self.inline_open = 0;
         self.bytes = 0;
         self.frames = 0;

@@ -35,6 +35,11 @@ pub(crate) enum ConnError {
     Timeout,
     #[error("protocol: {0}")]
     Protocol(String),
+    /// Frames that fail their MAC (`auth.rs`): altered, replayed,
+    /// reordered or cut by someone without the key, or more of them than
+    /// a batch holds.
+    #[error("unauthenticated frames: {0}")]
+    Unauthenticated(String),
     #[error("transport closing")]
     Shutdown,
 }
@@ -125,14 +130,16 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     w: &mut W,
     socket: SocketFd,
     queue: &SendQueue,
+    mut seal: impl FnMut(&mut Batch),
     on_written: impl Fn(u64, usize),
 ) -> ConnError {
     loop {
         let epoch = queue.data.epoch();
-        let Some(batch) = queue.take() else {
+        let Some(mut batch) = queue.take() else {
             queue.data.changed_since(epoch).await;
             continue;
         };
+        seal(&mut batch);
         if let Err(e) = write_batch(w, socket, &batch).await {
             return ConnError::Io(e);
         }

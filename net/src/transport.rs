@@ -21,10 +21,12 @@ use glommio::net::TcpStream;
 use glommio::{spawn_local, Task};
 use tracing::{debug, info, warn};
 
+use crate::auth::{Opener, Sealer, KIND_BATCH_MAC};
 use crate::config::{ConfigError, PeerConfig};
 use crate::handshake::{self, Challenge, Hello, RefuseReason, Role, Transcript, MAC_BYTES};
 use crate::listen::{Listener, Sharing};
 use crate::notify::Notify;
+use crate::queue::Batch;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
 use crate::stream::{
@@ -380,9 +382,9 @@ async fn accept_one(shared: Rc<Shared>, mut stream: TcpStream) {
     let timeout = shared.config.handshake_timeout;
     let outcome = with_timeout(timeout, accept_handshake(&shared, &mut stream, &mut reader)).await;
     match outcome.unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into()))) {
-        Ok(peer) => {
+        Ok((peer, keys)) => {
             reader.set_body_bytes_max(shared.config.frame_body_bytes_max);
-            run_exclusive(&shared, peer, stream, reader).await;
+            run_exclusive(&shared, peer, stream, reader, keys).await;
         }
         Err((reason, detail)) => refuse(&shared, remote, None, reason, &detail),
     }
@@ -416,12 +418,28 @@ fn expect_kind(frame: &Frame, kind: u16) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The acceptor's side: returns the authenticated peer.
+/// The keys of one connection's data frames, by direction.
+struct FrameKeys {
+    send: [u8; MAC_BYTES],
+    receive: [u8; MAC_BYTES],
+}
+
+impl FrameKeys {
+    fn of(transcript: &Transcript, secret: &crate::Secret, me: Role, peer: Role) -> FrameKeys {
+        FrameKeys {
+            send: transcript.frame_key(secret, me),
+            receive: transcript.frame_key(secret, peer),
+        }
+    }
+}
+
+/// The acceptor's side: returns the authenticated peer and the keys of
+/// the connection's data frames.
 async fn accept_handshake(
     shared: &Shared,
     stream: &mut TcpStream,
     reader: &mut FrameReader,
-) -> Result<NodeId, Refusal> {
+) -> Result<(NodeId, FrameKeys), Refusal> {
     let frame = read_one(stream, reader).await.map_err(io_refusal)?;
     expect_kind(&frame, KIND_HELLO)?;
     let hello = Hello::decode(&frame.body).ok_or((RefuseReason::Malformed, "bad hello".into()))?;
@@ -443,11 +461,13 @@ async fn accept_handshake(
         let detail = format!("{}'s proof does not verify: another secret", hello.dialer);
         return Err((RefuseReason::BadProof, detail));
     }
-    let welcome = transcript.prove(&shared.config.secret, Role::Acceptor);
+    let secret = &shared.config.secret;
+    let welcome = transcript.prove(secret, Role::Acceptor);
     write_one(stream, KIND_WELCOME, &welcome)
         .await
         .map_err(io_refusal)?;
-    Ok(hello.dialer)
+    let keys = FrameKeys::of(&transcript, secret, Role::Acceptor, Role::Dialer);
+    Ok((hello.dialer, keys))
 }
 
 fn check_hello(
@@ -510,7 +530,7 @@ async fn dial_handshake(
     peer: NodeId,
     stream: &mut TcpStream,
     reader: &mut FrameReader,
-) -> Result<(), Refusal> {
+) -> Result<FrameKeys, Refusal> {
     let config = &shared.config;
     let hello = Hello {
         cluster_id: config.cluster_id,
@@ -541,7 +561,12 @@ async fn dial_handshake(
         let detail = format!("{peer}'s proof does not verify: another secret");
         return Err((RefuseReason::BadProof, detail));
     }
-    Ok(())
+    Ok(FrameKeys::of(
+        &transcript,
+        &config.secret,
+        Role::Dialer,
+        Role::Acceptor,
+    ))
 }
 
 fn check_challenge(config: &PeerConfig, peer: NodeId, c: &Challenge) -> Result<(), Refusal> {
@@ -573,9 +598,9 @@ async fn dial_loop(shared: Rc<Shared>, peer: NodeId) {
     let mut backoff = min;
     while !shared.closed.get() {
         match dial_once(&shared, peer).await {
-            Ok((stream, reader)) => {
+            Ok((stream, reader, keys)) => {
                 backoff = min;
-                run_exclusive(&shared, peer, stream, reader).await;
+                run_exclusive(&shared, peer, stream, reader, keys).await;
             }
             Err((reason, detail)) => {
                 let remote = shared.peers.get(&peer).map(|p| p.addr);
@@ -593,26 +618,35 @@ fn jittered(d: Duration) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
-async fn dial_once(shared: &Shared, peer: NodeId) -> Result<(TcpStream, FrameReader), Refusal> {
+async fn dial_once(
+    shared: &Shared,
+    peer: NodeId,
+) -> Result<(TcpStream, FrameReader, FrameKeys), Refusal> {
     let addr = shared.peers[&peer].addr;
     let mut stream = stream::connect(addr, shared.config.connect_timeout)
         .await
         .map_err(|e| (RefuseReason::Io, format!("connect {addr}: {e}")))?;
     let mut reader = FrameReader::new(HANDSHAKE_BODY_BYTES_MAX);
     let timeout = shared.config.handshake_timeout;
-    with_timeout(
+    let keys = with_timeout(
         timeout,
         dial_handshake(shared, peer, &mut stream, &mut reader),
     )
     .await
     .unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into())))?;
     reader.set_body_bytes_max(shared.config.frame_body_bytes_max);
-    Ok((stream, reader))
+    Ok((stream, reader, keys))
 }
 
 /// Installs an authenticated connection as the peer's only one and runs it
 /// until it fails, a newer one replaces it, or the transport stops.
-async fn run_exclusive(shared: &Shared, peer: NodeId, stream: TcpStream, reader: FrameReader) {
+async fn run_exclusive(
+    shared: &Shared,
+    peer: NodeId,
+    stream: TcpStream,
+    reader: FrameReader,
+    keys: FrameKeys,
+) {
     let Some(slot) = shared.peers.get(&peer) else {
         return;
     };
@@ -635,7 +669,7 @@ async fn run_exclusive(shared: &Shared, peer: NodeId, stream: TcpStream, reader:
         shut_down(shared).await;
         ConnError::Shutdown
     };
-    let running = run_connection(shared, peer, slot, stream, reader);
+    let running = run_connection(shared, peer, slot, stream, reader, keys);
     let ending = futures_lite::future::or(running, futures_lite::future::or(replaced, stopped));
     let error = ending.await;
     end_connection(shared, peer, slot, generation, error);
@@ -647,7 +681,10 @@ fn end_connection(shared: &Shared, peer: NodeId, slot: &Peer, generation: u64, e
     if slot.generation.get() == generation {
         slot.generation.set(generation + 1);
     }
-    if matches!(error, ConnError::Frame(_) | ConnError::ReservedKind(_)) {
+    if matches!(
+        error,
+        ConnError::Frame(_) | ConnError::ReservedKind(_) | ConnError::Unauthenticated(_)
+    ) {
         bump(&shared.counters.bad_frame_closes, 1);
     }
     warn!(%peer, reason = %error, lost_frames = lost, "peer connection closed");
@@ -659,12 +696,19 @@ async fn run_connection(
     slot: &Peer,
     stream: TcpStream,
     reader: FrameReader,
+    keys: FrameKeys,
 ) -> ConnError {
     let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
     let counters = &shared.counters;
-    let reading = read_loop(shared, peer, &mut r, reader);
-    let writing = write_loop(&mut w, socket, &slot.queue, |frames, bytes| {
+    // A writer's batch is at most its queue's bound plus one frame.
+    let batch_bytes_max =
+        shared.config.peer_queue_bytes_max + shared.config.frame_body_bytes_max as usize;
+    let opener = Opener::new(&keys.receive, batch_bytes_max);
+    let reading = read_loop(shared, peer, &mut r, reader, opener);
+    let mut sealer = Sealer::new(&keys.send);
+    let seal = |batch: &mut Batch| sealer.seal(batch);
+    let writing = write_loop(&mut w, socket, &slot.queue, seal, |frames, bytes| {
         bump(&counters.frames_sent, frames);
         bump(&counters.bytes_sent, bytes as u64);
     });
@@ -676,23 +720,33 @@ async fn read_loop(
     peer: NodeId,
     r: &mut ReadHalf<TcpStream>,
     mut reader: FrameReader,
+    mut opener: Opener,
 ) -> ConnError {
     loop {
         let mut frames = Vec::new();
         let read = read_some(r, &mut reader, &mut frames).await;
-        let mut messages = Vec::with_capacity(frames.len());
+        let mut messages = Vec::new();
+        let mut failed = None;
         for frame in frames {
-            if frame.kind >= KIND_RESERVED_MIN {
-                return ConnError::ReservedKind(frame.kind);
+            let opened = match frame.kind {
+                KIND_BATCH_MAC => opener
+                    .open(frame.seq, &frame.body)
+                    .map(|m| messages.extend(m)),
+                kind if kind >= KIND_RESERVED_MIN => Err(ConnError::ReservedKind(kind)),
+                kind => opener.hold(Message {
+                    from: peer,
+                    kind,
+                    seq: frame.seq,
+                    body: frame.body,
+                }),
+            };
+            if let Err(error) = opened {
+                failed = Some(error);
+                break;
             }
-            messages.push(Message {
-                from: peer,
-                kind: frame.kind,
-                seq: frame.seq,
-                body: frame.body,
-            });
         }
-        // Frames before a bad one are good: deliver them, then close.
+        // Frames a verified MAC covered, before a bad one, are good:
+        // deliver them, then close.
         if !messages.is_empty() {
             bump(&shared.counters.frames_received, messages.len() as u64);
             if shared.inbox.send(messages).await.is_err() {
@@ -702,6 +756,9 @@ async fn read_loop(
             // a busy socket fills the whole inbox first, and the bodies of
             // that many large frames are out of the reader's buffer pool at once.
             futures_lite::future::yield_now().await;
+        }
+        if let Some(error) = failed {
+            return error;
         }
         if let Err(e) = read {
             debug!(%peer, error = %e, "read ended");

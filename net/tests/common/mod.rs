@@ -102,9 +102,38 @@ pub async fn read_frame(stream: &mut TcpStream, reader: &mut FrameReader) -> syn
     }
 }
 
+/// A connection whose handshake a test ran by hand, with the key of the
+/// data frames it sends.
+pub struct RawPeer {
+    pub stream: TcpStream,
+    key: [u8; synod_net::handshake::MAC_BYTES],
+    batches: u64,
+}
+
+impl RawPeer {
+    /// `frames` as a writer sends them: each frame, then the MAC of the
+    /// batch (the next batch number of this connection).
+    pub fn sealed(&mut self, frames: &[(u16, u64, &[u8])]) -> Vec<u8> {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key).unwrap();
+        hmac::Mac::update(&mut mac, &self.batches.to_le_bytes());
+        let mut out = Vec::new();
+        for (kind, seq, body) in frames {
+            out.extend(frame(*kind, *seq, body));
+            hmac::Mac::update(&mut mac, &kind.to_le_bytes());
+            hmac::Mac::update(&mut mac, &seq.to_le_bytes());
+            hmac::Mac::update(&mut mac, &(body.len() as u64).to_le_bytes());
+            hmac::Mac::update(&mut mac, body);
+        }
+        let tag = hmac::Mac::finalize(mac).into_bytes();
+        out.extend(frame(synod_net::KIND_BATCH_MAC, self.batches, &tag));
+        self.batches += 1;
+        out
+    }
+}
+
 /// Connects to `addr` as node `me` and runs the dialer's handshake by hand,
 /// so a test can then write arbitrary bytes as an authenticated peer.
-pub async fn raw_dial(addr: SocketAddr, me: u64, to: u64) -> TcpStream {
+pub async fn raw_dial(addr: SocketAddr, me: u64, to: u64) -> RawPeer {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut reader = FrameReader::new(256);
     let hello = Hello {
@@ -139,5 +168,9 @@ pub async fn raw_dial(addr: SocketAddr, me: u64, to: u64) -> TcpStream {
     let welcome = read_frame(&mut stream, &mut reader).await;
     assert_eq!(welcome.kind, KIND_WELCOME);
     assert!(transcript.verify(&secret(), Role::Acceptor, &welcome.body));
-    stream
+    RawPeer {
+        stream,
+        key: transcript.frame_key(&secret(), Role::Dialer),
+        batches: 0,
+    }
 }
