@@ -1,0 +1,206 @@
+//! The request and reply bodies.
+
+use crate::kv::{KvOp, KvReply};
+use synod_engine::archive::{from_bytes, to_bytes};
+
+pub use wire::{
+    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, LogEntry,
+};
+
+/// The formats. rkyv derives archived types beside each, without docs.
+#[allow(missing_docs)]
+mod wire {
+    use super::*;
+
+    /// What a client asks.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum ClientOp {
+        /// Append raw bytes to the log (exactly once per (client, seq)).
+        Append {
+            client: u64,
+            seq: u64,
+            data: Vec<u8>,
+        },
+        /// Append each item, in order, as command `(client, seq + i)`: one
+        /// request for many commands (exactly once each).
+        AppendBatch {
+            client: u64,
+            seq: u64,
+            items: Vec<Vec<u8>>,
+        },
+        /// A KV write (exactly once per (client, seq)).
+        Kv { client: u64, seq: u64, op: KvOp },
+        /// A linearizable KV read.
+        Get { key: Vec<u8> },
+        /// Entries of this node's applied log from `from` (stale reads
+        /// allowed: whatever this node has applied).
+        ReadLog { from: u64, count: u32 },
+        /// Who leads, as this node sees it.
+        Status,
+    }
+
+    /// A request for one group.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct ClientRequest {
+        /// The group (shard) addressed.
+        pub group: u32,
+        /// The operation.
+        pub op: ClientOp,
+    }
+
+    /// One applied log entry.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct LogEntry {
+        /// Its log index.
+        pub index: u64,
+        /// Its bytes as appended.
+        pub data: Vec<u8>,
+    }
+
+    /// The answer.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum ClientResponse {
+        /// The append is chosen and applied at `index`.
+        Appended { index: u64 },
+        /// Each item of an `AppendBatch` is chosen and applied: at its index,
+        /// or `None` where an earlier try of the batch applied it already.
+        AppendedBatch { indexes: Vec<Option<u64>> },
+        /// The KV write is applied at `index`.
+        Kv { index: u64, reply: KvReply },
+        /// A KV read's value.
+        Value(Option<Vec<u8>>),
+        /// Applied log entries.
+        Entries(Vec<LogEntry>),
+        /// This node and who it believes leads.
+        Status {
+            node: u64,
+            leader: Option<u64>,
+            leading: bool,
+            /// Slots applied (every slot below is chosen and applied here).
+            applied: u64,
+            /// The highest ballot promised, as (round, node).
+            ballot: (u64, u64),
+        },
+        /// Ask the leader instead. Said too by a leader that stepped down
+        /// with the command in flight: it may still be applied, so retry
+        /// with the same (client, seq), which the session applies once
+        /// (client 0 has no session: its retry may apply twice).
+        NotLeader { leader: Option<u64> },
+        /// The leader's queue is full: back off and retry.
+        Busy,
+        /// The client's session was evicted (the table of sessions is
+        /// bounded) and this request may repeat one applied before: not
+        /// applied. Sent for the first time, none of it was applied: send
+        /// it again with sequence numbers from `resume_at` and count on
+        /// from there. Sent before, its outcome is unknown.
+        SessionExpired { resume_at: u64 },
+        /// The request failed; the reason.
+        Error(String),
+    }
+}
+
+impl ClientRequest {
+    /// The request's body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        to_bytes(self).into_vec()
+    }
+
+    /// Parses a body from a client (checked; any bytes may arrive).
+    pub fn decode(body: &[u8]) -> Result<ClientRequest, String> {
+        from_bytes(body)
+    }
+}
+
+impl ClientResponse {
+    /// The reply's body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        to_bytes(self).into_vec()
+    }
+
+    /// Parses a reply body (checked; any bytes may arrive).
+    pub fn decode(body: &[u8]) -> Result<ClientResponse, String> {
+        from_bytes(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip_and_garbage_is_refused() {
+        let request = ClientRequest {
+            group: 2,
+            op: ClientOp::Kv {
+                client: 7,
+                seq: 1,
+                op: KvOp::Delete { key: b"k".to_vec() },
+            },
+        };
+        assert_eq!(ClientRequest::decode(&request.encode()), Ok(request));
+        let reply = ClientResponse::Entries(vec![LogEntry {
+            index: 4,
+            data: b"x".to_vec(),
+        }]);
+        assert_eq!(ClientResponse::decode(&reply.encode()), Ok(reply));
+        assert!(ClientRequest::decode(b"\xff\xff\xff\xff garbage").is_err());
+        assert!(ClientRequest::decode(&[]).is_err());
+    }
+
+    /// Requests and replies as the engine encoded them before this crate
+    /// held their format: clients and scripts out there send and parse
+    /// exactly these bytes.
+    #[test]
+    fn the_bytes_on_the_wire_are_those_clients_already_speak() {
+        let append = ClientRequest {
+            group: 1,
+            op: ClientOp::Append {
+                client: 2,
+                seq: 3,
+                data: b"hi".to_vec(),
+            },
+        };
+        let batch = ClientRequest {
+            group: 0,
+            op: ClientOp::AppendBatch {
+                client: 5,
+                seq: 6,
+                items: vec![b"a".to_vec(), b"bcdefghijklmnop".to_vec()],
+            },
+        };
+        let kv = ClientResponse::Kv {
+            index: 9,
+            reply: KvReply::Done(Some(b"old".to_vec())),
+        };
+        let status = ClientResponse::Status {
+            node: 1,
+            leader: Some(2),
+            leading: false,
+            applied: 77,
+            ballot: (3, 2),
+        };
+        for (encoded, expected) in [
+            (append.encode(), WIRE_APPEND),
+            (batch.encode(), WIRE_APPEND_BATCH),
+            (kv.encode(), WIRE_KV_REPLY),
+            (status.encode(), WIRE_STATUS),
+        ] {
+            let hex: String = encoded.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, expected);
+        }
+        assert_eq!(ClientRequest::decode(&unhex(WIRE_APPEND)), Ok(append));
+        assert_eq!(ClientResponse::decode(&unhex(WIRE_KV_REPLY)), Ok(kv));
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    const WIRE_APPEND: &str = "68690000000000000100000000000000000000000000000002000000000000000300000000000000d8ffffff020000000000000000000000000000000000000000000000000000000000000000000000";
+    const WIRE_APPEND_BATCH: &str = "6162636465666768696a6b6c6d6e6f70f0ffffff01000000e9ffffff0f0000000000000000000000010000000000000005000000000000000600000000000000d0ffffff020000000000000000000000000000000000000000000000000000000000000000000000";
+    const WIRE_KV_REPLY: &str = "6f6c640000000000020000000000000009000000000000000000000001000000e0ffffff030000000000000000000000000000000000000000000000000000000000000000000000";
+    const WIRE_STATUS: &str = "050000000000000001000000000000000100000000000000020000000000000000000000000000004d0000000000000003000000000000000200000000000000";
+}
