@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use synod_engine::protocol::NodeId;
-use synod_engine::runtime::node::{run_node, NodeOptions};
+use synod_engine::runtime::node::NodeOptions;
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 
 /// glommio registers I/O memory per executor and the kernel pins it against
@@ -201,10 +201,19 @@ fn parse_peers(text: &str) -> Result<Peers, String> {
     Ok(Peers(peers))
 }
 
+/// What `synod node` runs: the engine's options and the client port.
+#[derive(Debug)]
+pub struct NodeSettings {
+    /// The node's options.
+    pub options: NodeOptions,
+    /// Where clients connect.
+    pub client_listen: SocketAddr,
+}
+
 /// Runs `synod node`.
 pub fn run(args: NodeArgs) -> ExitCode {
-    match options(args) {
-        Ok(options) => match run_node(options) {
+    match settings(args) {
+        Ok(settings) => match crate::node::run(settings.options, settings.client_listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "node stopped");
@@ -219,7 +228,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
     }
 }
 
-fn options(args: NodeArgs) -> Result<NodeOptions, String> {
+fn settings(args: NodeArgs) -> Result<NodeSettings, String> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => NodeFile::default(),
@@ -284,7 +293,6 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     let options = NodeOptions {
         id: NodeId(id),
         listen,
-        client_listen: Some(client_listen),
         peers: peers.0,
         data_dir,
         groups,
@@ -300,7 +308,10 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
     };
     options.validate().map_err(|e| e.to_string())?;
-    Ok(options)
+    Ok(NodeSettings {
+        options,
+        client_listen,
+    })
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -331,7 +342,7 @@ mod tests {
             argv.push("--config".into());
             argv.push(path.display().to_string());
         }
-        options(Wrapper::parse_from(argv).node)
+        settings(Wrapper::parse_from(argv).node).map(|settings| settings.options)
     }
 
     const FILE: &str = r#"
