@@ -2,34 +2,110 @@
 //! start, refused to any other, and locked while a node runs on it.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::error::{DataDirError, DataDirOperation, NodeError};
+use thiserror::Error;
+
 use super::options::NodeOptions;
 
 /// The file in a node's data directory that names its cluster and node.
 pub const IDENTITY_FILE: &str = "synod-node";
 
+/// A data directory refused: which, and what is wrong with it.
+#[derive(Debug, Error)]
+#[error("data directory {}: {source}", path.display())]
+pub struct DataDirError {
+    /// The directory.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub source: DataDirProblem,
+}
+
+/// What is wrong with a data directory.
+#[derive(Debug, Error)]
+pub enum DataDirProblem {
+    /// The path could not be made absolute (glommio opens directories by
+    /// absolute path only).
+    #[error("cannot make the path absolute: {0}")]
+    Absolute(#[source] io::Error),
+    /// Its identity file names another cluster or node.
+    #[error("holds `{found}`, not `{expected}`")]
+    Foreign {
+        /// The identity found.
+        found: String,
+        /// This node's.
+        expected: String,
+    },
+    /// It holds files but no identity file.
+    #[error("not empty and has no {IDENTITY_FILE} file: not a synod data directory")]
+    NotSynod,
+    /// Another process holds its lock.
+    #[error("in use by another running node")]
+    InUse,
+    /// Reading, writing, opening or locking it failed.
+    #[error("{operation}: {source}")]
+    Io {
+        /// What was being done.
+        operation: DataDirOperation,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+/// What was being done to a data directory when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirOperation {
+    /// Reading its identity file.
+    ReadIdentity,
+    /// Listing it (is it empty?).
+    List,
+    /// Creating it.
+    Create,
+    /// Writing its identity file.
+    WriteIdentity,
+    /// Opening its identity file to lock it.
+    OpenIdentity,
+    /// Locking its identity file.
+    Lock,
+}
+
+impl std::fmt::Display for DataDirOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            DataDirOperation::ReadIdentity => "reading",
+            DataDirOperation::List => "listing",
+            DataDirOperation::Create => "creating",
+            DataDirOperation::WriteIdentity => "writing",
+            DataDirOperation::OpenIdentity => "opening",
+            DataDirOperation::Lock => "locking",
+        };
+        match self {
+            DataDirOperation::List | DataDirOperation::Create => write!(f, "{what} it"),
+            _ => write!(f, "{what} {IDENTITY_FILE}"),
+        }
+    }
+}
+
 /// Claims `data_dir` for this cluster and node, or refuses a directory that
 /// belongs to another (its WALs would be another cluster's promises).
-pub fn claim_data_dir(options: &NodeOptions) -> Result<(), NodeError> {
+pub fn claim_data_dir(options: &NodeOptions) -> Result<(), DataDirError> {
     let dir = &options.data_dir;
     let path = dir.join(IDENTITY_FILE);
     let identity = format!("cluster {} node {}\n", options.cluster_id, options.id.0);
-    let refuse = |source: DataDirError| NodeError::DataDir {
+    let refuse = |source: DataDirProblem| DataDirError {
         path: dir.clone(),
         source,
     };
-    let failed = |operation| move |source| refuse(DataDirError::Io { operation, source });
+    let failed = |operation| move |source| refuse(DataDirProblem::Io { operation, source });
     match std::fs::read_to_string(&path) {
         Ok(found) if found == identity => Ok(()),
-        Ok(found) => Err(refuse(DataDirError::Foreign {
+        Ok(found) => Err(refuse(DataDirProblem::Foreign {
             found: found.trim().to_string(),
             expected: identity.trim().to_string(),
         })),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if has_entries(dir).map_err(failed(DataDirOperation::List))? {
-                return Err(refuse(DataDirError::NotSynod));
+                return Err(refuse(DataDirProblem::NotSynod));
             }
             std::fs::create_dir_all(dir).map_err(failed(DataDirOperation::Create))?;
             std::fs::write(&path, &identity).map_err(failed(DataDirOperation::WriteIdentity))
@@ -51,17 +127,17 @@ fn has_entries(dir: &Path) -> io::Result<bool> {
 /// its identity file, released when the returned file is dropped or the
 /// process dies), so a second node started on it is refused instead of
 /// writing the same WALs.
-pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, NodeError> {
-    let refuse = |source: DataDirError| NodeError::DataDir {
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, DataDirError> {
+    let refuse = |source: DataDirProblem| DataDirError {
         path: dir.to_path_buf(),
         source,
     };
-    let failed = |operation| move |source| refuse(DataDirError::Io { operation, source });
+    let failed = |operation| move |source| refuse(DataDirProblem::Io { operation, source });
     let file = std::fs::File::open(dir.join(IDENTITY_FILE))
         .map_err(failed(DataDirOperation::OpenIdentity))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(refuse(DataDirError::InUse)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(refuse(DataDirProblem::InUse)),
         Err(std::fs::TryLockError::Error(e)) => Err(failed(DataDirOperation::Lock)(e)),
     }
 }
@@ -101,16 +177,7 @@ mod tests {
         );
         let held = lock_data_dir(&data).expect("the first node locks it");
         let second = lock_data_dir(&data).unwrap_err();
-        assert!(
-            matches!(
-                &second,
-                NodeError::DataDir {
-                    source: DataDirError::InUse,
-                    ..
-                }
-            ),
-            "{second}"
-        );
+        assert!(matches!(second.source, DataDirProblem::InUse), "{second}");
         assert!(second.to_string().contains("in use"), "{second}");
         drop(held);
         lock_data_dir(&data).expect("free again once the first lets go");
@@ -130,9 +197,9 @@ mod tests {
         let file = dir.path().join("a-file");
         std::fs::write(&file, b"x").unwrap();
         let error = lock_data_dir(&file).unwrap_err();
-        let NodeError::DataDir {
+        let DataDirError {
             path,
-            source: DataDirError::Io { operation, source },
+            source: DataDirProblem::Io { operation, source },
         } = &error
         else {
             panic!("{error:?}")

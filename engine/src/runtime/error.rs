@@ -4,15 +4,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use synod_net::TransportError;
 use thiserror::Error;
 
-use super::data_dir::IDENTITY_FILE;
+use super::data_dir::DataDirError;
 use super::group::GroupError;
-use super::options::{CORES_MAX, GROUPS_MAX};
-use crate::protocol::NodeId;
+use super::options::OptionsError;
 
 /// Why a node stopped, or never started.
 #[derive(Debug, Error)]
@@ -54,13 +52,8 @@ pub enum NodeError {
     #[error("executor: {0}")]
     Executor(#[from] ExecutorError),
     /// The data directory belongs to another cluster or node, or is unusable.
-    #[error("data directory {}: {source}", path.display())]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// What is wrong with it.
-        source: DataDirError,
-    },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The options contradict each other.
     #[error("configuration: {0}")]
     Config(#[from] OptionsError),
@@ -115,106 +108,4 @@ pub enum ExecutorError {
     /// A core reported it was ready after the node had started.
     #[error("a core started twice")]
     StartedTwice,
-}
-
-/// What is wrong with a data directory.
-#[derive(Debug, Error)]
-pub enum DataDirError {
-    /// The path could not be made absolute (glommio opens directories by
-    /// absolute path only).
-    #[error("cannot make the path absolute: {0}")]
-    Absolute(#[source] io::Error),
-    /// Its identity file names another cluster or node.
-    #[error("holds `{found}`, not `{expected}`")]
-    Foreign {
-        /// The identity found.
-        found: String,
-        /// This node's.
-        expected: String,
-    },
-    /// It holds files but no identity file.
-    #[error("not empty and has no {IDENTITY_FILE} file: not a synod data directory")]
-    NotSynod,
-    /// Another process holds its lock.
-    #[error("in use by another running node")]
-    InUse,
-    /// Reading, writing, opening or locking it failed.
-    #[error("{operation}: {source}")]
-    Io {
-        /// What was being done.
-        operation: DataDirOperation,
-        /// Why it failed.
-        source: io::Error,
-    },
-}
-
-/// What was being done to a data directory when it failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataDirOperation {
-    /// Reading its identity file.
-    ReadIdentity,
-    /// Listing it (is it empty?).
-    List,
-    /// Creating it.
-    Create,
-    /// Writing its identity file.
-    WriteIdentity,
-    /// Opening its identity file to lock it.
-    OpenIdentity,
-    /// Locking its identity file.
-    Lock,
-}
-
-impl std::fmt::Display for DataDirOperation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = match self {
-            DataDirOperation::ReadIdentity => "reading",
-            DataDirOperation::List => "listing",
-            DataDirOperation::Create => "creating",
-            DataDirOperation::WriteIdentity => "writing",
-            DataDirOperation::OpenIdentity => "opening",
-            DataDirOperation::Lock => "locking",
-        };
-        match self {
-            DataDirOperation::List | DataDirOperation::Create => write!(f, "{what} it"),
-            _ => write!(f, "{what} {IDENTITY_FILE}"),
-        }
-    }
-}
-
-/// Options that contradict each other or exceed a limit.
-#[derive(Debug, Error)]
-pub enum OptionsError {
-    /// Too few or too many groups.
-    #[error("groups must be 1 to {GROUPS_MAX} (not {groups})")]
-    Groups {
-        /// The groups asked for.
-        groups: u32,
-    },
-    /// Too few or too many cores, or more cores than groups.
-    #[error("cores must be 1 to {CORES_MAX} and at most groups ({groups}), not {cores}")]
-    Cores {
-        /// The cores asked for.
-        cores: u32,
-        /// The groups asked for.
-        groups: u32,
-    },
-    /// Paced snapshot writes without a floor would never finish.
-    #[error("snapshot_write_floor must be positive while snapshot_write_pace is")]
-    SnapshotWriteFloor,
-    /// A peer's port is too high for every core to have its own above it.
-    #[error(
-        "peer {} at {addr}: {cores} cores need ports {}..={}",
-        peer.0,
-        addr.port(),
-        u32::from(addr.port()) + cores - 1
-    )]
-    PeerPorts {
-        /// The peer.
-        peer: NodeId,
-        /// Its address.
-        addr: SocketAddr,
-        /// The cores each node runs.
-        cores: u32,
-    },
 }

@@ -20,12 +20,13 @@ use crate::group::state_machine::StateMachine;
 use crate::protocol::{ClientId, Command, GroupId};
 
 pub use super::client_port::{ClientGroups, ClientReply, ForwardError, LocalGroup};
-pub use super::data_dir::{claim_data_dir, lock_data_dir, IDENTITY_FILE};
-pub use super::error::{
-    ClientPortError, DataDirError, DataDirOperation, ExecutorError, NodeError, OptionsError,
+pub use super::data_dir::{
+    claim_data_dir, lock_data_dir, DataDirError, DataDirOperation, DataDirProblem, IDENTITY_FILE,
 };
+pub use super::error::{ClientPortError, ExecutorError, NodeError};
 pub use super::options::{
-    core_addr, core_of, NodeOptions, BATCH_BYTES_MAX, CORES_MAX, GROUPS_MAX, INSECURE_SECRET,
+    core_addr, core_of, NodeOptions, OptionsError, BATCH_BYTES_MAX, CORES_MAX, GROUPS_MAX,
+    INSECURE_SECRET,
 };
 
 /// Every core's route, for a handle to reach the core of any group.
@@ -146,9 +147,9 @@ impl Node {
         // glommio opens directories by absolute path only (a relative one
         // fails with EBADF at the first directory fsync).
         options.data_dir =
-            std::path::absolute(&options.data_dir).map_err(|source| NodeError::DataDir {
+            std::path::absolute(&options.data_dir).map_err(|source| DataDirError {
                 path: options.data_dir.clone(),
-                source: DataDirError::Absolute(source),
+                source: DataDirProblem::Absolute(source),
             })?;
         claim_data_dir(&options)?;
         let lock = lock_data_dir(&options.data_dir)?;

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use thiserror::Error;
+
 use super::codec::BatchLimits;
-use super::error::OptionsError;
 use super::snapshot::SnapshotPolicy;
 use crate::protocol::{Config, GroupId, NodeId};
 
@@ -60,6 +61,43 @@ pub struct NodeOptions {
     /// node whose disk is intact ignores it. Starting a node whose disk was
     /// lost *without* it is unsafe: it may overwrite chosen commands.
     pub rejoin: bool,
+}
+
+/// Options that contradict each other or exceed a limit.
+#[derive(Debug, Error)]
+pub enum OptionsError {
+    /// Too few or too many groups.
+    #[error("groups must be 1 to {GROUPS_MAX} (not {groups})")]
+    Groups {
+        /// The groups asked for.
+        groups: u32,
+    },
+    /// Too few or too many cores, or more cores than groups.
+    #[error("cores must be 1 to {CORES_MAX} and at most groups ({groups}), not {cores}")]
+    Cores {
+        /// The cores asked for.
+        cores: u32,
+        /// The groups asked for.
+        groups: u32,
+    },
+    /// Paced snapshot writes without a floor would never finish.
+    #[error("snapshot_write_floor must be positive while snapshot_write_pace is")]
+    SnapshotWriteFloor,
+    /// A peer's port is too high for every core to have its own above it.
+    #[error(
+        "peer {} at {addr}: {cores} cores need ports {}..={}",
+        peer.0,
+        addr.port(),
+        u32::from(addr.port()) + cores - 1
+    )]
+    PeerPorts {
+        /// The peer.
+        peer: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The cores each node runs.
+        cores: u32,
+    },
 }
 
 /// The core that hosts `group`: the same on every node, so core i of one
