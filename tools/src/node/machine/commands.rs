@@ -5,8 +5,10 @@
 use bytes::Bytes;
 use synod_client_proto::APPEND_TAG_BYTES;
 
-use super::READ_ENTRIES_MAX;
 use crate::node::kv::KvCommand;
+
+/// Entries returned by one log read at most.
+pub const READ_ENTRIES_MAX: u32 = 10_000;
 
 pub(super) const TAG_APPEND: u8 = 0;
 pub(super) const TAG_KV: u8 = 1;

@@ -15,10 +15,9 @@ mod commands;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{append_command, append_commands, get_query, kv_command, log_query};
-
-/// Entries returned by one log read at most.
-pub const READ_ENTRIES_MAX: u32 = 10_000;
+pub use commands::{
+    append_command, append_commands, get_query, kv_command, log_query, READ_ENTRIES_MAX,
+};
 
 /// Bytes of applied entries kept readable; older entries are dropped, so
 /// the state (and every snapshot of it) stays bounded under an endless load.

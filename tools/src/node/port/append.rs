@@ -6,7 +6,7 @@ use synod_engine::runtime::client_port::LocalGroup;
 use synod_engine::runtime::node::BATCH_BYTES_MAX;
 use synod_engine::runtime::ProposeOutcome;
 
-use super::proposed;
+use super::outcome::proposed;
 use crate::node::client_error::ClientError;
 use crate::node::machine::{append_command, append_commands};
 

@@ -9,23 +9,23 @@
 //! on another core, is answered from an owned copy.
 
 mod append;
+mod outcome;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use synod_client_proto::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, KvReply,
     APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
 };
 use synod_engine::archive::{deserialize, Aligned};
-use synod_engine::protocol::{ClientId, NodeId, Refusal};
+use synod_engine::protocol::{ClientId, NodeId};
 use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
-use synod_engine::runtime::{ProposeOutcome, ReadOutcome};
 
 use super::client_error::ClientError;
 use super::kv::KvCommand;
 use super::machine::{get_query, kv_command, log_query};
 use append::{append, append_batch};
+use outcome::{proposed, read};
 
 /// The client protocol of a node running the [`NodeMachine`](super::machine::NodeMachine).
 pub struct NodePort {
@@ -165,43 +165,6 @@ fn reply(response: ClientResponse) -> ClientReply {
 /// An owned copy of a request checked in place.
 fn owned(archived: &ArchivedClientRequest) -> Result<ClientRequest, ClientError> {
     deserialize::<ClientRequest>(archived).map_err(ClientError::MalformedRequest)
-}
-
-/// The response to a proposal: `applied` makes it from the log index and
-/// the machine's reply; anything else is a refusal, or where to retry.
-fn proposed(
-    outcome: ProposeOutcome,
-    applied: impl FnOnce(u64, Bytes) -> ClientResponse,
-) -> ClientResponse {
-    match outcome {
-        ProposeOutcome::Applied { index, reply } => applied(index.0, reply),
-        ProposeOutcome::Refused(reason) => refused(reason),
-        ProposeOutcome::Stale => ClientError::Stale.into(),
-        ProposeOutcome::Stopped => ClientError::GroupStopped.into(),
-        ProposeOutcome::Expired { resume_at } => ClientResponse::SessionExpired { resume_at },
-        // The client retries where the group is led now, with the same
-        // sequence numbers: the session applies what was chosen once.
-        ProposeOutcome::InDoubt { leader } => refused(Refusal::NotLeader(leader)),
-    }
-}
-
-/// The response to a read: `value` makes it from the machine's answer.
-fn read(outcome: ReadOutcome, value: impl FnOnce(Bytes) -> ClientResponse) -> ClientResponse {
-    match outcome {
-        ReadOutcome::Value(bytes) => value(bytes),
-        ReadOutcome::Refused(reason) => refused(reason),
-        ReadOutcome::Stopped => ClientError::GroupStopped.into(),
-    }
-}
-
-fn refused(reason: Refusal) -> ClientResponse {
-    match reason {
-        Refusal::NotLeader(leader) => ClientResponse::NotLeader {
-            leader: leader.map(|l| l.0),
-        },
-        Refusal::Busy => ClientResponse::Busy,
-        Refusal::TooLarge => ClientError::TooLarge.into(),
-    }
 }
 
 /// Milliseconds on this node's clock, stamped into KV commands it proposes.
