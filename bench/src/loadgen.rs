@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use synod_engine::runtime::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, APPEND_BATCH_MAX, KIND_CLIENT_REQUEST,
+use synod_client_proto::{
+    append_batch_bytes, ClientOp, ClientRequest, ClientResponse, APPEND_BATCH_MAX,
+    KIND_CLIENT_REQUEST,
 };
-use synod_engine::runtime::machine::append_batch_bytes;
 use synod_engine::runtime::node::BATCH_BYTES_MAX;
 use synod_net::{Client, ClientConfig};
 

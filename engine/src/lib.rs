@@ -9,8 +9,10 @@
 //!   node with your own [`runtime::StateMachine`], propose and read through a
 //!   [`runtime::node::NodeHandle`] from any thread). See
 //!   `examples/embed.rs`.
+//! - [`archive`]: the engine's rkyv format, for embedders' own bodies.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod group;
 pub mod protocol;
 pub mod runtime;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_executor::block_on;
 use ports::free_ports;
 use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId, Slot};
+use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
 use synod_engine::runtime::group::Committed;
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
@@ -47,6 +48,28 @@ impl StateMachine for Sum {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "not 8 bytes")?);
         Ok(())
+    }
+}
+
+/// A client port that answers every frame with an empty reply: for tests
+/// that need the port open, not used.
+struct Unanswering;
+
+impl ClientService for Unanswering {
+    type Forwarded = ();
+
+    async fn answer(&self, _: &ClientGroups<'_, ()>, _: u16, _: &[u8]) -> ClientReply {
+        ClientReply {
+            kind: 1,
+            body: Vec::new(),
+        }
+    }
+
+    async fn answer_forwarded(&self, _: LocalGroup<'_>, _: ()) -> ClientReply {
+        ClientReply {
+            kind: 1,
+            body: Vec::new(),
+        }
     }
 }
 
@@ -218,10 +241,10 @@ fn a_restart_from_a_snapshot_of_every_applied_slot_counts_them_applied() {
                         every_slots: 1,
                         ..SnapshotPolicy::default()
                     },
-                    client_listen: Some(*client),
                     ..options(dir.path(), *id, &peers)
                 };
-                Node::start(options, |_| Sum::default()).unwrap()
+                Node::start_with_client_port(options, |_| Sum::default(), *client, Unanswering)
+                    .unwrap()
             })
             .collect()
     };
@@ -383,21 +406,23 @@ fn options_that_contradict_each_other_are_refused_before_anything_starts() {
             "snapshot_write_floor must be positive",
         ),
     ];
-    // The client port already bound by someone else.
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let cases = cases.into_iter().chain([(
-        NodeOptions {
-            client_listen: Some(taken.local_addr().unwrap()),
-            ..base.clone()
-        },
-        "client port",
-    )]);
     for (options, expected) in cases {
         let error = Node::start(options, |_| Sum::default())
             .err()
             .expect("refused");
         assert!(error.to_string().contains(expected), "{error}");
     }
+    // The client port already bound by someone else.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error = Node::start_with_client_port(base, |_| Sum::default(), addr, Unanswering)
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("client port"), "{error}");
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the cause is kept: {error:?}"
+    );
     assert!(!dir.path().join("node-1").exists(), "nothing was created");
 }
 

@@ -1,6 +1,6 @@
 //! The runtime end to end on one glommio executor: three replicas of one
 //! group, each with its own WAL on disk, linked in-process through the wire
-//! codec; the KV store on top.
+//! codec; a small KV store on top (support/kv.rs).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -8,12 +8,14 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
+#[path = "support/kv.rs"]
+mod kv;
+
 use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use synod_engine::protocol::{ClientId, Command, Config, GroupId, NodeId, Refusal};
 use synod_engine::runtime::codec::{BatchLimits, PeerFrame};
 use synod_engine::runtime::group::{start_group, GroupError};
-use synod_engine::runtime::kv::{Kv, KvCommand, KvOp, KvReply};
 use synod_engine::runtime::metrics::GroupMetrics;
 use synod_engine::runtime::snapshot::{decode_chunk, SnapshotPolicy, KIND_SNAPSHOT_CHUNK};
 use synod_engine::runtime::snapshot_file::snapshot_path;
@@ -21,6 +23,8 @@ use synod_engine::runtime::{
     GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome,
 };
 use synod_wal::WalConfig;
+
+use kv::{encode_value, put, value_of, TestKv};
 
 /// Within the 8 MiB memlock limit even with test binaries running in parallel.
 const IO_MEMORY_BYTES: usize = 1 << 20;
@@ -145,7 +149,8 @@ impl Cluster {
             handles: self.handles.clone(),
             delay: self.delay,
         });
-        let (handle, status, task) = start_group(options, GroupId(0), Kv::default(), link).await?;
+        let (handle, status, task) =
+            start_group(options, GroupId(0), TestKv::default(), link).await?;
         glommio::spawn_local(async move {
             if let Err(error) = task.await {
                 panic!("group stopped: {error}");
@@ -199,18 +204,6 @@ impl Cluster {
     }
 }
 
-fn put(key: &str, value: &str) -> Bytes {
-    KvCommand {
-        now_ms: 0,
-        op: KvOp::Put {
-            key: key.into(),
-            value: value.into(),
-            ttl_ms: None,
-        },
-    }
-    .encode()
-}
-
 fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(IO_MEMORY_BYTES)
@@ -235,7 +228,7 @@ fn three_replicas_commit_serve_reads_and_recover_from_their_wals() {
             let ProposeOutcome::Applied { index, reply } = outcome else {
                 panic!("proposal {i}: {outcome:?}")
             };
-            assert_eq!(KvReply::decode(&reply).unwrap(), KvReply::Done(None));
+            assert_eq!(value_of(&reply), None);
             assert!(last.is_none_or(|l| index > l), "indexes rise");
             last = Some(index);
         }
@@ -257,10 +250,7 @@ fn three_replicas_commit_serve_reads_and_recover_from_their_wals() {
         );
 
         let read = handle.read(Bytes::from_static(b"k42")).await;
-        assert_eq!(
-            read,
-            ReadOutcome::Value(KvReply::Value(Some(b"v42".to_vec())).encode())
-        );
+        assert_eq!(read, ReadOutcome::Value(encode_value(Some(b"v42"))));
         cluster.stop().await;
 
         // Everything acknowledged survives a restart of every replica.
@@ -272,7 +262,7 @@ fn three_replicas_commit_serve_reads_and_recover_from_their_wals() {
             let expected = format!("v{}", &key[1..]).into_bytes();
             assert_eq!(
                 read,
-                ReadOutcome::Value(KvReply::Value(Some(expected)).encode()),
+                ReadOutcome::Value(encode_value(Some(&expected))),
                 "{key}"
             );
         }
@@ -335,10 +325,7 @@ async fn get(handle: &GroupHandle, key: &str, local: bool) -> Option<Vec<u8>> {
     let ReadOutcome::Value(bytes) = outcome else {
         panic!("read {key}: {outcome:?}")
     };
-    match KvReply::decode(&bytes).unwrap() {
-        KvReply::Value(value) => value,
-        other => panic!("read {key}: {other:?}"),
-    }
+    value_of(&bytes)
 }
 
 #[test]

@@ -11,10 +11,9 @@ use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use rand::Rng;
 use serde_json::{json, Value};
-use synod_engine::runtime::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
+use synod_client_proto::{
+    ClientOp, ClientRequest, ClientResponse, KvOp, KvReply, KIND_CLIENT_REQUEST,
 };
-use synod_engine::runtime::kv::{KvOp, KvReply};
 use synod_net::{Client, ClientConfig};
 
 /// Arguments of `synod client`.

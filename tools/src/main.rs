@@ -9,6 +9,7 @@ mod chaos;
 mod client_cmd;
 mod cluster_cmd;
 mod logging;
+mod node;
 mod node_cmd;
 mod sim_cmd;
 mod status_cmd;

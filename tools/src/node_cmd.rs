@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use clap::Args;
 use synod_engine::protocol::NodeId;
-use synod_engine::runtime::node::{run_node, NodeOptions};
+use synod_engine::runtime::node::NodeOptions;
 use synod_engine::runtime::snapshot::SnapshotPolicy;
+
+mod error;
+
+pub use error::{PeersError, SettingsError};
 
 /// glommio registers I/O memory per executor and the kernel pins it against
 /// `RLIMIT_MEMLOCK` (8 MiB here): a node's executors share this much.
@@ -152,59 +156,76 @@ pub fn wants_insecure(args: &NodeArgs) -> bool {
     args.insecure || from_file().unwrap_or(false)
 }
 
-fn read_file(path: &std::path::Path) -> Result<NodeFile, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))
+fn read_file(path: &std::path::Path) -> Result<NodeFile, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| SettingsError::ParseConfig {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn file_peers(peers: std::collections::BTreeMap<String, SocketAddr>) -> Result<Peers, String> {
+fn file_peers(
+    peers: std::collections::BTreeMap<String, SocketAddr>,
+) -> Result<Peers, SettingsError> {
     let text: Vec<String> = peers
         .iter()
         .map(|(id, addr)| format!("{id}={addr}"))
         .collect();
-    parse_peers(&text.join(",")).map_err(|e| format!("config field `peers`: {e}"))
+    parse_peers(&text.join(",")).map_err(SettingsError::FilePeers)
 }
 
-fn required<T>(flag: Option<T>, file: Option<T>, name: &str) -> Result<T, String> {
-    flag.or(file).ok_or_else(|| {
-        format!(
-            "missing `{name}`: give --{} or set `{name}` in --config",
-            name.replace('_', "-")
-        )
-    })
+fn required<T>(flag: Option<T>, file: Option<T>, name: &'static str) -> Result<T, SettingsError> {
+    flag.or(file).ok_or(SettingsError::Missing { name })
 }
 
 /// `--peers` parsed.
 #[derive(Clone, Debug)]
 pub struct Peers(pub Vec<(NodeId, SocketAddr)>);
 
-fn parse_peers(text: &str) -> Result<Peers, String> {
+fn parse_peers(text: &str) -> Result<Peers, PeersError> {
     let mut peers = Vec::new();
     for item in text.split(',').filter(|s| !s.is_empty()) {
         let (id, addr) = item
             .split_once('=')
-            .ok_or_else(|| format!("`{item}` is not ID=HOST:PORT"))?;
+            .ok_or_else(|| PeersError::NotIdAndAddress(item.to_string()))?;
         let id: u64 = id
             .trim()
             .parse()
-            .map_err(|_| format!("`{id}` is not a node id"))?;
+            .map_err(|_| PeersError::NotAnId(id.to_string()))?;
         if id == 0 {
-            return Err("node id 0 is reserved".into());
+            return Err(PeersError::ReservedId);
         }
-        let addr: SocketAddr = addr.trim().parse().map_err(|e| format!("`{addr}`: {e}"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|source| PeersError::NotAnAddress {
+                text: addr.to_string(),
+                source,
+            })?;
         peers.push((NodeId(id), addr));
     }
     if peers.is_empty() {
-        return Err("no peers".into());
+        return Err(PeersError::Empty);
     }
     Ok(Peers(peers))
 }
 
+/// What `synod node` runs: the engine's options and the client port.
+#[derive(Debug)]
+pub struct NodeSettings {
+    /// The node's options.
+    pub options: NodeOptions,
+    /// Where clients connect.
+    pub client_listen: SocketAddr,
+}
+
 /// Runs `synod node`.
 pub fn run(args: NodeArgs) -> ExitCode {
-    match options(args) {
-        Ok(options) => match run_node(options) {
+    match settings(args) {
+        Ok(settings) => match crate::node::run(settings.options, settings.client_listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "node stopped");
@@ -219,7 +240,7 @@ pub fn run(args: NodeArgs) -> ExitCode {
     }
 }
 
-fn options(args: NodeArgs) -> Result<NodeOptions, String> {
+fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => NodeFile::default(),
@@ -258,33 +279,29 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     };
 
     if !peers.0.iter().any(|(peer, _)| peer.0 == id) {
-        return Err(format!("id {id} is not listed in peers"));
+        return Err(SettingsError::NotAPeer { id });
     }
     if tick_ms == 0 {
-        return Err("tick_ms must be positive".into());
+        return Err(SettingsError::ZeroTick);
     }
-    let secret = match (&secret_file, insecure) {
+    let secret = match (secret_file, insecure) {
         (Some(path), _) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(source) => return Err(SettingsError::ReadSecret { path, source }),
+            };
             let secret = trim_newline(bytes);
             if secret.len() < 16 {
-                return Err(format!(
-                    "--secret-file {}: the secret must be at least 16 bytes",
-                    path.display()
-                ));
+                return Err(SettingsError::ShortSecret { path });
             }
             Some(secret)
         }
         (None, true) => None,
-        (None, false) => {
-            return Err("no --secret-file given; pass --insecure to run without one".into())
-        }
+        (None, false) => return Err(SettingsError::NoSecret),
     };
     let options = NodeOptions {
         id: NodeId(id),
         listen,
-        client_listen: Some(client_listen),
         peers: peers.0,
         data_dir,
         groups,
@@ -299,8 +316,11 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         fsync: args.fsync.or(file.fsync).unwrap_or(Fsync::On) == Fsync::On,
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
     };
-    options.validate().map_err(|e| e.to_string())?;
-    Ok(options)
+    options.validate()?;
+    Ok(NodeSettings {
+        options,
+        client_listen,
+    })
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -331,7 +351,9 @@ mod tests {
             argv.push("--config".into());
             argv.push(path.display().to_string());
         }
-        options(Wrapper::parse_from(argv).node)
+        settings(Wrapper::parse_from(argv).node)
+            .map(|settings| settings.options)
+            .map_err(|error| error.to_string())
     }
 
     const FILE: &str = r#"
@@ -392,6 +414,25 @@ mod tests {
                 "`{error}` should mention `{expected}`"
             );
         }
+    }
+
+    #[test]
+    fn a_refused_setting_keeps_its_cause() {
+        let missing = FILE.replace("insecure = true", "secret_file = \"/nonexistent/secret\"");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, missing).unwrap();
+        let argv = ["synod", "--config", path.to_str().unwrap()];
+        let error = settings(Wrapper::parse_from(argv).node).unwrap_err();
+        let SettingsError::ReadSecret { path, source } = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(path, std::path::Path::new("/nonexistent/secret"));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert!(std::error::Error::source(&error).is_some());
+        let error = parse_peers("1=127.0.0.1:7001,2=nowhere").unwrap_err();
+        assert!(matches!(error, PeersError::NotAnAddress { .. }), "{error}");
+        assert!(std::error::Error::source(&error).is_some());
     }
 
     #[test]

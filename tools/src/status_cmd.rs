@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
-use synod_engine::runtime::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
-};
+use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST};
 use synod_net::{Client, ClientConfig};
 
 /// Arguments of `synod status`.

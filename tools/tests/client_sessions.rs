@@ -9,9 +9,7 @@ use std::thread;
 
 use serde_json::Value;
 use support::client;
-use synod_engine::runtime::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REPLY,
-};
+use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REPLY};
 use synod_net::{ClientListener, ClientListenerConfig};
 
 #[path = "support/client.rs"]

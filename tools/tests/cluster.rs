@@ -16,9 +16,7 @@ mod support;
 use ports::free_ports;
 use serde_json::Value;
 use support::{client, SYNOD};
-use synod_engine::runtime::client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST,
-};
+use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST};
 
 struct Node {
     id: u64,

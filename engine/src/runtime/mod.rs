@@ -1,7 +1,23 @@
 //! The runtime: drives protocol replicas with the WAL and the transport.
+//!
+//! The embedding API is [`node`]: start a [`node::Node`] with your own
+//! [`StateMachine`], talk to it through a [`node::NodeHandle`], and
+//! optionally serve your own client protocol on a port of its own
+//! ([`client_port::ClientService`]).
 
+mod answering;
+pub mod client_port;
 pub mod codec;
-pub mod kv;
+mod cores;
+mod data_dir;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod options;
+mod peer_frames;
+mod requests;
+pub mod snapshot_file;
+mod window;
 
 pub use crate::group::{snapshot, Applying, Capture, StateMachine};
 pub mod group;
@@ -9,12 +25,3 @@ pub mod group;
 pub use group::{
     GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome, StatusView,
 };
-pub mod client_proto;
-mod cores;
-pub mod machine;
-pub mod metrics;
-pub mod node;
-mod peer_frames;
-mod readable_log;
-pub mod snapshot_file;
-mod window;

@@ -1,19 +1,11 @@
-//! The client protocol on a node's client port: one rkyv request body per
-//! frame (the request id rides in the frame's `seq`), one reply per request.
+//! The request and reply bodies.
 
-use crate::group::archive::{from_bytes, to_bytes};
+use crate::kv::{KvOp, KvReply};
+use synod_engine::archive::{from_bytes, to_bytes};
 
-use super::kv::{KvOp, KvReply};
-
-/// Frame kind of a client request.
-pub const KIND_CLIENT_REQUEST: u16 = 32;
-/// Frame kind of a reply to one.
-pub const KIND_CLIENT_REPLY: u16 = 33;
-/// Items one `AppendBatch` may carry.
-pub const APPEND_BATCH_MAX: usize = crate::protocol::REQUEST_COMMANDS_MAX as usize;
-
-pub(crate) use wire::{ArchivedClientOp, ArchivedClientRequest};
-pub use wire::{ClientOp, ClientRequest, ClientResponse, LogEntry};
+pub use wire::{
+    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, LogEntry,
+};
 
 /// The formats. rkyv derives archived types beside each, without docs.
 #[allow(missing_docs)]
@@ -125,7 +117,7 @@ impl ClientResponse {
         to_bytes(self).into_vec()
     }
 
-    /// Parses a reply body.
+    /// Parses a reply body (checked; any bytes may arrive).
     pub fn decode(body: &[u8]) -> Result<ClientResponse, String> {
         from_bytes(body)
     }
@@ -154,4 +146,61 @@ mod tests {
         assert!(ClientRequest::decode(b"\xff\xff\xff\xff garbage").is_err());
         assert!(ClientRequest::decode(&[]).is_err());
     }
+
+    /// Requests and replies as the engine encoded them before this crate
+    /// held their format: clients and scripts out there send and parse
+    /// exactly these bytes.
+    #[test]
+    fn the_bytes_on_the_wire_are_those_clients_already_speak() {
+        let append = ClientRequest {
+            group: 1,
+            op: ClientOp::Append {
+                client: 2,
+                seq: 3,
+                data: b"hi".to_vec(),
+            },
+        };
+        let batch = ClientRequest {
+            group: 0,
+            op: ClientOp::AppendBatch {
+                client: 5,
+                seq: 6,
+                items: vec![b"a".to_vec(), b"bcdefghijklmnop".to_vec()],
+            },
+        };
+        let kv = ClientResponse::Kv {
+            index: 9,
+            reply: KvReply::Done(Some(b"old".to_vec())),
+        };
+        let status = ClientResponse::Status {
+            node: 1,
+            leader: Some(2),
+            leading: false,
+            applied: 77,
+            ballot: (3, 2),
+        };
+        for (encoded, expected) in [
+            (append.encode(), WIRE_APPEND),
+            (batch.encode(), WIRE_APPEND_BATCH),
+            (kv.encode(), WIRE_KV_REPLY),
+            (status.encode(), WIRE_STATUS),
+        ] {
+            let hex: String = encoded.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, expected);
+        }
+        assert_eq!(ClientRequest::decode(&unhex(WIRE_APPEND)), Ok(append));
+        assert_eq!(ClientResponse::decode(&unhex(WIRE_KV_REPLY)), Ok(kv));
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    const WIRE_APPEND: &str = "68690000000000000100000000000000000000000000000002000000000000000300000000000000d8ffffff020000000000000000000000000000000000000000000000000000000000000000000000";
+    const WIRE_APPEND_BATCH: &str = "6162636465666768696a6b6c6d6e6f70f0ffffff01000000e9ffffff0f0000000000000000000000010000000000000005000000000000000600000000000000d0ffffff020000000000000000000000000000000000000000000000000000000000000000000000";
+    const WIRE_KV_REPLY: &str = "6f6c640000000000020000000000000009000000000000000000000001000000e0ffffff030000000000000000000000000000000000000000000000000000000000000000000000";
+    const WIRE_STATUS: &str = "050000000000000001000000000000000100000000000000020000000000000000000000000000004d0000000000000003000000000000000200000000000000";
 }

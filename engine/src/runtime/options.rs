@@ -1,0 +1,196 @@
+//! What a node is started with, the limits it checks them against, and how
+//! its groups are laid out over its cores and ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::codec::BatchLimits;
+use super::snapshot::SnapshotPolicy;
+use crate::protocol::{Config, GroupId, NodeId};
+
+/// The secret used by `--insecure` nodes: public, so it proves nothing.
+pub const INSECURE_SECRET: &[u8] = b"synod insecure mode: no secret at all";
+
+/// Groups a node may host at most.
+pub const GROUPS_MAX: u32 = 1024;
+/// Executors (cores) a node may run at most.
+pub const CORES_MAX: u32 = 64;
+
+/// Command bytes one slot of a node's group holds (`Config::batch_bytes_max`):
+/// a request's commands share one slot, so this bounds a client batch too.
+pub const BATCH_BYTES_MAX: u32 = 256 << 10;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// This node.
+    pub id: NodeId,
+    /// Where peers connect.
+    pub listen: SocketAddr,
+    /// Every member with its peer address, this node included.
+    pub peers: Vec<(NodeId, SocketAddr)>,
+    /// Holds one WAL directory per group.
+    pub data_dir: PathBuf,
+    /// Groups (shards of the log) this node hosts.
+    pub groups: u32,
+    /// Executors, one per core; group g runs on core g mod cores.
+    pub cores: u32,
+    /// Pin core i's executor to CPU i (off: a local cluster shares CPUs).
+    pub pin: bool,
+    /// The shared cluster secret; `None` runs insecure.
+    pub secret: Option<Vec<u8>>,
+    /// Peers of another cluster id are refused.
+    pub cluster_id: u64,
+    /// Wall-clock length of a protocol tick.
+    pub tick: Duration,
+    /// glommio's registered I/O memory (counts against memlock).
+    pub io_memory_bytes: usize,
+    /// When each group snapshots and compacts.
+    pub snapshot: SnapshotPolicy,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// Whether the WALs fdatasync before a write counts as durable. Off is
+    /// unsafe (see [`synod_wal::WalConfig::fsync`]): for measuring what
+    /// fsync costs, never for data anyone needs.
+    pub fsync: bool,
+    /// This node lost its disk: each group without any state rebuilds from
+    /// the peers before it votes again (`protocol::Replica::rejoining`). A
+    /// node whose disk is intact ignores it. Starting a node whose disk was
+    /// lost *without* it is unsafe: it may overwrite chosen commands.
+    pub rejoin: bool,
+}
+
+/// Options that contradict each other or exceed a limit.
+#[derive(Debug, Error)]
+pub enum OptionsError {
+    /// Too few or too many groups.
+    #[error("groups must be 1 to {GROUPS_MAX} (not {groups})")]
+    Groups {
+        /// The groups asked for.
+        groups: u32,
+    },
+    /// Too few or too many cores, or more cores than groups.
+    #[error("cores must be 1 to {CORES_MAX} and at most groups ({groups}), not {cores}")]
+    Cores {
+        /// The cores asked for.
+        cores: u32,
+        /// The groups asked for.
+        groups: u32,
+    },
+    /// Paced snapshot writes without a floor would never finish.
+    #[error("snapshot_write_floor must be positive while snapshot_write_pace is")]
+    SnapshotWriteFloor,
+    /// A peer's port is too high for every core to have its own above it.
+    #[error(
+        "peer {} at {addr}: {cores} cores need ports {}..={}",
+        peer.0,
+        addr.port(),
+        u32::from(addr.port()) + cores - 1
+    )]
+    PeerPorts {
+        /// The peer.
+        peer: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The cores each node runs.
+        cores: u32,
+    },
+}
+
+/// The core that hosts `group`: the same on every node, so core i of one
+/// node talks only to core i of the others.
+pub fn core_of(group: u32, cores: u32) -> u32 {
+    group % cores
+}
+
+/// Core `core`'s peer address: the node's address with the port advanced
+/// by the core number (core 0 listens on the configured port itself).
+pub fn core_addr(addr: SocketAddr, core: u32) -> Option<SocketAddr> {
+    let port = u16::try_from(u32::from(addr.port()) + core).ok()?;
+    Some(SocketAddr::new(addr.ip(), port))
+}
+
+impl NodeOptions {
+    /// A node `id` listening for peers on `listen`, one of `peers`, with its
+    /// data in `data_dir`, and defaults for the rest: one group on one core,
+    /// no secret (set one, or the cluster is open to anyone on the
+    /// network), cluster 1, 5 ms ticks, 1 MiB of io_memory, the default
+    /// snapshot policy, no metrics.
+    pub fn new(
+        id: NodeId,
+        listen: SocketAddr,
+        peers: Vec<(NodeId, SocketAddr)>,
+        data_dir: PathBuf,
+    ) -> NodeOptions {
+        NodeOptions {
+            id,
+            listen,
+            peers,
+            data_dir,
+            groups: 1,
+            cores: 1,
+            pin: false,
+            secret: None,
+            cluster_id: 1,
+            tick: Duration::from_millis(5),
+            io_memory_bytes: 1 << 20,
+            snapshot: SnapshotPolicy::default(),
+            metrics: None,
+            fsync: true,
+            rejoin: false,
+        }
+    }
+
+    /// Checks what cannot be left to the groups: counts and the port ranges
+    /// the cores need.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.groups == 0 || self.groups > GROUPS_MAX {
+            return Err(OptionsError::Groups {
+                groups: self.groups,
+            });
+        }
+        if self.cores == 0 || self.cores > CORES_MAX || self.cores > self.groups {
+            return Err(OptionsError::Cores {
+                cores: self.cores,
+                groups: self.groups,
+            });
+        }
+        if self.snapshot.write_pace > 0 && self.snapshot.write_floor_bytes_per_sec == 0 {
+            return Err(OptionsError::SnapshotWriteFloor);
+        }
+        let last = self.cores - 1;
+        for (id, addr) in &self.peers {
+            if core_addr(*addr, last).is_none() {
+                return Err(OptionsError::PeerPorts {
+                    peer: *id,
+                    addr: *addr,
+                    cores: self.cores,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The protocol's configuration of `group` on the node of `options`.
+pub(super) fn group_config(options: &NodeOptions, group: u32) -> Config {
+    let members = options.peers.iter().map(|(id, _)| *id).collect();
+    let mut config = Config::new(options.id, members);
+    config.group = GroupId(group);
+    config.batch_bytes_max = BATCH_BYTES_MAX;
+    // Promise and catch-up pages stay well inside the transport's 1 MiB frames.
+    config.page_bytes_max = 512 << 10;
+    config.seed = options.id.0 ^ u64::from(group);
+    config
+}
+
+/// The bounds peer frames are decoded within, from a group's configuration.
+pub(super) fn limits(config: &Config) -> BatchLimits {
+    BatchLimits {
+        batch_bytes_max: config.batch_bytes_max as usize,
+        command_bytes_max: config.command_bytes_max as usize,
+    }
+}

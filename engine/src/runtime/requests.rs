@@ -1,0 +1,95 @@
+//! Requests an embedder's [`NodeHandle`](super::node::NodeHandle) sends
+//! from its own thread to the core of a group, and their answering there.
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+
+use super::answering::answer_each;
+use super::group::{Committed, Groups, ProposeOutcome, ReadOutcome, StatusView};
+use crate::protocol::Command;
+
+/// Requests a core takes from other threads.
+pub(super) enum CoreRequest {
+    /// Propose a command to a group of this core.
+    Propose {
+        group: u32,
+        command: Command,
+        reply: oneshot::Sender<ProposeOutcome>,
+    },
+    /// A linearizable read, or a local one (stale reads allowed).
+    Read {
+        group: u32,
+        query: Bytes,
+        local: bool,
+        reply: oneshot::Sender<ReadOutcome>,
+    },
+    /// The group's status as it stands.
+    Status {
+        group: u32,
+        reply: oneshot::Sender<Option<StatusView>>,
+    },
+    /// Stream a group's commits to this channel.
+    Subscribe {
+        group: u32,
+        reply: oneshot::Sender<Option<crossbeam_channel::Receiver<Committed>>>,
+    },
+}
+
+/// Requests queued towards one core at most: callers wait beyond it.
+pub(super) const CORE_REQUESTS_MAX: usize = 1024;
+
+/// Answers requests from other threads for this core's groups.
+pub(super) fn serve_requests(
+    groups: Groups,
+    requests: mpsc::Receiver<CoreRequest>,
+) -> glommio::Task<()> {
+    answer_each(requests, move |request| {
+        let groups = groups.clone();
+        async move { carry_out(&groups, request).await }
+    })
+}
+
+/// Carries out one request; a group not on this core is answered as
+/// stopped (or absent), never with a panic.
+async fn carry_out(groups: &Groups, request: CoreRequest) {
+    match request {
+        CoreRequest::Propose {
+            group,
+            command,
+            reply,
+        } => {
+            let outcome = match groups.get(&group) {
+                Some((handle, _)) => {
+                    handle
+                        .propose(command.client, command.seq, command.data)
+                        .await
+                }
+                None => ProposeOutcome::Stopped,
+            };
+            let _ = reply.send(outcome);
+        }
+        CoreRequest::Read {
+            group,
+            query,
+            local,
+            reply,
+        } => {
+            let outcome = match groups.get(&group) {
+                Some((handle, _)) if local => handle.read_local(query).await,
+                Some((handle, _)) => handle.read(query).await,
+                None => ReadOutcome::Stopped,
+            };
+            let _ = reply.send(outcome);
+        }
+        CoreRequest::Status { group, reply } => {
+            let _ = reply.send(groups.get(&group).map(|(_, status)| status.view()));
+        }
+        CoreRequest::Subscribe { group, reply } => {
+            let receiver = match groups.get(&group) {
+                Some((handle, _)) => Some(handle.subscribe().await),
+                None => None,
+            };
+            let _ = reply.send(receiver);
+        }
+    }
+}

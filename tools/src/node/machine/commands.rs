@@ -1,0 +1,85 @@
+//! The node machine's commands and queries as bytes: a tag byte, then the
+//! append's bytes as written, or a KV command, or a query's arguments.
+//! The client port builds them; the machine reads them back.
+
+use bytes::Bytes;
+use synod_client_proto::APPEND_TAG_BYTES;
+
+use crate::node::kv::KvCommand;
+
+/// Entries returned by one log read at most.
+pub const READ_ENTRIES_MAX: u32 = 10_000;
+
+pub(super) const TAG_APPEND: u8 = 0;
+pub(super) const TAG_KV: u8 = 1;
+pub(super) const QUERY_GET: u8 = 0;
+pub(super) const QUERY_LOG: u8 = 1;
+
+/// A log query's arguments after its tag: `from` (u64) and `count` (u32),
+/// little-endian.
+pub(super) const LOG_QUERY_BYTES: usize = 12;
+
+// Clients size their batches by the tag's length (synod_client_proto).
+const _: () = assert!(APPEND_TAG_BYTES == std::mem::size_of_val(&TAG_APPEND));
+
+/// Tags a raw append for the log.
+pub fn append_command(data: &[u8]) -> Bytes {
+    tagged(TAG_APPEND, data)
+}
+
+/// Tags raw appends for the log, all in one buffer that the commands
+/// share (one allocation for a client batch, not one per item).
+pub fn append_commands<T: AsRef<[u8]>>(items: &[T]) -> Vec<Bytes> {
+    let total = items.iter().map(|item| item.as_ref().len() + 1).sum();
+    let mut buffer = Vec::with_capacity(total);
+    for item in items {
+        buffer.push(TAG_APPEND);
+        buffer.extend_from_slice(item.as_ref());
+    }
+    let buffer = Bytes::from(buffer);
+    let mut start = 0;
+    items
+        .iter()
+        .map(|item| {
+            let end = start + 1 + item.as_ref().len();
+            let command = buffer.slice(start..end);
+            start = end;
+            command
+        })
+        .collect()
+}
+
+/// Tags a KV command for the log.
+pub fn kv_command(command: &KvCommand) -> Bytes {
+    tagged(TAG_KV, &command.encode())
+}
+
+/// A query for a key's value.
+pub fn get_query(key: &[u8]) -> Bytes {
+    tagged(QUERY_GET, key)
+}
+
+/// A query for applied entries `from..from + count`.
+pub fn log_query(from: u64, count: u32) -> Bytes {
+    let mut query = Vec::with_capacity(1 + LOG_QUERY_BYTES);
+    query.push(QUERY_LOG);
+    query.extend_from_slice(&from.to_le_bytes());
+    query.extend_from_slice(&count.min(READ_ENTRIES_MAX).to_le_bytes());
+    Bytes::from(query)
+}
+
+/// A log query's `(from, count)`, if `arguments` are one's.
+pub(super) fn parse_log_query(arguments: &[u8]) -> Option<(u64, u32)> {
+    let arguments: &[u8; LOG_QUERY_BYTES] = arguments.try_into().ok()?;
+    let (from, count) = arguments.split_at(8);
+    let from = u64::from_le_bytes(from.try_into().ok()?);
+    let count = u32::from_le_bytes(count.try_into().ok()?);
+    Some((from, count))
+}
+
+fn tagged(tag: u8, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(data);
+    Bytes::from(out)
+}

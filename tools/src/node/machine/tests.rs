@@ -1,0 +1,239 @@
+//! The node machine: appends and KV writes in one readable log, its bound,
+//! its snapshots, and the bytes of its commands and snapshots pinned.
+
+use synod_engine::protocol::LogIndex;
+
+use super::*;
+
+#[test]
+fn appends_tagged_together_are_each_the_append_tagged_alone() {
+    let items: [&[u8]; 4] = [b"a", b"", b"longer item", b"z"];
+    let together = append_commands(&items);
+    let alone: Vec<Bytes> = items.iter().map(|item| append_command(item)).collect();
+    assert_eq!(together, alone);
+    assert!(append_commands::<&[u8]>(&[]).is_empty());
+}
+
+#[test]
+fn appends_and_kv_writes_share_one_readable_log() {
+    let mut machine = NodeMachine::default();
+    let put = kv_command(&KvCommand {
+        now_ms: 1,
+        op: KvOp::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ttl_ms: None,
+        },
+    });
+    let commands = [
+        append_command(b"hello"),
+        put,
+        Bytes::from_static(b"\x09junk"),
+    ];
+    let applying: Vec<Applying<'_>> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Applying {
+            client: Default::default(),
+            seq: 0,
+            index: LogIndex(i as u64),
+            data: c,
+        })
+        .collect();
+    let replies = machine.apply(&applying);
+    assert!(replies[0].is_empty());
+    assert_eq!(KvReply::decode(&replies[1]).unwrap(), KvReply::Done(None));
+    assert!(matches!(
+        KvReply::decode(&replies[2]).unwrap(),
+        KvReply::Invalid(_)
+    ));
+    assert_eq!(
+        KvReply::decode(&machine.query(&get_query(b"k"))).unwrap(),
+        KvReply::Value(Some(b"v".to_vec()))
+    );
+    let ClientResponse::Entries(entries) =
+        ClientResponse::decode(&machine.query(&log_query(0, 2))).unwrap()
+    else {
+        panic!("not entries")
+    };
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[0],
+        LogEntry {
+            index: 0,
+            data: b"hello".to_vec()
+        }
+    );
+    let ClientResponse::Entries(entries) =
+        ClientResponse::decode(&machine.query(&log_query(2, 5))).unwrap()
+    else {
+        panic!("not entries")
+    };
+    assert_eq!(entries.len(), 1);
+    assert!(matches!(
+        ClientResponse::decode(&machine.query(b"")).unwrap(),
+        ClientResponse::Error(_)
+    ));
+}
+
+fn appended(machine: &mut NodeMachine, from: u64, count: u64) {
+    for i in from..from + count {
+        let command = append_command(format!("entry {i:04}").as_bytes());
+        machine.apply(&[Applying {
+            client: Default::default(),
+            seq: 0,
+            index: LogIndex(i),
+            data: &command,
+        }]);
+    }
+}
+
+fn log_of(machine: &NodeMachine) -> Vec<LogEntry> {
+    match ClientResponse::decode(&machine.query(&log_query(0, READ_ENTRIES_MAX))).unwrap() {
+        ClientResponse::Entries(entries) => entries,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_log_keeps_its_latest_bytes_and_snapshots_carry_it() {
+    // Entries of 10 bytes count 26: 100 of them fit in 2,600 bytes.
+    let mut machine = NodeMachine::retaining(2_600);
+    appended(&mut machine, 0, 250);
+    assert_eq!(machine.log_start(), 150, "only the latest 100 kept");
+    let entries = log_of(&machine);
+    assert_eq!(entries.len(), 100);
+    assert_eq!(entries[0].data, b"entry 0150");
+
+    let mut restored = NodeMachine::retaining(2_600);
+    restored.restore(&machine.snapshot().encode()).unwrap();
+    assert_eq!(log_of(&restored), entries);
+    appended(&mut restored, 250, 10);
+    assert_eq!(restored.log_start(), 160, "the bound holds after a restore");
+
+    let before = log_of(&restored);
+    assert!(restored.restore(b"not a snapshot").is_err());
+    assert_eq!(
+        log_of(&restored),
+        before,
+        "a refused snapshot changes nothing"
+    );
+}
+
+fn encoded(snapshot: &MachineSnapshot) -> Vec<u8> {
+    to_bytes(snapshot).into_vec()
+}
+
+#[test]
+fn a_snapshot_whose_log_columns_disagree_is_refused_and_changes_nothing() {
+    let good = MachineSnapshot {
+        kv: NodeMachine::default().kv.encode().to_vec(),
+        log_indexes: vec![3, 4],
+        log_lens: vec![2, 1],
+        log_data: b"abc".to_vec(),
+    };
+    let mut machine = NodeMachine::default();
+    machine.restore(&encoded(&good)).unwrap();
+    assert_eq!(machine.log_start(), 3);
+    for (bad, reason) in [
+        (
+            MachineSnapshot {
+                log_lens: vec![2],
+                ..good_clone(&good)
+            },
+            "columns",
+        ),
+        (
+            MachineSnapshot {
+                log_lens: vec![2, 5],
+                ..good_clone(&good)
+            },
+            "add up",
+        ),
+        (
+            MachineSnapshot {
+                log_indexes: vec![4, 3],
+                ..good_clone(&good)
+            },
+            "order",
+        ),
+    ] {
+        let error = machine.restore(&encoded(&bad)).unwrap_err();
+        assert!(error.contains(reason), "{error}");
+        assert_eq!(
+            machine.log_start(),
+            3,
+            "a refused snapshot changed the state"
+        );
+    }
+}
+
+fn good_clone(s: &MachineSnapshot) -> MachineSnapshot {
+    MachineSnapshot {
+        kv: s.kv.clone(),
+        log_indexes: s.log_indexes.clone(),
+        log_lens: s.log_lens.clone(),
+        log_data: s.log_data.clone(),
+    }
+}
+
+/// A KV command and a snapshot as the engine's copy of this machine encoded
+/// them: the WALs and snapshots of running nodes hold exactly these bytes,
+/// and a node must read them back after an upgrade.
+#[test]
+fn commands_and_snapshots_keep_their_bytes() {
+    let put = kv_command(&KvCommand {
+        now_ms: 5,
+        op: KvOp::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ttl_ms: Some(7),
+        },
+    });
+    assert_eq!(hex(&put), WIRE_PUT);
+    assert_eq!(hex(&log_query(3, 4)), WIRE_LOG_QUERY);
+    let mut machine = NodeMachine::default();
+    let append = append_command(b"x");
+    machine.apply(&[
+        Applying {
+            client: Default::default(),
+            seq: 0,
+            index: LogIndex(0),
+            data: &append,
+        },
+        Applying {
+            client: Default::default(),
+            seq: 0,
+            index: LogIndex(1),
+            data: &put,
+        },
+    ]);
+    let snapshot = machine.snapshot().encode();
+    assert_eq!(hex(&snapshot), WIRE_SNAPSHOT);
+    let mut restored = NodeMachine::default();
+    restored.restore(&snapshot).unwrap();
+    assert_eq!(log_of(&restored), log_of(&machine));
+}
+
+#[test]
+fn an_append_costs_its_bytes_and_the_tag_clients_count() {
+    for data in [&b""[..], b"x", b"a longer append"] {
+        let command = append_command(data);
+        assert_eq!(
+            command.len(),
+            data.len() + synod_client_proto::APPEND_TAG_BYTES
+        );
+        assert_eq!(
+            synod_client_proto::append_batch_bytes(data.len(), 1),
+            synod_engine::protocol::COMMAND_HEADER_BYTES + command.len()
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const WIRE_PUT: &str = "016b76000000000000050000000000000000000000ecffffff01000000e5ffffff010000000000000001000000000000000700000000000000";
+const WIRE_LOG_QUERY: &str = "01030000000000000004000000";
+const WIRE_SNAPSHOT: &str = "6b7600000000000000000000f4ffffff01000000000000000000000000000000000000000000000000000000000000000000000000000000c9ffffff0100000001000000000000000c000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000050000000000000048ffffff0100000000000000000000000100000000000000010000000f00000078707574206b20762074746c20376d7310ffffffc8000000d0ffffff02000000d8ffffff02000000d8ffffff10000000";
