@@ -23,8 +23,8 @@ use sha2::Sha256;
 
 use crate::handshake::MAC_BYTES;
 use crate::queue::Batch;
+use crate::reader::Frame;
 use crate::stream::ConnError;
-use crate::transport::Message;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -72,7 +72,7 @@ pub(crate) struct Opener {
     keyed: HmacSha256,
     running: HmacSha256,
     batches: u64,
-    held: Vec<Message>,
+    held: Vec<Frame>,
     held_bytes: usize,
     /// Held bytes beyond this close the connection: a writer sends a MAC
     /// after every batch, and its batches are bounded by its queue.
@@ -95,22 +95,22 @@ impl Opener {
     }
 
     /// A data frame: held until a MAC covers it.
-    pub(crate) fn hold(&mut self, message: Message) -> Result<(), ConnError> {
-        self.held_bytes += message.body.len();
+    pub(crate) fn hold(&mut self, frame: Frame) -> Result<(), ConnError> {
+        self.held_bytes += frame.body.len();
         if self.held_bytes > self.held_bytes_max {
             return Err(ConnError::Unauthenticated(format!(
                 "{} bytes of frames without a MAC, more than a batch can hold ({})",
                 self.held_bytes, self.held_bytes_max
             )));
         }
-        absorb(&mut self.running, message.kind, message.seq, &message.body);
-        self.held.push(message);
+        absorb(&mut self.running, frame.kind, frame.seq, &frame.body);
+        self.held.push(frame);
         Ok(())
     }
 
     /// A MAC frame: the frames it covers if it verifies (constant-time);
     /// otherwise the connection must close, and none of them is delivered.
-    pub(crate) fn open(&mut self, seq: u64, tag: &[u8]) -> Result<Vec<Message>, ConnError> {
+    pub(crate) fn open(&mut self, seq: u64, tag: &[u8]) -> Result<Vec<Frame>, ConnError> {
         let mut next = self.keyed.clone();
         next.update(&(self.batches + 1).to_le_bytes());
         let running = std::mem::replace(&mut self.running, next);
@@ -137,7 +137,7 @@ mod tests {
     use crate::NodeId;
 
     /// Frames as the reader would see them after `writes` batches went out.
-    fn wire(frames: &[(u16, &[u8])], sealer: &mut Sealer) -> Vec<crate::reader::Frame> {
+    fn wire(frames: &[(u16, &[u8])], sealer: &mut Sealer) -> Vec<Frame> {
         let queue = SendQueue::new(NodeId(2), 1 << 20, 1 << 20);
         for (kind, body) in frames {
             queue.push(*kind, Body::Slice(body)).unwrap();
@@ -156,21 +156,13 @@ mod tests {
         out
     }
 
-    fn open(
-        opener: &mut Opener,
-        frames: Vec<crate::reader::Frame>,
-    ) -> Result<Vec<Message>, ConnError> {
+    fn open(opener: &mut Opener, frames: Vec<Frame>) -> Result<Vec<Frame>, ConnError> {
         let mut delivered = Vec::new();
         for frame in frames {
             if frame.kind == KIND_BATCH_MAC {
                 delivered.extend(opener.open(frame.seq, &frame.body)?);
             } else {
-                opener.hold(Message {
-                    from: NodeId(1),
-                    kind: frame.kind,
-                    seq: frame.seq,
-                    body: frame.body,
-                })?;
+                opener.hold(frame)?;
             }
         }
         Ok(delivered)
@@ -184,7 +176,7 @@ mod tests {
         let second = wire(&[(1, b"next")], &mut sealer);
         let third = wire(&[(1, b"third")], &mut sealer);
         let mut opener = Opener::new(&key, 1 << 20);
-        let bodies = |m: Vec<Message>| m.into_iter().map(|m| m.body).collect::<Vec<Bytes>>();
+        let bodies = |m: Vec<Frame>| m.into_iter().map(|m| m.body).collect::<Vec<Bytes>>();
         assert_eq!(
             bodies(open(&mut opener, first.clone()).unwrap()),
             ["accept", "heartbeat"]
@@ -215,8 +207,7 @@ mod tests {
     #[test]
     fn frames_without_a_mac_are_bounded() {
         let mut opener = Opener::new(&[9; MAC_BYTES], 10);
-        let message = |n| Message {
-            from: NodeId(1),
+        let message = |n| Frame {
             kind: 1,
             seq: 0,
             body: Bytes::from(vec![0; n]),

@@ -729,16 +729,16 @@ async fn read_loop(
         let mut failed = None;
         for frame in frames {
             let opened = match frame.kind {
-                KIND_BATCH_MAC => opener
-                    .open(frame.seq, &frame.body)
-                    .map(|m| messages.extend(m)),
-                kind if kind >= KIND_RESERVED_MIN => Err(ConnError::ReservedKind(kind)),
-                kind => opener.hold(Message {
-                    from: peer,
-                    kind,
-                    seq: frame.seq,
-                    body: frame.body,
+                KIND_BATCH_MAC => opener.open(frame.seq, &frame.body).map(|frames| {
+                    messages.extend(frames.into_iter().map(|frame| Message {
+                        from: peer,
+                        kind: frame.kind,
+                        seq: frame.seq,
+                        body: frame.body,
+                    }))
                 }),
+                kind if kind >= KIND_RESERVED_MIN => Err(ConnError::ReservedKind(kind)),
+                _ => opener.hold(frame),
             };
             if let Err(error) = opened {
                 failed = Some(error);

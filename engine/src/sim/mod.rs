@@ -28,6 +28,7 @@ mod cluster;
 mod disk;
 mod machine;
 mod network;
+mod options;
 mod trace;
 mod traffic;
 
