@@ -4,8 +4,8 @@
 //!
 //! ```text
 //!  writer: [frame][frame]...[frame][MAC]   one MAC frame after each written batch
-//!  MAC = HMAC-SHA256(key of this direction,
-//!                    batch number ‖ for each frame: kind ‖ seq ‖ length ‖ body)
+//!  MAC = BLAKE3 keyed with this direction's key over
+//!        batch number ‖ for each frame: kind ‖ seq ‖ length ‖ body
 //!  reader: frames are held until the MAC frame after them verifies, then
 //!          delivered; a MAC that does not verify closes the connection and
 //!          delivers none of the frames it covers
@@ -18,59 +18,56 @@
 //! MAC then carries a number the reader is not at) fails to verify, and a
 //! batch recorded on one connection proves nothing on another.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::handshake::MAC_BYTES;
 use crate::queue::Batch;
 use crate::reader::Frame;
 use crate::stream::ConnError;
 
-type HmacSha256 = Hmac<Sha256>;
-
 /// Frame kind of the MAC after each batch (reserved to the transport).
 pub const KIND_BATCH_MAC: u16 = 0xff05;
 
-fn absorb(mac: &mut HmacSha256, kind: u16, seq: u64, body: &[u8]) {
+fn absorb(mac: &mut blake3::Hasher, kind: u16, seq: u64, body: &[u8]) {
     mac.update(&kind.to_le_bytes());
     mac.update(&seq.to_le_bytes());
     mac.update(&(body.len() as u64).to_le_bytes());
     mac.update(body);
 }
 
-fn keyed(key: &[u8; MAC_BYTES]) -> HmacSha256 {
-    HmacSha256::new_from_slice(key).expect("HMAC takes any key size")
+/// A MAC of the batch numbered `batches` under `key`, with nothing absorbed.
+fn batch_mac(key: &[u8; MAC_BYTES], batches: u64) -> blake3::Hasher {
+    let mut mac = blake3::Hasher::new_keyed(key);
+    mac.update(&batches.to_le_bytes());
+    mac
 }
 
 /// The writing side: the MAC of each batch it writes.
 pub(crate) struct Sealer {
-    keyed: HmacSha256,
+    key: [u8; MAC_BYTES],
     batches: u64,
 }
 
 impl Sealer {
     pub(crate) fn new(key: &[u8; MAC_BYTES]) -> Sealer {
         Sealer {
-            keyed: keyed(key),
+            key: *key,
             batches: 0,
         }
     }
 
     /// Appends to `batch` the MAC frame that covers its frames.
     pub(crate) fn seal(&mut self, batch: &mut Batch) {
-        let mut mac = self.keyed.clone();
-        mac.update(&self.batches.to_le_bytes());
+        let mut mac = batch_mac(&self.key, self.batches);
         batch.for_each_frame(|kind, seq, body| absorb(&mut mac, kind, seq, body));
-        let tag: [u8; MAC_BYTES] = mac.finalize().into_bytes().into();
-        batch.push_trailer(KIND_BATCH_MAC, self.batches, &tag);
+        let tag = mac.finalize();
+        batch.push_trailer(KIND_BATCH_MAC, self.batches, tag.as_bytes());
         self.batches += 1;
     }
 }
 
 /// The reading side: holds frames until the MAC that covers them verifies.
 pub(crate) struct Opener {
-    keyed: HmacSha256,
-    running: HmacSha256,
+    key: [u8; MAC_BYTES],
+    running: blake3::Hasher,
     batches: u64,
     held: Vec<Frame>,
     held_bytes: usize,
@@ -81,12 +78,9 @@ pub(crate) struct Opener {
 
 impl Opener {
     pub(crate) fn new(key: &[u8; MAC_BYTES], held_bytes_max: usize) -> Opener {
-        let keyed = keyed(key);
-        let mut running = keyed.clone();
-        running.update(&0u64.to_le_bytes());
         Opener {
-            keyed,
-            running,
+            key: *key,
+            running: batch_mac(key, 0),
             batches: 0,
             held: Vec::new(),
             held_bytes: 0,
@@ -111,10 +105,12 @@ impl Opener {
     /// A MAC frame: the frames it covers if it verifies (constant-time);
     /// otherwise the connection must close, and none of them is delivered.
     pub(crate) fn open(&mut self, seq: u64, tag: &[u8]) -> Result<Vec<Frame>, ConnError> {
-        let mut next = self.keyed.clone();
-        next.update(&(self.batches + 1).to_le_bytes());
+        let next = batch_mac(&self.key, self.batches + 1);
         let running = std::mem::replace(&mut self.running, next);
-        if seq != self.batches || running.verify_slice(tag).is_err() {
+        // `Hash`'s equality is constant-time.
+        let verified = <[u8; MAC_BYTES]>::try_from(tag)
+            .is_ok_and(|tag| running.finalize() == blake3::Hash::from(tag));
+        if seq != self.batches || !verified {
             return Err(ConnError::Unauthenticated(format!(
                 "batch {} of {} frames fails its MAC: altered, replayed, reordered or cut",
                 self.batches,

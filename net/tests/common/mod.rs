@@ -114,18 +114,22 @@ impl RawPeer {
     /// `frames` as a writer sends them: each frame, then the MAC of the
     /// batch (the next batch number of this connection).
     pub fn sealed(&mut self, frames: &[(u16, u64, &[u8])]) -> Vec<u8> {
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key).unwrap();
-        hmac::Mac::update(&mut mac, &self.batches.to_le_bytes());
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
+        mac.update(&self.batches.to_le_bytes());
         let mut out = Vec::new();
         for (kind, seq, body) in frames {
             out.extend(frame(*kind, *seq, body));
-            hmac::Mac::update(&mut mac, &kind.to_le_bytes());
-            hmac::Mac::update(&mut mac, &seq.to_le_bytes());
-            hmac::Mac::update(&mut mac, &(body.len() as u64).to_le_bytes());
-            hmac::Mac::update(&mut mac, body);
+            mac.update(&kind.to_le_bytes());
+            mac.update(&seq.to_le_bytes());
+            mac.update(&(body.len() as u64).to_le_bytes());
+            mac.update(body);
         }
-        let tag = hmac::Mac::finalize(mac).into_bytes();
-        out.extend(frame(synod_net::KIND_BATCH_MAC, self.batches, &tag));
+        let tag = mac.finalize();
+        out.extend(frame(
+            synod_net::KIND_BATCH_MAC,
+            self.batches,
+            tag.as_bytes(),
+        ));
         self.batches += 1;
         out
     }
