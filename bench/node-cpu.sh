@@ -8,7 +8,8 @@
 # e.g. bench/node-cpu.sh target/release/synod --size 1024 --batch 16 --inflight 32
 # The measured run lasts NODE_CPU_DURATION seconds (10 by default), after 2
 # unmeasured ones with the same options.
-# Prints one line: throughput, latency and the nodes' CPU per million commands.
+# Prints one line: throughput, latency, the nodes' CPU per million commands,
+# the generator's CPU, and how much of the machine's CPUs all of it used.
 set -euo pipefail
 bin=$1
 shift
@@ -48,16 +49,20 @@ set -- "${warm[@]}"
 measured_s=${NODE_CPU_DURATION:-10}
 "${bin}" bench --cluster "${addrs}" --duration 2 --warmup 0 "$@" > /dev/null 2>&1
 before=$(cpu_ticks)
-"${bin}" bench --cluster "${addrs}" --duration "${measured_s}" --warmup 0 --json "$@" 2>/dev/null \
-  | tail -1 > "${dir}/run.json"
+TIMEFORMAT='%U %S'
+{ time "${bin}" bench --cluster "${addrs}" --duration "${measured_s}" --warmup 0 --json "$@" \
+  2>/dev/null | tail -1 > "${dir}/run.json"; } 2> "${dir}/generator.time"
 after=$(cpu_ticks)
-python3 - "${dir}/run.json" "$((after - before))" "${ticks}" <<'PY'
+python3 - "${dir}/run.json" "$((after - before))" "${ticks}" "${dir}/generator.time" "$(nproc)" <<'PY'
 import json, sys
 run = json.load(open(sys.argv[1]))
 cpu_s = int(sys.argv[2]) / int(sys.argv[3])
+generator_s = sum(float(x) for x in open(sys.argv[4]).read().split())
 per_million = cpu_s / run["commands"] * 1e6
 lat = run["latency_us"]
+available = run["seconds"] * int(sys.argv[5])
 print(f"{run['commands_per_sec']:.0f} commands/s, {run['mb_per_sec']:.1f} MB/s, "
       f"p50 {lat['p50']} us, p99 {lat['p99']} us; nodes used {cpu_s:.2f} CPU-s, "
-      f"{per_million:.2f} CPU-s per million commands")
+      f"{per_million:.2f} CPU-s per million commands; generator {generator_s:.2f} CPU-s; "
+      f"{(cpu_s + generator_s) / available:.0%} of the {sys.argv[5]} CPUs")
 PY
