@@ -218,7 +218,13 @@ fn prepare_dir(dir: &Path) -> Result<(), WalError> {
             let mut file = std::fs::File::create(&meta_path)?;
             io::Write::write_all(&mut file, &layout::meta_contents())?;
             file.sync_all()?;
-            std::fs::File::open(dir)?.sync_all()
+            std::fs::File::open(dir)?.sync_all()?;
+            // The directory itself is new too: its entry in the parent
+            // must survive a power cut, or the WAL goes with it.
+            match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(parent) => std::fs::File::open(parent)?.sync_all(),
+                None => Ok(()),
+            }
         };
         write().map_err(io_error(&meta_path, "creating the meta file"))?;
     }

@@ -107,11 +107,42 @@ pub fn claim_data_dir(options: &NodeOptions) -> Result<(), DataDirError> {
             if has_entries(dir).map_err(failed(DataDirOperation::List))? {
                 return Err(refuse(DataDirProblem::NotSynod));
             }
-            std::fs::create_dir_all(dir).map_err(failed(DataDirOperation::Create))?;
-            std::fs::write(&path, &identity).map_err(failed(DataDirOperation::WriteIdentity))
+            create_dir_durably(dir).map_err(failed(DataDirOperation::Create))?;
+            write_durably(&path, identity.as_bytes())
+                .map_err(failed(DataDirOperation::WriteIdentity))
         }
         Err(e) => Err(failed(DataDirOperation::ReadIdentity)(e)),
     }
+}
+
+/// Creates `dir` (and its missing parents), each made durable in the
+/// directory that holds it.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+    }
+    std::fs::create_dir(dir)?;
+    sync_parent(dir)
+}
+
+/// Writes `path` whole or not at all, across a power cut: a temporary
+/// file, fsync, rename, fsync of the directory. (A plain write could leave
+/// an empty identity file, which the next start refuses as another node's.)
+fn write_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    io::Write::write_all(&mut file, contents)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    sync_parent(path)
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// Whether `dir` holds anything; a directory not there yet holds nothing.
@@ -156,6 +187,20 @@ mod tests {
             cluster_id,
             ..NodeOptions::new(NodeId(id), addr, peers, dir.to_path_buf())
         }
+    }
+
+    #[test]
+    fn a_new_data_directory_is_created_with_its_parents_and_a_whole_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a").join("b").join("data");
+        claim_data_dir(&options(&data, 7, 3)).unwrap();
+        let identity = std::fs::read_to_string(data.join(IDENTITY_FILE)).unwrap();
+        assert_eq!(identity, "cluster 7 node 3\n");
+        let names: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [IDENTITY_FILE], "no temporary file left");
     }
 
     #[test]
