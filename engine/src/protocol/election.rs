@@ -66,6 +66,8 @@ impl Replica {
         looking.tally.insert(self.config.id, vote);
         self.role = Role::Looking(looking);
         self.broadcast_vote(out);
+        // A group of one is its own majority: no vote will come to count.
+        self.check_vote_quorum(out);
     }
 
     fn broadcast_vote(&mut self, out: &mut Actions) {

@@ -1170,3 +1170,49 @@ fn commands_beyond_the_pipeline_window_wait_and_share_one_slot() {
     assert_eq!(accepts(&step(&mut leader, propose(4))), vec![(Slot(2), 1)]);
     assert_eq!(leader.status().inflight, 2);
 }
+
+/// A group of one member is its own majority: ticks make it look, vote
+/// for itself, lead once its own promise is durable, and choose a command
+/// once its own accept is.
+#[test]
+fn a_group_of_one_elects_itself_and_commits_alone() {
+    let mut r = Replica::new(
+        Config::new(NodeId(1), vec![NodeId(1)]),
+        DurableState::default(),
+    )
+    .unwrap();
+    let mut pending = Vec::new();
+    let mut committed = Vec::new();
+    let mut proposed = false;
+    for _ in 0..500 {
+        let mut inputs = vec![Input::Tick];
+        inputs.extend(pending.drain(..).map(Input::Persisted));
+        if r.status().leading && !proposed {
+            inputs.push(Input::Propose(Command {
+                client: ClientId(1),
+                seq: 1,
+                data: Bytes::from_static(b"alone"),
+            }));
+            proposed = true;
+        }
+        for input in inputs {
+            for action in step(&mut r, input) {
+                match action {
+                    Action::Sync(sync) => pending.push(sync),
+                    Action::Commit { batch, .. } => committed.push(batch),
+                    Action::Send(e) => panic!("a group of one sends nothing: {e:?}"),
+                    _ => {}
+                }
+            }
+        }
+        if !committed.is_empty() {
+            break;
+        }
+    }
+    assert!(r.status().leading, "{:?}", r.status());
+    let data: Vec<Vec<u8>> = committed
+        .iter()
+        .flat_map(|b| b.iter().map(|c| c.data.to_vec()).collect::<Vec<_>>())
+        .collect();
+    assert!(data.contains(&b"alone".to_vec()), "{data:?}");
+}
