@@ -29,6 +29,15 @@ pub enum WalCommand {
 
 /// Runs one `synod wal` command.
 pub fn run(cmd: WalCommand) -> ExitCode {
+    // Output piped into `head` ends like any Unix tool's when the reader
+    // goes, instead of a panic on the broken pipe. Only here: these
+    // commands write to nothing but stdout and stderr (a server's sockets
+    // must not kill it on a closed connection).
+    // SAFETY: setting a signal's disposition to its default is sound; no
+    // handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match cmd {
         WalCommand::Inspect { dir, json } => inspect(&dir, json),
         WalCommand::Verify { dir } => verify(&dir),
