@@ -50,7 +50,8 @@ impl LocalCluster {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        fs::write(&secret_path, hex).map_err(|e| format!("{}: {e}", secret_path.display()))?;
+        write_secret(&secret_path, hex.as_bytes())
+            .map_err(|e| format!("{}: {e}", secret_path.display()))?;
         let mut cluster = LocalCluster {
             exe: exe.to_path_buf(),
             args: Vec::new(),
@@ -236,4 +237,38 @@ fn free_ports(n: u64) -> Result<Vec<SocketAddr>, String> {
         .iter()
         .map(|l| l.local_addr().map_err(|e| e.to_string()))
         .collect()
+}
+
+/// Writes a secret readable by its owner only (0600 from its creation, so
+/// it is never readable by others even for a moment).
+fn write_secret(path: &Path, secret: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // A directory used before holds the previous run's secret.
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_secret_is_readable_by_its_owner_only_and_replaces_the_last() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        super::write_secret(&path, b"one").unwrap();
+        super::write_secret(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
