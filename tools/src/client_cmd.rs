@@ -40,7 +40,10 @@ pub fn run(args: ClientArgs) -> ExitCode {
         .spawn(move || async move { serve(args).await })
         .map(|handle| handle.join());
     match result {
-        Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
+        Ok(Ok(Ok(0))) => ExitCode::SUCCESS,
+        // Every line was answered; scripts learn from the status that some
+        // answers are failures.
+        Ok(Ok(Ok(_failed))) => ExitCode::FAILURE,
         Ok(Ok(Err(error))) => {
             eprintln!("synod client: {error}");
             ExitCode::FAILURE
@@ -68,7 +71,8 @@ struct Session {
     timeout: Duration,
 }
 
-async fn serve(args: ClientArgs) -> Result<(), String> {
+/// Answers every line of stdin; returns how many answers were failures.
+async fn serve(args: ClientArgs) -> Result<usize, String> {
     let addrs = match args.node {
         Some(node) => vec![node],
         None => args.cluster.clone(),
@@ -91,6 +95,7 @@ async fn serve(args: ClientArgs) -> Result<(), String> {
         timeout: Duration::from_secs(args.timeout_s),
     };
     let stdin = std::io::stdin();
+    let mut failed = 0;
     for line in stdin.lock().lines() {
         let line = line.map_err(|e| e.to_string())?;
         if line.trim().is_empty() {
@@ -100,9 +105,12 @@ async fn serve(args: ClientArgs) -> Result<(), String> {
             Ok(op) => session.execute(op).await,
             Err(message) => json!({"ok": false, "error": message}),
         };
+        if reply["ok"] != json!(true) {
+            failed += 1;
+        }
         println!("{reply}");
     }
-    Ok(())
+    Ok(failed)
 }
 
 fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {

@@ -26,14 +26,18 @@ pub fn client(args: &[&str], lines: &[String]) -> Vec<Value> {
         .write_all(input.as_bytes())
         .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "client failed: {:?}",
-        output.status
-    );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout
+    let replies: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
+        .collect();
+    // It exits 0 exactly when every line was answered `"ok":true`.
+    let all_ok = replies.iter().all(|r| r["ok"] == true);
+    assert_eq!(
+        output.status.success(),
+        all_ok && replies.len() == lines.len(),
+        "exit {:?} for {replies:?}",
+        output.status
+    );
+    replies
 }
