@@ -274,6 +274,19 @@ fn a_full_restart_recovers_every_acknowledged_append_from_the_wals() {
     }
 }
 
+/// A cluster of one node is its own majority: it leads, takes writes and
+/// keeps them across a restart.
+#[test]
+fn a_cluster_of_one_node_leads_and_keeps_its_writes() {
+    let mut cluster = TestCluster::new(1);
+    assert_eq!(leader(&cluster), 1);
+    let acked = appends(&cluster, "alone", 20);
+    cluster.kill(0);
+    cluster.start(0, "secret");
+    assert_eq!(leader(&cluster), 1);
+    assert_log_holds(&cluster, 0, &acked);
+}
+
 #[test]
 fn a_node_with_the_wrong_secret_is_refused() {
     let mut cluster = TestCluster::new(3);
