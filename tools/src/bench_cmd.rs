@@ -26,11 +26,21 @@ pub struct BenchArgs {
     /// Client addresses of a running cluster, comma-separated.
     #[cfg_attr(
         not(feature = "etcd"),
-        arg(long, value_delimiter = ',', required_unless_present = "local")
+        arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "local",
+            value_parser = crate::address::resolve
+        )
     )]
     #[cfg_attr(
         feature = "etcd",
-        arg(long, value_delimiter = ',', required_unless_present_any = ["local", "etcd"])
+        arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present_any = ["local", "etcd"],
+            value_parser = crate::address::resolve
+        )
     )]
     cluster: Vec<SocketAddr>,
     /// Drive an etcd cluster instead (client URLs, comma-separated) with the

@@ -20,10 +20,10 @@ use synod_net::{Client, ClientConfig};
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Client addresses of the nodes, comma-separated.
-    #[arg(long, value_delimiter = ',', required_unless_present = "node")]
+    #[arg(long, value_delimiter = ',', required_unless_present = "node", value_parser = crate::address::resolve)]
     pub cluster: Vec<SocketAddr>,
     /// Ask only this node, about its own applied log (stale reads allowed).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::address::resolve)]
     pub node: Option<SocketAddr>,
     /// The group (log shard) commands go to.
     #[arg(long, default_value_t = 0)]

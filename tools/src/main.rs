@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod address;
 mod bench_cmd;
 mod chaos;
 mod client_cmd;

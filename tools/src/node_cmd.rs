@@ -42,10 +42,10 @@ pub struct NodeArgs {
     #[arg(long)]
     pub id: Option<u64>,
     /// Address peers connect to.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::address::resolve)]
     pub listen: Option<SocketAddr>,
     /// Address clients connect to.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::address::resolve)]
     pub client_listen: Option<SocketAddr>,
     /// Every member as ID=HOST:PORT, comma-separated, this node included.
     #[arg(long, value_parser = parse_peers)]
@@ -93,7 +93,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub snapshot_write_floor: Option<u64>,
     /// Serve Prometheus metrics (GET /metrics) on this address.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::address::resolve)]
     pub metrics: Option<SocketAddr>,
     /// `off` skips the WAL's fdatasync: UNSAFE, acknowledged commands can be
     /// lost in a power cut or kernel crash. For measuring what fsync costs
@@ -198,13 +198,7 @@ fn parse_peers(text: &str) -> Result<Peers, PeersError> {
         if id == 0 {
             return Err(PeersError::ReservedId);
         }
-        let addr: SocketAddr = addr
-            .trim()
-            .parse()
-            .map_err(|source| PeersError::NotAnAddress {
-                text: addr.to_string(),
-                source,
-            })?;
+        let addr = crate::address::resolve(addr).map_err(PeersError::NotAnAddress)?;
         peers.push((NodeId(id), addr));
     }
     if peers.is_empty() {

@@ -13,7 +13,7 @@ use synod_net::{Client, ClientConfig};
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Client addresses of the nodes, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, value_parser = crate::address::resolve)]
     cluster: Vec<SocketAddr>,
     /// The group to report on.
     #[arg(long, default_value_t = 0)]

@@ -2,7 +2,6 @@
 //! and keeps the cause (the file's I/O error, the TOML parser's, the
 //! address parser's).
 
-use std::net::AddrParseError;
 use std::path::PathBuf;
 
 use synod_engine::runtime::node::OptionsError;
@@ -79,14 +78,9 @@ pub enum PeersError {
     /// Node id 0.
     #[error("node id 0 is reserved")]
     ReservedId,
-    /// An address that does not parse.
-    #[error("`{text}`: {source}")]
-    NotAnAddress {
-        /// The address as given.
-        text: String,
-        /// Why.
-        source: AddrParseError,
-    },
+    /// An address that does not parse or resolve.
+    #[error("a peer's address: {0}")]
+    NotAnAddress(#[source] crate::address::AddressError),
     /// Nothing listed.
     #[error("no peers")]
     Empty,
