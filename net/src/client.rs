@@ -41,10 +41,17 @@ pub struct ClientListenerConfig {
     /// How long the port, still in use, is waited for (see
     /// [`crate::BIND_BUSY_WAIT`]).
     pub bind_busy_wait: Duration,
+    /// Client connections open at once, at most; one more is closed as soon
+    /// as it is accepted (its client sees the connection close), counted
+    /// and logged.
+    pub connections_max: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl ClientListenerConfig {
-    /// Defaults: 1 MiB frames, 4 MiB of replies per connection, 1024 requests.
+    /// Defaults: 1 MiB frames, 4 MiB of replies per connection, 1024
+    /// requests, 1024 connections, closed after 5 minutes of silence.
     pub fn new(listen: SocketAddr) -> ClientListenerConfig {
         ClientListenerConfig {
             listen,
@@ -52,6 +59,8 @@ impl ClientListenerConfig {
             reply_queue_bytes_max: 4 << 20,
             requests_max: 1024,
             bind_busy_wait: crate::listen::BIND_BUSY_WAIT,
+            connections_max: 1024,
+            idle_timeout: Duration::from_secs(300),
         }
     }
 
@@ -62,6 +71,18 @@ impl ClientListenerConfig {
             return Err(ConfigError::Invalid {
                 field: "requests_max",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.connections_max == 0 {
+            return Err(ConfigError::Invalid {
+                field: "connections_max",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "idle_timeout",
+                reason: "must be positive".into(),
             });
         }
         Ok(())
@@ -159,6 +180,10 @@ struct ListenerShared {
     /// Client connections open, and a signal each time one closes.
     connections: Cell<usize>,
     connection_closed: Notify,
+    /// Connections closed at accept because `connections_max` were open.
+    refused_connections: Cell<u64>,
+    /// When a refusal was last logged: one line a second at most.
+    refusal_logged_at: Cell<Option<std::time::Instant>>,
 }
 
 /// Accepts client connections and yields their requests.
@@ -192,6 +217,8 @@ impl ClientListener {
             bad_frame_closes: Cell::new(0),
             connections: Cell::new(0),
             connection_closed: Notify::default(),
+            refused_connections: Cell::new(0),
+            refusal_logged_at: Cell::new(None),
         });
         let task = spawn_local(client_accept_loop(shared.clone(), listener));
         Ok(ClientListener {
@@ -215,6 +242,11 @@ impl ClientListener {
     /// Client connections closed because of bytes that are not frames.
     pub fn bad_frame_closes(&self) -> u64 {
         self.shared.bad_frame_closes.get()
+    }
+
+    /// Client connections closed at accept: `connections_max` were open.
+    pub fn refused_connections(&self) -> u64 {
+        self.shared.refused_connections.get()
     }
 
     /// Stops accepting, closes every client connection, waits for the
@@ -266,6 +298,9 @@ async fn client_accept_loop(shared: Rc<ListenerShared>, listener: Listener) {
         .await;
         match accepted {
             None => return,
+            Some(Ok(stream)) if shared.connections.get() >= shared.config.connections_max => {
+                refuse_connection(&shared, stream);
+            }
             Some(Ok(stream)) => {
                 spawn_local(serve_client(shared.clone(), stream)).detach();
             }
@@ -275,6 +310,28 @@ async fn client_accept_loop(shared: Rc<ListenerShared>, listener: Listener) {
             }
         }
     }
+}
+
+/// Closes a connection beyond the bound at once: it costs no reader, no
+/// queue and no task.
+fn refuse_connection(shared: &ListenerShared, stream: TcpStream) {
+    let refused = shared.refused_connections.get() + 1;
+    shared.refused_connections.set(refused);
+    let now = std::time::Instant::now();
+    let due = shared
+        .refusal_logged_at
+        .get()
+        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+    if due {
+        shared.refusal_logged_at.set(Some(now));
+        warn!(
+            client = ?stream.peer_addr().ok(),
+            open = shared.connections.get(),
+            refused_so_far = refused,
+            "client connection refused: too many open"
+        );
+    }
+    drop(stream);
 }
 
 async fn serve_client(shared: Rc<ListenerShared>, stream: TcpStream) {
@@ -321,9 +378,12 @@ async fn client_read_loop(
     r: &mut ReadHalf<TcpStream>,
 ) -> ConnError {
     let mut reader = FrameReader::new(shared.config.frame_body_bytes_max);
+    let idle = shared.config.idle_timeout;
     loop {
         let mut frames = Vec::new();
-        let read = read_some(r, &mut reader, &mut frames).await;
+        let Some(read) = with_timeout(idle, read_some(r, &mut reader, &mut frames)).await else {
+            return ConnError::Protocol(format!("idle for {idle:?}"));
+        };
         for frame in frames {
             if frame.kind >= KIND_RESERVED_MIN {
                 return ConnError::ReservedKind(frame.kind);

@@ -99,6 +99,69 @@ async fn client_redirecting_to_itself() -> Result<synod_net::Reply, ClientError>
     client(vec![addr]).request(10, b"x").await
 }
 
+/// Connections beyond the bound are closed as soon as they are accepted,
+/// and counted; those already open keep working, and once one closes a
+/// new one is served again.
+#[test]
+fn connections_beyond_the_bound_are_refused_and_the_rest_served() {
+    run(|| async {
+        let mut config = ClientListenerConfig::new("127.0.0.1:0".parse().unwrap());
+        config.connections_max = 3;
+        let server = Rc::new(ClientListener::bind(config).unwrap());
+        let _serving = spawn_local(serve_reversed(server.clone(), 1));
+        let addr = server.local_addr();
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let c = client(vec![addr]);
+            assert!(c.request(1, b"ab").await.is_ok());
+            open.push(c);
+        }
+        let mut extra = glommio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(extra.read(&mut buf).await, Ok(0) | Err(_)),
+            "closed"
+        );
+        assert_eq!(server.refused_connections(), 1);
+        assert_eq!(
+            open[0].request(1, b"cd").await.unwrap().body.as_ref(),
+            b"dc"
+        );
+        drop(open.pop());
+        let fresh = client(vec![addr]);
+        let served = async {
+            loop {
+                if let Ok(reply) = fresh.request(1, b"ef").await {
+                    return reply;
+                }
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        assert_eq!(served.await.body.as_ref(), b"fe");
+    });
+}
+
+/// A connection that sends nothing is closed once it has been idle for
+/// the configured time.
+#[test]
+fn an_idle_connection_is_closed() {
+    run(|| async {
+        let mut config = ClientListenerConfig::new("127.0.0.1:0".parse().unwrap());
+        config.idle_timeout = Duration::from_millis(200);
+        let server = Rc::new(ClientListener::bind(config).unwrap());
+        let mut idle = glommio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(idle.read(&mut buf).await, Ok(0) | Err(_)),
+            "closed"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    });
+}
+
 #[test]
 fn bad_bytes_close_only_that_client() {
     run(|| async {
