@@ -66,11 +66,13 @@ pub enum RefuseReason {
     Timeout,
     /// The connection failed or closed during the handshake.
     Io,
+    /// Too many handshakes were in progress: closed at accept.
+    Busy,
 }
 
 impl RefuseReason {
     /// Every reason, for counters.
-    pub const ALL: [RefuseReason; 8] = [
+    pub const ALL: [RefuseReason; 9] = [
         RefuseReason::WrongCluster,
         RefuseReason::UnknownNode,
         RefuseReason::WrongCore,
@@ -79,6 +81,7 @@ impl RefuseReason {
         RefuseReason::Malformed,
         RefuseReason::Timeout,
         RefuseReason::Io,
+        RefuseReason::Busy,
     ];
 
     pub(crate) fn index(self) -> usize {

@@ -128,7 +128,16 @@ struct Shared {
     counters: CounterCells,
     closed: Cell<bool>,
     shutdown: Notify,
+    /// Accepted connections whose handshake has not ended.
+    handshakes: Cell<usize>,
+    /// When a refusal was last logged: one line a second at most.
+    refusal_logged_at: Cell<Option<std::time::Instant>>,
 }
+
+/// Accepted connections in their handshake at once, at most: a few per
+/// peer is all the cluster needs (a peer dials one at a time); strangers
+/// opening connections beyond it are closed at accept, before any buffer.
+const HANDSHAKES_PER_PEER_MAX: usize = 4;
 
 /// The receiving end: every peer's frames, each peer's in order.
 pub struct Inbox {
@@ -192,6 +201,8 @@ impl Transport {
             counters: CounterCells::default(),
             closed: Cell::new(false),
             shutdown: Notify::default(),
+            handshakes: Cell::new(0),
+            refusal_logged_at: Cell::new(None),
         });
         let mut tasks = vec![spawn_local(accept_loop(shared.clone(), listener))];
         let me = shared.config.node_id;
@@ -364,6 +375,15 @@ async fn accept_loop(shared: Rc<Shared>, listener: Listener) {
         match accepted {
             None => return,
             Some(Ok(stream)) => {
+                let limit = HANDSHAKES_PER_PEER_MAX * shared.peers.len().max(1);
+                if shared.handshakes.get() >= limit {
+                    let remote = stream.peer_addr().ok();
+                    drop(stream);
+                    let detail = format!("{limit} handshakes in progress already");
+                    refuse(&shared, remote, None, RefuseReason::Busy, &detail);
+                    continue;
+                }
+                shared.handshakes.set(shared.handshakes.get() + 1);
                 spawn_local(accept_one(shared.clone(), stream)).detach();
             }
             Some(Err(e)) => {
@@ -381,6 +401,7 @@ async fn accept_one(shared: Rc<Shared>, mut stream: TcpStream) {
     let mut reader = FrameReader::new(HANDSHAKE_BODY_BYTES_MAX);
     let timeout = shared.config.handshake_timeout;
     let outcome = with_timeout(timeout, accept_handshake(&shared, &mut stream, &mut reader)).await;
+    shared.handshakes.set(shared.handshakes.get() - 1);
     match outcome.unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into()))) {
         Ok((peer, keys)) => {
             reader.set_body_bytes_max(shared.config.frame_body_bytes_max);
@@ -398,7 +419,18 @@ fn refuse(
     detail: &str,
 ) {
     bump(&shared.counters.refused[reason.index()], 1);
-    warn!(?remote, ?peer, %reason, detail, "handshake refused");
+    // Counted always, logged a line a second at most: strangers knocking
+    // must not fill the log.
+    let now = std::time::Instant::now();
+    let due = shared
+        .refusal_logged_at
+        .get()
+        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+    if due {
+        shared.refusal_logged_at.set(Some(now));
+        let refused: u64 = shared.counters.refused.iter().map(Cell::get).sum();
+        warn!(?remote, ?peer, %reason, detail, refused_so_far = refused, "handshake refused");
+    }
 }
 
 type Refusal = (RefuseReason, String);

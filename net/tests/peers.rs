@@ -41,7 +41,7 @@ fn handshake_succeeds_and_frames_flow_both_ways_in_order() {
         assert_eq!((c1.handshakes_ok, c2.handshakes_ok), (1, 1));
         assert_eq!((c1.frames_sent, c2.frames_received), (2000, 2000));
         assert!(t1.is_connected(NodeId(2)) && t2.is_connected(NodeId(1)));
-        assert_eq!(c1.refused, [0; 8]);
+        assert_eq!(c1.refused, [0; RefuseReason::ALL.len()]);
     });
 }
 
@@ -332,6 +332,33 @@ fn recrc(frames: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = frame(h.kind, h.seq, &body);
     out.extend_from_slice(&frames[used..]);
     out
+}
+
+/// Strangers holding connections open without a handshake take a bounded
+/// number of places; beyond it a connection is closed at accept and
+/// counted `Busy`, and once their handshakes time out the real peer joins.
+#[test]
+fn handshakes_in_progress_are_bounded() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let (t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        let mut silent = Vec::new();
+        for _ in 0..4 {
+            silent.push(glommio::net::TcpStream::connect(nodes[1].1).await.unwrap());
+        }
+        let mut extra = glommio::net::TcpStream::connect(nodes[1].1).await.unwrap();
+        let mut buf = [0u8; 8];
+        assert!(matches!(
+            futures_lite::AsyncReadExt::read(&mut extra, &mut buf).await,
+            Ok(0) | Err(_)
+        ));
+        wait_until("busy", || t2.counters().refused(RefuseReason::Busy) >= 1).await;
+        let (t1, _in1) = Transport::start(config(1, &nodes)).unwrap();
+        t1.send_wait(NodeId(2), 3, &body(7)).await.unwrap();
+        let m = in2.recv().await.unwrap();
+        assert_eq!((m.from, m.body.as_ref()), (NodeId(1), &body(7)[..]));
+        drop(silent);
+    });
 }
 
 #[test]
