@@ -1,0 +1,16 @@
+//! Snapshots as a file or a peer could hand them over: `Snapshot::decode`
+//! (checksum, bytecheck, then the fields' own sense) and `decode_chunk`
+//! (one piece of a transfer). Never a panic; what decodes re-encodes to a
+//! snapshot that decodes to the same.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use synod_engine::group::snapshot::{decode_chunk, Snapshot};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(snapshot) = Snapshot::decode(data) {
+        let again = snapshot.encode().expect("a decoded snapshot encodes");
+        assert_eq!(Snapshot::decode(&again).expect("re-encoded"), snapshot);
+    }
+    let _ = decode_chunk(data);
+});
