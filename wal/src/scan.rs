@@ -14,7 +14,10 @@
 //! otherwise, earlier segment        -> corruption at X
 //! ```
 
-use crate::frame::{decode_frame, FrameError, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC};
+use crate::frame::{
+    decode_frame, frame_bytes, FrameError, FrameHeader, FRAME_ALIGN_BYTES, FRAME_BODY_BYTES_MAX,
+    FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
+};
 use crate::Position;
 
 /// One valid frame found in a segment.
@@ -131,13 +134,25 @@ fn classify_tail(
         return Ok(SegmentEnd::Clean);
     };
     let reason = stop.unwrap_or(FrameError::BadMagic { found: 0 });
-    if let Some(later) = find_frame_after(bytes, offset, seq) {
-        return Err(Corruption {
-            offset_bytes: offset as u64,
-            reason: format!(
-                "{reason}; a valid frame follows at offset {later}, so this is not a torn tail"
-            ),
-        });
+    match find_frame_after(bytes, offset, seq) {
+        Later::Frame(later) => {
+            return Err(Corruption {
+                offset_bytes: offset as u64,
+                reason: format!(
+                    "{reason}; a valid frame follows at offset {later}, so this is not a torn tail"
+                ),
+            })
+        }
+        Later::Undecided => {
+            return Err(Corruption {
+                offset_bytes: offset as u64,
+                reason: format!(
+                    "{reason}; more plausible frame headers follow than can be checked in time \
+                     to tell a torn tail from corruption"
+                ),
+            })
+        }
+        Later::None => {}
     }
     if !is_last {
         return Err(Corruption {
@@ -152,21 +167,62 @@ fn classify_tail(
     })
 }
 
-/// The offset of a valid frame after `offset` whose sequence could belong to
-/// this log after position `seq` (at most one frame per header's worth of
-/// bytes), if any. Such a frame means data was written and synced after the
-/// bad bytes, so they are not a torn tail.
-fn find_frame_after(bytes: &[u8], offset: usize, seq: u64) -> Option<usize> {
-    let frames_fit_max = (bytes.len().saturating_sub(offset) / FRAME_HEADER_BYTES) as u64;
+/// What follows bad bytes in a segment.
+#[derive(Debug, PartialEq, Eq)]
+enum Later {
+    /// A valid frame, at this offset.
+    Frame(usize),
+    /// None: the bad bytes may be a torn tail.
+    None,
+    /// So many plausible headers that checking them all would cost more
+    /// than a bounded multiple of the segment (a crafted file): treated as
+    /// corruption, the side that forgets nothing.
+    Undecided,
+}
+
+/// A valid frame after `offset` whose sequence could belong to this log
+/// after position `seq` (at most one frame per header's worth of bytes
+/// since `offset`), if any. Such a frame means data was written and synced
+/// after the bad bytes, so they are not a torn tail.
+///
+/// Linear in the segment: a candidate's header is checked (magic, version,
+/// zero reserved bytes, a length that fits, a sequence in range) before its
+/// body is checksummed, and the bytes checksummed in all are bounded by
+/// twice the segment's size.
+fn find_frame_after(bytes: &[u8], offset: usize, seq: u64) -> Later {
     let magic = FRAME_MAGIC.to_le_bytes();
+    let mut checksum_budget = 2 * bytes.len() + FRAME_HEADER_BYTES;
     let first_candidate = offset + FRAME_ALIGN_BYTES;
-    (first_candidate..bytes.len().saturating_sub(FRAME_HEADER_BYTES - 1))
+    for o in (first_candidate..bytes.len().saturating_sub(FRAME_HEADER_BYTES - 1))
         .step_by(FRAME_ALIGN_BYTES)
-        .filter(|o| bytes[*o..*o + 4] == magic)
-        .find(|o| match decode_frame(&bytes[*o..]) {
-            Ok((h, _, _)) => h.seq >= seq && h.seq - seq <= frames_fit_max,
-            Err(_) => false,
-        })
+    {
+        if bytes[o..o + 4] != magic {
+            continue;
+        }
+        let raw: &[u8; FRAME_HEADER_BYTES] = bytes[o..o + FRAME_HEADER_BYTES]
+            .try_into()
+            .expect("the range is a header long");
+        let h = FrameHeader::from_bytes(raw);
+        let frames_between = ((o - offset) / FRAME_HEADER_BYTES) as u64;
+        let plausible = h.version == FRAME_VERSION
+            && h.reserved == 0
+            && h.body_len <= FRAME_BODY_BYTES_MAX
+            && frame_bytes(h.body_len as usize) <= bytes.len() - o
+            && h.seq >= seq
+            && h.seq - seq <= frames_between;
+        if !plausible {
+            continue;
+        }
+        let cost = frame_bytes(h.body_len as usize);
+        if cost > checksum_budget {
+            return Later::Undecided;
+        }
+        checksum_budget -= cost;
+        if decode_frame(&bytes[o..]).is_ok() {
+            return Later::Frame(o);
+        }
+    }
+    Later::None
 }
 
 #[cfg(test)]
@@ -181,6 +237,40 @@ mod tests {
         }
         out.resize(out.len() + zeros, 0);
         out
+    }
+
+    /// A crafted segment: bad bytes, then a plausible header every 32
+    /// bytes, each claiming the rest of the file as its body (checking them
+    /// all would checksum the file once per header). The search stops at
+    /// its budget and calls it corruption, never a torn tail to cut.
+    #[test]
+    fn a_segment_full_of_plausible_headers_is_corruption_found_in_bounded_work() {
+        let mut img = image(&[b"a"], 0, 0);
+        let bad = img.len();
+        img.resize(256 << 10, 0);
+        img[bad] = 0xee;
+        let mut o = bad + FRAME_ALIGN_BYTES;
+        while o + FRAME_HEADER_BYTES <= img.len() {
+            let body_len = (img.len() - o - FRAME_HEADER_BYTES) as u32 / 16 * 16;
+            let header = FrameHeader {
+                magic: FRAME_MAGIC,
+                version: FRAME_VERSION,
+                kind: 1,
+                body_len,
+                crc32c: 0,
+                seq: 1,
+                reserved: 0,
+            };
+            img[o..o + FRAME_HEADER_BYTES].copy_from_slice(&header.to_bytes());
+            o += FRAME_HEADER_BYTES;
+        }
+        assert_eq!(find_frame_after(&img, bad, 1), Later::Undecided);
+        let error = scan_segment(&img, Position(0), true).unwrap_err();
+        assert!(
+            error.reason.contains("than can be checked"),
+            "{}",
+            error.reason
+        );
     }
 
     #[test]
