@@ -405,6 +405,20 @@ fn options_that_contradict_each_other_are_refused_before_anything_starts() {
             },
             "snapshot_write_floor must be positive",
         ),
+        (
+            NodeOptions {
+                peers: vec![peers[0], (NodeId(2), peers[0].1), peers[2]],
+                ..base.clone()
+            },
+            "share the address",
+        ),
+        (
+            NodeOptions {
+                listen: "127.0.0.1:1".parse().unwrap(),
+                ..base.clone()
+            },
+            "the peer list names it at",
+        ),
     ];
     for (options, expected) in cases {
         let error = Node::start(options, |_| Sum::default())

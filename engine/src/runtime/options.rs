@@ -98,6 +98,36 @@ pub enum OptionsError {
         /// The cores each node runs.
         cores: u32,
     },
+    /// Two members share one address: one would dial the other as itself.
+    #[error("peers {} and {} share the address {addr}", first.0, second.0)]
+    SharedAddress {
+        /// The first member at it.
+        first: NodeId,
+        /// The second.
+        second: NodeId,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// This node is not among the members.
+    #[error("node {} is not in the peer list", id.0)]
+    NotAMember {
+        /// This node.
+        id: NodeId,
+    },
+    /// The peer list names this node at another address than it listens on:
+    /// its peers would dial a place where it does not answer.
+    #[error(
+        "node {} listens on {listen}, but the peer list names it at {listed}",
+        id.0
+    )]
+    ListenNotListed {
+        /// This node.
+        id: NodeId,
+        /// Where it listens.
+        listen: SocketAddr,
+        /// Where the peer list says it is.
+        listed: SocketAddr,
+    },
 }
 
 /// The core that hosts `group`: the same on every node, so core i of one
@@ -170,6 +200,40 @@ impl NodeOptions {
                     cores: self.cores,
                 });
             }
+        }
+        self.validate_peers()
+    }
+}
+
+impl NodeOptions {
+    /// Every member at an address of its own, this node among them at the
+    /// address it listens on. (A wildcard listen address, 0.0.0.0 or ::,
+    /// is checked by its port only.)
+    fn validate_peers(&self) -> Result<(), OptionsError> {
+        let mut seen: std::collections::BTreeMap<SocketAddr, NodeId> = Default::default();
+        for (id, addr) in &self.peers {
+            if let Some(first) = seen.insert(*addr, *id) {
+                return Err(OptionsError::SharedAddress {
+                    first,
+                    second: *id,
+                    addr: *addr,
+                });
+            }
+        }
+        let Some((_, listed)) = self.peers.iter().find(|(id, _)| *id == self.id) else {
+            return Err(OptionsError::NotAMember { id: self.id });
+        };
+        let same = if self.listen.ip().is_unspecified() {
+            self.listen.port() == listed.port()
+        } else {
+            self.listen == *listed
+        };
+        if !same {
+            return Err(OptionsError::ListenNotListed {
+                id: self.id,
+                listen: self.listen,
+                listed: *listed,
+            });
         }
         Ok(())
     }
