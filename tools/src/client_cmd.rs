@@ -18,6 +18,17 @@ use synod_net::{Client, ClientConfig};
 
 /// Arguments of `synod client`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Lines on stdin, one command each; one JSON object a line on stdout, in order:
+  append TEXT             append TEXT to the log          {\"ok\":true,\"group\":G,\"index\":N}
+  read FROM [COUNT]       read the log from index FROM    {\"ok\":true,\"entries\":[...]}
+  put K V                 set K to V (V: the rest of the line)
+  get K                   the value of K
+  cas K OLD NEW           set K to NEW if it holds OLD
+  cas K --absent NEW      set K to NEW if it is absent
+  delete K                remove K
+  leader                  the node that leads the group
+A failure is {\"ok\":false,\"error\":...}; the exit status is 1 if any line failed.")]
 pub struct ClientArgs {
     /// Client addresses of the nodes, comma-separated.
     #[arg(long, value_delimiter = ',', required_unless_present = "node", value_parser = crate::address::resolve)]
@@ -124,15 +135,23 @@ fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {
         }
         ("read", [from]) => Ok(ClientOp::ReadLog { from: number(from)?, count: 100 }),
         ("read", [from, count]) => Ok(ClientOp::ReadLog { from: number(from)?, count: u32::try_from(number(count)?).map_err(|_| format!("`{count}` is too many to read at once"))? }),
-        ("put", [key, value]) => Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ttl_ms: None })),
+        // The value is the rest of the line: it may hold spaces.
+        ("put", [key, _, ..]) => {
+            let value = rest.trim_start()[key.len()..].trim_start();
+            Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ttl_ms: None }))
+        }
         ("get", [key]) => Ok(ClientOp::Get { key: key.as_bytes().to_vec() }),
+        ("cas", [key, "--absent", new]) => Ok(kv(
+            session,
+            KvOp::Cas { key: key.as_bytes().to_vec(), old: None, new: new.as_bytes().to_vec() },
+        )),
         ("cas", [key, old, new]) => Ok(kv(
             session,
             KvOp::Cas { key: key.as_bytes().to_vec(), old: Some(old.as_bytes().to_vec()), new: new.as_bytes().to_vec() },
         )),
         ("delete", [key]) => Ok(kv(session, KvOp::Delete { key: key.as_bytes().to_vec() })),
         ("leader", []) => Ok(ClientOp::Status),
-        _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V, get K, cas K OLD NEW, delete K, leader")),
+        _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V, get K, cas K OLD NEW, cas K --absent NEW, delete K, leader")),
     }
 }
 

@@ -287,6 +287,28 @@ fn a_cluster_of_one_node_leads_and_keeps_its_writes() {
     assert_log_holds(&cluster, 0, &acked);
 }
 
+/// `put` takes the rest of the line as its value, spaces and all, and
+/// `cas K --absent NEW` sets a key only while it is absent.
+#[test]
+fn values_with_spaces_and_compare_and_set_if_absent() {
+    let cluster = TestCluster::new(1);
+    leader(&cluster);
+    let lines: Vec<String> = [
+        "put greeting hello,   wide world",
+        "get greeting",
+        "cas lock --absent holder-1",
+        "cas lock --absent holder-2",
+        "get lock",
+    ]
+    .map(String::from)
+    .to_vec();
+    let replies = client(&["--cluster", &cluster.cluster_arg()], &lines);
+    assert_eq!(replies[1]["value"], "hello,   wide world", "{replies:?}");
+    assert_eq!(replies[2]["swapped"], true, "{replies:?}");
+    assert_eq!(replies[3]["swapped"], false, "{replies:?}");
+    assert_eq!(replies[4]["value"], "holder-1", "{replies:?}");
+}
+
 #[test]
 fn a_node_with_the_wrong_secret_is_refused() {
     let mut cluster = TestCluster::new(3);
