@@ -59,7 +59,7 @@ type Routes = Arc<Vec<mpsc::Sender<CoreRequest>>>;
 /// ```
 pub struct Node {
     handle: NodeHandle,
-    stops: Vec<oneshot::Sender<()>>,
+    stops: NodeStopper,
     events: std::sync::mpsc::Receiver<CoreEvent>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Cores that have not reported their stop yet.
@@ -68,6 +68,28 @@ pub struct Node {
     _lock: std::fs::File,
     /// The client port's claim, held while the node lives.
     _client_port: Option<synod_net::PortClaim>,
+}
+
+/// Asks a node to stop from any thread (a signal handler, say): every
+/// group stops, and [`Node::wait`] returns once every core has.
+#[derive(Clone, Default)]
+pub struct NodeStopper {
+    stops: std::sync::Arc<std::sync::Mutex<Vec<oneshot::Sender<()>>>>,
+}
+
+impl NodeStopper {
+    /// Stops every core; a second call does nothing.
+    pub fn stop(&self) {
+        let stops = match self.stops.lock() {
+            Ok(mut stops) => std::mem::take(&mut *stops),
+            // A thread panicked holding the lock: the senders are still
+            // there, and sending on them is all that is left to do.
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for stop in stops {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// A cheap, cloneable way into a node from any thread or async runtime.
@@ -195,7 +217,9 @@ impl Node {
                 groups: options.groups,
                 routes,
             },
-            stops,
+            stops: NodeStopper {
+                stops: std::sync::Arc::new(std::sync::Mutex::new(stops)),
+            },
             events,
             threads,
             running: options.cores as usize,
@@ -230,6 +254,11 @@ impl Node {
         self.handle.clone()
     }
 
+    /// A way to stop the node from another thread while one waits on it.
+    pub fn stopper(&self) -> NodeStopper {
+        self.stops.clone()
+    }
+
     /// Blocks until a core stops, then stops the others; returns the first
     /// error (a fatal WAL failure, say), or `Ok` after [`Node::shutdown`].
     pub fn wait(mut self) -> Result<(), NodeError> {
@@ -252,9 +281,7 @@ impl Node {
     }
 
     fn stop_all(&mut self) -> Result<(), NodeError> {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
+        self.stops.stop();
         let mut result = Ok(());
         while self.running > 0 {
             match self.events.recv() {
