@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::config::{validate_frame_limits, ConfigError};
 use crate::listen::{Listener, Sharing};
+use crate::log_limit::OncePerSecond;
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
@@ -182,8 +183,8 @@ struct ListenerShared {
     connection_closed: Notify,
     /// Connections closed at accept because `connections_max` were open.
     refused_connections: Cell<u64>,
-    /// When a refusal was last logged: one line a second at most.
-    refusal_logged_at: Cell<Option<std::time::Instant>>,
+    /// Refusals are logged a line a second at most.
+    refusal_log: OncePerSecond,
 }
 
 /// Accepts client connections and yields their requests.
@@ -218,7 +219,7 @@ impl ClientListener {
             connections: Cell::new(0),
             connection_closed: Notify::default(),
             refused_connections: Cell::new(0),
-            refusal_logged_at: Cell::new(None),
+            refusal_log: OncePerSecond::default(),
         });
         let task = spawn_local(client_accept_loop(shared.clone(), listener));
         Ok(ClientListener {
@@ -317,13 +318,7 @@ async fn client_accept_loop(shared: Rc<ListenerShared>, listener: Listener) {
 fn refuse_connection(shared: &ListenerShared, stream: TcpStream) {
     let refused = shared.refused_connections.get() + 1;
     shared.refused_connections.set(refused);
-    let now = std::time::Instant::now();
-    let due = shared
-        .refusal_logged_at
-        .get()
-        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-    if due {
-        shared.refusal_logged_at.set(Some(now));
+    if shared.refusal_log.due() {
         warn!(
             client = ?stream.peer_addr().ok(),
             open = shared.connections.get(),

@@ -33,6 +33,7 @@ mod client;
 mod config;
 pub mod handshake;
 mod listen;
+mod log_limit;
 mod notify;
 mod queue;
 mod reader;

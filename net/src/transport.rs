@@ -25,6 +25,7 @@ use crate::auth::{Opener, Sealer, KIND_BATCH_MAC};
 use crate::config::{ConfigError, PeerConfig};
 use crate::handshake::{self, Challenge, Hello, RefuseReason, Role, Transcript, MAC_BYTES};
 use crate::listen::{Listener, Sharing};
+use crate::log_limit::OncePerSecond;
 use crate::notify::Notify;
 use crate::queue::Batch;
 use crate::queue::{Body, SendError, SendQueue};
@@ -130,8 +131,8 @@ struct Shared {
     shutdown: Notify,
     /// Accepted connections whose handshake has not ended.
     handshakes: Cell<usize>,
-    /// When a refusal was last logged: one line a second at most.
-    refusal_logged_at: Cell<Option<std::time::Instant>>,
+    /// Refusals are logged a line a second at most.
+    refusal_log: OncePerSecond,
 }
 
 /// Accepted connections in their handshake at once, at most: a few per
@@ -202,7 +203,7 @@ impl Transport {
             closed: Cell::new(false),
             shutdown: Notify::default(),
             handshakes: Cell::new(0),
-            refusal_logged_at: Cell::new(None),
+            refusal_log: OncePerSecond::default(),
         });
         let mut tasks = vec![spawn_local(accept_loop(shared.clone(), listener))];
         let me = shared.config.node_id;
@@ -421,13 +422,7 @@ fn refuse(
     bump(&shared.counters.refused[reason.index()], 1);
     // Counted always, logged a line a second at most: strangers knocking
     // must not fill the log.
-    let now = std::time::Instant::now();
-    let due = shared
-        .refusal_logged_at
-        .get()
-        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-    if due {
-        shared.refusal_logged_at.set(Some(now));
+    if shared.refusal_log.due() {
         let refused: u64 = shared.counters.refused.iter().map(Cell::get).sum();
         warn!(?remote, ?peer, %reason, detail, refused_so_far = refused, "handshake refused");
     }
