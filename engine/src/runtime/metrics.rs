@@ -176,8 +176,15 @@ fn answer_scrape(mut stream: TcpStream, metrics: &NodeMetrics) -> std::io::Resul
     } else {
         ("404 Not Found", "try GET /metrics\n".to_string())
     };
+    // prometheus-client writes OpenMetrics text; scrapers parse the body by
+    // the type it is served as.
+    let content_type = if status.starts_with("200") {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes())
@@ -221,6 +228,10 @@ mod tests {
         };
         let answer = fetch("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(
+            answer.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+            "{answer}"
+        );
         assert!(answer.ends_with(&text));
         assert!(fetch("POST /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(fetch("garbage\r\n\r\n").starts_with("HTTP/1.1 404"));
