@@ -1,0 +1,141 @@
+//! `synod bench` as a user runs it: against a running cluster and its own,
+//! with every option that changes the workload, and refusing what cannot run.
+
+use std::process::{Command, Stdio};
+
+#[path = "support/cluster.rs"]
+mod local_cluster;
+#[path = "../../engine/tests/support/ports.rs"]
+mod ports;
+#[path = "support/client.rs"]
+mod support;
+
+use local_cluster::{applied, leader, TestCluster};
+use serde_json::Value;
+use support::SYNOD;
+
+/// Runs `synod bench` with `args` and `--json`; its results object.
+fn bench(args: &[&str]) -> Value {
+    let output = Command::new(SYNOD)
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--duration", "2", "--warmup", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "synod bench failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().expect("a results line");
+    serde_json::from_str(last).unwrap()
+}
+
+#[test]
+fn bench_spreads_its_load_over_groups_and_client_threads_and_runs_again() {
+    let cluster = TestCluster::with_flags(3, &["--groups", "2"]);
+    let leader = leader(&cluster);
+    let addr = cluster.nodes[leader as usize - 1].client;
+    let flags = [
+        "--cluster",
+        &cluster.cluster_arg(),
+        "--groups",
+        "2",
+        "--clients",
+        "2",
+        "--inflight",
+        "8",
+    ];
+    let mut before = [applied(addr, 0), applied(addr, 1)];
+    // A second run against the same cluster must append anew: its sessions
+    // are not the first run's, so nothing is taken as a retry.
+    for run in 0..2 {
+        // The second run is open loop: commands take turns on sessions.
+        let open_loop = ["--rate", "3000"];
+        let extra: &[&str] = if run == 0 { &[] } else { &open_loop };
+        let results = bench(&[&flags[..], extra].concat());
+        assert_eq!(
+            (results["groups"].as_u64(), results["clients"].as_u64()),
+            (Some(2), Some(2))
+        );
+        assert!(results["commands"].as_u64().unwrap() > 0, "{results}");
+        assert!(
+            results["commands_per_slot"].as_f64().unwrap() >= 1.0,
+            "{results}"
+        );
+        assert_eq!(results["elections"].as_u64(), Some(0), "{results}");
+        for group in 0..2 {
+            let now = applied(addr, group);
+            assert!(
+                now > before[group as usize],
+                "run {run}: group {group} got nothing"
+            );
+            before[group as usize] = now;
+        }
+    }
+}
+
+#[test]
+fn bench_with_fsync_off_says_unsafe_and_starts_the_nodes_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench");
+    let results = bench(&[
+        "--local",
+        "3",
+        "--fsync",
+        "off",
+        "--inflight",
+        "4",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        results["fsync"].as_str().unwrap().contains("UNSAFE"),
+        "{results}"
+    );
+    assert!(results["commands"].as_u64().unwrap() > 0, "{results}");
+    let logs: String = (1..=3)
+        .map(|id| std::fs::read_to_string(data.join(format!("node-{id}.log"))).unwrap_or_default())
+        .collect();
+    assert_eq!(logs.matches("UNSAFE: fsync is off").count(), 3, "{logs}");
+}
+
+/// A workload that cannot run is refused before any local replica starts,
+/// with the flag named; nothing is left behind in the data directory.
+#[test]
+fn bench_refuses_a_workload_that_cannot_run_before_starting_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench");
+    let refused = [
+        (&["--duration", "0"][..], "--duration"),
+        (&["--inflight", "0"][..], "in flight"),
+        (&["--batch", "0"][..], "--batch"),
+        (&["--clients", "0"][..], "--clients"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--size", "300000"][..], "one slot holds"),
+    ];
+    for (flags, named) in refused {
+        let output = Command::new(SYNOD)
+            .args([
+                "bench",
+                "--local",
+                "3",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args(flags)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flags:?} ran");
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+        assert!(
+            !stderr.contains("started"),
+            "{flags:?} started a cluster: {stderr}"
+        );
+        assert!(!data.exists(), "{flags:?} left {}", data.display());
+    }
+}
