@@ -8,41 +8,18 @@ use std::time::{Duration, Instant};
 
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/sum.rs"]
+mod sum;
 
 use bytes::Bytes;
 use ports::free_ports;
+use sum::Sum;
 use synod_engine::protocol::{ClientId, NodeId};
 use synod_engine::runtime::client_port::{
     ClientGroups, ClientReply, ClientService, ForwardError, LocalGroup,
 };
 use synod_engine::runtime::node::{Node, NodeOptions};
-use synod_engine::runtime::{Applying, Capture, ProposeOutcome, StateMachine};
-
-/// Sums every command (a little-endian u64); replies with the new sum.
-#[derive(Default)]
-struct Sum(u64);
-
-impl StateMachine for Sum {
-    fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
-        commands
-            .iter()
-            .map(|c| {
-                self.0 += c.data.try_into().map(u64::from_le_bytes).unwrap_or(0);
-                Bytes::copy_from_slice(&self.0.to_le_bytes())
-            })
-            .collect()
-    }
-    fn query(&self, _: &[u8]) -> Bytes {
-        Bytes::copy_from_slice(&self.0.to_le_bytes())
-    }
-    fn snapshot(&self) -> Capture {
-        Capture::encoded(Bytes::copy_from_slice(&self.0.to_le_bytes()))
-    }
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "not 8 bytes")?);
-        Ok(())
-    }
-}
+use synod_engine::runtime::ProposeOutcome;
 
 const KIND_ADD: u16 = 7;
 const KIND_SUM: u16 = 8;
