@@ -424,11 +424,13 @@ pub fn chunks(upto: Slot, encoded: &Bytes) -> impl Iterator<Item = SnapshotChunk
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::{REQUEST_COMMANDS_MAX, SESSIONS_MAX};
 
-    fn sample() -> Snapshot {
+    /// A snapshot with sessions of every kind and a machine above one
+    /// chunk, for the tests of its file too.
+    pub(crate) fn sample() -> Snapshot {
         let record = |client, last_seq, index, reply: Option<&'static [u8]>| SessionRecord {
             client: ClientId(client),
             last_seq,

@@ -66,24 +66,9 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
+    use crate::group::snapshot::tests::sample;
     use crate::group::snapshot::Snapshot;
-    use crate::protocol::{Ballot, LogIndex, NodeId, Sessions, Slot};
-
-    fn sample() -> Snapshot {
-        Snapshot {
-            upto: Slot(12),
-            next_index: LogIndex(42),
-            promised: Ballot {
-                round: 4,
-                node: NodeId(2),
-            },
-            sessions: Sessions::default(),
-            machine: Bytes::from(vec![7u8; 600 << 10]),
-        }
-    }
 
     #[test]
     fn a_paced_save_takes_at_least_its_bytes_over_its_rate_and_loads_the_same() {
