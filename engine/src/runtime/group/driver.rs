@@ -283,18 +283,7 @@ impl<S: StateMachine> GroupDriver<S> {
         let mut result = Ok(());
         let mut rest = actions.drain(..);
         while let Some(action) = rest.next() {
-            if let GroupAction::Append { position, write } = action {
-                // The leader's own record of an Accept is the frame its
-                // sends share: it carries the commit point they carry.
-                let commit = sent_commit(rest.as_slice(), &write)
-                    .unwrap_or_else(|| self.core.replica().status().commit);
-                if let Err(error) = self.append(position, write, commit) {
-                    result = Err(error);
-                    break;
-                }
-                continue;
-            }
-            if let Err(error) = self.carry_out_one(action, now) {
+            if let Err(error) = self.carry_out_one(action, rest.as_slice(), now) {
                 result = Err(error);
                 break;
             }
@@ -331,14 +320,19 @@ impl<S: StateMachine> GroupDriver<S> {
         Ok(())
     }
 
+    /// Carries out `action`, the actions of the step after it being `rest`.
     fn carry_out_one(
         &mut self,
         action: GroupAction<Channels>,
+        rest: &[GroupAction<Channels>],
         now: Instant,
     ) -> Result<(), GroupError> {
         match action {
             GroupAction::Append { position, write } => {
-                let commit = self.core.replica().status().commit;
+                // The leader's own record of an Accept is the frame its
+                // sends share: it carries the commit point they carry.
+                let commit = sent_commit(rest, &write)
+                    .unwrap_or_else(|| self.core.replica().status().commit);
                 self.append(position, write, commit)?;
             }
             GroupAction::Sync(sync) => self.sync(sync),
@@ -374,7 +368,6 @@ impl<S: StateMachine> GroupDriver<S> {
                 self.window.on_chosen(slot, now);
                 self.metrics.batch_commands.observe(f64::from(batch.len()));
                 self.paced_bytes += batch.bytes().len() as u64;
-                self.status.applied.set(slot.next());
             }
             GroupAction::Entry { index, data } => {
                 self.publish(Committed::Entry { index, data });
@@ -384,10 +377,6 @@ impl<S: StateMachine> GroupDriver<S> {
                 upto,
                 next_index,
             } => {
-                self.status.applied.set(upto);
-                self.status
-                    .snapshots_installed
-                    .set(self.core.snapshots_installed());
                 self.publish(Committed::Snapshot { next_index });
                 tracing::info!(
                     group = self.group.0,
@@ -467,6 +456,9 @@ impl<S: StateMachine> GroupDriver<S> {
         self.status.promised.set(status.promised);
         self.status.applied.set(self.core.applied());
         self.status.snapshot.set(self.core.snapshot());
+        self.status
+            .snapshots_installed
+            .set(self.core.snapshots_installed());
     }
 
     /// The peer the replica should be told it lost: its leader, once the

@@ -77,7 +77,7 @@ impl<S: StateMachine> GroupDriver<S> {
     /// removals (under the WAL's lock) and other groups' snapshots would
     /// queue behind a paced write.
     pub(super) fn save_snapshot(&mut self, upto: Slot, job: SnapshotJob, urgent: bool) {
-        let policy = self.core_policy();
+        let policy = self.core.snapshot_policy();
         let rate = (!urgent)
             .then(|| policy.write_rate(self.paced_bytes, self.paced_since.elapsed()))
             .flatten();
@@ -128,10 +128,6 @@ impl<S: StateMachine> GroupDriver<S> {
             let _ = inputs.send(input).await;
         })
         .detach();
-    }
-
-    fn core_policy(&self) -> crate::group::snapshot::SnapshotPolicy {
-        self.core.snapshot_policy()
     }
 
     /// Queues `input` to the group's own loop, which stops on it.
