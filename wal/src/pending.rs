@@ -74,24 +74,31 @@ impl PendingBytes {
         self.piece_bytes - self.filled
     }
 
-    /// A copy of the bytes from `from` to the end (the partial last block
-    /// that the next chunk rewrites).
-    pub(crate) fn tail_from(&self, from: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len - from);
-        let mut start = 0;
-        for (i, piece) in self.pieces.iter().enumerate() {
-            let used = if i + 1 == self.pieces.len() {
-                self.filled
-            } else {
-                self.piece_bytes
-            };
-            let end = start + used;
-            if end > from {
-                out.extend_from_slice(&piece.as_bytes()[from.max(start) - start..used]);
-            }
-            start = end;
+    /// The bytes from `from` to the end, piece by piece.
+    fn slices_from(&self, from: usize) -> impl Iterator<Item = &[u8]> {
+        let count = self.pieces.len();
+        self.pieces
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, piece)| {
+                let start = i * self.piece_bytes;
+                let used = if i + 1 == count {
+                    self.filled
+                } else {
+                    self.piece_bytes
+                };
+                (start + used > from).then(|| &piece.as_bytes()[from.max(start) - start..used])
+            })
+    }
+
+    /// The bytes from `from` to the end (the partial last block that the
+    /// next chunk rewrites), as the start of new pending bytes: copied once.
+    pub(crate) fn tail(&self, from: usize) -> PendingBytes {
+        let mut tail = PendingBytes::new(self.piece_bytes);
+        for slice in self.slices_from(from) {
+            tail.extend_from_slice(slice);
         }
-        out
+        tail
     }
 
     /// The pieces, each with its bytes in use zero-padded to a whole number
@@ -136,8 +143,16 @@ mod tests {
                 whole.extend_from_slice(&data);
                 whole.extend(std::iter::repeat_n(0, 5000));
                 whole.extend_from_slice(b"end");
-                assert_eq!(bytes.tail_from(0), whole);
-                assert_eq!(bytes.tail_from(15_000), whole[15_000..]);
+                let read = |bytes: &PendingBytes, from| -> Vec<u8> {
+                    bytes.slices_from(from).flatten().copied().collect()
+                };
+                assert_eq!(read(&bytes, 0), whole);
+                assert_eq!(read(&bytes, 15_000), whole[15_000..]);
+                let tail = bytes.tail(15_000);
+                assert_eq!(
+                    (tail.len(), read(&tail, 0)),
+                    (103, whole[15_000..].to_vec())
+                );
                 let writes: Vec<(usize, Vec<u8>)> = bytes
                     .into_writes(4096)
                     .map(|(at, piece)| (at, piece.as_bytes().to_vec()))

@@ -116,14 +116,14 @@ impl Chunk {
     }
 
     /// What is left to append into once this chunk has been written.
-    fn continuation(&self, piece_bytes: usize) -> Chunk {
+    fn continuation(&self) -> Chunk {
         let base = self.end_offset_bytes() / BLOCK_BYTES as u64 * BLOCK_BYTES as u64;
         let keep_from = (base - self.base_offset_bytes) as usize;
         Chunk {
             segment_first: self.segment_first,
             base_offset_bytes: base,
             written_bytes: self.bytes.len() - keep_from,
-            bytes: PendingBytes::from_slice(piece_bytes, &self.bytes.tail_from(keep_from)),
+            bytes: self.bytes.tail(keep_from),
             end: self.end,
             new_segment: false,
         }
@@ -424,7 +424,7 @@ impl<S: Storage> Wal<S> {
                 .pending
                 .last()
                 .expect("pending is never empty")
-                .continuation(self.inner.config.write_bytes_max);
+                .continuation();
             std::mem::replace(&mut st.pending, vec![continuation])
         };
         let started = Instant::now();
