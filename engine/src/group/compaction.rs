@@ -119,14 +119,19 @@ impl Compaction {
         self.saving = None;
         self.latest = Some((saving.upto, encoded));
         self.accept_positions = self.accept_positions.split_off(&saving.upto);
-        let mut kept = self.accept_positions.values().copied().collect::<Vec<_>>();
-        kept.sort_unstable();
+        let lowest = self.accept_positions.values().min().copied();
+        // Positions are distinct: the one after the lowest is the next.
         #[cfg(test)]
-        if self.cut_one_accept_high && !kept.is_empty() {
-            kept.remove(0);
-        }
-        kept.first()
-            .map_or(saving.captured_at, |first| (*first).min(saving.captured_at))
+        let lowest = match self.cut_one_accept_high {
+            true => self
+                .accept_positions
+                .values()
+                .filter(|p| Some(**p) != lowest)
+                .min()
+                .copied(),
+            false => lowest,
+        };
+        lowest.map_or(saving.captured_at, |first| first.min(saving.captured_at))
     }
 }
 
