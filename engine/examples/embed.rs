@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_executor::block_on;
-use synod_engine::protocol::{GroupId, NodeId};
+use futures_util::{FutureExt, StreamExt};
+use synod_engine::protocol::{GroupId, LogIndex, NodeId};
 use synod_engine::runtime::node::{Node, NodeOptions};
 use synod_engine::runtime::{Applying, Capture, ProposeOutcome, ReadOutcome, StateMachine};
 
@@ -93,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let commits = block_on(handles[2].subscribe(group)).expect("group 0 exists");
+    let mut commits = block_on(handles[2].subscribe(group, LogIndex(0)))?;
     for n in 1..=10 {
         let (index, total) = add(n);
         println!("added {n:2} at index {index}: counter = {total}");
@@ -102,7 +103,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         panic!("node 1 answers local reads");
     };
     println!("node 1 reads {}", u64::from_le_bytes(value[..].try_into()?));
-    println!("node 3 streamed {} commits", commits.try_iter().count());
+    let streamed = std::iter::from_fn(|| commits.next().now_or_never().flatten()).count();
+    println!("node 3 streamed {streamed} commits");
     for node in nodes {
         node.shutdown()?;
     }

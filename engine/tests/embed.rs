@@ -16,11 +16,12 @@ mod sum;
 
 use bytes::Bytes;
 use futures_executor::block_on;
+use futures_util::{FutureExt, StreamExt};
 use ports::free_ports;
 use sum::Sum;
 use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId, Slot};
 use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
-use synod_engine::runtime::group::Committed;
+use synod_engine::runtime::group::{CommitStream, Committed, SubscribeError};
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 use synod_engine::runtime::{
@@ -63,6 +64,7 @@ fn options(dir: &Path, id: NodeId, peers: &[(NodeId, SocketAddr)]) -> NodeOption
             every_slots: 25,
             ..SnapshotPolicy::default()
         },
+        commit_history_bytes: 1 << 20,
         ..NodeOptions::new(id, listen, peers.to_vec(), data_dir)
     }
 }
@@ -117,10 +119,10 @@ fn threads_propose_read_and_stream_commits_across_cores_and_restarts() {
     let peers = peers();
     let nodes = start(dir.path(), &peers);
     let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
-    let stream = block_on(handles[2].subscribe(GroupId(1))).expect("group 1 exists");
-    assert!(
-        block_on(handles[0].subscribe(GroupId(2))).is_none(),
-        "no group 2"
+    let mut stream = block_on(handles[2].subscribe(GroupId(1), LogIndex(0))).expect("group 1");
+    assert_eq!(
+        block_on(handles[0].subscribe(GroupId(2), LogIndex(0))).err(),
+        Some(SubscribeError::NoGroup(2))
     );
 
     // Four threads, two per group (group g on core g of every node).
@@ -150,18 +152,14 @@ fn threads_propose_read_and_stream_commits_across_cores_and_restarts() {
     assert_eq!(read_sum(&handles, GroupId(1)), per_group + 5);
 
     // Node 3 streamed group 1's commands in log order, each once.
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.len() < 81 && Instant::now() < deadline {
-        if let Ok(Committed::Entry { index, data }) =
-            stream.recv_timeout(Duration::from_millis(100))
-        {
-            seen.push((index.0, u64::from_le_bytes(data[..].try_into().unwrap())));
-        }
-    }
-    assert_eq!(seen.len(), 81, "{seen:?}");
+    let seen = entries(&mut stream, 81);
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "log order");
     assert_eq!(seen.iter().map(|(_, n)| n).sum::<u64>(), per_group + 5);
+    // A subscription from an index already applied replays the history
+    // first: the same entries, from where it asked.
+    let from = LogIndex(seen[40].0);
+    let mut late = block_on(handles[2].subscribe(GroupId(1), from)).expect("kept");
+    assert_eq!(entries(&mut late, 41), seen[40..]);
 
     for node in nodes {
         node.shutdown().unwrap();
@@ -171,9 +169,38 @@ fn threads_propose_read_and_stream_commits_across_cores_and_restarts() {
     let handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
     assert_eq!(read_sum(&handles, GroupId(0)), per_group);
     assert_eq!(read_sum(&handles, GroupId(1)), per_group + 5);
+    // The history is in memory: after a restart it starts at the state
+    // recovered, and an older index is refused with where to start.
+    let status = block_on(handles[2].status(GroupId(1))).expect("running");
+    assert!(status.next_index > LogIndex(0));
+    match block_on(handles[2].subscribe(GroupId(1), LogIndex(0))) {
+        Err(SubscribeError::Compacted { first }) => assert!(first <= status.next_index),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("entries from before the restart were streamed"),
+    }
     for node in nodes {
         node.shutdown().unwrap();
     }
+}
+
+/// The next `n` entries of `stream` as (index, value), within 10 s.
+fn entries(stream: &mut CommitStream, n: usize) -> Vec<(u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        match stream.next().now_or_never() {
+            Some(Some(Committed::Entry { index, data })) => {
+                seen.push((index.0, u64::from_le_bytes(data[..].try_into().unwrap())));
+            }
+            Some(Some(Committed::Snapshot { .. })) => {}
+            Some(None) => panic!("the stream ended after {seen:?}"),
+            None => {
+                assert!(Instant::now() < deadline, "stalled after {seen:?}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    seen
 }
 
 /// Every node's status of `group`, once each has a snapshot covering all

@@ -143,6 +143,7 @@ impl Cluster {
             snapshot: self.policy,
             metrics: metrics.clone(),
             rejoin: false,
+            commit_history_bytes: 0,
         };
         let link = Rc::new(Loopback {
             from: id,

@@ -294,6 +294,8 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         (None, false) => return Err(SettingsError::NoSecret),
     };
     let options = NodeOptions {
+        // The node machine keeps the KV's changes for watches itself.
+        commit_history_bytes: 0,
         id: NodeId(id),
         listen,
         peers: peers.0,

@@ -292,6 +292,11 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         &self.machine
     }
 
+    /// The log index of the next command to apply.
+    pub fn next_index(&self) -> LogIndex {
+        self.next_index
+    }
+
     /// Slots applied (those below this one).
     pub fn applied(&self) -> Slot {
         self.applied

@@ -263,6 +263,7 @@ impl<S: StateMachine, C: ClientService> Core<S, C> {
                 snapshot: options.snapshot,
                 metrics,
                 rejoin: options.rejoin,
+                commit_history_bytes: options.commit_history_bytes,
             };
             let machine = (self.machines)(GroupId(group));
             let started = start_group(group_options, GroupId(group), machine, link.clone()).await;

@@ -23,5 +23,6 @@ pub use crate::group::{snapshot, Applying, Capture, StateMachine};
 pub mod group;
 
 pub use group::{
-    GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome, ReadOutcome, StatusView,
+    CommitStream, Committed, GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome,
+    ReadOutcome, StatusView, SubscribeError,
 };

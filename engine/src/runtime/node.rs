@@ -13,11 +13,11 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::client_port::{forward_channel, ClientService, NoClientPort, PortSetup};
 use super::cores::{Core, CoreEvent};
-use super::group::{Committed, ProposeOutcome, ReadOutcome, StatusView};
+use super::group::{CommitStream, ProposeOutcome, ReadOutcome, StatusView, SubscribeError};
 use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics};
 use super::requests::{CoreRequest, CORE_REQUESTS_MAX};
 use crate::group::state_machine::StateMachine;
-use crate::protocol::{ClientId, Command, GroupId};
+use crate::protocol::{ClientId, Command, GroupId, LogIndex};
 
 pub use super::client_port::{ClientGroups, ClientReply, ForwardError, LocalGroup};
 pub use super::data_dir::{
@@ -398,17 +398,23 @@ impl NodeHandle {
         asked.await.flatten()
     }
 
-    /// Every command this node applies to `group` from now on, in log order
-    /// (see [`Committed`]); `None` if there is no such group.
+    /// Every command this node applies to `group` from log index `from` on,
+    /// in log order (see [`CommitStream`]): those already applied come
+    /// from the group's history ([`NodeOptions::commit_history_bytes`]), or
+    /// the answer is [`SubscribeError::Compacted`] with where a stream can
+    /// start now. Subscribing from the group's `next_index` (in its
+    /// [`StatusView`]) streams what is applied from now on.
     pub async fn subscribe(
         &self,
         group: GroupId,
-    ) -> Option<crossbeam_channel::Receiver<Committed>> {
+        from: LogIndex,
+    ) -> Result<CommitStream, SubscribeError> {
         let asked = self.ask(group, |reply| CoreRequest::Subscribe {
             group: group.0,
+            from,
             reply,
         });
-        asked.await.flatten()
+        asked.await.unwrap_or(Err(SubscribeError::NoGroup(group.0)))
     }
 }
 

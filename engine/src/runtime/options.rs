@@ -61,6 +61,11 @@ pub struct NodeOptions {
     /// node whose disk is intact ignores it. Starting a node whose disk was
     /// lost *without* it is unsafe: it may overwrite chosen commands.
     pub rejoin: bool,
+    /// Bytes of recently applied commands each group keeps for
+    /// subscriptions from an index already applied
+    /// ([`NodeHandle::subscribe`](super::node::NodeHandle::subscribe));
+    /// 0 keeps none.
+    pub commit_history_bytes: usize,
 }
 
 /// Options that contradict each other or exceed a limit.
@@ -171,6 +176,7 @@ impl NodeOptions {
             metrics: None,
             fsync: true,
             rejoin: false,
+            commit_history_bytes: 0,
         }
     }
 

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 
 use super::answering::answer_each;
-use super::group::{Committed, Groups, ProposeOutcome, ReadOutcome, StatusView};
-use crate::protocol::Command;
+use super::group::{CommitStream, Groups, ProposeOutcome, ReadOutcome, StatusView, SubscribeError};
+use crate::protocol::{Command, LogIndex};
 
 /// Requests a core takes from other threads.
 pub(super) enum CoreRequest {
@@ -31,7 +31,8 @@ pub(super) enum CoreRequest {
     /// Stream a group's commits to this channel.
     Subscribe {
         group: u32,
-        reply: oneshot::Sender<Option<crossbeam_channel::Receiver<Committed>>>,
+        from: LogIndex,
+        reply: oneshot::Sender<Result<CommitStream, SubscribeError>>,
     },
 }
 
@@ -84,12 +85,12 @@ async fn carry_out(groups: &Groups, request: CoreRequest) {
         CoreRequest::Status { group, reply } => {
             let _ = reply.send(groups.get(&group).map(|(_, status)| status.view()));
         }
-        CoreRequest::Subscribe { group, reply } => {
-            let receiver = match groups.get(&group) {
-                Some((handle, _)) => Some(handle.subscribe().await),
-                None => None,
+        CoreRequest::Subscribe { group, from, reply } => {
+            let stream = match groups.get(&group) {
+                Some((handle, _)) => handle.subscribe(from).await,
+                None => Err(SubscribeError::NoGroup(group)),
             };
-            let _ = reply.send(receiver);
+            let _ = reply.send(stream);
         }
     }
 }

@@ -11,6 +11,7 @@ use futures_channel::oneshot;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use synod_wal::Wal;
 
+use super::feed::CommitFeed;
 use super::frames::Frames;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
 use crate::group::{
@@ -66,7 +67,7 @@ pub(super) struct GroupDriver<S> {
     pub(super) inputs: Rc<LocalSender<Inbound>>,
     status: Rc<GroupStatus>,
     pub(super) metrics: GroupMetrics,
-    subscribers: Vec<crossbeam_channel::Sender<Committed>>,
+    feed: CommitFeed,
     /// The actions of the step under way (kept for their buffer).
     actions: Actions,
     /// The Accept frame of the step under way.
@@ -97,9 +98,13 @@ impl<S: StateMachine> GroupDriver<S> {
         status: Rc<GroupStatus>,
         metrics: GroupMetrics,
         pipeline_max: u32,
+        history_bytes: usize,
         snapshot_path: PathBuf,
         marker: PathBuf,
     ) -> GroupDriver<S> {
+        let mut core = core;
+        let feed = CommitFeed::new(history_bytes, core.next_index());
+        core.stream_commits(feed.wants_entries());
         GroupDriver {
             group,
             core,
@@ -108,7 +113,7 @@ impl<S: StateMachine> GroupDriver<S> {
             inputs,
             status,
             metrics,
-            subscribers: Vec::new(),
+            feed,
             actions: Vec::new(),
             frames: Frames::default(),
             leader_down_ticks: 0,
@@ -207,9 +212,10 @@ impl<S: StateMachine> GroupDriver<S> {
                     }
                     GroupInput::Tick
                 }
-                Inbound::Subscribe(subscriber) => {
-                    self.subscribers.push(subscriber);
-                    self.core.stream_commits(true);
+                Inbound::Subscribe(from, reply) => {
+                    let stream = self.feed.subscribe(from, self.core.next_index());
+                    let _ = reply.send(stream);
+                    self.core.stream_commits(self.feed.wants_entries());
                     continue;
                 }
                 Inbound::SnapshotChunk(from, chunk) => GroupInput::SnapshotChunk(from, chunk),
@@ -409,19 +415,17 @@ impl<S: StateMachine> GroupDriver<S> {
         }
     }
 
-    /// Hands `committed` to every subscriber; one that has fallen too far
-    /// behind, or has gone, is dropped.
+    /// Hands `committed` to the history and every subscriber; one that has
+    /// fallen too far behind, or has gone, is dropped.
     fn publish(&mut self, committed: Committed) {
-        let group = self.group.0;
-        self.subscribers.retain(|subscriber| {
-            let kept = subscriber.try_send(committed.clone()).is_ok();
-            if !kept {
-                tracing::info!(group, "commit subscriber gone or lagging; dropped");
-            }
-            kept
-        });
-        if self.subscribers.is_empty() {
-            self.core.stream_commits(false);
+        let dropped = self.feed.publish(committed);
+        if dropped > 0 {
+            tracing::info!(
+                group = self.group.0,
+                dropped,
+                "commit subscribers gone or lagging; dropped"
+            );
+            self.core.stream_commits(self.feed.wants_entries());
         }
     }
 
@@ -455,6 +459,7 @@ impl<S: StateMachine> GroupDriver<S> {
         self.status.leader.set(status.leader);
         self.status.promised.set(status.promised);
         self.status.applied.set(self.core.applied());
+        self.status.next_index.set(self.core.next_index());
         self.status.snapshot.set(self.core.snapshot());
         self.status
             .snapshots_installed

@@ -19,6 +19,7 @@
 //! bounded under an endless load.
 
 mod driver;
+mod feed;
 mod frames;
 mod marker;
 mod start;
@@ -37,6 +38,7 @@ use glommio::channels::local_channel::LocalSender;
 use synod_wal::{Position, WalConfig, WalError};
 use thiserror::Error;
 
+pub use self::feed::{CommitStream, SubscribeError};
 pub use self::start::start_group;
 use super::codec::{DecodeError, PeerFrame, KIND_PEER_MESSAGE};
 use super::metrics::GroupMetrics;
@@ -88,6 +90,10 @@ pub struct GroupOptions {
     /// disk was lost: rebuild from the peers before voting again
     /// ([`Replica::rejoining`]). A group with state ignores it.
     pub rejoin: bool,
+    /// Bytes of recently applied commands kept so that a subscriber can
+    /// start from an index already applied (0: subscriptions start at the
+    /// next command). Keeping any costs a little on every command.
+    pub commit_history_bytes: usize,
 }
 
 /// The file in a group's WAL directory that marks a rebuild in progress:
@@ -213,8 +219,11 @@ pub(crate) enum Inbound {
     ReadLocal(Bytes, oneshot::Sender<ReadOutcome>),
     /// A sync finished, after this long (`None`: not measured).
     Persisted(SyncId, Option<Duration>),
-    /// Stream every command applied from now on to this channel.
-    Subscribe(crossbeam_channel::Sender<Committed>),
+    /// Stream every command applied from this index on.
+    Subscribe(
+        LogIndex,
+        oneshot::Sender<Result<CommitStream, SubscribeError>>,
+    ),
     /// A piece of a snapshot from a peer.
     SnapshotChunk(NodeId, SnapshotChunk),
     /// A snapshot file is durable: compact below it.
@@ -362,13 +371,12 @@ impl GroupHandle {
         }
     }
 
-    /// Streams every command applied from now on, in log order. A
-    /// subscriber more than [`SUBSCRIBER_LAG_MAX`] entries behind is dropped
-    /// (its receiver disconnects): it reads the state and subscribes again.
-    pub async fn subscribe(&self) -> crossbeam_channel::Receiver<Committed> {
-        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_LAG_MAX);
-        let _ = self.inputs.send(Inbound::Subscribe(tx)).await;
-        rx
+    /// Streams every command applied from log index `from` on, in log
+    /// order (see [`CommitStream`]).
+    pub async fn subscribe(&self, from: LogIndex) -> Result<CommitStream, SubscribeError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inputs.send(Inbound::Subscribe(from, tx)).await;
+        rx.await.unwrap_or(Err(SubscribeError::Stopped))
     }
 
     /// Asks the group to stop.
@@ -382,6 +390,9 @@ impl GroupHandle {
 pub struct StatusView {
     /// Slots applied to the state machine (those below this one).
     pub applied: Slot,
+    /// The log index of the next command to apply (a subscription from it
+    /// streams what is applied from now on).
+    pub next_index: LogIndex,
     /// Whether this replica leads (Phase 1 done).
     pub leading: bool,
     /// Who it believes leads.
@@ -397,6 +408,8 @@ pub struct StatusView {
 pub struct GroupStatus {
     /// Slots applied.
     pub applied: Cell<Slot>,
+    /// The log index of the next command to apply.
+    pub next_index: Cell<LogIndex>,
     /// Whether this replica leads (Phase 1 done).
     pub leading: Cell<bool>,
     /// Who it believes leads.
@@ -414,6 +427,7 @@ impl GroupStatus {
     pub fn view(&self) -> StatusView {
         StatusView {
             applied: self.applied.get(),
+            next_index: self.next_index.get(),
             leading: self.leading.get(),
             leader: self.leader.get(),
             promised: self.promised.get(),

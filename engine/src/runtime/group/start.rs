@@ -122,6 +122,7 @@ pub async fn start_group<S: StateMachine>(
         status.clone(),
         options.metrics,
         pipeline_max,
+        options.commit_history_bytes,
         snapshot_path,
         marker,
     );
