@@ -4,7 +4,8 @@ use crate::kv::{KvOp, KvReply};
 use synod_engine::archive::{from_bytes, to_bytes};
 
 pub use wire::{
-    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, LogEntry,
+    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, EventKind,
+    KeyValue, LogEntry, WatchEvent,
 };
 
 /// The formats. rkyv derives archived types beside each, without docs.
@@ -37,6 +38,18 @@ mod wire {
         ReadLog { from: u64, count: u32 },
         /// Who leads, as this node sees it.
         Status,
+        /// A linearizable read of the live keys starting with `prefix`, in
+        /// key order, at most `limit` of them.
+        GetPrefix { prefix: Vec<u8>, limit: u32 },
+        /// The KV changes to keys starting with `prefix` at log index
+        /// `from` and after, as this node applied them; if there are none
+        /// yet, waits up to `wait_ms` for one. `from` u64::MAX: from the
+        /// next change on (the answer's `next` says where that is).
+        Watch {
+            prefix: Vec<u8>,
+            from: u64,
+            wait_ms: u32,
+        },
     }
 
     /// A request for one group.
@@ -55,6 +68,36 @@ mod wire {
         pub index: u64,
         /// Its bytes as appended.
         pub data: Vec<u8>,
+    }
+
+    /// A key and its value.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct KeyValue {
+        pub key: Vec<u8>,
+        pub value: Vec<u8>,
+    }
+
+    /// What happened to a key.
+    #[derive(
+        rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq, Eq,
+    )]
+    pub enum EventKind {
+        /// Set (put, a swap that happened, a put with a lease).
+        Put,
+        /// Deleted, or gone with its revoked lease.
+        Delete,
+        /// Gone because its lifetime or its lease's ended.
+        Expire,
+    }
+
+    /// One change to one key, at the log index of the command that made it.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct WatchEvent {
+        pub index: u64,
+        pub kind: EventKind,
+        pub key: Vec<u8>,
+        /// The new value of a put; `None` otherwise.
+        pub value: Option<Vec<u8>>,
     }
 
     /// The answer.
@@ -96,6 +139,13 @@ mod wire {
         SessionExpired { resume_at: u64 },
         /// The request failed; the reason.
         Error(String),
+        /// A prefix read's keys and values; `more` if `limit` cut it short.
+        Pairs { pairs: Vec<KeyValue>, more: bool },
+        /// A watch's changes, in log order; ask again from `next`.
+        Events { events: Vec<WatchEvent>, next: u64 },
+        /// The changes before log index `first` are no longer kept here:
+        /// read the state (`GetPrefix`) and watch from a later index.
+        Compacted { first: u64 },
     }
 }
 

@@ -37,6 +37,39 @@ mod wire {
             /// Key.
             key: Vec<u8>,
         },
+        /// Grants a lease that lives `ttl_ms` past its grant and each
+        /// keepalive, by the leader's clock; its id is the command's index.
+        LeaseGrant {
+            /// Lifetime in milliseconds.
+            ttl_ms: u64,
+        },
+        /// Restarts lease `id`'s lifetime.
+        LeaseKeepAlive {
+            /// The lease.
+            id: u64,
+        },
+        /// Ends lease `id` now, deleting its keys.
+        LeaseRevoke {
+            /// The lease.
+            id: u64,
+        },
+        /// Sets `key` to `value`, attached to lease `lease`: the key goes
+        /// when the lease does.
+        PutLease {
+            /// Key.
+            key: Vec<u8>,
+            /// Value.
+            value: Vec<u8>,
+            /// The lease.
+            lease: u64,
+        },
+        /// The leader's clock moved: expire what is due. With `renew`
+        /// (the first tick of a new leader) every lease's lifetime starts
+        /// again, so no lease ends early for a leader change.
+        Tick {
+            /// Restart every lease's lifetime.
+            renew: bool,
+        },
     }
 
     /// What an operation returned.
@@ -55,6 +88,18 @@ mod wire {
         Value(Option<Vec<u8>>),
         /// The command could not be decoded.
         Invalid(String),
+        /// A lease granted or kept alive, and its lifetime.
+        Lease {
+            /// Its id.
+            id: u64,
+            /// Its lifetime in milliseconds.
+            ttl_ms: u64,
+        },
+        /// There is no lease `id` (never granted, expired or revoked).
+        NoLease {
+            /// The lease asked for.
+            id: u64,
+        },
     }
 }
 

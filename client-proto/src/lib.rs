@@ -13,7 +13,8 @@ mod client;
 mod kv;
 
 pub use client::{
-    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, LogEntry,
+    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, EventKind,
+    KeyValue, LogEntry, WatchEvent,
 };
 pub use kv::{KvOp, KvReply};
 

@@ -14,7 +14,11 @@ use serde_json::{json, Value};
 use synod_client_proto::{
     ClientOp, ClientRequest, ClientResponse, KvOp, KvReply, KIND_CLIENT_REQUEST,
 };
+
+use crate::node::machine::PREFIX_KEYS_MAX;
 use synod_net::{Client, ClientConfig};
+
+mod watch;
 
 /// Arguments of `synod client`.
 #[derive(Debug, Args)]
@@ -26,7 +30,16 @@ Lines on stdin, one command each; one JSON object a line on stdout, in order:
   get K                   the value of K
   cas K OLD NEW           set K to NEW if it holds OLD
   cas K --absent NEW      set K to NEW if it is absent
+  put K V --lease ID      set K to V until lease ID ends
+  put K V --ttl MS        set K to V for MS milliseconds (by the leader's clock)
+  get --prefix P          the live keys starting with P   {\"ok\":true,\"kvs\":[{\"key\":K,\"value\":V}],\"more\":false}
   delete K                remove K
+  lease grant TTL_MS      a lease of TTL_MS                {\"ok\":true,\"lease\":ID,\"ttl_ms\":TTL}
+  lease keepalive ID      restart lease ID's lifetime     {\"ok\":true,\"lease\":ID,\"ttl_ms\":TTL}
+  lease revoke ID         end lease ID now, deleting its keys
+  watch [PREFIX] [--from INDEX] [--count N]
+                          one line per change under PREFIX, in log order:
+                          {\"ok\":true,\"index\":N,\"op\":\"put\"|\"delete\"|\"expire\",\"key\":K,\"value\":V|null}
   leader                  the node that leads the group
 A failure is {\"ok\":false,\"error\":...}; the exit status is 1 if any line failed.")]
 pub struct ClientArgs {
@@ -112,6 +125,17 @@ async fn serve(args: ClientArgs) -> Result<usize, String> {
         if line.trim().is_empty() {
             continue;
         }
+        if let Some(parsed) = watch::parse(&line) {
+            let ended = match parsed {
+                Ok(request) => watch::run(&mut session, request).await,
+                Err(message) => Err(json!({"ok": false, "error": message})),
+            };
+            if let Err(reply) = ended {
+                failed += 1;
+                println!("{reply}");
+            }
+            continue;
+        }
         let reply = match parse(&line, &session) {
             Ok(op) => session.execute(op).await,
             Err(message) => json!({"ok": false, "error": message}),
@@ -135,12 +159,25 @@ fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {
         }
         ("read", [from]) => Ok(ClientOp::ReadLog { from: number(from)?, count: 100 }),
         ("read", [from, count]) => Ok(ClientOp::ReadLog { from: number(from)?, count: u32::try_from(number(count)?).map_err(|_| format!("`{count}` is too many to read at once"))? }),
+        ("put", [key, .., "--lease", id]) if args.len() > 3 => {
+            let value = &args[1..args.len() - 2];
+            Ok(kv(session, KvOp::PutLease { key: key.as_bytes().to_vec(), value: value.join(" ").into_bytes(), lease: number(id)? }))
+        }
+        ("put", [key, .., "--ttl", ms]) if args.len() > 3 => {
+            let value = &args[1..args.len() - 2];
+            Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.join(" ").into_bytes(), ttl_ms: Some(number(ms)?) }))
+        }
         // The value is the rest of the line: it may hold spaces.
         ("put", [key, _, ..]) => {
             let value = rest.trim_start()[key.len()..].trim_start();
             Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ttl_ms: None }))
         }
+        ("get", ["--prefix"]) => Ok(ClientOp::GetPrefix { prefix: Vec::new(), limit: PREFIX_KEYS_MAX }),
+        ("get", ["--prefix", prefix]) => Ok(ClientOp::GetPrefix { prefix: prefix.as_bytes().to_vec(), limit: PREFIX_KEYS_MAX }),
         ("get", [key]) => Ok(ClientOp::Get { key: key.as_bytes().to_vec() }),
+        ("lease", ["grant", ttl]) => Ok(kv(session, KvOp::LeaseGrant { ttl_ms: number(ttl)? })),
+        ("lease", ["keepalive", id]) => Ok(kv(session, KvOp::LeaseKeepAlive { id: number(id)? })),
+        ("lease", ["revoke", id]) => Ok(kv(session, KvOp::LeaseRevoke { id: number(id)? })),
         ("cas", [key, "--absent", new]) => Ok(kv(
             session,
             KvOp::Cas { key: key.as_bytes().to_vec(), old: None, new: new.as_bytes().to_vec() },
@@ -151,7 +188,7 @@ fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {
         )),
         ("delete", [key]) => Ok(kv(session, KvOp::Delete { key: key.as_bytes().to_vec() })),
         ("leader", []) => Ok(ClientOp::Status),
-        _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V, get K, cas K OLD NEW, cas K --absent NEW, delete K, leader")),
+        _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V [--lease ID|--ttl MS], get K, get --prefix P, cas K OLD NEW, cas K --absent NEW, delete K, lease grant|keepalive|revoke, watch [PREFIX], leader")),
     }
 }
 
@@ -169,7 +206,11 @@ fn seq_of(op: &mut ClientOp) -> Option<&mut u64> {
         ClientOp::Append { seq, .. }
         | ClientOp::AppendBatch { seq, .. }
         | ClientOp::Kv { seq, .. } => Some(seq),
-        ClientOp::Get { .. } | ClientOp::ReadLog { .. } | ClientOp::Status => None,
+        ClientOp::Get { .. }
+        | ClientOp::ReadLog { .. }
+        | ClientOp::Status
+        | ClientOp::GetPrefix { .. }
+        | ClientOp::Watch { .. } => None,
     }
 }
 
@@ -329,7 +370,26 @@ impl Session {
                 KvReply::Value(value) => {
                     json!({"ok": true, "value": value.as_deref().map(text)})
                 }
+                KvReply::Lease { id, ttl_ms } => {
+                    json!({"ok": true, "index": index, "lease": id, "ttl_ms": ttl_ms})
+                }
+                KvReply::NoLease { id } => {
+                    json!({"ok": false, "error": format!("no lease {id}: never granted, expired or revoked")})
+                }
             },
+            ClientResponse::Pairs { pairs, more } => {
+                let kvs: Vec<Value> = pairs
+                    .iter()
+                    .map(|p| json!({"key": text(&p.key), "value": text(&p.value)}))
+                    .collect();
+                json!({"ok": true, "kvs": kvs, "more": more})
+            }
+            ClientResponse::Events { events, next } => {
+                json!({"ok": true, "events": events.len(), "next": next})
+            }
+            ClientResponse::Compacted { first } => {
+                json!({"ok": false, "error": format!("compacted before index {first}"), "first": first})
+            }
             ClientResponse::Value(value) => {
                 json!({"ok": true, "value": value.as_deref().map(text)})
             }

@@ -1,48 +1,35 @@
 //! The replicated key-value store: synod's example state machine and the one
-//! behind `synod client`'s put, get, cas and delete.
+//! behind `synod client`'s put, get, cas, delete and leases.
 //!
-//! Expiry is deterministic: the leader stamps each command with its clock
+//! Time is deterministic: the leader stamps each command with its clock
 //! (`KvCommand::now_ms`) before proposing, and a replica's notion of time is
 //! the highest stamp applied so far, so every replica expires the same keys
-//! at the same log index whatever its own clock says.
+//! and leases at the same log index whatever its own clock says. On an idle
+//! store the leader proposes a `Tick` when something comes due
+//! (`next_deadline`), so expiry does not wait for the next write.
+
+mod lease;
+mod wire;
 
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
-use synod_client_proto::{KvOp, KvReply};
+use synod_client_proto::{EventKind, KeyValue, KvOp, KvReply, WatchEvent};
 use synod_engine::archive::{from_bytes, to_bytes};
 use synod_engine::runtime::{Applying, Capture, StateMachine};
 
+use lease::Leases;
 pub use wire::KvCommand;
-use wire::KvState;
+use wire::{KvState, KvStateBeforeLeases, StoredEntry, StoredLease, STATE_MAGIC};
 
 #[cfg(test)]
 mod tests;
 
-/// The log and snapshot formats. rkyv derives archived and resolver types
-/// beside each; they are an implementation detail without docs of their own.
-#[allow(missing_docs)]
-mod wire {
-    use std::collections::BTreeMap;
-
-    use synod_client_proto::KvOp;
-
-    /// A command as it travels in the log: an operation and the leader's clock.
-    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
-    pub struct KvCommand {
-        /// Milliseconds on the proposing leader's clock.
-        pub now_ms: u64,
-        /// The operation.
-        pub op: KvOp,
-    }
-
-    #[derive(
-        rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq, Eq,
-    )]
-    pub struct KvState {
-        pub now_ms: u64,
-        /// key → (value, expiry in leader ms).
-        pub entries: BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>,
-    }
+/// One key's value, its expiry (leader ms) and the lease it is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    value: Vec<u8>,
+    expiry: Option<u64>,
+    lease: Option<u64>,
 }
 
 /// The store. Its maps are persistent (`imbl`): a snapshot clones them in
@@ -51,11 +38,11 @@ mod wire {
 pub struct Kv {
     /// The highest leader stamp applied.
     now_ms: u64,
-    /// key → (value, expiry in leader ms).
-    entries: OrdMap<Vec<u8>, (Vec<u8>, Option<u64>)>,
+    entries: OrdMap<Vec<u8>, Entry>,
     /// (expiry, key) of every entry with one, so expiring is a walk over
     /// the expired, not over the store.
     expiries: OrdSet<(u64, Vec<u8>)>,
+    leases: Leases,
 }
 
 impl KvCommand {
@@ -70,107 +57,326 @@ impl KvCommand {
     }
 }
 
+/// Where a command's changes are told, as watch events.
+struct Changes<'a> {
+    index: u64,
+    events: &'a mut Vec<WatchEvent>,
+}
+
+impl Changes<'_> {
+    fn push(&mut self, kind: EventKind, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let index = self.index;
+        self.events.push(WatchEvent {
+            index,
+            kind,
+            key,
+            value,
+        });
+    }
+}
+
 impl Kv {
     /// The live value of `key` at the store's current time.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let (value, expiry) = self.entries.get(key)?;
-        match expiry {
-            Some(at) if *at <= self.now_ms => None,
-            _ => Some(value),
+        let entry = self.entries.get(key)?;
+        match entry.expiry {
+            Some(at) if at <= self.now_ms => None,
+            _ => Some(&entry.value),
         }
     }
 
-    fn advance_clock(&mut self, now_ms: u64) {
+    /// The live keys starting with `prefix`, in order, at most `limit`;
+    /// and whether there were more.
+    pub fn get_prefix(&self, prefix: &[u8], limit: usize) -> (Vec<KeyValue>, bool) {
+        let live = self
+            .entries
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, entry)| entry.expiry.is_none_or(|at| at > self.now_ms));
+        let mut pairs = Vec::new();
+        for (key, entry) in live {
+            if pairs.len() == limit {
+                return (pairs, true);
+            }
+            pairs.push(KeyValue {
+                key: key.clone(),
+                value: entry.value.clone(),
+            });
+        }
+        (pairs, false)
+    }
+
+    /// The earliest time (leader ms) at which a key or a lease comes due.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let key = self.expiries.get_min().map(|(at, _)| *at);
+        let lease = self.leases.next_deadline();
+        key.into_iter().chain(lease).min()
+    }
+
+    /// Moves the store's time to `now_ms` (never back) and removes what
+    /// came due: keys past their expiry and leases past their deadline,
+    /// with their keys.
+    fn advance_clock(&mut self, now_ms: u64, changes: &mut Changes<'_>) {
         self.now_ms = self.now_ms.max(now_ms);
         while let Some((at, key)) = self.expiries.get_min().cloned() {
             if at > self.now_ms {
                 break;
             }
+            // Live until the clock passed it: every earlier move of the
+            // clock removed what was due then.
             self.expiries.remove(&(at, key.clone()));
-            self.entries.remove(&key);
-        }
-    }
-
-    /// Sets `key`, keeping the expiry index in step; returns the old value.
-    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>, expiry: Option<u64>) -> Option<Vec<u8>> {
-        if let Some(at) = expiry {
-            self.expiries.insert((at, key.clone()));
-        }
-        let old = self.entries.insert(key.clone(), (value, expiry))?;
-        self.forget_expiry(key, old.1);
-        Some(old.0)
-    }
-
-    /// Removes `key`; returns its value.
-    fn remove(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
-        let (value, expiry) = self.entries.remove(&key)?;
-        self.forget_expiry(key, expiry);
-        Some(value)
-    }
-
-    fn forget_expiry(&mut self, key: Vec<u8>, old: Option<u64>) {
-        if let Some(at) = old {
-            // A new entry with the same expiry put the same pair back.
-            if self.entries.get(&key).and_then(|(_, e)| *e) != Some(at) {
-                self.expiries.remove(&(at, key));
+            if self.remove_entry(&key).is_some() {
+                changes.push(EventKind::Expire, key, None);
             }
         }
-    }
-
-    /// The snapshot's bytes (what `restore` takes).
-    pub fn encode(&self) -> Bytes {
-        Bytes::from(to_bytes(&self.wire()).into_vec())
-    }
-
-    /// The store in its snapshot form.
-    fn wire(&self) -> KvState {
-        KvState {
-            now_ms: self.now_ms,
-            entries: self
-                .entries
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+        while let Some(id) = self.leases.first_due(self.now_ms) {
+            self.end_lease(id, EventKind::Expire, changes);
         }
     }
 
-    fn apply_one(&mut self, data: &[u8]) -> KvReply {
+    /// Ends lease `id` and deletes its keys; false if there is no such lease.
+    fn end_lease(&mut self, id: u64, kind: EventKind, changes: &mut Changes<'_>) -> bool {
+        let Some(keys) = self.leases.remove(id) else {
+            return false;
+        };
+        for key in keys {
+            if self.remove_entry(&key).is_some() {
+                changes.push(kind, key, None);
+            }
+        }
+        true
+    }
+
+    /// Sets `key`, keeping the expiry index and the leases in step;
+    /// returns the old live value.
+    fn insert(&mut self, key: Vec<u8>, entry: Entry) -> Option<Vec<u8>> {
+        let old = self.remove(&key);
+        if let Some(at) = entry.expiry {
+            self.expiries.insert((at, key.clone()));
+        }
+        if let Some(id) = entry.lease {
+            self.leases.attach(id, key.clone());
+        }
+        self.entries.insert(key, entry);
+        old
+    }
+
+    /// Removes `key`; returns its value if it was live.
+    fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let entry = self.remove_entry(key)?;
+        entry
+            .expiry
+            .is_none_or(|at| at > self.now_ms)
+            .then_some(entry.value)
+    }
+
+    /// Removes `key`'s entry, live or not, from the indexes too.
+    fn remove_entry(&mut self, key: &[u8]) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        if let Some(at) = entry.expiry {
+            self.expiries.remove(&(at, key.to_vec()));
+        }
+        if let Some(id) = entry.lease {
+            self.leases.detach(id, key);
+        }
+        Some(entry)
+    }
+
+    /// Applies one command at log index `index`, telling its changes to
+    /// `events`.
+    pub fn apply_command(
+        &mut self,
+        index: u64,
+        data: &[u8],
+        events: &mut Vec<WatchEvent>,
+    ) -> KvReply {
         let command = match KvCommand::decode(data) {
             Ok(command) => command,
             Err(reason) => return KvReply::Invalid(reason),
         };
-        self.advance_clock(command.now_ms);
+        let mut changes = Changes { index, events };
+        if let KvOp::Tick { renew: true } = command.op {
+            // Before the clock moves: a new leader's clock may be ahead,
+            // and no lease may end early for it.
+            self.leases.renew_all(self.now_ms.max(command.now_ms));
+        }
+        self.advance_clock(command.now_ms, &mut changes);
+        self.apply_op(index, command.op, &mut changes)
+    }
+
+    fn apply_op(&mut self, index: u64, op: KvOp, changes: &mut Changes<'_>) -> KvReply {
         let now = self.now_ms;
-        match command.op {
+        match op {
             KvOp::Put { key, value, ttl_ms } => {
                 let expiry = ttl_ms.map(|ttl| now.saturating_add(ttl));
-                KvReply::Done(self.insert(key, value, expiry))
+                self.put(key, value, expiry, None, changes)
+            }
+            KvOp::PutLease { key, value, lease } => {
+                if !self.leases.contains(lease) {
+                    return KvReply::NoLease { id: lease };
+                }
+                self.put(key, value, None, Some(lease), changes)
             }
             KvOp::Cas { key, old, new } => {
                 let current = self.get(&key).map(<[u8]>::to_vec);
-                if current == old {
-                    self.insert(key, new.clone(), None);
-                    KvReply::Cas {
-                        swapped: true,
-                        current: Some(new),
-                    }
-                } else {
-                    KvReply::Cas {
+                if current != old {
+                    return KvReply::Cas {
                         swapped: false,
                         current,
-                    }
+                    };
+                }
+                self.put(key, new.clone(), None, None, changes);
+                KvReply::Cas {
+                    swapped: true,
+                    current: Some(new),
                 }
             }
-            KvOp::Delete { key } => KvReply::Done(self.remove(key)),
+            KvOp::Delete { key } => {
+                let old = self.remove(&key);
+                if old.is_some() {
+                    changes.push(EventKind::Delete, key, None);
+                }
+                KvReply::Done(old)
+            }
+            KvOp::LeaseGrant { ttl_ms } => {
+                // The command's index is unique and the same on every replica.
+                self.leases.grant(index, ttl_ms, now);
+                KvReply::Lease { id: index, ttl_ms }
+            }
+            KvOp::LeaseKeepAlive { id } => match self.leases.renew(id, now) {
+                Some(ttl_ms) => KvReply::Lease { id, ttl_ms },
+                None => KvReply::NoLease { id },
+            },
+            KvOp::LeaseRevoke { id } => {
+                if self.end_lease(id, EventKind::Delete, changes) {
+                    KvReply::Done(None)
+                } else {
+                    KvReply::NoLease { id }
+                }
+            }
+            // A renewing tick renewed before the clock moved.
+            KvOp::Tick { .. } => KvReply::Done(None),
         }
+    }
+
+    fn put(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expiry: Option<u64>,
+        lease: Option<u64>,
+        changes: &mut Changes<'_>,
+    ) -> KvReply {
+        changes.push(EventKind::Put, key.clone(), Some(value.clone()));
+        let entry = Entry {
+            value,
+            expiry,
+            lease,
+        };
+        KvReply::Done(self.insert(key, entry))
+    }
+
+    /// The snapshot's bytes (what `restore` takes).
+    pub fn encode(&self) -> Bytes {
+        let state = KvState {
+            now_ms: self.now_ms,
+            entries: self
+                .entries
+                .iter()
+                .map(|(key, entry)| StoredEntry {
+                    key: key.clone(),
+                    value: entry.value.clone(),
+                    expiry: entry.expiry,
+                    lease: entry.lease,
+                })
+                .collect(),
+            leases: self
+                .leases
+                .iter()
+                .map(|(id, lease)| StoredLease {
+                    id: *id,
+                    ttl_ms: lease.ttl_ms,
+                    deadline: lease.deadline,
+                })
+                .collect(),
+        };
+        let mut bytes = STATE_MAGIC.to_vec();
+        bytes.extend_from_slice(&to_bytes(&state));
+        Bytes::from(bytes)
+    }
+
+    /// The store a snapshot holds, of this format or the one before leases.
+    fn decode(snapshot: &[u8]) -> Result<Kv, String> {
+        let state = match snapshot.strip_prefix(STATE_MAGIC) {
+            Some(body) => from_bytes::<KvState>(body)?,
+            None => {
+                let old: KvStateBeforeLeases = from_bytes(snapshot)?;
+                let entries = old.entries.into_iter().map(|(key, (value, expiry))| {
+                    let lease = None;
+                    StoredEntry {
+                        key,
+                        value,
+                        expiry,
+                        lease,
+                    }
+                });
+                KvState {
+                    now_ms: old.now_ms,
+                    entries: entries.collect(),
+                    leases: Vec::new(),
+                }
+            }
+        };
+        let mut kv = Kv {
+            now_ms: state.now_ms,
+            ..Kv::default()
+        };
+        for lease in state.leases {
+            kv.leases
+                .insert(lease.id, lease.ttl_ms, lease.deadline, OrdSet::new());
+        }
+        for entry in state.entries {
+            if entry.lease.is_some_and(|id| !kv.leases.contains(id)) {
+                return Err("a key is attached to a lease the snapshot does not hold".into());
+            }
+            let (expiry, lease) = (entry.expiry, entry.lease);
+            let value = entry.value;
+            if kv.entries.contains_key(&entry.key) {
+                return Err("a key appears twice".into());
+            }
+            kv.insert_stored(
+                entry.key,
+                Entry {
+                    value,
+                    expiry,
+                    lease,
+                },
+            );
+        }
+        Ok(kv)
+    }
+
+    /// Adds an entry as a snapshot held it (expired or not).
+    fn insert_stored(&mut self, key: Vec<u8>, entry: Entry) {
+        if let Some(at) = entry.expiry {
+            self.expiries.insert((at, key.clone()));
+        }
+        if let Some(id) = entry.lease {
+            self.leases.attach(id, key.clone());
+        }
+        self.entries.insert(key, entry);
     }
 }
 
 impl StateMachine for Kv {
     fn apply(&mut self, commands: &[Applying<'_>]) -> Vec<Bytes> {
+        let mut events = Vec::new();
         commands
             .iter()
-            .map(|c| self.apply_one(c.data).encode())
+            .map(|c| {
+                events.clear();
+                self.apply_command(c.index.0, c.data, &mut events).encode()
+            })
             .collect()
     }
 
@@ -185,15 +391,7 @@ impl StateMachine for Kv {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let state: KvState = from_bytes(snapshot)?;
-        let mut kv = Kv {
-            now_ms: state.now_ms,
-            ..Kv::default()
-        };
-        for (key, (value, expiry)) in state.entries {
-            kv.insert(key, value, expiry);
-        }
-        *self = kv;
+        *self = Kv::decode(snapshot)?;
         Ok(())
     }
 }

@@ -14,6 +14,12 @@ pub(super) const TAG_APPEND: u8 = 0;
 pub(super) const TAG_KV: u8 = 1;
 pub(super) const QUERY_GET: u8 = 0;
 pub(super) const QUERY_LOG: u8 = 1;
+pub(super) const QUERY_PREFIX: u8 = 2;
+pub(super) const QUERY_WATCH: u8 = 3;
+pub(super) const QUERY_NEXT_DUE: u8 = 4;
+
+/// Keys returned by one prefix read at most.
+pub const PREFIX_KEYS_MAX: u32 = 10_000;
 
 /// A log query's arguments after its tag: `from` (u64) and `count` (u32),
 /// little-endian.
@@ -75,6 +81,44 @@ pub(super) fn parse_log_query(arguments: &[u8]) -> Option<(u64, u32)> {
     let from = u64::from_le_bytes(from.try_into().ok()?);
     let count = u32::from_le_bytes(count.try_into().ok()?);
     Some((from, count))
+}
+
+/// A query for the live keys starting with `prefix`, `limit` at most.
+pub fn prefix_query(prefix: &[u8], limit: u32) -> Bytes {
+    let mut arguments = limit.min(PREFIX_KEYS_MAX).to_le_bytes().to_vec();
+    arguments.extend_from_slice(prefix);
+    tagged(QUERY_PREFIX, &arguments)
+}
+
+/// A prefix query's `(limit, prefix)`.
+pub(super) fn parse_prefix_query(arguments: &[u8]) -> Option<(u32, &[u8])> {
+    let (limit, prefix) = arguments.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*limit).min(PREFIX_KEYS_MAX), prefix))
+}
+
+/// A query for the store's changes to keys starting with `prefix` from
+/// log index `from`.
+pub fn watch_query(prefix: &[u8], from: u64) -> Bytes {
+    let mut arguments = from.to_le_bytes().to_vec();
+    arguments.extend_from_slice(prefix);
+    tagged(QUERY_WATCH, &arguments)
+}
+
+/// A watch query's `(from, prefix)`.
+pub(super) fn parse_watch_query(arguments: &[u8]) -> Option<(u64, &[u8])> {
+    let (from, prefix) = arguments.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*from), prefix))
+}
+
+/// A query for the earliest time a key or a lease comes due.
+pub fn next_due_query() -> Bytes {
+    Bytes::from_static(&[QUERY_NEXT_DUE])
+}
+
+/// The answer to [`next_due_query`]: leader ms, or `None` if nothing
+/// is due ever.
+pub fn parse_next_due(answer: &[u8]) -> Option<u64> {
+    answer.try_into().ok().map(u64::from_le_bytes)
 }
 
 fn tagged(tag: u8, data: &[u8]) -> Bytes {

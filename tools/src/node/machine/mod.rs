@@ -9,27 +9,40 @@ use synod_engine::runtime::{Applying, Capture, StateMachine};
 use super::client_error::ClientError;
 use super::kv::{Kv, KvCommand};
 use super::log::{LogColumns, ReadableLog};
-use commands::{parse_log_query, QUERY_GET, QUERY_LOG, TAG_APPEND, TAG_KV};
+use commands::{
+    parse_log_query, parse_prefix_query, parse_watch_query, QUERY_GET, QUERY_LOG, QUERY_NEXT_DUE,
+    QUERY_PREFIX, QUERY_WATCH, TAG_APPEND, TAG_KV,
+};
+use watch::WatchLog;
 
 mod commands;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub use commands::{
-    append_command, append_commands, get_query, kv_command, log_query, READ_ENTRIES_MAX,
+    append_command, append_commands, get_query, kv_command, log_query, next_due_query,
+    parse_next_due, prefix_query, watch_query, PREFIX_KEYS_MAX, READ_ENTRIES_MAX,
 };
+pub use watch::WATCH_RETAIN_BYTES;
 
 /// Bytes of applied entries kept readable; older entries are dropped, so
 /// the state (and every snapshot of it) stays bounded under an endless load.
 pub const LOG_RETAIN_BYTES: usize = 16 << 20;
 
-/// KV store plus the latest applied log entries, readable by index.
+/// KV store plus the latest applied log entries, readable by index, and
+/// the store's latest changes, for watches.
 #[derive(Debug)]
 pub struct NodeMachine {
     kv: Kv,
     /// The latest applied commands: appends as written, KV writes as text.
     log: ReadableLog,
     retain_bytes: usize,
+    watch: WatchLog,
+    /// The log index after the last command applied.
+    next_index: u64,
+    /// The changes of the command being applied (kept to reuse its space).
+    events: Vec<synod_client_proto::WatchEvent>,
 }
 
 impl Default for NodeMachine {
@@ -56,6 +69,9 @@ impl NodeMachine {
             kv: Kv::default(),
             log: ReadableLog::retaining(retain_bytes),
             retain_bytes,
+            watch: WatchLog::new(WATCH_RETAIN_BYTES, 0),
+            next_index: 0,
+            events: Vec::new(),
         }
     }
 
@@ -67,6 +83,7 @@ impl NodeMachine {
     }
 
     fn apply_one(&mut self, command: &Applying<'_>) -> Bytes {
+        self.next_index = command.index.0 + 1;
         match command.data.split_first() {
             Some((&TAG_APPEND, data)) => {
                 self.log.push(command.index.0, data);
@@ -75,13 +92,12 @@ impl NodeMachine {
             Some((&TAG_KV, data)) => {
                 let reply = self
                     .kv
-                    .apply(&[Applying { data, ..*command }])
-                    .pop()
-                    .unwrap_or_default();
+                    .apply_command(command.index.0, data, &mut self.events);
+                self.watch.push(self.events.drain(..));
                 let shown = KvCommand::decode(data)
                     .map_or_else(|e| format!("invalid: {e}"), |c| describe(&c.op));
                 self.log.push(command.index.0, shown.as_bytes());
-                reply
+                reply.encode()
             }
             _ => {
                 self.log.push(command.index.0, b"invalid command");
@@ -116,9 +132,26 @@ impl StateMachine for NodeMachine {
                 Some((from, count)) => {
                     Bytes::from(ClientResponse::Entries(self.read_log(from, count)).encode())
                 }
-                None => Bytes::from(ClientResponse::from(ClientError::MalformedQuery).encode()),
+                None => malformed(),
             },
-            _ => Bytes::from(ClientResponse::from(ClientError::MalformedQuery).encode()),
+            Some((&QUERY_PREFIX, arguments)) => match parse_prefix_query(arguments) {
+                Some((limit, prefix)) => {
+                    let (pairs, more) = self.kv.get_prefix(prefix, limit as usize);
+                    Bytes::from(ClientResponse::Pairs { pairs, more }.encode())
+                }
+                None => malformed(),
+            },
+            Some((&QUERY_WATCH, arguments)) => match parse_watch_query(arguments) {
+                Some((from, prefix)) => {
+                    Bytes::from(self.watch.read(prefix, from, self.next_index).encode())
+                }
+                None => malformed(),
+            },
+            Some((&QUERY_NEXT_DUE, [])) => match self.kv.next_deadline() {
+                Some(at) => Bytes::copy_from_slice(&at.to_le_bytes()),
+                None => Bytes::new(),
+            },
+            _ => malformed(),
         }
     }
 
@@ -165,6 +198,10 @@ impl StateMachine for NodeMachine {
         kv.restore(&kv_bytes)?;
         let mut restored = NodeMachine::retaining(self.retain_bytes);
         restored.kv = kv;
+        // The log keeps at least its latest entry: the snapshot's last
+        // command. Changes before the next one are in the state only.
+        restored.next_index = log_indexes.last().map_or(0, |last| last + 1);
+        restored.watch = WatchLog::new(WATCH_RETAIN_BYTES, restored.next_index);
         let mut at = 0;
         for (index, len) in log_indexes.into_iter().zip(log_lens) {
             let end = at + len as usize;
@@ -174,6 +211,10 @@ impl StateMachine for NodeMachine {
         *self = restored;
         Ok(())
     }
+}
+
+fn malformed() -> Bytes {
+    Bytes::from(ClientResponse::from(ClientError::MalformedQuery).encode())
 }
 
 /// A KV write as a line of text, for log reads.
@@ -195,5 +236,13 @@ fn describe(op: &KvOp) -> String {
             format!("cas {} {} {}", text(key), old, text(new))
         }
         KvOp::Delete { key } => format!("delete {}", text(key)),
+        KvOp::LeaseGrant { ttl_ms } => format!("lease grant {ttl_ms}ms"),
+        KvOp::LeaseKeepAlive { id } => format!("lease keepalive {id}"),
+        KvOp::LeaseRevoke { id } => format!("lease revoke {id}"),
+        KvOp::PutLease { key, value, lease } => {
+            format!("put {} {} lease {lease}", text(key), text(value))
+        }
+        KvOp::Tick { renew: false } => "tick".to_string(),
+        KvOp::Tick { renew: true } => "tick renewing leases".to_string(),
     }
 }

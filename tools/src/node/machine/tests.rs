@@ -4,6 +4,7 @@
 use synod_engine::protocol::LogIndex;
 
 use super::*;
+use synod_client_proto::{EventKind, WatchEvent};
 
 #[test]
 fn appends_tagged_together_are_each_the_append_tagged_alone() {
@@ -213,6 +214,20 @@ fn commands_and_snapshots_keep_their_bytes() {
     let mut restored = NodeMachine::default();
     restored.restore(&snapshot).unwrap();
     assert_eq!(log_of(&restored), log_of(&machine));
+    // A snapshot written before leases existed is read to the same state.
+    let mut upgraded = NodeMachine::default();
+    upgraded
+        .restore(&unhex(WIRE_SNAPSHOT_BEFORE_LEASES))
+        .unwrap();
+    assert_eq!(log_of(&upgraded), log_of(&machine));
+    assert_eq!(upgraded.kv, machine.kv);
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -236,4 +251,112 @@ fn hex(bytes: &[u8]) -> String {
 
 const WIRE_PUT: &str = "016b76000000000000050000000000000000000000ecffffff01000000e5ffffff010000000000000001000000000000000700000000000000";
 const WIRE_LOG_QUERY: &str = "01030000000000000004000000";
-const WIRE_SNAPSHOT: &str = "6b7600000000000000000000f4ffffff01000000000000000000000000000000000000000000000000000000000000000000000000000000c9ffffff0100000001000000000000000c000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000050000000000000048ffffff0100000000000000000000000100000000000000010000000f00000078707574206b20762074746c20376d7310ffffffc8000000d0ffffff02000000d8ffffff02000000d8ffffff10000000";
+const WIRE_SNAPSHOT: &str = "73796e6f646b76326b76000000000000f8ffffff01000000f1ffffff0100000001000000000000000c00000000000000000000000000000000000000000000000500000000000000c8ffffff01000000f0ffffff0000000000000000000000000100000000000000010000000f00000078707574206b20762074746c20376d7380ffffff58000000d0ffffff02000000d8ffffff02000000d8ffffff10000000";
+const WIRE_SNAPSHOT_BEFORE_LEASES: &str = "6b7600000000000000000000f4ffffff01000000000000000000000000000000000000000000000000000000000000000000000000000000c9ffffff0100000001000000000000000c000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000050000000000000048ffffff0100000000000000000000000100000000000000010000000f00000078707574206b20762074746c20376d7310ffffffc8000000d0ffffff02000000d8ffffff02000000d8ffffff10000000";
+
+fn apply_kv(machine: &mut NodeMachine, index: u64, now_ms: u64, op: KvOp) {
+    let command = kv_command(&KvCommand { now_ms, op });
+    machine.apply(&[Applying {
+        client: Default::default(),
+        seq: 0,
+        index: LogIndex(index),
+        data: &command,
+    }]);
+}
+
+fn watched(machine: &NodeMachine, prefix: &[u8], from: u64) -> ClientResponse {
+    ClientResponse::decode(&machine.query(&watch_query(prefix, from))).unwrap()
+}
+
+fn put_op(key: &str, value: &str) -> KvOp {
+    KvOp::Put {
+        key: key.into(),
+        value: value.into(),
+        ttl_ms: None,
+    }
+}
+
+#[test]
+fn watches_read_the_changes_under_a_prefix_from_an_index() {
+    let mut machine = NodeMachine::default();
+    machine.apply(&[Applying {
+        client: Default::default(),
+        seq: 0,
+        index: LogIndex(0),
+        data: &append_command(b"not a KV change"),
+    }]);
+    apply_kv(&mut machine, 1, 1, put_op("svc/a", "1"));
+    apply_kv(&mut machine, 2, 1, put_op("other", "x"));
+    apply_kv(
+        &mut machine,
+        3,
+        1,
+        KvOp::Delete {
+            key: b"svc/a".to_vec(),
+        },
+    );
+    let ClientResponse::Events { events, next } = watched(&machine, b"svc/", 0) else {
+        panic!("not events");
+    };
+    let seen: Vec<(u64, EventKind)> = events.iter().map(|e| (e.index, e.kind)).collect();
+    assert_eq!(seen, [(1, EventKind::Put), (3, EventKind::Delete)]);
+    assert_eq!(next, 4);
+    let ClientResponse::Events { events, next } = watched(&machine, b"svc/", 2) else {
+        panic!("not events");
+    };
+    assert_eq!((events.len(), next), (1, 4));
+    // From "now": nothing, and where the next change will be.
+    assert_eq!(
+        watched(&machine, b"", u64::MAX),
+        ClientResponse::Events {
+            events: vec![],
+            next: 4
+        }
+    );
+    assert_eq!(
+        parse_next_due(&machine.query(&next_due_query())),
+        None,
+        "nothing is due"
+    );
+}
+
+#[test]
+fn a_restored_machine_watches_only_from_its_snapshot_on() {
+    let mut machine = NodeMachine::default();
+    apply_kv(&mut machine, 0, 1, put_op("k", "1"));
+    apply_kv(&mut machine, 1, 1, put_op("k", "2"));
+    let snapshot = machine.snapshot().encode();
+    let mut restored = NodeMachine::default();
+    restored.restore(&snapshot).unwrap();
+    assert_eq!(
+        watched(&restored, b"", 0),
+        ClientResponse::Compacted { first: 2 }
+    );
+    apply_kv(&mut restored, 2, 1, put_op("k", "3"));
+    let ClientResponse::Events { events, next } = watched(&restored, b"", 2) else {
+        panic!("not events");
+    };
+    assert_eq!((events.len(), next), (1, 3));
+}
+
+#[test]
+fn the_watch_history_is_bounded_and_says_where_it_starts() {
+    let mut log = WatchLog::new(10 * 60, 0);
+    for index in 0..100u64 {
+        log.push([WatchEvent {
+            index,
+            kind: EventKind::Put,
+            key: b"key".to_vec(),
+            value: Some(b"v".to_vec()),
+        }]);
+    }
+    let ClientResponse::Compacted { first } = log.read(b"", 0, 100) else {
+        panic!("the oldest changes are kept beyond the bound");
+    };
+    assert!(first > 80 && first < 100, "{first}");
+    let ClientResponse::Events { events, next } = log.read(b"", first, 100) else {
+        panic!("not events");
+    };
+    assert_eq!(events.len() as u64, 100 - first);
+    assert_eq!(next, 100);
+}

@@ -10,7 +10,9 @@
 
 mod append;
 mod outcome;
+mod watch;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use synod_client_proto::{
@@ -23,20 +25,25 @@ use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientServic
 
 use super::client_error::ClientError;
 use super::kv::KvCommand;
-use super::machine::{get_query, kv_command, log_query};
+use super::lease_clock::Renewals;
+use super::machine::{get_query, kv_command, log_query, prefix_query};
 use append::{append, append_batch};
 use outcome::{proposed, read};
+use watch::watch;
 
 /// The client protocol of a node running the [`NodeMachine`](super::machine::NodeMachine).
 pub struct NodePort {
     /// This node, for `Status` replies.
     node: NodeId,
+    /// Which leaderships have renewed their group's leases (KV writes
+    /// wait for it; see `lease_clock`).
+    renewals: Arc<Renewals>,
 }
 
 impl NodePort {
     /// The port of node `node`.
-    pub fn new(node: NodeId) -> NodePort {
-        NodePort { node }
+    pub fn new(node: NodeId, renewals: Arc<Renewals>) -> NodePort {
+        NodePort { node, renewals }
     }
 
     /// Answers a request for a group of this core, checked in place.
@@ -58,14 +65,14 @@ impl NodePort {
                 append_batch(group, client, seq, &items).await
             }
             _ => match owned(archived) {
-                Ok(request) => self.answer_op(group, request.op).await,
+                Ok(request) => self.answer_op(group, request.group, request.op).await,
                 Err(refused) => refused.into(),
             },
         }
     }
 
     /// Carries out one client operation on a group of this core.
-    async fn answer_op(&self, group: LocalGroup<'_>, op: ClientOp) -> ClientResponse {
+    async fn answer_op(&self, group: LocalGroup<'_>, id: u32, op: ClientOp) -> ClientResponse {
         match op {
             ClientOp::Append { client, seq, data } => {
                 append(group, ClientId(client), seq, &data).await
@@ -74,6 +81,12 @@ impl NodePort {
                 append_batch(group, ClientId(client), seq, &items).await
             }
             ClientOp::Kv { client, seq, op } => {
+                let status = group.status();
+                if status.leading && !self.renewals.renewed(id, status.promised) {
+                    // A new leader: its clock stamps nothing before its
+                    // leases are renewed (moments after it was elected).
+                    return ClientResponse::Busy;
+                }
                 let command = kv_command(&KvCommand {
                     now_ms: now_ms(),
                     op,
@@ -96,11 +109,16 @@ impl NodePort {
             }
             ClientOp::ReadLog { from, count } => {
                 // The machine answers a log read with the response itself.
-                read(group.read_local(log_query(from, count)).await, |entries| {
-                    ClientResponse::decode(&entries)
-                        .unwrap_or_else(|reason| ClientError::MalformedReply(reason).into())
-                })
+                read(group.read_local(log_query(from, count)).await, as_response)
             }
+            ClientOp::GetPrefix { prefix, limit } => {
+                read(group.read(prefix_query(&prefix, limit)).await, as_response)
+            }
+            ClientOp::Watch {
+                prefix,
+                from,
+                wait_ms,
+            } => watch(group, &prefix, from, wait_ms).await,
             ClientOp::Status => {
                 let status = group.status();
                 ClientResponse::Status {
@@ -150,8 +168,14 @@ impl ClientService for NodePort {
     }
 
     async fn answer_forwarded(&self, group: LocalGroup<'_>, request: ClientRequest) -> ClientReply {
-        reply(self.answer_op(group, request.op).await)
+        reply(self.answer_op(group, request.group, request.op).await)
     }
+}
+
+/// A response the machine made itself (log reads, prefix reads, watches).
+fn as_response(bytes: bytes::Bytes) -> ClientResponse {
+    ClientResponse::decode(&bytes)
+        .unwrap_or_else(|reason| ClientError::MalformedReply(reason).into())
 }
 
 /// The reply frame of a response.
@@ -168,7 +192,7 @@ fn owned(archived: &ArchivedClientRequest) -> Result<ClientRequest, ClientError>
 }
 
 /// Milliseconds on this node's clock, stamped into KV commands it proposes.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -1,0 +1,135 @@
+//! `watch [PREFIX] [--from INDEX] [--count N]`: one JSON line per change
+//! to a key under PREFIX, in log order, from whichever node answers (each
+//! answers from the changes it applied; on a node's failure the next one
+//! goes on from the same index).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use synod_client_proto::{
+    ClientOp, ClientRequest, ClientResponse, EventKind, WatchEvent, KIND_CLIENT_REQUEST,
+};
+
+use super::{number, text, Session};
+
+/// What one request waits for a change; below the client's request timeout.
+const WAIT_MS: u32 = 500;
+
+/// A parsed `watch` line.
+pub(super) struct Watch {
+    prefix: Vec<u8>,
+    /// `None`: from the next change.
+    from: Option<u64>,
+    /// Stop after this many changes (`None`: never).
+    count: Option<u64>,
+}
+
+/// The watch a line asks for, if it is a `watch` line.
+pub(super) fn parse(line: &str) -> Option<Result<Watch, String>> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("watch") {
+        return None;
+    }
+    let mut watch = Watch {
+        prefix: Vec::new(),
+        from: None,
+        count: None,
+    };
+    let mut prefix = None;
+    while let Some(word) = words.next() {
+        let mut value = |flag: &str| {
+            words
+                .next()
+                .ok_or_else(|| format!("{flag} needs a number"))
+                .and_then(number)
+        };
+        let parsed = match word {
+            "--from" => value("--from").map(|from| watch.from = Some(from)),
+            "--count" => value("--count").map(|count| watch.count = Some(count)),
+            _ if prefix.is_none() => {
+                prefix = Some(word);
+                Ok(())
+            }
+            _ => Err(format!(
+                "unexpected `{word}`; try watch [PREFIX] [--from INDEX] [--count N]"
+            )),
+        };
+        if let Err(message) = parsed {
+            return Some(Err(message));
+        }
+    }
+    watch.prefix = prefix.unwrap_or_default().as_bytes().to_vec();
+    Some(Ok(watch))
+}
+
+/// Prints each change as it comes; the last line's answer is `Err` (a
+/// failure line, printed by the caller) if the watch ended on a failure.
+pub(super) async fn run(session: &mut Session, watch: Watch) -> Result<(), Value> {
+    // u64::MAX asks a node for its next change on.
+    let mut from = watch.from.unwrap_or(u64::MAX);
+    let mut seen = 0;
+    let mut last_answer = Instant::now();
+    while watch.count.is_none_or(|count| seen < count) {
+        let body = ClientRequest {
+            group: session.group,
+            op: ClientOp::Watch {
+                prefix: watch.prefix.clone(),
+                from,
+                wait_ms: WAIT_MS,
+            },
+        }
+        .encode();
+        let (addr, client) = &session.clients[session.target];
+        let answer = client.request(KIND_CLIENT_REQUEST, &body).await;
+        let response = match answer {
+            Ok(reply) => ClientResponse::decode(&reply.body)
+                .map_err(|reason| json!({"ok": false, "error": format!("bad reply: {reason}")}))?,
+            Err(error) => {
+                if last_answer.elapsed() > session.timeout {
+                    return Err(json!({"ok": false, "error": format!("{addr}: {error}")}));
+                }
+                session.target = (session.target + 1) % session.clients.len();
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        last_answer = Instant::now();
+        match response {
+            ClientResponse::Events { events, next } => {
+                for event in events {
+                    if watch.count.is_some_and(|count| seen >= count) {
+                        return Ok(());
+                    }
+                    println!("{}", render(&event));
+                    seen += 1;
+                }
+                from = next;
+            }
+            ClientResponse::Compacted { first } => {
+                return Err(json!({
+                    "ok": false,
+                    "error": format!("compacted: changes before index {first} are no longer kept; read the keys (get --prefix) and watch from {first} or later"),
+                    "first": first,
+                }));
+            }
+            ClientResponse::Busy => glommio::timer::sleep(Duration::from_millis(20)).await,
+            other => return Err(session.render(other)),
+        }
+    }
+    Ok(())
+}
+
+fn render(event: &WatchEvent) -> Value {
+    let op = match event.kind {
+        EventKind::Put => "put",
+        EventKind::Delete => "delete",
+        EventKind::Expire => "expire",
+    };
+    json!({
+        "ok": true,
+        "index": event.index,
+        "op": op,
+        "key": text(&event.key),
+        "value": event.value.as_deref().map(text),
+    })
+}
