@@ -30,6 +30,7 @@
 
 mod auth;
 mod client;
+mod client_port;
 mod config;
 pub mod handshake;
 mod listen;
@@ -40,9 +41,9 @@ mod reader;
 mod stream;
 mod transport;
 
-pub use client::{
-    decode_redirect, encode_redirect, Client, ClientConfig, ClientError, ClientListener,
-    ClientListenerConfig, ClientRequest, Replier, Reply,
+pub use client::{Client, ClientConfig, ClientError, Reply};
+pub use client_port::{
+    decode_redirect, encode_redirect, ClientListener, ClientListenerConfig, ClientRequest, Replier,
 };
 pub use config::{ConfigError, PeerConfig, Secret};
 pub use handshake::RefuseReason;
