@@ -18,11 +18,18 @@ use synod_wal::frame::{
     FRAME_MAGIC, FRAME_VERSION,
 };
 
-/// Bytes asked of each socket read: large enough that bulk frames need few
-/// syscalls, small enough that an idle connection costs little.
+/// Bytes asked of each socket read once a connection is busy (a read
+/// filled all the room it was given): large enough that bulk frames need
+/// few syscalls.
 pub(crate) const READ_CHUNK_BYTES: usize = 128 << 10;
 /// Below this much room, `read_space` makes a fresh chunk of room.
 const READ_SPACE_BYTES_MIN: usize = 16 << 10;
+/// The chunk of a connection that has not been busy yet: an idle or
+/// unauthenticated connection (a flood of them, say) costs this, not a
+/// whole read chunk.
+pub(crate) const IDLE_CHUNK_BYTES: usize = 8 << 10;
+/// `READ_SPACE_BYTES_MIN` of an idle connection's chunk.
+const IDLE_SPACE_BYTES_MIN: usize = 2 << 10;
 /// Frames of at least this many bytes (header and padding included) that
 /// are not yet whole get a buffer of their own.
 const LARGE_FRAME_BYTES_MIN: usize = 4 << 10;
@@ -78,6 +85,10 @@ pub struct FrameReader {
     last_frame_large: bool,
     /// Where bodies of large frames return their buffers.
     pool: Arc<BufferPool>,
+    /// A read has filled all the chunk room offered: read chunks are full size.
+    busy: bool,
+    /// The chunk room the last `read_space` offered.
+    offered: usize,
 }
 
 impl FrameReader {
@@ -91,6 +102,8 @@ impl FrameReader {
             large: None,
             last_frame_large: false,
             pool: Arc::default(),
+            busy: false,
+            offered: 0,
         }
     }
 
@@ -112,25 +125,42 @@ impl FrameReader {
             let large = self.large.as_mut().expect("reading a large frame");
             return &mut large.buf[large.filled..large.total];
         }
-        if self.buf.len() - self.data_bytes < READ_SPACE_BYTES_MIN {
+        let (chunk, room_min) = match self.busy {
+            true => (READ_CHUNK_BYTES, READ_SPACE_BYTES_MIN),
+            false => (IDLE_CHUNK_BYTES, IDLE_SPACE_BYTES_MIN),
+        };
+        if self.buf.len() - self.data_bytes < room_min {
             // Only the data moves if this reallocates; the new room is zeroed once.
             self.buf.truncate(self.data_bytes);
-            self.buf.reserve(READ_CHUNK_BYTES);
-            self.buf.resize(self.data_bytes + READ_CHUNK_BYTES, 0);
+            self.buf.reserve(chunk);
+            self.buf.resize(self.data_bytes + chunk, 0);
         }
         let header_only = self.last_frame_large && self.data_bytes == 0 && self.large.is_none();
         let room = &mut self.buf[self.data_bytes..];
-        if header_only {
-            return &mut room[..FRAME_HEADER_BYTES];
-        }
+        let room = if header_only {
+            &mut room[..FRAME_HEADER_BYTES]
+        } else {
+            room
+        };
+        self.offered = room.len();
         room
+    }
+
+    /// Bytes the reader holds for its chunk (allocated, whether data or room).
+    pub fn chunk_bytes(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Records that the first `n` bytes of the last [`Self::read_space`] hold data.
     pub fn filled(&mut self, n: usize) {
         match self.large.as_mut().filter(|l| !l.is_whole()) {
             Some(large) => large.filled = (large.filled + n).min(large.total),
-            None => self.data_bytes = (self.data_bytes + n).min(self.buf.len()),
+            None => {
+                // The socket had more than the room: this connection moves
+                // bulk, and gets full-size reads from now on.
+                self.busy |= n >= self.offered && self.offered > FRAME_HEADER_BYTES;
+                self.data_bytes = (self.data_bytes + n).min(self.buf.len());
+            }
         }
     }
 
@@ -312,6 +342,25 @@ impl Drop for Lent {
 
 #[cfg(test)]
 mod tests {
+    /// An idle connection costs a small chunk; one that fills its reads
+    /// moves to full-size chunks.
+    #[test]
+    fn a_connection_gets_a_full_chunk_only_once_it_is_busy() {
+        let mut reader = FrameReader::new(1 << 20);
+        let room = reader.read_space().len();
+        assert!(room <= IDLE_CHUNK_BYTES, "{room}");
+        reader.filled(100);
+        let _ = reader.read_space();
+        assert!(reader.chunk_bytes() < READ_CHUNK_BYTES);
+        let room = reader.read_space().len();
+        reader.filled(room);
+        while reader.next_frame().is_ok_and(|f| f.is_some()) {}
+        reader.data_bytes = 0;
+        reader.buf.clear();
+        let room = reader.read_space().len();
+        assert!(room >= READ_CHUNK_BYTES / 2, "{room}");
+    }
+
     use super::*;
     use proptest::prelude::*;
     use synod_wal::frame::encode_frame;
