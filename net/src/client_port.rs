@@ -20,9 +20,11 @@ use crate::log_limit::OncePerSecond;
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::FrameReader;
+use crate::reply_budget::ReplyBudget;
 use crate::stream::{read_some, with_timeout, write_loop, ConnError, SocketFd};
 use crate::transport::TransportError;
-use crate::{NodeId, KIND_REDIRECT, KIND_RESERVED_MIN};
+use crate::{NodeId, KIND_REDIRECT, KIND_REPLY_REFUSED, KIND_RESERVED_MIN};
+use synod_wal::frame::frame_bytes;
 
 /// Limits of the client port.
 #[derive(Clone, Debug)]
@@ -31,8 +33,17 @@ pub struct ClientListenerConfig {
     pub listen: SocketAddr,
     /// Largest request or reply body.
     pub frame_body_bytes_max: u32,
-    /// Reply bytes queued per client connection before `reply` refuses.
+    /// Reply bytes queued per client connection; a reply beyond waits for
+    /// room (the client reads), and the connection's requests are not read
+    /// meanwhile.
     pub reply_queue_bytes_max: usize,
+    /// Reply bytes in memory (queued or waiting) on this port at once,
+    /// across its connections: past it, no connection's requests are read
+    /// until replies drain.
+    pub reply_budget_bytes: usize,
+    /// Requests of one connection handed out and not yet answered, at
+    /// most: past it, that connection's requests are not read.
+    pub requests_per_connection_max: usize,
     /// Requests buffered for `next` before connections stop being read.
     pub requests_max: usize,
     /// How long the port, still in use, is waited for (see
@@ -44,20 +55,28 @@ pub struct ClientListenerConfig {
     pub connections_max: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection whose reply waited this long for room in its queue
+    /// (its client does not read) is closed: its memory goes back to the
+    /// port's budget, so a few such clients cannot stall the others.
+    pub reply_stall_timeout: Duration,
 }
 
 impl ClientListenerConfig {
-    /// Defaults: 1 MiB frames, 4 MiB of replies per connection, 1024
-    /// requests, 1024 connections, closed after 5 minutes of silence.
+    /// Defaults: 1 MiB frames, 4 MiB of replies per connection and 64 MiB
+    /// per port, 1024 requests buffered and 64 unanswered per connection,
+    /// 1024 connections, closed after 5 minutes of silence.
     pub fn new(listen: SocketAddr) -> ClientListenerConfig {
         ClientListenerConfig {
             listen,
             frame_body_bytes_max: 1 << 20,
             reply_queue_bytes_max: 4 << 20,
+            reply_budget_bytes: 64 << 20,
+            requests_per_connection_max: 64,
             requests_max: 1024,
             bind_busy_wait: crate::listen::BIND_BUSY_WAIT,
             connections_max: 1024,
             idle_timeout: Duration::from_secs(300),
+            reply_stall_timeout: Duration::from_secs(10),
         }
     }
 
@@ -70,10 +89,28 @@ impl ClientListenerConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.reply_budget_bytes < self.reply_queue_bytes_max {
+            return Err(ConfigError::Invalid {
+                field: "reply_budget_bytes",
+                reason: "below one connection's reply queue".into(),
+            });
+        }
+        if self.requests_per_connection_max == 0 {
+            return Err(ConfigError::Invalid {
+                field: "requests_per_connection_max",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.connections_max == 0 {
             return Err(ConfigError::Invalid {
                 field: "connections_max",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.reply_stall_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "reply_stall_timeout",
+                reason: "must be positive".into(),
             });
         }
         if self.idle_timeout.is_zero() {
@@ -104,6 +141,69 @@ pub fn decode_redirect(body: &[u8]) -> Option<(NodeId, SocketAddr)> {
 struct ClientConn {
     peer_addr: Option<SocketAddr>,
     queue: SendQueue,
+    /// The port's reply memory, shared by its connections.
+    budget: Rc<ReplyBudget>,
+    /// Requests handed out and not yet dropped (answered or not).
+    outstanding: Cell<usize>,
+    /// Moves when a request is dropped.
+    answered: Notify,
+    /// The connection is gone: replies to it are dropped.
+    closed: Cell<bool>,
+    /// How long a reply may wait for room before the connection is closed.
+    stall_timeout: Duration,
+    /// Set (and `stall` moved) when a reply waited too long.
+    stalled: Cell<bool>,
+    stall: Notify,
+}
+
+impl ClientConn {
+    /// Waits until fewer than `max` of this connection's requests are
+    /// unanswered.
+    async fn unanswered_below(&self, max: usize) {
+        loop {
+            let epoch = self.answered.epoch();
+            if self.outstanding.get() < max {
+                return;
+            }
+            self.answered.changed_since(epoch).await;
+        }
+    }
+
+    /// Waits until `frame` fits the queue, counting it against the budget
+    /// meanwhile; fails only if the connection closes.
+    async fn push_when_room(&self, kind: u16, seq: u64, body: &[u8]) -> Result<(), SendError> {
+        let bytes = frame_bytes(body.len());
+        self.budget.take(bytes);
+        let mut waited_since = None;
+        loop {
+            if self.closed.get() {
+                self.budget.give_back(bytes);
+                return Err(SendError::Closed);
+            }
+            let epoch = self.queue.space.epoch();
+            match self.queue.push_with_seq(kind, seq, Body::Slice(body)) {
+                Err(SendError::QueueFull { .. }) => {
+                    let since = *waited_since.get_or_insert_with(std::time::Instant::now);
+                    let left = self.stall_timeout.saturating_sub(since.elapsed());
+                    // Woken by the writer, or by the close.
+                    let room = self.queue.space.changed_since(epoch);
+                    if with_timeout(left, room).await.is_none() {
+                        // The connection closes (`serve_connection` sees
+                        // the stall); this reply is given up with it.
+                        self.stalled.set(true);
+                        self.stall.notify();
+                        self.budget.give_back(bytes);
+                        return Err(SendError::Closed);
+                    }
+                }
+                Err(other) => {
+                    self.budget.give_back(bytes);
+                    return Err(other);
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
 }
 
 /// Where replies to one client connection go. Cheap to clone; outlives the
@@ -114,19 +214,35 @@ pub struct Replier {
 }
 
 impl Replier {
-    /// Queues a reply to request `request_id`. Fails if the client's reply
-    /// queue is full (a client that does not read) or the kind is reserved.
-    pub fn reply(&self, request_id: u64, kind: u16, body: &[u8]) -> Result<(), SendError> {
+    /// Queues a reply to request `request_id`, waiting for room while the
+    /// client's queue is full (a client that does not read its replies is
+    /// not read from either, so the wait is bounded by what it sent).
+    /// A reply larger than a frame is replaced by a refusal the client
+    /// sees ([`KIND_REPLY_REFUSED`]): no reply is dropped unannounced.
+    /// Fails if the kind is reserved or the connection has closed.
+    pub async fn reply(&self, request_id: u64, kind: u16, body: &[u8]) -> Result<(), SendError> {
         if kind >= KIND_RESERVED_MIN {
             return Err(SendError::ReservedKind(kind));
         }
-        self.conn
-            .queue
-            .push_with_seq(kind, request_id, Body::Slice(body))
+        match self.conn.push_when_room(kind, request_id, body).await {
+            Err(SendError::TooLarge {
+                body_bytes,
+                limit_bytes,
+            }) => {
+                let refusal = format!(
+                    "the reply of {body_bytes} bytes is larger than a frame ({limit_bytes} bytes)"
+                );
+                let refused =
+                    self.conn
+                        .push_when_room(KIND_REPLY_REFUSED, request_id, refusal.as_bytes());
+                refused.await
+            }
+            other => other,
+        }
     }
 
     /// Tells the client to send request `request_id` to `node` at `addr`.
-    pub fn redirect(
+    pub async fn redirect(
         &self,
         request_id: u64,
         node: NodeId,
@@ -134,8 +250,8 @@ impl Replier {
     ) -> Result<(), SendError> {
         let body = encode_redirect(node, addr);
         self.conn
-            .queue
-            .push_with_seq(KIND_REDIRECT, request_id, Body::Slice(&body))
+            .push_when_room(KIND_REDIRECT, request_id, &body)
+            .await
     }
 
     /// The client's address, if the socket knew it.
@@ -154,17 +270,37 @@ pub struct ClientRequest {
     pub body: Bytes,
     /// Where the reply goes.
     pub replier: Replier,
+    /// Counts the request as unanswered until it is dropped.
+    _outstanding: Outstanding,
 }
 
 impl ClientRequest {
-    /// Replies to this request.
-    pub fn reply(&self, kind: u16, body: &[u8]) -> Result<(), SendError> {
-        self.replier.reply(self.request_id, kind, body)
+    /// Replies to this request (see [`Replier::reply`]).
+    pub async fn reply(&self, kind: u16, body: &[u8]) -> Result<(), SendError> {
+        self.replier.reply(self.request_id, kind, body).await
     }
 
     /// Redirects this request to another node.
-    pub fn redirect(&self, node: NodeId, addr: SocketAddr) -> Result<(), SendError> {
-        self.replier.redirect(self.request_id, node, addr)
+    pub async fn redirect(&self, node: NodeId, addr: SocketAddr) -> Result<(), SendError> {
+        self.replier.redirect(self.request_id, node, addr).await
+    }
+}
+
+/// One request of a connection handed out: counted until dropped, so a
+/// connection's unanswered requests are bounded.
+struct Outstanding(Rc<ClientConn>);
+
+impl Outstanding {
+    fn new(conn: &Rc<ClientConn>) -> Outstanding {
+        conn.outstanding.set(conn.outstanding.get() + 1);
+        Outstanding(conn.clone())
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.set(self.0.outstanding.get() - 1);
+        self.0.answered.notify();
     }
 }
 
@@ -181,6 +317,8 @@ struct ListenerShared {
     refused_connections: Cell<u64>,
     /// Refusals are logged a line a second at most.
     refusal_log: OncePerSecond,
+    /// Reply memory of this port's connections.
+    budget: Rc<ReplyBudget>,
 }
 
 /// Accepts client connections and yields their requests.
@@ -206,6 +344,7 @@ impl ClientListener {
                 .map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let (tx, rx) = local_channel::new_bounded(config.requests_max);
+        let budget = Rc::new(ReplyBudget::new(config.reply_budget_bytes));
         let shared = Rc::new(ListenerShared {
             config,
             requests: tx,
@@ -216,6 +355,7 @@ impl ClientListener {
             connection_closed: Notify::default(),
             refused_connections: Cell::new(0),
             refusal_log: OncePerSecond::default(),
+            budget,
         });
         let task = spawn_local(client_accept_loop(shared.clone(), listener));
         Ok(ClientListener {
@@ -239,6 +379,12 @@ impl ClientListener {
     /// Client connections closed because of bytes that are not frames.
     pub fn bad_frame_closes(&self) -> u64 {
         self.shared.bad_frame_closes.get()
+    }
+
+    /// Reply bytes in memory now (queued or waiting for room), across
+    /// this port's connections.
+    pub fn reply_bytes(&self) -> usize {
+        self.shared.budget.used()
     }
 
     /// Client connections closed at accept: `connections_max` were open.
@@ -343,16 +489,43 @@ async fn serve_connection(shared: &Rc<ListenerShared>, stream: TcpStream) {
             config.reply_queue_bytes_max,
             config.frame_body_bytes_max,
         ),
+        budget: shared.budget.clone(),
+        outstanding: Cell::new(0),
+        answered: Notify::default(),
+        closed: Cell::new(false),
+        stall_timeout: config.reply_stall_timeout,
+        stalled: Cell::new(false),
+        stall: Notify::default(),
     });
     let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
     let reading = client_read_loop(shared, &conn, &mut r);
-    let writing = write_loop(&mut w, socket, &conn.queue, |_| {}, |_, _| {});
+    let budget = &shared.budget;
+    let written = |_frames, bytes| budget.give_back(bytes);
+    let writing = write_loop(&mut w, socket, &conn.queue, |_| {}, written);
     let stopped = async {
         listener_closed(shared).await;
         ConnError::Shutdown
     };
-    let error = futures_lite::future::or(reading, futures_lite::future::or(writing, stopped)).await;
+    let stalled = async {
+        loop {
+            let epoch = conn.stall.epoch();
+            if conn.stalled.get() {
+                let waited = conn.stall_timeout;
+                return ConnError::Protocol(format!(
+                    "a reply waited {waited:?} for the client to read"
+                ));
+            }
+            conn.stall.changed_since(epoch).await;
+        }
+    };
+    let ended = futures_lite::future::or(writing, futures_lite::future::or(stopped, stalled));
+    let error = futures_lite::future::or(reading, ended).await;
+    // Replies still queued or on their way will never be written: their
+    // memory goes back, and replies made from now on are dropped.
+    conn.closed.set(true);
+    shared.budget.give_back(conn.queue.queued_bytes());
+    conn.queue.space.notify();
     if matches!(error, ConnError::Frame(_) | ConnError::ReservedKind(_)) {
         shared
             .bad_frame_closes
@@ -379,11 +552,19 @@ async fn client_read_loop(
             if frame.kind >= KIND_RESERVED_MIN {
                 return ConnError::ReservedKind(frame.kind);
             }
+            // Backpressure: neither this connection's unanswered requests
+            // nor the port's reply memory grow while the client sends
+            // more; its socket is not read meanwhile (one read's frames,
+            // a chunk at most, wait here).
+            conn.unanswered_below(shared.config.requests_per_connection_max)
+                .await;
+            shared.budget.below().await;
             let request = ClientRequest {
                 kind: frame.kind,
                 request_id: frame.seq,
                 body: frame.body,
                 replier: Replier { conn: conn.clone() },
+                _outstanding: Outstanding::new(conn),
             };
             if shared.requests.send(request).await.is_err() {
                 return ConnError::Shutdown;
@@ -392,5 +573,19 @@ async fn client_read_loop(
         if let Err(e) = read {
             return e;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_body_round_trips_and_garbage_is_refused() {
+        let addr: SocketAddr = "127.0.0.1:8002".parse().unwrap();
+        let body = encode_redirect(NodeId(2), addr);
+        assert_eq!(decode_redirect(&body), Some((NodeId(2), addr)));
+        assert_eq!(decode_redirect(&body[..5]), None);
+        assert_eq!(decode_redirect(&[0; 12]), None);
     }
 }

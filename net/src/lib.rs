@@ -38,6 +38,7 @@ mod log_limit;
 mod notify;
 mod queue;
 mod reader;
+mod reply_budget;
 mod stream;
 mod transport;
 
@@ -78,3 +79,7 @@ pub const KIND_BATCH_MAC: u16 = auth::KIND_BATCH_MAC;
 /// Client reply: "ask this node instead". Body: node id u64 little endian,
 /// then the node's client address as UTF-8 (`"127.0.0.1:8002"`).
 pub const KIND_REDIRECT: u16 = 0xff10;
+/// Client reply: the node made a reply it cannot send (larger than a
+/// frame); the body says why, as text. `Client::request` answers it with
+/// [`ClientError::Refused`].
+pub const KIND_REPLY_REFUSED: u16 = 0xff11;

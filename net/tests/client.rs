@@ -37,7 +37,7 @@ async fn serve_reversed(listener: Rc<ClientListener>, batch: usize) {
         for r in held.into_iter().rev() {
             let mut body = r.body.to_vec();
             body.reverse();
-            r.reply(r.kind + 1, &body).unwrap();
+            r.reply(r.kind + 1, &body).await.unwrap();
         }
     }
 }
@@ -74,7 +74,7 @@ fn redirects_are_followed() {
         let f = follower.clone();
         let _redirecting = spawn_local(async move {
             while let Some(r) = f.next().await {
-                r.redirect(NodeId(2), leader_addr).unwrap();
+                r.redirect(NodeId(2), leader_addr).await.unwrap();
             }
         });
         let client = client(vec![follower.local_addr()]);
@@ -93,7 +93,7 @@ async fn client_redirecting_to_itself() -> Result<synod_net::Reply, ClientError>
     let s = server.clone();
     let _redirecting = spawn_local(async move {
         while let Some(r) = s.next().await {
-            r.redirect(NodeId(1), addr).unwrap();
+            r.redirect(NodeId(1), addr).await.unwrap();
         }
     });
     client(vec![addr]).request(10, b"x").await

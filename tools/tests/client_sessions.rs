@@ -64,7 +64,7 @@ fn scripted_node() -> (SocketAddr, mpsc::Receiver<Sent>) {
                         _ => Some(ClientResponse::Error("not scripted".into())),
                     };
                     if let Some(response) = response {
-                        let _ = request.reply(KIND_CLIENT_REPLY, &response.encode());
+                        let _ = request.reply(KIND_CLIENT_REPLY, &response.encode()).await;
                     }
                 }
             })

@@ -276,7 +276,10 @@ pub(super) fn open<C: ClientService>(
             let (core, service) = &*port;
             let groups = ClientGroups { port: core };
             let reply = service.answer(&groups, request.kind, &request.body).await;
-            if let Err(error) = request.reply(reply.kind, &reply.body) {
+            // Waits while the client's queue is full: a client that does
+            // not read holds its own answers in progress, not the node's
+            // memory (the port stops reading its requests).
+            if let Err(error) = request.reply(reply.kind, &reply.body).await {
                 tracing::debug!(%error, "client gone before its reply");
             }
         }
