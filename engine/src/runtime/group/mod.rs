@@ -382,6 +382,8 @@ impl GroupHandle {
 pub struct StatusView {
     /// Slots applied to the state machine (those below this one).
     pub applied: Slot,
+    /// Every slot below is chosen, as this replica knows.
+    pub commit: Slot,
     /// Whether this replica leads (Phase 1 done).
     pub leading: bool,
     /// Who it believes leads.
@@ -397,6 +399,8 @@ pub struct StatusView {
 pub struct GroupStatus {
     /// Slots applied.
     pub applied: Cell<Slot>,
+    /// Every slot below is chosen, as this replica knows.
+    pub commit: Cell<Slot>,
     /// Whether this replica leads (Phase 1 done).
     pub leading: Cell<bool>,
     /// Who it believes leads.
@@ -414,6 +418,7 @@ impl GroupStatus {
     pub fn view(&self) -> StatusView {
         StatusView {
             applied: self.applied.get(),
+            commit: self.commit.get(),
             leading: self.leading.get(),
             leader: self.leader.get(),
             promised: self.promised.get(),
