@@ -14,6 +14,7 @@ mod kv;
 
 pub use client::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, LogEntry,
+    NodeStatus,
 };
 pub use kv::{KvOp, KvReply};
 
