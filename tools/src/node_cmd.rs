@@ -11,6 +11,7 @@ use synod_engine::runtime::node::NodeOptions;
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 
 mod error;
+mod memlock;
 
 pub use error::{PeersError, SettingsError};
 
@@ -219,17 +220,29 @@ pub struct NodeSettings {
 /// Runs `synod node`.
 pub fn run(args: NodeArgs) -> ExitCode {
     match settings(args) {
-        Ok(settings) => match crate::node::run(settings.options, settings.client_listen) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                tracing::error!(%error, "node stopped");
+        Ok(settings) => {
+            let options = &settings.options;
+            if let Err(error) = memlock::ensure(options.cores, options.io_memory_bytes) {
+                tracing::error!(%error, "cannot start");
                 eprintln!("synod node: {error}");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
-        },
+            start(settings)
+        }
         Err(message) => {
             eprintln!("synod node: {message}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn start(settings: NodeSettings) -> ExitCode {
+    match crate::node::run(settings.options, settings.client_listen) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "node stopped");
+            eprintln!("synod node: {error}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -284,6 +297,7 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
                 Ok(bytes) => bytes,
                 Err(source) => return Err(SettingsError::ReadSecret { path, source }),
             };
+            crate::secret_cmd::check_mode(&path)?;
             let secret = trim_newline(bytes);
             if secret.len() < 16 {
                 return Err(SettingsError::ShortSecret { path });
