@@ -54,7 +54,8 @@ pub struct NodeArgs {
     /// Directory for this node's write-ahead logs.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// File holding the shared cluster secret (at least 16 bytes).
+    /// File holding the shared cluster secret (at least 16 bytes; refused
+    /// if other users can read it: `synod secret generate FILE` makes one).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
     /// Run without a secret: any process on the network can join.
@@ -93,7 +94,7 @@ pub struct NodeArgs {
     /// [default: 4194304].
     #[arg(long)]
     pub snapshot_write_floor: Option<u64>,
-    /// Serve Prometheus metrics (GET /metrics) on this address.
+    /// Serve Prometheus metrics (GET /metrics) and GET /health on this address.
     #[arg(long, value_parser = crate::address::resolve)]
     pub metrics: Option<SocketAddr>,
     /// `off` skips the WAL's fdatasync: UNSAFE, acknowledged commands can be
