@@ -5,7 +5,7 @@ use synod_engine::archive::{from_bytes, to_bytes};
 
 pub use wire::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, EventKind,
-    KeyValue, LogEntry, WatchEvent,
+    KeyValue, LogEntry, NodeStatus, WatchEvent,
 };
 
 /// The formats. rkyv derives archived types beside each, without docs.
@@ -50,6 +50,9 @@ mod wire {
             from: u64,
             wait_ms: u32,
         },
+        /// Who leads, and this node's commit and applied points (answered
+        /// with `ClientResponse::NodeStatus`; `Status` keeps its reply).
+        NodeStatus,
     }
 
     /// A request for one group.
@@ -146,6 +149,24 @@ mod wire {
         /// The changes before log index `first` are no longer kept here:
         /// read the state (`GetPrefix`) and watch from a later index.
         Compacted { first: u64 },
+        /// The answer to `ClientOp::NodeStatus`. Boxed: a variant larger
+        /// than the largest before it would lengthen every reply's bytes,
+        /// which older clients could no longer read.
+        NodeStatus(Box<NodeStatus>),
+    }
+
+    /// A node's view of a group, with its commit point.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct NodeStatus {
+        pub node: u64,
+        pub leader: Option<u64>,
+        pub leading: bool,
+        /// Slots applied (every slot below is chosen and applied here).
+        pub applied: u64,
+        /// Every slot below is chosen, as this node knows.
+        pub commit: u64,
+        /// The highest ballot promised, as (round, node).
+        pub ballot: (u64, u64),
     }
 }
 
@@ -240,6 +261,26 @@ mod tests {
         }
         assert_eq!(ClientRequest::decode(&unhex(WIRE_APPEND)), Ok(append));
         assert_eq!(ClientResponse::decode(&unhex(WIRE_KV_REPLY)), Ok(kv));
+    }
+
+    /// The newer status op and reply decode as themselves; the old `Status`
+    /// reply's bytes are pinned above.
+    #[test]
+    fn the_node_status_op_and_reply_round_trip() {
+        let request = ClientRequest {
+            group: 0,
+            op: ClientOp::NodeStatus,
+        };
+        assert_eq!(ClientRequest::decode(&request.encode()), Ok(request));
+        let reply = ClientResponse::NodeStatus(Box::new(NodeStatus {
+            node: 3,
+            leader: None,
+            leading: false,
+            applied: 10,
+            commit: 12,
+            ballot: (4, 1),
+        }));
+        assert_eq!(ClientResponse::decode(&reply.encode()), Ok(reply));
     }
 
     fn unhex(hex: &str) -> Vec<u8> {

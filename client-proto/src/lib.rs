@@ -14,7 +14,7 @@ mod kv;
 
 pub use client::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, EventKind,
-    KeyValue, LogEntry, WatchEvent,
+    KeyValue, LogEntry, NodeStatus, WatchEvent,
 };
 pub use kv::{KvOp, KvReply};
 

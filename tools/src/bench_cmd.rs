@@ -62,10 +62,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     size: usize,
     /// Measured seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     duration: u64,
     /// Unmeasured seconds first.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
     warmup: u64,
     /// Connections from each client thread to each node.
     #[arg(long, default_value_t = 4)]

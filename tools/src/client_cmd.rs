@@ -8,15 +8,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use glommio::{LocalExecutorBuilder, Placement};
 use rand::Rng;
 use serde_json::{json, Value};
-use synod_client_proto::{
-    ClientOp, ClientRequest, ClientResponse, KvOp, KvReply, KIND_CLIENT_REQUEST,
-};
+use synod_client_proto::{ClientOp, ClientResponse, KvOp, KvReply};
 
 use crate::node::machine::PREFIX_KEYS_MAX;
-use synod_net::{Client, ClientConfig};
+use crate::wire::{Answer, Connection, WireError};
 
 mod watch;
 
@@ -40,7 +37,9 @@ Lines on stdin, one command each; one JSON object a line on stdout, in order:
   watch [PREFIX] [--from INDEX] [--count N]
                           one line per change under PREFIX, in log order:
                           {\"ok\":true,\"index\":N,\"op\":\"put\"|\"delete\"|\"expire\",\"key\":K,\"value\":V|null}
-  leader                  the node that leads the group
+  leader                  the leading node's id and client address
+Words are split as a shell splits them: put \"my key\" 'hello world'. An
+unquoted value is the rest of the line as typed.
 A failure is {\"ok\":false,\"error\":...}; the exit status is 1 if any line failed.")]
 pub struct ClientArgs {
     /// Client addresses of the nodes, comma-separated.
@@ -53,41 +52,43 @@ pub struct ClientArgs {
     #[arg(long, default_value_t = 0)]
     pub group: u32,
     /// Give up on a command after this many seconds of retrying.
-    #[arg(long, default_value_t = 10)]
-    pub timeout_s: u64,
+    #[arg(long, alias = "timeout-s", value_name = "SECONDS", default_value_t = 5)]
+    pub timeout: u64,
 }
 
 /// Runs `synod client`.
 pub fn run(args: ClientArgs) -> ExitCode {
-    let result = LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(512 << 10)
-        .spawn(move || async move { serve(args).await })
-        .map(|handle| handle.join());
-    match result {
-        Ok(Ok(Ok(0))) => ExitCode::SUCCESS,
+    match serve(args) {
+        Ok(0) => ExitCode::SUCCESS,
         // Every line was answered; scripts learn from the status that some
         // answers are failures.
-        Ok(Ok(Ok(_failed))) => ExitCode::FAILURE,
-        Ok(Ok(Err(error))) => {
-            eprintln!("synod client: {error}");
-            ExitCode::FAILURE
-        }
-        Ok(Err(error)) => {
-            eprintln!("synod client: {error}");
-            ExitCode::FAILURE
-        }
+        Ok(_failed) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("synod client: {error}");
+            eprintln!("synod client: reading stdin: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// The longest one sending waits, so that a dead node is left in time to
+/// try the others before the command's timeout.
+const TRY_LIMIT: Duration = Duration::from_secs(2);
+
+/// What a node last told this client, to say why a command failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heard {
+    Nothing,
+    Unreachable,
+    NoLeader,
+    Answered,
+}
+
 /// One connection per node; the leader is found by asking and by redirects.
 struct Session {
     group: u32,
-    clients: Vec<(SocketAddr, Client)>,
-    /// Which node id answers at which position in `clients`.
+    conns: Vec<Connection>,
+    heard: Vec<Heard>,
+    /// Which node id answers at which position in `conns`.
     ids: HashMap<u64, usize>,
     target: usize,
     client_id: u64,
@@ -96,38 +97,31 @@ struct Session {
 }
 
 /// Answers every line of stdin; returns how many answers were failures.
-async fn serve(args: ClientArgs) -> Result<usize, String> {
+fn serve(args: ClientArgs) -> Result<usize, std::io::Error> {
     let addrs = match args.node {
         Some(node) => vec![node],
         None => args.cluster.clone(),
     };
-    let mut clients = Vec::new();
-    for addr in addrs {
-        let mut config = ClientConfig::new(vec![addr]);
-        // One unanswered sending may not outlast the whole command's time.
-        config.request_timeout = Duration::from_secs(args.timeout_s.clamp(1, 2));
-        config.redirects_max = 0;
-        clients.push((addr, Client::new(config).map_err(|e| e.to_string())?));
-    }
     let mut session = Session {
         group: args.group,
-        clients,
+        heard: vec![Heard::Nothing; addrs.len()],
+        conns: addrs.into_iter().map(Connection::new).collect(),
         ids: HashMap::new(),
         target: 0,
         client_id: new_client_id(),
         seq: 0,
-        timeout: Duration::from_secs(args.timeout_s),
+        timeout: Duration::from_secs(args.timeout.max(1)),
     };
     let stdin = std::io::stdin();
     let mut failed = 0;
     for line in stdin.lock().lines() {
-        let line = line.map_err(|e| e.to_string())?;
+        let line = line?;
         if line.trim().is_empty() {
             continue;
         }
         if let Some(parsed) = watch::parse(&line) {
             let ended = match parsed {
-                Ok(request) => watch::run(&mut session, request).await,
+                Ok(request) => watch::run(&mut session, request),
                 Err(message) => Err(json!({"ok": false, "error": message})),
             };
             if let Err(reply) = ended {
@@ -137,7 +131,7 @@ async fn serve(args: ClientArgs) -> Result<usize, String> {
             continue;
         }
         let reply = match parse(&line, &session) {
-            Ok(op) => session.execute(op).await,
+            Ok(op) => session.execute(op),
             Err(message) => json!({"ok": false, "error": message}),
         };
         if reply["ok"] != json!(true) {
@@ -148,45 +142,59 @@ async fn serve(args: ClientArgs) -> Result<usize, String> {
     Ok(failed)
 }
 
+/// The words of a line: split as a shell would when it holds quotes or
+/// backslashes, else at whitespace; and the text after the first `skip`
+/// words, as typed (unquoted) or as the words joined by one space (quoted).
+fn words(line: &str, skip: usize) -> Result<(Vec<String>, String), String> {
+    if line.contains(['"', '\'', '\\']) {
+        let words = shell_words::split(line).map_err(|e| format!("{e}: `{line}`"))?;
+        let rest = words.get(skip..).unwrap_or_default().join(" ");
+        return Ok((words, rest));
+    }
+    let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+    let mut rest = line.trim_start();
+    for _ in 0..skip {
+        rest = rest
+            .trim_start_matches(|c: char| !c.is_whitespace())
+            .trim_start();
+    }
+    Ok((words, rest.to_string()))
+}
+
 fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {
-    let mut words = line.trim().splitn(2, ' ');
-    let verb = words.next().unwrap_or_default();
-    let rest = words.next().unwrap_or_default();
-    let args: Vec<&str> = rest.split_whitespace().collect();
+    let (all, _) = words(line, 0)?;
+    let verb = all.first().map(String::as_str).unwrap_or_default();
+    let args: Vec<&str> = all.iter().skip(1).map(String::as_str).collect();
+    let bytes = |s: &str| s.as_bytes().to_vec();
     match (verb, args.as_slice()) {
-        ("append", _) if !rest.is_empty() => {
-            Ok(ClientOp::Append { client: session.client_id, seq: session.seq + 1, data: rest.as_bytes().to_vec() })
+        ("append", [_, ..]) => {
+            let (_, text) = words(line, 1)?;
+            Ok(ClientOp::Append { client: session.client_id, seq: session.seq + 1, data: text.into_bytes() })
         }
         ("read", [from]) => Ok(ClientOp::ReadLog { from: number(from)?, count: 100 }),
         ("read", [from, count]) => Ok(ClientOp::ReadLog { from: number(from)?, count: u32::try_from(number(count)?).map_err(|_| format!("`{count}` is too many to read at once"))? }),
         ("put", [key, .., "--lease", id]) if args.len() > 3 => {
             let value = &args[1..args.len() - 2];
-            Ok(kv(session, KvOp::PutLease { key: key.as_bytes().to_vec(), value: value.join(" ").into_bytes(), lease: number(id)? }))
+            Ok(kv(session, KvOp::PutLease { key: bytes(key), value: value.join(" ").into_bytes(), lease: number(id)? }))
         }
         ("put", [key, .., "--ttl", ms]) if args.len() > 3 => {
             let value = &args[1..args.len() - 2];
-            Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.join(" ").into_bytes(), ttl_ms: Some(number(ms)?) }))
+            Ok(kv(session, KvOp::Put { key: bytes(key), value: value.join(" ").into_bytes(), ttl_ms: Some(number(ms)?) }))
         }
         // The value is the rest of the line: it may hold spaces.
         ("put", [key, _, ..]) => {
-            let value = rest.trim_start()[key.len()..].trim_start();
-            Ok(kv(session, KvOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ttl_ms: None }))
+            let (_, value) = words(line, 2)?;
+            Ok(kv(session, KvOp::Put { key: bytes(key), value: value.into_bytes(), ttl_ms: None }))
         }
         ("get", ["--prefix"]) => Ok(ClientOp::GetPrefix { prefix: Vec::new(), limit: PREFIX_KEYS_MAX }),
-        ("get", ["--prefix", prefix]) => Ok(ClientOp::GetPrefix { prefix: prefix.as_bytes().to_vec(), limit: PREFIX_KEYS_MAX }),
-        ("get", [key]) => Ok(ClientOp::Get { key: key.as_bytes().to_vec() }),
+        ("get", ["--prefix", prefix]) => Ok(ClientOp::GetPrefix { prefix: bytes(prefix), limit: PREFIX_KEYS_MAX }),
+        ("get", [key]) => Ok(ClientOp::Get { key: bytes(key) }),
         ("lease", ["grant", ttl]) => Ok(kv(session, KvOp::LeaseGrant { ttl_ms: number(ttl)? })),
         ("lease", ["keepalive", id]) => Ok(kv(session, KvOp::LeaseKeepAlive { id: number(id)? })),
         ("lease", ["revoke", id]) => Ok(kv(session, KvOp::LeaseRevoke { id: number(id)? })),
-        ("cas", [key, "--absent", new]) => Ok(kv(
-            session,
-            KvOp::Cas { key: key.as_bytes().to_vec(), old: None, new: new.as_bytes().to_vec() },
-        )),
-        ("cas", [key, old, new]) => Ok(kv(
-            session,
-            KvOp::Cas { key: key.as_bytes().to_vec(), old: Some(old.as_bytes().to_vec()), new: new.as_bytes().to_vec() },
-        )),
-        ("delete", [key]) => Ok(kv(session, KvOp::Delete { key: key.as_bytes().to_vec() })),
+        ("cas", [key, "--absent", new]) => Ok(kv(session, KvOp::Cas { key: bytes(key), old: None, new: bytes(new) })),
+        ("cas", [key, old, new]) => Ok(kv(session, KvOp::Cas { key: bytes(key), old: Some(bytes(old)), new: bytes(new) })),
+        ("delete", [key]) => Ok(kv(session, KvOp::Delete { key: bytes(key) })),
         ("leader", []) => Ok(ClientOp::Status),
         _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V [--lease ID|--ttl MS], get K, get --prefix P, cas K OLD NEW, cas K --absent NEW, delete K, lease grant|keepalive|revoke, watch [PREFIX], leader")),
     }
@@ -209,6 +217,7 @@ fn seq_of(op: &mut ClientOp) -> Option<&mut u64> {
         ClientOp::Get { .. }
         | ClientOp::ReadLog { .. }
         | ClientOp::Status
+        | ClientOp::NodeStatus
         | ClientOp::GetPrefix { .. }
         | ClientOp::Watch { .. } => None,
     }
@@ -235,8 +244,8 @@ impl Session {
     /// anew. The nodes require one request outstanding per session and
     /// sequence numbers without gaps, and an unanswered write may still be
     /// in flight.
-    async fn execute(&mut self, mut op: ClientOp) -> Value {
-        let (reply, applied) = self.send(&mut op).await;
+    fn execute(&mut self, mut op: ClientOp) -> Value {
+        let (reply, applied) = self.send(&mut op);
         if let Some(seq) = seq_of(&mut op) {
             if applied {
                 self.seq = *seq;
@@ -251,107 +260,160 @@ impl Session {
     /// Sends `op` until a node answers it or the timeout passes; the
     /// rendered answer, and whether it says `op` was applied. A write is
     /// retried with the same sequence number, so it applies once.
-    async fn send(&mut self, op: &mut ClientOp) -> (Value, bool) {
+    fn send(&mut self, op: &mut ClientOp) -> (Value, bool) {
         let wants_leader = !matches!(op, ClientOp::ReadLog { .. });
-        let group = self.group;
-        let encode = |op: &ClientOp| {
-            ClientRequest {
-                group,
-                op: op.clone(),
-            }
-            .encode()
-        };
-        let mut body = encode(op);
         let deadline = Instant::now() + self.timeout;
+        self.heard.fill(Heard::Nothing);
         let mut last_error = String::from("no node answered");
         let mut sent_before = false;
-        while Instant::now() < deadline {
-            let (addr, client) = &self.clients[self.target];
-            let answer = client.request(KIND_CLIENT_REQUEST, &body).await;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (
+                    json!({"ok": false, "error": self.why_failed(&last_error)}),
+                    false,
+                );
+            }
+            let target = self.target;
+            let answer = self.conns[target].ask(self.group, op.clone(), left.min(TRY_LIMIT));
             let first_sending = !std::mem::replace(&mut sent_before, true);
+            let addr = self.conns[target].addr();
             match answer {
-                Ok(reply) => match ClientResponse::decode(&reply.body) {
-                    // The session was evicted; sent once, none of it was
-                    // applied: again as a new session from `resume_at`.
-                    Ok(ClientResponse::SessionExpired { resume_at }) if first_sending => {
-                        if let Some(seq) = seq_of(op) {
-                            *seq = resume_at;
+                Ok(Answer::Reply(reply)) => {
+                    self.heard[target] = Heard::Answered;
+                    match reply {
+                        // The session was evicted; sent once, none of it
+                        // was applied: again as a new session from
+                        // `resume_at`.
+                        ClientResponse::SessionExpired { resume_at } if first_sending => {
+                            if let Some(seq) = seq_of(op) {
+                                *seq = resume_at;
+                            }
+                            sent_before = false;
                         }
-                        body = encode(op);
-                        sent_before = false;
+                        // Sent before: an earlier sending may have been applied.
+                        ClientResponse::SessionExpired { .. } => {
+                            return (
+                                json!({"ok": false, "error": "session expired: the command may or may not have been applied"}),
+                                false,
+                            );
+                        }
+                        ClientResponse::NotLeader { leader } if wants_leader => {
+                            if leader.is_none() {
+                                self.heard[target] = Heard::NoLeader;
+                            }
+                            last_error = format!("{addr} does not lead");
+                            self.follow(leader);
+                        }
+                        ClientResponse::Busy => std::thread::sleep(Duration::from_millis(20)),
+                        response => {
+                            let applied = matches!(
+                                response,
+                                ClientResponse::Appended { .. }
+                                    | ClientResponse::AppendedBatch { .. }
+                                    | ClientResponse::Kv { .. }
+                            );
+                            return (self.render(response), applied);
+                        }
                     }
-                    // Sent before: an earlier sending may have been applied.
-                    Ok(ClientResponse::SessionExpired { .. }) => {
-                        return (
-                            json!({"ok": false, "error": "session expired: the command may or may not have been applied"}),
-                            false,
-                        );
-                    }
-                    Ok(ClientResponse::NotLeader { leader }) if wants_leader => {
-                        last_error = format!("{addr} does not lead");
-                        self.follow(leader).await;
-                    }
-                    Ok(ClientResponse::Busy) => {
-                        glommio::timer::sleep(Duration::from_millis(20)).await
-                    }
-                    Ok(response) => {
-                        let applied = matches!(
-                            response,
-                            ClientResponse::Appended { .. }
-                                | ClientResponse::AppendedBatch { .. }
-                                | ClientResponse::Kv { .. }
-                        );
-                        return (self.render(response), applied);
-                    }
-                    Err(reason) => {
-                        return (
-                            json!({"ok": false, "error": format!("bad reply: {reason}")}),
-                            false,
-                        )
-                    }
-                },
+                }
+                Ok(Answer::Redirect { node, addr }) => {
+                    let position = self.position_of(addr);
+                    self.ids.insert(node, position);
+                    self.target = position;
+                }
+                Err(error @ (WireError::BadReply { .. } | WireError::Refused { .. })) => {
+                    return (json!({"ok": false, "error": error.to_string()}), false);
+                }
                 Err(error) => {
-                    last_error = format!("{addr}: {error}");
-                    self.target = (self.target + 1) % self.clients.len();
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    self.heard[target] = if error.unreachable() {
+                        Heard::Unreachable
+                    } else {
+                        Heard::Answered
+                    };
+                    last_error = error.to_string();
+                    self.target = (self.target + 1) % self.conns.len();
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
         }
-        (json!({"ok": false, "error": last_error}), false)
+    }
+
+    /// Why a command got no answer in time, from what the nodes said: none
+    /// reachable; fewer than a majority reachable and none leading (no
+    /// quorum); or the last error.
+    fn why_failed(&self, last_error: &str) -> String {
+        let total = self.heard.len();
+        let unreachable = self
+            .heard
+            .iter()
+            .filter(|h| **h == Heard::Unreachable)
+            .count();
+        let leaderless = self.heard.iter().filter(|h| **h == Heard::NoLeader).count();
+        let timeout = self.timeout;
+        if unreachable == total {
+            let addrs: Vec<String> = self.conns.iter().map(|c| c.addr().to_string()).collect();
+            format!(
+                "cluster unreachable: no connection to {} within {timeout:?} (last: {last_error})",
+                addrs.join(", ")
+            )
+        } else if leaderless > 0 && total - unreachable <= total / 2 {
+            format!(
+                "no quorum: {} of {total} nodes reachable, and none leads (last: {last_error})",
+                total - unreachable
+            )
+        } else if leaderless > 0 {
+            format!("no leader within {timeout:?} (last: {last_error})")
+        } else {
+            last_error.to_string()
+        }
+    }
+
+    /// The position of the node at `addr`, added if it is new.
+    fn position_of(&mut self, addr: SocketAddr) -> usize {
+        if let Some(position) = self.conns.iter().position(|c| c.addr() == addr) {
+            return position;
+        }
+        self.conns.push(Connection::new(addr));
+        self.heard.push(Heard::Nothing);
+        self.conns.len() - 1
     }
 
     /// Goes to the hinted leader if its address is known, else the next node.
-    async fn follow(&mut self, leader: Option<u64>) {
+    fn follow(&mut self, leader: Option<u64>) {
         if let Some(id) = leader {
             if !self.ids.contains_key(&id) {
-                self.learn_ids().await;
+                self.learn_ids();
             }
             if let Some(position) = self.ids.get(&id) {
                 self.target = *position;
                 return;
             }
         }
-        self.target = (self.target + 1) % self.clients.len();
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        self.target = (self.target + 1) % self.conns.len();
+        std::thread::sleep(Duration::from_millis(20));
     }
 
-    async fn learn_ids(&mut self) {
-        let body = ClientRequest {
-            group: self.group,
-            op: ClientOp::Status,
-        }
-        .encode();
-        for (position, (_, client)) in self.clients.iter().enumerate() {
-            if let Ok(reply) = client.request(KIND_CLIENT_REQUEST, &body).await {
-                if let Ok(ClientResponse::Status { node, .. }) = ClientResponse::decode(&reply.body)
-                {
-                    self.ids.insert(node, position);
-                }
+    /// Asks each node its id.
+    fn learn_ids(&mut self) {
+        for (position, conn) in self.conns.iter_mut().enumerate() {
+            if let Ok(Answer::Reply(ClientResponse::Status { node, .. })) =
+                conn.ask(self.group, ClientOp::Status, TRY_LIMIT)
+            {
+                self.ids.insert(node, position);
             }
         }
     }
 
-    fn render(&self, response: ClientResponse) -> Value {
+    /// The client address of node `id`, if one of the known nodes is it.
+    fn addr_of(&mut self, id: u64) -> Option<SocketAddr> {
+        if !self.ids.contains_key(&id) {
+            self.learn_ids();
+        }
+        self.ids.get(&id).map(|p| self.conns[*p].addr())
+    }
+
+    fn render(&mut self, response: ClientResponse) -> Value {
         match response {
             ClientResponse::Appended { index } => {
                 json!({"ok": true, "group": self.group, "index": index})
@@ -401,9 +463,13 @@ impl Session {
                 json!({"ok": true, "entries": entries})
             }
             ClientResponse::Status { leader, .. } => match leader {
-                Some(id) => json!({"ok": true, "leader": id}),
+                Some(id) => {
+                    let addr = self.addr_of(id).map(|a| a.to_string());
+                    json!({"ok": true, "leader": id, "addr": addr})
+                }
                 None => json!({"ok": false, "error": "no leader known yet"}),
             },
+            ClientResponse::NodeStatus(status) => json!({"ok": true, "leader": status.leader}),
             ClientResponse::NotLeader { leader } => {
                 json!({"ok": false, "error": "not the leader", "leader": leader})
             }

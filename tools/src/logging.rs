@@ -1,6 +1,7 @@
-//! Log lines to stderr, filtered by `RUST_LOG` (default `info`); an insecure
-//! node marks every line, and so does the test-only build that acknowledges
-//! before fsync.
+//! Log lines to stderr, filtered by `RUST_LOG` (default `info`), as text or
+//! JSON lines (`--log-format`); an insecure node marks every line, and so
+//! does the test-only build that acknowledges before fsync (in JSON, with
+//! one warning line at the start instead).
 
 use std::fmt;
 
@@ -32,9 +33,18 @@ where
     }
 }
 
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event: timestamp, level, target, fields.
+    Json,
+}
+
 /// Installs the global subscriber; `default` is the level when `RUST_LOG`
 /// is unset.
-pub fn init(insecure: bool, default: &str) {
+pub fn init(insecure: bool, default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let prefix = match (insecure, cfg!(feature = "unsafe-ack-before-fsync")) {
         (true, true) => "[UNSAFE TEST BUILD: acknowledges before fsync, loses data] [INSECURE: no cluster secret] ",
@@ -42,14 +52,26 @@ pub fn init(insecure: bool, default: &str) {
         (true, false) => "[INSECURE: no cluster secret] ",
         (false, false) => "",
     };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let format = Prefixed {
-        prefix,
-        inner: tracing_subscriber::fmt::format().with_ansi(ansi),
-    };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(format)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let format = Prefixed {
+                prefix,
+                inner: tracing_subscriber::fmt::format().with_ansi(ansi),
+            };
+            builder.event_format(format).init();
+        }
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_ansi(false).init();
+            // A JSON line cannot carry the prefix; the same words go out
+            // once, as an event of their own, at the start.
+            let warning = prefix.trim();
+            if !warning.is_empty() {
+                tracing::warn!(warning, "this node is not safe for production");
+            }
+        }
+    }
 }

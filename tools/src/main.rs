@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod address;
 mod bench_cmd;
@@ -12,14 +12,20 @@ mod cluster_cmd;
 mod logging;
 mod node;
 mod node_cmd;
+mod secret_cmd;
 mod sim_cmd;
 mod status_cmd;
 mod wal_cmd;
+mod wire;
 
 /// synod: a Multi-Paxos replicated log.
 #[derive(Debug, Parser)]
 #[command(name = "synod", version, about)]
 struct Cli {
+    /// How log lines on stderr look: `text` for people, `json` (one
+    /// object a line) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +49,14 @@ enum Command {
     /// Offline inspection of a write-ahead log directory.
     #[command(subcommand)]
     Wal(wal_cmd::WalCommand),
+    /// Cluster secrets.
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
+    /// Print a shell completion script: `synod completions bash > /etc/bash_completion.d/synod`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,7 +68,7 @@ fn main() -> ExitCode {
         Command::Node(_) | Command::Cluster(_) => "info",
         _ => "error",
     };
-    logging::init(insecure, default);
+    logging::init(insecure, default, cli.log_format);
     match cli.command {
         Command::Node(args) => node_cmd::run(args),
         Command::Cluster(args) => cluster_cmd::run(args),
@@ -64,5 +78,10 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Wal(command) => wal_cmd::run(command),
+        Command::Secret(command) => secret_cmd::run(command),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "synod", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }

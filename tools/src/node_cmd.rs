@@ -11,6 +11,7 @@ use synod_engine::runtime::node::NodeOptions;
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 
 mod error;
+mod memlock;
 
 pub use error::{PeersError, SettingsError};
 
@@ -53,7 +54,8 @@ pub struct NodeArgs {
     /// Directory for this node's write-ahead logs.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// File holding the shared cluster secret (at least 16 bytes).
+    /// File holding the shared cluster secret (at least 16 bytes; refused
+    /// if other users can read it: `synod secret generate FILE` makes one).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
     /// Run without a secret: any process on the network can join.
@@ -92,7 +94,7 @@ pub struct NodeArgs {
     /// [default: 4194304].
     #[arg(long)]
     pub snapshot_write_floor: Option<u64>,
-    /// Serve Prometheus metrics (GET /metrics) on this address.
+    /// Serve Prometheus metrics (GET /metrics) and GET /health on this address.
     #[arg(long, value_parser = crate::address::resolve)]
     pub metrics: Option<SocketAddr>,
     /// `off` skips the WAL's fdatasync: UNSAFE, acknowledged commands can be
@@ -219,17 +221,29 @@ pub struct NodeSettings {
 /// Runs `synod node`.
 pub fn run(args: NodeArgs) -> ExitCode {
     match settings(args) {
-        Ok(settings) => match crate::node::run(settings.options, settings.client_listen) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                tracing::error!(%error, "node stopped");
+        Ok(settings) => {
+            let options = &settings.options;
+            if let Err(error) = memlock::ensure(options.cores, options.io_memory_bytes) {
+                tracing::error!(%error, "cannot start");
                 eprintln!("synod node: {error}");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
-        },
+            start(settings)
+        }
         Err(message) => {
             eprintln!("synod node: {message}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn start(settings: NodeSettings) -> ExitCode {
+    match crate::node::run(settings.options, settings.client_listen) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "node stopped");
+            eprintln!("synod node: {error}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -284,6 +298,7 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
                 Ok(bytes) => bytes,
                 Err(source) => return Err(SettingsError::ReadSecret { path, source }),
             };
+            crate::secret_cmd::check_mode(&path)?;
             let secret = trim_newline(bytes);
             if secret.len() < 16 {
                 return Err(SettingsError::ShortSecret { path });

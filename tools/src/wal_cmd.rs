@@ -1,5 +1,6 @@
 //! `synod wal inspect DIR` and `synod wal verify DIR`: parse, call
-//! `synod_wal::inspect`, print. No WAL logic lives here.
+//! `synod_wal::inspect`, print; `inspect` decodes each record with the
+//! engine's codec (decode.rs). No WAL logic lives here.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,10 +9,14 @@ use synod_wal::inspect::{inspect_dir, DirReport, SegmentReport};
 use synod_wal::scan::SegmentEnd;
 use synod_wal::WalError;
 
+mod decode;
+
 /// Offline commands on a WAL directory; they never write to it.
 #[derive(Debug, clap::Subcommand)]
 pub enum WalCommand {
-    /// List every frame: position, kind, length, offset, checksum status.
+    /// List every frame: position, kind, length, offset, checksum status,
+    /// and what it records (promise, commit point, or accepted slot with
+    /// its ballot and commands).
     Inspect {
         /// The WAL directory.
         dir: PathBuf,
@@ -51,8 +56,8 @@ fn inspect(dir: &Path, json: bool) -> ExitCode {
     };
     if !json {
         println!(
-            "{:>12} {:>6} {:>10} {:>12}  {:<8} segment",
-            "position", "kind", "length", "offset", "checksum"
+            "{:>12} {:>6} {:>10} {:>12}  {:<8} {:<28} record",
+            "position", "kind", "length", "offset", "checksum", "segment"
         );
     }
     for segment in &report.segments {
@@ -69,20 +74,32 @@ fn print_segment(segment: &SegmentReport, json: bool) {
         .path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let file = std::fs::File::open(&segment.path);
     for f in &segment.frames {
+        let record = match &file {
+            Ok(file) => decode::read_record(file, f),
+            Err(error) => decode::Record::Undecodable(error.to_string()),
+        };
         if json {
-            println!(
-                r#"{{"position":{},"kind":{},"length":{},"segment":{},"offset":{},"checksum_ok":true}}"#,
-                f.position,
-                f.kind,
-                f.body_len,
-                json_string(&name),
-                f.offset_bytes
-            );
+            let line = serde_json::json!({
+                "position": f.position.0,
+                "kind": f.kind,
+                "length": f.body_len,
+                "segment": name,
+                "offset": f.offset_bytes,
+                "checksum_ok": true,
+                "record": record.json(),
+            });
+            println!("{line}");
         } else {
             println!(
-                "{:>12} {:>6} {:>10} {:>12}  {:<8} {name}",
-                f.position, f.kind, f.body_len, f.offset_bytes, "ok"
+                "{:>12} {:>6} {:>10} {:>12}  {:<8} {name:<28} {}",
+                f.position.0,
+                f.kind,
+                f.body_len,
+                f.offset_bytes,
+                "ok",
+                record.text()
             );
         }
     }

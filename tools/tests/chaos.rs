@@ -49,7 +49,7 @@ fn a_short_run_of_every_fault_passes() {
     let (code, stdout) = run(
         &[
             "chaos",
-            "--duration-s=12",
+            "--duration=12",
             "--faults=all",
             "--seed=7",
             "--clients=3",

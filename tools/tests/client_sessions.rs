@@ -78,7 +78,7 @@ fn scripted_node() -> (SocketAddr, mpsc::Receiver<Sent>) {
 /// Runs `synod client` against `addr` with one append per word of `texts`.
 fn appends(addr: SocketAddr, texts: &[&str]) -> Vec<Value> {
     let lines: Vec<String> = texts.iter().map(|t| format!("append {t}")).collect();
-    client(&["--node", &addr.to_string(), "--timeout-s", "1"], &lines)
+    client(&["--node", &addr.to_string(), "--timeout", "1"], &lines)
 }
 
 /// The last sending of each write, in the order first sent.

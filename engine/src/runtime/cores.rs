@@ -199,7 +199,8 @@ impl<S: StateMachine, C: ClientService> Core<S, C> {
         })
     }
 
-    /// Reads the transport's per-peer queues into the metrics twice a second.
+    /// Reads the transport's per-peer queues and links into the metrics
+    /// twice a second.
     fn watch_peer_queues(&self, transport: Rc<Transport>) {
         let peers: Vec<u64> = self
             .options
@@ -215,10 +216,16 @@ impl<S: StateMachine, C: ClientService> Core<S, C> {
                     let queued = transport
                         .queued_bytes(synod_net::NodeId(*peer))
                         .unwrap_or(0);
+                    let label = PeerLabel { peer: *peer, core };
                     metrics
                         .peer_queue_bytes
-                        .get_or_create(&PeerLabel { peer: *peer, core })
+                        .get_or_create(&label)
                         .set(queued as i64);
+                    let connected = transport.is_connected(synod_net::NodeId(*peer));
+                    metrics
+                        .peer_connected
+                        .get_or_create(&label)
+                        .set(i64::from(connected));
                 }
                 glommio::timer::sleep(Duration::from_millis(500)).await;
             }

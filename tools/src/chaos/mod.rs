@@ -8,7 +8,7 @@
 //!   history.json --> checker (log + per-key linearizability) --> report
 //! ```
 //!
-//! The run stops by itself: the nemesis runs for `--duration-s` or
+//! The run stops by itself: the nemesis runs for `--duration` or
 //! `--faults-max` faults, then every fault is healed, the cluster settles,
 //! each node's log is read, and the checker gives the verdict. Exit status:
 //! 0 pass, 1 violation, 3 unknown (the search ran out of budget), 2 the run
@@ -48,8 +48,13 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
     /// How long the nemesis runs, in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub duration_s: u64,
+    #[arg(
+        long,
+        alias = "duration-s",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
+    pub duration: u64,
     /// At most this many faults.
     #[arg(long, default_value_t = 10_000)]
     pub faults_max: u32,
@@ -75,8 +80,13 @@ pub struct ChaosArgs {
     pub out: Option<PathBuf>,
     /// A client gives up on an operation after this many seconds (its
     /// outcome is then unknown).
-    #[arg(long, default_value_t = 5)]
-    pub client_timeout_s: u64,
+    #[arg(
+        long,
+        alias = "client-timeout-s",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    pub client_timeout: u64,
     /// Step budget of each key's linearizability search.
     #[arg(long, default_value_t = 20_000_000)]
     pub steps_max: u64,
@@ -156,7 +166,7 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
     let data_dir = out.join("cluster");
     println!(
         "synod chaos: seed {seed}, {} nodes, {} s, faults {mix:?}",
-        args.nodes, args.duration_s
+        args.nodes, args.duration
     );
     println!("  binary {}, output in {}", exe.display(), out.display());
     let (layout, proxies) = proxied_layout(args.nodes)?;
@@ -178,7 +188,7 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
         exe: exe.clone(),
         cluster: layout.client.clone(),
         keys: args.keys,
-        timeout_s: args.client_timeout_s,
+        timeout_s: args.client_timeout,
         epoch,
         stop: stop.clone(),
     };
@@ -243,7 +253,7 @@ fn merge(verdict: Verdict, findings: Vec<String>) -> Verdict {
 }
 
 fn run_nemesis(nemesis: &mut Nemesis, mix: &[Fault], args: &ChaosArgs) {
-    let deadline = nemesis.epoch + Duration::from_secs(args.duration_s);
+    let deadline = nemesis.epoch + Duration::from_secs(args.duration);
     let mut count = 0;
     while count < args.faults_max && Instant::now() < deadline {
         let quiet = Duration::from_millis(nemesis.rng.random_range(500..=2000));
@@ -273,7 +283,7 @@ fn wait_for_leader(exe: &std::path::Path, layout: &Layout) -> Result<(), String>
         exe,
         &[
             format!("--cluster={}", list.join(",")),
-            "--timeout-s=30".into(),
+            "--timeout=30".into(),
         ],
     )?;
     let reply = client
@@ -297,7 +307,7 @@ fn settle_and_read(exe: &std::path::Path, layout: &Layout) -> (Vec<ReplicaLog>, 
         exe,
         &[
             format!("--cluster={}", list.join(",")),
-            "--timeout-s=30".into(),
+            "--timeout=30".into(),
         ],
     )
     .ok()

@@ -100,7 +100,7 @@ impl Report {
             seed,
             binary: binary.display().to_string(),
             nodes: args.nodes,
-            duration_s: args.duration_s,
+            duration_s: args.duration,
             ops,
             faults,
             injected: injected.to_vec(),

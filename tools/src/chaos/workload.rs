@@ -154,10 +154,7 @@ impl Workload {
         seed: u64,
         values: &Mutex<HashMap<String, String>>,
     ) -> Result<ClientRun, String> {
-        let args = [
-            self.cluster_arg(),
-            format!("--timeout-s={}", self.timeout_s),
-        ];
+        let args = [self.cluster_arg(), format!("--timeout={}", self.timeout_s)];
         // The client gives up by itself after its timeout; past twice that
         // plus slack it hangs, and is replaced.
         let wait = Duration::from_secs(2 * self.timeout_s + 10);
@@ -280,7 +277,7 @@ fn remember(values: &Mutex<HashMap<String, String>>, call: &Call, ret: &Ret) {
 pub fn read_log(exe: &Path, node: u64, addr: SocketAddr) -> Option<ReplicaLog> {
     const PAGE: u64 = 1000;
     let mut client =
-        LineClient::start(exe, &[format!("--node={addr}"), "--timeout-s=5".into()]).ok()?;
+        LineClient::start(exe, &[format!("--node={addr}"), "--timeout=5".into()]).ok()?;
     let mut entries = Vec::new();
     loop {
         let from = entries.last().map_or(0, |(index, _)| index + 1);

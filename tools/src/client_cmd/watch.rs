@@ -6,14 +6,15 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use synod_client_proto::{
-    ClientOp, ClientRequest, ClientResponse, EventKind, WatchEvent, KIND_CLIENT_REQUEST,
-};
+use synod_client_proto::{ClientOp, ClientResponse, EventKind, WatchEvent};
 
 use super::{number, text, Session};
+use crate::wire::Answer;
 
-/// What one request waits for a change; below the client's request timeout.
+/// What one request waits for a change.
 const WAIT_MS: u32 = 500;
+/// What an answer may take beyond that.
+const ANSWER_SLACK: Duration = Duration::from_secs(2);
 
 /// A parsed `watch` line.
 pub(super) struct Watch {
@@ -64,34 +65,31 @@ pub(super) fn parse(line: &str) -> Option<Result<Watch, String>> {
 
 /// Prints each change as it comes; the last line's answer is `Err` (a
 /// failure line, printed by the caller) if the watch ended on a failure.
-pub(super) async fn run(session: &mut Session, watch: Watch) -> Result<(), Value> {
+pub(super) fn run(session: &mut Session, watch: Watch) -> Result<(), Value> {
     // u64::MAX asks a node for its next change on.
     let mut from = watch.from.unwrap_or(u64::MAX);
     let mut seen = 0;
     let mut last_answer = Instant::now();
     while watch.count.is_none_or(|count| seen < count) {
-        let body = ClientRequest {
-            group: session.group,
-            op: ClientOp::Watch {
-                prefix: watch.prefix.clone(),
-                from,
-                wait_ms: WAIT_MS,
-            },
-        }
-        .encode();
-        let (addr, client) = &session.clients[session.target];
-        let answer = client.request(KIND_CLIENT_REQUEST, &body).await;
-        let response = match answer {
-            Ok(reply) => ClientResponse::decode(&reply.body)
-                .map_err(|reason| json!({"ok": false, "error": format!("bad reply: {reason}")}))?,
-            Err(error) => {
-                if last_answer.elapsed() > session.timeout {
-                    return Err(json!({"ok": false, "error": format!("{addr}: {error}")}));
-                }
-                session.target = (session.target + 1) % session.clients.len();
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+        let op = ClientOp::Watch {
+            prefix: watch.prefix.clone(),
+            from,
+            wait_ms: WAIT_MS,
+        };
+        let target = session.target;
+        let limit = Duration::from_millis(u64::from(WAIT_MS)) + ANSWER_SLACK;
+        let response = match session.conns[target].ask(session.group, op, limit) {
+            Ok(Answer::Reply(response)) => response,
+            // A watch reads the node it asks: a redirect only moves it on.
+            Ok(Answer::Redirect { .. }) | Err(_) if last_answer.elapsed() <= session.timeout => {
+                session.target = (target + 1) % session.conns.len();
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
+            Ok(Answer::Redirect { addr, .. }) => {
+                return Err(json!({"ok": false, "error": format!("redirected to {addr}")}));
+            }
+            Err(error) => return Err(json!({"ok": false, "error": error.to_string()})),
         };
         last_answer = Instant::now();
         match response {
@@ -112,7 +110,7 @@ pub(super) async fn run(session: &mut Session, watch: Watch) -> Result<(), Value
                     "first": first,
                 }));
             }
-            ClientResponse::Busy => glommio::timer::sleep(Duration::from_millis(20)).await,
+            ClientResponse::Busy => std::thread::sleep(Duration::from_millis(20)),
             other => return Err(session.render(other)),
         }
     }

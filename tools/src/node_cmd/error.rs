@@ -58,6 +58,9 @@ pub enum SettingsError {
         /// The file.
         path: PathBuf,
     },
+    /// The secret file is open to other users.
+    #[error(transparent)]
+    SecretMode(#[from] crate::secret_cmd::SecretError),
     /// No secret, and running without one was not asked for.
     #[error("no --secret-file given; pass --insecure to run without one")]
     NoSecret,

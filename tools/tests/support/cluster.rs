@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +45,11 @@ impl TestCluster {
             "fedcba9876543210fedcba9876543210",
         )
         .unwrap();
+        // A node refuses a secret file other users can read.
+        for name in ["secret", "wrong-secret"] {
+            let path = dir.path().join(name);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let nodes = (1..=n)
             .map(|id| Node {
                 id,
@@ -167,7 +173,7 @@ pub fn leader_other_than(cluster: &TestCluster, old: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let reply = client(
-            &["--cluster", &cluster.cluster_arg(), "--timeout-s", "2"],
+            &["--cluster", &cluster.cluster_arg(), "--timeout", "2"],
             &["leader".into()],
         );
         if let Some(id) = reply[0]["leader"].as_u64().filter(|id| *id != old) {

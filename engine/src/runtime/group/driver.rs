@@ -464,6 +464,8 @@ impl<S: StateMachine> GroupDriver<S> {
         self.status
             .snapshots_installed
             .set(self.core.snapshots_installed());
+        self.status.commit.set(status.commit);
+        self.metrics.publish(&self.status.view());
     }
 
     /// The peer the replica should be told it lost: its leader, once the

@@ -393,6 +393,8 @@ pub struct StatusView {
     /// The log index of the next command to apply (a subscription from it
     /// streams what is applied from now on).
     pub next_index: LogIndex,
+    /// Every slot below is chosen, as this replica knows.
+    pub commit: Slot,
     /// Whether this replica leads (Phase 1 done).
     pub leading: bool,
     /// Who it believes leads.
@@ -410,6 +412,8 @@ pub struct GroupStatus {
     pub applied: Cell<Slot>,
     /// The log index of the next command to apply.
     pub next_index: Cell<LogIndex>,
+    /// Every slot below is chosen, as this replica knows.
+    pub commit: Cell<Slot>,
     /// Whether this replica leads (Phase 1 done).
     pub leading: Cell<bool>,
     /// Who it believes leads.
@@ -428,6 +432,7 @@ impl GroupStatus {
         StatusView {
             applied: self.applied.get(),
             next_index: self.next_index.get(),
+            commit: self.commit.get(),
             leading: self.leading.get(),
             leader: self.leader.get(),
             promised: self.promised.get(),

@@ -38,6 +38,8 @@ struct Entry {
 pub struct Kv {
     /// The highest leader stamp applied.
     now_ms: u64,
+    /// One past the log index of the last command applied (0: none).
+    next_index: u64,
     entries: OrdMap<Vec<u8>, Entry>,
     /// (expiry, key) of every entry with one, so expiring is a walk over
     /// the expired, not over the store.
@@ -104,6 +106,12 @@ impl Kv {
             });
         }
         (pairs, false)
+    }
+
+    /// One past the log index of the last command applied: every change
+    /// the store made is at an index below it.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
     }
 
     /// The earliest time (leader ms) at which a key or a lease comes due.
@@ -194,6 +202,7 @@ impl Kv {
             Ok(command) => command,
             Err(reason) => return KvReply::Invalid(reason),
         };
+        self.next_index = self.next_index.max(index + 1);
         let mut changes = Changes { index, events };
         if let KvOp::Tick { renew: true } = command.op {
             // Before the clock moves: a new leader's clock may be ahead,
@@ -280,6 +289,7 @@ impl Kv {
     pub fn encode(&self) -> Bytes {
         let state = KvState {
             now_ms: self.now_ms,
+            next_index: self.next_index,
             entries: self
                 .entries
                 .iter()
@@ -322,6 +332,7 @@ impl Kv {
                 });
                 KvState {
                     now_ms: old.now_ms,
+                    next_index: 0,
                     entries: entries.collect(),
                     leases: Vec::new(),
                 }
@@ -329,6 +340,7 @@ impl Kv {
         };
         let mut kv = Kv {
             now_ms: state.now_ms,
+            next_index: state.next_index,
             ..Kv::default()
         };
         for lease in state.leases {

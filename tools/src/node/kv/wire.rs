@@ -19,6 +19,8 @@ pub struct KvCommand {
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default)]
 pub struct KvState {
     pub now_ms: u64,
+    /// One past the log index of the last command applied.
+    pub next_index: u64,
     pub entries: Vec<StoredEntry>,
     pub leases: Vec<StoredLease>,
 }

@@ -83,7 +83,8 @@ impl NodeMachine {
     }
 
     fn apply_one(&mut self, command: &Applying<'_>) -> Bytes {
-        self.next_index = command.index.0 + 1;
+        let command_index = command.index.0;
+        self.next_index = command_index + 1;
         match command.data.split_first() {
             Some((&TAG_APPEND, data)) => {
                 self.log.push(command.index.0, data);
@@ -94,9 +95,20 @@ impl NodeMachine {
                     .kv
                     .apply_command(command.index.0, data, &mut self.events);
                 self.watch.push(self.events.drain(..));
-                let shown = KvCommand::decode(data)
-                    .map_or_else(|e| format!("invalid: {e}"), |c| describe(&c.op));
-                self.log.push(command.index.0, shown.as_bytes());
+                match KvCommand::decode(data) {
+                    // The leader's clock is not something a client wrote:
+                    // log reads skip its index.
+                    Ok(KvCommand {
+                        op: KvOp::Tick { .. },
+                        ..
+                    }) => {}
+                    Ok(command) => self
+                        .log
+                        .push(command_index, describe(&command.op).as_bytes()),
+                    Err(e) => self
+                        .log
+                        .push(command_index, format!("invalid: {e}").as_bytes()),
+                }
                 reply.encode()
             }
             _ => {
@@ -198,9 +210,10 @@ impl StateMachine for NodeMachine {
         kv.restore(&kv_bytes)?;
         let mut restored = NodeMachine::retaining(self.retain_bytes);
         restored.kv = kv;
-        // The log keeps at least its latest entry: the snapshot's last
-        // command. Changes before the next one are in the state only.
-        restored.next_index = log_indexes.last().map_or(0, |last| last + 1);
+        // Every command of the snapshot is below both: the changes they
+        // made are in the state only, not in the watch history.
+        let log_next = log_indexes.last().map_or(0, |last| last + 1);
+        restored.next_index = log_next.max(restored.kv.next_index());
         restored.watch = WatchLog::new(WATCH_RETAIN_BYTES, restored.next_index);
         let mut at = 0;
         for (index, len) in log_indexes.into_iter().zip(log_lens) {
@@ -242,7 +255,6 @@ fn describe(op: &KvOp) -> String {
         KvOp::PutLease { key, value, lease } => {
             format!("put {} {} lease {lease}", text(key), text(value))
         }
-        KvOp::Tick { renew: false } => "tick".to_string(),
-        KvOp::Tick { renew: true } => "tick renewing leases".to_string(),
+        KvOp::Tick { .. } => "tick".to_string(),
     }
 }

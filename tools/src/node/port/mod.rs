@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use synod_client_proto::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, KvReply,
-    APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
+    NodeStatus, APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
 };
 use synod_engine::archive::{deserialize, Aligned};
 use synod_engine::protocol::{ClientId, NodeId};
@@ -128,6 +128,17 @@ impl NodePort {
                     applied: status.applied.0,
                     ballot: (status.promised.round, status.promised.node.0),
                 }
+            }
+            ClientOp::NodeStatus => {
+                let status = group.status();
+                ClientResponse::NodeStatus(Box::new(NodeStatus {
+                    node: self.node.0,
+                    leader: status.leader.map(|l| l.0),
+                    leading: status.leading,
+                    applied: status.applied.0,
+                    commit: status.commit.0,
+                    ballot: (status.promised.round, status.promised.node.0),
+                }))
             }
         }
     }

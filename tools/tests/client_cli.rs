@@ -1,0 +1,176 @@
+//! `synod client` as scripts use it, and the command line's own surface
+//! (duration flags, completions), with the real binary.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "support/cluster.rs"]
+mod local_cluster;
+#[path = "../../engine/tests/support/ports.rs"]
+mod ports;
+#[path = "support/client.rs"]
+mod support;
+
+use local_cluster::{free_port, leader, TestCluster};
+use serde_json::Value;
+use support::{client, SYNOD};
+
+/// Runs `synod client` under a locked-memory limit of 64 KiB (as a shell
+/// would set it), `lines` on stdin; its replies and exit status.
+fn client_under_low_memlock(args: &[&str], lines: &[&str]) -> (Vec<Value>, bool) {
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -l 64 && exec \"$0\" client \"$@\"", SYNOD])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = lines.join("\n") + "\n";
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("MemLock"), "{stderr}");
+    let replies = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (replies, output.status.success())
+}
+
+/// No io_uring or locked memory is needed to be a client; keys and values
+/// are quoted as in a shell; `leader` names the leader's id and address.
+#[test]
+fn a_client_needs_no_locked_memory_and_takes_quoted_words() {
+    let cluster = TestCluster::new(3);
+    let leader_id = leader(&cluster);
+    let (replies, ok) = client_under_low_memlock(
+        &["--cluster", &cluster.cluster_arg()],
+        &[
+            r#"put "my key" "hello world""#,
+            r#"get "my key""#,
+            r#"put plain "it's" here"#,
+            "get plain",
+            r"cas 'my key' 'hello world' goodbye\ world",
+            r#"get "my key""#,
+            "leader",
+        ],
+    );
+    assert!(ok, "{replies:?}");
+    assert_eq!(replies[1]["value"], "hello world", "{replies:?}");
+    assert_eq!(replies[3]["value"], "it's here", "{replies:?}");
+    assert_eq!(replies[4]["swapped"], true, "{replies:?}");
+    assert_eq!(replies[5]["value"], "goodbye world", "{replies:?}");
+    assert_eq!(replies[6]["leader"], leader_id, "{replies:?}");
+    let addr = cluster.nodes[leader_id as usize - 1].client.to_string();
+    assert_eq!(replies[6]["addr"], addr, "{replies:?}");
+
+    let (replies, ok) =
+        client_under_low_memlock(&["--cluster", &cluster.cluster_arg()], &[r#"put k "open"#]);
+    assert!(!ok);
+    assert!(
+        replies[0]["error"].as_str().unwrap().contains("quote"),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_is_said_to_be_unreachable() {
+    let dead = format!("{},{}", free_port(), free_port());
+    let replies = client(
+        &["--cluster", &dead, "--timeout", "1"],
+        &["get k".to_string()],
+    );
+    let error = replies[0]["error"].as_str().unwrap();
+    assert!(error.starts_with("cluster unreachable"), "{error}");
+    assert!(error.contains(&dead.replace(',', ", ")), "{error}");
+}
+
+/// With two of three nodes gone the last cannot lead or reach a leader:
+/// the client says there is no quorum, not merely "does not lead".
+#[test]
+fn a_lost_majority_is_said_to_be_no_quorum() {
+    let mut cluster = TestCluster::new(3);
+    leader(&cluster);
+    cluster.kill(1);
+    cluster.kill(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let replies = client(
+            &["--cluster", &cluster.cluster_arg(), "--timeout", "2"],
+            &["put k v".to_string()],
+        );
+        let error = replies[0]["error"].as_str().unwrap_or_default().to_string();
+        // Until it notices its leader is gone, the survivor names it.
+        if error.starts_with("no quorum") {
+            assert!(error.contains("1 of 3 nodes reachable"), "{error}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{replies:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn synod(args: &[&str]) -> std::process::Output {
+    Command::new(SYNOD).args(args).output().unwrap()
+}
+
+/// Durations are `--duration SECONDS` / `--timeout SECONDS` everywhere;
+/// the old spellings still parse.
+#[test]
+fn durations_have_one_spelling_and_the_old_ones_still_parse() {
+    for (command, flag) in [
+        ("bench", "--duration"),
+        ("chaos", "--duration"),
+        ("client", "--timeout"),
+        ("status", "--timeout"),
+    ] {
+        let help = String::from_utf8(synod(&[command, "--help"]).stdout).unwrap();
+        assert!(
+            help.contains(&format!("{flag} <SECONDS>")),
+            "{command}: {help}"
+        );
+        assert!(!help.contains("-s <"), "{command}: {help}");
+    }
+    let old = client(
+        &["--node", &free_port().to_string(), "--timeout-s", "1"],
+        &[],
+    );
+    assert!(old.is_empty());
+    // Parsed, then refused for the missing file, not for the flag.
+    let output = synod(&[
+        "chaos",
+        "--duration-s",
+        "5",
+        "--client-timeout-s",
+        "1",
+        "--check",
+        "/nonexistent/history.json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert_ne!(output.status.code(), Some(0));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, mark) in [
+        ("bash", "complete -F _synod"),
+        ("zsh", "#compdef synod"),
+        ("fish", "complete -c synod"),
+    ] {
+        let output = synod(&["completions", shell]);
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8(output.stdout).unwrap();
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(script.contains("status"), "{shell}");
+    }
+    let bash = synod(&["completions", "bash"]).stdout;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("synod.bash");
+    std::fs::write(&path, bash).unwrap();
+    let checked = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+    assert!(checked.success(), "bash -n on the completion script");
+    assert!(!synod(&["completions", "tcsh"]).status.success());
+}
