@@ -13,10 +13,12 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::log_limit::OncePerSecond;
 
 /// Accept backlog, as glommio's own bind uses.
 const BACKLOG: i32 = 1024;
@@ -133,6 +135,30 @@ fn while_busy<T>(
 pub(crate) struct Listener {
     inner: glommio::net::TcpListener,
     fd: RawFd,
+    /// Refusals for want of descriptors are logged a line a second at most.
+    reserve_log: OncePerSecond,
+}
+
+/// File descriptors an accept leaves free for the rest of the process (the
+/// WAL's next segment, a snapshot file, a metrics scrape): a connection
+/// that would leave fewer is closed at once. Running out would fail a WAL
+/// write, which is fatal; running short of connections is not.
+pub const FD_RESERVE: u64 = 64;
+
+/// Whether descriptor `fd`, just handed out, eats into the reserve. The
+/// kernel hands out the lowest free descriptor, so `fd` open means every
+/// descriptor below it is open too.
+fn in_reserve(fd: RawFd) -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return false;
+    }
+    let soft = limit.rlim_cur as u64;
+    soft != libc::RLIM_INFINITY as u64 && (fd as u64).saturating_add(FD_RESERVE) >= soft
 }
 
 impl Listener {
@@ -142,11 +168,34 @@ impl Listener {
         // SAFETY: `fd` is a bound, listening TCP socket whose ownership
         // `into_raw_fd` handed over; the glommio listener closes it once.
         let inner = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-        Listener { inner, fd }
+        Listener {
+            inner,
+            fd,
+            reserve_log: OncePerSecond::default(),
+        }
     }
 
+    /// The next connection; one that would eat into the descriptor reserve
+    /// ([`FD_RESERVE`]) is closed at once (its client sees the close).
     pub(crate) async fn accept(&self) -> glommio::Result<glommio::net::TcpStream, ()> {
-        self.inner.accept().await
+        loop {
+            let stream = self.inner.accept().await?;
+            let fd = stream.as_raw_fd();
+            if !in_reserve(fd) {
+                return Ok(stream);
+            }
+            if self.reserve_log.due() {
+                tracing::warn!(
+                    fd,
+                    reserve = FD_RESERVE,
+                    "connection closed at accept: it would leave too few file descriptors \
+                     for the WAL (raise the limit with ulimit -n or LimitNOFILE=)"
+                );
+            }
+            drop(stream);
+            // Let the other tasks (a closing connection, say) run first.
+            glommio::yield_if_needed().await;
+        }
     }
 
     pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {

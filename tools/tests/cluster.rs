@@ -313,3 +313,58 @@ fn a_node_whose_disk_was_lost_rejoins_by_state_transfer_and_votes_again() {
     acked.extend(appends(&cluster, "after-rejoin", 20));
     assert_log_holds(&cluster, lost, &acked);
 }
+
+/// With 128 descriptors, a flood of idle client connections is cut off
+/// short of the node's reserve: the WAL and the snapshots (every 20 slots
+/// here) keep the descriptors they need, and a client connected before
+/// the flood keeps writing.
+#[test]
+fn a_flood_of_connections_never_takes_the_descriptors_the_wal_needs() {
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+
+    let mut cluster = TestCluster::with_flags(1, &["--snapshot-every", "20"]);
+    cluster.kill(0);
+    cluster.nofile = Some(128);
+    cluster.start(0, "secret");
+    leader(&cluster);
+    let mut writer = Command::new(support::SYNOD)
+        .args(["client", "--cluster", &cluster.cluster_arg()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_client = writer.stdin.take().unwrap();
+    let mut from_client = BufReader::new(writer.stdout.take().unwrap());
+    let mut put = |i: u32| {
+        writeln!(to_client, "put key-{i} value-{i}").unwrap();
+        let mut line = String::new();
+        from_client.read_line(&mut line).unwrap();
+        line
+    };
+    assert!(put(0).contains("\"ok\":true"));
+    let flood: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(cluster.nodes[0].client).ok())
+        .collect();
+    for i in 1..=100 {
+        let reply = put(i);
+        assert!(reply.contains("\"ok\":true"), "put {i}: {reply}");
+    }
+    assert!(
+        cluster.nodes[0]
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "the node died:\n{}",
+        cluster.log(1)
+    );
+    let log = cluster.log(1);
+    assert!(log.contains("too few file descriptors"), "{log}");
+    assert!(log.contains("snapshot durable"), "{log}");
+    drop(flood);
+    drop(to_client);
+    writer.wait().unwrap();
+}

@@ -26,6 +26,8 @@ pub struct TestCluster {
     pub nodes: Vec<Node>,
     /// Flags every node is started with, beside the usual ones.
     pub extra: Vec<String>,
+    /// The open-files limit nodes are started under, if not inherited.
+    pub nofile: Option<u64>,
 }
 
 impl TestCluster {
@@ -60,7 +62,12 @@ impl TestCluster {
             })
             .collect();
         let extra = extra.iter().map(ToString::to_string).collect();
-        let mut cluster = TestCluster { dir, nodes, extra };
+        let mut cluster = TestCluster {
+            dir,
+            nodes,
+            extra,
+            nofile: None,
+        };
         for i in 0..n as usize {
             cluster.start(i, "secret");
         }
@@ -85,7 +92,25 @@ impl TestCluster {
             .open(dir.join(format!("node-{}.log", self.nodes[i].id)))
             .unwrap();
         let node = &mut self.nodes[i];
-        let child = Command::new(SYNOD)
+        let mut command = Command::new(SYNOD);
+        if let Some(nofile) = self.nofile {
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            // SAFETY: setrlimit is async-signal-safe, and the child only
+            // sets its own limit between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command
             .arg("node")
             .args([
                 "--id",
