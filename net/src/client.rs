@@ -19,13 +19,17 @@ use glommio::net::TcpStream;
 use glommio::{spawn_local, Task};
 use tracing::{debug, warn};
 
+use crate::client_auth::{client_proof, KIND_CLIENT_CHALLENGE, KIND_CLIENT_PROOF};
 use crate::client_port::decode_redirect;
+use crate::config::Secret;
 use crate::config::{validate_frame_limits, ConfigError};
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::{Frame, FrameReader};
 use crate::stream::{self, read_some, with_timeout, write_loop, ConnError, SocketFd};
 use crate::{NodeId, KIND_REDIRECT, KIND_REPLY_REFUSED, KIND_RESERVED_MIN};
+use futures_lite::AsyncWriteExt;
+use synod_wal::frame::encode_frame;
 
 /// What a client needs.
 #[derive(Clone, Debug)]
@@ -42,6 +46,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Redirects followed per request before giving up.
     pub redirects_max: u32,
+    /// The nodes' client secret, if they ask for one (`client_auth.rs`).
+    pub secret: Option<Secret>,
 }
 
 impl ClientConfig {
@@ -55,6 +61,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             redirects_max: 3,
+            secret: None,
         }
     }
 
@@ -237,7 +244,25 @@ impl Client {
         let candidates: Vec<SocketAddr> = self.hinted.take().into_iter().chain(rotated).collect();
         for addr in candidates {
             match stream::connect(addr, self.config.connect_timeout).await {
-                Ok(stream) => return Ok(self.start_connection(addr, stream)),
+                Ok(mut stream) => {
+                    let mut reader = FrameReader::new(self.config.frame_body_bytes_max);
+                    if let Some(secret) = &self.config.secret {
+                        let timeout = self.config.connect_timeout;
+                        let answered = answer_challenge(&mut stream, &mut reader, secret);
+                        match with_timeout(timeout, answered).await {
+                            Some(Ok(())) => {}
+                            Some(Err(e)) => {
+                                warn!(%addr, error = %e, "client authentication failed");
+                                continue;
+                            }
+                            None => {
+                                warn!(%addr, "the node did not ask for the client secret");
+                                continue;
+                            }
+                        }
+                    }
+                    return Ok(self.start_connection(addr, stream, reader));
+                }
                 Err(e) => {
                     warn!(%addr, error = %e, "client connect failed");
                     self.next_addr.set(self.next_addr.get() + 1);
@@ -247,7 +272,12 @@ impl Client {
         Err(ClientError::Unreachable(addrs.clone()))
     }
 
-    fn start_connection(&self, addr: SocketAddr, stream: TcpStream) -> Rc<Connection> {
+    fn start_connection(
+        &self,
+        addr: SocketAddr,
+        stream: TcpStream,
+        reader: FrameReader,
+    ) -> Rc<Connection> {
         let config = &self.config;
         let conn = Rc::new(Connection {
             addr,
@@ -260,7 +290,6 @@ impl Client {
             dead: Cell::new(false),
             task: RefCell::new(None),
         });
-        let reader = FrameReader::new(config.frame_body_bytes_max);
         let task = spawn_local(run_client_connection(conn.clone(), stream, reader));
         *conn.task.borrow_mut() = Some(task);
         conn
@@ -318,6 +347,11 @@ async fn dispatch_replies(
         let mut frames: Vec<Frame> = Vec::new();
         let read = read_some(r, &mut reader, &mut frames).await;
         for frame in frames {
+            if frame.kind == KIND_CLIENT_CHALLENGE {
+                return ConnError::Protocol(
+                    "the node asks for a client secret, and this client has none".into(),
+                );
+            }
             // A reply nobody waits for (timed out) is dropped.
             if let Some(tx) = conn.pending.borrow_mut().remove(&frame.seq) {
                 let _ = tx.try_send(Reply {
@@ -330,4 +364,28 @@ async fn dispatch_replies(
             return e;
         }
     }
+}
+
+/// Reads the node's challenge and sends the proof, before any request.
+async fn answer_challenge(
+    stream: &mut TcpStream,
+    reader: &mut FrameReader,
+    secret: &Secret,
+) -> Result<(), ConnError> {
+    let mut frames = Vec::new();
+    while frames.is_empty() {
+        read_some(stream, reader, &mut frames).await?;
+    }
+    let challenge = &frames[0];
+    if challenge.kind != KIND_CLIENT_CHALLENGE {
+        return Err(ConnError::Protocol(format!(
+            "expected the node's challenge, got a frame of kind {:#06x}",
+            challenge.kind
+        )));
+    }
+    let proof = client_proof(secret, &challenge.body);
+    let mut frame = Vec::new();
+    encode_frame(KIND_CLIENT_PROOF, 0, &proof, &mut frame)
+        .map_err(|e| ConnError::Protocol(e.to_string()))?;
+    stream.write_all(&frame).await.map_err(ConnError::Io)
 }

@@ -14,14 +14,17 @@ use glommio::net::TcpStream;
 use glommio::{spawn_local, Task};
 use tracing::{debug, warn};
 
+use crate::client_auth::{verify_client_proof, KIND_CLIENT_CHALLENGE, KIND_CLIENT_PROOF};
+use crate::config::Secret;
 use crate::config::{validate_frame_limits, ConfigError};
+use crate::handshake::{MAC_BYTES, NONCE_BYTES};
 use crate::listen::{Listener, Sharing};
 use crate::log_limit::OncePerSecond;
 use crate::notify::Notify;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::FrameReader;
 use crate::reply_budget::ReplyBudget;
-use crate::stream::{read_some, with_timeout, write_loop, ConnError, SocketFd};
+use crate::stream::{read_one, read_some, with_timeout, write_loop, ConnError, SocketFd};
 use crate::transport::TransportError;
 use crate::{NodeId, KIND_REDIRECT, KIND_REPLY_REFUSED, KIND_RESERVED_MIN};
 use synod_wal::frame::frame_bytes;
@@ -55,6 +58,9 @@ pub struct ClientListenerConfig {
     pub connections_max: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// If set, clients must prove they know this secret before their
+    /// first request (`client_auth.rs`); else the port is open.
+    pub secret: Option<Secret>,
     /// A connection whose reply waited this long for room in its queue
     /// (its client does not read) is closed: its memory goes back to the
     /// port's budget, so a few such clients cannot stall the others.
@@ -77,6 +83,7 @@ impl ClientListenerConfig {
             connections_max: 1024,
             idle_timeout: Duration::from_secs(300),
             reply_stall_timeout: Duration::from_secs(10),
+            secret: None,
         }
     }
 
@@ -105,6 +112,16 @@ impl ClientListenerConfig {
             return Err(ConfigError::Invalid {
                 field: "connections_max",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.bytes().len() < Secret::BYTES_MIN)
+        {
+            return Err(ConfigError::Invalid {
+                field: "secret",
+                reason: format!("shorter than {} bytes", Secret::BYTES_MIN),
             });
         }
         if self.reply_stall_timeout.is_zero() {
@@ -157,6 +174,17 @@ struct ClientConn {
 }
 
 impl ClientConn {
+    /// Waits until everything queued has been written to the socket.
+    async fn drained(&self) {
+        loop {
+            let epoch = self.queue.space.epoch();
+            if self.queue.queued_bytes() == 0 {
+                return;
+            }
+            self.queue.space.changed_since(epoch).await;
+        }
+    }
+
     /// Waits until fewer than `max` of this connection's requests are
     /// unanswered.
     async fn unanswered_below(&self, max: usize) {
@@ -319,6 +347,8 @@ struct ListenerShared {
     refusal_log: OncePerSecond,
     /// Reply memory of this port's connections.
     budget: Rc<ReplyBudget>,
+    /// Connections closed because their first frame was no valid proof.
+    unauthenticated: Cell<u64>,
 }
 
 /// Accepts client connections and yields their requests.
@@ -356,6 +386,7 @@ impl ClientListener {
             refused_connections: Cell::new(0),
             refusal_log: OncePerSecond::default(),
             budget,
+            unauthenticated: Cell::new(0),
         });
         let task = spawn_local(client_accept_loop(shared.clone(), listener));
         Ok(ClientListener {
@@ -385,6 +416,12 @@ impl ClientListener {
     /// this port's connections.
     pub fn reply_bytes(&self) -> usize {
         self.shared.budget.used()
+    }
+
+    /// Client connections closed because they did not prove they know
+    /// the client secret.
+    pub fn unauthenticated_closes(&self) -> u64 {
+        self.shared.unauthenticated.get()
     }
 
     /// Client connections closed at accept: `connections_max` were open.
@@ -541,12 +578,29 @@ async fn client_read_loop(
     conn: &Rc<ClientConn>,
     r: &mut ReadHalf<TcpStream>,
 ) -> ConnError {
-    let mut reader = FrameReader::new(shared.config.frame_body_bytes_max);
     let idle = shared.config.idle_timeout;
+    let mut reader = FrameReader::new(shared.config.frame_body_bytes_max);
+    if let Some(secret) = &shared.config.secret {
+        if let Err(refused) = authenticate(shared, conn, r, &mut reader, secret).await {
+            return refused;
+        }
+    }
     loop {
         let mut frames = Vec::new();
-        let Some(read) = with_timeout(idle, read_some(r, &mut reader, &mut frames)).await else {
-            return ConnError::Protocol(format!("idle for {idle:?}"));
+        // Frames that came behind the proof are buffered already.
+        loop {
+            match reader.next_frame() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(e) => return ConnError::Frame(e),
+            }
+        }
+        let read = match frames.is_empty() {
+            true => match with_timeout(idle, read_some(r, &mut reader, &mut frames)).await {
+                Some(read) => read,
+                None => return ConnError::Protocol(format!("idle for {idle:?}")),
+            },
+            false => Ok(()),
         };
         for frame in frames {
             if frame.kind >= KIND_RESERVED_MIN {
@@ -574,6 +628,66 @@ async fn client_read_loop(
             return e;
         }
     }
+}
+
+/// Sends the challenge and reads the proof: one small frame, read alone
+/// (what came behind it stays in `reader` for the requests).
+async fn authenticate(
+    shared: &ListenerShared,
+    conn: &ClientConn,
+    r: &mut ReadHalf<TcpStream>,
+    reader: &mut FrameReader,
+    secret: &Secret,
+) -> Result<(), ConnError> {
+    let nonce = challenge_client(conn);
+    // The challenge goes out before anything is read, so that a client
+    // without the secret learns why it is refused before the close.
+    if with_timeout(AUTH_TIMEOUT, conn.drained()).await.is_none() {
+        return Err(ConnError::Protocol(
+            "the challenge could not be sent".into(),
+        ));
+    }
+    // Until the client has proved it knows the secret, its frames are small.
+    reader.set_body_bytes_max(MAC_BYTES as u32);
+    let proof = match with_timeout(AUTH_TIMEOUT, read_one(r, reader)).await {
+        Some(Ok(proof)) => proof,
+        Some(Err(ConnError::Frame(_))) => return Err(refuse_unauthenticated(shared, conn)),
+        Some(Err(e)) => return Err(e),
+        None => {
+            return Err(ConnError::Protocol(format!(
+                "no proof within {AUTH_TIMEOUT:?}"
+            )))
+        }
+    };
+    if proof.kind != KIND_CLIENT_PROOF || !verify_client_proof(secret, &nonce, &proof.body) {
+        return Err(refuse_unauthenticated(shared, conn));
+    }
+    reader.set_body_bytes_max(shared.config.frame_body_bytes_max);
+    Ok(())
+}
+
+/// How long a client has to prove it knows the secret.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Queues the node's challenge on a new connection; its nonce.
+fn challenge_client(conn: &ClientConn) -> [u8; NONCE_BYTES] {
+    let nonce = crate::handshake::nonce();
+    // The queue is empty and holds at least one largest frame: this fits.
+    let _ = conn
+        .queue
+        .push_with_seq(KIND_CLIENT_CHALLENGE, 0, Body::Slice(&nonce));
+    nonce
+}
+
+/// Closes a connection whose first frame was no valid proof, counted and
+/// logged a line a second at most.
+fn refuse_unauthenticated(shared: &ListenerShared, conn: &ClientConn) -> ConnError {
+    let refused = shared.unauthenticated.get() + 1;
+    shared.unauthenticated.set(refused);
+    if shared.refusal_log.due() {
+        warn!(client = ?conn.peer_addr, refused_so_far = refused, "client connection closed: no valid proof of the client secret");
+    }
+    ConnError::Protocol("the client did not prove it knows the client secret".into())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 
 mod auth;
 mod client;
+mod client_auth;
 mod client_port;
 mod config;
 pub mod handshake;
@@ -43,6 +44,7 @@ mod stream;
 mod transport;
 
 pub use client::{Client, ClientConfig, ClientError, Reply};
+pub use client_auth::{client_proof, KIND_CLIENT_CHALLENGE, KIND_CLIENT_PROOF};
 pub use client_port::{
     decode_redirect, encode_redirect, ClientListener, ClientListenerConfig, ClientRequest, Replier,
 };

@@ -157,8 +157,8 @@ fn in_reserve(fd: RawFd) -> bool {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return false;
     }
-    let soft = limit.rlim_cur as u64;
-    soft != libc::RLIM_INFINITY as u64 && (fd as u64).saturating_add(FD_RESERVE) >= soft
+    let soft = limit.rlim_cur;
+    soft != libc::RLIM_INFINITY && (fd as u64).saturating_add(FD_RESERVE) >= soft
 }
 
 impl Listener {

@@ -23,6 +23,11 @@ pub struct BenchArgs {
     /// Start a local cluster of this many replicas on loopback.
     #[arg(long, conflicts_with = "cluster")]
     local: Option<u64>,
+    /// File holding the nodes' client secret, for nodes started with
+    /// `--client-secret-file` (with `--local`, the local nodes are started
+    /// with it too).
+    #[arg(long)]
+    client_secret_file: Option<std::path::PathBuf>,
     /// Client addresses of a running cluster, comma-separated.
     #[cfg_attr(
         not(feature = "etcd"),
@@ -131,6 +136,11 @@ pub fn run(args: BenchArgs) -> ExitCode {
         clients: args.clients,
         batch: args.batch,
         leader: leader.clone(),
+        secret: None,
+    };
+    options.secret = match crate::wire::client_secret(args.client_secret_file.clone()) {
+        Ok(secret) => secret,
+        Err(error) => return fail(&error.to_string()),
     };
     if let Err(message) = validate_workload(&options) {
         return fail(&message);
@@ -270,10 +280,14 @@ fn start_local(
 ) -> Result<LocalCluster, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let groups = args.group + args.groups;
-    let extra = match args.fsync {
+    let mut extra = match args.fsync {
         Fsync::On => vec![],
         Fsync::Off => vec!["--fsync".to_string(), "off".to_string()],
     };
+    if let Some(path) = &args.client_secret_file {
+        extra.push("--client-secret-file".to_string());
+        extra.push(path.display().to_string());
+    }
     let cluster =
         LocalCluster::start_laid_out(&exe, &Layout::loopback(nodes)?, groups, data_dir, &extra)?;
     eprintln!(

@@ -14,6 +14,7 @@ use synod_client_proto::{ClientOp, ClientResponse, KvOp, KvReply};
 
 use crate::node::machine::PREFIX_KEYS_MAX;
 use crate::wire::{Answer, Connection, WireError};
+use synod_net::Secret;
 
 mod watch;
 
@@ -54,6 +55,10 @@ pub struct ClientArgs {
     /// Give up on a command after this many seconds of retrying.
     #[arg(long, alias = "timeout-s", value_name = "SECONDS", default_value_t = 5)]
     pub timeout: u64,
+    /// File holding the nodes' client secret, for nodes started with
+    /// `--client-secret-file`.
+    #[arg(long)]
+    pub client_secret_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `synod client`.
@@ -86,6 +91,8 @@ enum Heard {
 /// One connection per node; the leader is found by asking and by redirects.
 struct Session {
     group: u32,
+    /// The nodes' client secret, if they ask for one.
+    secret: Option<Secret>,
     conns: Vec<Connection>,
     heard: Vec<Heard>,
     /// Which node id answers at which position in `conns`.
@@ -102,10 +109,15 @@ fn serve(args: ClientArgs) -> Result<usize, std::io::Error> {
         Some(node) => vec![node],
         None => args.cluster.clone(),
     };
+    let secret = crate::wire::client_secret(args.client_secret_file.clone())?;
     let mut session = Session {
         group: args.group,
         heard: vec![Heard::Nothing; addrs.len()],
-        conns: addrs.into_iter().map(Connection::new).collect(),
+        conns: addrs
+            .into_iter()
+            .map(|addr| Connection::new(addr, secret.clone()))
+            .collect(),
+        secret,
         ids: HashMap::new(),
         target: 0,
         client_id: new_client_id(),
@@ -322,7 +334,12 @@ impl Session {
                     self.ids.insert(node, position);
                     self.target = position;
                 }
-                Err(error @ (WireError::BadReply { .. } | WireError::Refused { .. })) => {
+                Err(
+                    error @ (WireError::BadReply { .. }
+                    | WireError::Refused { .. }
+                    | WireError::SecretRequired(_)
+                    | WireError::NoChallenge(_)),
+                ) => {
                     return (json!({"ok": false, "error": error.to_string()}), false);
                 }
                 Err(error) => {
@@ -374,7 +391,7 @@ impl Session {
         if let Some(position) = self.conns.iter().position(|c| c.addr() == addr) {
             return position;
         }
-        self.conns.push(Connection::new(addr));
+        self.conns.push(Connection::new(addr, self.secret.clone()));
         self.heard.push(Heard::Nothing);
         self.conns.len() - 1
     }

@@ -61,6 +61,11 @@ pub struct NodeArgs {
     /// Run without a secret: any process on the network can join.
     #[arg(long)]
     pub insecure: bool,
+    /// File holding the client secret (at least 16 bytes): clients must
+    /// prove they know it (`synod client --client-secret-file`). Without
+    /// it the client port is open to anyone who reaches it.
+    #[arg(long)]
+    pub client_secret_file: Option<PathBuf>,
     /// Executors to run, one per core; group g runs on core g mod cores,
     /// and core i listens for peers on the --listen port plus i [default: 1].
     #[arg(long)]
@@ -131,6 +136,7 @@ struct NodeFile {
     peers: Option<std::collections::BTreeMap<String, SocketAddr>>,
     data_dir: Option<PathBuf>,
     secret_file: Option<PathBuf>,
+    client_secret_file: Option<PathBuf>,
     insecure: Option<bool>,
     cores: Option<u32>,
     pin: Option<bool>,
@@ -238,6 +244,14 @@ pub fn run(args: NodeArgs) -> ExitCode {
 }
 
 fn start(settings: NodeSettings) -> ExitCode {
+    let open_port = settings.options.client_secret.is_none();
+    if open_port && !settings.client_listen.ip().is_loopback() {
+        tracing::warn!(
+            client_listen = %settings.client_listen,
+            "the client port listens beyond loopback without a client secret: anyone who \
+             reaches it can write and read (--client-secret-file)"
+        );
+    }
     match crate::node::run(settings.options, settings.client_listen) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -293,21 +307,12 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         return Err(SettingsError::ZeroTick);
     }
     let secret = match (secret_file, insecure) {
-        (Some(path), _) => {
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(source) => return Err(SettingsError::ReadSecret { path, source }),
-            };
-            crate::secret_cmd::check_mode(&path)?;
-            let secret = trim_newline(bytes);
-            if secret.len() < 16 {
-                return Err(SettingsError::ShortSecret { path });
-            }
-            Some(secret)
-        }
+        (Some(path), _) => Some(read_secret(path)?),
         (None, true) => None,
         (None, false) => return Err(SettingsError::NoSecret),
     };
+    let client_secret_file = args.client_secret_file.or(file.client_secret_file);
+    let client_secret = client_secret_file.map(read_secret).transpose()?;
     let options = NodeOptions {
         // The node machine keeps the KV's changes for watches itself.
         commit_history_bytes: 0,
@@ -326,12 +331,28 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         metrics: args.metrics.or(file.metrics),
         fsync: args.fsync.or(file.fsync).unwrap_or(Fsync::On) == Fsync::On,
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
+        client_secret,
     };
     options.validate()?;
     Ok(NodeSettings {
         options,
         client_listen,
     })
+}
+
+/// A secret from its file: private to its owner, at least 16 bytes once a
+/// trailing newline is cut.
+pub fn read_secret(path: PathBuf) -> Result<Vec<u8>, SettingsError> {
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(source) => return Err(SettingsError::ReadSecret { path, source }),
+    };
+    crate::secret_cmd::check_mode(&path)?;
+    let secret = trim_newline(bytes);
+    if secret.len() < 16 {
+        return Err(SettingsError::ShortSecret { path });
+    }
+    Ok(secret)
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 use synod_client_proto::{ClientOp, ClientResponse};
+use synod_net::Secret;
 
 use crate::wire::{Answer, Connection};
 
@@ -27,6 +28,10 @@ pub struct StatusArgs {
     /// Give up on a node after this many seconds.
     #[arg(long, alias = "timeout-s", value_name = "SECONDS", default_value_t = 2)]
     timeout: u64,
+    /// File holding the nodes' client secret, for nodes started with
+    /// `--client-secret-file`.
+    #[arg(long)]
+    client_secret_file: Option<std::path::PathBuf>,
 }
 
 /// One node's answer.
@@ -58,12 +63,19 @@ struct Row {
 /// Runs `synod status`; exit status 1 if a node did not answer.
 pub fn run(args: StatusArgs) -> ExitCode {
     let limit = Duration::from_secs(args.timeout.max(1));
+    let secret = match crate::wire::client_secret(args.client_secret_file.clone()) {
+        Ok(secret) => secret,
+        Err(error) => {
+            eprintln!("synod status: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let rows: Vec<Row> = args
         .cluster
         .iter()
         .map(|addr| Row {
             addr: *addr,
-            answer: ask(*addr, args.group, limit),
+            answer: ask(*addr, args.group, limit, secret.clone()),
         })
         .collect();
     let ok = rows.iter().all(|r| r.answer.is_ok());
@@ -79,8 +91,13 @@ pub fn run(args: StatusArgs) -> ExitCode {
     }
 }
 
-fn ask(addr: SocketAddr, group: u32, limit: Duration) -> Result<NodeStatus, String> {
-    let mut conn = Connection::new(addr);
+fn ask(
+    addr: SocketAddr,
+    group: u32,
+    limit: Duration,
+    secret: Option<Secret>,
+) -> Result<NodeStatus, String> {
+    let mut conn = Connection::new(addr, secret);
     let answer = conn
         .ask(group, ClientOp::NodeStatus, limit)
         .map_err(|e| e.to_string())?;

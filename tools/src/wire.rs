@@ -8,7 +8,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST};
-use synod_net::{decode_redirect, FrameReader, KIND_REDIRECT, KIND_REPLY_REFUSED};
+use synod_net::{
+    client_proof, decode_redirect, FrameReader, Secret, KIND_CLIENT_CHALLENGE, KIND_CLIENT_PROOF,
+    KIND_REDIRECT, KIND_REPLY_REFUSED,
+};
 use synod_wal::frame::{encode_frame, FrameError};
 
 /// The largest reply body read (the nodes' own limit on client frames).
@@ -63,6 +66,14 @@ pub enum WireError {
         /// The node's words.
         reason: String,
     },
+    /// The node asks for a client secret and none was given.
+    #[error("{0} asks for a client secret (--client-secret-file)")]
+    SecretRequired(SocketAddr),
+    /// A client secret was given, and the node did not ask for it first.
+    #[error(
+        "{0} did not ask for the client secret (is it a synod node with --client-secret-file?)"
+    )]
+    NoChallenge(SocketAddr),
     /// The reply body is not a client reply.
     #[error("bad reply from {addr}: {reason}")]
     BadReply {
@@ -98,15 +109,19 @@ pub enum Answer {
 /// again after a failure.
 pub struct Connection {
     addr: SocketAddr,
+    /// The nodes' client secret, proved on each new connection.
+    secret: Option<Secret>,
     stream: Option<(TcpStream, FrameReader)>,
     next_id: u64,
 }
 
 impl Connection {
-    /// A connection to `addr`; nothing is dialled yet.
-    pub fn new(addr: SocketAddr) -> Connection {
+    /// A connection to `addr`, proving `secret` if the node asks for one;
+    /// nothing is dialled yet.
+    pub fn new(addr: SocketAddr, secret: Option<Secret>) -> Connection {
         Connection {
             addr,
+            secret,
             stream: None,
             next_id: 1,
         }
@@ -139,7 +154,11 @@ impl Connection {
             let stream = TcpStream::connect_timeout(&addr, limit)
                 .map_err(|source| WireError::Connect { addr, source })?;
             let _ = stream.set_nodelay(true);
-            self.stream = Some((stream, FrameReader::new(REPLY_BODY_BYTES_MAX)));
+            let mut reader = FrameReader::new(REPLY_BODY_BYTES_MAX);
+            if let Some(secret) = &self.secret {
+                prove(&stream, &mut reader, secret, addr, deadline)?;
+            }
+            self.stream = Some((stream, reader));
         }
         let (stream, reader) = self.stream.as_mut().expect("connected above");
         let io = |source| WireError::Io { addr, source };
@@ -150,6 +169,9 @@ impl Connection {
                 .next_frame()
                 .map_err(|source| WireError::Frame { addr, source })?
             {
+                if frame.kind == KIND_CLIENT_CHALLENGE {
+                    return Err(WireError::SecretRequired(addr));
+                }
                 // A reply to a request given up on earlier is skipped.
                 if frame.seq != id {
                     continue;
@@ -198,4 +220,59 @@ impl Connection {
             }
         }
     }
+}
+
+/// Reads the node's challenge and sends the proof of `secret`.
+fn prove(
+    mut stream: &TcpStream,
+    reader: &mut FrameReader,
+    secret: &Secret,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Result<(), WireError> {
+    let io = |source| WireError::Io { addr, source };
+    let challenge = loop {
+        if let Some(frame) = reader
+            .next_frame()
+            .map_err(|source| WireError::Frame { addr, source })?
+        {
+            break frame;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(WireError::NoChallenge(addr));
+        }
+        stream.set_read_timeout(Some(left)).map_err(io)?;
+        match stream.read(reader.read_space()) {
+            Ok(0) => return Err(WireError::Closed(addr)),
+            Ok(n) => reader.filled(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(WireError::NoChallenge(addr))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(WireError::Io { addr, source }),
+        }
+    };
+    if challenge.kind != KIND_CLIENT_CHALLENGE {
+        return Err(WireError::NoChallenge(addr));
+    }
+    let mut frame = Vec::new();
+    let proof = client_proof(secret, &challenge.body);
+    encode_frame(KIND_CLIENT_PROOF, 0, &proof, &mut frame).map_err(WireError::TooLarge)?;
+    stream.write_all(&frame).map_err(io)
+}
+
+/// The client secret in `path`, if given (the same file the nodes read).
+pub fn client_secret(path: Option<std::path::PathBuf>) -> Result<Option<Secret>, std::io::Error> {
+    path.map(|path| {
+        crate::node_cmd::read_secret(path)
+            .map(Secret::new)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+    })
+    .transpose()
 }

@@ -174,3 +174,70 @@ fn completions_are_printed_for_each_shell() {
     assert!(checked.success(), "bash -n on the completion script");
     assert!(!synod(&["completions", "tcsh"]).status.success());
 }
+
+/// A node started with `--client-secret-file` serves only clients that
+/// prove they know it: `synod client`, `status` and `bench` with the file
+/// are served, without it they are told the node asks for a secret.
+#[test]
+fn a_client_secret_keeps_out_clients_without_it() {
+    let mut cluster = TestCluster::new(1);
+    let client_secret = cluster.dir.path().join("client-secret");
+    let made = synod(&["secret", "generate", client_secret.to_str().unwrap()]);
+    assert!(made.status.success(), "{made:?}");
+    cluster.kill(0);
+    let flag = client_secret.to_str().unwrap();
+    cluster.start_with(0, "secret", &["--client-secret-file", flag]);
+    let with = [
+        "--cluster",
+        &cluster.cluster_arg(),
+        "--client-secret-file",
+        flag,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let replies = client(&with, &["put k v".into(), "get k".into()]);
+        if replies.iter().all(|r| r["ok"] == true) {
+            assert_eq!(replies[1]["value"], "v");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{replies:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let without = client(&["--cluster", &cluster.cluster_arg()], &["get k".into()]);
+    let error = without[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("client secret"), "{without:?}");
+
+    let status = synod(&[
+        "status",
+        "--json",
+        "--client-secret-file",
+        flag,
+        "--cluster",
+        &cluster.cluster_arg(),
+    ]);
+    assert!(status.status.success(), "{status:?}");
+    let refused = synod(&["status", "--json", "--cluster", &cluster.cluster_arg()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("client secret"),
+        "{refused:?}"
+    );
+
+    let bench = synod(&[
+        "bench",
+        "--cluster",
+        &cluster.cluster_arg(),
+        "--client-secret-file",
+        flag,
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--inflight",
+        "8",
+        "--json",
+    ]);
+    assert!(bench.status.success(), "{bench:?}");
+    let report: Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert!(report["commands"].as_u64().unwrap_or(0) > 0, "{report}");
+}

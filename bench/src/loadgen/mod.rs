@@ -64,6 +64,8 @@ pub struct LoadOptions {
     /// Where the generator publishes the leader of the first group written
     /// (node id, 0 while unknown), for `--failover` to know whom to kill.
     pub leader: Arc<AtomicU64>,
+    /// The nodes' client secret, if they ask for one.
+    pub secret: Option<synod_net::Secret>,
 }
 
 /// Progress while running.
@@ -370,6 +372,7 @@ async fn generate(
         let mut per_node = Vec::new();
         for _ in 0..options.connections {
             let mut config = ClientConfig::new(vec![*addr]);
+            config.secret = options.secret.clone();
             config.redirects_max = 0;
             config.request_timeout = Duration::from_secs(2);
             per_node.push(Client::new(config).map_err(|e| e.to_string())?);

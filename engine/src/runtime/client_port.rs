@@ -197,6 +197,8 @@ pub(super) struct Forward<F> {
 pub(super) struct PortSetup<C: ClientService> {
     /// Where clients connect (the same on every core).
     pub(super) listen: SocketAddr,
+    /// The secret clients must prove they know, if any.
+    pub(super) secret: Option<Vec<u8>>,
     /// The embedder's protocol.
     pub(super) service: Arc<C>,
     /// Requests other cores forward to this core's groups.
@@ -241,18 +243,21 @@ pub(super) fn open<C: ClientService>(
 ) -> Result<OpenPort, NodeError> {
     let PortSetup {
         listen,
+        secret,
         service,
         forwarded,
         routes,
     } = setup;
-    let listener = ClientListener::bind(ClientListenerConfig::new(listen)).map_err(|source| {
-        NodeError::ClientPort {
-            addr: listen,
-            source: ClientPortError::Bind {
-                core: layout.core,
-                source,
-            },
-        }
+    let config = ClientListenerConfig {
+        secret: secret.map(synod_net::Secret::new),
+        ..ClientListenerConfig::new(listen)
+    };
+    let listener = ClientListener::bind(config).map_err(|source| NodeError::ClientPort {
+        addr: listen,
+        source: ClientPortError::Bind {
+            core: layout.core,
+            source,
+        },
     })?;
     let listener = Rc::new(listener);
     let forwarded = serve_forwarded(service.clone(), layout.core, local.clone(), forwarded);

@@ -183,7 +183,8 @@ impl Node {
             .map(|_| mpsc::channel::<CoreRequest>(CORE_REQUESTS_MAX))
             .unzip();
         let routes: Routes = Arc::new(senders);
-        let mut ports = client_port_setups(clients, options.cores);
+        let secret = options.client_secret.clone();
+        let mut ports = client_port_setups(clients, options.cores, secret);
         let machines: Arc<dyn Fn(GroupId) -> S + Send + Sync> = Arc::new(machines);
         let (events_tx, events) = std::sync::mpsc::channel();
         let (mut stops, mut threads) = (Vec::new(), Vec::new());
@@ -306,12 +307,14 @@ impl Node {
 fn client_port_setups<C: ClientService>(
     clients: Option<ClientPort<C>>,
     cores: u32,
+    secret: Option<Vec<u8>>,
 ) -> Option<impl Iterator<Item = PortSetup<C>>> {
     let ClientPort { listen, service } = clients?;
     let service = Arc::new(service);
     let (routes, receivers): (Vec<_>, Vec<_>) = (0..cores).map(|_| forward_channel()).unzip();
     Some(receivers.into_iter().map(move |forwarded| PortSetup {
         listen,
+        secret: secret.clone(),
         service: service.clone(),
         forwarded,
         routes: routes.clone(),

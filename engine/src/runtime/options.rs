@@ -66,6 +66,9 @@ pub struct NodeOptions {
     /// ([`NodeHandle::subscribe`](super::node::NodeHandle::subscribe));
     /// 0 keeps none.
     pub commit_history_bytes: usize,
+    /// If set, clients must prove they know this secret before the client
+    /// port serves them (`synod_net`'s client authentication).
+    pub client_secret: Option<Vec<u8>>,
 }
 
 /// Options that contradict each other or exceed a limit.
@@ -177,6 +180,7 @@ impl NodeOptions {
             fsync: true,
             rejoin: false,
             commit_history_bytes: 0,
+            client_secret: None,
         }
     }
 
