@@ -8,3 +8,4 @@ pub mod etcd;
 pub mod inmem;
 pub mod loadgen;
 pub mod local;
+pub mod machine;

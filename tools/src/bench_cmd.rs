@@ -9,13 +9,20 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde_json::{json, Value};
 use synod_bench::loadgen::{
     outage, run_load, validate_workload, LoadOptions, LoadReport, Progress,
 };
 use synod_bench::local::{Layout, LocalCluster};
+use synod_bench::machine::{measure_floor, Floor};
 
 use crate::node_cmd::Fsync;
+use cost::{CpuPerCommand, CpuWindow};
+
+mod cost;
+
+/// How long each part of the machine's floor is measured.
+const FLOOR_TIME: Duration = Duration::from_millis(500);
 
 /// Arguments of `synod bench`.
 #[derive(Debug, Args)]
@@ -145,6 +152,14 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if let Err(message) = validate_workload(&options) {
         return fail(&message);
     }
+    // The machine's floor, measured before the load on the disk it uses.
+    let floor = match args.local {
+        Some(_) => match measure_floor(&data_dir.join("floor"), FLOOR_TIME) {
+            Ok(floor) => Some(floor),
+            Err(error) => return fail(&format!("measuring the machine's floor: {error}")),
+        },
+        None => None,
+    };
     let mut local = match args.local.map(|n| start_local(n, &args, &data_dir)) {
         Some(Ok(cluster)) => Some(cluster),
         Some(Err(message)) => return fail(&message),
@@ -155,7 +170,20 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     let total = args.warmup + args.duration;
     let bar = progress_bar(total, args.json);
-    let callback = progress_callback(bar.clone());
+    // Nodes restarted by --failover change processes: their CPU is not summed.
+    let pids = match &local {
+        Some(cluster) if args.failover == 0 => (1..=options.cluster.len())
+            .filter_map(|id| cluster.pid(id))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let window = Arc::new(CpuWindow::new(pids));
+    let shown = progress_callback(bar.clone());
+    let sampled = window.clone();
+    let callback: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p: Progress| {
+        sampled.observe(&p);
+        shown(p);
+    });
     let load = std::thread::spawn(move || run_load(options, callback));
     let kills = match local.as_mut() {
         Some(cluster) if args.failover > 0 => kill_leaders(cluster, &leader, &args, &bar),
@@ -172,11 +200,16 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if args.local.is_some() && !keep {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
+    let cpu = report
+        .as_ref()
+        .map(|r| window.per_command(r))
+        .unwrap_or_default();
     show(
         report,
         &args,
         "synod",
         "no command was acknowledged in the measured window",
+        (cpu, floor),
     )
 }
 
@@ -186,15 +219,23 @@ fn show(
     args: &BenchArgs,
     system: &str,
     empty: &str,
+    (cpu, floor): (CpuPerCommand, Option<Floor>),
 ) -> ExitCode {
     match report {
         Ok(report) if report.commands == 0 => fail(empty),
         Ok(report) if args.json => {
-            println!("{}", to_json(&report, args, system));
+            let mut out = to_json(&report, args, system);
+            let p50 = report.latency_us[0];
+            if let (Some(out), Value::Object(cost)) =
+                (out.as_object_mut(), cost::json(&cpu, floor.as_ref(), p50))
+            {
+                out.extend(cost);
+            }
+            println!("{out}");
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            print_table(&report, args, system);
+            print_table(&report, args, system, &cpu, floor.as_ref());
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
@@ -338,7 +379,13 @@ fn progress_callback(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
     })
 }
 
-fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
+fn print_table(
+    report: &LoadReport,
+    args: &BenchArgs,
+    system: &str,
+    cpu: &CpuPerCommand,
+    floor: Option<&Floor>,
+) {
     let mode = match args.rate {
         Some(rate) if args.poisson => format!("open loop, Poisson arrivals, {rate} commands/s"),
         Some(rate) => format!("open loop, {rate} commands/s"),
@@ -349,7 +396,7 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
         None => format!("closed loop, {} in flight", args.inflight),
     };
     let [p50, p90, p99, p999, max] = report.latency_us;
-    let rows = [
+    let mut rows = vec![
         ("system", system.to_string()),
         ("mode", mode),
         ("command size", format!("{} B", report.size)),
@@ -382,6 +429,7 @@ fn print_table(report: &LoadReport, args: &BenchArgs, system: &str) {
             format!("{} / {}", report.redirects, report.errors),
         ),
     ];
+    rows.extend(cost::rows(cpu, floor, p50));
     println!(
         "+------------------------+------------------------------------------------------------+"
     );
@@ -434,5 +482,6 @@ fn run_etcd(args: &BenchArgs) -> ExitCode {
         args,
         "etcd",
         "etcd acknowledged no put in the measured window",
+        Default::default(),
     )
 }
