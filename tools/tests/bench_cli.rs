@@ -104,7 +104,10 @@ fn bench_with_fsync_off_says_unsafe_and_starts_the_nodes_so() {
     let floor = &results["floor_us"];
     assert!(floor["durable_write"].as_f64().unwrap() > 0.0, "{results}");
     assert!(floor["loopback_rtt"].as_f64().unwrap() > 0.0, "{results}");
-    assert!(results["p50_over_floor"].as_f64().unwrap() > 0.0, "{results}");
+    assert!(
+        results["p50_over_floor"].as_f64().unwrap() > 0.0,
+        "{results}"
+    );
     let logs: String = (1..=3)
         .map(|id| std::fs::read_to_string(data.join(format!("node-{id}.log"))).unwrap_or_default())
         .collect();

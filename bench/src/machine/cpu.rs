@@ -62,7 +62,10 @@ mod tests {
             for _ in 0..100_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
-            assert!(start.elapsed() < std::time::Duration::from_secs(5), "no CPU counted");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "no CPU counted"
+            );
         }
         assert_eq!(cpu_seconds(Some(u32::MAX)), None, "no such process");
     }
