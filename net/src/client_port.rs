@@ -61,9 +61,10 @@ pub struct ClientListenerConfig {
     /// If set, clients must prove they know this secret before their
     /// first request (`client_auth.rs`); else the port is open.
     pub secret: Option<Secret>,
-    /// A connection whose reply waited this long for room in its queue
-    /// (its client does not read) is closed: its memory goes back to the
-    /// port's budget, so a few such clients cannot stall the others.
+    /// A connection whose queued replies have not reached its socket for
+    /// this long (its client does not read) is closed: their memory goes
+    /// back to the port's budget, so a few such clients cannot stall the
+    /// others for longer.
     pub reply_stall_timeout: Duration,
 }
 
@@ -166,11 +167,9 @@ struct ClientConn {
     answered: Notify,
     /// The connection is gone: replies to it are dropped.
     closed: Cell<bool>,
-    /// How long a reply may wait for room before the connection is closed.
+    /// How long queued replies may go without reaching the socket before
+    /// the connection is closed.
     stall_timeout: Duration,
-    /// Set (and `stall` moved) when a reply waited too long.
-    stalled: Cell<bool>,
-    stall: Notify,
 }
 
 impl ClientConn {
@@ -202,7 +201,6 @@ impl ClientConn {
     async fn push_when_room(&self, kind: u16, seq: u64, body: &[u8]) -> Result<(), SendError> {
         let bytes = frame_bytes(body.len());
         self.budget.take(bytes);
-        let mut waited_since = None;
         loop {
             if self.closed.get() {
                 self.budget.give_back(bytes);
@@ -210,20 +208,9 @@ impl ClientConn {
             }
             let epoch = self.queue.space.epoch();
             match self.queue.push_with_seq(kind, seq, Body::Slice(body)) {
-                Err(SendError::QueueFull { .. }) => {
-                    let since = *waited_since.get_or_insert_with(std::time::Instant::now);
-                    let left = self.stall_timeout.saturating_sub(since.elapsed());
-                    // Woken by the writer, or by the close.
-                    let room = self.queue.space.changed_since(epoch);
-                    if with_timeout(left, room).await.is_none() {
-                        // The connection closes (`serve_connection` sees
-                        // the stall); this reply is given up with it.
-                        self.stalled.set(true);
-                        self.stall.notify();
-                        self.budget.give_back(bytes);
-                        return Err(SendError::Closed);
-                    }
-                }
+                // Woken by the writer, or by the close (a stalled
+                // connection is closed by `serve_connection`).
+                Err(SendError::QueueFull { .. }) => self.queue.space.changed_since(epoch).await,
                 Err(other) => {
                     self.budget.give_back(bytes);
                     return Err(other);
@@ -531,8 +518,6 @@ async fn serve_connection(shared: &Rc<ListenerShared>, stream: TcpStream) {
         answered: Notify::default(),
         closed: Cell::new(false),
         stall_timeout: config.reply_stall_timeout,
-        stalled: Cell::new(false),
-        stall: Notify::default(),
     });
     let socket = SocketFd::of(&stream);
     let (mut r, mut w) = futures_lite::io::split(stream);
@@ -544,16 +529,18 @@ async fn serve_connection(shared: &Rc<ListenerShared>, stream: TcpStream) {
         listener_closed(shared).await;
         ConnError::Shutdown
     };
+    // Replies queued that have not moved for the stall timeout: the client
+    // does not read. Closing gives their memory back to the budget.
     let stalled = async {
+        let every = (conn.stall_timeout / 4).max(Duration::from_millis(10));
         loop {
-            let epoch = conn.stall.epoch();
-            if conn.stalled.get() {
-                let waited = conn.stall_timeout;
+            glommio::timer::sleep(every).await;
+            let stuck = conn.queue.stuck_for();
+            if stuck >= conn.stall_timeout {
                 return ConnError::Protocol(format!(
-                    "a reply waited {waited:?} for the client to read"
+                    "replies went {stuck:?} without reaching a client that does not read"
                 ));
             }
-            conn.stall.changed_since(epoch).await;
         }
     };
     let ended = futures_lite::future::or(writing, futures_lite::future::or(stopped, stalled));
@@ -672,6 +659,8 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Queues the node's challenge on a new connection; its nonce.
 fn challenge_client(conn: &ClientConn) -> [u8; NONCE_BYTES] {
     let nonce = crate::handshake::nonce();
+    // Counted like any reply: its bytes are given back once written.
+    conn.budget.take(frame_bytes(nonce.len()));
     // The queue is empty and holds at least one largest frame: this fits.
     let _ = conn
         .queue

@@ -5,7 +5,8 @@
 //! `Bytes` are not copied: the batch holds a reference and the write sends
 //! them from where they are, between their header and padding.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synod_wal::frame::{
@@ -243,6 +244,9 @@ pub(crate) struct SendQueue {
     pub(crate) data: Notify,
     /// Moves when bytes leave the queue (wakes `send_wait`).
     pub(crate) space: Notify,
+    /// When the queue last moved: bytes reached the socket, or the first
+    /// frame came into an empty queue.
+    moved_at: Cell<Instant>,
 }
 
 impl SendQueue {
@@ -260,7 +264,21 @@ impl SendQueue {
             }),
             data: Notify::default(),
             space: Notify::default(),
+            moved_at: Cell::new(Instant::now()),
         }
+    }
+
+    /// Bytes of the batch being written reached the socket.
+    pub(crate) fn moved(&self) {
+        self.moved_at.set(Instant::now());
+    }
+
+    /// How long the queue has held bytes that did not move; zero if empty.
+    pub(crate) fn stuck_for(&self) -> Duration {
+        if self.queued_bytes() == 0 {
+            return Duration::ZERO;
+        }
+        self.moved_at.get().elapsed()
     }
 
     /// Pending plus being written.
@@ -285,6 +303,9 @@ impl SendQueue {
         body: Body<'_>,
     ) -> Result<(), SendError> {
         self.check_room(body.len())?;
+        if self.queued_bytes() == 0 {
+            self.moved();
+        }
         self.buffers.borrow_mut().pending.push(kind, seq, body);
         self.data.notify();
         Ok(())

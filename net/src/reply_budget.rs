@@ -32,6 +32,7 @@ impl ReplyBudget {
 
     /// `bytes` were written, or their connection closed.
     pub fn give_back(&self, bytes: usize) {
+        debug_assert!(self.used.get() >= bytes, "more given back than taken");
         self.used.set(self.used.get().saturating_sub(bytes));
         self.freed.notify();
     }

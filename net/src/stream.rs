@@ -140,7 +140,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             continue;
         };
         seal(&mut batch);
-        if let Err(e) = write_batch(w, socket, &batch).await {
+        if let Err(e) = write_batch(w, socket, &batch, queue).await {
             return ConnError::Io(e);
         }
         let bytes = batch.bytes();
@@ -156,6 +156,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     w: &mut W,
     socket: SocketFd,
     batch: &Batch,
+    queue: &SendQueue,
 ) -> io::Result<()> {
     // The next byte to write: piece `part`, offset `offset` into it.
     let (mut part, mut offset) = (0, 0);
@@ -175,6 +176,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         if sent == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        queue.moved();
         // Step over what was sent.
         let mut left = sent;
         while left > 0 {

@@ -129,3 +129,46 @@ fn a_reply_larger_than_a_frame_is_refused_to_the_client() {
         }
     });
 }
+
+/// Enough clients that stop reading to hold the whole reply budget stall
+/// every connection's reads on the port, but only until their replies have
+/// gone the stall timeout without moving: they are closed, and a client
+/// that reads is served.
+#[test]
+fn clients_holding_the_whole_budget_are_closed_and_the_port_serves_again() {
+    run(|| async {
+        let mut config = ClientListenerConfig::new("127.0.0.1:0".parse().unwrap());
+        config.frame_body_bytes_max = 128 << 10;
+        config.reply_queue_bytes_max = 256 << 10;
+        config.reply_budget_bytes = 1 << 20;
+        config.requests_per_connection_max = 8;
+        config.reply_stall_timeout = Duration::from_millis(500);
+        let server = Rc::new(ClientListener::bind(config).unwrap());
+        let received = Rc::new(std::cell::Cell::new(0));
+        let _serving = spawn_local(serve(server.clone(), REPLY_BYTES, received));
+        let floods: Vec<_> = (0..6)
+            .map(|_| flood_without_reading(server.local_addr(), 200))
+            .collect();
+        wait_until("the budget is held", || server.reply_bytes() >= 1 << 20).await;
+        let mut good = ClientConfig::new(vec![server.local_addr()]);
+        good.request_timeout = Duration::from_secs(10);
+        let good = Client::new(good).unwrap();
+        let started = Instant::now();
+        let reply = good.request(1, b"hi").await.unwrap();
+        assert_eq!(reply.body.len(), REPLY_BYTES);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        for flood in floods {
+            while !flood.is_finished() {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(
+                flood.join().unwrap() < Duration::from_secs(10),
+                "not closed"
+            );
+        }
+    });
+}
