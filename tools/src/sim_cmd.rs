@@ -83,6 +83,7 @@ fn print_table(reports: &[SimReport]) {
         ("reads checked", sum(|r| r.reads)),
         ("faults injected", sum(|r| r.faults)),
         ("disks lost and rebuilt", sum(|r| r.disk_losses)),
+        ("damaged WAL tails cut", sum(|r| r.tails_cut)),
         ("snapshots taken", sum(|r| r.snapshots_taken)),
         ("snapshots installed", sum(|r| r.snapshots_installed)),
         ("slowest convergence (ticks)", converge_max),

@@ -65,6 +65,11 @@ pub struct Recovery {
     pub marked_rebuilding: bool,
     /// Rebuild from the peers if the disk holds nothing at all (it was lost).
     pub rejoin_if_empty: bool,
+    /// Recovery cut the WAL's tail as damaged. A torn write is never
+    /// acknowledged, but a synced frame damaged later looks the same: what
+    /// was cut may have been a promise or an accept that counted, so the
+    /// replica rebuilds from its peers before it votes again.
+    pub tail_cut: bool,
 }
 
 /// Why a group core could not start.
@@ -157,7 +162,8 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         let snapshot = base.log.start();
         let next_index = base.start_index;
         let lost = latest.is_none() && recovery.writes.is_empty();
-        let rebuilding = recovery.marked_rebuilding || (recovery.rejoin_if_empty && lost);
+        let rebuilding =
+            recovery.marked_rebuilding || (recovery.rejoin_if_empty && lost) || recovery.tail_cut;
         let durable = base.replay_onto(recovery.writes.iter().map(|(_, write)| write));
         let replica = if rebuilding {
             // Durable before the rebuild writes anything: a crash from here

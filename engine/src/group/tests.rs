@@ -388,6 +388,25 @@ fn a_replica_whose_disk_was_lost_marks_itself_before_anything_else() {
     assert_eq!(core.wal_next(), Position(1));
 }
 
+/// A WAL whose damaged tail was cut keeps what came before it, but the
+/// replica votes for nothing until it has rebuilt from its peers: the cut
+/// frame may have been a promise or an accept that counted.
+#[test]
+fn a_replica_whose_wal_tail_was_cut_rebuilds_keeping_what_it_holds() {
+    let writes = vec![(Position(0), Write::Promise(ballot(3, 2)))];
+    let cut = Recovery {
+        writes,
+        wal_next: Position(1),
+        tail_cut: true,
+        ..Recovery::default()
+    };
+    let (core, first) = core_with(3, never(), cut);
+    assert_eq!(first, ["mark rebuilding"]);
+    assert!(core.replica().is_rejoining());
+    assert_eq!(core.replica().status().promised, ballot(3, 2));
+    assert_eq!(core.wal_next(), Position(1));
+}
+
 #[test]
 fn a_restart_reapplies_the_committed_log_behind_the_sessions() {
     let mut core = leader(never());

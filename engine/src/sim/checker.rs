@@ -291,6 +291,15 @@ impl Checker {
         view.issued_promise = view.durable.promised.max(view.lost_promise);
     }
 
+    /// Replica `node`'s durable writes after the last ones were cut are
+    /// `survivors`: what it may have told a peer from the cut ones is lost
+    /// with them, as with a lost disk. What it durably accepted still counts
+    /// towards what was chosen.
+    pub fn on_tail_cut(&mut self, node: usize, survivors: &[Write]) {
+        self.on_disk_lost(node);
+        self.on_durable(node, survivors);
+    }
+
     /// Replica `node` (crashed) lost its disk. What it durably accepted still
     /// counts towards what was chosen.
     pub fn on_disk_lost(&mut self, node: usize) {

@@ -62,6 +62,8 @@ pub(super) struct SimNode {
     snapshot_file: Option<Vec<u8>>,
     mark: Mark,
     was_leading: bool,
+    /// Recovery will find a damaged tail cut (`Recovery::tail_cut`).
+    tail_cut: bool,
 }
 
 pub(super) enum Event {
@@ -158,6 +160,7 @@ impl Cluster {
                 snapshot_file: None,
                 mark: Mark::None,
                 was_leading: false,
+                tail_cut: false,
             })
             .collect();
         let mut cluster = Cluster {
@@ -226,6 +229,35 @@ impl Cluster {
         self.start_as(node, true);
     }
 
+    /// Damages the last one to four durable writes of crashed replica
+    /// `node` (recovery cuts them, as the WAL cuts a bad tail) and starts it:
+    /// it rebuilds from its peers, since what was cut may have counted.
+    pub fn damage_tail_and_start(&mut self, node: usize) {
+        let frames = self.rng.random_range(1..=4);
+        self.cut_tail_and_start(node, frames);
+    }
+
+    /// Cuts the last `frames` durable writes of crashed replica `node` as
+    /// damaged, and starts it.
+    pub fn cut_tail_and_start(&mut self, node: usize, frames: usize) {
+        assert!(self.nodes[node].core.is_none(), "damage a crashed node");
+        let n = &mut self.nodes[node];
+        let cut = n.disk.damage_tail(frames);
+        if cut > 0 {
+            n.tail_cut = true;
+            self.stats.tails_cut += 1;
+            let survivors = n.disk.writes().to_vec();
+            self.checker.on_tail_cut(node, &survivors);
+            self.note(|| format!("damaged tail of n{}: {cut} durable writes cut", node + 1));
+        }
+        self.start_as(node, false);
+    }
+
+    /// Writes on `node`'s disk (durable or not).
+    pub fn disk_writes(&self, node: usize) -> usize {
+        self.nodes[node].disk.writes().len()
+    }
+
     /// The seed the cluster was built from.
     pub fn seed(&self) -> u64 {
         self.options.seed
@@ -254,6 +286,12 @@ impl Cluster {
             wal_next: n.disk.next_position(),
             marked_rebuilding: n.mark != Mark::None,
             rejoin_if_empty,
+            tail_cut: std::mem::take(&mut n.tail_cut),
+        };
+        #[cfg(test)]
+        let recovery = Recovery {
+            tail_cut: recovery.tail_cut && !self.options.trust_cut_tail,
+            ..recovery
         };
         #[allow(unused_mut)]
         let mut machine = SimMachine::default();

@@ -74,6 +74,17 @@ impl SimDisk {
         before..self.durable_len
     }
 
+    /// The last `frames` durable writes are damaged (a synced frame that
+    /// went bad, or the block rewritten around it torn): recovery cuts
+    /// them. Only a crashed disk; returns how many went.
+    pub fn damage_tail(&mut self, frames: usize) -> usize {
+        debug_assert_eq!(self.unsynced(), 0, "damage a crashed disk");
+        let cut = frames.min(self.durable_len);
+        self.durable_len -= cut;
+        self.writes.truncate(self.durable_len);
+        cut
+    }
+
     /// Every write (the durable ones first).
     pub fn writes(&self) -> &[Write] {
         &self.writes

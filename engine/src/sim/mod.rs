@@ -73,6 +73,8 @@ pub struct SimReport {
     pub faults: u64,
     /// Replicas that came back with their disk lost and rebuilt.
     pub disk_losses: u64,
+    /// Restarts with the WAL's last durable frames damaged and cut.
+    pub tails_cut: u64,
     /// Snapshots the replicas took of their state machines.
     pub snapshots_taken: u64,
     /// Snapshots installed from a peer (by replicas behind its log).
@@ -95,6 +97,9 @@ struct FaultPlan {
     clog_per_tick: f64,
     /// Chance that a crashed replica comes back with its disk lost.
     disk_loss_per_restart: f64,
+    /// Chance that a crashed replica comes back with its WAL's last
+    /// durable frames damaged (and cut).
+    tail_damage_per_restart: f64,
 }
 
 /// Runs one seed: safety phase with faults, liveness phase without, checks.
@@ -154,6 +159,9 @@ fn run_inner(
         disk_loss_per_restart: ChaCha8Rng::seed_from_u64(seed ^ 0xD15C)
             .random_range(-0.3..0.3f64)
             .max(0.0),
+        tail_damage_per_restart: ChaCha8Rng::seed_from_u64(seed ^ 0x7A11)
+            .random_range(-0.3..0.3f64)
+            .max(0.0),
     };
     let mut options = ClusterOptions::new(nodes, seed);
     options.network = plan.network;
@@ -187,6 +195,7 @@ fn run_inner(
         reads: stats.reads,
         faults: stats.faults,
         disk_losses: stats.disk_losses,
+        tails_cut: stats.tails_cut,
         snapshots_taken: stats.snapshots_taken,
         snapshots_installed: stats.snapshots_installed,
         converge_ticks,
@@ -216,6 +225,7 @@ fn tune_for_seed(config: &mut Config) {
 fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
     let n = cluster.size();
     let mut disk_losses = ChaCha8Rng::seed_from_u64(cluster.seed() ^ 0x0D15_C0FF);
+    let mut tail_damage = ChaCha8Rng::seed_from_u64(cluster.seed() ^ 0x7A11_DA3A);
     let mut restart_at: BTreeMap<usize, u64> = BTreeMap::new();
     let mut resume_at: BTreeMap<usize, u64> = BTreeMap::new();
     let mut heal_at: Option<u64> = None;
@@ -259,9 +269,18 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
             let lose = plan.disk_loss_per_restart > 0.0
                 && disk_losses.random_bool(plan.disk_loss_per_restart)
                 && !cluster.any_rebuilding();
+            // Drawn from a stream of their own, after the disk loss's, so
+            // that seeds without them run as before.
+            let damage = !lose
+                && plan.tail_damage_per_restart > 0.0
+                && tail_damage.random_bool(plan.tail_damage_per_restart)
+                && !cluster.any_rebuilding();
             if lose {
                 cluster.count_fault();
                 cluster.wipe_and_rejoin(node);
+            } else if damage {
+                cluster.count_fault();
+                cluster.damage_tail_and_start(node);
             } else {
                 cluster.start(node);
             }

@@ -45,6 +45,10 @@ pub struct ClusterOptions {
     /// that prove the checker sees the harm.
     #[cfg(test)]
     pub(crate) wiped_restart_unsafely: bool,
+    /// A replica whose damaged tail was cut votes at once, as if nothing
+    /// that counted could have been cut (the checkers must catch it).
+    #[cfg(test)]
+    pub(crate) trust_cut_tail: bool,
     /// Snapshots lose their last applied command.
     #[cfg(test)]
     pub(crate) snapshots_short: bool,
@@ -78,6 +82,8 @@ impl ClusterOptions {
             #[cfg(test)]
             wiped_restart_unsafely: false,
             #[cfg(test)]
+            trust_cut_tail: false,
+            #[cfg(test)]
             snapshots_short: false,
         }
     }
@@ -98,6 +104,8 @@ pub struct Stats {
     pub reads: u64,
     /// Disks lost (each replica then rebuilt from its peers).
     pub disk_losses: u64,
+    /// Restarts with a damaged WAL tail cut.
+    pub tails_cut: u64,
     /// Commands refused because their session had been evicted.
     pub expired: u64,
     /// Snapshots replicas took of their own state machine.

@@ -547,6 +547,90 @@ fn a_sweep_restarting_lost_disks_as_new_is_caught() {
     assert!(caught.is_some(), "no seed showed the harm of a lost disk");
 }
 
+/// Random runs in which crashed replicas come back with the last durable
+/// frames of their WAL damaged and cut (one rebuild at a time): every
+/// safety property holds and every rebuild ends.
+#[test]
+fn a_sweep_with_damaged_wal_tails_finds_nothing() {
+    let mut cut = 0;
+    for seed in 0..60 {
+        let (report, stats) = run_seed_with(seed, |_| {});
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+        cut += stats.tails_cut;
+    }
+    assert!(cut >= 10, "only {cut} damaged tails over the sweep");
+}
+
+/// Three replicas; "a", "b", "c" are chosen by the leader and one follower
+/// while the third is down. Then the follower's WAL loses everything after
+/// its first frame to damage, the leader crashes and the third replica
+/// comes back. Returns the cluster and (leader, damaged).
+fn only_a_cut_tail_remembers(trust: bool) -> (Cluster, usize, usize) {
+    let mut options = ClusterOptions::new(3, 21);
+    options.trust_cut_tail = trust;
+    let mut cluster = Cluster::new(options);
+    let leader = wait_for_leader(&mut cluster);
+    let (damaged, stale) = ((leader + 1) % 3, (leader + 2) % 3);
+    cluster.crash(stale);
+    for value in ["a", "b", "c"] {
+        cluster.propose(leader, value);
+    }
+    assert!(
+        cluster.run_until(200, |c| c.acked().len() == 3),
+        "not chosen"
+    );
+    cluster.crash(damaged);
+    let frames = cluster.disk_writes(damaged) - 1;
+    cluster.cut_tail_and_start(damaged, frames);
+    cluster.crash(leader);
+    cluster.start(stale);
+    (cluster, leader, damaged)
+}
+
+/// Why a replica whose damaged WAL tail was cut must not vote at once:
+/// what was cut held its votes for chosen values, and with the replica that
+/// never heard of them it is a majority that overwrites them.
+#[test]
+fn a_cut_tail_trusted_overwrites_chosen_values_and_is_caught() {
+    let (mut cluster, _, _) = only_a_cut_tail_remembers(true);
+    let leader = wait_for_leader(&mut cluster);
+    cluster.propose(leader, "z");
+    cluster.run_ticks(200);
+    let caught: Vec<_> = cluster.violations().iter().map(|v| v.property).collect();
+    assert!(
+        caught.contains(&"a chosen slot never changes"),
+        "the checker missed chosen values overwritten: {caught:?}"
+    );
+}
+
+/// The same history as the runtime runs it: the replica rebuilds from its
+/// peers, votes for nothing while the one that remembers is down, and once
+/// it is back ends the rebuild with every chosen value.
+#[test]
+fn a_cut_tail_rebuilds_before_it_votes_again() {
+    let (mut cluster, leader, damaged) = only_a_cut_tail_remembers(false);
+    cluster.run_ticks(300);
+    assert_eq!(
+        cluster.leader(),
+        None,
+        "a leader formed without the chosen values"
+    );
+    assert!(cluster.replica(damaged).unwrap().is_rejoining());
+    assert_clean(&cluster);
+    cluster.start(leader);
+    assert!(
+        cluster.run_until(500, |c| !c.replica(damaged).unwrap().is_rejoining()),
+        "never rejoined"
+    );
+    cluster.run_until(200, |c| c.applied(damaged).len() == 3);
+    assert_eq!(applied_data(&cluster, damaged), ["a", "b", "c"]);
+    assert_clean(&cluster);
+}
+
 /// Every replica snapshots often and keeps little below the snapshot, so
 /// laggards and restarted replicas are sent snapshots under every fault:
 /// every safety property holds.

@@ -298,8 +298,14 @@ impl Nemesis {
         self.hold(1000, 2000);
         let Some(status) = self.cluster.reap(id) else {
             let said = self
-                .log_line_since(id, seen, "torn")
-                .unwrap_or_else(|| "no torn tail logged".into());
+                .log_line_since(id, seen, "damaged tail")
+                .unwrap_or_else(|| "no damaged tail logged".into());
+            // A cut tail may have held votes that counted: the node
+            // rebuilds from its peers (all up now) before it votes again.
+            if said.contains("rebuilds from its peers") {
+                let rebuilt = self.wait_rebuilt(id, seen);
+                return (victim, format!("{note}; {said}; {rebuilt}"));
+            }
             return (victim, format!("{note}; {said}"));
         };
         // Refusing with a clear error is allowed (never serving corrupt
@@ -370,6 +376,12 @@ impl Nemesis {
         if let Err(e) = self.cluster.restart_with(id, &["--rejoin"]) {
             self.findings.push(format!("node {id}: {e}"));
         }
+        self.wait_rebuilt(id, seen)
+    }
+
+    /// Waits for node `id` to say it rebuilt and rejoined (after log byte
+    /// `seen`), 30 s at most; a finding if it does not.
+    fn wait_rebuilt(&mut self, id: usize, seen: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(line) = self.log_line_since(id, seen, "rebuilt and rejoined") {
@@ -377,9 +389,8 @@ impl Nemesis {
             }
             sleep(Duration::from_millis(50));
         }
-        self.findings.push(format!(
-            "node {id} did not rebuild within 30 s of a new disk"
-        ));
+        self.findings
+            .push(format!("node {id} did not rebuild within 30 s"));
         "not rebuilt within 30 s".into()
     }
 

@@ -70,7 +70,12 @@ pub async fn start_group<S: StateMachine>(
         }));
     }
     if let Some(torn) = &report.torn {
-        tracing::warn!(group = group.0, ?torn, "WAL had a torn tail; truncated");
+        tracing::warn!(
+            group = group.0,
+            ?torn,
+            "WAL had a damaged tail; truncated. What it held may have been acknowledged: \
+             this replica rebuilds from its peers before it votes again"
+        );
     }
     let writes = read_writes(&wal, group, limits).await?;
     tracing::info!(
@@ -86,6 +91,7 @@ pub async fn start_group<S: StateMachine>(
         wal_next: wal.next_position(),
         marked_rebuilding: marker.exists(),
         rejoin_if_empty: options.rejoin,
+        tail_cut: report.torn.is_some(),
     };
     let pipeline_max = options.config.pipeline_max;
     let core_options = CoreOptions::new(options.config, options.snapshot, rand::random());
@@ -107,7 +113,7 @@ pub async fn start_group<S: StateMachine>(
         write_marker(&marker)?;
         tracing::warn!(
             group = group.0,
-            "rebuilding from the peers (this replica's disk was lost): it votes for nothing until every peer has answered and a leader above their promises has shared what it recovered"
+            "rebuilding from the peers (this replica's disk was lost, or its WAL's tail was damaged): it votes for nothing until every peer has answered and a leader above their promises has shared what it recovered"
         );
     }
     let (tx, rx) = local_channel::new_bounded(1024);
