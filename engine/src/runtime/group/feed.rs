@@ -127,7 +127,10 @@ impl CommitFeed {
         }
         let before = self.subscribers.len();
         self.subscribers.retain_mut(|subscriber| match &committed {
-            Committed::Entry { index, .. } if *index < subscriber.from => true,
+            // Not yet at its start: kept unless its stream was dropped.
+            Committed::Entry { index, .. } if *index < subscriber.from => {
+                !subscriber.sender.is_closed()
+            }
             _ => subscriber.sender.try_send(committed.clone()).is_ok(),
         });
         before - self.subscribers.len()
