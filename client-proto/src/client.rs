@@ -39,8 +39,13 @@ mod wire {
         /// Who leads, as this node sees it.
         Status,
         /// A linearizable read of the live keys starting with `prefix`, in
-        /// key order, at most `limit` of them.
-        GetPrefix { prefix: Vec<u8>, limit: u32 },
+        /// key order, after `after` if given (the last key of the page
+        /// before), at most `limit` of them and about 512 KiB.
+        GetPrefix {
+            prefix: Vec<u8>,
+            after: Option<Vec<u8>>,
+            limit: u32,
+        },
         /// The KV changes to keys starting with `prefix` at log index
         /// `from` and after, as this node applied them; if there are none
         /// yet, waits up to `wait_ms` for one. `from` u64::MAX: from the
@@ -142,7 +147,8 @@ mod wire {
         SessionExpired { resume_at: u64 },
         /// The request failed; the reason.
         Error(String),
-        /// A prefix read's keys and values; `more` if `limit` cut it short.
+        /// A prefix read's keys and values; `more` if its bounds cut it
+        /// short (ask again after the last key).
         Pairs { pairs: Vec<KeyValue>, more: bool },
         /// A watch's changes, in log order; ask again from `next`.
         Events { events: Vec<WatchEvent>, next: u64 },

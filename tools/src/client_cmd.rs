@@ -143,6 +143,7 @@ fn serve(args: ClientArgs) -> Result<usize, std::io::Error> {
             continue;
         }
         let reply = match parse(&line, &session) {
+            Ok(op @ ClientOp::GetPrefix { .. }) => session.every_page(op),
             Ok(op) => session.execute(op),
             Err(message) => json!({"ok": false, "error": message}),
         };
@@ -198,8 +199,8 @@ fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {
             let (_, value) = words(line, 2)?;
             Ok(kv(session, KvOp::Put { key: bytes(key), value: value.into_bytes(), ttl_ms: None }))
         }
-        ("get", ["--prefix"]) => Ok(ClientOp::GetPrefix { prefix: Vec::new(), limit: PREFIX_KEYS_MAX }),
-        ("get", ["--prefix", prefix]) => Ok(ClientOp::GetPrefix { prefix: bytes(prefix), limit: PREFIX_KEYS_MAX }),
+        ("get", ["--prefix"]) => Ok(ClientOp::GetPrefix { prefix: Vec::new(), after: None, limit: PREFIX_KEYS_MAX }),
+        ("get", ["--prefix", prefix]) => Ok(ClientOp::GetPrefix { prefix: bytes(prefix), after: None, limit: PREFIX_KEYS_MAX }),
         ("get", [key]) => Ok(ClientOp::Get { key: bytes(key) }),
         ("lease", ["grant", ttl]) => Ok(kv(session, KvOp::LeaseGrant { ttl_ms: number(ttl)? })),
         ("lease", ["keepalive", id]) => Ok(kv(session, KvOp::LeaseKeepAlive { id: number(id)? })),
@@ -250,6 +251,30 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl Session {
+    /// A prefix read page after page (each one read linearizably), as one
+    /// answer; `more` is always false.
+    fn every_page(&mut self, mut op: ClientOp) -> Value {
+        let mut kvs = Vec::new();
+        loop {
+            let page = self.execute(op.clone());
+            if page["ok"] != json!(true) {
+                return page;
+            }
+            let got = page["kvs"].as_array().cloned().unwrap_or_default();
+            let last = got
+                .last()
+                .and_then(|kv| kv["key"].as_str())
+                .map(str::to_string);
+            kvs.extend(got);
+            match (page["more"] == json!(true), last, &mut op) {
+                (true, Some(last), ClientOp::GetPrefix { after, .. }) => {
+                    *after = Some(last.into_bytes())
+                }
+                _ => return json!({"ok": true, "kvs": kvs, "more": false}),
+            }
+        }
+    }
+
     /// Sends `op` and renders the answer. A write's sequence number is the
     /// session's next only once it was applied: after a write given up on
     /// or answered otherwise (in doubt, or refused) the session starts

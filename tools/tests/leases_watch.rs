@@ -13,7 +13,8 @@ mod ports;
 #[path = "support/client.rs"]
 mod support;
 
-use local_cluster::{leader, leader_other_than, TestCluster};
+use local_cluster::{leader, leader_other_than, raw_request, TestCluster};
+use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KvOp};
 use serde_json::Value;
 use support::{client, SYNOD};
 
@@ -65,6 +66,22 @@ fn a_lease_expires_on_an_idle_cluster_and_takes_its_keys() {
     assert_eq!(one(&cluster, "get svc/c")["value"], "stays");
     let again = one(&cluster, &format!("lease keepalive {id}"));
     assert_eq!(again["ok"], false, "{again}");
+    // A client cannot move the leader's clock (a renewing tick would keep
+    // every lease alive for ever).
+    let leader = leader(&cluster) as usize;
+    let tick = ClientRequest {
+        group: 0,
+        op: ClientOp::Kv {
+            client: 77,
+            seq: 1,
+            op: KvOp::Tick { renew: true },
+        },
+    };
+    let answer = raw_request(cluster.nodes[leader - 1].client, tick);
+    assert!(
+        matches!(&answer, ClientResponse::Error(e) if e.contains("only the leader")),
+        "{answer:?}"
+    );
 }
 
 #[test]

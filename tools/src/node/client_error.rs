@@ -45,6 +45,9 @@ pub enum ClientError {
     /// The state machine answered a read with another kind of reply.
     #[error("unexpected reply {0}")]
     UnexpectedReply(String),
+    /// A command only the leader's lease clock proposes.
+    #[error("a tick moves the leader's clock: only the leader proposes it")]
+    LeaderOnly,
     /// The state machine got a query it does not know (the port makes
     /// every query: this is a bug, answered rather than panicked on).
     #[error("malformed query")]

@@ -87,19 +87,33 @@ impl Kv {
         }
     }
 
-    /// The live keys starting with `prefix`, in order, at most `limit`;
+    /// The live keys starting with `prefix` and after `after`, in order,
+    /// at most `limit` of them and about `bytes_max` bytes (one at least);
     /// and whether there were more.
-    pub fn get_prefix(&self, prefix: &[u8], limit: usize) -> (Vec<KeyValue>, bool) {
+    pub fn get_prefix(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> (Vec<KeyValue>, bool) {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
         let live = self
             .entries
-            .range(prefix.to_vec()..)
+            .range((start, Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .filter(|(_, entry)| entry.expiry.is_none_or(|at| at > self.now_ms));
         let mut pairs = Vec::new();
+        let mut bytes = 0;
         for (key, entry) in live {
-            if pairs.len() == limit {
+            if pairs.len() == limit || (bytes >= bytes_max && !pairs.is_empty()) {
                 return (pairs, true);
             }
+            bytes += key.len() + entry.value.len();
             pairs.push(KeyValue {
                 key: key.clone(),
                 value: entry.value.clone(),

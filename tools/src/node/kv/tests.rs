@@ -220,11 +220,24 @@ fn a_prefix_read_gives_the_live_keys_in_order_up_to_its_limit() {
         (keys, more)
     };
     assert_eq!(
-        keys(kv.get_prefix(b"a/", 10)),
+        keys(kv.get_prefix(b"a/", None, 10, usize::MAX)),
         (vec!["a/1".into(), "a/2".into()], false)
     );
-    assert_eq!(keys(kv.get_prefix(b"a/", 1)), (vec!["a/1".into()], true));
-    assert_eq!(keys(kv.get_prefix(b"", 10)).0.len(), 3);
+    assert_eq!(
+        keys(kv.get_prefix(b"a/", None, 1, usize::MAX)),
+        (vec!["a/1".into()], true)
+    );
+    // The next page starts after the last key of the one before.
+    assert_eq!(
+        keys(kv.get_prefix(b"a/", Some(b"a/1"), 1, usize::MAX)),
+        (vec!["a/2".into()], false)
+    );
+    assert_eq!(keys(kv.get_prefix(b"", None, 10, usize::MAX)).0.len(), 3);
+    // A byte budget cuts a page too, never below one key.
+    assert_eq!(
+        keys(kv.get_prefix(b"", None, 10, 1)),
+        (vec!["a/1".into()], true)
+    );
 }
 
 fn text(bytes: &[u8]) -> String {

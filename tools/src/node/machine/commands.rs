@@ -83,17 +83,46 @@ pub(super) fn parse_log_query(arguments: &[u8]) -> Option<(u64, u32)> {
     Some((from, count))
 }
 
-/// A query for the live keys starting with `prefix`, `limit` at most.
-pub fn prefix_query(prefix: &[u8], limit: u32) -> Bytes {
+/// Bytes of keys and values one prefix read answers with, about (a client
+/// frame holds 1 MiB).
+pub const PREFIX_BYTES_MAX: usize = 512 << 10;
+
+/// A query for the live keys starting with `prefix` after `after`, `limit`
+/// at most: the limit, `after`'s length (u32::MAX: none), `after`, then
+/// the prefix.
+pub fn prefix_query(prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Bytes {
     let mut arguments = limit.min(PREFIX_KEYS_MAX).to_le_bytes().to_vec();
+    let after_len = after.map_or(u32::MAX, |a| a.len() as u32);
+    arguments.extend_from_slice(&after_len.to_le_bytes());
+    arguments.extend_from_slice(after.unwrap_or_default());
     arguments.extend_from_slice(prefix);
     tagged(QUERY_PREFIX, &arguments)
 }
 
-/// A prefix query's `(limit, prefix)`.
-pub(super) fn parse_prefix_query(arguments: &[u8]) -> Option<(u32, &[u8])> {
-    let (limit, prefix) = arguments.split_first_chunk::<4>()?;
-    Some((u32::from_le_bytes(*limit).min(PREFIX_KEYS_MAX), prefix))
+/// A prefix query's arguments.
+pub(super) struct PrefixQuery<'a> {
+    pub limit: u32,
+    pub after: Option<&'a [u8]>,
+    pub prefix: &'a [u8],
+}
+
+/// A prefix query's arguments, if `arguments` are one's.
+pub(super) fn parse_prefix_query(arguments: &[u8]) -> Option<PrefixQuery<'_>> {
+    let (limit, rest) = arguments.split_first_chunk::<4>()?;
+    let (after_len, rest) = rest.split_first_chunk::<4>()?;
+    let limit = u32::from_le_bytes(*limit).min(PREFIX_KEYS_MAX);
+    let (after, prefix) = match u32::from_le_bytes(*after_len) {
+        u32::MAX => (None, rest),
+        len => {
+            let (after, prefix) = rest.split_at_checked(len as usize)?;
+            (Some(after), prefix)
+        }
+    };
+    Some(PrefixQuery {
+        limit,
+        after,
+        prefix,
+    })
 }
 
 /// A query for the store's changes to keys starting with `prefix` from

@@ -10,8 +10,8 @@ use super::client_error::ClientError;
 use super::kv::{Kv, KvCommand};
 use super::log::{LogColumns, ReadableLog};
 use commands::{
-    parse_log_query, parse_prefix_query, parse_watch_query, QUERY_GET, QUERY_LOG, QUERY_NEXT_DUE,
-    QUERY_PREFIX, QUERY_WATCH, TAG_APPEND, TAG_KV,
+    parse_log_query, parse_prefix_query, parse_watch_query, PREFIX_BYTES_MAX, QUERY_GET, QUERY_LOG,
+    QUERY_NEXT_DUE, QUERY_PREFIX, QUERY_WATCH, TAG_APPEND, TAG_KV,
 };
 use watch::WatchLog;
 
@@ -147,8 +147,11 @@ impl StateMachine for NodeMachine {
                 None => malformed(),
             },
             Some((&QUERY_PREFIX, arguments)) => match parse_prefix_query(arguments) {
-                Some((limit, prefix)) => {
-                    let (pairs, more) = self.kv.get_prefix(prefix, limit as usize);
+                Some(q) => {
+                    let limit = q.limit as usize;
+                    let (pairs, more) =
+                        self.kv
+                            .get_prefix(q.prefix, q.after, limit, PREFIX_BYTES_MAX);
                     Bytes::from(ClientResponse::Pairs { pairs, more }.encode())
                 }
                 None => malformed(),

@@ -365,3 +365,36 @@ fn the_watch_history_is_bounded_and_says_where_it_starts() {
     assert_eq!(events.len() as u64, 100 - first);
     assert_eq!(next, 100);
 }
+
+#[test]
+fn a_watch_answer_stays_within_its_budget_and_resumes_where_it_stopped() {
+    let mut log = WatchLog::new(64 << 20, 0);
+    let value = vec![b'v'; 100 << 10];
+    // 20 commands of two 100 KiB puts each: 4 MB of changes.
+    for index in 0..20u64 {
+        let put = |key: &str| WatchEvent {
+            index,
+            kind: EventKind::Put,
+            key: key.as_bytes().to_vec(),
+            value: Some(value.clone()),
+        };
+        log.push([put("a"), put("b")]);
+    }
+    let mut from = 0;
+    let mut seen = Vec::new();
+    while from < 20 {
+        let ClientResponse::Events { events, next } = log.read(b"", from, 20) else {
+            panic!("not events");
+        };
+        let bytes: usize = events
+            .iter()
+            .map(|e| e.key.len() + e.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        assert!(bytes <= super::watch::WATCH_ANSWER_BYTES, "{bytes}");
+        assert!(next > from, "no progress from {from}");
+        seen.extend(events.iter().map(|e| (e.index, e.key.clone())));
+        from = next;
+    }
+    assert_eq!(seen.len(), 40, "every change once");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+}

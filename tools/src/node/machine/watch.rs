@@ -8,9 +8,11 @@ use synod_client_proto::{ClientResponse, WatchEvent};
 /// Bytes of changes kept by default.
 pub const WATCH_RETAIN_BYTES: usize = 8 << 20;
 
-/// Bytes one answer carries at most (events of one command are never
-/// split, so one command's changes may go past it).
-pub const WATCH_ANSWER_BYTES: usize = 1 << 20;
+/// Bytes of changes one answer carries at most, well inside a client
+/// frame (1 MiB). The changes of one command are never split, so an answer
+/// holds at least one command's, which a command's own bound keeps small
+/// except for a lease ending with very many keys (see docs/node.md).
+pub const WATCH_ANSWER_BYTES: usize = 512 << 10;
 
 /// Bytes an event is counted for beside its key and value.
 const EVENT_OVERHEAD_BYTES: usize = 48;
@@ -84,18 +86,26 @@ impl WatchLog {
         let mut events = Vec::new();
         let mut bytes = 0;
         let mut last = None;
+        // Where the command of `last` began in `events`, to cut before it.
+        let mut command_start = 0;
         for event in self.events.range(start..) {
-            if bytes >= WATCH_ANSWER_BYTES && last != Some(event.index) {
-                return ClientResponse::Events {
-                    events,
-                    next: event.index,
-                };
+            if last != Some(event.index) {
+                command_start = events.len();
             }
-            last = Some(event.index);
             if event.key.starts_with(prefix) {
-                bytes += counted(event);
+                let more = bytes + counted(event);
+                if more > WATCH_ANSWER_BYTES && command_start > 0 {
+                    // This command's changes would not fit: they come next.
+                    events.truncate(command_start);
+                    return ClientResponse::Events {
+                        events,
+                        next: event.index,
+                    };
+                }
+                bytes = more;
                 events.push(event.clone());
             }
+            last = Some(event.index);
         }
         ClientResponse::Events {
             events,

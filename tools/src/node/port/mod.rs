@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use synod_client_proto::{
-    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, KvReply,
-    NodeStatus, APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
+    ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, KvOp,
+    KvReply, NodeStatus, APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
 };
 use synod_engine::archive::{deserialize, Aligned};
 use synod_engine::protocol::{ClientId, NodeId};
@@ -80,6 +80,12 @@ impl NodePort {
             ClientOp::AppendBatch { client, seq, items } => {
                 append_batch(group, ClientId(client), seq, &items).await
             }
+            // The leader's clock is the lease clock's alone: a client's
+            // renewing tick would keep every lease alive for ever.
+            ClientOp::Kv {
+                op: KvOp::Tick { .. },
+                ..
+            } => ClientError::LeaderOnly.into(),
             ClientOp::Kv { client, seq, op } => {
                 let status = group.status();
                 if status.leading && !self.renewals.renewed(id, status.promised) {
@@ -111,8 +117,13 @@ impl NodePort {
                 // The machine answers a log read with the response itself.
                 read(group.read_local(log_query(from, count)).await, as_response)
             }
-            ClientOp::GetPrefix { prefix, limit } => {
-                read(group.read(prefix_query(&prefix, limit)).await, as_response)
+            ClientOp::GetPrefix {
+                prefix,
+                after,
+                limit,
+            } => {
+                let query = prefix_query(&prefix, after.as_deref(), limit);
+                read(group.read(query).await, as_response)
             }
             ClientOp::Watch {
                 prefix,
