@@ -14,9 +14,9 @@ mod ports;
 mod support;
 
 use local_cluster::{leader, leader_other_than, raw_request, TestCluster};
-use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KvOp};
 use serde_json::Value;
 use support::{client, SYNOD};
+use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KvOp};
 
 fn one(cluster: &TestCluster, line: &str) -> Value {
     client(&["--cluster", &cluster.cluster_arg()], &[line.to_string()]).remove(0)

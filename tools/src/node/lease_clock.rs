@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures_executor::block_on;
+use futures_util::future::join_all;
 use synod_client_proto::KvOp;
 use synod_engine::protocol::{Ballot, GroupId};
 use synod_engine::runtime::node::NodeHandle;
@@ -69,39 +70,45 @@ pub fn start(
         })
 }
 
-/// Looks at each group once; false once the node has stopped.
+/// Looks at every group once, all at the same time (a group that cannot
+/// commit holds back only itself, until its leader steps down); false once
+/// the node has stopped.
 fn tick(handle: &NodeHandle, groups: u32, renewals: &Renewals) -> bool {
-    for group in 0..groups {
+    let statuses = block_on(join_all(
+        (0..groups).map(|group| handle.status(GroupId(group))),
+    ));
+    if statuses.iter().any(Option::is_none) {
+        return false;
+    }
+    let led = statuses
+        .into_iter()
+        .enumerate()
+        .filter_map(|(group, status)| status.filter(|s| s.leading).map(|s| (group as u32, s)));
+    block_on(join_all(led.map(|(group, status)| async move {
         let id = GroupId(group);
-        let Some(status) = block_on(handle.status(id)) else {
-            return false;
-        };
-        if !status.leading {
-            continue;
-        }
         if !renewals.renewed(group, status.promised) {
-            if propose_tick(handle, id, true) {
+            if propose_tick(handle, id, true).await {
                 renewals.set(group, status.promised);
             }
-            continue;
+            return;
         }
-        let due = match block_on(handle.read_local(id, next_due_query())) {
+        let due = match handle.read_local(id, next_due_query()).await {
             ReadOutcome::Value(answer) => parse_next_due(&answer),
             _ => None,
         };
         if due.is_some_and(|at| at <= now_ms()) {
-            propose_tick(handle, id, false);
+            propose_tick(handle, id, false).await;
         }
-    }
+    })));
     true
 }
 
 /// Proposes a tick stamped with this node's clock; whether it was applied.
-fn propose_tick(handle: &NodeHandle, group: GroupId, renew: bool) -> bool {
+async fn propose_tick(handle: &NodeHandle, group: GroupId, renew: bool) -> bool {
     let command = kv_command(&KvCommand {
         now_ms: now_ms(),
         op: KvOp::Tick { renew },
     });
-    let outcome = block_on(handle.propose(group, command));
+    let outcome = handle.propose(group, command).await;
     matches!(outcome, ProposeOutcome::Applied { .. })
 }
