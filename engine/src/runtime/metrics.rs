@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::protocol::GroupId;
-use crate::runtime::group::StatusView;
+use crate::runtime::status::StatusView;
 
 /// One group's metrics; cheap to clone (the values are shared).
 #[derive(Clone, Debug)]

@@ -17,6 +17,7 @@ pub mod options;
 mod peer_frames;
 mod requests;
 pub mod snapshot_file;
+mod status;
 mod window;
 
 pub use crate::group::{snapshot, Applying, Capture, StateMachine};

@@ -20,9 +20,9 @@ use synod_engine::protocol::{Ballot, GroupId};
 use synod_engine::runtime::node::NodeHandle;
 use synod_engine::runtime::{ProposeOutcome, ReadOutcome};
 
+use super::clock::now_ms;
 use super::kv::KvCommand;
 use super::machine::{kv_command, next_due_query, parse_next_due};
-use super::port::now_ms;
 
 /// How often each led group is looked at.
 pub const TICK_EVERY: Duration = Duration::from_millis(25);

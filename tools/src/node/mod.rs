@@ -7,6 +7,7 @@
 //! - [`client_error`]: every refusal a client can be told.
 
 pub mod client_error;
+pub mod clock;
 pub mod kv;
 pub mod lease_clock;
 pub mod log;

@@ -42,6 +42,7 @@ pub use self::feed::{CommitStream, SubscribeError};
 pub use self::start::start_group;
 use super::codec::{DecodeError, PeerFrame, KIND_PEER_MESSAGE};
 use super::metrics::GroupMetrics;
+pub use super::status::StatusView;
 use crate::group::snapshot::{SnapshotChunk, SnapshotError, SnapshotPolicy};
 pub use crate::group::{ProposeOutcome, ReadOutcome};
 use crate::protocol::{
@@ -383,26 +384,6 @@ impl GroupHandle {
     pub async fn stop(&self) {
         let _ = self.inputs.send(Inbound::Stop).await;
     }
-}
-
-/// A group's state as one node sees it, at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatusView {
-    /// Slots applied to the state machine (those below this one).
-    pub applied: Slot,
-    /// The log index of the next command to apply (a subscription from it
-    /// streams what is applied from now on).
-    pub next_index: LogIndex,
-    /// Every slot below is chosen, as this replica knows.
-    pub commit: Slot,
-    /// Whether this replica leads (Phase 1 done).
-    pub leading: bool,
-    /// Who it believes leads.
-    pub leader: Option<NodeId>,
-    /// The highest ballot it promised.
-    pub promised: Ballot,
-    /// The slot of its latest durable snapshot (0: none).
-    pub snapshot: Slot,
 }
 
 /// Status a group publishes after every step, for displays and tests.

@@ -13,7 +13,6 @@ mod outcome;
 mod watch;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use synod_client_proto::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, KvOp,
@@ -24,6 +23,7 @@ use synod_engine::protocol::{ClientId, NodeId};
 use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
 
 use super::client_error::ClientError;
+use super::clock::now_ms;
 use super::kv::KvCommand;
 use super::lease_clock::Renewals;
 use super::machine::{get_query, kv_command, log_query, prefix_query};
@@ -211,11 +211,4 @@ fn reply(response: ClientResponse) -> ClientReply {
 /// An owned copy of a request checked in place.
 fn owned(archived: &ArchivedClientRequest) -> Result<ClientRequest, ClientError> {
     deserialize::<ClientRequest>(archived).map_err(ClientError::MalformedRequest)
-}
-
-/// Milliseconds on this node's clock, stamped into KV commands it proposes.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
