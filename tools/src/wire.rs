@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use synod_client_proto::{ClientOp, ClientRequest, ClientResponse, KIND_CLIENT_REQUEST};
 use synod_net::{
-    client_proof, decode_redirect, FrameReader, Secret, KIND_CLIENT_CHALLENGE, KIND_CLIENT_PROOF,
-    KIND_REDIRECT, KIND_REPLY_REFUSED,
+    client_proof, decode_redirect, Frame, FrameReader, Secret, KIND_CLIENT_CHALLENGE,
+    KIND_CLIENT_PROOF, KIND_REDIRECT, KIND_REPLY_REFUSED,
 };
 use synod_wal::frame::{encode_frame, FrameError};
 
@@ -165,59 +165,73 @@ impl Connection {
         stream.set_write_timeout(Some(limit)).map_err(io)?;
         stream.write_all(&frame).map_err(io)?;
         loop {
-            while let Some(frame) = reader
-                .next_frame()
-                .map_err(|source| WireError::Frame { addr, source })?
-            {
-                if frame.kind == KIND_CLIENT_CHALLENGE {
-                    return Err(WireError::SecretRequired(addr));
-                }
-                // A reply to a request given up on earlier is skipped.
-                if frame.seq != id {
-                    continue;
-                }
-                if frame.kind == KIND_REPLY_REFUSED {
-                    let reason = String::from_utf8_lossy(&frame.body).into_owned();
-                    return Err(WireError::Refused { addr, reason });
-                }
-                if frame.kind == KIND_REDIRECT {
-                    return match decode_redirect(&frame.body) {
-                        Some((node, addr)) => Ok(Answer::Redirect { node: node.0, addr }),
-                        None => Err(WireError::BadReply {
-                            addr,
-                            reason: "malformed redirect".into(),
-                        }),
-                    };
-                }
-                return ClientResponse::decode(&frame.body)
-                    .map(Answer::Reply)
-                    .map_err(|reason| WireError::BadReply { addr, reason });
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(frame) = read_frame(stream, reader, addr, deadline)? else {
                 return Err(WireError::Timeout {
                     addr,
                     waited: limit,
                 });
+            };
+            if frame.kind == KIND_CLIENT_CHALLENGE {
+                return Err(WireError::SecretRequired(addr));
             }
-            stream.set_read_timeout(Some(left)).map_err(io)?;
-            match stream.read(reader.read_space()) {
-                Ok(0) => return Err(WireError::Closed(addr)),
-                Ok(n) => reader.filled(n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(WireError::Timeout {
+            // A reply to a request given up on earlier is skipped.
+            if frame.seq != id {
+                continue;
+            }
+            if frame.kind == KIND_REPLY_REFUSED {
+                let reason = String::from_utf8_lossy(&frame.body).into_owned();
+                return Err(WireError::Refused { addr, reason });
+            }
+            if frame.kind == KIND_REDIRECT {
+                return match decode_redirect(&frame.body) {
+                    Some((node, addr)) => Ok(Answer::Redirect { node: node.0, addr }),
+                    None => Err(WireError::BadReply {
                         addr,
-                        waited: limit,
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(WireError::Io { addr, source }),
+                        reason: "malformed redirect".into(),
+                    }),
+                };
             }
+            return ClientResponse::decode(&frame.body)
+                .map(Answer::Reply)
+                .map_err(|reason| WireError::BadReply { addr, reason });
+        }
+    }
+}
+
+/// The next whole frame from `stream`, waiting until `deadline`; `None`
+/// if none came in time.
+fn read_frame(
+    mut stream: &TcpStream,
+    reader: &mut FrameReader,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Result<Option<Frame>, WireError> {
+    loop {
+        if let Some(frame) = reader
+            .next_frame()
+            .map_err(|source| WireError::Frame { addr, source })?
+        {
+            return Ok(Some(frame));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let io = |source| WireError::Io { addr, source };
+        stream.set_read_timeout(Some(left)).map_err(io)?;
+        match stream.read(reader.read_space()) {
+            Ok(0) => return Err(WireError::Closed(addr)),
+            Ok(n) => reader.filled(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(WireError::Io { addr, source }),
         }
     }
 }
@@ -231,32 +245,8 @@ fn prove(
     deadline: Instant,
 ) -> Result<(), WireError> {
     let io = |source| WireError::Io { addr, source };
-    let challenge = loop {
-        if let Some(frame) = reader
-            .next_frame()
-            .map_err(|source| WireError::Frame { addr, source })?
-        {
-            break frame;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(WireError::NoChallenge(addr));
-        }
-        stream.set_read_timeout(Some(left)).map_err(io)?;
-        match stream.read(reader.read_space()) {
-            Ok(0) => return Err(WireError::Closed(addr)),
-            Ok(n) => reader.filled(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(WireError::NoChallenge(addr))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(WireError::Io { addr, source }),
-        }
+    let Some(challenge) = read_frame(stream, reader, addr, deadline)? else {
+        return Err(WireError::NoChallenge(addr));
     };
     if challenge.kind != KIND_CLIENT_CHALLENGE {
         return Err(WireError::NoChallenge(addr));

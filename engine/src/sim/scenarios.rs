@@ -435,13 +435,17 @@ fn a_deposed_leader_serves_no_stale_reads() {
 }
 
 /// Three replicas; "a", "b", "c" are chosen by the leader and one follower
-/// while the third is down. Then that follower's disk is lost, the leader
-/// crashes and the third replica comes back: the only two up are the one
-/// that forgot and the one that never knew. Returns the cluster and
-/// (leader, forgetful, stale).
-fn only_a_lost_disk_remembers(unsafely: bool) -> (Cluster, usize, usize, usize) {
+/// while the third is down. Then `forget` takes that follower's votes (its
+/// disk lost, say), the leader crashes and the third replica comes back:
+/// the only two up are the one that forgot and the one that never knew.
+/// `tweak` sets the run's options. Returns the cluster and (leader,
+/// forgetful, stale).
+fn only_a_forgetful_follower_remembers(
+    tweak: fn(&mut ClusterOptions),
+    forget: fn(&mut Cluster, usize),
+) -> (Cluster, usize, usize, usize) {
     let mut options = ClusterOptions::new(3, 21);
-    options.wiped_restart_unsafely = unsafely;
+    tweak(&mut options);
     let mut cluster = Cluster::new(options);
     let leader = wait_for_leader(&mut cluster);
     let (forgetful, stale) = ((leader + 1) % 3, (leader + 2) % 3);
@@ -454,10 +458,34 @@ fn only_a_lost_disk_remembers(unsafely: bool) -> (Cluster, usize, usize, usize) 
         "not chosen"
     );
     cluster.crash(forgetful);
-    cluster.wipe_and_rejoin(forgetful);
+    forget(&mut cluster, forgetful);
     cluster.crash(leader);
     cluster.start(stale);
     (cluster, leader, forgetful, stale)
+}
+
+/// The follower's disk is lost.
+fn only_a_lost_disk_remembers(unsafely: bool) -> (Cluster, usize, usize, usize) {
+    let tweak: fn(&mut ClusterOptions) = match unsafely {
+        true => |o| o.wiped_restart_unsafely = true,
+        false => |_| {},
+    };
+    only_a_forgetful_follower_remembers(tweak, Cluster::wipe_and_rejoin)
+}
+
+/// The follower's WAL loses everything after its first frame to damage.
+fn only_a_cut_tail_remembers(trust: bool) -> (Cluster, usize, usize) {
+    let tweak: fn(&mut ClusterOptions) = match trust {
+        true => |o| o.trust_cut_tail = true,
+        false => |_| {},
+    };
+    let cut_all_but_the_first = |cluster: &mut Cluster, node: usize| {
+        let frames = cluster.disk_writes(node) - 1;
+        cluster.cut_tail_and_start(node, frames);
+    };
+    let (cluster, leader, damaged, _) =
+        only_a_forgetful_follower_remembers(tweak, cut_all_but_the_first);
+    (cluster, leader, damaged)
 }
 
 /// Why a replica that lost its disk must not simply start again: with the
@@ -563,32 +591,6 @@ fn a_sweep_with_damaged_wal_tails_finds_nothing() {
         cut += stats.tails_cut;
     }
     assert!(cut >= 10, "only {cut} damaged tails over the sweep");
-}
-
-/// Three replicas; "a", "b", "c" are chosen by the leader and one follower
-/// while the third is down. Then the follower's WAL loses everything after
-/// its first frame to damage, the leader crashes and the third replica
-/// comes back. Returns the cluster and (leader, damaged).
-fn only_a_cut_tail_remembers(trust: bool) -> (Cluster, usize, usize) {
-    let mut options = ClusterOptions::new(3, 21);
-    options.trust_cut_tail = trust;
-    let mut cluster = Cluster::new(options);
-    let leader = wait_for_leader(&mut cluster);
-    let (damaged, stale) = ((leader + 1) % 3, (leader + 2) % 3);
-    cluster.crash(stale);
-    for value in ["a", "b", "c"] {
-        cluster.propose(leader, value);
-    }
-    assert!(
-        cluster.run_until(200, |c| c.acked().len() == 3),
-        "not chosen"
-    );
-    cluster.crash(damaged);
-    let frames = cluster.disk_writes(damaged) - 1;
-    cluster.cut_tail_and_start(damaged, frames);
-    cluster.crash(leader);
-    cluster.start(stale);
-    (cluster, leader, damaged)
 }
 
 /// Why a replica whose damaged WAL tail was cut must not vote at once:
