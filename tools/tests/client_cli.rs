@@ -180,13 +180,13 @@ fn completions_are_printed_for_each_shell() {
 /// are served, without it they are told the node asks for a secret.
 #[test]
 fn a_client_secret_keeps_out_clients_without_it() {
-    let mut cluster = TestCluster::new(1);
-    let client_secret = cluster.dir.path().join("client-secret");
+    // Made before the node starts, so that it starts once with it.
+    let secrets = tempfile::tempdir().unwrap();
+    let client_secret = secrets.path().join("client-secret");
     let made = synod(&["secret", "generate", client_secret.to_str().unwrap()]);
     assert!(made.status.success(), "{made:?}");
-    cluster.kill(0);
     let flag = client_secret.to_str().unwrap();
-    cluster.start_with(0, "secret", &["--client-secret-file", flag]);
+    let cluster = TestCluster::with_flags(1, &["--client-secret-file", flag]);
     let with = [
         "--cluster",
         &cluster.cluster_arg(),
@@ -200,7 +200,7 @@ fn a_client_secret_keeps_out_clients_without_it() {
             assert_eq!(replies[1]["value"], "v");
             break;
         }
-        assert!(Instant::now() < deadline, "{replies:?}");
+        assert!(Instant::now() < deadline, "{replies:?}\n{}", cluster.log(1));
         std::thread::sleep(Duration::from_millis(200));
     }
     let without = client(&["--cluster", &cluster.cluster_arg()], &["get k".into()]);

@@ -323,10 +323,7 @@ fn a_flood_of_connections_never_takes_the_descriptors_the_wal_needs() {
     use std::io::{BufRead, BufReader, Write as _};
     use std::process::{Command, Stdio};
 
-    let mut cluster = TestCluster::with_flags(1, &["--snapshot-every", "20"]);
-    cluster.kill(0);
-    cluster.nofile = Some(128);
-    cluster.start(0, "secret");
+    let mut cluster = TestCluster::with_limit(1, &["--snapshot-every", "20"], Some(128));
     leader(&cluster);
     let mut writer = Command::new(support::SYNOD)
         .args(["client", "--cluster", &cluster.cluster_arg()])

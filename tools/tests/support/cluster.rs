@@ -36,6 +36,12 @@ impl TestCluster {
     }
 
     pub fn with_flags(n: u64, extra: &[&str]) -> TestCluster {
+        TestCluster::with_limit(n, extra, None)
+    }
+
+    /// Nodes started with `extra` flags and, if given, that open-files
+    /// limit (from their first start: no restart frees their ports).
+    pub fn with_limit(n: u64, extra: &[&str], nofile: Option<u64>) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("secret"),
@@ -66,7 +72,7 @@ impl TestCluster {
             dir,
             nodes,
             extra,
-            nofile: None,
+            nofile,
         };
         for i in 0..n as usize {
             cluster.start(i, "secret");
