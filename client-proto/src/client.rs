@@ -53,6 +53,9 @@ mod wire {
         Watch {
             prefix: Vec<u8>,
             from: u64,
+            /// Changes at `from` already seen (an answer may stop within
+            /// one command's changes): the answer's `next_skip`.
+            skip: u32,
             wait_ms: u32,
         },
         /// Who leads, and this node's commit and applied points (answered
@@ -151,7 +154,12 @@ mod wire {
         /// short (ask again after the last key).
         Pairs { pairs: Vec<KeyValue>, more: bool },
         /// A watch's changes, in log order; ask again from `next`.
-        Events { events: Vec<WatchEvent>, next: u64 },
+        /// Ask again from `next`, skipping `next_skip` changes there.
+        Events {
+            events: Vec<WatchEvent>,
+            next: u64,
+            next_skip: u32,
+        },
         /// The changes before log index `first` are no longer kept here:
         /// read the state (`GetPrefix`) and watch from a later index.
         Compacted { first: u64 },

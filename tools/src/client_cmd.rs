@@ -488,7 +488,7 @@ impl Session {
                     .collect();
                 json!({"ok": true, "kvs": kvs, "more": more})
             }
-            ClientResponse::Events { events, next } => {
+            ClientResponse::Events { events, next, .. } => {
                 json!({"ok": true, "events": events.len(), "next": next})
             }
             ClientResponse::Compacted { first } => {

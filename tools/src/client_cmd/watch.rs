@@ -68,12 +68,14 @@ pub(super) fn parse(line: &str) -> Option<Result<Watch, String>> {
 pub(super) fn run(session: &mut Session, watch: Watch) -> Result<(), Value> {
     // u64::MAX asks a node for its next change on.
     let mut from = watch.from.unwrap_or(u64::MAX);
+    let mut skip = 0;
     let mut seen = 0;
     let mut last_answer = Instant::now();
     while watch.count.is_none_or(|count| seen < count) {
         let op = ClientOp::Watch {
             prefix: watch.prefix.clone(),
             from,
+            skip,
             wait_ms: WAIT_MS,
         };
         let target = session.target;
@@ -93,7 +95,11 @@ pub(super) fn run(session: &mut Session, watch: Watch) -> Result<(), Value> {
         };
         last_answer = Instant::now();
         match response {
-            ClientResponse::Events { events, next } => {
+            ClientResponse::Events {
+                events,
+                next,
+                next_skip,
+            } => {
                 for event in events {
                     if watch.count.is_some_and(|count| seen >= count) {
                         return Ok(());
@@ -101,7 +107,7 @@ pub(super) fn run(session: &mut Session, watch: Watch) -> Result<(), Value> {
                     println!("{}", render(&event));
                     seen += 1;
                 }
-                from = next;
+                (from, skip) = (next, next_skip);
             }
             ClientResponse::Compacted { first } => {
                 return Err(json!({

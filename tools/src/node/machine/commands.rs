@@ -127,16 +127,20 @@ pub(super) fn parse_prefix_query(arguments: &[u8]) -> Option<PrefixQuery<'_>> {
 
 /// A query for the store's changes to keys starting with `prefix` from
 /// log index `from`.
-pub fn watch_query(prefix: &[u8], from: u64) -> Bytes {
+/// The changes under `prefix` at log index `from`, the first `skip` of
+/// them already seen, and after.
+pub fn watch_query(prefix: &[u8], from: u64, skip: u32) -> Bytes {
     let mut arguments = from.to_le_bytes().to_vec();
+    arguments.extend_from_slice(&skip.to_le_bytes());
     arguments.extend_from_slice(prefix);
     tagged(QUERY_WATCH, &arguments)
 }
 
-/// A watch query's `(from, prefix)`.
-pub(super) fn parse_watch_query(arguments: &[u8]) -> Option<(u64, &[u8])> {
-    let (from, prefix) = arguments.split_first_chunk::<8>()?;
-    Some((u64::from_le_bytes(*from), prefix))
+/// A watch query's `(from, skip, prefix)`.
+pub(super) fn parse_watch_query(arguments: &[u8]) -> Option<(u64, u32, &[u8])> {
+    let (from, rest) = arguments.split_first_chunk::<8>()?;
+    let (skip, prefix) = rest.split_first_chunk::<4>()?;
+    Some((u64::from_le_bytes(*from), u32::from_le_bytes(*skip), prefix))
 }
 
 /// A query for the earliest time a key or a lease comes due.

@@ -157,8 +157,9 @@ impl StateMachine for NodeMachine {
                 None => malformed(),
             },
             Some((&QUERY_WATCH, arguments)) => match parse_watch_query(arguments) {
-                Some((from, prefix)) => {
-                    Bytes::from(self.watch.read(prefix, from, self.next_index).encode())
+                Some((from, skip, prefix)) => {
+                    let answer = self.watch.read(prefix, from, skip, self.next_index);
+                    Bytes::from(answer.encode())
                 }
                 None => malformed(),
             },

@@ -268,7 +268,7 @@ fn apply_kv(machine: &mut NodeMachine, index: u64, now_ms: u64, op: KvOp) {
 }
 
 fn watched(machine: &NodeMachine, prefix: &[u8], from: u64) -> ClientResponse {
-    ClientResponse::decode(&machine.query(&watch_query(prefix, from))).unwrap()
+    ClientResponse::decode(&machine.query(&watch_query(prefix, from, 0))).unwrap()
 }
 
 fn put_op(key: &str, value: &str) -> KvOp {
@@ -298,13 +298,13 @@ fn watches_read_the_changes_under_a_prefix_from_an_index() {
             key: b"svc/a".to_vec(),
         },
     );
-    let ClientResponse::Events { events, next } = watched(&machine, b"svc/", 0) else {
+    let ClientResponse::Events { events, next, .. } = watched(&machine, b"svc/", 0) else {
         panic!("not events");
     };
     let seen: Vec<(u64, EventKind)> = events.iter().map(|e| (e.index, e.kind)).collect();
     assert_eq!(seen, [(1, EventKind::Put), (3, EventKind::Delete)]);
     assert_eq!(next, 4);
-    let ClientResponse::Events { events, next } = watched(&machine, b"svc/", 2) else {
+    let ClientResponse::Events { events, next, .. } = watched(&machine, b"svc/", 2) else {
         panic!("not events");
     };
     assert_eq!((events.len(), next), (1, 4));
@@ -313,7 +313,8 @@ fn watches_read_the_changes_under_a_prefix_from_an_index() {
         watched(&machine, b"", u64::MAX),
         ClientResponse::Events {
             events: vec![],
-            next: 4
+            next: 4,
+            next_skip: 0
         }
     );
     assert_eq!(
@@ -338,7 +339,7 @@ fn a_restored_machine_watches_only_from_its_snapshot_on() {
         ClientResponse::Compacted { first: 3 }
     );
     apply_kv(&mut restored, 3, 5, put_op("k", "3"));
-    let ClientResponse::Events { events, next } = watched(&restored, b"", 3) else {
+    let ClientResponse::Events { events, next, .. } = watched(&restored, b"", 3) else {
         panic!("not events");
     };
     assert_eq!((events.len(), next), (1, 4));
@@ -355,35 +356,29 @@ fn the_watch_history_is_bounded_and_says_where_it_starts() {
             value: Some(b"v".to_vec()),
         }]);
     }
-    let ClientResponse::Compacted { first } = log.read(b"", 0, 100) else {
+    let ClientResponse::Compacted { first } = log.read(b"", 0, 0, 100) else {
         panic!("the oldest changes are kept beyond the bound");
     };
     assert!(first > 80 && first < 100, "{first}");
-    let ClientResponse::Events { events, next } = log.read(b"", first, 100) else {
+    let ClientResponse::Events { events, next, .. } = log.read(b"", first, 0, 100) else {
         panic!("not events");
     };
     assert_eq!(events.len() as u64, 100 - first);
     assert_eq!(next, 100);
 }
 
-#[test]
-fn a_watch_answer_stays_within_its_budget_and_resumes_where_it_stopped() {
-    let mut log = WatchLog::new(64 << 20, 0);
-    let value = vec![b'v'; 100 << 10];
-    // 20 commands of two 100 KiB puts each: 4 MB of changes.
-    for index in 0..20u64 {
-        let put = |key: &str| WatchEvent {
-            index,
-            kind: EventKind::Put,
-            key: key.as_bytes().to_vec(),
-            value: Some(value.clone()),
-        };
-        log.push([put("a"), put("b")]);
-    }
-    let mut from = 0;
+/// Reads every change from index 0 through answers of at most the budget,
+/// going on from each answer's `next` and `next_skip`.
+fn read_all(log: &WatchLog, next_index: u64) -> Vec<(u64, Vec<u8>)> {
+    let (mut from, mut skip) = (0, 0);
     let mut seen = Vec::new();
-    while from < 20 {
-        let ClientResponse::Events { events, next } = log.read(b"", from, 20) else {
+    loop {
+        let ClientResponse::Events {
+            events,
+            next,
+            next_skip,
+        } = log.read(b"", from, skip, next_index)
+        else {
             panic!("not events");
         };
         let bytes: usize = events
@@ -391,10 +386,32 @@ fn a_watch_answer_stays_within_its_budget_and_resumes_where_it_stopped() {
             .map(|e| e.key.len() + e.value.as_ref().map_or(0, Vec::len))
             .sum();
         assert!(bytes <= super::watch::WATCH_ANSWER_BYTES, "{bytes}");
-        assert!(next > from, "no progress from {from}");
+        if events.is_empty() {
+            return seen;
+        }
+        assert!((next, next_skip) > (from, skip), "no progress from {from}");
         seen.extend(events.iter().map(|e| (e.index, e.key.clone())));
-        from = next;
+        (from, skip) = (next, next_skip);
     }
-    assert_eq!(seen.len(), 40, "every change once");
+}
+
+#[test]
+fn a_watch_answer_stays_within_its_budget_and_resumes_where_it_stopped() {
+    let mut log = WatchLog::new(64 << 20, 0);
+    let value = vec![b'v'; 100 << 10];
+    let put = |index, key: String| WatchEvent {
+        index,
+        kind: EventKind::Put,
+        key: key.into_bytes(),
+        value: Some(value.clone()),
+    };
+    // 20 commands of two 100 KiB puts each, then one command (a lease
+    // ending, say) with 30 changes of 100 KiB: 7 MB of changes.
+    for index in 0..20u64 {
+        log.push([put(index, "a".into()), put(index, "b".into())]);
+    }
+    log.push((0..30).map(|k| put(20, format!("k{k:02}"))));
+    let seen = read_all(&log, 21);
+    assert_eq!(seen.len(), 70, "every change once");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
 }

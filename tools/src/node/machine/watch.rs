@@ -9,9 +9,9 @@ use synod_client_proto::{ClientResponse, WatchEvent};
 pub const WATCH_RETAIN_BYTES: usize = 8 << 20;
 
 /// Bytes of changes one answer carries at most, well inside a client
-/// frame (1 MiB). The changes of one command are never split, so an answer
-/// holds at least one command's, which a command's own bound keeps small
-/// except for a lease ending with very many keys (see docs/node.md).
+/// frame (1 MiB); one change, bounded by a command's size, always fits.
+/// An answer may stop within one command's changes (a lease ending with
+/// very many keys): the next goes on from there.
 pub const WATCH_ANSWER_BYTES: usize = 512 << 10;
 
 /// Bytes an event is counted for beside its key and value.
@@ -66,15 +66,17 @@ impl WatchLog {
         }
     }
 
-    /// The changes at `from` and after to keys starting with `prefix`,
-    /// about [`WATCH_ANSWER_BYTES`] at most, ending at a command's
-    /// boundary; `next_index` is the index after the last command applied.
-    /// `from` u64::MAX asks for none, only where the next change will be.
-    pub fn read(&self, prefix: &[u8], from: u64, next_index: u64) -> ClientResponse {
+    /// The changes at `from` and after to keys starting with `prefix`, the
+    /// first `skip` of those at `from` left out (seen already), at most
+    /// [`WATCH_ANSWER_BYTES`] of them (one at least); `next_index` is the
+    /// index after the last command applied. `from` u64::MAX asks for
+    /// none, only where the next change will be.
+    pub fn read(&self, prefix: &[u8], from: u64, skip: u32, next_index: u64) -> ClientResponse {
         if from == u64::MAX {
             return ClientResponse::Events {
                 events: Vec::new(),
                 next: next_index,
+                next_skip: 0,
             };
         }
         if from < self.complete_from {
@@ -85,31 +87,39 @@ impl WatchLog {
         let start = self.events.partition_point(|e| e.index < from);
         let mut events = Vec::new();
         let mut bytes = 0;
-        let mut last = None;
-        // Where the command of `last` began in `events`, to cut before it.
-        let mut command_start = 0;
+        // The index of the last change taken, and how many changes at it
+        // the watcher has then seen (those of earlier answers included).
+        let (mut at, mut seen_at) = (from, skip);
+        let mut to_skip = skip;
         for event in self.events.range(start..) {
-            if last != Some(event.index) {
-                command_start = events.len();
+            if !event.key.starts_with(prefix) {
+                continue;
             }
-            if event.key.starts_with(prefix) {
-                let more = bytes + counted(event);
-                if more > WATCH_ANSWER_BYTES && command_start > 0 {
-                    // This command's changes would not fit: they come next.
-                    events.truncate(command_start);
-                    return ClientResponse::Events {
-                        events,
-                        next: event.index,
-                    };
-                }
-                bytes = more;
-                events.push(event.clone());
+            if event.index == from && to_skip > 0 {
+                to_skip -= 1;
+                continue;
             }
-            last = Some(event.index);
+            if event.index != at {
+                (at, seen_at) = (event.index, 0);
+            }
+            let more = bytes + counted(event);
+            if more > WATCH_ANSWER_BYTES && !events.is_empty() {
+                return ClientResponse::Events {
+                    events,
+                    next: at,
+                    next_skip: seen_at,
+                };
+            }
+            bytes = more;
+            events.push(event.clone());
+            seen_at += 1;
         }
+        let next = next_index.max(from);
+        let next_skip = if next == from { skip } else { 0 };
         ClientResponse::Events {
             events,
-            next: next_index.max(from),
+            next,
+            next_skip,
         }
     }
 }

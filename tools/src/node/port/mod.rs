@@ -128,8 +128,9 @@ impl NodePort {
             ClientOp::Watch {
                 prefix,
                 from,
+                skip,
                 wait_ms,
-            } => watch(group, &prefix, from, wait_ms).await,
+            } => watch(group, &prefix, from, skip, wait_ms).await,
             ClientOp::Status => {
                 let status = group.status();
                 ClientResponse::Status {

@@ -21,21 +21,26 @@ pub(super) async fn watch(
     group: LocalGroup<'_>,
     prefix: &[u8],
     mut from: u64,
+    mut skip: u32,
     wait_ms: u32,
 ) -> ClientResponse {
     let until = Instant::now() + WATCH_WAIT_MAX.min(Duration::from_millis(wait_ms.into()));
     loop {
         let answer = read(
-            group.read_local(watch_query(prefix, from)).await,
+            group.read_local(watch_query(prefix, from, skip)).await,
             as_response,
         );
         match answer {
-            ClientResponse::Events { ref events, next } if events.is_empty() => {
+            ClientResponse::Events {
+                ref events,
+                next,
+                next_skip,
+            } if events.is_empty() => {
                 if Instant::now() >= until {
                     return answer;
                 }
                 // Nothing under the prefix up to `next`: look from there.
-                from = next;
+                (from, skip) = (next, next_skip);
                 glommio::timer::sleep(POLL).await;
             }
             answer => return answer,
