@@ -100,6 +100,8 @@ mod wire {
             /// The lease asked for.
             id: u64,
         },
+        /// The lease is revoked and its keys deleted.
+        Revoked,
     }
 }
 

@@ -477,6 +477,7 @@ impl Session {
                 KvReply::Lease { id, ttl_ms } => {
                     json!({"ok": true, "index": index, "lease": id, "ttl_ms": ttl_ms})
                 }
+                KvReply::Revoked => json!({"ok": true, "index": index}),
                 KvReply::NoLease { id } => {
                     json!({"ok": false, "error": format!("no lease {id}: never granted, expired or revoked")})
                 }

@@ -107,6 +107,7 @@ fn a_lease_kept_alive_outlives_its_ttl_and_a_failover_and_revoke_ends_it() {
     }
     let revoked = one(&cluster, &format!("lease revoke {id}"));
     assert_eq!(revoked["ok"], true, "{revoked}");
+    assert!(revoked.get("previous").is_none(), "{revoked}");
     assert!(one(&cluster, "get lock/holder")["value"].is_null());
 }
 

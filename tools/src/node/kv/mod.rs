@@ -272,7 +272,7 @@ impl Kv {
             },
             KvOp::LeaseRevoke { id } => {
                 if self.end_lease(id, EventKind::Delete, changes) {
-                    KvReply::Done(None)
+                    KvReply::Revoked
                 } else {
                     KvReply::NoLease { id }
                 }

@@ -164,7 +164,7 @@ fn a_lease_keeps_its_keys_until_it_expires_or_is_revoked() {
     run_at(&mut kv, 18, 2_000, KvOp::LeaseGrant { ttl_ms: 10_000 });
     run_at(&mut kv, 19, 2_000, put_lease("x", 18));
     let (revoked, events) = run_at(&mut kv, 20, 2_000, KvOp::LeaseRevoke { id: 18 });
-    assert_eq!(revoked, KvReply::Done(None));
+    assert_eq!(revoked, KvReply::Revoked);
     assert_eq!(events[0].kind, EventKind::Delete);
     assert_eq!(kv.get(b"x"), None);
     assert_eq!(kv.next_deadline(), None);
@@ -319,7 +319,7 @@ impl Model {
                     return KvReply::NoLease { id };
                 }
                 self.entries.retain(|_, (_, _, lease)| *lease != Some(id));
-                KvReply::Done(None)
+                KvReply::Revoked
             }
             KvOp::Tick { .. } => KvReply::Done(None),
         }
