@@ -146,9 +146,13 @@ fn lines_of(mut child: Child) -> Vec<Value> {
 fn a_watch_streams_changes_under_its_prefix_and_resumes_from_an_index() {
     let cluster = TestCluster::new(3);
     leader(&cluster);
-    let live = watcher(&cluster, "watch app/ --count 4");
-    // Let the watch find where "now" is before the writes.
-    std::thread::sleep(Duration::from_millis(500));
+    // From just past a mark, so that the watch sees the writes below
+    // however late it starts.
+    let mark = one(&cluster, "put mark 0")["index"].as_u64().unwrap();
+    let live = watcher(
+        &cluster,
+        &format!("watch app/ --from {} --count 4", mark + 1),
+    );
     let lines = [
         "put app/x 1",
         "put elsewhere 2",
