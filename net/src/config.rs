@@ -43,6 +43,10 @@ pub struct PeerConfig {
     /// one opaque number (the engine packs its session bounds into it);
     /// connections declaring another are refused. 0 by default.
     pub compat: u64,
+    /// Encrypt the bodies of data frames (ChaCha20 under the batch MAC);
+    /// off by default: frames are then authenticated, not secret. Both
+    /// ends must agree, or the handshake refuses (`Incompatible`).
+    pub encrypt: bool,
     /// This node.
     pub node_id: NodeId,
     /// This executor's core index; both ends of a connection must agree.
@@ -110,6 +114,7 @@ impl PeerConfig {
         PeerConfig {
             cluster_id,
             compat: 0,
+            encrypt: false,
             node_id,
             core: 0,
             secret,

@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! dialer (lower id)                                   acceptor
-//!   HELLO cluster, compat, dialer, acceptor, core, nonce_d
-//!                                                  ──▶ checks cluster, compat, ids, core
-//!   checks cluster, compat, id, core
-//!                ◀── CHALLENGE cluster, compat, acceptor, core, nonce_a
+//!   HELLO cluster, compat, encrypt, dialer, acceptor, core, nonce_d
+//!                                                  ──▶ checks cluster, compat, encrypt, ids, core
+//!   checks cluster, compat, encrypt, id, core
+//!                ◀── CHALLENGE cluster, compat, encrypt, acceptor, core, nonce_a
 //!   PROOF mac_d                                    ──▶ verifies mac_d
 //!   verifies mac_a           ◀── WELCOME mac_a          data frames follow
 //! ```
@@ -17,7 +17,7 @@
 //! the cluster (the engine puts its session bounds there), compared as an
 //! opaque number.
 //!
-//! `mac_x = HMAC-SHA256(secret, label_x ‖ cluster ‖ compat ‖ dialer ‖
+//! `mac_x = HMAC-SHA256(secret, label_x ‖ cluster ‖ compat ‖ encrypt ‖ dialer ‖
 //! acceptor ‖ core ‖ nonce_d ‖ nonce_a)`, with a different label per role so one side's
 //! proof can never be replayed as the other's. The same construction with
 //! two more labels gives each direction its key for the data frames that
@@ -102,6 +102,8 @@ pub struct Hello {
     pub cluster_id: u64,
     /// The dialer's embedder's compatibility number.
     pub compat: u64,
+    /// Whether the dialer encrypts frame bodies.
+    pub encrypt: bool,
     /// The dialer.
     pub dialer: NodeId,
     /// The node the dialer means to reach.
@@ -119,6 +121,8 @@ pub struct Challenge {
     pub cluster_id: u64,
     /// The acceptor's embedder's compatibility number.
     pub compat: u64,
+    /// Whether the acceptor encrypts frame bodies.
+    pub encrypt: bool,
     /// The acceptor.
     pub acceptor: NodeId,
     /// The acceptor's core.
@@ -128,9 +132,9 @@ pub struct Challenge {
 }
 
 /// Bytes of a HELLO body.
-pub const HELLO_BYTES: usize = 8 + 8 + 8 + 8 + 4 + NONCE_BYTES;
+pub const HELLO_BYTES: usize = 8 + 8 + 1 + 8 + 8 + 4 + NONCE_BYTES;
 /// Bytes of a CHALLENGE body.
-pub const CHALLENGE_BYTES: usize = 8 + 8 + 8 + 4 + NONCE_BYTES;
+pub const CHALLENGE_BYTES: usize = 8 + 8 + 1 + 8 + 4 + NONCE_BYTES;
 
 /// A little-endian cursor that fails instead of panicking.
 struct Cursor<'a>(&'a [u8]);
@@ -147,6 +151,13 @@ impl Cursor<'_> {
     fn u32(&mut self) -> Option<u32> {
         self.take().map(u32::from_le_bytes)
     }
+    fn flag(&mut self) -> Option<bool> {
+        match self.take::<1>()? {
+            [0] => Some(false),
+            [1] => Some(true),
+            _ => None,
+        }
+    }
 }
 
 impl Hello {
@@ -155,6 +166,7 @@ impl Hello {
         let mut out = Vec::with_capacity(HELLO_BYTES);
         out.extend_from_slice(&self.cluster_id.to_le_bytes());
         out.extend_from_slice(&self.compat.to_le_bytes());
+        out.push(u8::from(self.encrypt));
         out.extend_from_slice(&self.dialer.0.to_le_bytes());
         out.extend_from_slice(&self.acceptor.0.to_le_bytes());
         out.extend_from_slice(&self.core.to_le_bytes());
@@ -171,6 +183,7 @@ impl Hello {
         Some(Hello {
             cluster_id: c.u64()?,
             compat: c.u64()?,
+            encrypt: c.flag()?,
             dialer: NodeId(c.u64()?),
             acceptor: NodeId(c.u64()?),
             core: c.u32()?,
@@ -185,6 +198,7 @@ impl Challenge {
         let mut out = Vec::with_capacity(CHALLENGE_BYTES);
         out.extend_from_slice(&self.cluster_id.to_le_bytes());
         out.extend_from_slice(&self.compat.to_le_bytes());
+        out.push(u8::from(self.encrypt));
         out.extend_from_slice(&self.acceptor.0.to_le_bytes());
         out.extend_from_slice(&self.core.to_le_bytes());
         out.extend_from_slice(&self.nonce);
@@ -200,6 +214,7 @@ impl Challenge {
         Some(Challenge {
             cluster_id: c.u64()?,
             compat: c.u64()?,
+            encrypt: c.flag()?,
             acceptor: NodeId(c.u64()?),
             core: c.u32()?,
             nonce: c.take()?,
@@ -223,6 +238,9 @@ pub struct Transcript {
     pub cluster_id: u64,
     /// Shared compatibility number.
     pub compat: u64,
+    /// Whether frame bodies are encrypted (in the proofs, so a stripped
+    /// flag fails them).
+    pub encrypt: bool,
     /// The dialer.
     pub dialer: NodeId,
     /// The acceptor.
@@ -251,6 +269,7 @@ impl Transcript {
         mac.update(label);
         mac.update(&self.cluster_id.to_le_bytes());
         mac.update(&self.compat.to_le_bytes());
+        mac.update(&[u8::from(self.encrypt)]);
         mac.update(&self.dialer.0.to_le_bytes());
         mac.update(&self.acceptor.0.to_le_bytes());
         mac.update(&self.core.to_le_bytes());
@@ -294,6 +313,7 @@ mod tests {
         Transcript {
             cluster_id: 9,
             compat: 4,
+            encrypt: false,
             dialer: NodeId(1),
             acceptor: NodeId(2),
             core: 0,
@@ -316,6 +336,9 @@ mod tests {
         let mut other = t;
         other.compat += 1;
         assert!(!other.verify(&secret, Role::Dialer, &proof));
+        let mut other = t;
+        other.encrypt = true;
+        assert!(!other.verify(&secret, Role::Dialer, &proof));
         assert!(!t.verify(&secret, Role::Dialer, &proof[..31]));
     }
 
@@ -324,6 +347,7 @@ mod tests {
         let hello = Hello {
             cluster_id: 3,
             compat: 11,
+            encrypt: true,
             dialer: NodeId(1),
             acceptor: NodeId(2),
             core: 5,
@@ -331,9 +355,13 @@ mod tests {
         };
         assert_eq!(Hello::decode(&hello.encode()), Some(hello));
         assert_eq!(Hello::decode(&hello.encode()[1..]), None);
+        let mut bad_flag = hello.encode();
+        bad_flag[16] = 2;
+        assert_eq!(Hello::decode(&bad_flag), None);
         let challenge = Challenge {
             cluster_id: 3,
             compat: 11,
+            encrypt: false,
             acceptor: NodeId(2),
             core: 5,
             nonce: nonce(),

@@ -101,6 +101,8 @@ enum BodyAt {
 struct FrameAt {
     kind: u16,
     seq: u64,
+    /// Where its header starts in `inline`.
+    header: usize,
     body: BodyAt,
 }
 
@@ -148,21 +150,32 @@ impl Batch {
                     Body::Slice(b) => b,
                     Body::Bytes(b) => b.as_ref(),
                 };
-                let start = self.inline.len() + FRAME_HEADER_BYTES;
+                let header = self.inline.len();
                 let body = BodyAt::Inline {
-                    start,
+                    start: header + FRAME_HEADER_BYTES,
                     len: bytes.len(),
                 };
-                self.frames_at.push(FrameAt { kind, seq, body });
+                self.frames_at.push(FrameAt {
+                    kind,
+                    seq,
+                    header,
+                    body,
+                });
                 encode_frame(kind, seq, bytes, &mut self.inline)
                     .expect("length checked, buffer aligned")
             }
             Some(b) => {
-                let header = encode_frame_header(kind, seq, b).expect("length checked");
-                self.inline.extend_from_slice(&header);
+                let header = self.inline.len();
+                let bytes = encode_frame_header(kind, seq, b).expect("length checked");
+                self.inline.extend_from_slice(&bytes);
                 self.close_inline();
                 let body = BodyAt::Part(self.parts.len());
-                self.frames_at.push(FrameAt { kind, seq, body });
+                self.frames_at.push(FrameAt {
+                    kind,
+                    seq,
+                    header,
+                    body,
+                });
                 self.parts.push(Part::Shared(b.clone()));
                 let total = frame_bytes(b.len());
                 let padding = total - FRAME_HEADER_BYTES - b.len();
@@ -200,6 +213,33 @@ impl Batch {
                 },
             };
             visit(frame.kind, frame.seq, body);
+        }
+    }
+
+    /// Rewrites each frame's body in place, in order, keeping its length
+    /// (encryption), and its header's checksum to match. A shared body is
+    /// copied first: it is the caller's.
+    pub(crate) fn transform_bodies(&mut self, mut transform: impl FnMut(&mut [u8])) {
+        for frame in &self.frames_at {
+            let header = match frame.body {
+                BodyAt::Inline { start, len } => {
+                    let body = &mut self.inline[start..start + len];
+                    transform(body);
+                    encode_frame_header(frame.kind, frame.seq, body)
+                }
+                BodyAt::Part(index) => {
+                    let Part::Shared(body) = &self.parts[index] else {
+                        unreachable!("a shared body's part is shared")
+                    };
+                    let mut copy = body.to_vec();
+                    transform(&mut copy);
+                    let header = encode_frame_header(frame.kind, frame.seq, &copy);
+                    self.parts[index] = Part::Shared(Bytes::from(copy));
+                    header
+                }
+            };
+            let header = header.expect("the length was checked when the frame was queued");
+            self.inline[frame.header..frame.header + FRAME_HEADER_BYTES].copy_from_slice(&header);
         }
     }
 

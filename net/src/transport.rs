@@ -474,6 +474,7 @@ async fn accept_handshake(
     let challenge = Challenge {
         cluster_id: shared.config.cluster_id,
         compat: shared.config.compat,
+        encrypt: shared.config.encrypt,
         acceptor: shared.config.node_id,
         core: shared.config.core,
         nonce: handshake::nonce(),
@@ -509,8 +510,12 @@ fn check_hello(
         );
         return Err((RefuseReason::WrongCluster, detail));
     }
-    if hello.compat != config.compat {
-        return Err(incompatible(hello.dialer, hello.compat, config.compat));
+    if (hello.compat, hello.encrypt) != (config.compat, config.encrypt) {
+        return Err(incompatible(
+            hello.dialer,
+            (hello.compat, hello.encrypt),
+            config,
+        ));
     }
     if hello.acceptor != config.node_id {
         let detail = format!("dialed {}, this is {}", hello.acceptor, config.node_id);
@@ -531,11 +536,18 @@ fn check_hello(
     Ok(())
 }
 
-fn incompatible(peer: NodeId, theirs: u64, ours: u64) -> Refusal {
-    let detail = format!(
-        "{peer} declares compat {theirs:#018x}, this node {ours:#018x}: \
-         a build whose replicas would not agree with ours"
-    );
+fn incompatible(peer: NodeId, (compat, encrypt): (u64, bool), ours: &PeerConfig) -> Refusal {
+    let detail = if encrypt != ours.encrypt {
+        let says = |e| if e { "encrypts" } else { "does not encrypt" };
+        let (theirs, mine) = (says(encrypt), says(ours.encrypt));
+        format!("{peer} {theirs} frame bodies, this node {mine}: set both alike")
+    } else {
+        format!(
+            "{peer} declares compat {compat:#018x}, this node {:#018x}: \
+             a build whose replicas would not agree with ours",
+            ours.compat
+        )
+    };
     (RefuseReason::Incompatible, detail)
 }
 
@@ -543,6 +555,7 @@ fn transcript(hello: &Hello, challenge: &Challenge) -> Transcript {
     Transcript {
         cluster_id: hello.cluster_id,
         compat: hello.compat,
+        encrypt: hello.encrypt,
         dialer: hello.dialer,
         acceptor: hello.acceptor,
         core: hello.core,
@@ -562,6 +575,7 @@ async fn dial_handshake(
     let hello = Hello {
         cluster_id: config.cluster_id,
         compat: config.compat,
+        encrypt: config.encrypt,
         dialer: config.node_id,
         acceptor: peer,
         core: config.core,
@@ -604,8 +618,8 @@ fn check_challenge(config: &PeerConfig, peer: NodeId, c: &Challenge) -> Result<(
         );
         return Err((RefuseReason::WrongCluster, detail));
     }
-    if c.compat != config.compat {
-        return Err(incompatible(peer, c.compat, config.compat));
+    if (c.compat, c.encrypt) != (config.compat, config.encrypt) {
+        return Err(incompatible(peer, (c.compat, c.encrypt), config));
     }
     if c.acceptor != peer {
         let detail = format!("dialed {peer}, answered by {}", c.acceptor);
@@ -731,9 +745,10 @@ async fn run_connection(
     // A writer's batch is at most its queue's bound plus one frame.
     let batch_bytes_max =
         shared.config.peer_queue_bytes_max + shared.config.frame_body_bytes_max as usize;
-    let opener = Opener::new(&keys.receive, batch_bytes_max);
+    let encrypt = shared.config.encrypt;
+    let opener = Opener::new(&keys.receive, encrypt, batch_bytes_max);
     let reading = read_loop(shared, peer, &mut r, reader, opener);
-    let mut sealer = Sealer::new(&keys.send);
+    let mut sealer = Sealer::new(&keys.send, encrypt);
     let seal = |batch: &mut Batch| sealer.seal(batch);
     let writing = write_loop(&mut w, socket, &slot.queue, seal, |frames, bytes| {
         bump(&counters.frames_sent, frames);

@@ -62,12 +62,22 @@ fn mixed_body(i: u64) -> Vec<u8> {
 
 #[test]
 fn large_frames_shared_or_copied_flow_in_order_with_small_ones() {
-    run(|| async {
+    mixed_frames_flow_in_order(false);
+}
+
+#[test]
+fn encrypted_frames_shared_or_copied_flow_in_order() {
+    mixed_frames_flow_in_order(true);
+}
+
+fn mixed_frames_flow_in_order(encrypt: bool) {
+    run(move || async move {
         let nodes = [(1, free_addr()), (2, free_addr())];
-        let mut c1 = config(1, &nodes);
+        let (mut c1, mut c2) = (config(1, &nodes), config(2, &nodes));
         c1.peer_queue_bytes_max = 256 << 10;
+        (c1.encrypt, c2.encrypt) = (encrypt, encrypt);
         let (t1, _in1) = Transport::start(c1).unwrap();
-        let (_t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        let (_t2, mut in2) = Transport::start(c2).unwrap();
         let frames = 400;
         let receiving = async {
             for i in 0..frames {
@@ -146,6 +156,15 @@ fn another_compat_is_refused() {
 }
 
 #[test]
+fn a_peer_that_encrypts_and_one_that_does_not_are_refused() {
+    refused(
+        |c| c.encrypt = true,
+        RefuseReason::Incompatible,
+        RefuseReason::Io,
+    );
+}
+
+#[test]
 fn wrong_core_is_refused() {
     refused(|c| c.core = 1, RefuseReason::WrongCore, RefuseReason::Io);
 }
@@ -197,6 +216,7 @@ fn an_acceptor_without_the_secret_is_refused_by_the_dialer() {
         let challenge = synod_net::handshake::Challenge {
             cluster_id: 7,
             compat: 0,
+            encrypt: false,
             acceptor: NodeId(2),
             core: 0,
             nonce: synod_net::handshake::nonce(),

@@ -98,6 +98,9 @@ pub struct BenchArgs {
     /// every output says so; for measuring what fsync costs.
     #[arg(long, value_enum, default_value = "on", requires = "local")]
     fsync: Fsync,
+    /// With --local: start the replicas with `--encrypt-peers`.
+    #[arg(long, requires = "local")]
+    encrypt_peers: bool,
     /// Commands per request (closed loop): each is its own command with its
     /// own sequence number, counted once, applied exactly once.
     #[arg(long, default_value_t = 1)]
@@ -325,6 +328,9 @@ fn start_local(
         Fsync::On => vec![],
         Fsync::Off => vec!["--fsync".to_string(), "off".to_string()],
     };
+    if args.encrypt_peers {
+        extra.push("--encrypt-peers".to_string());
+    }
     if let Some(path) = &args.client_secret_file {
         extra.push("--client-secret-file".to_string());
         extra.push(path.display().to_string());
@@ -401,6 +407,7 @@ fn print_table(
         ("mode", mode),
         ("command size", format!("{} B", report.size)),
         ("fsync", fsync_label(args).to_string()),
+        ("peer frames", peer_frames_label(args).to_string()),
         (
             "clients / groups",
             format!("{} / {}", args.clients, args.groups),
@@ -441,6 +448,15 @@ fn print_table(
     );
 }
 
+/// How the replicas' frames travel, when this run started them.
+fn peer_frames_label(args: &BenchArgs) -> &'static str {
+    match (args.encrypt_peers, args.local.is_some()) {
+        (true, _) => "authenticated, encrypted",
+        (false, true) => "authenticated",
+        (false, false) => "as the cluster is set",
+    }
+}
+
 /// What a run's output says about fsync; off is marked unsafe everywhere.
 fn fsync_label(args: &BenchArgs) -> &'static str {
     match (args.fsync, args.local.is_some()) {
@@ -453,7 +469,7 @@ fn fsync_label(args: &BenchArgs) -> &'static str {
 fn to_json(report: &LoadReport, args: &BenchArgs, system: &str) -> serde_json::Value {
     let [p50, p90, p99, p999, max] = report.latency_us;
     json!({
-        "system": system, "inflight": args.inflight, "batch": args.batch, "rate": args.rate, "poisson": args.poisson, "size": report.size, "fsync": fsync_label(args),
+        "system": system, "inflight": args.inflight, "batch": args.batch, "rate": args.rate, "poisson": args.poisson, "size": report.size, "fsync": fsync_label(args), "peer_frames": peer_frames_label(args),
         "clients": args.clients, "groups": args.groups,
         "seconds": report.seconds, "commands": report.commands,
         "commands_per_sec": report.per_sec(), "mb_per_sec": report.mb_per_sec(),

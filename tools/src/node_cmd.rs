@@ -66,6 +66,11 @@ pub struct NodeArgs {
     /// it the client port is open to anyone who reaches it.
     #[arg(long)]
     pub client_secret_file: Option<PathBuf>,
+    /// Encrypt what replicas send each other (ChaCha20; frames are
+    /// authenticated either way). Every node of the cluster must agree:
+    /// a peer that does not is refused at the handshake.
+    #[arg(long)]
+    pub encrypt_peers: bool,
     /// Executors to run, one per core; group g runs on core g mod cores,
     /// and core i listens for peers on the --listen port plus i [default: 1].
     #[arg(long)]
@@ -137,6 +142,7 @@ struct NodeFile {
     data_dir: Option<PathBuf>,
     secret_file: Option<PathBuf>,
     client_secret_file: Option<PathBuf>,
+    encrypt_peers: Option<bool>,
     insecure: Option<bool>,
     cores: Option<u32>,
     pin: Option<bool>,
@@ -332,6 +338,7 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         fsync: args.fsync.or(file.fsync).unwrap_or(Fsync::On) == Fsync::On,
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
         client_secret,
+        encrypt_peer_frames: args.encrypt_peers || file.encrypt_peers.unwrap_or(false),
     };
     options.validate()?;
     Ok(NodeSettings {

@@ -193,6 +193,7 @@ impl<S: StateMachine, C: ClientService> Core<S, C> {
         peer_config.core = self.core;
         // A replica that would keep another session table is refused.
         peer_config.compat = crate::protocol::SESSION_BOUNDS;
+        peer_config.encrypt = options.encrypt_peer_frames;
         Transport::start(peer_config).map_err(|source| NodeError::Transport {
             core: self.core,
             source,

@@ -69,6 +69,9 @@ pub struct NodeOptions {
     /// If set, clients must prove they know this secret before the client
     /// port serves them (`synod_net`'s client authentication).
     pub client_secret: Option<Vec<u8>>,
+    /// Encrypt the bodies of peer frames (they are always authenticated);
+    /// every replica of the cluster must agree (`synod_net::PeerConfig::encrypt`).
+    pub encrypt_peer_frames: bool,
 }
 
 /// Options that contradict each other or exceed a limit.
@@ -181,6 +184,7 @@ impl NodeOptions {
             rejoin: false,
             commit_history_bytes: 0,
             client_secret: None,
+            encrypt_peer_frames: false,
         }
     }
 

@@ -143,6 +143,7 @@ pub async fn raw_dial(addr: SocketAddr, me: u64, to: u64) -> RawPeer {
     let hello = Hello {
         cluster_id: 7,
         compat: 0,
+        encrypt: false,
         dialer: NodeId(me),
         acceptor: NodeId(to),
         core: 0,
@@ -158,6 +159,7 @@ pub async fn raw_dial(addr: SocketAddr, me: u64, to: u64) -> RawPeer {
     let transcript = Transcript {
         cluster_id: 7,
         compat: 0,
+        encrypt: false,
         dialer: NodeId(me),
         acceptor: NodeId(to),
         core: 0,
