@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,11 +26,15 @@ const TAMPERED: &[u8] = b"PAYLOAD-TAMPERED";
 /// tampers with the first three (alter, replay, drop) and passes the rest.
 struct Tamperer {
     done: AtomicU32,
+    /// Frame bytes it passed on.
+    forwarded: AtomicU64,
 }
 
 impl Tamperer {
     /// What to send for `frame`'s body: the frames' bytes, in order.
     fn forward(&self, kind: u16, seq: u64, body: &[u8]) -> Vec<u8> {
+        self.forwarded
+            .fetch_add(body.len() as u64, Ordering::SeqCst);
         let mut out = Vec::new();
         let carries = body.windows(ORIGINAL.len()).any(|w| w == ORIGINAL);
         let turn = if carries {
@@ -106,13 +110,19 @@ fn pump(mut from: TcpStream, mut to: TcpStream, tamperer: &Tamperer) {
     }
 }
 
-#[test]
-fn rewritten_replayed_and_dropped_accepts_never_reach_a_replica() {
+/// A 3-node cluster (nodes started with `flags`) whose every link passes a
+/// tampering proxy, after 20 appends carrying `ORIGINAL` were acknowledged:
+/// the cluster, its proxies, its client addresses and the appended values.
+fn appends_through_proxies(
+    dir: &std::path::Path,
+    flags: &[&str],
+) -> (LocalCluster, Vec<Arc<Tamperer>>, Vec<String>, Vec<String>) {
     let mut layout = Layout::loopback(3).unwrap();
     let tamperers: Vec<Arc<Tamperer>> = (0..3)
         .map(|_| {
             Arc::new(Tamperer {
                 done: AtomicU32::new(0),
+                forwarded: AtomicU64::new(0),
             })
         })
         .collect();
@@ -120,9 +130,8 @@ fn rewritten_replayed_and_dropped_accepts_never_reach_a_replica() {
     for (t, (low, high)) in [(0, 1), (0, 2), (1, 2)].into_iter().enumerate() {
         layout.dialed[low][high] = tampering_proxy(layout.listen[high], tamperers[t].clone());
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cluster =
-        LocalCluster::start_laid_out(SYNOD.as_ref(), &layout, 1, dir.path(), &[]).unwrap();
+    let flags: Vec<String> = flags.iter().map(ToString::to_string).collect();
+    let cluster = LocalCluster::start_laid_out(SYNOD.as_ref(), &layout, 1, dir, &flags).unwrap();
     let addrs: Vec<String> = cluster
         .client_addrs
         .iter()
@@ -133,18 +142,57 @@ fn rewritten_replayed_and_dropped_accepts_never_reach_a_replica() {
         .collect();
     let replies = client(&["--cluster", &addrs.join(","), "--timeout", "20"], &lines);
     assert!(replies.iter().all(|r| r["ok"] == true), "{replies:?}");
+    let values = lines
+        .iter()
+        .map(|l| l["append ".len()..].to_string())
+        .collect();
+    (cluster, tamperers, addrs, values)
+}
+
+#[test]
+fn encrypted_links_never_show_a_value_to_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, tamperers, addrs, values) =
+        appends_through_proxies(dir.path(), &["--encrypt-peers"]);
+    let forwarded: u64 = tamperers
+        .iter()
+        .map(|t| t.forwarded.load(Ordering::SeqCst))
+        .sum();
+    let shown: u32 = tamperers
+        .iter()
+        .map(|t| t.done.load(Ordering::SeqCst))
+        .sum();
+    assert!(forwarded > 0, "nothing crossed the proxies");
+    assert_eq!(shown, 0, "a proxy saw a value in the clear");
+    every_replica_holds(&addrs, &values);
+}
+
+#[test]
+fn rewritten_replayed_and_dropped_accepts_never_reach_a_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, tamperers, addrs, expected) = appends_through_proxies(dir.path(), &[]);
     let tampered: u32 = tamperers
         .iter()
         .map(|t| t.done.load(Ordering::SeqCst).min(3))
         .sum();
     assert!(tampered >= 3, "the attack never happened ({tampered})");
 
-    // Every replica holds exactly what was acknowledged, in order.
-    let expected: Vec<String> = lines
+    every_replica_holds(&addrs, &expected);
+    let logs: String = cluster
+        .logs
         .iter()
-        .map(|l| l["append ".len()..].to_string())
+        .map(|log| std::fs::read_to_string(log).unwrap_or_default())
         .collect();
-    for addr in &addrs {
+    assert!(
+        logs.contains("unauthenticated frames"),
+        "no link was reset for a bad MAC:\n{logs}"
+    );
+}
+
+/// Waits until every replica's log holds exactly `expected`, in order;
+/// fails at once if one holds the attacker's value.
+fn every_replica_holds(addrs: &[String], expected: &[String]) {
+    for addr in addrs {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let read = client(&["--node", addr], &["read 0 100".into()]);
@@ -166,13 +214,4 @@ fn rewritten_replayed_and_dropped_accepts_never_reach_a_replica() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let logs: String = cluster
-        .logs
-        .iter()
-        .map(|log| std::fs::read_to_string(log).unwrap_or_default())
-        .collect();
-    assert!(
-        logs.contains("unauthenticated frames"),
-        "no link was reset for a bad MAC:\n{logs}"
-    );
 }
