@@ -314,6 +314,60 @@ fn a_node_whose_disk_was_lost_rejoins_by_state_transfer_and_votes_again() {
     assert_log_holds(&cluster, lost, &acked);
 }
 
+/// Flips a byte in the body of the last frame of a stopped node's WAL:
+/// recovery finds bad bytes at the very end and cuts them as a torn write.
+fn damage_last_frame(wal_dir: &std::path::Path) {
+    let out = std::process::Command::new(support::SYNOD)
+        .args(["wal", "inspect", "--json"])
+        .arg(wal_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let segment = wal_dir.join(last["segment"].as_str().unwrap());
+    let at = last["offset"].as_u64().unwrap() + 32; // its body's first byte
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[at as usize] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+}
+
+/// A follower of five whose WAL's last frame was damaged rebuilds from a
+/// majority of its peers with one of them down: its promise record gives
+/// it the floor, so it does not wait for every peer.
+#[test]
+fn a_damaged_wal_tail_rebuilds_with_a_peer_down() {
+    let mut cluster = TestCluster::new(5);
+    let first = leader(&cluster);
+    let followers: Vec<usize> = (0..5).filter(|i| *i as u64 + 1 != first).collect();
+    let (damaged, down) = (followers[0], followers[1]);
+    let id = damaged as u64 + 1;
+    let acked = appends(&cluster, "before", 20);
+    cluster.terminate(damaged);
+    let dir = cluster
+        .dir
+        .path()
+        .join(format!("node-{id}"))
+        .join("group-0");
+    assert!(dir.join("PROMISE").exists(), "no promise record");
+    damage_last_frame(&dir);
+    cluster.kill(down);
+    cluster.start(damaged, "secret");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.log(id).contains("rebuilt and rejoined") {
+        assert!(
+            Instant::now() < deadline,
+            "node {id} did not rejoin with a peer down:\n{}",
+            cluster.log(id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = cluster.log(id);
+    assert!(log.contains("damaged tail"), "{log}");
+    assert!(log.contains("known_floor=true"), "{log}");
+    assert!(!dir.join("REBUILDING").exists());
+    assert_log_holds(&cluster, damaged, &acked);
+}
+
 /// With 128 descriptors, a flood of idle client connections is cut off
 /// short of the node's reserve: the WAL and the snapshots (every 20 slots
 /// here) keep the descriptors they need, and a client connected before

@@ -8,7 +8,7 @@ use synod_wal::Position;
 use super::snapshot::{Snapshot, SnapshotChunk, SnapshotError};
 use super::state_machine::Capture;
 use crate::protocol::{
-    Batch, Command, Envelope, LogIndex, NodeId, Refusal, Sessions, Slot, SyncId, Write,
+    Ballot, Batch, Command, Envelope, LogIndex, NodeId, Refusal, Sessions, Slot, SyncId, Write,
 };
 
 /// Who waits for answers: the executor's handles, opaque to the core. The
@@ -196,6 +196,12 @@ pub enum GroupAction<C: Callers> {
     },
     /// Make every append so far durable, then feed back `Persisted(sync)`.
     Sync(SyncId),
+    /// Durably record, apart from the WAL and before the next action, that
+    /// this replica may have promised or accepted at `ballot` (it only
+    /// rises). Read back as `Recovery::promise_record`: a damaged WAL tail
+    /// cannot take a promise with it. Failing to record is fatal, as a
+    /// failed fsync is.
+    RecordPromise(Ballot),
     /// Send a message to a peer.
     Send(Envelope),
     /// Stream this durable snapshot to a peer behind our compaction point.

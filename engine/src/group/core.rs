@@ -15,9 +15,9 @@ use super::snapshot::{Snapshot, SnapshotChunk, SnapshotError, SnapshotPolicy};
 use super::state_machine::StateMachine;
 use super::waiters::{Answer, Waiters};
 use crate::protocol::{
-    Action, Actions, Batch, ClientId, Command, Config, ConfigError, DurableState, Input, LogIndex,
-    NodeId, ReadId, Replica, Reply, Sessions, Slot, StepError, Write, REQUEST_COMMANDS_MAX,
-    SESSIONS_MAX,
+    Action, Actions, Ballot, Batch, ClientId, Command, Config, ConfigError, DurableState, Input,
+    LogIndex, NodeId, ReadId, Replica, Reply, Sessions, Slot, StepError, Write,
+    REQUEST_COMMANDS_MAX, SESSIONS_MAX,
 };
 
 /// What a group core is built from, besides its durable state.
@@ -70,6 +70,12 @@ pub struct Recovery {
     /// was cut may have been a promise or an accept that counted, so the
     /// replica rebuilds from its peers before it votes again.
     pub tail_cut: bool,
+    /// The promise record kept apart from the WAL (`RecordPromise`): the
+    /// highest ballot this replica can have promised or accepted at. None
+    /// if there is none (a lost disk, or a data directory older than the
+    /// record). A replica whose tail was cut and that has one rebuilds
+    /// from it as its floor, with a majority of its peers instead of all.
+    pub promise_record: Option<Ballot>,
 }
 
 /// Why a group core could not start.
@@ -123,6 +129,11 @@ pub struct GroupCore<S, C: Callers> {
     compaction: Compaction,
     /// The rebuild mark is on disk.
     rebuilding: bool,
+    /// What the promise record holds, while it can be trusted: it is at
+    /// least every ballot this replica promised or accepted. None while a
+    /// replica that lost it rebuilds from every peer (its old promises
+    /// are unknown); the rebuild's last promise starts it again.
+    recorded: Option<Ballot>,
     was_leading: bool,
     /// Emit an `Entry` per command applied.
     streaming: bool,
@@ -165,12 +176,13 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         let rebuilding =
             recovery.marked_rebuilding || (recovery.rejoin_if_empty && lost) || recovery.tail_cut;
         let durable = base.replay_onto(recovery.writes.iter().map(|(_, write)| write));
+        let recorded = recovery.promise_record;
         let replica = if rebuilding {
             // Durable before the rebuild writes anything: a crash from here
             // until it ends restarts the rebuild, never a half-rebuilt
             // acceptor.
             out.push(GroupAction::MarkRebuilding);
-            Replica::rejoining(options.config, durable)?
+            Replica::rejoining(options.config, durable, recorded)?
         } else {
             Replica::new(options.config, durable)?
         };
@@ -194,6 +206,8 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             snapshots_installed: 0,
             compaction,
             rebuilding,
+            // An intact WAL holds every promise: it starts a missing record.
+            recorded: recorded.or((!rebuilding).then_some(Ballot::ZERO)),
             was_leading: false,
             streaming: false,
             scratch: Actions::default(),
@@ -210,6 +224,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         }
         // The snapshot policy counts the live load, not the replay.
         core.compaction.applied_bytes = 0;
+        core.keep_promise_recorded(out);
         Ok(core)
     }
 
@@ -399,6 +414,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         for action in actions.drain() {
             match action {
                 Action::Persist(write) => {
+                    self.keep_promise_recorded(out);
                     let position = self.compaction.appended(&write);
                     out.push(GroupAction::Append { position, write });
                 }
@@ -414,6 +430,24 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             }
         }
         self.scratch = actions;
+    }
+
+    /// Records the replica's promise apart from the WAL when it has risen
+    /// past the record, before the write that raises it is appended (so
+    /// before anything reports it): a damaged WAL tail then cannot hide a
+    /// promise this replica made. Not while a replica that lost the record
+    /// rebuilds from every peer.
+    fn keep_promise_recorded(&mut self, out: &mut Vec<GroupAction<C>>) {
+        let promised = self.replica.status().promised;
+        let recorded = match self.recorded {
+            Some(recorded) => recorded,
+            None if self.replica.is_rejoining() => return,
+            None => Ballot::ZERO,
+        };
+        if promised > recorded {
+            self.recorded = Some(promised);
+            out.push(GroupAction::RecordPromise(promised));
+        }
     }
 
     /// After every step: a leader that stepped down answers what it can no

@@ -10,7 +10,7 @@
 //!  Persisted ────►│ snapshot policy ─► capture ────────────────────────│──► SaveSnapshot (encode off-core)
 //!  Tick ─────────►│ SnapshotSaved ─► compact log, cut WAL ─────────────│──► RemoveWalBefore(position)
 //!  SnapshotChunk ►│ transfers ─► decode ─► restore ─► install ─────────│──► SnapshotInstalled, SaveSnapshot
-//!  Snapshot{Saved,│ rebuild mark ──────────────────────────────────────│──► MarkRebuilding, EndRebuild
+//!  Snapshot{Saved,│ rebuild mark, promise record ──────────────────────│──► MarkRebuilding, EndRebuild, RecordPromise
 //!   Skipped} ────►│                                                    │──► Applied, Entry, SendSnapshot
 //!                 └────────────────────────────────────────────────────┘
 //! ```

@@ -7,8 +7,8 @@ use synod_wal::Position;
 use super::snapshot::{chunks, Snapshot, SnapshotChunk, SnapshotPolicy};
 use super::*;
 use crate::protocol::{
-    Accepted, Ballot, ClientId, Command, Config, Envelope, HeartbeatAck, LogIndex, Message, NodeId,
-    Promise, Sessions, Slot, SyncId, Write,
+    Accept, Accepted, Ballot, Batch, ClientId, Command, Config, Envelope, HeartbeatAck, LogIndex,
+    Message, NodeId, Prepare, Promise, Sessions, Slot, SyncId, Write,
 };
 
 /// Callers named by a number, so answers can be told apart.
@@ -115,6 +115,7 @@ fn brief(action: GroupAction<Named>) -> String {
             Write::Commit(slot) => format!("append@{position} commit {}", slot.0),
         },
         GroupAction::Sync(sync) => format!("sync {}", sync.0),
+        GroupAction::RecordPromise(b) => format!("record promise {b}"),
         GroupAction::Send(e) => format!("send {} to {}", e.msg.kind(), e.to.0),
         GroupAction::SendSnapshot { to, upto, .. } => {
             format!("send snapshot {} to {}", upto.0, to.0)
@@ -383,9 +384,79 @@ fn a_replica_whose_disk_was_lost_marks_itself_before_anything_else() {
         ..Recovery::default()
     };
     let (core, first) = core_with(3, never(), kept);
-    assert_eq!(first, [] as [&str; 0]);
+    // A data directory from before the promise record gets one from its
+    // intact WAL.
+    assert_eq!(first, ["record promise 1.1"]);
     assert!(!core.replica().is_rejoining());
     assert_eq!(core.wal_next(), Position(1));
+}
+
+/// The promise record rises before the write that raises the promise is
+/// appended, and only then: a Prepare above it, an Accept above it, not
+/// the Accepts at the ballot already recorded.
+#[test]
+fn the_promise_is_recorded_before_the_write_that_raises_it() {
+    let (mut core, _) = core_with(3, never(), Recovery::default());
+    let prepare = Prepare {
+        ballot: ballot(9, 2),
+        from_slot: Slot(0),
+    };
+    let actions = step(&mut core, message(2, 3, Message::Prepare(prepare)));
+    assert_eq!(actions[..2], ["record promise 9.2", "append@0 promise 9.2"]);
+    let accept = |b: Ballot, slot| Accept {
+        ballot: b,
+        slot: Slot(slot),
+        batch: Batch::noop(),
+        commit: Slot(0),
+    };
+    let same = step(
+        &mut core,
+        message(2, 3, Message::Accept(accept(ballot(9, 2), 0))),
+    );
+    assert!(!same.iter().any(|a| a.starts_with("record")), "{same:?}");
+    let higher = step(
+        &mut core,
+        message(1, 3, Message::Accept(accept(ballot(10, 1), 1))),
+    );
+    assert_eq!(
+        higher[..2],
+        ["record promise 10.1", "append@2 accept 1 at 10.1"]
+    );
+}
+
+/// What a rebuilding replica asks its peers on its first tick.
+fn rejoin_floors(core: &mut Core) -> Vec<Option<Ballot>> {
+    let mut out = Vec::new();
+    core.step(GroupInput::Tick, &mut out).unwrap();
+    out.iter()
+        .filter_map(|a| match a {
+            GroupAction::Send(Envelope {
+                msg: Message::Rejoin(r),
+                ..
+            }) => Some(r.floor),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A replica whose tail was cut and whose promise record survived knows
+/// its floor: it asks for a leader above it at once. Without a record it
+/// asks every peer's promise first.
+#[test]
+fn a_cut_tail_with_a_promise_record_rebuilds_from_its_floor() {
+    let cut = |promise_record| Recovery {
+        writes: vec![(Position(0), Write::Promise(ballot(3, 2)))],
+        wal_next: Position(1),
+        tail_cut: true,
+        promise_record,
+        ..Recovery::default()
+    };
+    let (mut known, first) = core_with(3, never(), cut(Some(ballot(5, 1))));
+    assert_eq!(first, ["mark rebuilding"]);
+    assert_eq!(rejoin_floors(&mut known), [Some(ballot(5, 1)); 2]);
+    let (mut blind, first) = core_with(3, never(), cut(None));
+    assert_eq!(first, ["mark rebuilding"], "no record started mid-rebuild");
+    assert_eq!(rejoin_floors(&mut blind), [None; 2]);
 }
 
 /// A WAL whose damaged tail was cut keeps what came before it, but the
@@ -430,6 +501,7 @@ fn a_restart_reapplies_the_committed_log_behind_the_sessions() {
     let recovery = Recovery {
         wal_next: Position(writes.len() as u64),
         writes,
+        promise_record: Some(ballot(1, 1)),
         ..Recovery::default()
     };
     let (restarted, first) = core_with(1, never(), recovery);

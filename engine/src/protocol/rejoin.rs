@@ -23,6 +23,13 @@
 //! With a peer down, step 1 waits: rejoining needs every other member up.
 //! With a majority of the disks lost no leader can finish Phase 1 and the
 //! replica waits for ever, as it must: acknowledged data may be gone.
+//!
+//! A replica that still knows the highest ballot it ever promised (its
+//! WAL's tail was cut, but the promise record kept beside the WAL was not:
+//! `group::Recovery::promise_record`) skips step 1: that ballot is its
+//! floor. It then needs only what step 2 needs, a leader whose Phase 1
+//! completed with a majority of the others: with five replicas, three of
+//! the other four up.
 
 use std::collections::BTreeMap;
 
@@ -48,12 +55,23 @@ pub(super) struct Rejoining {
 }
 
 impl Replica {
-    /// A replica rebuilding after its disk was lost: `durable` holds what
-    /// an earlier, interrupted rebuild already stored (empty at first).
-    /// It votes for nothing until it has rejoined (see the module docs).
-    pub fn rejoining(config: Config, durable: DurableState) -> Result<Replica, ConfigError> {
+    /// A replica rebuilding after its disk was lost or its WAL's tail was
+    /// cut: `durable` holds what survived, or what an earlier, interrupted
+    /// rebuild already stored. It votes for nothing until it has rejoined
+    /// (see the module docs). `promised_at_most` is the highest ballot it
+    /// can have promised, if it knows (a record that outlived the WAL's
+    /// tail); without it, it asks every peer.
+    pub fn rejoining(
+        config: Config,
+        durable: DurableState,
+        promised_at_most: Option<Ballot>,
+    ) -> Result<Replica, ConfigError> {
         let mut replica = Replica::new(config, durable)?;
-        replica.role = Role::Rejoining(Rejoining::default());
+        let floor = promised_at_most.map(|known| known.max(replica.promised));
+        replica.role = Role::Rejoining(Rejoining {
+            floor,
+            ..Rejoining::default()
+        });
         Ok(replica)
     }
 

@@ -20,7 +20,7 @@ pub use super::options::{ClusterOptions, Stats};
 use crate::group::snapshot::SnapshotChunk;
 use crate::group::{Callers, CoreOptions, GroupAction, GroupCore, GroupInput, Recovery};
 use crate::protocol::{
-    ClientId, Config, Envelope, LogIndex, NodeId, ReadId, Replica, Slot, SyncId, Write,
+    Ballot, ClientId, Config, Envelope, LogIndex, NodeId, ReadId, Replica, Slot, SyncId, Write,
 };
 
 /// Simulator time units in one protocol tick. Messages and syncs take a few
@@ -64,6 +64,9 @@ pub(super) struct SimNode {
     was_leading: bool,
     /// Recovery will find a damaged tail cut (`Recovery::tail_cut`).
     tail_cut: bool,
+    /// The promise record beside the WAL (`GroupAction::RecordPromise`):
+    /// durable when written, lost with the disk, never cut with a tail.
+    promise_record: Option<Ballot>,
 }
 
 pub(super) enum Event {
@@ -161,6 +164,7 @@ impl Cluster {
                 mark: Mark::None,
                 was_leading: false,
                 tail_cut: false,
+                promise_record: None,
             })
             .collect();
         let mut cluster = Cluster {
@@ -218,6 +222,7 @@ impl Cluster {
         n.disk = SimDisk::default();
         n.snapshot_file = None;
         n.mark = Mark::None;
+        n.promise_record = None;
         self.stats.disk_losses += 1;
         self.checker.on_disk_lost(node);
         self.note(|| format!("disk of n{} lost", node + 1));
@@ -253,6 +258,14 @@ impl Cluster {
         self.start_as(node, false);
     }
 
+    /// Drops crashed replica `node`'s promise record, as on a data
+    /// directory from before the record.
+    #[cfg(test)]
+    pub fn forget_promise_record(&mut self, node: usize) {
+        assert!(self.nodes[node].core.is_none(), "a crashed node");
+        self.nodes[node].promise_record = None;
+    }
+
     /// Writes on `node`'s disk (durable or not).
     pub fn disk_writes(&self, node: usize) -> usize {
         self.nodes[node].disk.writes().len()
@@ -280,6 +293,11 @@ impl Cluster {
         options.sessions_max = self.options.sessions_max;
         options.request_commands_max = 1;
         let n = &mut self.nodes[node];
+        #[cfg(test)]
+        if self.options.record_cut_with_tail && n.tail_cut {
+            // The floor is then what the cut WAL still holds.
+            n.promise_record = Some(Ballot::ZERO);
+        }
         let recovery = Recovery {
             snapshot: n.snapshot_file.clone(),
             writes: n.disk.positioned().map(|(p, w)| (p, w.clone())).collect(),
@@ -287,6 +305,7 @@ impl Cluster {
             marked_rebuilding: n.mark != Mark::None,
             rejoin_if_empty,
             tail_cut: std::mem::take(&mut n.tail_cut),
+            promise_record: n.promise_record,
         };
         #[cfg(test)]
         let recovery = Recovery {
@@ -539,6 +558,14 @@ impl Cluster {
                 assert_eq!(landed, position, "the core counts the disk's writes");
             }
             GroupAction::Sync(sync) => self.issue_sync(node, sync),
+            GroupAction::RecordPromise(ballot) => {
+                let n = &mut self.nodes[node];
+                assert!(
+                    n.promise_record.is_none_or(|r| r < ballot),
+                    "the record only rises"
+                );
+                n.promise_record = Some(ballot);
+            }
             GroupAction::Send(envelope) => {
                 let before = self.checker.violations().len();
                 self.checker.on_send(node, &envelope);

@@ -49,6 +49,11 @@ pub struct ClusterOptions {
     /// that counted could have been cut (the checkers must catch it).
     #[cfg(test)]
     pub(crate) trust_cut_tail: bool,
+    /// Test only, broken on purpose: the promise record is cut with the
+    /// WAL's tail (as if kept in it), so a rebuild's floor is the promise
+    /// the cut WAL still holds.
+    #[cfg(test)]
+    pub(crate) record_cut_with_tail: bool,
     /// Snapshots lose their last applied command.
     #[cfg(test)]
     pub(crate) snapshots_short: bool,
@@ -83,6 +88,8 @@ impl ClusterOptions {
             wiped_restart_unsafely: false,
             #[cfg(test)]
             trust_cut_tail: false,
+            #[cfg(test)]
+            record_cut_with_tail: false,
             #[cfg(test)]
             snapshots_short: false,
         }

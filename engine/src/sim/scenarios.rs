@@ -633,6 +633,62 @@ fn a_cut_tail_rebuilds_before_it_votes_again() {
     assert_clean(&cluster);
 }
 
+/// Five replicas: the leader, a follower and a third chose a, b and c while
+/// the other two were down; then the follower's WAL lost everything after
+/// its first frame to damage and the leader went down. With its promise
+/// record the follower rebuilds from a majority of its peers (the third
+/// and the two that were down); without one it waits for every peer.
+fn five_with_a_cut_tail(keep_record: bool) -> (Cluster, usize, usize) {
+    let mut cluster = fault_free(5, 5);
+    let leader = wait_for_leader(&mut cluster);
+    let [damaged, third, down1, down2] = [1, 2, 3, 4].map(|i| (leader + i) % 5);
+    cluster.crash(down1);
+    cluster.crash(down2);
+    for value in ["a", "b", "c"] {
+        cluster.propose(leader, value);
+    }
+    assert!(
+        cluster.run_until(200, |c| c.acked().len() == 3),
+        "not chosen"
+    );
+    assert!(cluster.run_until(200, |c| c.applied(third).len() == 3));
+    cluster.crash(damaged);
+    if !keep_record {
+        cluster.forget_promise_record(damaged);
+    }
+    let frames = cluster.disk_writes(damaged) - 1;
+    cluster.crash(leader);
+    cluster.cut_tail_and_start(damaged, frames);
+    cluster.start(down1);
+    cluster.start(down2);
+    (cluster, leader, damaged)
+}
+
+#[test]
+fn a_cut_tail_with_its_promise_record_rebuilds_with_a_majority_of_its_peers() {
+    let (mut cluster, _, damaged) = five_with_a_cut_tail(true);
+    assert!(
+        cluster.run_until(600, |c| !c.replica(damaged).unwrap().is_rejoining()),
+        "never rejoined"
+    );
+    cluster.run_until(200, |c| c.applied(damaged).len() == 3);
+    assert_eq!(applied_data(&cluster, damaged), ["a", "b", "c"]);
+    assert_clean(&cluster);
+
+    let (mut cluster, leader, damaged) = five_with_a_cut_tail(false);
+    cluster.run_ticks(600);
+    assert!(
+        cluster.replica(damaged).unwrap().is_rejoining(),
+        "without a record it needs every peer"
+    );
+    cluster.start(leader);
+    assert!(
+        cluster.run_until(600, |c| !c.replica(damaged).unwrap().is_rejoining()),
+        "never rejoined with every peer up"
+    );
+    assert_clean(&cluster);
+}
+
 /// Every replica snapshots often and keeps little below the snapshot, so
 /// laggards and restarted replicas are sent snapshots under every fault:
 /// every safety property holds.
@@ -695,4 +751,72 @@ fn a_sweep_applying_a_retry_twice_is_caught() {
             .any(|v| v.property == "no command is applied twice")
     });
     assert!(caught.is_some(), "no seed showed a command applied twice");
+}
+
+/// The five-replica history of docs/protocol.md ("Why the promise record"):
+/// P (n5) prepares b and only X (n2) hears it; X's WAL then loses that
+/// promise to a damaged tail. L (n1) leads at l < b with Y and Z (n4, n3)
+/// and X rejoins under it; L chooses v with X and Y. The Prepare(b) held
+/// on the way to Z arrives: Z promises b, and with X's promise from before
+/// the crash P completes Phase 1 seeing none of L's values, proposes w, and
+/// X and Z accept it. If X's floor is only what its cut WAL holds, two
+/// values are chosen for slot 0; with its promise record (floor b), X does
+/// not rejoin under l, L outbids b first, and nothing is chosen twice.
+fn a_forgotten_promise_history(record_cut: bool) -> Cluster {
+    let mut options = ClusterOptions::new(5, 31);
+    options.manual = true;
+    options.tune = |c| c.election_enabled = false;
+    options.record_cut_with_tail = record_cut;
+    let mut c = Cluster::new(options);
+    let (l, x, z, y, p) = (0, 1, 2, 3, 4);
+    let id = |n: usize| NodeId(n as u64 + 1);
+    let is = |kind: &'static str, from: usize, to: usize| {
+        move |e: &Envelope| e.msg.kind() == kind && e.from == id(from) && e.to == id(to)
+    };
+    c.campaign(p);
+    c.deliver_where(is("Prepare", p, x));
+    c.crash(x);
+    c.cut_tail_and_start(x, 1);
+    c.campaign(l);
+    c.deliver_where(|e| e.from == id(l) && [id(y), id(z)].contains(&e.to));
+    c.deliver_where(|e| e.to == id(l) && e.msg.kind() == "Promise");
+    assert_eq!(c.leader(), Some(l), "L leads without X");
+    c.step(x, crate::group::GroupInput::Tick);
+    c.deliver_where(is("Rejoin", x, l));
+    c.deliver_where(is("RejoinInfo", l, x));
+    c.propose(l, "v");
+    c.step(l, crate::group::GroupInput::Tick);
+    c.deliver_where(|e| e.msg.kind() == "Accept" && [id(x), id(y)].contains(&e.to));
+    c.deliver_where(is("Accepted", x, l));
+    c.deliver_where(is("Accepted", y, l));
+    // The held Prepare(b) reaches Z; P hears X's promise from before.
+    c.deliver_where(is("Prepare", p, z));
+    c.deliver_where(|e| e.to == id(p) && e.msg.kind() == "Promise");
+    c.propose(p, "w");
+    c.step(p, crate::group::GroupInput::Tick);
+    c.deliver_where(|e| {
+        e.msg.kind() == "Accept" && e.from == id(p) && [id(x), id(z)].contains(&e.to)
+    });
+    c.deliver_where(|e| e.to == id(p) && e.msg.kind() == "Accepted");
+    c
+}
+
+#[test]
+fn a_promise_cut_with_the_tail_lets_two_values_be_chosen_and_is_caught() {
+    let cluster = a_forgotten_promise_history(true);
+    let caught: Vec<_> = cluster.violations().iter().map(|v| v.property).collect();
+    assert!(
+        caught.contains(&"a chosen slot never changes"),
+        "the checker missed two values chosen: {caught:?}"
+    );
+}
+
+#[test]
+fn the_promise_record_keeps_a_cut_tails_promise() {
+    let cluster = a_forgotten_promise_history(false);
+    assert_clean(&cluster);
+    assert!(
+        cluster.replica(1).unwrap().is_rejoining(),
+        "X rejoined below its promise"
+    );
 }

@@ -13,6 +13,7 @@ use synod_wal::Wal;
 
 use super::feed::CommitFeed;
 use super::frames::Frames;
+use super::promise_record::PromiseRecord;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
 use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
@@ -80,6 +81,7 @@ pub(super) struct GroupDriver<S> {
     window: PipelineWindow,
     pub(super) snapshot_path: PathBuf,
     pub(super) marker: PathBuf,
+    promise_record: PromiseRecord,
     /// Peers a snapshot is on its way to.
     pub(super) sending: Rc<RefCell<BTreeSet<NodeId>>>,
     /// Command bytes applied since `paced_since`, for the write pace.
@@ -101,6 +103,7 @@ impl<S: StateMachine> GroupDriver<S> {
         history_bytes: usize,
         snapshot_path: PathBuf,
         marker: PathBuf,
+        promise_record: PromiseRecord,
     ) -> GroupDriver<S> {
         let mut core = core;
         let feed = CommitFeed::new(history_bytes, core.next_index());
@@ -121,6 +124,7 @@ impl<S: StateMachine> GroupDriver<S> {
             window: PipelineWindow::new(pipeline_max),
             snapshot_path,
             marker,
+            promise_record,
             sending: Rc::default(),
             paced_bytes: 0,
             paced_since: Instant::now(),
@@ -342,6 +346,9 @@ impl<S: StateMachine> GroupDriver<S> {
                 self.append(position, write, commit)?;
             }
             GroupAction::Sync(sync) => self.sync(sync),
+            // Blocking, once or twice per election: durable before the
+            // write that raises the promise is even appended.
+            GroupAction::RecordPromise(ballot) => self.promise_record.write(ballot)?,
             GroupAction::Send(envelope) => {
                 if let Message::Accept(accept) = &envelope.msg {
                     self.window.on_accept_sent(accept.slot, now);

@@ -9,6 +9,7 @@
 //!  sync tasks ──────┤          │   .step   │  ├─► Answer*       → the waiting caller's channel
 //!  snapshot thread ─┘          └───────────┘  ├─► SaveSnapshot  → thread: encode, write, fsync
 //!                                             ├─► RemoveWalBefore, MarkRebuilding, EndRebuild
+//!                                             ├─► RecordPromise → PROMISE file, synced in place
 //!                                             └─► SendSnapshot  → task: chunks to the peer
 //! ```
 //!
@@ -22,6 +23,7 @@ mod driver;
 mod feed;
 mod frames;
 mod marker;
+mod promise_record;
 mod start;
 mod tasks;
 #[cfg(test)]
@@ -102,6 +104,10 @@ pub struct GroupOptions {
 /// ends it is durable. A group restarted with it rebuilds again.
 pub const REBUILDING_FILE: &str = "REBUILDING";
 
+/// The file in a group's WAL directory that records the highest ballot the
+/// replica may have promised, apart from the WAL (`promise_record.rs`).
+pub const PROMISE_FILE: &str = "PROMISE";
+
 /// Why a group stopped or could not start.
 #[derive(Debug, Error)]
 pub enum GroupError {
@@ -146,6 +152,15 @@ pub enum GroupError {
     /// The rebuild marker could not be written or removed.
     #[error("rebuild marker {path}: {source}")]
     Marker {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The promise record could not be read or made durable (fatal, as a
+    /// failed fsync is: the replica cannot show it kept its promises).
+    #[error("promise record {path}: {source}")]
+    PromiseRecord {
         /// The file.
         path: PathBuf,
         /// Why.

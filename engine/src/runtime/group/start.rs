@@ -9,9 +9,10 @@ use synod_wal::{Position, Wal};
 
 use super::driver::GroupDriver;
 use super::marker::write_marker;
+use super::promise_record::PromiseRecord;
 use super::{
-    GroupError, GroupHandle, GroupOptions, GroupStatus, PartialState, PeerLink, REBUILDING_FILE,
-    WRITE_OVERHEAD_BYTES,
+    GroupError, GroupHandle, GroupOptions, GroupStatus, PartialState, PeerLink, PROMISE_FILE,
+    REBUILDING_FILE, WRITE_OVERHEAD_BYTES,
 };
 use crate::group::{CoreError, CoreOptions, GroupAction, GroupCore, Recovery, StateMachine};
 use crate::protocol::{ConfigError, GroupId, Write};
@@ -85,6 +86,7 @@ pub async fn start_group<S: StateMachine>(
         "recovering from the snapshot and the WAL"
     );
     let marker = options.wal_dir.join(REBUILDING_FILE);
+    let (mut promise_record, recorded) = PromiseRecord::read(&options.wal_dir.join(PROMISE_FILE))?;
     let recovery = Recovery {
         snapshot,
         writes,
@@ -92,6 +94,7 @@ pub async fn start_group<S: StateMachine>(
         marked_rebuilding: marker.exists(),
         rejoin_if_empty: options.rejoin,
         tail_cut: report.torn.is_some(),
+        promise_record: recorded,
     };
     let pipeline_max = options.config.pipeline_max;
     let core_options = CoreOptions::new(options.config, options.snapshot, rand::random());
@@ -113,9 +116,17 @@ pub async fn start_group<S: StateMachine>(
         write_marker(&marker)?;
         tracing::warn!(
             group = group.0,
-            "rebuilding from the peers (this replica's disk was lost, or its WAL's tail was damaged): it votes for nothing until every peer has answered and a leader above their promises has shared what it recovered"
+            known_floor = recorded.is_some(),
+            "rebuilding from the peers (this replica's disk was lost, or its WAL's tail was damaged): it votes for nothing until a leader above the highest ballot it may have promised (from its promise record if it has one, else from every peer) has shared what it recovered"
         );
     }
+    // A data directory older than the record starts one from its intact WAL.
+    for action in &first {
+        if let GroupAction::RecordPromise(ballot) = action {
+            promise_record.write(*ballot)?;
+        }
+    }
+    first.retain(|a| !matches!(a, GroupAction::RecordPromise(_)));
     let (tx, rx) = local_channel::new_bounded(1024);
     let inputs = Rc::new(tx);
     let status = Rc::new(GroupStatus::default());
@@ -131,6 +142,7 @@ pub async fn start_group<S: StateMachine>(
         options.commit_history_bytes,
         snapshot_path,
         marker,
+        promise_record,
     );
     // The recovered slots were applied; their actions only count.
     driver.carry_out_recovered(first);
