@@ -99,6 +99,8 @@ pub enum GroupInput<C: Callers> {
     Tick,
     /// The transport lost this peer (our leader, say).
     PeerUnreachable(NodeId),
+    /// Hand leadership to this member (a steady leader only).
+    TransferLeadership(NodeId),
     /// A piece of a snapshot from a peer.
     SnapshotChunk(NodeId, SnapshotChunk),
     /// The snapshot the core asked to save is durable.

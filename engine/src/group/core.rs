@@ -255,6 +255,9 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             GroupInput::PeerUnreachable(peer) => {
                 self.step_replica(Input::PeerUnreachable(peer), out)
             }
+            GroupInput::TransferLeadership(to) => {
+                self.step_replica(Input::TransferLeadership(to), out)
+            }
             GroupInput::SnapshotChunk(from, chunk) => {
                 self.on_snapshot_chunk(from, chunk, out);
                 Ok(())

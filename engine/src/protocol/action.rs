@@ -28,6 +28,9 @@ pub enum Input {
     /// waiting out its silence timeout, as ZooKeeper's followers do when
     /// their leader's socket closes.
     PeerUnreachable(NodeId),
+    /// Hand leadership to this member (a steady leader only; anything else
+    /// ignores it): it takes over at once, without an election.
+    TransferLeadership(NodeId),
 }
 
 /// A durable change to the acceptor's state. Replaying the writes in order

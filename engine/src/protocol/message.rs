@@ -144,6 +144,16 @@ pub struct RejoinInfo {
     pub recovery_end: Option<Slot>,
 }
 
+/// The leader of `ballot` hands leadership to the addressee, which takes
+/// it at once with a Phase 1 above `ballot` instead of waiting out an
+/// election (etcd's `MsgTimeoutNow`; `transfer.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TakeOver {
+    /// The sender's ballot: a replica that has promised another since
+    /// ignores it.
+    pub ballot: Ballot,
+}
+
 /// Every message, so that dispatch is one exhaustive match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -171,6 +181,8 @@ pub enum Message {
     Rejoin(Rejoin),
     /// The answer.
     RejoinInfo(RejoinInfo),
+    /// Leadership handed over.
+    TakeOver(TakeOver),
 }
 
 impl Message {
@@ -189,6 +201,7 @@ impl Message {
             Message::Notification(_) => "Notification",
             Message::Rejoin(_) => "Rejoin",
             Message::RejoinInfo(_) => "RejoinInfo",
+            Message::TakeOver(_) => "TakeOver",
         }
     }
 }

@@ -35,6 +35,7 @@ mod proposer;
 mod quorum;
 mod rejoin;
 mod sessions;
+mod transfer;
 mod types;
 mod validate;
 mod vote;
@@ -49,7 +50,7 @@ pub use config::{Config, ConfigError, MEMBERS_MAX};
 pub use log::{Entry, Log};
 pub use message::{
     Accept, Accepted, CatchUp, CatchUpRequest, Envelope, Heartbeat, HeartbeatAck, Message, Nack,
-    Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo,
+    Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo, TakeOver,
 };
 pub use quorum::VoteSet;
 pub use sessions::{
@@ -335,6 +336,10 @@ impl Replica {
                 self.on_peer_unreachable(peer, out);
                 Ok(())
             }
+            Input::TransferLeadership(to) => {
+                self.transfer_leadership(to, out);
+                Ok(())
+            }
         };
         self.end_step(out);
         result
@@ -488,6 +493,7 @@ impl Replica {
             Message::Notification(m) => self.on_notification(from, m, out),
             Message::Rejoin(_) => unreachable!("answered above"),
             Message::RejoinInfo(_) => {} // late: we have rejoined
+            Message::TakeOver(m) => self.on_take_over(from, m, out),
         }
         Ok(())
     }

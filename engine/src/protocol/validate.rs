@@ -26,6 +26,7 @@ impl Replica {
         match &envelope.msg {
             Message::Prepare(m) => owned_by(m.ballot, from),
             Message::Heartbeat(m) => owned_by(m.ballot, from),
+            Message::TakeOver(m) => owned_by(m.ballot, from),
             Message::Accept(m) => {
                 owned_by(m.ballot, from)?;
                 self.check_reach(kind, m.slot)?;

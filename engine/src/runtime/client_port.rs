@@ -28,9 +28,11 @@ use thiserror::Error;
 
 use super::answering::answer_each;
 use super::error::{ClientPortError, NodeError};
-use super::group::{GroupHandle, GroupStatus, Groups, ProposeOutcome, ReadOutcome, StatusView};
+use super::group::{
+    GroupHandle, GroupStatus, Groups, ProposeOutcome, ReadOutcome, StatusView, TransferError,
+};
 use super::options::core_of;
-use crate::protocol::{ClientId, Command};
+use crate::protocol::{ClientId, Command, NodeId};
 
 /// What a node's client port does with each request: the embedder's
 /// protocol, given to [`Node::start_with_client_port`](super::node::Node::start_with_client_port).
@@ -183,6 +185,12 @@ impl LocalGroup<'_> {
     /// The group's status on this node as it stands.
     pub fn status(&self) -> StatusView {
         self.status.view()
+    }
+
+    /// Hands leadership to member `to` (this node must lead) and waits
+    /// until this node sees it lead.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
+        self.handle.transfer_leadership(self.status, to).await
     }
 }
 

@@ -25,5 +25,5 @@ pub mod group;
 
 pub use group::{
     CommitStream, Committed, GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome,
-    ReadOutcome, StatusView, SubscribeError,
+    ReadOutcome, StatusView, SubscribeError, TransferError, TRANSFER_WAIT,
 };

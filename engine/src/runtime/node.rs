@@ -13,11 +13,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::client_port::{forward_channel, ClientService, NoClientPort, PortSetup};
 use super::cores::{Core, CoreEvent};
-use super::group::{CommitStream, ProposeOutcome, ReadOutcome, StatusView, SubscribeError};
+use super::group::{
+    CommitStream, ProposeOutcome, ReadOutcome, StatusView, SubscribeError, TransferError,
+};
 use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics};
 use super::requests::{CoreRequest, CORE_REQUESTS_MAX};
 use crate::group::state_machine::StateMachine;
-use crate::protocol::{ClientId, Command, GroupId, LogIndex};
+use crate::protocol::{ClientId, Command, GroupId, LogIndex, NodeId};
 
 pub use super::client_port::{ClientGroups, ClientReply, ForwardError, LocalGroup};
 pub use super::data_dir::{
@@ -399,6 +401,23 @@ impl NodeHandle {
             reply,
         });
         asked.await.flatten()
+    }
+
+    /// Hands `group`'s leadership to member `to`, which takes it at once
+    /// instead of waiting out an election (before removing the leader, or
+    /// to move load). This node must lead the group; returns once it sees
+    /// `to` lead, or an error after [`TRANSFER_WAIT`](super::group::TRANSFER_WAIT).
+    pub async fn transfer_leadership(
+        &self,
+        group: GroupId,
+        to: NodeId,
+    ) -> Result<(), TransferError> {
+        let asked = self.ask(group, |reply| CoreRequest::TransferLeadership {
+            group: group.0,
+            to,
+            reply,
+        });
+        asked.await.unwrap_or(Err(TransferError::Stopped))
     }
 
     /// Every command this node applies to `group` from log index `from` on,

@@ -5,8 +5,10 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 
 use super::answering::answer_each;
-use super::group::{CommitStream, Groups, ProposeOutcome, ReadOutcome, StatusView, SubscribeError};
-use crate::protocol::{Command, LogIndex};
+use super::group::{
+    CommitStream, Groups, ProposeOutcome, ReadOutcome, StatusView, SubscribeError, TransferError,
+};
+use crate::protocol::{Command, LogIndex, NodeId};
 
 /// Requests a core takes from other threads.
 pub(super) enum CoreRequest {
@@ -27,6 +29,12 @@ pub(super) enum CoreRequest {
     Status {
         group: u32,
         reply: oneshot::Sender<Option<StatusView>>,
+    },
+    /// Hand a group's leadership to a member.
+    TransferLeadership {
+        group: u32,
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), TransferError>>,
     },
     /// Stream a group's commits to this channel.
     Subscribe {
@@ -84,6 +92,13 @@ async fn carry_out(groups: &Groups, request: CoreRequest) {
         }
         CoreRequest::Status { group, reply } => {
             let _ = reply.send(groups.get(&group).map(|(_, status)| status.view()));
+        }
+        CoreRequest::TransferLeadership { group, to, reply } => {
+            let outcome = match groups.get(&group) {
+                Some((handle, status)) => handle.transfer_leadership(status, to).await,
+                None => Err(TransferError::Stopped),
+            };
+            let _ = reply.send(outcome);
         }
         CoreRequest::Subscribe { group, from, reply } => {
             let stream = match groups.get(&group) {

@@ -520,6 +520,14 @@ impl Cluster {
         self.after_step(node, trace_input, out);
     }
 
+    /// Has leader `node` hand leadership to member `to` (a fault the sweep
+    /// draws; the named scenarios call it too).
+    pub fn transfer_leadership(&mut self, node: usize, to: usize) {
+        self.stats.transfers += 1;
+        self.note(|| format!("n{} hands leadership to n{}", node + 1, to + 1));
+        self.step(node, GroupInput::TransferLeadership(node_id(to)));
+    }
+
     /// Makes `node` take leadership now (election disabled or not).
     pub fn campaign(&mut self, node: usize) {
         let mut out = Vec::new();

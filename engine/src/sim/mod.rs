@@ -75,6 +75,8 @@ pub struct SimReport {
     pub disk_losses: u64,
     /// Restarts with the WAL's last durable frames damaged and cut.
     pub tails_cut: u64,
+    /// Leadership handed to another member by the leader.
+    pub transfers: u64,
     /// Snapshots the replicas took of their state machines.
     pub snapshots_taken: u64,
     /// Snapshots installed from a peer (by replicas behind its log).
@@ -100,6 +102,8 @@ struct FaultPlan {
     /// Chance that a crashed replica comes back with its WAL's last
     /// durable frames damaged (and cut).
     tail_damage_per_restart: f64,
+    /// Chance per tick that the leader hands leadership to another member.
+    transfer_per_tick: f64,
 }
 
 /// Runs one seed: safety phase with faults, liveness phase without, checks.
@@ -162,6 +166,9 @@ fn run_inner(
         tail_damage_per_restart: ChaCha8Rng::seed_from_u64(seed ^ 0x7A11)
             .random_range(-0.3..0.3f64)
             .max(0.0),
+        transfer_per_tick: ChaCha8Rng::seed_from_u64(seed ^ 0x7F3A)
+            .random_range(-0.01..0.01f64)
+            .max(0.0),
     };
     let mut options = ClusterOptions::new(nodes, seed);
     options.network = plan.network;
@@ -196,6 +203,7 @@ fn run_inner(
         faults: stats.faults,
         disk_losses: stats.disk_losses,
         tails_cut: stats.tails_cut,
+        transfers: stats.transfers,
         snapshots_taken: stats.snapshots_taken,
         snapshots_installed: stats.snapshots_installed,
         converge_ticks,
@@ -226,6 +234,8 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
     let n = cluster.size();
     let mut disk_losses = ChaCha8Rng::seed_from_u64(cluster.seed() ^ 0x0D15_C0FF);
     let mut tail_damage = ChaCha8Rng::seed_from_u64(cluster.seed() ^ 0x7A11_DA3A);
+    // Their own stream too: seeds without transfers run as before.
+    let mut transfers = ChaCha8Rng::seed_from_u64(cluster.seed() ^ 0x7F3A_0A11);
     let mut restart_at: BTreeMap<usize, u64> = BTreeMap::new();
     let mut resume_at: BTreeMap<usize, u64> = BTreeMap::new();
     let mut heal_at: Option<u64> = None;
@@ -302,6 +312,12 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
             let until = (tick + cluster.rng().random_range(5..60)) * TICK_UNITS;
             cluster.links.clog(from, to, until);
             cluster.count_fault();
+        }
+        if plan.transfer_per_tick > 0.0 && transfers.random_bool(plan.transfer_per_tick) {
+            if let Some(leader) = cluster.leader() {
+                let to = (leader + transfers.random_range(1..n)) % n;
+                cluster.transfer_leadership(leader, to);
+            }
         }
         cluster.run_ticks(1);
     }

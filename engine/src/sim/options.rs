@@ -113,6 +113,8 @@ pub struct Stats {
     pub disk_losses: u64,
     /// Restarts with a damaged WAL tail cut.
     pub tails_cut: u64,
+    /// Leadership handed to another member.
+    pub transfers: u64,
     /// Commands refused because their session had been evicted.
     pub expired: u64,
     /// Snapshots replicas took of their own state machine.

@@ -14,6 +14,7 @@ pub(super) fn describe<C: Callers>(input: &GroupInput<C>) -> String {
         GroupInput::Read(_, id) => format!("read {id:?}"),
         GroupInput::ReadLocal(_, id) => format!("local read {id:?}"),
         GroupInput::PeerUnreachable(p) => format!("n{} unreachable", p.0),
+        GroupInput::TransferLeadership(to) => format!("hand leadership to n{}", to.0),
         GroupInput::SnapshotChunk(from, chunk) => format!(
             "snapshot chunk from n{} at {:?}, {}+{} of {}",
             from.0,
@@ -48,5 +49,6 @@ fn brief(msg: &crate::protocol::Message) -> String {
         M::Notification(m) => format!("round {} {:?}", m.round, m.state),
         M::Rejoin(m) => format!("floor {:?}", m.floor),
         M::RejoinInfo(m) => format!("promised {} recovery end {:?}", m.promised, m.recovery_end),
+        M::TakeOver(m) => format!("from the leader of {}", m.ballot),
     }
 }

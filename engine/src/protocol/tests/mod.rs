@@ -7,6 +7,7 @@ use super::*;
 
 mod clients;
 mod recovery;
+mod transfer;
 mod votes;
 
 fn ballot(round: u64, node: u64) -> Ballot {

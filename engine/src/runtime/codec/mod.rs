@@ -20,7 +20,7 @@ use thiserror::Error;
 use crate::protocol::{
     Accept, Accepted, Ballot, Batch, BatchError, CatchUp, CatchUpRequest, Entry, Envelope, GroupId,
     Heartbeat, HeartbeatAck, Message, Nack, NodeId, Notification, PeerState, Prepare, Promise,
-    Rejoin, RejoinInfo, Slot, Vote,
+    Rejoin, RejoinInfo, Slot, TakeOver, Vote,
 };
 
 /// Frame kind of an acceptor write in the WAL: a promise or a commit
@@ -140,6 +140,9 @@ enum WireMessage {
         promised: WireBallot,
         recovery_end: Option<u64>,
     },
+    TakeOver {
+        ballot: WireBallot,
+    },
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, Clone, Debug)]
@@ -256,6 +259,9 @@ fn message_out(msg: &Message) -> WireMessage {
         Message::RejoinInfo(m) => WireMessage::RejoinInfo {
             promised: ballot_out(m.promised),
             recovery_end: m.recovery_end.map(|s| s.0),
+        },
+        Message::TakeOver(m) => WireMessage::TakeOver {
+            ballot: ballot_out(m.ballot),
         },
     }
 }
@@ -434,6 +440,9 @@ pub fn decode_message(
         } => Message::RejoinInfo(RejoinInfo {
             promised: ballot_in(promised),
             recovery_end: recovery_end.as_ref().map(|s| Slot(s.to_native())),
+        }),
+        ArchivedWireMessage::TakeOver { ballot } => Message::TakeOver(TakeOver {
+            ballot: ballot_in(ballot),
         }),
     };
     Ok((GroupId(wire.group.to_native()), msg))

@@ -156,6 +156,7 @@ fn every_message_round_trips() {
             round: 4,
             state: PeerState::Leading,
         }),
+        Message::TakeOver(TakeOver { ballot: b }),
         Message::Rejoin(Rejoin { floor: None }),
         Message::Rejoin(Rejoin { floor: Some(b) }),
         Message::RejoinInfo(RejoinInfo {

@@ -14,6 +14,7 @@ use synod_wal::Wal;
 use super::feed::CommitFeed;
 use super::frames::Frames;
 use super::promise_record::PromiseRecord;
+use super::transfer;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
 use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
@@ -215,6 +216,16 @@ impl<S: StateMachine> GroupDriver<S> {
                         self.step(GroupInput::PeerUnreachable(lost))?;
                     }
                     GroupInput::Tick
+                }
+                Inbound::TransferLeadership(to, reply) => {
+                    let checked = transfer::check(self.core.replica(), to);
+                    let go = checked.is_ok();
+                    let _ = reply.send(checked);
+                    if !go {
+                        continue;
+                    }
+                    tracing::info!(group = self.group.0, to = to.0, "handing leadership over");
+                    GroupInput::TransferLeadership(to)
                 }
                 Inbound::Subscribe(from, reply) => {
                     let stream = self.feed.subscribe(from, self.core.next_index());

@@ -28,6 +28,7 @@ mod start;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ use thiserror::Error;
 
 pub use self::feed::{CommitStream, SubscribeError};
 pub use self::start::start_group;
+pub use self::transfer::{TransferError, TRANSFER_WAIT};
 use super::codec::{DecodeError, PeerFrame, KIND_PEER_MESSAGE};
 use super::metrics::GroupMetrics;
 pub use super::status::StatusView;
@@ -235,6 +237,9 @@ pub(crate) enum Inbound {
     ReadLocal(Bytes, oneshot::Sender<ReadOutcome>),
     /// A sync finished, after this long (`None`: not measured).
     Persisted(SyncId, Option<Duration>),
+    /// Hand leadership to this member, if this replica leads and it is
+    /// one; the answer says which it was.
+    TransferLeadership(NodeId, oneshot::Sender<Result<(), TransferError>>),
     /// Stream every command applied from this index on.
     Subscribe(
         LogIndex,
