@@ -61,6 +61,9 @@ mod wire {
         /// Who leads, and this node's commit and applied points (answered
         /// with `ClientResponse::NodeStatus`; `Status` keeps its reply).
         NodeStatus,
+        /// Hand the group's leadership to node `to` (ask the leader);
+        /// answered `LeaderMoved` once this node sees it lead.
+        TransferLeader { to: u64 },
     }
 
     /// A request for one group.
@@ -167,6 +170,8 @@ mod wire {
         /// than the largest before it would lengthen every reply's bytes,
         /// which older clients could no longer read.
         NodeStatus(Box<NodeStatus>),
+        /// Leadership moved: `leader` leads the group now.
+        LeaderMoved { leader: u64 },
     }
 
     /// A node's view of a group, with its commit point.

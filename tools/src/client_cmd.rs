@@ -39,6 +39,7 @@ Lines on stdin, one command each; one JSON object a line on stdout, in order:
                           one line per change under PREFIX, in log order:
                           {\"ok\":true,\"index\":N,\"op\":\"put\"|\"delete\"|\"expire\",\"key\":K,\"value\":V|null}
   leader                  the leading node's id and client address
+  leader transfer ID      hand leadership to node ID     {\"ok\":true,\"leader\":ID,\"addr\":A}
 Words are split as a shell splits them: put \"my key\" 'hello world'. An
 unquoted value is the rest of the line as typed.
 A failure is {\"ok\":false,\"error\":...}; the exit status is 1 if any line failed.")]
@@ -103,6 +104,18 @@ struct Session {
     timeout: Duration,
 }
 
+/// Sends one `op` to the cluster at `addrs` (following the leader) and
+/// renders its answer, as `synod client` would for one line.
+pub fn one_op(
+    addrs: Vec<SocketAddr>,
+    group: u32,
+    secret: Option<Secret>,
+    timeout: Duration,
+    op: ClientOp,
+) -> Value {
+    Session::new(addrs, group, secret, timeout).execute(op)
+}
+
 /// Answers every line of stdin; returns how many answers were failures.
 fn serve(args: ClientArgs) -> Result<usize, std::io::Error> {
     let addrs = match args.node {
@@ -110,20 +123,8 @@ fn serve(args: ClientArgs) -> Result<usize, std::io::Error> {
         None => args.cluster.clone(),
     };
     let secret = crate::wire::client_secret(args.client_secret_file.clone())?;
-    let mut session = Session {
-        group: args.group,
-        heard: vec![Heard::Nothing; addrs.len()],
-        conns: addrs
-            .into_iter()
-            .map(|addr| Connection::new(addr, secret.clone()))
-            .collect(),
-        secret,
-        ids: HashMap::new(),
-        target: 0,
-        client_id: new_client_id(),
-        seq: 0,
-        timeout: Duration::from_secs(args.timeout.max(1)),
-    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut session = Session::new(addrs, args.group, secret, timeout);
     let stdin = std::io::stdin();
     let mut failed = 0;
     for line in stdin.lock().lines() {
@@ -209,7 +210,8 @@ fn parse(line: &str, session: &Session) -> Result<ClientOp, String> {
         ("cas", [key, old, new]) => Ok(kv(session, KvOp::Cas { key: bytes(key), old: Some(bytes(old)), new: bytes(new) })),
         ("delete", [key]) => Ok(kv(session, KvOp::Delete { key: bytes(key) })),
         ("leader", []) => Ok(ClientOp::Status),
-        _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V [--lease ID|--ttl MS], get K, get --prefix P, cas K OLD NEW, cas K --absent NEW, delete K, lease grant|keepalive|revoke, watch [PREFIX], leader")),
+        ("leader", ["transfer", to]) => Ok(ClientOp::TransferLeader { to: number(to)? }),
+        _ => Err(format!("unknown command `{line}`; try append TEXT, read FROM [COUNT], put K V [--lease ID|--ttl MS], get K, get --prefix P, cas K OLD NEW, cas K --absent NEW, delete K, lease grant|keepalive|revoke, watch [PREFIX], leader, leader transfer ID")),
     }
 }
 
@@ -231,6 +233,7 @@ fn seq_of(op: &mut ClientOp) -> Option<&mut u64> {
         | ClientOp::ReadLog { .. }
         | ClientOp::Status
         | ClientOp::NodeStatus
+        | ClientOp::TransferLeader { .. }
         | ClientOp::GetPrefix { .. }
         | ClientOp::Watch { .. } => None,
     }
@@ -251,6 +254,28 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl Session {
+    fn new(
+        addrs: Vec<SocketAddr>,
+        group: u32,
+        secret: Option<Secret>,
+        timeout: Duration,
+    ) -> Session {
+        Session {
+            group,
+            heard: vec![Heard::Nothing; addrs.len()],
+            conns: addrs
+                .into_iter()
+                .map(|addr| Connection::new(addr, secret.clone()))
+                .collect(),
+            secret,
+            ids: HashMap::new(),
+            target: 0,
+            client_id: new_client_id(),
+            seq: 0,
+            timeout,
+        }
+    }
+
     /// A prefix read page after page (each one read linearizably), as one
     /// answer; `more` is always false.
     fn every_page(&mut self, mut op: ClientOp) -> Value {
@@ -513,6 +538,10 @@ impl Session {
                 None => json!({"ok": false, "error": "no leader known yet"}),
             },
             ClientResponse::NodeStatus(status) => json!({"ok": true, "leader": status.leader}),
+            ClientResponse::LeaderMoved { leader } => {
+                let addr = self.addr_of(leader).map(|a| a.to_string());
+                json!({"ok": true, "leader": leader, "addr": addr})
+            }
             ClientResponse::NotLeader { leader } => {
                 json!({"ok": false, "error": "not the leader", "leader": leader})
             }

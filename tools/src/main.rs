@@ -9,6 +9,7 @@ mod bench_cmd;
 mod chaos;
 mod client_cmd;
 mod cluster_cmd;
+mod leader_cmd;
 mod logging;
 mod node;
 mod node_cmd;
@@ -40,6 +41,9 @@ enum Command {
     Client(client_cmd::ClientArgs),
     /// Leader, ballot, commit point and lag of each node.
     Status(status_cmd::StatusArgs),
+    /// Leadership: hand it to a named node.
+    #[command(subcommand)]
+    Leader(leader_cmd::LeaderCommand),
     /// The load generator (--local N starts its own cluster).
     Bench(bench_cmd::BenchArgs),
     /// The deterministic simulator: seed sweeps and single-seed replays.
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Status(args) => status_cmd::run(args),
+        Command::Leader(command) => leader_cmd::run(command),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Wal(command) => wal_cmd::run(command),

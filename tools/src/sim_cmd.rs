@@ -84,6 +84,7 @@ fn print_table(reports: &[SimReport]) {
         ("faults injected", sum(|r| r.faults)),
         ("disks lost and rebuilt", sum(|r| r.disk_losses)),
         ("damaged WAL tails cut", sum(|r| r.tails_cut)),
+        ("leadership transfers", sum(|r| r.transfers)),
         ("snapshots taken", sum(|r| r.snapshots_taken)),
         ("snapshots installed", sum(|r| r.snapshots_installed)),
         ("slowest convergence (ticks)", converge_max),

@@ -314,6 +314,45 @@ fn a_node_whose_disk_was_lost_rejoins_by_state_transfer_and_votes_again() {
     assert_log_holds(&cluster, lost, &acked);
 }
 
+/// `synod leader transfer` hands leadership to the named follower between
+/// two runs of appends: it answers `{"ok":true,"leader":ID,...}`, the
+/// follower leads, and every replica holds every append in order. A node
+/// that is no member is refused with a clear error and exit status 1.
+#[test]
+fn leadership_moves_to_the_named_node_and_nothing_is_lost() {
+    let cluster = TestCluster::new(3);
+    let first = leader(&cluster);
+    let to = first % 3 + 1;
+    let mut acked = appends(&cluster, "before", 20);
+    let transfer = |to: u64| {
+        std::process::Command::new(support::SYNOD)
+            .args(["leader", "transfer", "--cluster", &cluster.cluster_arg()])
+            .args(["--to", &to.to_string()])
+            .output()
+            .unwrap()
+    };
+    let moved = transfer(to);
+    let reply: serde_json::Value = serde_json::from_slice(&moved.stdout).unwrap();
+    assert!(moved.status.success(), "{reply}");
+    assert_eq!(
+        (reply["ok"].clone(), reply["leader"].as_u64()),
+        (true.into(), Some(to))
+    );
+    assert_eq!(leader(&cluster), to);
+    acked.extend(appends(&cluster, "after", 20));
+    for i in 0..3 {
+        assert_log_holds(&cluster, i, &acked);
+    }
+    let refused = transfer(9);
+    let reply: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(!refused.status.success());
+    assert_eq!(reply["ok"], false);
+    assert!(
+        reply["error"].as_str().unwrap().contains("not a member"),
+        "{reply}"
+    );
+}
+
 /// Flips a byte in the body of the last frame of a stopped node's WAL:
 /// recovery finds bad bytes at the very end and cuts them as a torn write.
 fn damage_last_frame(wal_dir: &std::path::Path) {

@@ -21,6 +21,7 @@ use synod_client_proto::{
 use synod_engine::archive::{deserialize, Aligned};
 use synod_engine::protocol::{ClientId, NodeId};
 use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
+use synod_engine::runtime::TransferError;
 
 use super::client_error::ClientError;
 use super::clock::now_ms;
@@ -141,6 +142,13 @@ impl NodePort {
                     ballot: (status.promised.round, status.promised.node.0),
                 }
             }
+            ClientOp::TransferLeader { to } => match group.transfer_leadership(NodeId(to)).await {
+                Ok(()) => ClientResponse::LeaderMoved { leader: to },
+                Err(TransferError::NotLeader { leader }) => ClientResponse::NotLeader {
+                    leader: leader.map(|l| l.0),
+                },
+                Err(error) => ClientResponse::Error(error.to_string()),
+            },
             ClientOp::NodeStatus => {
                 let status = group.status();
                 ClientResponse::NodeStatus(Box::new(NodeStatus {
