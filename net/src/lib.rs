@@ -37,6 +37,7 @@ pub mod handshake;
 mod listen;
 mod log_limit;
 mod notify;
+mod peer_handshake;
 mod queue;
 mod reader;
 mod reply_budget;

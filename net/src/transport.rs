@@ -23,17 +23,16 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Opener, Sealer, KIND_BATCH_MAC};
 use crate::config::{ConfigError, PeerConfig};
-use crate::handshake::{self, Challenge, Hello, RefuseReason, Role, Transcript, MAC_BYTES};
+use crate::handshake::RefuseReason;
 use crate::listen::{Listener, Sharing};
 use crate::log_limit::OncePerSecond;
 use crate::notify::Notify;
+use crate::peer_handshake::{accept_handshake, dial_handshake, FrameKeys, Refusal};
 use crate::queue::Batch;
 use crate::queue::{Body, SendError, SendQueue};
-use crate::reader::{Frame, FrameReader};
-use crate::stream::{
-    self, read_one, read_some, with_timeout, write_loop, write_one, ConnError, SocketFd,
-};
-use crate::{NodeId, KIND_CHALLENGE, KIND_HELLO, KIND_PROOF, KIND_RESERVED_MIN, KIND_WELCOME};
+use crate::reader::FrameReader;
+use crate::stream::{self, read_some, with_timeout, write_loop, ConnError, SocketFd};
+use crate::{NodeId, KIND_RESERVED_MIN};
 
 /// Bodies during the handshake are tiny; an unauthenticated stranger gets no
 /// larger buffer than this.
@@ -401,7 +400,9 @@ async fn accept_one(shared: Rc<Shared>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut reader = FrameReader::new(HANDSHAKE_BODY_BYTES_MAX);
     let timeout = shared.config.handshake_timeout;
-    let outcome = with_timeout(timeout, accept_handshake(&shared, &mut stream, &mut reader)).await;
+    let is_peer = |id| shared.peers.contains_key(&id);
+    let handshake = accept_handshake(&shared.config, is_peer, &mut stream, &mut reader);
+    let outcome = with_timeout(timeout, handshake).await;
     shared.handshakes.set(shared.handshakes.get() - 1);
     match outcome.unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into()))) {
         Ok((peer, keys)) => {
@@ -426,210 +427,6 @@ fn refuse(
         let refused: u64 = shared.counters.refused.iter().map(Cell::get).sum();
         warn!(?remote, ?peer, %reason, detail, refused_so_far = refused, "handshake refused");
     }
-}
-
-type Refusal = (RefuseReason, String);
-
-fn io_refusal(e: ConnError) -> Refusal {
-    match e {
-        ConnError::Frame(e) => (RefuseReason::Malformed, e.to_string()),
-        e => (RefuseReason::Io, e.to_string()),
-    }
-}
-
-fn expect_kind(frame: &Frame, kind: u16) -> Result<(), Refusal> {
-    if frame.kind != kind {
-        let detail = format!("expected kind {kind:#06x}, got {:#06x}", frame.kind);
-        return Err((RefuseReason::Malformed, detail));
-    }
-    Ok(())
-}
-
-/// The keys of one connection's data frames, by direction.
-struct FrameKeys {
-    send: [u8; MAC_BYTES],
-    receive: [u8; MAC_BYTES],
-}
-
-impl FrameKeys {
-    fn of(transcript: &Transcript, secret: &crate::Secret, me: Role, peer: Role) -> FrameKeys {
-        FrameKeys {
-            send: transcript.frame_key(secret, me),
-            receive: transcript.frame_key(secret, peer),
-        }
-    }
-}
-
-/// The acceptor's side: returns the authenticated peer and the keys of
-/// the connection's data frames.
-async fn accept_handshake(
-    shared: &Shared,
-    stream: &mut TcpStream,
-    reader: &mut FrameReader,
-) -> Result<(NodeId, FrameKeys), Refusal> {
-    let frame = read_one(stream, reader).await.map_err(io_refusal)?;
-    expect_kind(&frame, KIND_HELLO)?;
-    let hello = Hello::decode(&frame.body).ok_or((RefuseReason::Malformed, "bad hello".into()))?;
-    check_hello(&shared.config, &shared.peers, &hello)?;
-    let challenge = Challenge {
-        cluster_id: shared.config.cluster_id,
-        compat: shared.config.compat,
-        encrypt: shared.config.encrypt,
-        acceptor: shared.config.node_id,
-        core: shared.config.core,
-        nonce: handshake::nonce(),
-    };
-    write_one(stream, KIND_CHALLENGE, &challenge.encode())
-        .await
-        .map_err(io_refusal)?;
-    let transcript = transcript(&hello, &challenge);
-    let proof = read_one(stream, reader).await.map_err(io_refusal)?;
-    expect_kind(&proof, KIND_PROOF)?;
-    if !transcript.verify(&shared.config.secret, Role::Dialer, &proof.body) {
-        let detail = format!("{}'s proof does not verify: another secret", hello.dialer);
-        return Err((RefuseReason::BadProof, detail));
-    }
-    let secret = &shared.config.secret;
-    let welcome = transcript.prove(secret, Role::Acceptor);
-    write_one(stream, KIND_WELCOME, &welcome)
-        .await
-        .map_err(io_refusal)?;
-    let keys = FrameKeys::of(&transcript, secret, Role::Acceptor, Role::Dialer);
-    Ok((hello.dialer, keys))
-}
-
-fn check_hello(
-    config: &PeerConfig,
-    peers: &BTreeMap<NodeId, Peer>,
-    hello: &Hello,
-) -> Result<(), Refusal> {
-    if hello.cluster_id != config.cluster_id {
-        let detail = format!(
-            "cluster {} is not ours ({})",
-            hello.cluster_id, config.cluster_id
-        );
-        return Err((RefuseReason::WrongCluster, detail));
-    }
-    if (hello.compat, hello.encrypt) != (config.compat, config.encrypt) {
-        return Err(incompatible(
-            hello.dialer,
-            (hello.compat, hello.encrypt),
-            config,
-        ));
-    }
-    if hello.acceptor != config.node_id {
-        let detail = format!("dialed {}, this is {}", hello.acceptor, config.node_id);
-        return Err((RefuseReason::UnknownNode, detail));
-    }
-    // Only lower ids dial higher ones; anything else is not a peer of ours.
-    if !peers.contains_key(&hello.dialer) || hello.dialer >= config.node_id {
-        let detail = format!(
-            "{} is not a peer that dials {}",
-            hello.dialer, config.node_id
-        );
-        return Err((RefuseReason::UnknownNode, detail));
-    }
-    if hello.core != config.core {
-        let detail = format!("core {} talks only to core {}", config.core, hello.core);
-        return Err((RefuseReason::WrongCore, detail));
-    }
-    Ok(())
-}
-
-fn incompatible(peer: NodeId, (compat, encrypt): (u64, bool), ours: &PeerConfig) -> Refusal {
-    let detail = if encrypt != ours.encrypt {
-        let says = |e| if e { "encrypts" } else { "does not encrypt" };
-        let (theirs, mine) = (says(encrypt), says(ours.encrypt));
-        format!("{peer} {theirs} frame bodies, this node {mine}: set both alike")
-    } else {
-        format!(
-            "{peer} declares compat {compat:#018x}, this node {:#018x}: \
-             a build whose replicas would not agree with ours",
-            ours.compat
-        )
-    };
-    (RefuseReason::Incompatible, detail)
-}
-
-fn transcript(hello: &Hello, challenge: &Challenge) -> Transcript {
-    Transcript {
-        cluster_id: hello.cluster_id,
-        compat: hello.compat,
-        encrypt: hello.encrypt,
-        dialer: hello.dialer,
-        acceptor: hello.acceptor,
-        core: hello.core,
-        nonce_dialer: hello.nonce,
-        nonce_acceptor: challenge.nonce,
-    }
-}
-
-/// The dialer's side, after the TCP connect.
-async fn dial_handshake(
-    shared: &Shared,
-    peer: NodeId,
-    stream: &mut TcpStream,
-    reader: &mut FrameReader,
-) -> Result<FrameKeys, Refusal> {
-    let config = &shared.config;
-    let hello = Hello {
-        cluster_id: config.cluster_id,
-        compat: config.compat,
-        encrypt: config.encrypt,
-        dialer: config.node_id,
-        acceptor: peer,
-        core: config.core,
-        nonce: handshake::nonce(),
-    };
-    write_one(stream, KIND_HELLO, &hello.encode())
-        .await
-        .map_err(io_refusal)?;
-    let frame = read_one(stream, reader).await.map_err(io_refusal)?;
-    expect_kind(&frame, KIND_CHALLENGE)?;
-    let challenge =
-        Challenge::decode(&frame.body).ok_or((RefuseReason::Malformed, "bad challenge".into()))?;
-    check_challenge(config, peer, &challenge)?;
-    let transcript = transcript(&hello, &challenge);
-    let proof = transcript.prove(&config.secret, Role::Dialer);
-    write_one(stream, KIND_PROOF, &proof)
-        .await
-        .map_err(io_refusal)?;
-    let welcome = read_one(stream, reader).await.map_err(io_refusal)?;
-    expect_kind(&welcome, KIND_WELCOME)?;
-    if welcome.body.len() != MAC_BYTES
-        || !transcript.verify(&config.secret, Role::Acceptor, &welcome.body)
-    {
-        let detail = format!("{peer}'s proof does not verify: another secret");
-        return Err((RefuseReason::BadProof, detail));
-    }
-    Ok(FrameKeys::of(
-        &transcript,
-        &config.secret,
-        Role::Dialer,
-        Role::Acceptor,
-    ))
-}
-
-fn check_challenge(config: &PeerConfig, peer: NodeId, c: &Challenge) -> Result<(), Refusal> {
-    if c.cluster_id != config.cluster_id {
-        let detail = format!(
-            "cluster {} is not ours ({})",
-            c.cluster_id, config.cluster_id
-        );
-        return Err((RefuseReason::WrongCluster, detail));
-    }
-    if (c.compat, c.encrypt) != (config.compat, config.encrypt) {
-        return Err(incompatible(peer, (c.compat, c.encrypt), config));
-    }
-    if c.acceptor != peer {
-        let detail = format!("dialed {peer}, answered by {}", c.acceptor);
-        return Err((RefuseReason::UnknownNode, detail));
-    }
-    if c.core != config.core {
-        let detail = format!("core {} talks only to core {}", config.core, c.core);
-        return Err((RefuseReason::WrongCore, detail));
-    }
-    Ok(())
 }
 
 /// Connect, handshake, run; on any failure wait with exponential backoff
@@ -671,7 +468,7 @@ async fn dial_once(
     let timeout = shared.config.handshake_timeout;
     let keys = with_timeout(
         timeout,
-        dial_handshake(shared, peer, &mut stream, &mut reader),
+        dial_handshake(&shared.config, peer, &mut stream, &mut reader),
     )
     .await
     .unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into())))?;
