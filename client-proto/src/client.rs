@@ -5,7 +5,7 @@ use synod_engine::archive::{from_bytes, to_bytes};
 
 pub use wire::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, EventKind,
-    KeyValue, LogEntry, NodeStatus, WatchEvent,
+    KeyValue, LogEntry, Member, NodeStatus, WatchEvent,
 };
 
 /// The formats. rkyv derives archived types beside each, without docs.
@@ -64,6 +64,8 @@ mod wire {
         /// Hand the group's leadership to node `to` (ask the leader);
         /// answered `LeaderMoved` once this node sees it lead.
         TransferLeader { to: u64 },
+        /// The group's members, from its leader (answered `Members`).
+        Members,
     }
 
     /// A request for one group.
@@ -172,6 +174,18 @@ mod wire {
         NodeStatus(Box<NodeStatus>),
         /// Leadership moved: `leader` leads the group now.
         LeaderMoved { leader: u64 },
+        /// The group's members, as its leader knows them.
+        Members { leader: u64, members: Vec<Member> },
+    }
+
+    /// One member of a group.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub struct Member {
+        pub id: u64,
+        /// Where its peers reach it (its `--listen`).
+        pub addr: String,
+        /// Whether it votes (every member does until learners exist).
+        pub voter: bool,
     }
 
     /// A node's view of a group, with its commit point.

@@ -14,7 +14,7 @@ mod kv;
 
 pub use client::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, EventKind,
-    KeyValue, LogEntry, NodeStatus, WatchEvent,
+    KeyValue, LogEntry, Member, NodeStatus, WatchEvent,
 };
 pub use kv::{KvOp, KvReply};
 

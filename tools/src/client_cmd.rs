@@ -234,6 +234,7 @@ fn seq_of(op: &mut ClientOp) -> Option<&mut u64> {
         | ClientOp::Status
         | ClientOp::NodeStatus
         | ClientOp::TransferLeader { .. }
+        | ClientOp::Members
         | ClientOp::GetPrefix { .. }
         | ClientOp::Watch { .. } => None,
     }
@@ -538,6 +539,16 @@ impl Session {
                 None => json!({"ok": false, "error": "no leader known yet"}),
             },
             ClientResponse::NodeStatus(status) => json!({"ok": true, "leader": status.leader}),
+            ClientResponse::Members { leader, members } => {
+                let members: Vec<Value> = members
+                    .iter()
+                    .map(|m| {
+                        let role = if m.voter { "voter" } else { "learner" };
+                        json!({"id": m.id, "addr": m.addr, "role": role})
+                    })
+                    .collect();
+                json!({"ok": true, "group": self.group, "leader": leader, "members": members})
+            }
             ClientResponse::LeaderMoved { leader } => {
                 let addr = self.addr_of(leader).map(|a| a.to_string());
                 json!({"ok": true, "leader": leader, "addr": addr})

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod address;
+mod admin_cmd;
 mod bench_cmd;
 mod chaos;
 mod client_cmd;
 mod cluster_cmd;
-mod leader_cmd;
 mod logging;
 mod node;
 mod node_cmd;
@@ -43,7 +43,10 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Leadership: hand it to a named node.
     #[command(subcommand)]
-    Leader(leader_cmd::LeaderCommand),
+    Leader(admin_cmd::LeaderCommand),
+    /// Members of a group.
+    #[command(subcommand)]
+    Member(admin_cmd::MemberCommand),
     /// The load generator (--local N starts its own cluster).
     Bench(bench_cmd::BenchArgs),
     /// The deterministic simulator: seed sweeps and single-seed replays.
@@ -79,7 +82,8 @@ fn main() -> ExitCode {
         Command::Client(args) => client_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Status(args) => status_cmd::run(args),
-        Command::Leader(command) => leader_cmd::run(command),
+        Command::Leader(command) => admin_cmd::leader(command),
+        Command::Member(command) => admin_cmd::member(command),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Wal(command) => wal_cmd::run(command),

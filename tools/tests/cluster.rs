@@ -324,13 +324,14 @@ fn leadership_moves_to_the_named_node_and_nothing_is_lost() {
     let first = leader(&cluster);
     let to = first % 3 + 1;
     let mut acked = appends(&cluster, "before", 20);
-    let transfer = |to: u64| {
+    let synod = |args: &[&str]| {
         std::process::Command::new(support::SYNOD)
-            .args(["leader", "transfer", "--cluster", &cluster.cluster_arg()])
-            .args(["--to", &to.to_string()])
+            .args(args)
+            .args(["--cluster", &cluster.cluster_arg()])
             .output()
             .unwrap()
     };
+    let transfer = |to: u64| synod(&["leader", "transfer", "--to", &to.to_string()]);
     let moved = transfer(to);
     let reply: serde_json::Value = serde_json::from_slice(&moved.stdout).unwrap();
     assert!(moved.status.success(), "{reply}");
@@ -339,6 +340,18 @@ fn leadership_moves_to_the_named_node_and_nothing_is_lost() {
         (true.into(), Some(to))
     );
     assert_eq!(leader(&cluster), to);
+    let listed = synod(&["member", "list"]);
+    let members: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed.status.success(), "{members}");
+    assert_eq!(members["leader"].as_u64(), Some(to), "{members}");
+    let ids: Vec<u64> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter" && m["addr"].is_string())
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3], "{members}");
     acked.extend(appends(&cluster, "after", 20));
     for i in 0..3 {
         assert_log_holds(&cluster, i, &acked);

@@ -28,7 +28,7 @@ use port::NodePort;
 pub fn run(options: NodeOptions, client_listen: SocketAddr) -> Result<(), RunError> {
     let groups = options.groups;
     let renewals = Renewals::new(groups);
-    let port = NodePort::new(options.id, renewals.clone());
+    let port = NodePort::new(options.id, options.peers.clone(), renewals.clone());
     let node =
         Node::start_with_client_port(options, |_| NodeMachine::default(), client_listen, port)?;
     if let Err(error) = lease_clock::start(node.handle(), groups, renewals) {

@@ -12,11 +12,12 @@ mod append;
 mod outcome;
 mod watch;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use synod_client_proto::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, KvOp,
-    KvReply, NodeStatus, APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
+    KvReply, Member, NodeStatus, APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
 };
 use synod_engine::archive::{deserialize, Aligned};
 use synod_engine::protocol::{ClientId, NodeId};
@@ -36,15 +37,25 @@ use watch::watch;
 pub struct NodePort {
     /// This node, for `Status` replies.
     node: NodeId,
+    /// Every member and its peer address (each group has them all).
+    members: Vec<(NodeId, SocketAddr)>,
     /// Which leaderships have renewed their group's leases (KV writes
     /// wait for it; see `lease_clock`).
     renewals: Arc<Renewals>,
 }
 
 impl NodePort {
-    /// The port of node `node`.
-    pub fn new(node: NodeId, renewals: Arc<Renewals>) -> NodePort {
-        NodePort { node, renewals }
+    /// The port of node `node`, one of `members`.
+    pub fn new(
+        node: NodeId,
+        members: Vec<(NodeId, SocketAddr)>,
+        renewals: Arc<Renewals>,
+    ) -> NodePort {
+        NodePort {
+            node,
+            members,
+            renewals,
+        }
     }
 
     /// Answers a request for a group of this core, checked in place.
@@ -149,6 +160,22 @@ impl NodePort {
                 },
                 Err(error) => ClientResponse::Error(error.to_string()),
             },
+            ClientOp::Members => {
+                let status = group.status();
+                if !status.leading {
+                    let leader = status.leader.map(|l| l.0);
+                    return ClientResponse::NotLeader { leader };
+                }
+                let members = self.members.iter().map(|(id, addr)| Member {
+                    id: id.0,
+                    addr: addr.to_string(),
+                    voter: true,
+                });
+                ClientResponse::Members {
+                    leader: self.node.0,
+                    members: members.collect(),
+                }
+            }
             ClientOp::NodeStatus => {
                 let status = group.status();
                 ClientResponse::NodeStatus(Box::new(NodeStatus {

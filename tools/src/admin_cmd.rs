@@ -1,0 +1,97 @@
+//! `synod leader` and `synod member`: one request to the group's leader,
+//! one JSON line out, exit status 1 on failure.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use synod_client_proto::ClientOp;
+
+/// What `synod leader` does.
+#[derive(Debug, Subcommand)]
+pub enum LeaderCommand {
+    /// Hand the group's leadership to node --to, which takes it at once
+    /// (before removing the leader, or to move load). Prints
+    /// {"ok":true,"leader":ID,"addr":A}, or {"ok":false,"error":...} and
+    /// exits 1.
+    Transfer {
+        #[command(flatten)]
+        target: Target,
+        /// The node to lead.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// What `synod member` does.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// The group's members, as its leader knows them: {"ok":true,"group":G,
+    /// "leader":ID,"members":[{"id":1,"addr":"HOST:PORT","role":"voter"},...]}.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which cluster and group a request goes to, and how.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Client addresses of the nodes, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = crate::address::resolve)]
+    cluster: Vec<SocketAddr>,
+    /// The group.
+    #[arg(long, default_value_t = 0)]
+    group: u32,
+    /// Give up after this many seconds.
+    #[arg(
+        long,
+        alias = "timeout-s",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    timeout: u64,
+    /// File holding the nodes' client secret, for nodes started with
+    /// `--client-secret-file`.
+    #[arg(long)]
+    client_secret_file: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    /// Sends `op` to the group's leader and renders the answer.
+    fn ask(self, op: ClientOp) -> Value {
+        match crate::wire::client_secret(self.client_secret_file) {
+            Ok(secret) => crate::client_cmd::one_op(
+                self.cluster,
+                self.group,
+                secret,
+                Duration::from_secs(self.timeout.max(1)),
+                op,
+            ),
+            Err(error) => json!({"ok": false, "error": format!("client secret: {error}")}),
+        }
+    }
+}
+
+/// Runs `synod leader ...`.
+pub fn leader(command: LeaderCommand) -> ExitCode {
+    let LeaderCommand::Transfer { target, to } = command;
+    print(target.ask(ClientOp::TransferLeader { to }))
+}
+
+/// Runs `synod member ...`.
+pub fn member(command: MemberCommand) -> ExitCode {
+    let MemberCommand::List { target } = command;
+    print(target.ask(ClientOp::Members))
+}
+
+fn print(reply: Value) -> ExitCode {
+    println!("{reply}");
+    if reply["ok"] == json!(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
