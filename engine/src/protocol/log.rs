@@ -54,7 +54,12 @@ impl Log {
             return;
         };
         let offset = offset as usize;
-        if offset >= self.slots.len() {
+        if offset == self.slots.len() {
+            // The usual case, a leader's next slot: no hole to fill.
+            self.slots.push_back(Some(entry));
+            return;
+        }
+        if offset > self.slots.len() {
             self.slots.resize(offset + 1, None);
         }
         self.slots[offset] = Some(entry);

@@ -27,6 +27,10 @@ pub(super) struct Leading {
     queue_bytes: u64,
     /// When the oldest queued command arrived (for linger).
     queued_since: Option<u64>,
+    /// Bytes of the last batch cut: a new batch's buffer starts this large,
+    /// so that under a steady load it is allocated once at about its size
+    /// (small ones from the allocator's fast path), not at the bound.
+    batch_bytes_last: usize,
     /// Tick each member was last heard from, by position.
     heard_at: Vec<u64>,
     next_heartbeat_at: u64,
@@ -146,6 +150,7 @@ impl Replica {
             queue: VecDeque::new(),
             queue_bytes: 0,
             queued_since: None,
+            batch_bytes_last: 0,
             heard_at: vec![self.now; members],
             next_heartbeat_at: self.now,
             recovery_end: self.commit,
@@ -437,9 +442,9 @@ impl Replica {
             .back()
             .is_some_and(|b| b.fits_all(bytes, count, bytes_max, cmds_max))
         {
-            // Start small: most batches are far below the bound, and the
-            // buffer doubles when one is not.
-            let capacity = bytes_max.min(4 << 10);
+            // As large as the last batch: most batches are far below the
+            // bound, and the buffer doubles when one is larger.
+            let capacity = bytes_max.min(bytes.max(leading.batch_bytes_last));
             leading
                 .queue
                 .push_back(BatchBuilder::with_capacity(capacity));
@@ -488,6 +493,7 @@ impl Replica {
             }
             let builder = leading.queue.pop_front().expect("non-empty");
             leading.queue_bytes -= builder.bytes_len() as u64;
+            leading.batch_bytes_last = builder.bytes_len();
             if leading.queue.is_empty() {
                 leading.queued_since = None;
             }
