@@ -3,16 +3,14 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use synod_bench::loadgen::{
-    outage, run_load, validate_workload, LoadOptions, LoadReport, Progress,
-};
+use synod_bench::loadgen::{run_load, validate_workload, LoadOptions, LoadReport, Progress};
 use synod_bench::local::{Layout, LocalCluster};
 use synod_bench::machine::{measure_floor, Floor};
 
@@ -20,6 +18,7 @@ use crate::node_cmd::Fsync;
 use cost::{CpuPerCommand, CpuWindow};
 
 mod cost;
+mod disrupt;
 
 /// How long each part of the machine's floor is measured.
 const FLOOR_TIME: Duration = Duration::from_millis(500);
@@ -110,6 +109,16 @@ pub struct BenchArgs {
     /// every outage. Needs --local.
     #[arg(long, default_value_t = 0, requires = "local")]
     failover: u32,
+    /// Hand leadership from the leader to the next node this many times
+    /// (`synod leader transfer`, evenly spaced over the measured window)
+    /// and report the pause each caused. Needs --local.
+    #[arg(
+        long,
+        default_value_t = 0,
+        requires = "local",
+        conflicts_with = "failover"
+    )]
+    transfers: u32,
     /// With --local: keep the replicas' data and logs here (default: a
     /// temporary directory, removed at the end).
     #[arg(long, requires = "local")]
@@ -188,8 +197,15 @@ pub fn run(args: BenchArgs) -> ExitCode {
         shown(p);
     });
     let load = std::thread::spawn(move || run_load(options, callback));
-    let kills = match local.as_mut() {
-        Some(cluster) if args.failover > 0 => kill_leaders(cluster, &leader, &args, &bar),
+    let disruptions = match local.as_mut() {
+        Some(cluster) if args.failover > 0 => disrupt::kill_leaders(cluster, &leader, &args, &bar),
+        Some(cluster) if args.transfers > 0 => {
+            let secret = crate::wire::client_secret(args.client_secret_file.clone())
+                .ok()
+                .flatten();
+            let reach = (cluster.client_addrs.clone(), args.group, secret);
+            disrupt::transfer_leaders(reach, &leader, &args, &bar)
+        }
         _ => Vec::new(),
     };
     let report = load
@@ -197,7 +213,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         .unwrap_or_else(|_| Err("the load generator panicked".into()));
     bar.finish_and_clear();
     if let Ok(report) = &report {
-        print_outages(report, &kills, args.json);
+        disrupt::print_outages(report, &disruptions, args.json);
     }
     drop(local);
     if args.local.is_some() && !keep {
@@ -242,73 +258,6 @@ fn show(
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
-    }
-}
-
-/// Kills the leader `--failover` times, evenly spaced over the measured
-/// window, restarting each victim a second later; returns (when, whom).
-fn kill_leaders(
-    cluster: &mut LocalCluster,
-    leader: &AtomicU64,
-    args: &BenchArgs,
-    bar: &ProgressBar,
-) -> Vec<(Instant, u64)> {
-    let start = Instant::now();
-    let spacing = Duration::from_secs(args.duration) / (args.failover + 1);
-    let mut kills = Vec::new();
-    for k in 1..=args.failover {
-        let at = start + Duration::from_secs(args.warmup) + spacing * k;
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        let victim = leader.load(Ordering::Relaxed);
-        if victim == 0 {
-            bar.println("no leader known at a kill time; skipped");
-            continue;
-        }
-        cluster.kill(victim as usize);
-        kills.push((Instant::now(), victim));
-        std::thread::sleep(Duration::from_secs(1).min(spacing / 2));
-        if let Err(message) = cluster.restart(victim as usize) {
-            bar.println(format!("restarting node {victim}: {message}"));
-        }
-    }
-    kills
-}
-
-fn print_outages(report: &LoadReport, kills: &[(Instant, u64)], json: bool) {
-    if kills.is_empty() {
-        return;
-    }
-    let mut gaps = Vec::new();
-    for (i, (at, victim)) in kills.iter().enumerate() {
-        let since_start = |at: &Instant| at.saturating_duration_since(report.started).as_millis();
-        let kill_ms = since_start(at) as usize;
-        let next_ms = kills.get(i + 1).map(|(next, _)| since_start(next) as usize);
-        let o = outage(&report.acks_per_ms, kill_ms, next_ms);
-        gaps.push(o.gap_ms);
-        let recovery = o
-            .recovery_ms
-            .map_or("not within the run".to_string(), |ms| format!("{ms} ms"));
-        if json {
-            println!(
-                "{}",
-                json!({"kill": i + 1, "leader": victim, "outage_ms": o.gap_ms, "recovery_90_ms": o.recovery_ms})
-            );
-        } else {
-            println!(
-                "kill {}: leader n{victim}, outage {} ms, back to 90 % throughput after {recovery}",
-                i + 1,
-                o.gap_ms
-            );
-        }
-    }
-    gaps.sort_unstable();
-    let p50 = gaps[gaps.len() / 2];
-    let max = gaps[gaps.len() - 1];
-    if !json {
-        println!(
-            "outages over {} kills: p50 {p50} ms, max {max} ms",
-            gaps.len()
-        );
     }
 }
 

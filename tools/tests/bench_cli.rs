@@ -151,3 +151,35 @@ fn bench_refuses_a_workload_that_cannot_run_before_starting_a_cluster() {
         assert!(!data.exists(), "{flags:?} left {}", data.display());
     }
 }
+
+/// `--transfers N` hands leadership on N times during the run and reports
+/// each pause: one JSON line per transfer, then the results, which saw the
+/// leaders change.
+#[test]
+fn bench_hands_leadership_on_and_reports_each_pause() {
+    let output = Command::new(SYNOD)
+        .args(["bench", "--local", "3", "--transfers", "2", "--json"])
+        .args(["--duration", "3", "--warmup", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let transfers: Vec<&Value> = lines.iter().filter(|l| l["transfer"].is_u64()).collect();
+    assert_eq!(transfers.len(), 2, "{stdout}");
+    for t in &transfers {
+        let (from, to) = (t["from"].as_u64().unwrap(), t["to"].as_u64().unwrap());
+        assert_eq!(to, from % 3 + 1, "{t}");
+        assert!(t["outage_ms"].is_u64(), "{t}");
+    }
+    let results = lines.last().unwrap();
+    assert!(results["leaders_seen"].as_u64().unwrap() >= 3, "{results}");
+}
