@@ -14,8 +14,9 @@ use local_cluster::{applied, leader, TestCluster};
 use serde_json::Value;
 use support::SYNOD;
 
-/// Runs `synod bench` with `args` and `--json`; its results object.
-fn bench(args: &[&str]) -> Value {
+/// Runs `synod bench` with `args` and `--json`; every line it printed,
+/// the results object last.
+fn bench_lines(args: &[&str]) -> Vec<Value> {
     let output = Command::new(SYNOD)
         .arg("bench")
         .args(args)
@@ -29,8 +30,17 @@ fn bench(args: &[&str]) -> Value {
         "synod bench failed: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let last = stdout.lines().last().expect("a results line");
-    serde_json::from_str(last).unwrap()
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "no results line");
+    lines
+}
+
+/// Runs `synod bench` with `args` and `--json`; its results object.
+fn bench(args: &[&str]) -> Value {
+    bench_lines(args).pop().expect("a results line")
 }
 
 #[test]
@@ -157,24 +167,9 @@ fn bench_refuses_a_workload_that_cannot_run_before_starting_a_cluster() {
 /// leaders change.
 #[test]
 fn bench_hands_leadership_on_and_reports_each_pause() {
-    let output = Command::new(SYNOD)
-        .args(["bench", "--local", "3", "--transfers", "2", "--json"])
-        .args(["--duration", "3", "--warmup", "1"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = bench_lines(&["--local", "3", "--transfers", "2"]);
     let transfers: Vec<&Value> = lines.iter().filter(|l| l["transfer"].is_u64()).collect();
-    assert_eq!(transfers.len(), 2, "{stdout}");
+    assert_eq!(transfers.len(), 2, "{lines:?}");
     for t in &transfers {
         let (from, to) = (t["from"].as_u64().unwrap(), t["to"].as_u64().unwrap());
         assert_eq!(to, from % 3 + 1, "{t}");
