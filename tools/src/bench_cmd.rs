@@ -196,13 +196,11 @@ pub fn run(args: BenchArgs) -> ExitCode {
         sampled.observe(&p);
         shown(p);
     });
+    let secret = options.secret.clone();
     let load = std::thread::spawn(move || run_load(options, callback));
     let disruptions = match local.as_mut() {
         Some(cluster) if args.failover > 0 => disrupt::kill_leaders(cluster, &leader, &args, &bar),
         Some(cluster) if args.transfers > 0 => {
-            let secret = crate::wire::client_secret(args.client_secret_file.clone())
-                .ok()
-                .flatten();
             let reach = (cluster.client_addrs.clone(), args.group, secret);
             disrupt::transfer_leaders(reach, &leader, &args, &bar)
         }

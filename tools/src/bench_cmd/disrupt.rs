@@ -37,6 +37,27 @@ fn due(start: Instant, args: &BenchArgs, k: u32, count: u32) -> (Instant, Durati
     )
 }
 
+/// Waits until disruption `k` of `count` is due; then the leader and the
+/// spacing between disruptions, or nothing (said on the bar) if no leader
+/// is known.
+fn leader_when_due(
+    start: Instant,
+    args: &BenchArgs,
+    (k, count): (u32, u32),
+    leader: &AtomicU64,
+    bar: &ProgressBar,
+) -> Option<(u64, Duration)> {
+    let (at, spacing) = due(start, args, k, count);
+    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    match leader.load(Ordering::Relaxed) {
+        0 => {
+            bar.println(format!("no leader known at disruption {k}; skipped"));
+            None
+        }
+        leader => Some((leader, spacing)),
+    }
+}
+
 /// Kills the leader `--failover` times, restarting each victim a second
 /// later.
 pub(super) fn kill_leaders(
@@ -48,13 +69,10 @@ pub(super) fn kill_leaders(
     let start = Instant::now();
     let mut kills = Vec::new();
     for k in 1..=args.failover {
-        let (at, spacing) = due(start, args, k, args.failover);
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        let victim = leader.load(Ordering::Relaxed);
-        if victim == 0 {
-            bar.println("no leader known at a kill time; skipped");
+        let Some((victim, spacing)) = leader_when_due(start, args, (k, args.failover), leader, bar)
+        else {
             continue;
-        }
+        };
         cluster.kill(victim as usize);
         kills.push(Disruption {
             at: Instant::now(),
@@ -80,13 +98,9 @@ pub(super) fn transfer_leaders(
     let nodes = addrs.len() as u64;
     let mut transfers = Vec::new();
     for k in 1..=args.transfers {
-        let (at, _) = due(start, args, k, args.transfers);
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        let from = leader.load(Ordering::Relaxed);
-        if from == 0 {
-            bar.println("no leader known at a transfer time; skipped");
+        let Some((from, _)) = leader_when_due(start, args, (k, args.transfers), leader, bar) else {
             continue;
-        }
+        };
         let to = from % nodes + 1;
         let began = Instant::now();
         let op = ClientOp::TransferLeader { to };
