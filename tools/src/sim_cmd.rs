@@ -87,6 +87,7 @@ fn print_table(reports: &[SimReport]) {
         ("leadership transfers", sum(|r| r.transfers)),
         ("snapshots taken", sum(|r| r.snapshots_taken)),
         ("snapshots installed", sum(|r| r.snapshots_installed)),
+        ("snapshot chunk asks", sum(|r| r.snapshot_asks)),
         ("slowest convergence (ticks)", converge_max),
         ("violations", violations),
     ];

@@ -103,6 +103,16 @@ pub enum GroupInput<C: Callers> {
     TransferLeadership(NodeId),
     /// A piece of a snapshot from a peer.
     SnapshotChunk(NodeId, SnapshotChunk),
+    /// A peer lost chunks of our snapshot `upto` and asks us to go on from
+    /// byte `offset` (`GroupAction::AskSnapshot` on its side).
+    SnapshotWanted {
+        /// The peer.
+        from: NodeId,
+        /// The snapshot it holds part of.
+        upto: Slot,
+        /// The first byte it lacks.
+        offset: u64,
+    },
     /// The snapshot the core asked to save is durable.
     SnapshotSaved {
         /// The snapshot's slot.
@@ -214,6 +224,20 @@ pub enum GroupAction<C: Callers> {
         upto: Slot,
         /// The snapshot file's contents.
         encoded: Bytes,
+        /// `None`: from the start, unless a transfer to this peer is under
+        /// way (it goes on). `Some(offset)`: the peer asked to go on from
+        /// there; a transfer under way jumps to it.
+        resume_at: Option<u64>,
+    },
+    /// Ask peer `to` to go on sending its snapshot `upto` from byte
+    /// `offset`: chunks were lost, and what came before is held.
+    AskSnapshot {
+        /// The sender.
+        to: NodeId,
+        /// Its snapshot's slot.
+        upto: Slot,
+        /// The first byte not held.
+        offset: u64,
     },
     /// Encode and durably write the snapshot file, then feed back
     /// `SnapshotSaved` (or `SnapshotSkipped` if it could not be encoded; a

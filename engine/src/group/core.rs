@@ -11,7 +11,7 @@ use super::action::{
 };
 use super::apply::apply_batch;
 use super::compaction::Compaction;
-use super::snapshot::{Snapshot, SnapshotChunk, SnapshotError, SnapshotPolicy};
+use super::snapshot::{Received, Snapshot, SnapshotChunk, SnapshotError, SnapshotPolicy};
 use super::state_machine::StateMachine;
 use super::waiters::{Answer, Waiters};
 use crate::protocol::{
@@ -135,6 +135,10 @@ pub struct GroupCore<S, C: Callers> {
     /// are unknown); the rebuild's last promise starts it again.
     recorded: Option<Ballot>,
     was_leading: bool,
+    /// Ticks since start (how often a lost snapshot chunk is asked for).
+    ticks: u64,
+    /// Ticks between two asks for the same lost snapshot chunk.
+    ask_every: u64,
     /// Emit an `Entry` per command applied.
     streaming: bool,
     /// The replica's actions of the step under way (kept for its buffer).
@@ -177,6 +181,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             recovery.marked_rebuilding || (recovery.rejoin_if_empty && lost) || recovery.tail_cut;
         let durable = base.replay_onto(recovery.writes.iter().map(|(_, write)| write));
         let recorded = recovery.promise_record;
+        let ask_every = u64::from(options.config.resend_ticks);
         let replica = if rebuilding {
             // Durable before the rebuild writes anything: a crash from here
             // until it ends restarts the rebuild, never a half-rebuilt
@@ -209,6 +214,8 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             // An intact WAL holds every promise: it starts a missing record.
             recorded: recorded.or((!rebuilding).then_some(Ballot::ZERO)),
             was_leading: false,
+            ticks: 0,
+            ask_every,
             streaming: false,
             scratch: Actions::default(),
             #[cfg(test)]
@@ -251,7 +258,10 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
                 Ok(())
             }
             GroupInput::Persisted(sync) => self.step_replica(Input::Persisted(sync), out),
-            GroupInput::Tick => self.step_replica(Input::Tick, out),
+            GroupInput::Tick => {
+                self.ticks += 1;
+                self.step_replica(Input::Tick, out)
+            }
             GroupInput::PeerUnreachable(peer) => {
                 self.step_replica(Input::PeerUnreachable(peer), out)
             }
@@ -260,6 +270,10 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             }
             GroupInput::SnapshotChunk(from, chunk) => {
                 self.on_snapshot_chunk(from, chunk, out);
+                Ok(())
+            }
+            GroupInput::SnapshotWanted { from, upto, offset } => {
+                self.on_snapshot_wanted(from, upto, offset, out);
                 Ok(())
             }
             GroupInput::SnapshotSaved { upto, encoded } => {
@@ -591,21 +605,62 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
                 to,
                 upto: *upto,
                 encoded: encoded.clone(),
+                resume_at: None,
             }),
             // The log is compacted only below a durable snapshot.
             None => tracing::warn!(to = to.0, "peer needs a snapshot, none is durable yet"),
         }
     }
 
-    /// Gathers a snapshot from a peer; installs it once whole.
+    /// A peer that lost chunks of our snapshot asks for the rest: the
+    /// transfer goes on from where it holds up to, or starts our latest
+    /// snapshot over if it asks for one we no longer have.
+    fn on_snapshot_wanted(
+        &mut self,
+        from: NodeId,
+        upto: Slot,
+        offset: u64,
+        out: &mut Vec<GroupAction<C>>,
+    ) {
+        let Some((latest, encoded)) = &self.compaction.latest else {
+            return;
+        };
+        let resume_at = if *latest == upto && offset < encoded.len() as u64 {
+            offset
+        } else {
+            0
+        };
+        out.push(GroupAction::SendSnapshot {
+            to: from,
+            upto: *latest,
+            encoded: encoded.clone(),
+            resume_at: Some(resume_at),
+        });
+    }
+
+    /// Gathers a snapshot from a peer; installs it once whole. Lost chunks
+    /// are asked for again from where what is held ends.
     fn on_snapshot_chunk(
         &mut self,
         from: NodeId,
         chunk: SnapshotChunk,
         out: &mut Vec<GroupAction<C>>,
     ) {
-        let Some(encoded) = self.compaction.incoming.take(from, chunk) else {
-            return;
+        let received = self
+            .compaction
+            .incoming
+            .take(from, chunk, self.ticks, self.ask_every);
+        let encoded = match received {
+            Received::Whole(encoded) => encoded,
+            Received::Pending => return,
+            Received::Gap { upto, offset } => {
+                out.push(GroupAction::AskSnapshot {
+                    to: from,
+                    upto,
+                    offset,
+                });
+                return;
+            }
         };
         match Snapshot::decode_for(&encoded, self.sessions.bounds()) {
             Ok(snapshot) => self.install_snapshot(from, snapshot, encoded, out),

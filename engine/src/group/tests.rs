@@ -117,8 +117,17 @@ fn brief(action: GroupAction<Named>) -> String {
         GroupAction::Sync(sync) => format!("sync {}", sync.0),
         GroupAction::RecordPromise(b) => format!("record promise {b}"),
         GroupAction::Send(e) => format!("send {} to {}", e.msg.kind(), e.to.0),
-        GroupAction::SendSnapshot { to, upto, .. } => {
-            format!("send snapshot {} to {}", upto.0, to.0)
+        GroupAction::SendSnapshot {
+            to,
+            upto,
+            resume_at,
+            ..
+        } => match resume_at {
+            None => format!("send snapshot {} to {}", upto.0, to.0),
+            Some(at) => format!("send snapshot {} to {} from {at}", upto.0, to.0),
+        },
+        GroupAction::AskSnapshot { to, upto, offset } => {
+            format!("ask {} for snapshot {} from {offset}", to.0, upto.0)
         }
         GroupAction::SaveSnapshot { upto, urgent, .. } => {
             format!("save snapshot {} urgent {urgent}", upto.0)
@@ -286,6 +295,26 @@ fn a_snapshot_comes_due_by_slots_and_its_durability_cuts_the_wal_below_the_slots
         actions.contains(&"send snapshot 2 to 2".to_string()),
         "{actions:?}"
     );
+    // A peer that lost chunks asks for the rest: it goes on from there; an
+    // ask for a snapshot this replica no longer has, or past its end,
+    // starts its latest over.
+    let wanted = |upto, offset| GroupInput::SnapshotWanted {
+        from: NodeId(3),
+        upto: Slot(upto),
+        offset,
+    };
+    assert_eq!(
+        step(&mut core, wanted(2, 3)),
+        ["send snapshot 2 to 3 from 3"]
+    );
+    assert_eq!(
+        step(&mut core, wanted(1, 3)),
+        ["send snapshot 2 to 3 from 0"]
+    );
+    assert_eq!(
+        step(&mut core, wanted(2, 4)),
+        ["send snapshot 2 to 3 from 0"]
+    );
 }
 
 #[test]
@@ -314,12 +343,16 @@ fn a_snapshot_that_cannot_be_encoded_is_retried_only_when_due_again() {
 }
 
 fn peer_snapshot(upto: u64, machine: &'static [u8]) -> Vec<SnapshotChunk> {
+    peer_snapshot_of(upto, Bytes::from_static(machine))
+}
+
+fn peer_snapshot_of(upto: u64, machine: Bytes) -> Vec<SnapshotChunk> {
     let snapshot = Snapshot {
         upto: Slot(upto),
         next_index: LogIndex(upto * 2),
         promised: ballot(1, 2),
         sessions: Sessions::default(),
-        machine: Bytes::from_static(machine),
+        machine,
     };
     let encoded = Bytes::from(snapshot.encode().unwrap());
     chunks(Slot(upto), &encoded).collect()
@@ -342,6 +375,38 @@ fn a_snapshot_from_a_peer_installs_once_whole_and_is_saved_at_full_speed() {
         encoded: Bytes::new(),
     };
     assert_eq!(step(&mut core, saved), ["remove wal before 0"]);
+}
+
+#[test]
+fn lost_chunks_are_asked_for_once_per_resend_interval_and_the_rest_installs() {
+    let (mut core, _) = core_with(3, never(), Recovery::default());
+    let pieces = peer_snapshot_of(4, Bytes::from(vec![9u8; 700 << 10]));
+    assert_eq!(pieces.len(), 3);
+    let chunk = |i: usize| GroupInput::SnapshotChunk(NodeId(2), pieces[i].clone());
+    assert_eq!(step(&mut core, chunk(0)), [] as [&str; 0]);
+    let held = pieces[1].offset;
+    let ask = format!("ask 2 for snapshot 4 from {held}");
+    assert_eq!(
+        step(&mut core, chunk(2)),
+        [ask.as_str()],
+        "the second was lost"
+    );
+    assert_eq!(step(&mut core, chunk(2)), [] as [&str; 0], "asked already");
+    let resend = Config::new(NodeId(3), vec![NodeId(1), NodeId(2), NodeId(3)]).resend_ticks;
+    for _ in 0..resend {
+        step(&mut core, GroupInput::Tick);
+    }
+    assert_eq!(
+        step(&mut core, chunk(2)),
+        [ask.as_str()],
+        "the ask was lost"
+    );
+    assert_eq!(step(&mut core, chunk(1)), [] as [&str; 0]);
+    assert_eq!(
+        step(&mut core, chunk(2)),
+        ["installed snapshot 4 from 2", "save snapshot 4 urgent true"]
+    );
+    assert_eq!(core.applied(), Slot(4));
 }
 
 #[test]

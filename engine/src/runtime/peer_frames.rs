@@ -8,7 +8,9 @@ use synod_net::Inbox;
 
 use super::codec::{BatchLimits, PeerFrame, KIND_PEER_MESSAGE};
 use super::group::Groups;
-use crate::group::snapshot::{decode_chunk, KIND_SNAPSHOT_CHUNK};
+use crate::group::snapshot::{
+    decode_chunk, decode_wanted, KIND_SNAPSHOT_CHUNK, KIND_SNAPSHOT_WANTED,
+};
 use crate::protocol::NodeId;
 
 /// Routes every frame of `inbox`, addressed to node `me`, to its group
@@ -26,6 +28,10 @@ pub(super) fn route_peer_frames(
             let from = NodeId(message.from.0);
             if message.kind == KIND_SNAPSHOT_CHUNK {
                 route_chunk(&routes, from, &message.body).await;
+                continue;
+            }
+            if message.kind == KIND_SNAPSHOT_WANTED {
+                route_wanted(&routes, from, &message.body);
                 continue;
             }
             if message.kind != KIND_PEER_MESSAGE {
@@ -84,6 +90,24 @@ async fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
             ),
         },
         Err(error) => tracing::warn!(from = from.0, %error, "undecodable snapshot chunk; dropped"),
+    }
+}
+
+/// Hands a peer's ask for the rest of our snapshot to its group, if its
+/// queue has room (the peer asks again otherwise).
+fn route_wanted(groups: &Groups, from: NodeId, body: &[u8]) {
+    match decode_wanted(body) {
+        Ok((group, upto, offset)) => match groups.get(&group.0) {
+            Some((handle, _)) => {
+                handle.try_deliver_wanted(from, upto, offset);
+            }
+            None => tracing::warn!(
+                from = from.0,
+                group = group.0,
+                "snapshot ask for a group not on this core"
+            ),
+        },
+        Err(error) => tracing::warn!(from = from.0, %error, "undecodable snapshot ask; dropped"),
     }
 }
 

@@ -77,6 +77,13 @@ pub(super) enum Event {
         to: usize,
         chunk: SnapshotChunk,
     },
+    /// A receiver's ask for the rest of a snapshot.
+    DeliverAsk {
+        from: NodeId,
+        to: usize,
+        upto: Slot,
+        offset: u64,
+    },
     /// A snapshot file written and synced (lost if the node crashed first).
     SnapshotSaved {
         node: usize,
@@ -313,7 +320,7 @@ impl Cluster {
             ..recovery
         };
         #[allow(unused_mut)]
-        let mut machine = SimMachine::default();
+        let mut machine = SimMachine::with_ballast(self.options.snapshot_ballast);
         #[cfg(test)]
         {
             machine.snapshots_short = self.options.snapshots_short;
@@ -431,6 +438,18 @@ impl Cluster {
             Event::DeliverChunk { from, to, chunk } => {
                 if self.is_running(to) {
                     self.step(to, GroupInput::SnapshotChunk(from, chunk));
+                } else {
+                    self.stats.dropped += 1;
+                }
+            }
+            Event::DeliverAsk {
+                from,
+                to,
+                upto,
+                offset,
+            } => {
+                if self.is_running(to) {
+                    self.step(to, GroupInput::SnapshotWanted { from, upto, offset });
                 } else {
                     self.stats.dropped += 1;
                 }
@@ -582,8 +601,15 @@ impl Cluster {
                 }
                 self.send(envelope);
             }
-            GroupAction::SendSnapshot { to, upto, encoded } => {
-                self.send_snapshot(node, to, upto, &encoded)
+            GroupAction::SendSnapshot {
+                to,
+                upto,
+                encoded,
+                resume_at,
+            } => self.send_snapshot(node, to, upto, &encoded, resume_at.unwrap_or(0)),
+            GroupAction::AskSnapshot { to, upto, offset } => {
+                self.stats.snapshot_asks += 1;
+                self.ask_snapshot(node, to, upto, offset)
             }
             GroupAction::SaveSnapshot { upto, job, urgent } => {
                 if !urgent {

@@ -23,19 +23,36 @@ pub struct Applied {
 #[derive(Clone, Debug, Default)]
 pub struct SimMachine {
     applied: Vec<Applied>,
+    /// Filler bytes every snapshot carries ahead of the commands.
+    ballast: usize,
     /// Test-only: snapshots lose the last command applied.
     #[cfg(test)]
     pub(crate) snapshots_short: bool,
 }
 
 impl SimMachine {
+    /// One whose snapshots carry `ballast` bytes of filler, so that they
+    /// span several chunks on their way to a peer; restore checks it.
+    pub fn with_ballast(ballast: usize) -> SimMachine {
+        SimMachine {
+            ballast,
+            ..SimMachine::default()
+        }
+    }
+
     /// Every command applied, in order.
     pub fn applied(&self) -> &[Applied] {
         &self.applied
     }
 
-    fn encode(applied: &[Applied]) -> Bytes {
+    fn ballast_byte(at: usize) -> u8 {
+        (at % 251) as u8
+    }
+
+    fn encode(applied: &[Applied], ballast: usize) -> Bytes {
         let mut out = BytesMut::new();
+        out.put_u32_le(ballast as u32);
+        out.extend((0..ballast).map(SimMachine::ballast_byte));
         for a in applied {
             out.put_u64_le(a.index.0);
             out.put_u64_le(a.client.0);
@@ -47,6 +64,19 @@ impl SimMachine {
     }
 
     fn decode(mut bytes: &[u8]) -> Result<Vec<Applied>, String> {
+        if bytes.remaining() < 4 {
+            return Err("no ballast length".into());
+        }
+        let ballast = bytes.get_u32_le() as usize;
+        let filler = bytes.get(..ballast).ok_or("ballast cut short")?;
+        if filler
+            .iter()
+            .enumerate()
+            .any(|(at, b)| *b != SimMachine::ballast_byte(at))
+        {
+            return Err("ballast damaged".into());
+        }
+        bytes.advance(ballast);
         let mut applied = Vec::new();
         while bytes.has_remaining() {
             if bytes.remaining() < 28 {
@@ -96,7 +126,7 @@ impl StateMachine for SimMachine {
         if self.snapshots_short && !applied.is_empty() {
             applied = &applied[..applied.len() - 1];
         }
-        Capture::encoded(SimMachine::encode(applied))
+        Capture::encoded(SimMachine::encode(applied, self.ballast))
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
@@ -111,7 +141,7 @@ mod tests {
 
     #[test]
     fn its_snapshot_restores_what_it_applied() {
-        let mut machine = SimMachine::default();
+        let mut machine = SimMachine::with_ballast(1000);
         let data = [&b"a"[..], b"", b"ccc"];
         let commands: Vec<Applying<'_>> = (0..3)
             .map(|i| Applying {
@@ -123,9 +153,13 @@ mod tests {
             .collect();
         machine.apply(&commands);
         let mut restored = SimMachine::default();
-        restored.restore(&machine.snapshot().encode()).unwrap();
+        let snapshot = machine.snapshot().encode();
+        restored.restore(&snapshot).unwrap();
         assert_eq!(restored.applied(), machine.applied());
         assert!(restored.restore(&[1, 2, 3]).is_err());
         assert_eq!(restored.applied(), machine.applied(), "refused: unchanged");
+        let mut damaged = snapshot.to_vec();
+        damaged[500] ^= 1;
+        assert!(restored.restore(&damaged).is_err(), "ballast checked");
     }
 }

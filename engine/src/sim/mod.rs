@@ -81,6 +81,8 @@ pub struct SimReport {
     pub snapshots_taken: u64,
     /// Snapshots installed from a peer (by replicas behind its log).
     pub snapshots_installed: u64,
+    /// Asks for the rest of a snapshot after lost chunks.
+    pub snapshot_asks: u64,
     /// Ticks the liveness phase took.
     pub converge_ticks: u64,
     /// Properties found broken.
@@ -184,6 +186,11 @@ fn run_inner(
         if snapshots.random_bool(0.3) {
             options.snapshot.every_bytes = snapshots.random_range(64..=2048);
         }
+        // In some, snapshots span several chunks: lost and reordered
+        // chunks leave gaps the receiver asks to have filled.
+        if snapshots.random_bool(0.3) {
+            options.snapshot_ballast = snapshots.random_range(300 << 10..=1200 << 10);
+        }
     }
     customize(&mut options);
     let mut cluster = Cluster::new(options);
@@ -206,6 +213,7 @@ fn run_inner(
         transfers: stats.transfers,
         snapshots_taken: stats.snapshots_taken,
         snapshots_installed: stats.snapshots_installed,
+        snapshot_asks: stats.snapshot_asks,
         converge_ticks,
         violations: cluster.violations().to_vec(),
         trace: cluster.take_trace(),

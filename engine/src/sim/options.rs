@@ -34,6 +34,9 @@ pub struct ClusterOptions {
     /// no longer needs (the group core's policy); a peer behind the
     /// compaction point is sent the snapshot. `every_slots` 0: never.
     pub snapshot: SnapshotPolicy,
+    /// Bytes of filler in every state machine snapshot, so that snapshots
+    /// span several chunks (`SimMachine::with_ballast`).
+    pub snapshot_ballast: usize,
     /// Deliberately broken protocol rules, for tests of the checkers.
     #[cfg(test)]
     pub(crate) faults: crate::protocol::TestFaults,
@@ -80,6 +83,7 @@ impl ClusterOptions {
                 write_pace: 0,
                 write_floor_bytes_per_sec: 0,
             },
+            snapshot_ballast: 0,
             #[cfg(test)]
             faults: crate::protocol::TestFaults::default(),
             #[cfg(test)]
@@ -121,4 +125,6 @@ pub struct Stats {
     pub snapshots_taken: u64,
     /// Snapshots replicas installed from a peer.
     pub snapshots_installed: u64,
+    /// Asks for the rest of a snapshot after lost chunks.
+    pub snapshot_asks: u64,
 }

@@ -23,6 +23,9 @@ pub(super) fn describe<C: Callers>(input: &GroupInput<C>) -> String {
             chunk.data.len(),
             chunk.total
         ),
+        GroupInput::SnapshotWanted { from, upto, offset } => {
+            format!("n{} asks for snapshot {upto:?} from {offset}", from.0)
+        }
         GroupInput::SnapshotSaved { upto, .. } => format!("snapshot at {upto:?} saved"),
         GroupInput::SnapshotSkipped(upto) => format!("snapshot at {upto:?} skipped"),
     }

@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::client::SimClient;
 use super::cluster::{Cluster, Event, SimCallers};
-use crate::group::snapshot::chunks;
+use crate::group::snapshot::chunks_from;
 use crate::group::{GroupInput, Proposal, ProposeOutcome, ReadOutcome};
 use crate::protocol::{ClientId, Command, Envelope, NodeId, ReadId, Slot};
 
@@ -35,12 +35,20 @@ impl Cluster {
         }
     }
 
-    /// Sends `node`'s snapshot to peer `to` over the network, chunk by
-    /// chunk as the runtime does, each lost or delayed like a message.
-    pub(super) fn send_snapshot(&mut self, node: usize, to: NodeId, upto: Slot, encoded: &Bytes) {
+    /// Sends `node`'s snapshot to peer `to` over the network from byte
+    /// `offset` on, chunk by chunk as the runtime does, each lost or
+    /// delayed like a message.
+    pub(super) fn send_snapshot(
+        &mut self,
+        node: usize,
+        to: NodeId,
+        upto: Slot,
+        encoded: &Bytes,
+        offset: u64,
+    ) {
         let from = super::checker::node_id(node);
         let to = to.0 as usize - 1;
-        for chunk in chunks(upto, encoded) {
+        for chunk in chunks_from(upto, encoded, offset) {
             self.stats.messages += 1;
             if self.lost_in_transit(node, to) {
                 continue;
@@ -48,6 +56,25 @@ impl Cluster {
             let delay = self.transit_units(node, to);
             self.schedule(delay, Event::DeliverChunk { from, to, chunk });
         }
+    }
+
+    /// Sends `node`'s ask for the rest of `to`'s snapshot `upto` from
+    /// `offset`, lost or delayed like a message.
+    pub(super) fn ask_snapshot(&mut self, node: usize, to: NodeId, upto: Slot, offset: u64) {
+        let from = super::checker::node_id(node);
+        let to = to.0 as usize - 1;
+        self.stats.messages += 1;
+        if self.lost_in_transit(node, to) {
+            return;
+        }
+        let delay = self.transit_units(node, to);
+        let ask = Event::DeliverAsk {
+            from,
+            to,
+            upto,
+            offset,
+        };
+        self.schedule(delay, ask);
     }
 
     /// Whether something sent from `from` to `to` now is lost (a cut link,

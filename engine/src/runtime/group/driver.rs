@@ -2,11 +2,12 @@
 //! actions on glommio with the WAL, the peer link and the snapshot file.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use synod_wal::Wal;
@@ -14,8 +15,10 @@ use synod_wal::Wal;
 use super::feed::CommitFeed;
 use super::frames::Frames;
 use super::promise_record::PromiseRecord;
+use super::tasks::Outgoing;
 use super::transfer;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
+use crate::group::snapshot::{encode_wanted, KIND_SNAPSHOT_WANTED};
 use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
     StateMachine,
@@ -83,8 +86,8 @@ pub(super) struct GroupDriver<S> {
     pub(super) snapshot_path: PathBuf,
     pub(super) marker: PathBuf,
     promise_record: PromiseRecord,
-    /// Peers a snapshot is on its way to.
-    pub(super) sending: Rc<RefCell<BTreeSet<NodeId>>>,
+    /// Peers a snapshot is on its way to, with where each transfer is.
+    pub(super) sending: Rc<RefCell<BTreeMap<NodeId, Rc<Outgoing>>>>,
     /// Command bytes applied since `paced_since`, for the write pace.
     pub(super) paced_bytes: u64,
     pub(super) paced_since: Instant,
@@ -234,6 +237,9 @@ impl<S: StateMachine> GroupDriver<S> {
                     continue;
                 }
                 Inbound::SnapshotChunk(from, chunk) => GroupInput::SnapshotChunk(from, chunk),
+                Inbound::SnapshotWanted { from, upto, offset } => {
+                    GroupInput::SnapshotWanted { from, upto, offset }
+                }
                 Inbound::SnapshotSaved { upto, encoded } => {
                     self.metrics.snapshots.inc();
                     tracing::info!(
@@ -370,8 +376,17 @@ impl<S: StateMachine> GroupDriver<S> {
                     tracing::trace!(group = self.group.0, to = to.0, "peer queue full; dropped");
                 }
             }
-            GroupAction::SendSnapshot { to, upto, encoded } => {
-                self.send_snapshot(to, upto, encoded)
+            GroupAction::SendSnapshot {
+                to,
+                upto,
+                encoded,
+                resume_at,
+            } => self.send_snapshot(to, upto, encoded, resume_at),
+            GroupAction::AskSnapshot { to, upto, offset } => {
+                let body = Bytes::from_owner(encode_wanted(self.group, upto, offset));
+                if !self.link.send_frame(to, KIND_SNAPSHOT_WANTED, body) {
+                    tracing::debug!(group = self.group.0, to = to.0, "snapshot ask dropped");
+                }
             }
             GroupAction::SaveSnapshot { upto, job, urgent } => {
                 self.save_snapshot(upto, job, urgent)

@@ -247,6 +247,15 @@ pub(crate) enum Inbound {
     ),
     /// A piece of a snapshot from a peer.
     SnapshotChunk(NodeId, SnapshotChunk),
+    /// A peer asks for the rest of our snapshot `upto` from `offset`.
+    SnapshotWanted {
+        /// The peer.
+        from: NodeId,
+        /// The snapshot.
+        upto: Slot,
+        /// The first byte it lacks.
+        offset: u64,
+    },
     /// A snapshot file is durable: compact below it.
     SnapshotSaved {
         /// The snapshot's slot.
@@ -372,10 +381,18 @@ impl GroupHandle {
             .is_ok()
     }
 
+    /// Hands a peer's ask for the rest of our snapshot to the group without
+    /// waiting; false if its queue is full (the peer asks again).
+    pub fn try_deliver_wanted(&self, from: NodeId, upto: Slot, offset: u64) -> bool {
+        self.inputs
+            .try_send(Inbound::SnapshotWanted { from, upto, offset })
+            .is_ok()
+    }
+
     /// Hands a piece of a snapshot from `from` to the group, waiting up to
     /// `patience` for room in its input queue: unlike a peer message, whose
-    /// loss Paxos repairs by resending it, a lost chunk makes the whole
-    /// transfer start over, and under load a queue is seldom empty for all
+    /// loss Paxos repairs by resending it, a lost chunk stalls the
+    /// transfer until the group asks for the rest, and under load a queue is seldom empty for all
     /// of a large snapshot's chunks. False if there was no room in time or
     /// the group stopped.
     pub async fn deliver_chunk(

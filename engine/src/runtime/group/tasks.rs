@@ -2,6 +2,8 @@
 //! writer, snapshot transfers to peers, and the rebuild marker's removal.
 //! Each feeds its outcome back into the group's inbox.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,14 +12,26 @@ use futures_channel::oneshot;
 use super::driver::GroupDriver;
 use super::marker::remove_marker;
 use super::Inbound;
-use crate::group::snapshot::{chunks, encode_chunk, SnapshotError, KIND_SNAPSHOT_CHUNK};
+use crate::group::snapshot::{chunk_at, encode_chunk, SnapshotError, KIND_SNAPSHOT_CHUNK};
 use crate::group::{SnapshotJob, StateMachine};
 use crate::protocol::{NodeId, Slot, SyncId};
 use crate::runtime::snapshot_file;
 
 /// How long a snapshot transfer may wait on a full peer queue before it
-/// gives up (the follower asks again and the transfer starts over).
+/// gives up (the follower asks again and the transfer goes on from what
+/// it holds).
 const SNAPSHOT_SEND_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A snapshot transfer under way to one peer.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    /// The snapshot's slot.
+    upto: Slot,
+    /// The next byte to send: the peer's ask for the rest moves it.
+    next: Cell<u64>,
+    /// A newer snapshot replaced this one: stop.
+    superseded: Cell<bool>,
+}
 
 impl<S: StateMachine> GroupDriver<S> {
     /// Group commit: the WAL folds every sync requested while one is in
@@ -140,21 +154,51 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     /// Sends a durable snapshot to `to` in chunks, one transfer per peer at
-    /// a time, pacing on the peer's queue.
-    pub(super) fn send_snapshot(&mut self, to: NodeId, upto: Slot, encoded: Bytes) {
-        if !self.sending.borrow_mut().insert(to) {
-            return;
+    /// a time, pacing on the peer's queue. `resume_at` (the peer asked for
+    /// the rest) moves a transfer of the same snapshot under way to that
+    /// offset, or replaces one of an older snapshot; without it a transfer
+    /// under way goes on untouched.
+    pub(super) fn send_snapshot(
+        &mut self,
+        to: NodeId,
+        upto: Slot,
+        encoded: Bytes,
+        resume_at: Option<u64>,
+    ) {
+        if let Some(outgoing) = self.sending.borrow().get(&to) {
+            match resume_at {
+                Some(offset) if outgoing.upto == upto => {
+                    outgoing.next.set(offset);
+                    return;
+                }
+                Some(_) => outgoing.superseded.set(true),
+                None => return,
+            }
         }
+        let start = resume_at.unwrap_or(0);
         tracing::info!(
             group = self.group.0,
             to = to.0,
             upto = upto.0,
             bytes = encoded.len(),
+            from = start,
             "sending a snapshot"
         );
+        let outgoing = Rc::new(Outgoing {
+            upto,
+            next: Cell::new(start),
+            superseded: Cell::new(false),
+        });
+        self.sending.borrow_mut().insert(to, outgoing.clone());
         let (group, link, sending) = (self.group, self.link.clone(), self.sending.clone());
         glommio::spawn_local(async move {
-            'chunks: for chunk in chunks(upto, &encoded) {
+            'chunks: while !outgoing.superseded.get() {
+                let offset = outgoing.next.get();
+                if offset >= encoded.len() as u64 {
+                    break;
+                }
+                let chunk = chunk_at(upto, &encoded, offset);
+                let end = offset + chunk.data.len() as u64;
                 let body = Bytes::from_owner(encode_chunk(group, &chunk));
                 let started = Instant::now();
                 while !link.send_frame(to, KIND_SNAPSHOT_CHUNK, body.clone()) {
@@ -168,8 +212,15 @@ impl<S: StateMachine> GroupDriver<S> {
                     }
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
+                // Unless the peer asked for another offset meanwhile.
+                if outgoing.next.get() == offset {
+                    outgoing.next.set(end);
+                }
             }
-            sending.borrow_mut().remove(&to);
+            let mut sending = sending.borrow_mut();
+            if sending.get(&to).is_some_and(|o| Rc::ptr_eq(o, &outgoing)) {
+                sending.remove(&to);
+            }
         })
         .detach();
     }
