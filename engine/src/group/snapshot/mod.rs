@@ -15,22 +15,45 @@
 //! every other: acceptor safety never rests on it. The WAL frames a snapshot
 //! covers are removed only once its file is durable.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use synod_wal::frame::{decode_frame, encode_frame, FrameError, FRAME_BODY_BYTES_MAX};
+use synod_wal::frame::{decode_frame, encode_frame, FrameError, FrameHeader};
 use thiserror::Error;
+
+mod transfer;
+
+pub use transfer::{
+    chunk_at, chunks, chunks_from, decode_chunk, decode_wanted, encode_chunk, encode_wanted,
+    Incoming, Received, SnapshotChunk, Transfers, CHUNK_BYTES_MAX, KIND_SNAPSHOT_CHUNK,
+    KIND_SNAPSHOT_WANTED,
+};
 
 use super::archive::{from_bytes, to_bytes};
 use crate::protocol::{
-    describe_session_bounds, pack_session_bounds, Ballot, ClientId, GroupId, LogIndex, NodeId,
+    describe_session_bounds, pack_session_bounds, Ballot, ClientId, LogIndex, NodeId,
     SessionRecord, Sessions, Slot, SESSION_BOUNDS,
 };
 
-/// Frame kind of a snapshot file: the session bounds it was taken with,
-/// then the snapshot.
-pub const KIND_SNAPSHOT: u16 = 4;
+/// Frame kind of a snapshot's head (its slot, promise floor, sessions, and
+/// the length and CRC32C of its state machine bytes), which the part frames
+/// follow in order.
+pub const KIND_SNAPSHOT_HEAD: u16 = 5;
+/// Frame kind of one part of a snapshot's state machine bytes (frame seq:
+/// the part's number).
+const KIND_SNAPSHOT_PART: u16 = 6;
+/// State machine bytes in one part frame; every part but the last is full.
+pub const PART_BYTES: usize = 4 << 20;
+/// The largest snapshot a replica writes or takes from a peer: a bound on
+/// what a peer can make a replica gather, far above the 64 MiB one frame
+/// holds. A state whose snapshot would be larger is not snapshotted (the
+/// WAL keeps it, as with any snapshot that cannot be encoded).
+pub const SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
+
+/// Frame kind of single-frame snapshots (builds before the parts): the
+/// session bounds it was taken with, then the snapshot, at most 64 MiB.
+/// Still read.
+const KIND_SNAPSHOT: u16 = 4;
 
 /// Frame kind of snapshots written before they recorded their session
 /// bounds. Every build that wrote them kept 65,536 sessions of up to 4,096
@@ -41,12 +64,6 @@ const IMPLIED_SESSION_BOUNDS: u64 = pack_session_bounds(1 << 16, 4096);
 /// Frame kind of snapshots written before sessions were bounded (no
 /// `evicted_through`): recognised only to refuse them by name.
 const KIND_SNAPSHOT_UNBOUNDED_SESSIONS: u16 = 2;
-/// Frame kind of one chunk of a snapshot on its way to a follower.
-pub const KIND_SNAPSHOT_CHUNK: u16 = 17;
-/// Frame kind of a receiver's ask to go on with a snapshot from an offset.
-pub const KIND_SNAPSHOT_WANTED: u16 = 19;
-/// Snapshot bytes one chunk carries at most (well inside a transport frame).
-pub const CHUNK_BYTES_MAX: usize = 256 << 10;
 
 /// When a group snapshots and how much log it keeps in memory after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +169,15 @@ struct WireBoundedSnapshot {
     snapshot: WireSnapshot,
 }
 
+/// A snapshot's head frame: all of it but the state machine's bytes
+/// (`snapshot.machine` is empty), which follow in part frames.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WireHead {
+    bounded: WireBoundedSnapshot,
+    machine_bytes: u64,
+    machine_crc: u32,
+}
+
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct WireSnapshot {
     upto: u64,
@@ -164,23 +190,40 @@ struct WireSnapshot {
 }
 
 impl Snapshot {
-    /// The snapshot as one frame (header, checksum, rkyv body): the file's
-    /// contents and what travels in chunks.
+    /// The snapshot as the file holds it and as it travels in chunks: a
+    /// head frame, then the state machine's bytes in part frames of
+    /// [`PART_BYTES`] (each frame checksummed; the head also carries the
+    /// CRC32C of all of them), so no state is bounded by one frame.
     pub fn encode(&self) -> Result<Vec<u8>, SnapshotError> {
         self.encode_with_bounds(self.sessions.bounds())
     }
 
     fn encode_with_bounds(&self, session_bounds: u64) -> Result<Vec<u8>, SnapshotError> {
-        let body = to_bytes(&WireBoundedSnapshot {
-            session_bounds,
-            snapshot: self.wire(),
+        let head = to_bytes(&WireHead {
+            bounded: WireBoundedSnapshot {
+                session_bounds,
+                snapshot: self.wire_without_machine(),
+            },
+            machine_bytes: self.machine.len() as u64,
+            machine_crc: crc32c::crc32c(&self.machine),
         });
-        let mut out = Vec::new();
-        encode_frame(KIND_SNAPSHOT, self.upto.0, &body, &mut out)?;
+        let parts = self.machine.len().div_ceil(PART_BYTES);
+        let total = head.len() + self.machine.len() + (parts + 1) * FRAME_OVERHEAD_BYTES;
+        if total as u64 > SNAPSHOT_BYTES_MAX {
+            return Err(SnapshotError::Body(format!(
+                "{total} bytes, above the {SNAPSHOT_BYTES_MAX} a snapshot may hold"
+            )));
+        }
+        let mut out = Vec::with_capacity(total);
+        encode_frame(KIND_SNAPSHOT_HEAD, self.upto.0, &head, &mut out)?;
+        for (number, part) in self.machine.chunks(PART_BYTES).enumerate() {
+            encode_frame(KIND_SNAPSHOT_PART, number as u64, part, &mut out)?;
+        }
         Ok(out)
     }
 
-    fn wire(&self) -> WireSnapshot {
+    /// All but the state machine's bytes, which travel in parts.
+    fn wire_without_machine(&self) -> WireSnapshot {
         WireSnapshot {
             upto: self.upto.0,
             next_index: self.next_index.0,
@@ -197,7 +240,7 @@ impl Snapshot {
                 })
                 .collect(),
             sessions_evicted_through: self.sessions.evicted_through().map(|i| i.0),
-            machine: self.machine.to_vec(),
+            machine: Vec::new(),
         }
     }
 
@@ -219,6 +262,15 @@ impl Snapshot {
                     .into(),
             ));
         }
+        if header.kind == KIND_SNAPSHOT_HEAD {
+            let head: WireHead = from_bytes(body).map_err(SnapshotError::Body)?;
+            let bounded = head.bounded;
+            let mut snapshot =
+                Snapshot::checked(&header, bounded.session_bounds, bounded.snapshot, bounds)?;
+            snapshot.machine =
+                machine_from_parts(&bytes[used..], head.machine_bytes, head.machine_crc)?;
+            return Ok(snapshot);
+        }
         let known_kind = [KIND_SNAPSHOT, KIND_SNAPSHOT_IMPLIED_BOUNDS].contains(&header.kind);
         if !known_kind || used != bytes.len() {
             return Err(SnapshotError::Body(format!(
@@ -234,6 +286,17 @@ impl Snapshot {
             let wire: WireSnapshot = from_bytes(body).map_err(SnapshotError::Body)?;
             (IMPLIED_SESSION_BOUNDS, wire)
         };
+        Snapshot::checked(&header, session_bounds, wire, bounds)
+    }
+
+    /// A decoded snapshot's fields, checked for sense against each other
+    /// and the group's session `bounds`.
+    fn checked(
+        header: &FrameHeader,
+        session_bounds: u64,
+        wire: WireSnapshot,
+        bounds: u64,
+    ) -> Result<Snapshot, SnapshotError> {
         // Restored under other bounds, the table would evict other sessions
         // than the replicas that kept it, and apply other commands.
         if session_bounds != bounds {
@@ -294,238 +357,51 @@ impl Snapshot {
     }
 }
 
-/// One piece of an encoded snapshot on the wire.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotChunk {
-    /// The snapshot's slot, so pieces of two snapshots never mix.
-    pub upto: Slot,
-    /// Where `data` starts in the encoded snapshot.
-    pub offset: u64,
-    /// The encoded snapshot's length.
-    pub total: u64,
-    /// The bytes.
-    pub data: Bytes,
-}
+/// Frame header bytes (the WAL's frame format).
+const FRAME_OVERHEAD_BYTES: usize = synod_wal::frame::FRAME_HEADER_BYTES;
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct WireChunk {
-    group: u32,
-    upto: u64,
-    offset: u64,
-    total: u64,
-    data: Vec<u8>,
-}
-
-/// Encodes a chunk as a peer frame body (kind [`KIND_SNAPSHOT_CHUNK`]).
-pub fn encode_chunk(group: GroupId, chunk: &SnapshotChunk) -> rkyv::util::AlignedVec {
-    to_bytes(&WireChunk {
-        group: group.0,
-        upto: chunk.upto.0,
-        offset: chunk.offset,
-        total: chunk.total,
-        data: chunk.data.to_vec(),
-    })
-}
-
-/// Decodes and bounds-checks a chunk from a peer.
-pub fn decode_chunk(body: &[u8]) -> Result<(GroupId, SnapshotChunk), SnapshotError> {
-    let wire: WireChunk = from_bytes(body).map_err(SnapshotError::Body)?;
-    let end = wire.offset.checked_add(wire.data.len() as u64);
-    let fits = end.is_some_and(|end| end <= wire.total);
-    if !fits || wire.total > snapshot_bytes_max() || wire.data.len() > CHUNK_BYTES_MAX {
+/// Gathers the state machine's bytes from the part frames after a head:
+/// numbered in order, every one full but the last, exactly `length` bytes
+/// with nothing after, and their CRC32C the head's.
+fn machine_from_parts(mut rest: &[u8], length: u64, crc: u32) -> Result<Bytes, SnapshotError> {
+    if length > SNAPSHOT_BYTES_MAX || length > rest.len() as u64 {
         return Err(SnapshotError::Body(format!(
-            "chunk {}+{} of {} out of bounds",
-            wire.offset,
-            wire.data.len(),
-            wire.total
+            "a state machine of {length} bytes in {} bytes of parts",
+            rest.len()
         )));
     }
-    let chunk = SnapshotChunk {
-        upto: Slot(wire.upto),
-        offset: wire.offset,
-        total: wire.total,
-        data: Bytes::from(wire.data),
-    };
-    Ok((GroupId(wire.group), chunk))
-}
-
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct WireWanted {
-    group: u32,
-    upto: u64,
-    offset: u64,
-}
-
-/// Encodes an ask for the rest of snapshot `upto` from byte `offset`, as
-/// a peer frame body (kind [`KIND_SNAPSHOT_WANTED`]).
-pub fn encode_wanted(group: GroupId, upto: Slot, offset: u64) -> rkyv::util::AlignedVec {
-    to_bytes(&WireWanted {
-        group: group.0,
-        upto: upto.0,
-        offset,
-    })
-}
-
-/// Decodes an ask from a peer: its group, the snapshot and the offset
-/// (checked against the snapshot when it is answered).
-pub fn decode_wanted(body: &[u8]) -> Result<(GroupId, Slot, u64), SnapshotError> {
-    let wire: WireWanted = from_bytes(body).map_err(SnapshotError::Body)?;
-    Ok((GroupId(wire.group), Slot(wire.upto), wire.offset))
-}
-
-/// The largest encoded snapshot: one frame.
-pub fn snapshot_bytes_max() -> u64 {
-    u64::from(FRAME_BODY_BYTES_MAX) + 64
-}
-
-/// Snapshots arriving from peers, one transfer per sender: an acceptor
-/// compacted past a new leader's Phase 1 sends it its snapshot, and so may
-/// every other at the same time; their chunks interleave.
-#[derive(Debug, Default)]
-pub struct Transfers {
-    by_sender: BTreeMap<NodeId, Incoming>,
-}
-
-/// What one chunk did to its sender's transfer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Received {
-    /// Kept (or a duplicate, or stale): nothing to do yet.
-    Pending,
-    /// The last chunk: the whole encoded snapshot.
-    Whole(Vec<u8>),
-    /// Chunks were lost (a dropped connection, a full queue): ask the
-    /// sender to go on from `offset` of snapshot `upto`; what is held
-    /// stays.
-    Gap {
-        /// The snapshot's slot.
-        upto: Slot,
-        /// The first byte not held.
-        offset: u64,
-    },
-}
-
-impl Transfers {
-    /// Takes a chunk from `from` at tick `now`. A gap is reported at most
-    /// once per `ask_every` ticks per sender, so the chunks that follow a
-    /// lost one do not each ask again, and a lost ask is repeated.
-    pub fn take(
-        &mut self,
-        from: NodeId,
-        chunk: SnapshotChunk,
-        now: u64,
-        ask_every: u64,
-    ) -> Received {
-        let transfer = self.by_sender.entry(from).or_default();
-        let received = transfer.take(chunk);
-        let received = match received {
-            Received::Gap { upto, offset } => {
-                let asked_lately = transfer
-                    .asked
-                    .is_some_and(|(at, asked)| asked == (upto, offset) && now < at + ask_every);
-                if asked_lately {
-                    Received::Pending
-                } else {
-                    transfer.asked = Some((now, (upto, offset)));
-                    Received::Gap { upto, offset }
-                }
-            }
-            other => other,
-        };
-        if transfer.total == 0 && transfer.asked.is_none() {
-            // Finished, or nothing held: nothing kept for this sender.
-            self.by_sender.remove(&from);
+    let mut machine = Vec::with_capacity(length as usize);
+    let mut number = 0u64;
+    while (machine.len() as u64) < length {
+        let (header, part, used) = decode_frame(rest)?;
+        let expected = (length - machine.len() as u64).min(PART_BYTES as u64);
+        if header.kind != KIND_SNAPSHOT_PART
+            || header.seq != number
+            || part.len() as u64 != expected
+        {
+            return Err(SnapshotError::Body(format!(
+                "part {number}: kind {}, number {}, {} bytes where {expected} belong",
+                header.kind,
+                header.seq,
+                part.len()
+            )));
         }
-        received
+        machine.extend_from_slice(part);
+        rest = &rest[used..];
+        number += 1;
     }
-
-    /// Bytes held from `from`'s transfer under way (0: none).
-    pub fn held(&self, from: NodeId) -> u64 {
-        self.by_sender
-            .get(&from)
-            .map_or(0, |transfer| transfer.bytes.len() as u64)
+    if !rest.is_empty() {
+        return Err(SnapshotError::Body(format!(
+            "{} bytes after the last part",
+            rest.len()
+        )));
     }
-}
-
-/// A snapshot arriving chunk by chunk. Chunks may come more than once (a
-/// sender asked to go on from an offset, or sending its snapshot again
-/// from the start); what is held is kept until the snapshot is whole or a
-/// newer one starts.
-#[derive(Debug, Default)]
-pub struct Incoming {
-    upto: Slot,
-    total: u64,
-    bytes: Vec<u8>,
-    /// The tick and the (snapshot, offset) of the last gap reported.
-    asked: Option<(u64, (Slot, u64))>,
-}
-
-impl Incoming {
-    /// Takes a chunk: appends it if it starts where the bytes held end,
-    /// ignores one already held or of an older snapshot, and reports a
-    /// gap otherwise.
-    pub fn take(&mut self, chunk: SnapshotChunk) -> Received {
-        let same = chunk.upto == self.upto && chunk.total == self.total && self.total > 0;
-        if !same {
-            if chunk.upto < self.upto && self.total > 0 {
-                return Received::Pending;
-            }
-            // A newer snapshot (or the first): it replaces what was held.
-            *self = Incoming {
-                upto: chunk.upto,
-                total: chunk.total,
-                bytes: Vec::with_capacity(chunk.total.min(CHUNK_BYTES_MAX as u64 * 4) as usize),
-                asked: None,
-            };
-        }
-        let held = self.bytes.len() as u64;
-        if chunk.offset > held {
-            return Received::Gap {
-                upto: self.upto,
-                offset: held,
-            };
-        }
-        let end = chunk.offset + chunk.data.len() as u64;
-        if end <= held {
-            return Received::Pending;
-        }
-        // Overlaps the end of what is held: keep the part past it.
-        let new = &chunk.data[(held - chunk.offset) as usize..];
-        self.bytes.extend_from_slice(new);
-        if self.bytes.len() as u64 == self.total {
-            let done = std::mem::take(&mut self.bytes);
-            *self = Incoming::default();
-            return Received::Whole(done);
-        }
-        Received::Pending
+    if crc32c::crc32c(&machine) != crc {
+        return Err(SnapshotError::Body(
+            "the state machine's parts fail the head's CRC32C".into(),
+        ));
     }
-}
-
-/// Cuts `encoded` into chunks for the wire.
-pub fn chunks(upto: Slot, encoded: &Bytes) -> impl Iterator<Item = SnapshotChunk> + '_ {
-    chunks_from(upto, encoded, 0)
-}
-
-/// Cuts `encoded` into chunks for the wire, from byte `offset` on.
-pub fn chunks_from(
-    upto: Slot,
-    encoded: &Bytes,
-    offset: u64,
-) -> impl Iterator<Item = SnapshotChunk> + '_ {
-    let start = usize::try_from(offset).map_or(encoded.len(), |o| o.min(encoded.len()));
-    (start..encoded.len())
-        .step_by(CHUNK_BYTES_MAX)
-        .map(move |at| chunk_at(upto, encoded, at as u64))
-}
-
-/// The chunk of `encoded` that starts at byte `offset` (empty past its end).
-pub fn chunk_at(upto: Slot, encoded: &Bytes, offset: u64) -> SnapshotChunk {
-    let start = usize::try_from(offset).map_or(encoded.len(), |o| o.min(encoded.len()));
-    SnapshotChunk {
-        upto,
-        offset: start as u64,
-        total: encoded.len() as u64,
-        data: encoded.slice(start..(start + CHUNK_BYTES_MAX).min(encoded.len())),
-    }
+    Ok(Bytes::from(machine))
 }
 
 #[cfg(test)]
@@ -601,6 +477,93 @@ pub(crate) mod tests {
         assert!(Snapshot::decode(b"").is_err());
     }
 
+    fn wire_with_machine(snapshot: &Snapshot) -> WireSnapshot {
+        WireSnapshot {
+            machine: snapshot.machine.to_vec(),
+            ..snapshot.wire_without_machine()
+        }
+    }
+
+    /// The frames of `encoded`: kind, seq and body each.
+    fn frames(mut encoded: &[u8]) -> Vec<(u16, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !encoded.is_empty() {
+            let (header, body, used) = decode_frame(encoded).unwrap();
+            out.push((header.kind, header.seq, body.to_vec()));
+            encoded = &encoded[used..];
+        }
+        out
+    }
+
+    fn framed(frames: &[(u16, u64, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (kind, seq, body) in frames {
+            encode_frame(*kind, *seq, body, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_state_of_many_parts_round_trips_and_its_parts_are_checked() {
+        let snapshot = Snapshot {
+            machine: Bytes::from((0..9 << 20).map(|i| (i % 253) as u8).collect::<Vec<u8>>()),
+            ..sample()
+        };
+        let encoded = snapshot.encode().unwrap();
+        let parts = frames(&encoded);
+        let kinds: Vec<(u16, u64)> = parts.iter().map(|(k, s, _)| (*k, *s)).collect();
+        assert_eq!(
+            kinds,
+            [(KIND_SNAPSHOT_HEAD, 12), (6, 0), (6, 1), (6, 2)],
+            "9 MiB in parts of 4"
+        );
+        assert_eq!(Snapshot::decode(&encoded).unwrap(), snapshot);
+
+        let mut swapped = parts.clone();
+        swapped.swap(1, 2);
+        assert!(Snapshot::decode(&framed(&swapped)).is_err(), "out of order");
+        assert!(
+            Snapshot::decode(&framed(&parts[..3])).is_err(),
+            "a part missing"
+        );
+        let mut extra = parts.clone();
+        extra.push((KIND_SNAPSHOT_PART, 3, vec![1]));
+        assert!(
+            Snapshot::decode(&framed(&extra)).is_err(),
+            "a part too many"
+        );
+        // A part whose frame checks but whose bytes are not the state's:
+        // the head's CRC32C catches it.
+        let mut altered = parts.clone();
+        altered[2].2[100] ^= 1;
+        let error = Snapshot::decode(&framed(&altered)).unwrap_err().to_string();
+        assert!(error.contains("CRC32C"), "{error}");
+    }
+
+    /// One frame holds at most 64 MiB; a snapshot is not bounded by it.
+    #[test]
+    fn a_state_larger_than_one_frame_round_trips() {
+        let snapshot = Snapshot {
+            machine: Bytes::from(vec![3u8; (65 << 20) + 7]),
+            ..sample()
+        };
+        let encoded = snapshot.encode().unwrap();
+        assert!(encoded.len() > synod_wal::frame::FRAME_BODY_BYTES_MAX as usize);
+        assert_eq!(Snapshot::decode(&encoded).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn single_frame_snapshots_of_earlier_builds_are_read() {
+        let snapshot = sample();
+        let body = to_bytes(&WireBoundedSnapshot {
+            session_bounds: SESSION_BOUNDS,
+            snapshot: wire_with_machine(&snapshot),
+        });
+        let mut single = Vec::new();
+        encode_frame(KIND_SNAPSHOT, 12, &body, &mut single).unwrap();
+        assert_eq!(Snapshot::decode(&single).unwrap(), snapshot);
+    }
+
     fn reframed(snapshot: &Snapshot, kind: u16) -> Vec<u8> {
         let encoded = snapshot.encode().unwrap();
         let (_, body, _) = decode_frame(&encoded).unwrap();
@@ -622,7 +585,7 @@ pub(crate) mod tests {
         // Snapshots from before the bounds were recorded are read as taken
         // under the bounds of the builds that wrote them.
         let mut implied = Vec::new();
-        let body = to_bytes(&snapshot.wire());
+        let body = to_bytes(&wire_with_machine(&snapshot));
         encode_frame(KIND_SNAPSHOT_IMPLIED_BOUNDS, 12, &body, &mut implied).unwrap();
         let decoded = Snapshot::decode(&implied);
         if IMPLIED_SESSION_BOUNDS == SESSION_BOUNDS {
@@ -661,146 +624,5 @@ pub(crate) mod tests {
             ..snapshot
         };
         assert!(Snapshot::decode(&past_the_end.encode().unwrap()).is_err());
-    }
-
-    #[test]
-    fn a_gap_keeps_what_is_held_and_the_rest_completes_it() {
-        let snapshot = sample();
-        let encoded = Bytes::from(snapshot.encode().unwrap());
-        let pieces: Vec<SnapshotChunk> = chunks(snapshot.upto, &encoded).collect();
-        assert_eq!(pieces.len(), 3, "600 KiB in 256 KiB chunks");
-        for piece in &pieces {
-            let body = encode_chunk(GroupId(5), piece);
-            assert_eq!(decode_chunk(&body).unwrap(), (GroupId(5), piece.clone()));
-        }
-
-        let mut incoming = Incoming::default();
-        assert_eq!(incoming.take(pieces[0].clone()), Received::Pending);
-        let held = CHUNK_BYTES_MAX as u64;
-        let gap = Received::Gap {
-            upto: snapshot.upto,
-            offset: held,
-        };
-        assert_eq!(incoming.take(pieces[2].clone()), gap, "the second was lost");
-        assert_eq!(incoming.take(pieces[0].clone()), Received::Pending, "held");
-        // The sender goes on from the offset asked for.
-        let rest: Vec<SnapshotChunk> = chunks_from(snapshot.upto, &encoded, held).collect();
-        assert_eq!(rest, pieces[1..].to_vec());
-        assert_eq!(incoming.take(rest[0].clone()), Received::Pending);
-        let Received::Whole(whole) = incoming.take(rest[1].clone()) else {
-            panic!("the last chunk completes it");
-        };
-        assert_eq!(Snapshot::decode(&whole).unwrap(), snapshot);
-    }
-
-    #[test]
-    fn a_newer_snapshot_replaces_what_is_held_and_an_older_one_is_ignored() {
-        let encoded = Bytes::from(sample().encode().unwrap());
-        let older: Vec<SnapshotChunk> = chunks(Slot(12), &encoded).collect();
-        let newer: Vec<SnapshotChunk> = chunks(Slot(20), &encoded).collect();
-        let mut incoming = Incoming::default();
-        assert_eq!(incoming.take(older[0].clone()), Received::Pending);
-        // The newer one's first chunk was lost: ask for it from the start.
-        let gap = Received::Gap {
-            upto: Slot(20),
-            offset: 0,
-        };
-        assert_eq!(incoming.take(newer[1].clone()), gap);
-        assert_eq!(incoming.take(older[1].clone()), Received::Pending, "older");
-        for piece in &newer[..2] {
-            assert_eq!(incoming.take(piece.clone()), Received::Pending);
-        }
-        assert!(matches!(
-            incoming.take(newer[2].clone()),
-            Received::Whole(_)
-        ));
-    }
-
-    #[test]
-    fn a_gap_is_asked_for_once_per_interval_and_again_after_it() {
-        let encoded = Bytes::from(sample().encode().unwrap());
-        let pieces: Vec<SnapshotChunk> = chunks(Slot(12), &encoded).collect();
-        let mut transfers = Transfers::default();
-        let from = NodeId(2);
-        assert_eq!(
-            transfers.take(from, pieces[0].clone(), 0, 5),
-            Received::Pending
-        );
-        let gap = Received::Gap {
-            upto: Slot(12),
-            offset: CHUNK_BYTES_MAX as u64,
-        };
-        assert_eq!(transfers.take(from, pieces[2].clone(), 1, 5), gap);
-        assert_eq!(
-            transfers.take(from, pieces[2].clone(), 3, 5),
-            Received::Pending,
-            "asked already"
-        );
-        assert_eq!(
-            transfers.take(from, pieces[2].clone(), 6, 5),
-            gap,
-            "the ask was lost"
-        );
-        assert_eq!(transfers.held(from), CHUNK_BYTES_MAX as u64);
-        assert_eq!(
-            transfers.take(from, pieces[1].clone(), 7, 5),
-            Received::Pending
-        );
-        assert!(matches!(
-            transfers.take(from, pieces[2].clone(), 8, 5),
-            Received::Whole(_)
-        ));
-        assert!(transfers.by_sender.is_empty(), "nothing held once done");
-    }
-
-    #[test]
-    fn asks_round_trip_through_their_frame() {
-        let body = encode_wanted(GroupId(3), Slot(12), 1 << 40);
-        assert_eq!(
-            decode_wanted(&body).unwrap(),
-            (GroupId(3), Slot(12), 1 << 40)
-        );
-        assert!(decode_wanted(b"not an ask").is_err());
-    }
-
-    /// Two acceptors answering one new leader's Phase 1 each send their
-    /// snapshot at once: interleaved, both arrive whole.
-    #[test]
-    fn interleaved_transfers_from_two_peers_both_complete() {
-        let encoded = Bytes::from(sample().encode().unwrap());
-        let pieces: Vec<SnapshotChunk> = chunks(Slot(12), &encoded).collect();
-        assert!(pieces.len() > 1);
-        let mut transfers = Transfers::default();
-        let mut done = Vec::new();
-        for piece in &pieces {
-            for from in [NodeId(2), NodeId(3)] {
-                if let Received::Whole(whole) = transfers.take(from, piece.clone(), 0, 5) {
-                    done.push((from, whole));
-                }
-            }
-        }
-        assert_eq!(
-            done,
-            vec![(NodeId(2), encoded.to_vec()), (NodeId(3), encoded.to_vec())]
-        );
-        assert!(transfers.by_sender.is_empty(), "nothing held once done");
-    }
-
-    #[test]
-    fn chunks_out_of_bounds_are_refused() {
-        let chunk = SnapshotChunk {
-            upto: Slot(1),
-            offset: u64::MAX - 2,
-            total: 10,
-            data: Bytes::from_static(b"abcd"),
-        };
-        assert!(decode_chunk(&encode_chunk(GroupId(0), &chunk)).is_err());
-        let huge = SnapshotChunk {
-            offset: 0,
-            total: snapshot_bytes_max() + 1,
-            ..chunk
-        };
-        assert!(decode_chunk(&encode_chunk(GroupId(0), &huge)).is_err());
-        assert!(decode_chunk(b"garbage that is not a chunk").is_err());
     }
 }
