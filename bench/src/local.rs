@@ -18,6 +18,8 @@ pub struct LocalCluster {
     pub client_addrs: Vec<SocketAddr>,
     /// Each node's log file, in node id order.
     pub logs: Vec<PathBuf>,
+    /// Where each node serves its metrics (none unless the layout says).
+    pub metrics_addrs: Vec<SocketAddr>,
 }
 
 impl LocalCluster {
@@ -58,6 +60,7 @@ impl LocalCluster {
             children: Vec::new(),
             client_addrs: layout.client.clone(),
             logs: Vec::new(),
+            metrics_addrs: layout.metrics.clone(),
         };
         for i in 0..nodes {
             let id = i + 1;
@@ -76,6 +79,9 @@ impl LocalCluster {
                 format!("--secret-file={}", secret_path.display()),
                 format!("--groups={groups}"),
             ];
+            if let Some(metrics) = layout.metrics.get(i) {
+                args.push(format!("--metrics={metrics}"));
+            }
             args.extend_from_slice(extra);
             cluster.args.push(args);
             cluster.logs.push(data_dir.join(format!("node-{id}.log")));
@@ -165,6 +171,8 @@ pub struct Layout {
     pub client: Vec<SocketAddr>,
     /// `dialed[i][j]`: the address node `i + 1` is told for node `j + 1`.
     pub dialed: Vec<Vec<SocketAddr>>,
+    /// Where each node serves its metrics (empty: nowhere).
+    pub metrics: Vec<SocketAddr>,
 }
 
 impl Layout {
@@ -177,7 +185,14 @@ impl Layout {
             listen,
             client,
             dialed,
+            metrics: Vec::new(),
         })
+    }
+
+    /// This layout with each node serving its metrics on a free port.
+    pub fn with_metrics(self) -> Result<Layout, String> {
+        let metrics = free_ports(self.listen.len() as u64)?;
+        Ok(Layout { metrics, ..self })
     }
 }
 
@@ -192,6 +207,7 @@ impl Layout {
             listen: listen.to_vec(),
             client: client.to_vec(),
             dialed: vec![listen.to_vec(); nodes as usize],
+            metrics: Vec::new(),
         })
     }
 }

@@ -16,9 +16,11 @@ use synod_bench::machine::{measure_floor, Floor};
 
 use crate::node_cmd::Fsync;
 use cost::{CpuPerCommand, CpuWindow};
+use stages::{StageReport, StageWindow};
 
 mod cost;
 mod disrupt;
+mod stages;
 
 /// How long each part of the machine's floor is measured.
 const FLOOR_TIME: Duration = Duration::from_millis(500);
@@ -119,6 +121,11 @@ pub struct BenchArgs {
         conflicts_with = "failover"
     )]
     transfers: u32,
+    /// With --local: report where a request's time goes at the leader
+    /// (queue, its own WAL, the round to chosen, the answer), from the
+    /// nodes' stage histograms over the measured window.
+    #[arg(long, requires = "local", conflicts_with = "failover")]
+    stages: bool,
     /// With --local: keep the replicas' data and logs here (default: a
     /// temporary directory, removed at the end).
     #[arg(long, requires = "local")]
@@ -190,10 +197,16 @@ pub fn run(args: BenchArgs) -> ExitCode {
         _ => Vec::new(),
     };
     let window = Arc::new(CpuWindow::new(pids));
+    let metrics = match &local {
+        Some(cluster) if args.stages => cluster.metrics_addrs.clone(),
+        _ => Vec::new(),
+    };
+    let stage_window = Arc::new(StageWindow::new(metrics));
     let shown = progress_callback(bar.clone());
-    let sampled = window.clone();
+    let (sampled, scraped) = (window.clone(), stage_window.clone());
     let callback: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p: Progress| {
         sampled.observe(&p);
+        scraped.observe(&p);
         shown(p);
     });
     let secret = options.secret.clone();
@@ -221,12 +234,13 @@ pub fn run(args: BenchArgs) -> ExitCode {
         .as_ref()
         .map(|r| window.per_command(r))
         .unwrap_or_default();
+    let stages = args.stages.then(|| stage_window.figures());
     show(
         report,
         &args,
         "synod",
         "no command was acknowledged in the measured window",
-        (cpu, floor),
+        (cpu, floor, stages),
     )
 }
 
@@ -236,7 +250,7 @@ fn show(
     args: &BenchArgs,
     system: &str,
     empty: &str,
-    (cpu, floor): (CpuPerCommand, Option<Floor>),
+    (cpu, floor, stages): (CpuPerCommand, Option<Floor>, Option<StageReport>),
 ) -> ExitCode {
     match report {
         Ok(report) if report.commands == 0 => fail(empty),
@@ -248,11 +262,17 @@ fn show(
             {
                 out.extend(cost);
             }
+            if let (Some(out), Some(stages)) = (out.as_object_mut(), &stages) {
+                out.insert("stages".into(), stages::json(stages));
+            }
             println!("{out}");
             ExitCode::SUCCESS
         }
         Ok(report) => {
             print_table(&report, args, system, &cpu, floor.as_ref());
+            if let Some(stages) = &stages {
+                print_rows(stages::rows(stages));
+            }
             ExitCode::SUCCESS
         }
         Err(message) => fail(&message),
@@ -282,8 +302,11 @@ fn start_local(
         extra.push("--client-secret-file".to_string());
         extra.push(path.display().to_string());
     }
-    let cluster =
-        LocalCluster::start_laid_out(&exe, &Layout::loopback(nodes)?, groups, data_dir, &extra)?;
+    let mut layout = Layout::loopback(nodes)?;
+    if args.stages {
+        layout = layout.with_metrics()?;
+    }
+    let cluster = LocalCluster::start_laid_out(&exe, &layout, groups, data_dir, &extra)?;
     eprintln!(
         "started {nodes} local replicas of {groups} group(s){} (data and logs in {})",
         if args.fsync == Fsync::Off {
@@ -384,6 +407,11 @@ fn print_table(
         ),
     ];
     rows.extend(cost::rows(cpu, floor, p50));
+    print_rows(rows);
+}
+
+/// Rows as a two-column table.
+fn print_rows<N: std::fmt::Display>(rows: Vec<(N, String)>) {
     println!(
         "+------------------------+------------------------------------------------------------+"
     );

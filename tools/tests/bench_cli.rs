@@ -178,3 +178,27 @@ fn bench_hands_leadership_on_and_reports_each_pause() {
     let results = lines.last().unwrap();
     assert!(results["leaders_seen"].as_u64().unwrap() >= 3, "{results}");
 }
+
+/// `--stages` reads the leader's stage histograms over the measured
+/// window: every stage timed, and the parts of a request's time at the
+/// leader no longer than what the client saw in all.
+#[test]
+fn bench_reports_where_a_request_spends_its_time_at_the_leader() {
+    let out = bench(&["--local", "3", "--stages", "--inflight", "32"]);
+    let stages = &out["stages"];
+    for stage in ["queue", "wal", "round", "answer"] {
+        let timed = stages[stage]["timed"].as_u64().unwrap_or(0);
+        assert!(timed > 0, "{stage} never timed: {stages}");
+    }
+    let mean = |stage: &str| stages[stage]["mean_us"].as_f64().unwrap();
+    let p99 = |stage: &str| stages[stage]["p99_us"].as_f64().unwrap();
+    assert!(
+        mean("round") > 0.0 && p99("round") >= mean("round") * 0.5,
+        "{stages}"
+    );
+    let client_max = out["latency_us"]["max"].as_f64().unwrap();
+    assert!(
+        mean("queue") + mean("round") + mean("answer") <= client_max,
+        "{stages} against the client's max {client_max} µs"
+    );
+}

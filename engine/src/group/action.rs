@@ -192,6 +192,27 @@ impl fmt::Debug for SnapshotJob {
     }
 }
 
+/// Where a snapshot transfer to a peer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotStart {
+    /// From this byte, unless a transfer to the peer is under way (it goes
+    /// on): the start, or the first byte the peer said it lacked when it
+    /// last asked about this snapshot (it holds those before).
+    From(u64),
+    /// The peer asked for the rest from this byte: a transfer under way
+    /// jumps there, or one starts there.
+    Asked(u64),
+}
+
+impl SnapshotStart {
+    /// The byte to start at.
+    pub fn offset(self) -> u64 {
+        match self {
+            SnapshotStart::From(offset) | SnapshotStart::Asked(offset) => offset,
+        }
+    }
+}
+
 /// One thing for the executor to do. Order matters: the executor carries
 /// them out in the order given, and the durability rules are the
 /// protocol's (a send that reports durable state comes after the sync
@@ -224,10 +245,8 @@ pub enum GroupAction<C: Callers> {
         upto: Slot,
         /// The snapshot file's contents.
         encoded: Bytes,
-        /// `None`: from the start, unless a transfer to this peer is under
-        /// way (it goes on). `Some(offset)`: the peer asked to go on from
-        /// there; a transfer under way jumps to it.
-        resume_at: Option<u64>,
+        /// Where to start, and what to do with a transfer under way.
+        start: SnapshotStart,
     },
     /// Ask peer `to` to go on sending its snapshot `upto` from byte
     /// `offset`: chunks were lost, and what came before is held.

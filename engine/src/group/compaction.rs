@@ -13,7 +13,7 @@ use bytes::Bytes;
 use synod_wal::Position;
 
 use super::snapshot::{SnapshotPolicy, Transfers};
-use crate::protocol::{Slot, Write};
+use crate::protocol::{NodeId, Slot, Write};
 
 /// A snapshot being written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub(super) struct Compaction {
     wal_next: Position,
     /// Snapshots arriving from peers, one transfer per sender.
     pub(super) incoming: Transfers,
+    /// Per peer, the snapshot it last asked the rest of and from where.
+    pub(super) asked: BTreeMap<NodeId, (Slot, u64)>,
     /// Test-only: cut above the lowest accept a restart needs.
     #[cfg(test)]
     pub(super) cut_one_accept_high: bool,
@@ -74,6 +76,7 @@ impl Compaction {
             accept_positions,
             wal_next,
             incoming: Transfers::default(),
+            asked: BTreeMap::new(),
             #[cfg(test)]
             cut_one_accept_high: false,
         }

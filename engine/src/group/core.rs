@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use super::action::{
     Callers, GroupAction, GroupInput, Proposal, ProposeOutcome, ReadOutcome, SnapshotJob,
+    SnapshotStart,
 };
 use super::apply::apply_batch;
 use super::compaction::Compaction;
@@ -260,6 +261,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             GroupInput::Persisted(sync) => self.step_replica(Input::Persisted(sync), out),
             GroupInput::Tick => {
                 self.ticks += 1;
+                self.ask_again_for_lost_chunks(out);
                 self.step_replica(Input::Tick, out)
             }
             GroupInput::PeerUnreachable(peer) => {
@@ -598,14 +600,23 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         out.push(GroupAction::RemoveWalBefore(cut));
     }
 
-    /// Hands the latest durable snapshot to a peer behind our log's start.
+    /// Hands the latest durable snapshot to a peer behind our log's start:
+    /// from where the peer last said it lacked bytes of it, if it did, so
+    /// that its asks for the log again while it waits do not start what it
+    /// mostly holds over.
     fn send_snapshot(&mut self, to: NodeId, out: &mut Vec<GroupAction<C>>) {
         match &self.compaction.latest {
             Some((upto, encoded)) => out.push(GroupAction::SendSnapshot {
                 to,
                 upto: *upto,
                 encoded: encoded.clone(),
-                resume_at: None,
+                start: SnapshotStart::From(
+                    self.compaction
+                        .asked
+                        .get(&to)
+                        .filter(|(asked, offset)| asked == upto && *offset < encoded.len() as u64)
+                        .map_or(0, |(_, offset)| *offset),
+                ),
             }),
             // The log is compacted only below a durable snapshot.
             None => tracing::warn!(to = to.0, "peer needs a snapshot, none is durable yet"),
@@ -630,12 +641,25 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         } else {
             0
         };
+        self.compaction.asked.insert(from, (*latest, resume_at));
         out.push(GroupAction::SendSnapshot {
             to: from,
             upto: *latest,
             encoded: encoded.clone(),
-            resume_at: Some(resume_at),
+            start: SnapshotStart::Asked(resume_at),
         });
+    }
+
+    /// Asks again for snapshot chunks lost long enough ago with nothing
+    /// since: the ask may have been lost, and the sender sends no more.
+    fn ask_again_for_lost_chunks(&mut self, out: &mut Vec<GroupAction<C>>) {
+        let due = self
+            .compaction
+            .incoming
+            .asks_due(self.ticks, self.ask_every);
+        for (to, upto, offset) in due {
+            out.push(GroupAction::AskSnapshot { to, upto, offset });
+        }
     }
 
     /// Gathers a snapshot from a peer; installs it once whole. Lost chunks

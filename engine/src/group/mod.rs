@@ -39,5 +39,6 @@ pub(crate) use self::core::CoreFaults;
 pub use self::core::{CoreError, CoreOptions, GroupCore, Recovery};
 pub use action::{
     Callers, GroupAction, GroupInput, Proposal, ProposeOutcome, ReadOutcome, SnapshotJob,
+    SnapshotStart,
 };
 pub use state_machine::{Applying, Capture, StateMachine};

@@ -118,13 +118,13 @@ fn brief(action: GroupAction<Named>) -> String {
         GroupAction::RecordPromise(b) => format!("record promise {b}"),
         GroupAction::Send(e) => format!("send {} to {}", e.msg.kind(), e.to.0),
         GroupAction::SendSnapshot {
-            to,
-            upto,
-            resume_at,
-            ..
-        } => match resume_at {
-            None => format!("send snapshot {} to {}", upto.0, to.0),
-            Some(at) => format!("send snapshot {} to {} from {at}", upto.0, to.0),
+            to, upto, start, ..
+        } => match start {
+            SnapshotStart::From(0) => format!("send snapshot {} to {}", upto.0, to.0),
+            SnapshotStart::From(at) => format!("send snapshot {} to {} from {at}", upto.0, to.0),
+            SnapshotStart::Asked(at) => {
+                format!("send snapshot {} to {} asked from {at}", upto.0, to.0)
+            }
         },
         GroupAction::AskSnapshot { to, upto, offset } => {
             format!("ask {} for snapshot {} from {offset}", to.0, upto.0)
@@ -303,17 +303,21 @@ fn a_snapshot_comes_due_by_slots_and_its_durability_cuts_the_wal_below_the_slots
         upto: Slot(upto),
         offset,
     };
-    assert_eq!(
-        step(&mut core, wanted(2, 3)),
-        ["send snapshot 2 to 3 from 3"]
-    );
-    assert_eq!(
-        step(&mut core, wanted(1, 3)),
-        ["send snapshot 2 to 3 from 0"]
-    );
-    assert_eq!(
-        step(&mut core, wanted(2, 4)),
-        ["send snapshot 2 to 3 from 0"]
+    let asked = |at: u64| vec![format!("send snapshot 2 to 3 asked from {at}")];
+    assert_eq!(step(&mut core, wanted(2, 3)), asked(3));
+    assert_eq!(step(&mut core, wanted(1, 3)), asked(0));
+    assert_eq!(step(&mut core, wanted(2, 4)), asked(0));
+    // Once it has asked, a peer asking for the log again is sent the
+    // snapshot from where it said it lacked bytes, not from the start.
+    assert_eq!(step(&mut core, wanted(2, 2)), asked(2));
+    let request = crate::protocol::CatchUpRequest {
+        ballot: ballot(1, 1),
+        from_slot: Slot(0),
+    };
+    let actions = step(&mut core, message(3, 1, Message::CatchUpRequest(request)));
+    assert!(
+        actions.contains(&"send snapshot 2 to 3 from 2".to_string()),
+        "{actions:?}"
     );
 }
 
@@ -392,15 +396,19 @@ fn lost_chunks_are_asked_for_once_per_resend_interval_and_the_rest_installs() {
         "the second was lost"
     );
     assert_eq!(step(&mut core, chunk(2)), [] as [&str; 0], "asked already");
+    // Nothing more comes (the ask was lost): the clock asks again, once
+    // per resend interval.
     let resend = Config::new(NodeId(3), vec![NodeId(1), NodeId(2), NodeId(3)]).resend_ticks;
-    for _ in 0..resend {
-        step(&mut core, GroupInput::Tick);
-    }
-    assert_eq!(
-        step(&mut core, chunk(2)),
-        [ask.as_str()],
-        "the ask was lost"
-    );
+    let asks = |core: &mut Core, ticks: u32| {
+        (0..ticks)
+            .flat_map(|_| step(core, GroupInput::Tick))
+            .filter(|action| action.starts_with("ask"))
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(asks(&mut core, resend), [ask.clone()], "the ask was lost");
+    assert_eq!(asks(&mut core, resend - 1), [] as [&str; 0]);
+    assert_eq!(asks(&mut core, 1), [ask.clone()], "lost again");
+    assert_eq!(step(&mut core, chunk(2)), [] as [&str; 0], "asked already");
     assert_eq!(step(&mut core, chunk(1)), [] as [&str; 0]);
     assert_eq!(
         step(&mut core, chunk(2)),

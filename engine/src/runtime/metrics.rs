@@ -54,10 +54,49 @@ pub struct GroupMetrics {
     pub commit_index: Gauge,
     /// Slots applied to the state machine (those below this one).
     pub applied_index: Gauge,
+    /// Seconds a request spent in each stage at the leader (label
+    /// `stage`: queue, wal, round, answer; `runtime/group/stages.rs`).
+    pub stages: Family<StageLabel, Histogram>,
+    /// The four stages' histograms, held so that observing one is no
+    /// look-up.
+    pub stage: StageHistograms,
+}
+
+/// One histogram per stage.
+#[derive(Clone, Debug)]
+pub struct StageHistograms {
+    /// Handed to the group to its slot's Accept written.
+    pub queue: Histogram,
+    /// The Accept written to durable here.
+    pub wal: Histogram,
+    /// The Accept written to chosen.
+    pub round: Histogram,
+    /// Chosen to answered.
+    pub answer: Histogram,
+}
+
+/// The label of a stage's histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// The stage.
+    pub stage: &'static str,
+}
+
+/// 1 µs to about 10 s, 40 % apart: fine enough to read a stage's p99.
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 1.4, 48))
 }
 
 impl Default for GroupMetrics {
     fn default() -> Self {
+        let stages = Family::<StageLabel, Histogram>::new_with_constructor(stage_histogram);
+        let histogram = |stage| stages.get_or_create(&StageLabel { stage }).clone();
+        let stage = StageHistograms {
+            queue: histogram("queue"),
+            wal: histogram("wal"),
+            round: histogram("round"),
+            answer: histogram("answer"),
+        };
         GroupMetrics {
             // 10 µs to about 10 s.
             commit_latency: Histogram::new(exponential_buckets(1e-5, 2.0, 21)),
@@ -73,6 +112,8 @@ impl Default for GroupMetrics {
             has_leader: Gauge::default(),
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
+            stage,
+            stages,
         }
     }
 }
@@ -192,6 +233,13 @@ impl NodeMetrics {
             "applied_index",
             "Slots applied to the state machine",
             m.applied_index,
+        );
+        registry.register(
+            "stage_seconds",
+            "A request's time at the leader in each stage: queue (handed to the group to its \
+             slot's Accept written), wal (to durable here), round (Accept written to chosen), \
+             answer (chosen to answered)",
+            m.stages,
         );
         self.groups.push((group, metrics.clone()));
         metrics

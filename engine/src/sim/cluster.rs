@@ -605,8 +605,8 @@ impl Cluster {
                 to,
                 upto,
                 encoded,
-                resume_at,
-            } => self.send_snapshot(node, to, upto, &encoded, resume_at.unwrap_or(0)),
+                start,
+            } => self.send_snapshot(node, to, upto, &encoded, start.offset()),
             GroupAction::AskSnapshot { to, upto, offset } => {
                 self.stats.snapshot_asks += 1;
                 self.ask_snapshot(node, to, upto, offset)

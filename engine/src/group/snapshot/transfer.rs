@@ -156,6 +156,23 @@ impl Transfers {
         received
     }
 
+    /// The gaps asked about at least `ask_every` ticks ago and still not
+    /// filled (the ask or the answer was lost, or the sender stopped): ask
+    /// again, without waiting for a chunk to show the gap.
+    pub fn asks_due(&mut self, now: u64, ask_every: u64) -> Vec<(NodeId, Slot, u64)> {
+        let mut due = Vec::new();
+        for (from, transfer) in &mut self.by_sender {
+            let held = transfer.bytes.len() as u64;
+            if let Some((at, (upto, offset))) = transfer.asked {
+                if offset == held && upto == transfer.upto && now >= at + ask_every {
+                    transfer.asked = Some((now, (upto, offset)));
+                    due.push((*from, upto, offset));
+                }
+            }
+        }
+        due
+    }
+
     /// Bytes held from `from`'s transfer under way (0: none).
     pub fn held(&self, from: NodeId) -> u64 {
         self.by_sender
@@ -334,6 +351,10 @@ mod tests {
         assert_eq!(
             transfers.take(from, pieces[1].clone(), 7, 5),
             Received::Pending
+        );
+        assert!(
+            transfers.asks_due(20, 5).is_empty(),
+            "no gap: nothing to ask"
         );
         assert!(matches!(
             transfers.take(from, pieces[2].clone(), 8, 5),

@@ -15,9 +15,10 @@ use synod_wal::Wal;
 use super::feed::CommitFeed;
 use super::frames::Frames;
 use super::promise_record::PromiseRecord;
+use super::stages::StageClock;
 use super::tasks::Outgoing;
 use super::transfer;
-use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink};
+use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink, Waiting};
 use crate::group::snapshot::{encode_wanted, KIND_SNAPSHOT_WANTED};
 use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
@@ -34,23 +35,6 @@ const PROPOSALS_PER_STEP_MAX: usize = 4096;
 /// Ticks the connection to our leader must stay down before the replica is
 /// told (one tick can be a reconnect in progress).
 const LEADER_UNREACHABLE_TICKS: u32 = 2;
-
-/// A caller's channel, with when it started waiting (for the latency
-/// histogram).
-#[derive(Debug)]
-pub(crate) struct Waiting<T> {
-    reply: T,
-    since: Instant,
-}
-
-impl<T> Waiting<T> {
-    fn new(reply: T) -> Waiting<T> {
-        Waiting {
-            reply,
-            since: Instant::now(),
-        }
-    }
-}
 
 /// The runtime's callers: channels back to the proposing tasks.
 #[derive(Debug)]
@@ -86,6 +70,8 @@ pub(super) struct GroupDriver<S> {
     pub(super) snapshot_path: PathBuf,
     pub(super) marker: PathBuf,
     promise_record: PromiseRecord,
+    /// Where requests' time goes, stage by stage.
+    stages: StageClock,
     /// Peers a snapshot is on its way to, with where each transfer is.
     pub(super) sending: Rc<RefCell<BTreeMap<NodeId, Rc<Outgoing>>>>,
     /// Command bytes applied since `paced_since`, for the write pace.
@@ -129,6 +115,7 @@ impl<S: StateMachine> GroupDriver<S> {
             snapshot_path,
             marker,
             promise_record,
+            stages: StageClock::default(),
             sending: Rc::default(),
             paced_bytes: 0,
             paced_since: Instant::now(),
@@ -196,13 +183,13 @@ impl<S: StateMachine> GroupDriver<S> {
                     self.frames.received(&envelope.msg, body);
                     GroupInput::Message(envelope)
                 }
-                Inbound::Propose(command, reply) => {
-                    let mut proposals = vec![Proposal::One(command, Waiting::new(reply))];
+                Inbound::Propose(command, waiting) => {
+                    let mut proposals = vec![Proposal::One(command, waiting)];
                     held = self.gather_proposals(&mut proposals, &inbox).await;
                     GroupInput::Propose(proposals)
                 }
-                Inbound::ProposeMany(commands, reply) => {
-                    let mut proposals = vec![Proposal::Many(commands, Waiting::new(reply))];
+                Inbound::ProposeMany(commands, waiting) => {
+                    let mut proposals = vec![Proposal::Many(commands, waiting)];
                     held = self.gather_proposals(&mut proposals, &inbox).await;
                     GroupInput::Propose(proposals)
                 }
@@ -212,6 +199,7 @@ impl<S: StateMachine> GroupDriver<S> {
                     if let Some(took) = took {
                         self.window.on_fsync(took);
                     }
+                    self.stages.persisted(sync, Instant::now());
                     GroupInput::Persisted(sync)
                 }
                 Inbound::Tick => {
@@ -289,13 +277,15 @@ impl<S: StateMachine> GroupDriver<S> {
             let follows_its_session =
                 |first: Option<&Command>| last.is_some() && first.and_then(session) == last;
             match input {
-                Some(Inbound::Propose(command, reply)) if !follows_its_session(Some(&command)) => {
+                Some(Inbound::Propose(command, waiting))
+                    if !follows_its_session(Some(&command)) =>
+                {
                     count += 1;
-                    proposals.push(Proposal::One(command, Waiting::new(reply)));
+                    proposals.push(Proposal::One(command, waiting));
                 }
-                Some(Inbound::ProposeMany(more, reply)) if !follows_its_session(more.first()) => {
+                Some(Inbound::ProposeMany(more, waiting)) if !follows_its_session(more.first()) => {
                     count += more.len();
-                    proposals.push(Proposal::Many(more, Waiting::new(reply)));
+                    proposals.push(Proposal::Many(more, waiting));
                 }
                 other => return other,
             }
@@ -360,9 +350,15 @@ impl<S: StateMachine> GroupDriver<S> {
                 // sends share: it carries the commit point they carry.
                 let commit = sent_commit(rest, &write)
                     .unwrap_or_else(|| self.core.replica().status().commit);
+                if let Write::Accept { slot, .. } = &write {
+                    self.stages.written(*slot, now);
+                }
                 self.append(position, write, commit)?;
             }
-            GroupAction::Sync(sync) => self.sync(sync),
+            GroupAction::Sync(sync) => {
+                self.stages.sync_asked(sync);
+                self.sync(sync)
+            }
             // Blocking, once or twice per election: durable before the
             // write that raises the promise is even appended.
             GroupAction::RecordPromise(ballot) => self.promise_record.write(ballot)?,
@@ -380,8 +376,8 @@ impl<S: StateMachine> GroupDriver<S> {
                 to,
                 upto,
                 encoded,
-                resume_at,
-            } => self.send_snapshot(to, upto, encoded, resume_at),
+                start,
+            } => self.send_snapshot(to, upto, encoded, start),
             GroupAction::AskSnapshot { to, upto, offset } => {
                 let body = Bytes::from_owner(encode_wanted(self.group, upto, offset));
                 if !self.link.send_frame(to, KIND_SNAPSHOT_WANTED, body) {
@@ -405,6 +401,7 @@ impl<S: StateMachine> GroupDriver<S> {
             GroupAction::EndRebuild => self.end_rebuild(),
             GroupAction::Applied { slot, batch, .. } => {
                 self.window.on_chosen(slot, now);
+                self.stages.chosen(slot, now);
                 self.metrics.batch_commands.observe(f64::from(batch.len()));
                 self.paced_bytes += batch.bytes().len() as u64;
             }
@@ -441,10 +438,11 @@ impl<S: StateMachine> GroupDriver<S> {
         Ok(())
     }
 
-    fn observe_latency(&self, outcome: &ProposeOutcome, since: Instant, now: Instant) {
+    fn observe_latency(&mut self, outcome: &ProposeOutcome, since: Instant, now: Instant) {
         if matches!(outcome, ProposeOutcome::Applied { .. }) {
             let waited = now.saturating_duration_since(since);
             self.metrics.commit_latency.observe(waited.as_secs_f64());
+            self.stages.observe(since, now, &self.metrics);
         }
     }
 

@@ -24,6 +24,7 @@ mod feed;
 mod frames;
 mod marker;
 mod promise_record;
+mod stages;
 mod start;
 mod tasks;
 #[cfg(test)]
@@ -33,7 +34,7 @@ mod transfer;
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -222,15 +223,34 @@ pub const SUBSCRIBER_LAG_MAX: usize = 65_536;
 
 /// One input to a group's task: the core's inputs as they arrive, and
 /// what only the executor handles (subscribers, failures, stop).
+/// A caller's channel, with when it started waiting (for the latency
+/// histogram).
+#[derive(Debug)]
+pub(crate) struct Waiting<T> {
+    pub(crate) reply: T,
+    pub(crate) since: Instant,
+}
+
+impl<T> Waiting<T> {
+    /// Stamped now: as the request is handed to the group.
+    pub(crate) fn new(reply: T) -> Waiting<T> {
+        Waiting {
+            reply,
+            since: Instant::now(),
+        }
+    }
+}
+
 pub(crate) enum Inbound {
     /// A decoded message from a peer, with the frame body it came in
     /// (an Accept's is its WAL record).
     Peer(PeerFrame),
-    /// A client command and where to send the outcome.
-    Propose(Command, oneshot::Sender<ProposeOutcome>),
+    /// A client command and where to send the outcome (stamped with the
+    /// time it was handed to the group).
+    Propose(Command, Waiting<oneshot::Sender<ProposeOutcome>>),
     /// Commands that must reach the log in this order (one client's
     /// consecutive sequence numbers), each with where to send its outcome.
-    ProposeMany(Vec<Command>, oneshot::Sender<Vec<ProposeOutcome>>),
+    ProposeMany(Vec<Command>, Waiting<oneshot::Sender<Vec<ProposeOutcome>>>),
     /// A read-only query and where to send the outcome.
     Read(Bytes, oneshot::Sender<ReadOutcome>),
     /// A read-only query answered from local state at once.
@@ -300,7 +320,7 @@ impl GroupHandle {
         let command = Command { client, seq, data };
         if self
             .inputs
-            .send(Inbound::Propose(command, tx))
+            .send(Inbound::Propose(command, Waiting::new(tx)))
             .await
             .is_err()
         {
@@ -328,7 +348,7 @@ impl GroupHandle {
         let (tx, rx) = oneshot::channel();
         if self
             .inputs
-            .send(Inbound::ProposeMany(commands, tx))
+            .send(Inbound::ProposeMany(commands, Waiting::new(tx)))
             .await
             .is_err()
         {

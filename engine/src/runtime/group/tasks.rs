@@ -13,7 +13,7 @@ use super::driver::GroupDriver;
 use super::marker::remove_marker;
 use super::Inbound;
 use crate::group::snapshot::{chunk_at, encode_chunk, SnapshotError, KIND_SNAPSHOT_CHUNK};
-use crate::group::{SnapshotJob, StateMachine};
+use crate::group::{SnapshotJob, SnapshotStart, StateMachine};
 use crate::protocol::{NodeId, Slot, SyncId};
 use crate::runtime::snapshot_file;
 
@@ -154,28 +154,28 @@ impl<S: StateMachine> GroupDriver<S> {
     }
 
     /// Sends a durable snapshot to `to` in chunks, one transfer per peer at
-    /// a time, pacing on the peer's queue. `resume_at` (the peer asked for
-    /// the rest) moves a transfer of the same snapshot under way to that
-    /// offset, or replaces one of an older snapshot; without it a transfer
-    /// under way goes on untouched.
+    /// a time, pacing on the peer's queue. A peer's ask for the rest
+    /// (`SnapshotStart::Asked`) moves a transfer of the same snapshot under
+    /// way to that offset, or replaces one of an older snapshot; otherwise
+    /// a transfer under way goes on untouched.
     pub(super) fn send_snapshot(
         &mut self,
         to: NodeId,
         upto: Slot,
         encoded: Bytes,
-        resume_at: Option<u64>,
+        start: SnapshotStart,
     ) {
         if let Some(outgoing) = self.sending.borrow().get(&to) {
-            match resume_at {
-                Some(offset) if outgoing.upto == upto => {
+            match start {
+                SnapshotStart::Asked(offset) if outgoing.upto == upto => {
                     outgoing.next.set(offset);
                     return;
                 }
-                Some(_) => outgoing.superseded.set(true),
-                None => return,
+                SnapshotStart::Asked(_) => outgoing.superseded.set(true),
+                SnapshotStart::From(_) => return,
             }
         }
-        let start = resume_at.unwrap_or(0);
+        let start = start.offset();
         tracing::info!(
             group = self.group.0,
             to = to.0,
