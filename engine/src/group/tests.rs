@@ -405,9 +405,13 @@ fn lost_chunks_are_asked_for_once_per_resend_interval_and_the_rest_installs() {
             .filter(|action| action.starts_with("ask"))
             .collect::<Vec<String>>()
     };
-    assert_eq!(asks(&mut core, resend), [ask.clone()], "the ask was lost");
+    assert_eq!(
+        asks(&mut core, resend),
+        vec![ask.clone()],
+        "the ask was lost"
+    );
     assert_eq!(asks(&mut core, resend - 1), [] as [&str; 0]);
-    assert_eq!(asks(&mut core, 1), [ask.clone()], "lost again");
+    assert_eq!(asks(&mut core, 1), vec![ask.clone()], "lost again");
     assert_eq!(step(&mut core, chunk(2)), [] as [&str; 0], "asked already");
     assert_eq!(step(&mut core, chunk(1)), [] as [&str; 0]);
     assert_eq!(
