@@ -23,7 +23,8 @@ use crate::protocol::{ClientId, Command, GroupId, LogIndex, NodeId};
 
 pub use super::client_port::{ClientGroups, ClientReply, ForwardError, LocalGroup};
 pub use super::data_dir::{
-    claim_data_dir, lock_data_dir, DataDirError, DataDirOperation, DataDirProblem, IDENTITY_FILE,
+    claim_data_dir, create_dir_durably, lock_data_dir, DataDirError, DataDirOperation,
+    DataDirProblem, IDENTITY_FILE,
 };
 pub use super::error::{ClientPortError, ExecutorError, NodeError};
 pub use super::options::{
