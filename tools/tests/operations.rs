@@ -262,6 +262,34 @@ fn secrets_are_generated_private_and_a_public_one_is_refused() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
 
+/// On a fresh machine `/etc/synod` is not there yet: generating a secret
+/// creates the missing directories, private to their owner.
+#[test]
+fn a_secret_is_generated_into_directories_not_there_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    let secret = etc.join("synod").join("secret");
+    let output = Command::new(SYNOD)
+        .args(["secret", "generate"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode(&secret) & 0o777, 0o600);
+    for made in [etc.clone(), etc.join("synod")] {
+        assert!(made.is_dir());
+        assert_eq!(
+            mode(&made) & 0o077,
+            0,
+            "{}: {:o}",
+            made.display(),
+            mode(&made)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap().trim().len(), 64);
+}
+
 #[test]
 fn a_memlock_limit_too_low_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
