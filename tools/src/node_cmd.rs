@@ -237,13 +237,13 @@ pub fn run(args: NodeArgs) -> ExitCode {
             let options = &settings.options;
             if let Err(error) = memlock::ensure(options.cores, options.io_memory_bytes) {
                 tracing::error!(%error, "cannot start");
-                eprintln!("synod node: {error}");
+                crate::logging::say(format_args!("synod node: {error}"));
                 return ExitCode::FAILURE;
             }
             start(settings)
         }
         Err(message) => {
-            eprintln!("synod node: {message}");
+            crate::logging::say(format_args!("synod node: {message}"));
             ExitCode::from(2)
         }
     }
@@ -262,7 +262,7 @@ fn start(settings: NodeSettings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "node stopped");
-            eprintln!("synod node: {error}");
+            crate::logging::say(format_args!("synod node: {error}"));
             ExitCode::FAILURE
         }
     }

@@ -343,6 +343,55 @@ fn a_node_logs_json_lines_when_asked() {
     }
 }
 
+/// A node whose stderr is a pipe nobody reads any more (`synod node 2>&1 |
+/// head -1`) drops its log lines: it goes on serving, and SIGTERM still
+/// stops it cleanly.
+#[test]
+fn a_node_whose_stderr_closed_goes_on_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let generated = Command::new(SYNOD)
+        .args(["secret", "generate"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let mut command = node_command(dir.path(), &secret);
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let at = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+    let (peer, client_addr) = (at("--listen"), at("--client-listen"));
+    let mut node = command.spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(node.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(!first.is_empty(), "the node logs as it starts");
+    drop(stderr);
+    // A stranger on the peer port is refused, and the refusal logged.
+    let mut stranger = TcpStream::connect(&peer).unwrap();
+    stranger.write_all(&[0xde; 64]).unwrap();
+    drop(stranger);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let replies = client(
+            &["--cluster", &client_addr, "--timeout", "2"],
+            &["put k v".into(), "get k".into()],
+        );
+        if replies.get(1).is_some_and(|r| r["value"] == "v") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{replies:?}");
+        assert!(node.try_wait().unwrap().is_none(), "the node died");
+    }
+    // SAFETY: kill(2) on a child process of ours; no memory involved.
+    let sent = unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let output = exits_by_itself(node);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
+
 #[test]
 fn wal_inspect_decodes_promises_accepts_and_commits() {
     let mut cluster = TestCluster::new(1);
