@@ -155,10 +155,15 @@ impl TestCluster {
 
     /// SIGTERM, then the node's exit status once it has stopped.
     pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        self.signal(i, libc::SIGTERM)
+    }
+
+    /// Sends `signal`, then the node's exit status once it has stopped.
+    pub fn signal(&mut self, i: usize, signal: libc::c_int) -> std::process::ExitStatus {
         let mut child = self.nodes[i].child.take().expect("running");
         // SAFETY: kill(2) on a child process of ours; no memory involved.
-        let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM sent");
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} sent");
         child.wait().unwrap()
     }
 
