@@ -153,6 +153,39 @@ fn durations_have_one_spelling_and_the_old_ones_still_parse() {
     assert_ne!(output.status.code(), Some(0));
 }
 
+/// `synod client --help` lists every line command with its answer's shape.
+#[test]
+fn client_help_lists_the_line_commands() {
+    let output = synod(&["client", "--help"]);
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in [
+        "append TEXT",
+        "read FROM [COUNT]",
+        "put K V",
+        "get K",
+        "cas K OLD NEW",
+        "cas K --absent NEW",
+        "put K V --lease ID",
+        "put K V --ttl MS",
+        "get --prefix P",
+        "delete K",
+        "lease grant TTL_MS",
+        "lease keepalive ID",
+        "lease revoke ID",
+        "watch [PREFIX] [--from INDEX] [--count N]",
+        "leader transfer ID",
+    ] {
+        let listed = help.lines().any(|l| l.trim_start().starts_with(command));
+        assert!(listed, "`{command}` not listed:\n{help}");
+    }
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("leader ")),
+        "{help}"
+    );
+    assert!(help.contains(r#"{"ok":false,"error":...}"#), "{help}");
+}
+
 #[test]
 fn completions_are_printed_for_each_shell() {
     for (shell, mark) in [
