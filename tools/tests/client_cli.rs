@@ -112,6 +112,42 @@ fn a_lost_majority_is_said_to_be_no_quorum() {
     }
 }
 
+/// `leader` names only a node that answers and leads: right after the
+/// leader is killed it names the next one (never the dead one, whom the
+/// followers still name for a moment), and with no quorum left it says so.
+#[test]
+fn leader_names_a_live_leader_and_says_when_there_is_no_quorum() {
+    let mut cluster = TestCluster::new(3);
+    let first = leader(&cluster);
+    cluster.kill(first as usize - 1);
+    let replies = client(
+        &["--cluster", &cluster.cluster_arg(), "--timeout", "15"],
+        &["leader".to_string()],
+    );
+    let next = replies[0]["leader"].as_u64().expect("a leader");
+    assert_ne!(next, first, "{replies:?}");
+    let addr = cluster.nodes[next as usize - 1].client.to_string();
+    assert_eq!(replies[0]["addr"], addr, "{replies:?}");
+
+    cluster.kill(next as usize - 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let replies = client(
+            &["--cluster", &cluster.cluster_arg(), "--timeout", "2"],
+            &["leader".to_string()],
+        );
+        assert_ne!(replies[0]["ok"], true, "a dead node named: {replies:?}");
+        let error = replies[0]["error"].as_str().unwrap_or_default();
+        // Until it notices its leader is gone, the survivor names it.
+        if error.starts_with("no quorum") {
+            assert!(error.contains("1 of 3 nodes reachable"), "{error}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{replies:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn synod(args: &[&str]) -> std::process::Output {
     Command::new(SYNOD).args(args).output().unwrap()
 }
