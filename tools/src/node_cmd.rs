@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use synod_engine::protocol::NodeId;
-use synod_engine::runtime::node::NodeOptions;
+use synod_engine::runtime::node::{NodeOptions, PeerAddr};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 
 mod error;
@@ -42,13 +42,16 @@ pub struct NodeArgs {
     /// This node's id (a positive integer, listed in --peers).
     #[arg(long)]
     pub id: Option<u64>,
-    /// Address peers connect to.
-    #[arg(long, value_parser = crate::address::resolve)]
-    pub listen: Option<SocketAddr>,
+    /// Address peers connect to (a name is resolved at start: the node
+    /// binds it).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// Address clients connect to.
     #[arg(long, value_parser = crate::address::resolve)]
     pub client_listen: Option<SocketAddr>,
     /// Every member as ID=HOST:PORT, comma-separated, this node included.
+    /// A host name is looked up each time the node dials that peer, so a
+    /// peer's name need not resolve yet when the node starts.
     #[arg(long, value_parser = parse_peers)]
     pub peers: Option<Peers>,
     /// Directory for this node's write-ahead logs.
@@ -136,9 +139,9 @@ pub enum Fsync {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     id: Option<u64>,
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     client_listen: Option<SocketAddr>,
-    peers: Option<std::collections::BTreeMap<String, SocketAddr>>,
+    peers: Option<std::collections::BTreeMap<String, String>>,
     data_dir: Option<PathBuf>,
     secret_file: Option<PathBuf>,
     client_secret_file: Option<PathBuf>,
@@ -181,9 +184,7 @@ fn read_file(path: &std::path::Path) -> Result<NodeFile, SettingsError> {
     })
 }
 
-fn file_peers(
-    peers: std::collections::BTreeMap<String, SocketAddr>,
-) -> Result<Peers, SettingsError> {
+fn file_peers(peers: std::collections::BTreeMap<String, String>) -> Result<Peers, SettingsError> {
     let text: Vec<String> = peers
         .iter()
         .map(|(id, addr)| format!("{id}={addr}"))
@@ -195,9 +196,9 @@ fn required<T>(flag: Option<T>, file: Option<T>, name: &'static str) -> Result<T
     flag.or(file).ok_or(SettingsError::Missing { name })
 }
 
-/// `--peers` parsed.
+/// `--peers` parsed (names not looked up).
 #[derive(Clone, Debug)]
-pub struct Peers(pub Vec<(NodeId, SocketAddr)>);
+pub struct Peers(pub Vec<(NodeId, PeerAddr)>);
 
 fn parse_peers(text: &str) -> Result<Peers, PeersError> {
     let mut peers = Vec::new();
@@ -212,7 +213,7 @@ fn parse_peers(text: &str) -> Result<Peers, PeersError> {
         if id == 0 {
             return Err(PeersError::ReservedId);
         }
-        let addr = crate::address::resolve(addr).map_err(PeersError::NotAnAddress)?;
+        let addr = crate::address::peer(addr).map_err(PeersError::NotAnAddress)?;
         peers.push((NodeId(id), addr));
     }
     if peers.is_empty() {
@@ -275,8 +276,10 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
     };
     let file_peers = file.peers.map(file_peers).transpose()?;
     let id = required(args.id, file.id, "id")?;
-    let listen = required(args.listen, file.listen, "listen")?;
+    let listen_text = required(args.listen, file.listen, "listen")?;
+    let listen = address("listen", &listen_text)?;
     let client_listen = required(args.client_listen, file.client_listen, "client_listen")?;
+    let metrics = args.metrics.or(file.metrics);
     let peers = required(args.peers, file_peers, "peers")?;
     let data_dir = required(args.data_dir, file.data_dir, "data_dir")?;
     let secret_file = args.secret_file.or(file.secret_file);
@@ -306,9 +309,10 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         ..defaults
     };
 
-    if !peers.0.iter().any(|(peer, _)| peer.0 == id) {
+    let Some((_, listed)) = peers.0.iter().find(|(peer, _)| peer.0 == id) else {
         return Err(SettingsError::NotAPeer { id });
-    }
+    };
+    check_listed(listen, &listen_text, listed)?;
     if tick_ms == 0 {
         return Err(SettingsError::ZeroTick);
     }
@@ -334,7 +338,7 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         tick: Duration::from_millis(tick_ms),
         io_memory_bytes: io_memory_per_core(cores),
         snapshot,
-        metrics: args.metrics.or(file.metrics),
+        metrics,
         fsync: args.fsync.or(file.fsync).unwrap_or(Fsync::On) == Fsync::On,
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
         client_secret,
@@ -344,6 +348,28 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
     Ok(NodeSettings {
         options,
         client_listen,
+    })
+}
+
+/// A setting's address, resolved now.
+fn address(name: &'static str, text: &str) -> Result<SocketAddr, SettingsError> {
+    crate::address::resolve(text).map_err(|source| SettingsError::Address { name, source })
+}
+
+/// This node's own entry in the peers against where it listens, when the
+/// entry is a name that does not resolve yet (the engine compares resolved
+/// addresses otherwise): the two must be written alike, unless the node
+/// listens on every interface (0.0.0.0 or ::), which any name may reach.
+fn check_listed(listen: SocketAddr, text: &str, listed: &PeerAddr) -> Result<(), SettingsError> {
+    if listen.ip().is_unspecified() || listed.ip_addr().is_some() || listed.resolve_all().is_ok() {
+        return Ok(());
+    }
+    if text.trim() == listed.to_string() {
+        return Ok(());
+    }
+    Err(SettingsError::ListedNameUnresolved {
+        listen: text.trim().to_string(),
+        listed: listed.clone(),
     })
 }
 

@@ -28,9 +28,10 @@ pub use super::data_dir::{
 };
 pub use super::error::{ClientPortError, ExecutorError, NodeError};
 pub use super::options::{
-    core_addr, core_of, NodeOptions, OptionsError, BATCH_BYTES_MAX, CORES_MAX, GROUPS_MAX,
-    INSECURE_SECRET,
+    core_addr, core_of, core_peer_addr, NodeOptions, OptionsError, BATCH_BYTES_MAX, CORES_MAX,
+    GROUPS_MAX, INSECURE_SECRET,
 };
+pub use synod_net::PeerAddr;
 
 /// Every core's route, for a handle to reach the core of any group.
 type Routes = Arc<Vec<mpsc::Sender<CoreRequest>>>;
