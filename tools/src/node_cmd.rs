@@ -32,7 +32,8 @@ pub fn io_memory_per_core(cores: u32) -> usize {
 /// Arguments of `synod node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// A TOML file with any of the settings below (flags given as well win):
+    /// A TOML file with any of the settings below (flags given as well win;
+    /// addresses are HOST:PORT, as in the flags):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
     /// data_dir, secret_file, insecure, cores, pin, groups, cluster_id, tick_ms,
     /// snapshot_every, snapshot_keep, snapshot_write_pace, snapshot_write_floor,
@@ -140,7 +141,7 @@ pub enum Fsync {
 struct NodeFile {
     id: Option<u64>,
     listen: Option<String>,
-    client_listen: Option<SocketAddr>,
+    client_listen: Option<String>,
     peers: Option<std::collections::BTreeMap<String, String>>,
     data_dir: Option<PathBuf>,
     secret_file: Option<PathBuf>,
@@ -156,7 +157,7 @@ struct NodeFile {
     snapshot_keep: Option<u64>,
     snapshot_write_pace: Option<u64>,
     snapshot_write_floor: Option<u64>,
-    metrics: Option<SocketAddr>,
+    metrics: Option<String>,
     fsync: Option<Fsync>,
     rejoin: Option<bool>,
 }
@@ -278,8 +279,20 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
     let id = required(args.id, file.id, "id")?;
     let listen_text = required(args.listen, file.listen, "listen")?;
     let listen = address("listen", &listen_text)?;
-    let client_listen = required(args.client_listen, file.client_listen, "client_listen")?;
-    let metrics = args.metrics.or(file.metrics);
+    let client_listen = match (args.client_listen, file.client_listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => address("client_listen", &text)?,
+        (None, None) => {
+            return Err(SettingsError::Missing {
+                name: "client_listen",
+            })
+        }
+    };
+    let metrics = match (args.metrics, file.metrics) {
+        (Some(addr), _) => Some(addr),
+        (None, Some(text)) => Some(address("metrics", &text)?),
+        (None, None) => None,
+    };
     let peers = required(args.peers, file_peers, "peers")?;
     let data_dir = required(args.data_dir, file.data_dir, "data_dir")?;
     let secret_file = args.secret_file.or(file.secret_file);
@@ -498,6 +511,45 @@ mod tests {
         let error = parse_peers("1=127.0.0.1:7001,2=nowhere").unwrap_err();
         assert!(matches!(error, PeersError::NotAnAddress { .. }), "{error}");
         assert!(std::error::Error::source(&error).is_some());
+    }
+
+    /// Host names work in the file as in the flags; a peer's name need not
+    /// resolve at start, but this node's own entry must match `listen`.
+    #[test]
+    fn addresses_in_the_file_may_be_host_names() {
+        let named = r#"
+            id = 1
+            listen = "localhost:7001"
+            client_listen = "localhost:8001"
+            metrics = "localhost:9001"
+            peers = { "1" = "localhost:7001", "2" = "notyet.invalid:7002" }
+            data_dir = "/tmp/synod-test-node-1"
+            insecure = true
+        "#;
+        let options = options_from(&[], Some(named)).unwrap();
+        assert!(options.listen.ip().is_loopback(), "{options:?}");
+        assert_eq!(options.metrics.map(|m| m.port()), Some(9001));
+        let names: Vec<String> = options.peers.iter().map(|(_, a)| a.to_string()).collect();
+        assert_eq!(names, ["localhost:7001", "notyet.invalid:7002"]);
+
+        let unresolved_self =
+            named.replace("\"1\" = \"localhost:7001\"", "\"1\" = \"me.invalid:7001\"");
+        let error = options_from(&[], Some(&unresolved_self)).unwrap_err();
+        assert!(error.contains("does not resolve yet"), "{error}");
+        let everywhere = ["--listen", "0.0.0.0:7001"];
+        options_from(&everywhere, Some(&unresolved_self)).unwrap();
+        let elsewhere = named.replace("\"1\" = \"localhost:7001\"", "\"1\" = \"localhost:7005\"");
+        let error = options_from(&[], Some(&elsewhere)).unwrap_err();
+        assert!(error.contains("the peer list names it at"), "{error}");
+        let error = options_from(
+            &[],
+            Some(&named.replace("localhost:8001", "nowhere.invalid:8001")),
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("client_listen: `nowhere.invalid:8001` does not resolve"),
+            "{error}"
+        );
     }
 
     #[test]

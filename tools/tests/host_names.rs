@@ -1,9 +1,10 @@
 //! Host names instead of IP addresses, as containers and orchestrators
 //! name their nodes: a node looks a peer's name up each time it dials it
 //! (a name that does not resolve yet is a failed dial, retried, not a
-//! reason not to start). Bounded in time: every wait has a deadline.
+//! reason not to start), and every address of a config file may be a
+//! name. Bounded in time: every wait has a deadline.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "support/cluster.rs"]
@@ -13,7 +14,7 @@ mod ports;
 #[path = "support/client.rs"]
 mod support;
 
-use local_cluster::{leader, TestCluster};
+use local_cluster::{free_port, free_port_run, leader, TestCluster};
 use serde_json::Value;
 use support::{client, SYNOD};
 
@@ -91,4 +92,74 @@ fn nodes_start_and_serve_while_a_peer_name_does_not_resolve() {
         );
     }
     assert!(cluster.terminate(0).success(), "{}", cluster.log(1));
+}
+
+/// Kills the node if the test fails before it is stopped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `listen`, `client_listen`, `metrics` and `peers` of a `--config` file
+/// may be host names, as in the flags.
+#[test]
+fn a_config_file_may_name_every_address_by_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let generated = Command::new(SYNOD)
+        .args(["secret", "generate"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let (peer, client_port, metrics) = (free_port_run(), free_port(), free_port());
+    let config = format!(
+        "id = 1\n\
+         listen = \"localhost:{}\"\n\
+         client_listen = \"localhost:{}\"\n\
+         metrics = \"localhost:{}\"\n\
+         peers = {{ \"1\" = \"localhost:{}\" }}\n\
+         data_dir = \"{}\"\n\
+         secret_file = \"{}\"\n",
+        peer.port(),
+        client_port.port(),
+        metrics.port(),
+        peer.port(),
+        dir.path().join("data").display(),
+        secret.display(),
+    );
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let log_path = dir.path().join("node.log");
+    let mut node = Running(
+        Command::new(SYNOD)
+            .args(["node", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let named = format!("localhost:{}", client_port.port());
+    let replies = put_and_get(&named, log);
+    assert_eq!(replies[1]["value"], "v", "{replies:?}");
+    let scraped = std::net::TcpStream::connect(("localhost", metrics.port()));
+    assert!(
+        scraped.is_ok(),
+        "no metrics on localhost:{}",
+        metrics.port()
+    );
+    // SAFETY: kill(2) on a child process of ours; no memory involved.
+    assert_eq!(
+        unsafe { libc::kill(node.0.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = node.0.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", log());
 }
