@@ -4,11 +4,13 @@
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-/// Running replicas; they are killed when this is dropped.
+/// Running replicas; they are killed when this is dropped, unless
+/// [`LocalCluster::stop`] stopped them first.
 pub struct LocalCluster {
     exe: PathBuf,
     /// Each node's `synod node` arguments, to restart it the same way.
@@ -126,6 +128,40 @@ impl LocalCluster {
         }
     }
 
+    /// Stops every node through its clean path (SIGTERM: it stops its
+    /// groups, says so in its log and exits 0), waiting up to `grace` for
+    /// all of them; one still running then is killed. Each node that was
+    /// running, with how it ended, in id order.
+    pub fn stop(&mut self, grace: Duration) -> Vec<(usize, Stopped)> {
+        for child in self.children.iter().flatten() {
+            // SAFETY: kill(2) on a child process of ours; no memory involved.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + grace;
+        let mut stopped = Vec::new();
+        for (i, slot) in self.children.iter_mut().enumerate() {
+            let Some(mut child) = slot.take() else {
+                continue;
+            };
+            let ended = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Stopped::Exited(status),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break Stopped::Killed;
+                    }
+                    Err(error) => break Stopped::Lost(error),
+                }
+            };
+            stopped.push((i + 1, ended));
+        }
+        stopped
+    }
+
     /// The process id of node `id` (1-based), if it is running.
     pub fn pid(&self, id: usize) -> Option<u32> {
         self.children.get(id - 1)?.as_ref().map(Child::id)
@@ -151,6 +187,17 @@ impl LocalCluster {
             Some((i + 1, status))
         })
     }
+}
+
+/// How a node ended when its cluster was stopped.
+#[derive(Debug)]
+pub enum Stopped {
+    /// It exited by itself, with this status.
+    Exited(ExitStatus),
+    /// It was still running after the grace period, and was killed.
+    Killed,
+    /// Waiting for it failed.
+    Lost(std::io::Error),
 }
 
 impl Drop for LocalCluster {

@@ -410,7 +410,9 @@ fn options_that_contradict_each_other_are_refused_before_anything_starts() {
         ),
         (
             NodeOptions {
-                peers: vec![peers[0], (NodeId(2), peers[0].1), peers[2]],
+                peers: [peers[0], (NodeId(2), peers[0].1), peers[2]]
+                    .map(|(id, addr)| (id, addr.into()))
+                    .to_vec(),
                 ..base.clone()
             },
             "share the address",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use synod_wal::frame::{frame_bytes, FRAME_BODY_BYTES_MAX};
 
-use crate::NodeId;
+use crate::{NodeId, PeerAddr};
 
 /// The shared cluster secret. Never printed, never sent.
 #[derive(Clone)]
@@ -54,8 +54,9 @@ pub struct PeerConfig {
     /// The shared secret both ends prove they know.
     pub secret: Secret,
     /// Every node of the cluster and its address for this core (this node
-    /// may be listed; it is skipped). Lower ids dial higher ids.
-    pub peers: Vec<(NodeId, SocketAddr)>,
+    /// may be listed; it is skipped). Lower ids dial higher ids; a host
+    /// name is resolved at each dial.
+    pub peers: Vec<(NodeId, PeerAddr)>,
     /// Where this core accepts peer connections.
     pub listen: SocketAddr,
     /// Largest frame body sent or accepted; a longer length field closes the
@@ -104,13 +105,14 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 impl PeerConfig {
     /// A config with the defaults: 1 MiB frames, 8 MiB per peer queue,
     /// 64 inbox batches, 1 s connect, 2 s handshake, 50 ms..2 s backoff.
-    pub fn new(
+    pub fn new<A: Into<PeerAddr>>(
         cluster_id: u64,
         node_id: NodeId,
         secret: Secret,
         listen: SocketAddr,
-        peers: Vec<(NodeId, SocketAddr)>,
+        peers: Vec<(NodeId, A)>,
     ) -> PeerConfig {
+        let peers = peers.into_iter().map(|(id, a)| (id, a.into())).collect();
         PeerConfig {
             cluster_id,
             compat: 0,
@@ -169,12 +171,12 @@ impl PeerConfig {
     }
 
     /// The peers other than this node, in id order.
-    pub(crate) fn remote_peers(&self) -> Vec<(NodeId, SocketAddr)> {
+    pub(crate) fn remote_peers(&self) -> Vec<(NodeId, PeerAddr)> {
         let mut peers: Vec<_> = self
             .peers
             .iter()
-            .copied()
             .filter(|(id, _)| *id != self.node_id)
+            .cloned()
             .collect();
         peers.sort();
         peers
@@ -232,7 +234,7 @@ mod tests {
                 c.handshake_timeout = Duration::ZERO
             }),
             ("backoff_max", |c| c.backoff_max = Duration::from_millis(1)),
-            ("peers", |c| c.peers.push(c.peers[0])),
+            ("peers", |c| c.peers.push(c.peers[0].clone())),
         ];
         for (field, break_it) in cases {
             let mut c = config();

@@ -37,6 +37,7 @@ pub mod handshake;
 mod listen;
 mod log_limit;
 mod notify;
+mod peer_addr;
 mod peer_handshake;
 mod queue;
 mod reader;
@@ -52,6 +53,7 @@ pub use client_port::{
 pub use config::{ConfigError, PeerConfig, Secret};
 pub use handshake::RefuseReason;
 pub use listen::{check_unclaimed, claim_shared_port, PortClaim, BIND_BUSY_WAIT};
+pub use peer_addr::{NotHostAndPort, PeerAddr};
 pub use queue::SendError;
 pub use reader::{Frame, FrameReader};
 pub use transport::{Counters, Inbox, Message, Transport, TransportError};

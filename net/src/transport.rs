@@ -32,7 +32,7 @@ use crate::queue::Batch;
 use crate::queue::{Body, SendError, SendQueue};
 use crate::reader::FrameReader;
 use crate::stream::{self, read_some, with_timeout, write_loop, ConnError, SocketFd};
-use crate::{NodeId, KIND_RESERVED_MIN};
+use crate::{NodeId, PeerAddr, KIND_RESERVED_MIN};
 
 /// Bodies during the handshake are tiny; an unauthenticated stranger gets no
 /// larger buffer than this.
@@ -113,7 +113,7 @@ fn bump(cell: &Cell<u64>, by: u64) {
 }
 
 struct Peer {
-    addr: SocketAddr,
+    addr: PeerAddr,
     queue: SendQueue,
     /// Moves each time a connection to this peer is installed; the older
     /// connection sees it and ends.
@@ -377,7 +377,7 @@ async fn accept_loop(shared: Rc<Shared>, listener: Listener) {
             Some(Ok(stream)) => {
                 let limit = HANDSHAKES_PER_PEER_MAX * shared.peers.len().max(1);
                 if shared.handshakes.get() >= limit {
-                    let remote = stream.peer_addr().ok();
+                    let remote = stream.peer_addr().ok().map(|a| a.to_string());
                     drop(stream);
                     let detail = format!("{limit} handshakes in progress already");
                     refuse(&shared, remote, None, RefuseReason::Busy, &detail);
@@ -396,7 +396,7 @@ async fn accept_loop(shared: Rc<Shared>, listener: Listener) {
 }
 
 async fn accept_one(shared: Rc<Shared>, mut stream: TcpStream) {
-    let remote = stream.peer_addr().ok();
+    let remote = stream.peer_addr().ok().map(|a| a.to_string());
     let _ = stream.set_nodelay(true);
     let mut reader = FrameReader::new(HANDSHAKE_BODY_BYTES_MAX);
     let timeout = shared.config.handshake_timeout;
@@ -413,9 +413,11 @@ async fn accept_one(shared: Rc<Shared>, mut stream: TcpStream) {
     }
 }
 
+/// `remote`: the address a connection came from, or the peer's address as
+/// configured for a dial.
 fn refuse(
     shared: &Shared,
-    remote: Option<SocketAddr>,
+    remote: Option<String>,
     peer: Option<NodeId>,
     reason: RefuseReason,
     detail: &str,
@@ -425,7 +427,8 @@ fn refuse(
     // must not fill the log.
     if shared.refusal_log.due() {
         let refused: u64 = shared.counters.refused.iter().map(Cell::get).sum();
-        warn!(?remote, ?peer, %reason, detail, refused_so_far = refused, "handshake refused");
+        let remote = remote.as_deref().unwrap_or("unknown");
+        warn!(remote, ?peer, %reason, detail, refused_so_far = refused, "handshake refused");
     }
 }
 
@@ -441,7 +444,7 @@ async fn dial_loop(shared: Rc<Shared>, peer: NodeId) {
                 run_exclusive(&shared, peer, stream, reader, keys).await;
             }
             Err((reason, detail)) => {
-                let remote = shared.peers.get(&peer).map(|p| p.addr);
+                let remote = shared.peers.get(&peer).map(|p| p.addr.to_string());
                 refuse(&shared, remote, Some(peer), reason, &detail);
             }
         }
@@ -460,7 +463,10 @@ async fn dial_once(
     shared: &Shared,
     peer: NodeId,
 ) -> Result<(TcpStream, FrameReader, FrameKeys), Refusal> {
-    let addr = shared.peers[&peer].addr;
+    let configured = &shared.peers[&peer].addr;
+    let addr = resolve(configured)
+        .await
+        .map_err(|e| (RefuseReason::Io, format!("resolve {configured}: {e}")))?;
     let mut stream = stream::connect(addr, shared.config.connect_timeout)
         .await
         .map_err(|e| (RefuseReason::Io, format!("connect {addr}: {e}")))?;
@@ -474,6 +480,28 @@ async fn dial_once(
     .unwrap_or(Err((RefuseReason::Timeout, "handshake timed out".into())))?;
     reader.set_body_bytes_max(shared.config.frame_body_bytes_max);
     Ok((stream, reader, keys))
+}
+
+/// The address to dial for `addr` now. A name is looked up on a thread of
+/// its own: the resolver blocks (for seconds when DNS is slow), and this
+/// executor runs the groups. A lookup abandoned by a transport shutting
+/// down ends by itself.
+async fn resolve(addr: &PeerAddr) -> std::io::Result<SocketAddr> {
+    if let Some(ip) = addr.ip_addr() {
+        return Ok(ip);
+    }
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let name = addr.clone();
+    std::thread::Builder::new()
+        .name("synod-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(name.resolve());
+        })?;
+    rx.await.unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "the lookup thread ended without an answer",
+        ))
+    })
 }
 
 /// Installs an authenticated connection as the peer's only one and runs it

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_lite::AsyncWriteExt;
-use synod_net::{Inbox, NodeId, RefuseReason, Secret, SendError, Transport, KIND_HELLO};
+use synod_net::{Inbox, NodeId, PeerAddr, RefuseReason, Secret, SendError, Transport, KIND_HELLO};
 use synod_wal::frame::FRAME_HEADER_BYTES;
 
 fn body(i: u64) -> Vec<u8> {
@@ -42,6 +42,36 @@ fn handshake_succeeds_and_frames_flow_both_ways_in_order() {
         assert_eq!((c1.frames_sent, c2.frames_received), (2000, 2000));
         assert!(t1.is_connected(NodeId(2)) && t2.is_connected(NodeId(1)));
         assert_eq!(c1.refused, [0; RefuseReason::ALL.len()]);
+    });
+}
+
+/// A peer named by a host name is dialed at the address the name has at
+/// the moment; a name that does not resolve is a failed dial, counted and
+/// retried like a refused connection, never a reason not to start.
+#[test]
+fn peers_named_by_host_name_are_resolved_at_each_dial() {
+    run(|| async {
+        let nodes = [(1, free_addr()), (2, free_addr())];
+        let named = |(id, addr): (u64, std::net::SocketAddr)| {
+            let name: PeerAddr = format!("localhost:{}", addr.port()).parse().unwrap();
+            (NodeId(id), name)
+        };
+        let mut c1 = config(1, &nodes);
+        c1.peers = nodes.iter().copied().map(named).collect();
+        let (t1, _in1) = Transport::start(c1).unwrap();
+        let (_t2, mut in2) = Transport::start(config(2, &nodes)).unwrap();
+        t1.send_wait(NodeId(2), 3, &body(0)).await.unwrap();
+        expect_in_order(&mut in2, 1, 0, 1).await;
+
+        let mut c3 = config(3, &[(3, free_addr())]);
+        let nowhere = "no-such-host.invalid:7001".parse().unwrap();
+        c3.peers.push((NodeId(4), nowhere));
+        let (t3, _in3) = Transport::start(c3).unwrap();
+        wait_until("two failed dials", || {
+            t3.counters().refused(RefuseReason::Io) >= 2
+        })
+        .await;
+        assert!(!t3.is_connected(NodeId(4)));
     });
 }
 

@@ -1,8 +1,12 @@
-//! `HOST:PORT` in every address flag: an IP address, or a host name
-//! resolved once, when the command starts (containers and orchestrators
-//! name their peers).
+//! `HOST:PORT` in every address flag: an IP address or a host name
+//! (containers and orchestrators name their peers). A node's peers are
+//! looked up each time the node dials one ([`peer`]); every other address
+//! (where a node listens, a client's `--cluster` and `--node`) is resolved
+//! once, when the command starts ([`resolve`]).
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+
+use synod_net::{NotHostAndPort, PeerAddr};
 
 /// Why an address was refused.
 #[derive(Debug, thiserror::Error)]
@@ -23,26 +27,24 @@ pub enum AddressError {
     NoAddress(String),
 }
 
+/// `text` as a peer's address, not looked up yet: the node resolves a
+/// name each time it dials the peer.
+pub fn peer(text: &str) -> Result<PeerAddr, AddressError> {
+    text.parse()
+        .map_err(|NotHostAndPort(text)| AddressError::NotHostAndPort(text))
+}
+
 /// `text` as one socket address: an IP address as it is, a host name by
-/// the system's resolver (its first IPv4 address, else its first address).
+/// the system's resolver (its first IPv4 address, else its first).
 pub fn resolve(text: &str) -> Result<SocketAddr, AddressError> {
+    let addr = peer(text)?;
     let text = text.trim();
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    let port_ok = text
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !port_ok {
-        return Err(AddressError::NotHostAndPort(text.to_string()));
-    }
-    let found: Vec<SocketAddr> = text
-        .to_socket_addrs()
+    let found = addr
+        .resolve_all()
         .map_err(|source| AddressError::Unresolved {
             text: text.to_string(),
             source,
-        })?
-        .collect();
+        })?;
     found
         .iter()
         .find(|a| a.is_ipv4())
@@ -76,5 +78,15 @@ mod tests {
         ] {
             assert!(resolve(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_peer_is_not_looked_up_until_it_is_dialed() {
+        let later = peer("no-such-host.invalid:80").unwrap();
+        assert_eq!(later.to_string(), "no-such-host.invalid:80");
+        assert!(matches!(
+            peer("localhost"),
+            Err(AddressError::NotHostAndPort(_))
+        ));
     }
 }

@@ -16,6 +16,7 @@ use crate::node::machine::PREFIX_KEYS_MAX;
 use crate::wire::{Answer, Connection, WireError};
 use synod_net::Secret;
 
+mod leader;
 mod watch;
 
 /// Arguments of `synod client`.
@@ -38,7 +39,7 @@ Lines on stdin, one command each; one JSON object a line on stdout, in order:
   watch [PREFIX] [--from INDEX] [--count N]
                           one line per change under PREFIX, in log order:
                           {\"ok\":true,\"index\":N,\"op\":\"put\"|\"delete\"|\"expire\",\"key\":K,\"value\":V|null}
-  leader                  the leading node's id and client address
+  leader                  the node leading now           {\"ok\":true,\"leader\":ID,\"addr\":A}
   leader transfer ID      hand leadership to node ID     {\"ok\":true,\"leader\":ID,\"addr\":A}
 Words are split as a shell splits them: put \"my key\" 'hello world'. An
 unquoted value is the rest of the line as typed.
@@ -145,6 +146,7 @@ fn serve(args: ClientArgs) -> Result<usize, std::io::Error> {
         }
         let reply = match parse(&line, &session) {
             Ok(op @ ClientOp::GetPrefix { .. }) => session.every_page(op),
+            Ok(ClientOp::Status) => leader::find(&mut session),
             Ok(op) => session.execute(op),
             Err(message) => json!({"ok": false, "error": message}),
         };

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use synod_bench::local::LocalCluster;
+use synod_bench::local::{LocalCluster, Stopped};
+
+/// How long the nodes get to stop cleanly before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Arguments of `synod cluster`.
 #[derive(Debug, Args)]
@@ -24,7 +27,8 @@ pub struct ClusterArgs {
     pub groups: u32,
 }
 
-/// Runs `synod cluster` until Ctrl-C (or until a node exits).
+/// Runs `synod cluster` until Ctrl-C or SIGTERM (or until a node exits),
+/// then stops every node cleanly.
 pub fn run(args: ClusterArgs) -> ExitCode {
     let data_dir = args.data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("synod-cluster-{}", std::process::id()))
@@ -64,11 +68,35 @@ pub fn run(args: ClusterArgs) -> ExitCode {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some((id, status)) = cluster.exited() {
+            cluster.reap(id);
             eprintln!("synod cluster: node {id} exited ({status}); see its log");
             code = ExitCode::FAILURE;
             break;
         }
     }
     println!("stopping");
+    // Ctrl-C in a terminal reaches the nodes too; a signal to this process
+    // alone does not. Either way each node gets SIGTERM and is waited for,
+    // so every one of them stops its groups rather than being killed.
+    for (id, stopped) in cluster.stop(STOP_GRACE) {
+        match stopped {
+            Stopped::Exited(status) if status.success() => {}
+            Stopped::Exited(status) => {
+                eprintln!("synod cluster: node {id} exited ({status}); see its log");
+                code = ExitCode::FAILURE;
+            }
+            Stopped::Killed => {
+                eprintln!(
+                    "synod cluster: node {id} still running {STOP_GRACE:?} after SIGTERM; killed"
+                );
+                code = ExitCode::FAILURE;
+            }
+            Stopped::Lost(error) => {
+                eprintln!("synod cluster: node {id}: waiting for it: {error}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("stopped");
     code
 }

@@ -1,7 +1,8 @@
 //! Log lines to stderr, filtered by `RUST_LOG` (default `info`), as text or
 //! JSON lines (`--log-format`); an insecure node marks every line, and so
 //! does the test-only build that acknowledges before fsync (in JSON, with
-//! one warning line at the start instead).
+//! one warning line at the start instead). Lines stderr does not take are
+//! dropped, never a panic.
 
 use std::fmt;
 
@@ -52,9 +53,14 @@ pub fn init(insecure: bool, default: &str, format: LogFormat) {
         (true, false) => "[INSECURE: no cluster secret] ",
         (false, false) => "",
     };
+    // A line that cannot be written (stderr a pipe its reader closed) is
+    // dropped: reporting that failure would go to the same stderr, and
+    // `eprintln!` panics there, which would take down whichever thread
+    // logged, a core of a node among them.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -74,4 +80,12 @@ pub fn init(insecure: bool, default: &str, format: LogFormat) {
             }
         }
     }
+}
+
+/// Writes `line` to stderr like `eprintln!`, but a stderr that is gone
+/// (its reader closed the pipe) drops it instead of panicking: a node's
+/// last words must not turn a clean exit status into a crash.
+pub fn say(line: fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

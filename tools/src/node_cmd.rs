@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use synod_engine::protocol::NodeId;
-use synod_engine::runtime::node::NodeOptions;
+use synod_engine::runtime::node::{NodeOptions, PeerAddr};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 
 mod error;
@@ -32,7 +32,8 @@ pub fn io_memory_per_core(cores: u32) -> usize {
 /// Arguments of `synod node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// A TOML file with any of the settings below (flags given as well win):
+    /// A TOML file with any of the settings below (flags given as well win;
+    /// addresses are HOST:PORT, as in the flags):
     /// id, listen, client_listen, peers = { "1" = "HOST:PORT", ... },
     /// data_dir, secret_file, insecure, cores, pin, groups, cluster_id, tick_ms,
     /// snapshot_every, snapshot_keep, snapshot_write_pace, snapshot_write_floor,
@@ -42,13 +43,16 @@ pub struct NodeArgs {
     /// This node's id (a positive integer, listed in --peers).
     #[arg(long)]
     pub id: Option<u64>,
-    /// Address peers connect to.
-    #[arg(long, value_parser = crate::address::resolve)]
-    pub listen: Option<SocketAddr>,
+    /// Address peers connect to (a name is resolved at start: the node
+    /// binds it).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// Address clients connect to.
     #[arg(long, value_parser = crate::address::resolve)]
     pub client_listen: Option<SocketAddr>,
     /// Every member as ID=HOST:PORT, comma-separated, this node included.
+    /// A host name is looked up each time the node dials that peer, so a
+    /// peer's name need not resolve yet when the node starts.
     #[arg(long, value_parser = parse_peers)]
     pub peers: Option<Peers>,
     /// Directory for this node's write-ahead logs.
@@ -136,9 +140,9 @@ pub enum Fsync {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     id: Option<u64>,
-    listen: Option<SocketAddr>,
-    client_listen: Option<SocketAddr>,
-    peers: Option<std::collections::BTreeMap<String, SocketAddr>>,
+    listen: Option<String>,
+    client_listen: Option<String>,
+    peers: Option<std::collections::BTreeMap<String, String>>,
     data_dir: Option<PathBuf>,
     secret_file: Option<PathBuf>,
     client_secret_file: Option<PathBuf>,
@@ -153,7 +157,7 @@ struct NodeFile {
     snapshot_keep: Option<u64>,
     snapshot_write_pace: Option<u64>,
     snapshot_write_floor: Option<u64>,
-    metrics: Option<SocketAddr>,
+    metrics: Option<String>,
     fsync: Option<Fsync>,
     rejoin: Option<bool>,
 }
@@ -181,9 +185,7 @@ fn read_file(path: &std::path::Path) -> Result<NodeFile, SettingsError> {
     })
 }
 
-fn file_peers(
-    peers: std::collections::BTreeMap<String, SocketAddr>,
-) -> Result<Peers, SettingsError> {
+fn file_peers(peers: std::collections::BTreeMap<String, String>) -> Result<Peers, SettingsError> {
     let text: Vec<String> = peers
         .iter()
         .map(|(id, addr)| format!("{id}={addr}"))
@@ -195,9 +197,9 @@ fn required<T>(flag: Option<T>, file: Option<T>, name: &'static str) -> Result<T
     flag.or(file).ok_or(SettingsError::Missing { name })
 }
 
-/// `--peers` parsed.
+/// `--peers` parsed (names not looked up).
 #[derive(Clone, Debug)]
-pub struct Peers(pub Vec<(NodeId, SocketAddr)>);
+pub struct Peers(pub Vec<(NodeId, PeerAddr)>);
 
 fn parse_peers(text: &str) -> Result<Peers, PeersError> {
     let mut peers = Vec::new();
@@ -212,7 +214,7 @@ fn parse_peers(text: &str) -> Result<Peers, PeersError> {
         if id == 0 {
             return Err(PeersError::ReservedId);
         }
-        let addr = crate::address::resolve(addr).map_err(PeersError::NotAnAddress)?;
+        let addr = crate::address::peer(addr).map_err(PeersError::NotAnAddress)?;
         peers.push((NodeId(id), addr));
     }
     if peers.is_empty() {
@@ -237,13 +239,13 @@ pub fn run(args: NodeArgs) -> ExitCode {
             let options = &settings.options;
             if let Err(error) = memlock::ensure(options.cores, options.io_memory_bytes) {
                 tracing::error!(%error, "cannot start");
-                eprintln!("synod node: {error}");
+                crate::logging::say(format_args!("synod node: {error}"));
                 return ExitCode::FAILURE;
             }
             start(settings)
         }
         Err(message) => {
-            eprintln!("synod node: {message}");
+            crate::logging::say(format_args!("synod node: {message}"));
             ExitCode::from(2)
         }
     }
@@ -262,7 +264,7 @@ fn start(settings: NodeSettings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "node stopped");
-            eprintln!("synod node: {error}");
+            crate::logging::say(format_args!("synod node: {error}"));
             ExitCode::FAILURE
         }
     }
@@ -275,8 +277,22 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
     };
     let file_peers = file.peers.map(file_peers).transpose()?;
     let id = required(args.id, file.id, "id")?;
-    let listen = required(args.listen, file.listen, "listen")?;
-    let client_listen = required(args.client_listen, file.client_listen, "client_listen")?;
+    let listen_text = required(args.listen, file.listen, "listen")?;
+    let listen = address("listen", &listen_text)?;
+    let client_listen = match (args.client_listen, file.client_listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => address("client_listen", &text)?,
+        (None, None) => {
+            return Err(SettingsError::Missing {
+                name: "client_listen",
+            })
+        }
+    };
+    let metrics = match (args.metrics, file.metrics) {
+        (Some(addr), _) => Some(addr),
+        (None, Some(text)) => Some(address("metrics", &text)?),
+        (None, None) => None,
+    };
     let peers = required(args.peers, file_peers, "peers")?;
     let data_dir = required(args.data_dir, file.data_dir, "data_dir")?;
     let secret_file = args.secret_file.or(file.secret_file);
@@ -306,9 +322,10 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         ..defaults
     };
 
-    if !peers.0.iter().any(|(peer, _)| peer.0 == id) {
+    let Some((_, listed)) = peers.0.iter().find(|(peer, _)| peer.0 == id) else {
         return Err(SettingsError::NotAPeer { id });
-    }
+    };
+    check_listed(listen, &listen_text, listed)?;
     if tick_ms == 0 {
         return Err(SettingsError::ZeroTick);
     }
@@ -334,7 +351,7 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         tick: Duration::from_millis(tick_ms),
         io_memory_bytes: io_memory_per_core(cores),
         snapshot,
-        metrics: args.metrics.or(file.metrics),
+        metrics,
         fsync: args.fsync.or(file.fsync).unwrap_or(Fsync::On) == Fsync::On,
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
         client_secret,
@@ -344,6 +361,28 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
     Ok(NodeSettings {
         options,
         client_listen,
+    })
+}
+
+/// A setting's address, resolved now.
+fn address(name: &'static str, text: &str) -> Result<SocketAddr, SettingsError> {
+    crate::address::resolve(text).map_err(|source| SettingsError::Address { name, source })
+}
+
+/// This node's own entry in the peers against where it listens, when the
+/// entry is a name that does not resolve yet (the engine compares resolved
+/// addresses otherwise): the two must be written alike, unless the node
+/// listens on every interface (0.0.0.0 or ::), which any name may reach.
+fn check_listed(listen: SocketAddr, text: &str, listed: &PeerAddr) -> Result<(), SettingsError> {
+    if listen.ip().is_unspecified() || listed.ip_addr().is_some() || listed.resolve_all().is_ok() {
+        return Ok(());
+    }
+    if text.trim() == listed.to_string() {
+        return Ok(());
+    }
+    Err(SettingsError::ListedNameUnresolved {
+        listen: text.trim().to_string(),
+        listed: listed.clone(),
     })
 }
 
@@ -472,6 +511,45 @@ mod tests {
         let error = parse_peers("1=127.0.0.1:7001,2=nowhere").unwrap_err();
         assert!(matches!(error, PeersError::NotAnAddress { .. }), "{error}");
         assert!(std::error::Error::source(&error).is_some());
+    }
+
+    /// Host names work in the file as in the flags; a peer's name need not
+    /// resolve at start, but this node's own entry must match `listen`.
+    #[test]
+    fn addresses_in_the_file_may_be_host_names() {
+        let named = r#"
+            id = 1
+            listen = "localhost:7001"
+            client_listen = "localhost:8001"
+            metrics = "localhost:9001"
+            peers = { "1" = "localhost:7001", "2" = "notyet.invalid:7002" }
+            data_dir = "/tmp/synod-test-node-1"
+            insecure = true
+        "#;
+        let options = options_from(&[], Some(named)).unwrap();
+        assert!(options.listen.ip().is_loopback(), "{options:?}");
+        assert_eq!(options.metrics.map(|m| m.port()), Some(9001));
+        let names: Vec<String> = options.peers.iter().map(|(_, a)| a.to_string()).collect();
+        assert_eq!(names, ["localhost:7001", "notyet.invalid:7002"]);
+
+        let unresolved_self =
+            named.replace("\"1\" = \"localhost:7001\"", "\"1\" = \"me.invalid:7001\"");
+        let error = options_from(&[], Some(&unresolved_self)).unwrap_err();
+        assert!(error.contains("does not resolve yet"), "{error}");
+        let everywhere = ["--listen", "0.0.0.0:7001"];
+        options_from(&everywhere, Some(&unresolved_self)).unwrap();
+        let elsewhere = named.replace("\"1\" = \"localhost:7001\"", "\"1\" = \"localhost:7005\"");
+        let error = options_from(&[], Some(&elsewhere)).unwrap_err();
+        assert!(error.contains("the peer list names it at"), "{error}");
+        let error = options_from(
+            &[],
+            Some(&named.replace("localhost:8001", "nowhere.invalid:8001")),
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("client_listen: `nowhere.invalid:8001` does not resolve"),
+            "{error}"
+        );
     }
 
     #[test]

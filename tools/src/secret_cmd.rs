@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rand::RngCore as _;
+use synod_engine::runtime::node::create_dir_durably;
 
 /// Bytes of randomness in a generated secret (written as hex).
 const SECRET_BYTES: usize = 32;
@@ -15,7 +16,8 @@ const SECRET_BYTES: usize = 32;
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretCommand {
     /// Write a new random cluster secret to FILE, readable by its owner
-    /// only (mode 0600). Refuses to overwrite an existing file.
+    /// only (mode 0600), creating its missing parent directories (mode
+    /// 0700). Refuses to overwrite an existing file.
     Generate {
         /// Where to write it.
         file: PathBuf,
@@ -31,6 +33,14 @@ pub enum SecretError {
     Exists {
         /// The file.
         path: PathBuf,
+    },
+    /// A missing parent directory could not be created.
+    #[error("{}: creating its directory: {source}", path.display())]
+    CreateDir {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// Creating or writing the file failed.
     #[error("{}: {source}", path.display())]
@@ -76,6 +86,8 @@ pub fn run(command: SecretCommand) -> ExitCode {
 
 /// Writes a fresh secret to `path`: created with mode 0600, so it is never
 /// readable by others even for a moment, and never over an existing file.
+/// Missing parent directories are made private to the owner (mode 0700),
+/// and every new entry is synced, so the secret survives a power cut.
 pub fn generate(path: &Path) -> Result<(), SecretError> {
     let mut secret = [0u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut secret);
@@ -84,6 +96,12 @@ pub fn generate(path: &Path) -> Result<(), SecretError> {
         path: path.to_path_buf(),
         source,
     };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    create_dir_durably(parent, 0o700).map_err(|source| SecretError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -97,6 +115,7 @@ pub fn generate(path: &Path) -> Result<(), SecretError> {
         })?;
     file.write_all(format!("{hex}\n").as_bytes())
         .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::File::open(parent)?.sync_all())
         .map_err(write_error)
 }
 
@@ -144,6 +163,22 @@ mod tests {
         let error = generate(&path).unwrap_err();
         assert!(matches!(error, SecretError::Exists { .. }), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn missing_directories_are_created_private_and_a_file_in_the_way_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc").join("synod").join("secret");
+        generate(&path).unwrap();
+        for made in [dir.path().join("etc"), dir.path().join("etc").join("synod")] {
+            let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", made.display());
+        }
+        check_mode(&path).unwrap();
+        let blocked = path.join("secret");
+        let error = generate(&blocked).unwrap_err();
+        assert!(matches!(error, SecretError::CreateDir { .. }), "{error}");
+        assert!(std::error::Error::source(&error).is_some());
     }
 
     #[test]

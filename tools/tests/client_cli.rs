@@ -112,6 +112,42 @@ fn a_lost_majority_is_said_to_be_no_quorum() {
     }
 }
 
+/// `leader` names only a node that answers and leads: right after the
+/// leader is killed it names the next one (never the dead one, whom the
+/// followers still name for a moment), and with no quorum left it says so.
+#[test]
+fn leader_names_a_live_leader_and_says_when_there_is_no_quorum() {
+    let mut cluster = TestCluster::new(3);
+    let first = leader(&cluster);
+    cluster.kill(first as usize - 1);
+    let replies = client(
+        &["--cluster", &cluster.cluster_arg(), "--timeout", "15"],
+        &["leader".to_string()],
+    );
+    let next = replies[0]["leader"].as_u64().expect("a leader");
+    assert_ne!(next, first, "{replies:?}");
+    let addr = cluster.nodes[next as usize - 1].client.to_string();
+    assert_eq!(replies[0]["addr"], addr, "{replies:?}");
+
+    cluster.kill(next as usize - 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let replies = client(
+            &["--cluster", &cluster.cluster_arg(), "--timeout", "2"],
+            &["leader".to_string()],
+        );
+        assert_ne!(replies[0]["ok"], true, "a dead node named: {replies:?}");
+        let error = replies[0]["error"].as_str().unwrap_or_default();
+        // Until it notices its leader is gone, the survivor names it.
+        if error.starts_with("no quorum") {
+            assert!(error.contains("1 of 3 nodes reachable"), "{error}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{replies:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn synod(args: &[&str]) -> std::process::Output {
     Command::new(SYNOD).args(args).output().unwrap()
 }
@@ -151,6 +187,39 @@ fn durations_have_one_spelling_and_the_old_ones_still_parse() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("unexpected argument"), "{stderr}");
     assert_ne!(output.status.code(), Some(0));
+}
+
+/// `synod client --help` lists every line command with its answer's shape.
+#[test]
+fn client_help_lists_the_line_commands() {
+    let output = synod(&["client", "--help"]);
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in [
+        "append TEXT",
+        "read FROM [COUNT]",
+        "put K V",
+        "get K",
+        "cas K OLD NEW",
+        "cas K --absent NEW",
+        "put K V --lease ID",
+        "put K V --ttl MS",
+        "get --prefix P",
+        "delete K",
+        "lease grant TTL_MS",
+        "lease keepalive ID",
+        "lease revoke ID",
+        "watch [PREFIX] [--from INDEX] [--count N]",
+        "leader transfer ID",
+    ] {
+        let listed = help.lines().any(|l| l.trim_start().starts_with(command));
+        assert!(listed, "`{command}` not listed:\n{help}");
+    }
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("leader ")),
+        "{help}"
+    );
+    assert!(help.contains(r#"{"ok":false,"error":...}"#), "{help}");
 }
 
 #[test]

@@ -91,6 +91,22 @@ fn sigterm_stops_a_node_cleanly_and_it_says_so() {
     assert_log_holds(&cluster, 0, &acked);
 }
 
+/// SIGINT (Ctrl-C) stops a node the same clean way as SIGTERM.
+#[test]
+fn sigint_stops_a_node_cleanly_and_it_says_so() {
+    let mut cluster = TestCluster::new(1);
+    leader(&cluster);
+    let acked = appends(&cluster, "before-int", 10);
+    let status = cluster.signal(0, libc::SIGINT);
+    assert!(status.success(), "{status:?}");
+    let log = cluster.log(1);
+    assert!(log.contains("stopping"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    cluster.start(0, "secret");
+    leader(&cluster);
+    assert_log_holds(&cluster, 0, &acked);
+}
+
 /// `put` takes the rest of the line as its value, spaces and all, and
 /// `cas K --absent NEW` sets a key only while it is absent.
 #[test]

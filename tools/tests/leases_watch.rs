@@ -195,3 +195,49 @@ fn a_watch_streams_changes_under_its_prefix_and_resumes_from_an_index() {
     ));
     assert_eq!(replayed, events);
 }
+
+/// A watch from an index whose changes the node no longer keeps (it
+/// restored from a snapshot taken after it) is told where to start
+/// instead: one failure line with `first`, and exit status 1.
+#[test]
+fn a_watch_from_a_compacted_index_says_where_changes_start() {
+    let mut cluster =
+        TestCluster::with_flags(1, &["--snapshot-every", "10", "--snapshot-keep", "2"]);
+    leader(&cluster);
+    let lines: Vec<String> = (0..30).map(|i| format!("put app/k{i} {i}")).collect();
+    client(&["--cluster", &cluster.cluster_arg()], &lines);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.log(1).contains("snapshot durable") {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot:\n{}",
+            cluster.log(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cluster.terminate(0).success());
+    cluster.start(0, "secret");
+    leader(&cluster);
+    let mut watch = watcher(&cluster, "watch app/ --from 1");
+    drop(watch.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while watch.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the watch did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = watch.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let replies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 1, "{stdout}");
+    let reply = &replies[0];
+    assert_eq!(reply["ok"], false, "{reply}");
+    let error = reply["error"].as_str().unwrap();
+    assert!(error.starts_with("compacted: "), "{reply}");
+    let first = reply["first"].as_u64().unwrap();
+    assert!(first > 1, "{reply}");
+    assert!(error.contains(&format!("watch from {first}")), "{reply}");
+}

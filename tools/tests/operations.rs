@@ -262,6 +262,34 @@ fn secrets_are_generated_private_and_a_public_one_is_refused() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
 
+/// On a fresh machine `/etc/synod` is not there yet: generating a secret
+/// creates the missing directories, private to their owner.
+#[test]
+fn a_secret_is_generated_into_directories_not_there_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    let secret = etc.join("synod").join("secret");
+    let output = Command::new(SYNOD)
+        .args(["secret", "generate"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode(&secret) & 0o777, 0o600);
+    for made in [etc.clone(), etc.join("synod")] {
+        assert!(made.is_dir());
+        assert_eq!(
+            mode(&made) & 0o077,
+            0,
+            "{}: {:o}",
+            made.display(),
+            mode(&made)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap().trim().len(), 64);
+}
+
 #[test]
 fn a_memlock_limit_too_low_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,6 +341,59 @@ fn a_node_logs_json_lines_when_asked() {
         assert!(Instant::now() < deadline, "{log}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A node whose stderr is a pipe nobody reads any more (`synod node 2>&1 |
+/// head -1`) drops its log lines: it goes on serving, and SIGTERM still
+/// stops it cleanly.
+#[test]
+fn a_node_whose_stderr_closed_goes_on_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let generated = Command::new(SYNOD)
+        .args(["secret", "generate"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let mut command = node_command(dir.path(), &secret);
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let at = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+    let (peer, client_addr) = (at("--listen"), at("--client-listen"));
+    let mut node = command.spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(node.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(!first.is_empty(), "the node logs as it starts");
+    drop(stderr);
+    // A stranger on the peer port is refused, and the refusal logged.
+    let mut stranger = TcpStream::connect(&peer).unwrap();
+    stranger.write_all(&[0xde; 64]).unwrap();
+    drop(stranger);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let replies = client(
+            &["--cluster", &client_addr, "--timeout", "2"],
+            &["put k v".into(), "get k".into()],
+        );
+        if replies.get(1).is_some_and(|r| r["value"] == "v") {
+            break;
+        }
+        assert!(node.try_wait().unwrap().is_none(), "the node died");
+        if Instant::now() > deadline {
+            // Not left running behind a failed test.
+            node.kill().unwrap();
+            panic!("{replies:?}");
+        }
+    }
+    // SAFETY: kill(2) on a child process of ours; no memory involved.
+    let sent = unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let output = exits_by_itself(node);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
 
 #[test]

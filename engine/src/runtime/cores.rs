@@ -8,7 +8,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,7 +24,9 @@ use super::client_port::{self, ClientService, Layout, OpenPort, PortSetup};
 use super::error::{ExecutorError, NodeError};
 use super::group::{start_group, GroupError, GroupOptions, Groups, PeerLink};
 use super::metrics::{GroupMetrics, NodeMetrics, PeerLabel};
-use super::options::{core_addr, group_config, limits, NodeOptions, INSECURE_SECRET};
+use super::options::{
+    core_addr, core_peer_addr, group_config, limits, NodeOptions, INSECURE_SECRET,
+};
 use super::peer_frames::route_peer_frames;
 use super::requests::{serve_requests, CoreRequest};
 use crate::group::state_machine::StateMachine;
@@ -177,17 +178,21 @@ impl<S: StateMachine, C: ClientService> Core<S, C> {
                 .clone()
                 .unwrap_or_else(|| INSECURE_SECRET.to_vec()),
         );
-        let at = |addr: SocketAddr| core_addr(addr, self.core).expect("validated port range");
+        let core = self.core;
         let peers = options
             .peers
             .iter()
-            .map(|(id, addr)| (synod_net::NodeId(id.0), at(*addr)))
+            .map(|(id, addr)| {
+                let at = core_peer_addr(addr, core).expect("validated port range");
+                (synod_net::NodeId(id.0), at)
+            })
             .collect();
+        let listen = core_addr(options.listen, core).expect("validated port range");
         let mut peer_config = PeerConfig::new(
             options.cluster_id,
             synod_net::NodeId(options.id.0),
             secret,
-            at(options.listen),
+            listen,
             peers,
         );
         peer_config.core = self.core;

@@ -107,7 +107,7 @@ pub fn claim_data_dir(options: &NodeOptions) -> Result<(), DataDirError> {
             if has_entries(dir).map_err(failed(DataDirOperation::List))? {
                 return Err(refuse(DataDirProblem::NotSynod));
             }
-            create_dir_durably(dir).map_err(failed(DataDirOperation::Create))?;
+            create_dir_durably(dir, 0o777).map_err(failed(DataDirOperation::Create))?;
             write_durably(&path, identity.as_bytes())
                 .map_err(failed(DataDirOperation::WriteIdentity))
         }
@@ -115,16 +115,27 @@ pub fn claim_data_dir(options: &NodeOptions) -> Result<(), DataDirError> {
     }
 }
 
-/// Creates `dir` (and its missing parents), each made durable in the
-/// directory that holds it.
-fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+/// Creates `dir` and its missing parents with `mode` (less the umask),
+/// each made durable in the directory that holds it. Another process
+/// creating the same directories at the same moment is no error: one that
+/// appears meanwhile is taken as it is (and its entry synced as well, since
+/// its creator may not have got that far yet).
+pub fn create_dir_durably(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let create = || match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        created => created,
+    };
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
+                return Err(e);
+            };
+            create_dir_durably(parent, mode)?;
+            create()?;
+        }
+        created => created?,
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_durably(parent)?;
-    }
-    std::fs::create_dir(dir)?;
     sync_parent(dir)
 }
 
@@ -201,6 +212,43 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [IDENTITY_FILE], "no temporary file left");
+    }
+
+    /// Nodes started together under a parent not there yet create it at
+    /// the same moment: every one of them succeeds.
+    #[test]
+    fn creating_the_same_nested_directories_at_once_succeeds_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let shared = dir.path().join(format!("r{round}")).join("a").join("b");
+            let barrier = std::sync::Barrier::new(6);
+            std::thread::scope(|scope| {
+                let creators: Vec<_> = (0..6)
+                    .map(|i| {
+                        let (shared, barrier) = (&shared, &barrier);
+                        scope.spawn(move || {
+                            // Half create the shared directory, half one of
+                            // their own below it.
+                            let mine = if i % 2 == 0 {
+                                shared.clone()
+                            } else {
+                                shared.join(i.to_string())
+                            };
+                            barrier.wait();
+                            create_dir_durably(&mine, 0o777).map(|()| mine)
+                        })
+                    })
+                    .collect();
+                for creator in creators {
+                    let created = creator.join().unwrap().expect("created or found");
+                    assert!(created.is_dir(), "{}", created.display());
+                }
+            });
+        }
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let error = create_dir_durably(&file, 0o777).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists, "{error}");
     }
 
     #[test]

@@ -23,13 +23,15 @@ use crate::protocol::{ClientId, Command, GroupId, LogIndex, NodeId};
 
 pub use super::client_port::{ClientGroups, ClientReply, ForwardError, LocalGroup};
 pub use super::data_dir::{
-    claim_data_dir, lock_data_dir, DataDirError, DataDirOperation, DataDirProblem, IDENTITY_FILE,
+    claim_data_dir, create_dir_durably, lock_data_dir, DataDirError, DataDirOperation,
+    DataDirProblem, IDENTITY_FILE,
 };
 pub use super::error::{ClientPortError, ExecutorError, NodeError};
 pub use super::options::{
-    core_addr, core_of, NodeOptions, OptionsError, BATCH_BYTES_MAX, CORES_MAX, GROUPS_MAX,
-    INSECURE_SECRET,
+    core_addr, core_of, core_peer_addr, NodeOptions, OptionsError, BATCH_BYTES_MAX, CORES_MAX,
+    GROUPS_MAX, INSECURE_SECRET,
 };
+pub use synod_net::PeerAddr;
 
 /// Every core's route, for a handle to reach the core of any group.
 type Routes = Arc<Vec<mpsc::Sender<CoreRequest>>>;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use synod_net::PeerAddr;
 use thiserror::Error;
 
 use super::codec::BatchLimits;
@@ -30,8 +31,9 @@ pub struct NodeOptions {
     pub id: NodeId,
     /// Where peers connect.
     pub listen: SocketAddr,
-    /// Every member with its peer address, this node included.
-    pub peers: Vec<(NodeId, SocketAddr)>,
+    /// Every member with its peer address, this node included. A host
+    /// name is resolved each time a peer is dialed, not at start.
+    pub peers: Vec<(NodeId, PeerAddr)>,
     /// Holds one WAL directory per group.
     pub data_dir: PathBuf,
     /// Groups (shards of the log) this node hosts.
@@ -105,7 +107,7 @@ pub enum OptionsError {
         /// The peer.
         peer: NodeId,
         /// Its address.
-        addr: SocketAddr,
+        addr: PeerAddr,
         /// The cores each node runs.
         cores: u32,
     },
@@ -117,7 +119,7 @@ pub enum OptionsError {
         /// The second.
         second: NodeId,
         /// The address.
-        addr: SocketAddr,
+        addr: PeerAddr,
     },
     /// This node is not among the members.
     #[error("node {} is not in the peer list", id.0)]
@@ -137,7 +139,7 @@ pub enum OptionsError {
         /// Where it listens.
         listen: SocketAddr,
         /// Where the peer list says it is.
-        listed: SocketAddr,
+        listed: PeerAddr,
     },
 }
 
@@ -154,22 +156,28 @@ pub fn core_addr(addr: SocketAddr, core: u32) -> Option<SocketAddr> {
     Some(SocketAddr::new(addr.ip(), port))
 }
 
+/// [`core_addr`] of a peer's address as configured (a name stays a name).
+pub fn core_peer_addr(addr: &PeerAddr, core: u32) -> Option<PeerAddr> {
+    let port = u16::try_from(u32::from(addr.port()) + core).ok()?;
+    Some(addr.with_port(port))
+}
+
 impl NodeOptions {
     /// A node `id` listening for peers on `listen`, one of `peers`, with its
     /// data in `data_dir`, and defaults for the rest: one group on one core,
     /// no secret (set one, or the cluster is open to anyone on the
     /// network), cluster 1, 5 ms ticks, 1 MiB of io_memory, the default
     /// snapshot policy, no metrics.
-    pub fn new(
+    pub fn new<A: Into<PeerAddr>>(
         id: NodeId,
         listen: SocketAddr,
-        peers: Vec<(NodeId, SocketAddr)>,
+        peers: Vec<(NodeId, A)>,
         data_dir: PathBuf,
     ) -> NodeOptions {
         NodeOptions {
             id,
             listen,
-            peers,
+            peers: peers.into_iter().map(|(id, a)| (id, a.into())).collect(),
             data_dir,
             groups: 1,
             cores: 1,
@@ -207,10 +215,10 @@ impl NodeOptions {
         }
         let last = self.cores - 1;
         for (id, addr) in &self.peers {
-            if core_addr(*addr, last).is_none() {
+            if core_peer_addr(addr, last).is_none() {
                 return Err(OptionsError::PeerPorts {
                     peer: *id,
-                    addr: *addr,
+                    addr: addr.clone(),
                     cores: self.cores,
                 });
             }
@@ -220,17 +228,19 @@ impl NodeOptions {
 }
 
 impl NodeOptions {
-    /// Every member at an address of its own, this node among them at the
-    /// address it listens on. (A wildcard listen address, 0.0.0.0 or ::,
-    /// is checked by its port only.)
+    /// Every member at an address of its own (as written: two names for
+    /// one host are not caught), this node among them at the address it
+    /// listens on. A wildcard listen address, 0.0.0.0 or ::, is checked by
+    /// its port only; so is a name of this node that does not resolve yet
+    /// (its peers cannot dial it by that name either, until it does).
     fn validate_peers(&self) -> Result<(), OptionsError> {
-        let mut seen: std::collections::BTreeMap<SocketAddr, NodeId> = Default::default();
+        let mut seen: std::collections::BTreeMap<&PeerAddr, NodeId> = Default::default();
         for (id, addr) in &self.peers {
-            if let Some(first) = seen.insert(*addr, *id) {
+            if let Some(first) = seen.insert(addr, *id) {
                 return Err(OptionsError::SharedAddress {
                     first,
                     second: *id,
-                    addr: *addr,
+                    addr: addr.clone(),
                 });
             }
         }
@@ -240,13 +250,16 @@ impl NodeOptions {
         let same = if self.listen.ip().is_unspecified() {
             self.listen.port() == listed.port()
         } else {
-            self.listen == *listed
+            match listed.resolve_all() {
+                Ok(addrs) => addrs.contains(&self.listen),
+                Err(_) => self.listen.port() == listed.port(),
+            }
         };
         if !same {
             return Err(OptionsError::ListenNotListed {
                 id: self.id,
                 listen: self.listen,
-                listed: *listed,
+                listed: listed.clone(),
             });
         }
         Ok(())
@@ -270,5 +283,54 @@ pub(super) fn limits(config: &Config) -> BatchLimits {
     BatchLimits {
         batch_bytes_max: config.batch_bytes_max as usize,
         command_bytes_max: config.command_bytes_max as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_peers(peers: &[(u64, &str)]) -> NodeOptions {
+        let peers = peers
+            .iter()
+            .map(|(id, addr)| (NodeId(*id), addr.parse::<PeerAddr>().unwrap()))
+            .collect();
+        let listen = "127.0.0.1:7001".parse().unwrap();
+        NodeOptions::new(NodeId(1), listen, peers, PathBuf::from("/nonexistent"))
+    }
+
+    /// Peers may be names that do not resolve yet; this node's own entry
+    /// is compared with where it listens once resolved, and by its port
+    /// while it does not resolve.
+    #[test]
+    fn peers_may_be_names_and_this_nodes_entry_must_be_where_it_listens() {
+        let later = (2, "notyet.invalid:7002");
+        for me in ["127.0.0.1:7001", "localhost:7001", "me.invalid:7001"] {
+            let options = with_peers(&[(1, me), later]);
+            options.validate().unwrap_or_else(|e| panic!("{me}: {e}"));
+        }
+        for me in ["localhost:7005", "me.invalid:7005"] {
+            let error = with_peers(&[(1, me), later]).validate().unwrap_err();
+            assert!(
+                matches!(error, OptionsError::ListenNotListed { .. }),
+                "{me}: {error}"
+            );
+            assert!(error.to_string().contains(me), "{error}");
+        }
+        let twice = with_peers(&[(1, "localhost:7001"), (2, "localhost:7001")]);
+        let error = twice.validate().unwrap_err();
+        assert!(
+            matches!(error, OptionsError::SharedAddress { .. }),
+            "{error}"
+        );
+        let high = with_peers(&[(1, "localhost:7001"), (2, "db-2:65535")]);
+        let error = NodeOptions {
+            cores: 2,
+            groups: 2,
+            ..high
+        }
+        .validate()
+        .unwrap_err();
+        assert!(error.to_string().contains("db-2:65535"), "{error}");
     }
 }

@@ -29,6 +29,27 @@ pub enum SettingsError {
     /// The config file's `peers` table does not parse.
     #[error("config field `peers`: {0}")]
     FilePeers(#[source] PeersError),
+    /// An address setting (flag or config file) that does not parse or
+    /// resolve.
+    #[error("{name}: {source}")]
+    Address {
+        /// The setting's name in the config file.
+        name: &'static str,
+        /// Why.
+        source: crate::address::AddressError,
+    },
+    /// This node's own peers entry is a name that does not resolve yet,
+    /// and `listen` is written otherwise: nothing shows they are the same.
+    #[error(
+        "listen {listen}: this node's entry in peers, {listed}, does not resolve yet and is \
+         written otherwise; give both the same HOST:PORT, or listen on 0.0.0.0:PORT"
+    )]
+    ListedNameUnresolved {
+        /// `listen` as given.
+        listen: String,
+        /// This node's entry in the peers.
+        listed: synod_engine::runtime::node::PeerAddr,
+    },
     /// A required setting is neither a flag nor in the config file.
     #[error("missing `{name}`: give --{} or set `{name}` in --config", name.replace('_', "-"))]
     Missing {
@@ -81,7 +102,7 @@ pub enum PeersError {
     /// Node id 0.
     #[error("node id 0 is reserved")]
     ReservedId,
-    /// An address that does not parse or resolve.
+    /// An address that does not parse.
     #[error("a peer's address: {0}")]
     NotAnAddress(#[source] crate::address::AddressError),
     /// Nothing listed.

@@ -28,6 +28,9 @@ pub struct TestCluster {
     pub extra: Vec<String>,
     /// The open-files limit nodes are started under, if not inherited.
     pub nofile: Option<u64>,
+    /// The host each node is named by in `--peers` and its own `--listen`
+    /// (an IP address, or a host name).
+    pub hosts: Vec<String>,
 }
 
 impl TestCluster {
@@ -42,6 +45,15 @@ impl TestCluster {
     /// Nodes started with `extra` flags and, if given, that open-files
     /// limit (from their first start: no restart frees their ports).
     pub fn with_limit(n: u64, extra: &[&str], nofile: Option<u64>) -> TestCluster {
+        let mut cluster = TestCluster::unstarted(n, extra, nofile);
+        for i in 0..n as usize {
+            cluster.start(i, "secret");
+        }
+        cluster
+    }
+
+    /// The cluster of [`TestCluster::with_limit`], no node started yet.
+    pub fn unstarted(n: u64, extra: &[&str], nofile: Option<u64>) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("secret"),
@@ -68,16 +80,18 @@ impl TestCluster {
             })
             .collect();
         let extra = extra.iter().map(ToString::to_string).collect();
-        let mut cluster = TestCluster {
+        TestCluster {
             dir,
             nodes,
             extra,
             nofile,
-        };
-        for i in 0..n as usize {
-            cluster.start(i, "secret");
+            hosts: vec!["127.0.0.1".to_string(); n as usize],
         }
-        cluster
+    }
+
+    /// Node `i`'s peer address as the others and itself are told it.
+    pub fn peer_arg(&self, i: usize) -> String {
+        format!("{}:{}", self.hosts[i], self.nodes[i].peer.port())
     }
 
     pub fn start(&mut self, i: usize, secret: &str) {
@@ -86,11 +100,10 @@ impl TestCluster {
 
     /// Starts node `i` with `flags` beside the cluster's own.
     pub fn start_with(&mut self, i: usize, secret: &str, flags: &[&str]) {
-        let peers: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("{}={}", n.id, n.peer))
+        let peers: Vec<String> = (0..self.nodes.len())
+            .map(|j| format!("{}={}", self.nodes[j].id, self.peer_arg(j)))
             .collect();
+        let listen = self.peer_arg(i);
         let dir: &Path = self.dir.path();
         let log = std::fs::File::options()
             .create(true)
@@ -118,12 +131,7 @@ impl TestCluster {
         }
         let child = command
             .arg("node")
-            .args([
-                "--id",
-                &node.id.to_string(),
-                "--listen",
-                &node.peer.to_string(),
-            ])
+            .args(["--id", &node.id.to_string(), "--listen", &listen])
             .args([
                 "--client-listen",
                 &node.client.to_string(),
@@ -155,10 +163,15 @@ impl TestCluster {
 
     /// SIGTERM, then the node's exit status once it has stopped.
     pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        self.signal(i, libc::SIGTERM)
+    }
+
+    /// Sends `signal`, then the node's exit status once it has stopped.
+    pub fn signal(&mut self, i: usize, signal: libc::c_int) -> std::process::ExitStatus {
         let mut child = self.nodes[i].child.take().expect("running");
         // SAFETY: kill(2) on a child process of ours; no memory involved.
-        let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM sent");
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} sent");
         child.wait().unwrap()
     }
 

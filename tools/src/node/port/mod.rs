@@ -12,7 +12,6 @@ mod append;
 mod outcome;
 mod watch;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use synod_client_proto::{
@@ -22,6 +21,7 @@ use synod_client_proto::{
 use synod_engine::archive::{deserialize, Aligned};
 use synod_engine::protocol::{ClientId, NodeId};
 use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
+use synod_engine::runtime::node::PeerAddr;
 use synod_engine::runtime::TransferError;
 
 use super::client_error::ClientError;
@@ -38,7 +38,7 @@ pub struct NodePort {
     /// This node, for `Status` replies.
     node: NodeId,
     /// Every member and its peer address (each group has them all).
-    members: Vec<(NodeId, SocketAddr)>,
+    members: Vec<(NodeId, PeerAddr)>,
     /// Which leaderships have renewed their group's leases (KV writes
     /// wait for it; see `lease_clock`).
     renewals: Arc<Renewals>,
@@ -48,7 +48,7 @@ impl NodePort {
     /// The port of node `node`, one of `members`.
     pub fn new(
         node: NodeId,
-        members: Vec<(NodeId, SocketAddr)>,
+        members: Vec<(NodeId, PeerAddr)>,
         renewals: Arc<Renewals>,
     ) -> NodePort {
         NodePort {
