@@ -14,7 +14,7 @@ mod ports;
 #[path = "support/client.rs"]
 mod support;
 
-use support::{client, SYNOD};
+use support::{client, generate_secret, SYNOD};
 
 const INSTALLED: &str = "/usr/local/bin/synod";
 const CONFIG: &str = "/etc/synod/node.toml";
@@ -36,12 +36,7 @@ fn local_config(dir: &Path) -> (PathBuf, String) {
     let peer = ports::free_ports(u16::try_from(cores).unwrap());
     let (client_port, metrics) = (ports::free_ports(1), ports::free_ports(1));
     let secret = dir.join("secret");
-    let generated = Command::new(SYNOD)
-        .args(["secret", "generate"])
-        .arg(&secret)
-        .status()
-        .unwrap();
-    assert!(generated.success());
+    generate_secret(&secret);
     let id = table["id"].as_integer().unwrap();
     let mut peers = toml::Table::new();
     peers.insert(id.to_string(), peer.to_string().into());

@@ -16,7 +16,7 @@ mod support;
 
 use local_cluster::{free_port, free_port_run, leader, TestCluster};
 use serde_json::Value;
-use support::{client, SYNOD};
+use support::{client, generate_secret, SYNOD};
 
 /// `put k v` and `get k` through `cluster_arg`, once they are answered.
 fn put_and_get(cluster_arg: &str, logs: impl Fn() -> String) -> Vec<Value> {
@@ -110,12 +110,7 @@ impl Drop for Running {
 fn a_config_file_may_name_every_address_by_host_name() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    let generated = Command::new(SYNOD)
-        .args(["secret", "generate"])
-        .arg(&secret)
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
+    generate_secret(&secret);
     let (peer, client_port, metrics) = (free_port_run(), free_port(), free_port());
     let config = format!(
         "id = 1\n\

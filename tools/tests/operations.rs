@@ -17,7 +17,7 @@ mod support;
 
 use local_cluster::{free_port, free_port_run, leader, TestCluster};
 use serde_json::Value;
-use support::{client, SYNOD};
+use support::{client, generate_secret, SYNOD};
 
 /// An HTTP GET on the metrics port: the status line, the headers, the body.
 fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
@@ -294,12 +294,7 @@ fn a_secret_is_generated_into_directories_not_there_yet() {
 fn a_memlock_limit_too_low_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    assert!(Command::new(SYNOD)
-        .args(["secret", "generate"])
-        .arg(&secret)
-        .status()
-        .unwrap()
-        .success());
+    generate_secret(&secret);
     let node = node_command(dir.path(), &secret);
     let args: Vec<String> = node
         .get_args()
@@ -350,12 +345,7 @@ fn a_node_logs_json_lines_when_asked() {
 fn a_node_whose_stderr_closed_goes_on_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    let generated = Command::new(SYNOD)
-        .args(["secret", "generate"])
-        .arg(&secret)
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
+    generate_secret(&secret);
     let mut command = node_command(dir.path(), &secret);
     let args: Vec<String> = command
         .get_args()

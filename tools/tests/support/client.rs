@@ -41,3 +41,14 @@ pub fn client(args: &[&str], lines: &[String]) -> Vec<Value> {
     );
     replies
 }
+
+/// Writes a new secret file at `path` with `synod secret generate`.
+#[allow(dead_code)] // not every test binary that shares this file starts a node
+pub fn generate_secret(path: &std::path::Path) {
+    let generated = Command::new(SYNOD)
+        .args(["secret", "generate"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+}
