@@ -53,13 +53,13 @@ enum Mark {
 
 pub(super) struct SimNode {
     pub(super) core: Option<Core>,
-    paused: bool,
+    pub(super) paused: bool,
     pub(super) disk: SimDisk,
-    incarnation: u64,
+    pub(super) incarnation: u64,
     /// When the last scheduled sync completes (syncs finish in order).
     sync_free_at: u64,
     /// The durable snapshot file.
-    snapshot_file: Option<Vec<u8>>,
+    pub(super) snapshot_file: Option<Vec<u8>>,
     mark: Mark,
     was_leading: bool,
     /// Recovery will find a damaged tail cut (`Recovery::tail_cut`).
@@ -145,6 +145,9 @@ pub struct Cluster {
     /// Reads in flight, with how many acknowledgements preceded each.
     pub(super) reads: BTreeMap<ReadId, usize>,
     pub(super) next_read: u64,
+    /// A replica to crash once its step is over (`crash_after_install`).
+    #[cfg(test)]
+    crash_pending: Option<usize>,
 }
 
 impl Cluster {
@@ -192,6 +195,8 @@ impl Cluster {
             next_client: 1,
             reads: BTreeMap::new(),
             next_read: 1,
+            #[cfg(test)]
+            crash_pending: None,
             options,
         };
         for node in 0..cluster.options.started {
@@ -436,49 +441,20 @@ impl Cluster {
             }
             Event::Deliver(envelope) => self.deliver(envelope),
             Event::DeliverChunk { from, to, chunk } => {
-                if self.is_running(to) {
-                    self.step(to, GroupInput::SnapshotChunk(from, chunk));
-                } else {
-                    self.stats.dropped += 1;
-                }
+                self.deliver_input(to, GroupInput::SnapshotChunk(from, chunk))
             }
             Event::DeliverAsk {
                 from,
                 to,
                 upto,
                 offset,
-            } => {
-                if self.is_running(to) {
-                    self.step(to, GroupInput::SnapshotWanted { from, upto, offset });
-                } else {
-                    self.stats.dropped += 1;
-                }
-            }
+            } => self.deliver_input(to, GroupInput::SnapshotWanted { from, upto, offset }),
             Event::SnapshotSaved {
                 node,
                 incarnation,
                 upto,
                 encoded,
-            } => {
-                let n = &self.nodes[node];
-                if n.incarnation != incarnation || n.core.is_none() {
-                    return; // the process died before the file was durable
-                }
-                if n.paused {
-                    // Its loop sees the saved file once it runs again.
-                    let event = Event::SnapshotSaved {
-                        node,
-                        incarnation,
-                        upto,
-                        encoded,
-                    };
-                    self.schedule(TICK_UNITS, event);
-                    return;
-                }
-                self.nodes[node].snapshot_file = Some(encoded.to_vec());
-                self.note(|| format!("n{} snapshot at {upto:?} durable", node + 1));
-                self.step(node, GroupInput::SnapshotSaved { upto, encoded });
-            }
+            } => self.snapshot_saved(node, incarnation, upto, encoded),
             Event::SyncDone {
                 node,
                 incarnation,
@@ -505,6 +481,15 @@ impl Cluster {
             }
         }
         self.clients_tick();
+    }
+
+    /// Steps `node` with something that came over the network, if it runs.
+    fn deliver_input(&mut self, to: usize, input: GroupInput<SimCallers>) {
+        if self.is_running(to) {
+            self.step(to, input);
+        } else {
+            self.stats.dropped += 1;
+        }
     }
 
     /// Whether `node` is started, not crashed and not paused.
@@ -537,6 +522,10 @@ impl Cluster {
             );
         }
         self.after_step(node, trace_input, out);
+        #[cfg(test)]
+        if self.crash_pending.take() == Some(node) {
+            self.crash(node);
+        }
     }
 
     /// Has leader `node` hand leadership to member `to` (a fault the sweep
@@ -634,6 +623,10 @@ impl Cluster {
                 self.checker.on_snapshot_installed(node, upto);
                 self.stats.snapshots_installed += 1;
                 self.note(|| format!("n{} installed a snapshot at {upto:?}", node + 1));
+                #[cfg(test)]
+                if std::mem::take(&mut self.options.crash_after_install) {
+                    self.crash_pending = Some(node);
+                }
             }
             GroupAction::Answer(caller, outcome) => self.on_answer(caller, outcome),
             GroupAction::AnswerMany(callers, outcomes) => {
@@ -648,27 +641,6 @@ impl Cluster {
     /// Encodes the snapshot at once (it is deterministic) and makes the
     /// file durable some time later, unless the node crashes first, as the
     /// runtime's snapshot thread does.
-    fn save_snapshot(&mut self, node: usize, upto: Slot, job: crate::group::SnapshotJob) {
-        let encoded = match job.encode() {
-            Ok(encoded) => Bytes::from(encoded),
-            Err(error) => {
-                self.checker
-                    .fail("snapshots encode", format!("n{}: {error}", node + 1));
-                self.step(node, GroupInput::SnapshotSkipped(upto));
-                return;
-            }
-        };
-        let incarnation = self.nodes[node].incarnation;
-        let delay = self.rng.random_range(1..=5 * TICK_UNITS);
-        let event = Event::SnapshotSaved {
-            node,
-            incarnation,
-            upto,
-            encoded,
-        };
-        self.schedule(delay, event);
-    }
-
     /// Removes the rebuild mark once the writes before it are durable.
     fn settle_mark(&mut self, node: usize) {
         let n = &mut self.nodes[node];

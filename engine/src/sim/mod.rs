@@ -29,6 +29,7 @@ mod disk;
 mod machine;
 mod network;
 mod options;
+mod snapshot_files;
 mod trace;
 mod traffic;
 

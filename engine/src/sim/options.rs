@@ -60,6 +60,10 @@ pub struct ClusterOptions {
     /// Snapshots lose their last applied command.
     #[cfg(test)]
     pub(crate) snapshots_short: bool,
+    /// A replica crashes in the step that installs a peer's snapshot,
+    /// before that snapshot is durable (the first such install only).
+    #[cfg(test)]
+    pub(crate) crash_after_install: bool,
 }
 
 impl ClusterOptions {
@@ -96,6 +100,8 @@ impl ClusterOptions {
             record_cut_with_tail: false,
             #[cfg(test)]
             snapshots_short: false,
+            #[cfg(test)]
+            crash_after_install: false,
         }
     }
 }

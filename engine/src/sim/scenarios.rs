@@ -454,6 +454,69 @@ fn a_sweep_with_frequent_snapshots_finds_nothing() {
     );
 }
 
+/// A replica that crashes after installing a peer's snapshot of several
+/// chunks, before that snapshot is durable, comes back with the state its
+/// disk held (its own, older), never part of the new one; it catches up
+/// again, and every replica ends with the same commands applied once.
+#[test]
+fn a_crash_between_installing_a_snapshot_and_saving_it_leaves_the_old_state() {
+    let mut options = ClusterOptions::new(3, 11);
+    compact_often(&mut options);
+    options.snapshot_ballast = 700 << 10;
+    options.crash_after_install = true;
+    let mut cluster = Cluster::new(options);
+    let leader = wait_for_leader(&mut cluster);
+    let lagging = (leader + 1) % 3;
+    cluster.add_clients(2, 10);
+    assert!(
+        cluster.run_until(3000, |c| c.clients_idle()),
+        "clients stuck"
+    );
+    let before = applied_data(&cluster, lagging);
+    cluster.crash(lagging);
+    cluster.add_clients(2, 30);
+    assert!(
+        cluster.run_until(3000, |c| c.clients_idle()),
+        "clients stuck"
+    );
+    cluster.start(lagging);
+    assert!(
+        cluster.run_until(3000, |c| !c.is_running(lagging)),
+        "n{} never installed a snapshot",
+        lagging + 1
+    );
+    assert_eq!(cluster.stats().snapshots_installed, 1);
+    // Back from its disk: what it had before (its WAL may hold a commit or
+    // two it had not applied), nothing of the snapshot it installed and
+    // lost, which covered nearly all 80 commands.
+    cluster.start(lagging);
+    let restarted = applied_data(&cluster, lagging);
+    let leaders = applied_data(&cluster, leader);
+    assert!(leaders.starts_with(&restarted), "{restarted:?}");
+    assert!(
+        restarted.len() >= before.len() && restarted.len() < before.len() + 5,
+        "{} applied before the crash, {} after",
+        before.len(),
+        restarted.len()
+    );
+    assert!(
+        cluster.run_until(3000, |c| c.applied(lagging).len()
+            == c.applied(leader).len()),
+        "n{} did not catch up again",
+        lagging + 1
+    );
+    assert!(
+        cluster.stats().snapshots_installed >= 2,
+        "caught up by snapshot again"
+    );
+    assert_eq!(
+        applied_data(&cluster, lagging),
+        applied_data(&cluster, leader)
+    );
+    assert_eq!(cluster.acked().len(), 2 * 10 + 2 * 30);
+    assert_clean(&cluster);
+}
+
 fn compact_often(options: &mut ClusterOptions) {
     options.snapshot.every_slots = 3;
     options.snapshot.keep_slots = 0;
