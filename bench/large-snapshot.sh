@@ -2,9 +2,11 @@
 # A state above one 64 MiB frame: three local `synod node`s (fsync on,
 # default snapshot policy) are filled with MIB MiB of KV values (60 KiB
 # each, distinct keys), then one follower's data directory is deleted and
-# it rebuilds with --rejoin while the others stay up. Prints what each
-# node's snapshot file and WAL hold after the fill, the rebuild's time,
-# and the rebuilding node's and the leader's peak RSS.
+# it rebuilds with --rejoin while the others stay up, under a light open
+# load (2,000 commands/s, Poisson) that starts 3 s before the rebuild.
+# Prints what each node's snapshot file and WAL hold after the fill, the
+# rebuild's time, the rebuilding node's and the leader's peak RSS, and the
+# light load's latency over the 8 s it runs.
 # Usage: bench/large-snapshot.sh BINARY [MIB]
 set -euo pipefail
 bin=$(realpath "$1") mib=${2:-96}
@@ -64,6 +66,10 @@ for id in 1 2 3; do
   echo "n$id: snapshot ${snap:-none} bytes, data dir without it ${wal} MiB, encoding refusals $refused"
 done
 
+"$bin" bench --cluster "$cluster" --rate 2000 --poisson --duration 8 --warmup 1 --json \
+  > "$dir/load.json" 2> /dev/null &
+load=$!
+sleep 3
 follower=$(( leader % 3 + 1 ))
 kill "${pids[follower]}"
 wait "${pids[follower]}" 2>/dev/null || true
@@ -78,3 +84,5 @@ echo "n$follower rebuilt to slot $commit in $(echo "$rebuilt - $rebuild_started"
   "peak RSS $(( $(hwm_kib "${pids[follower]}") / 1024 )) MiB;" \
   "leader n$leader peak RSS $(( $(hwm_kib "${pids[leader]}") / 1024 )) MiB;" \
   "snapshots installed: $(grep -c 'installed a snapshot' "$dir/n$follower.log" || true)"
+wait "$load"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); l=d["latency_us"]; print("light load during the rebuild: %d commands/s, p50 %d µs, p99 %d µs, p99.9 %d µs, max %d µs" % (d["commands_per_sec"], l["p50"], l["p99"], l["p99_9"], l["max"]))' "$dir/load.json"
