@@ -122,7 +122,7 @@ pub struct BenchArgs {
     )]
     transfers: u32,
     /// With --local: report where a request's time goes at the leader
-    /// (queue, its own WAL, the round to chosen, the answer), from the
+    /// (queue, its own WAL, the round until chosen and answered), from the
     /// nodes' stage histograms over the measured window.
     #[arg(long, requires = "local", conflicts_with = "failover")]
     stages: bool,

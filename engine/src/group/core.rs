@@ -482,6 +482,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
                 .answer_all(ProposeOutcome::InDoubt { leader }, out);
         }
         self.was_leading = status.leading;
+        self.compaction.incoming.forget_behind(self.applied);
         self.maybe_snapshot(out);
         self.maybe_end_rebuild(out);
         #[cfg(debug_assertions)]
@@ -670,6 +671,13 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         chunk: SnapshotChunk,
         out: &mut Vec<GroupAction<C>>,
     ) {
+        // A snapshot of what is applied already, or one arriving at a
+        // leader (which installs none), is neither gathered nor asked for:
+        // late chunks of a transfer that lost its purpose would otherwise
+        // ask for it again and again.
+        if chunk.upto <= self.applied || self.replica.status().leading {
+            return;
+        }
         let received = self
             .compaction
             .incoming

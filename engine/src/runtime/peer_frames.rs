@@ -79,7 +79,7 @@ async fn route_chunk(groups: &Groups, from: NodeId, body: &[u8]) {
                     tracing::debug!(
                         from = from.0,
                         group = group.0,
-                        "snapshot chunk found its group's queue full; the transfer starts over"
+                        "snapshot chunk found its group's queue full; the group asks for the rest"
                     );
                 }
             }

@@ -638,9 +638,6 @@ impl Cluster {
         }
     }
 
-    /// Encodes the snapshot at once (it is deterministic) and makes the
-    /// file durable some time later, unless the node crashes first, as the
-    /// runtime's snapshot thread does.
     /// Removes the rebuild mark once the writes before it are durable.
     fn settle_mark(&mut self, node: usize) {
         let n = &mut self.nodes[node];

@@ -10,7 +10,9 @@ use crate::group::{GroupInput, SnapshotJob};
 use crate::protocol::Slot;
 
 impl Cluster {
-    /// Encodes the snapshot now and makes it durable 1 to 5 ticks later.
+    /// Encodes the snapshot at once (it is deterministic) and makes the
+    /// file durable 1 to 5 ticks later, unless the node crashes first, as
+    /// the runtime's snapshot thread does.
     pub(super) fn save_snapshot(&mut self, node: usize, upto: Slot, job: SnapshotJob) {
         let encoded = match job.encode() {
             Ok(encoded) => Bytes::from(encoded),

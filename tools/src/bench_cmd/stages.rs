@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use synod_bench::loadgen::Progress;
 
 /// The stages, in the order a request passes them.
-const STAGES: [&str; 4] = ["queue", "wal", "round", "answer"];
+const STAGES: [&str; 3] = ["queue", "wal", "round"];
 
 /// One stage's histogram, summed over the nodes and groups.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -123,8 +123,7 @@ fn stage_row(stage: &str) -> &'static str {
     match stage {
         "queue" => "stage: queue",
         "wal" => "stage: wal (own disk)",
-        "round" => "stage: round (chosen)",
-        _ => "stage: answer",
+        _ => "stage: round (chosen)",
     }
 }
 
@@ -150,6 +149,9 @@ fn scrape_all(metrics: &[SocketAddr]) -> Result<Scrape, String> {
     let mut total = Scrape::new();
     for addr in metrics {
         let text = ureq::get(&format!("http://{addr}/metrics"))
+            .config()
+            .timeout_global(Some(std::time::Duration::from_secs(2)))
+            .build()
             .call()
             .and_then(|mut reply| reply.body_mut().read_to_string())
             .map_err(|error| format!("scraping {addr}: {error}"))?;

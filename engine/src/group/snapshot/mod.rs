@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use synod_wal::frame::{decode_frame, encode_frame, FrameError, FrameHeader};
+use synod_wal::frame::{decode_frame, encode_frame, frame_bytes, FrameError, FrameHeader};
 use thiserror::Error;
 
 mod transfer;
@@ -207,8 +207,15 @@ impl Snapshot {
             machine_bytes: self.machine.len() as u64,
             machine_crc: crc32c::crc32c(&self.machine),
         });
-        let parts = self.machine.len().div_ceil(PART_BYTES);
-        let total = head.len() + self.machine.len() + (parts + 1) * FRAME_OVERHEAD_BYTES;
+        let full_parts = self.machine.len() / PART_BYTES;
+        let last_part = self.machine.len() % PART_BYTES;
+        let total = frame_bytes(head.len())
+            + full_parts * frame_bytes(PART_BYTES)
+            + if last_part > 0 {
+                frame_bytes(last_part)
+            } else {
+                0
+            };
         if total as u64 > SNAPSHOT_BYTES_MAX {
             return Err(SnapshotError::Body(format!(
                 "{total} bytes, above the {SNAPSHOT_BYTES_MAX} a snapshot may hold"
@@ -356,9 +363,6 @@ impl Snapshot {
         })
     }
 }
-
-/// Frame header bytes (the WAL's frame format).
-const FRAME_OVERHEAD_BYTES: usize = synod_wal::frame::FRAME_HEADER_BYTES;
 
 /// Gathers the state machine's bytes from the part frames after a head:
 /// numbered in order, every one full but the last, exactly `length` bytes
@@ -510,6 +514,11 @@ pub(crate) mod tests {
             ..sample()
         };
         let encoded = snapshot.encode().unwrap();
+        assert_eq!(
+            encoded.len(),
+            encoded.capacity(),
+            "sized exactly, padding included"
+        );
         let parts = frames(&encoded);
         let kinds: Vec<(u16, u64)> = parts.iter().map(|(k, s, _)| (*k, *s)).collect();
         assert_eq!(

@@ -122,10 +122,15 @@ pub enum Received {
     },
 }
 
+/// Asks for the rest of a transfer that go unanswered before it is given
+/// up and its bytes freed (the sender died, or no longer has it); the
+/// replica asks for the log again and gets a snapshot anew.
+pub const ASKS_UNANSWERED_MAX: u32 = 8;
+
 impl Transfers {
     /// Takes a chunk from `from` at tick `now`. A gap is reported at most
     /// once per `ask_every` ticks per sender, so the chunks that follow a
-    /// lost one do not each ask again, and a lost ask is repeated.
+    /// lost one do not each ask again, nor do the answers to two asks.
     pub fn take(
         &mut self,
         from: NodeId,
@@ -134,12 +139,19 @@ impl Transfers {
         ask_every: u64,
     ) -> Received {
         let transfer = self.by_sender.entry(from).or_default();
+        let before = (transfer.upto, transfer.bytes.len());
         let received = transfer.take(chunk);
+        if (transfer.upto, transfer.bytes.len()) != before {
+            // Progress: the sender is alive and sending this snapshot.
+            transfer.unanswered = 0;
+        }
+        transfer.heard_at = now;
         let received = match received {
             Received::Gap { upto, offset } => {
-                let asked_lately = transfer
-                    .asked
-                    .is_some_and(|(at, asked)| asked == (upto, offset) && now < at + ask_every);
+                // One ask per sender per interval, whatever the offset: each
+                // ask restarts the sender from there, so answers to asks
+                // must not cross and multiply.
+                let asked_lately = transfer.asked.is_some_and(|(at, _)| now < at + ask_every);
                 if asked_lately {
                     Received::Pending
                 } else {
@@ -149,28 +161,41 @@ impl Transfers {
             }
             other => other,
         };
-        if transfer.total == 0 && transfer.asked.is_none() {
+        if transfer.total == 0 {
             // Finished, or nothing held: nothing kept for this sender.
             self.by_sender.remove(&from);
         }
         received
     }
 
-    /// The gaps asked about at least `ask_every` ticks ago and still not
-    /// filled (the ask or the answer was lost, or the sender stopped): ask
-    /// again, without waiting for a chunk to show the gap.
+    /// Transfers that stalled (no chunk, and no ask, for `ask_every`
+    /// ticks: a chunk or an ask was lost, the last chunks among them, or
+    /// the sender gave up on a full queue): ask for the rest from what is
+    /// held. One unanswered [`ASKS_UNANSWERED_MAX`] times is dropped, its
+    /// bytes freed.
     pub fn asks_due(&mut self, now: u64, ask_every: u64) -> Vec<(NodeId, Slot, u64)> {
         let mut due = Vec::new();
-        for (from, transfer) in &mut self.by_sender {
-            let held = transfer.bytes.len() as u64;
-            if let Some((at, (upto, offset))) = transfer.asked {
-                if offset == held && upto == transfer.upto && now >= at + ask_every {
-                    transfer.asked = Some((now, (upto, offset)));
-                    due.push((*from, upto, offset));
-                }
+        self.by_sender.retain(|from, transfer| {
+            let last = transfer.asked.map_or(transfer.heard_at, |(at, _)| at);
+            if now < last.max(transfer.heard_at) + ask_every {
+                return true;
             }
-        }
+            if transfer.unanswered >= ASKS_UNANSWERED_MAX {
+                return false;
+            }
+            let (upto, held) = (transfer.upto, transfer.bytes.len() as u64);
+            transfer.asked = Some((now, (upto, held)));
+            transfer.unanswered += 1;
+            due.push((*from, upto, held));
+            true
+        });
         due
+    }
+
+    /// Drops the transfers of snapshots no further than `applied`: the
+    /// state is there already (installed from another peer, say).
+    pub fn forget_behind(&mut self, applied: Slot) {
+        self.by_sender.retain(|_, transfer| transfer.upto > applied);
     }
 
     /// Bytes held from `from`'s transfer under way (0: none).
@@ -190,8 +215,12 @@ pub struct Incoming {
     upto: Slot,
     total: u64,
     bytes: Vec<u8>,
-    /// The tick and the (snapshot, offset) of the last gap reported.
+    /// The tick and the (snapshot, offset) of the last ask.
     asked: Option<(u64, (Slot, u64))>,
+    /// The tick of the last chunk from this sender.
+    heard_at: u64,
+    /// Asks since the last chunk that added bytes.
+    unanswered: u32,
 }
 
 impl Incoming {
@@ -209,7 +238,7 @@ impl Incoming {
                 upto: chunk.upto,
                 total: chunk.total,
                 bytes: Vec::with_capacity(chunk.total.min(CHUNK_BYTES_MAX as u64 * 4) as usize),
-                asked: None,
+                ..Incoming::default()
             };
         }
         let held = self.bytes.len() as u64;
@@ -328,39 +357,57 @@ mod tests {
         let pieces: Vec<SnapshotChunk> = chunks(Slot(12), &encoded).collect();
         let mut transfers = Transfers::default();
         let from = NodeId(2);
-        assert_eq!(
-            transfers.take(from, pieces[0].clone(), 0, 5),
-            Received::Pending
-        );
+        let take = |t: &mut Transfers, i: usize, now| t.take(from, pieces[i].clone(), now, 5);
+        assert_eq!(take(&mut transfers, 0, 0), Received::Pending);
+        let chunk = CHUNK_BYTES_MAX as u64;
         let gap = Received::Gap {
             upto: Slot(12),
-            offset: CHUNK_BYTES_MAX as u64,
+            offset: chunk,
         };
-        assert_eq!(transfers.take(from, pieces[2].clone(), 1, 5), gap);
+        assert_eq!(take(&mut transfers, 2, 1), gap);
         assert_eq!(
-            transfers.take(from, pieces[2].clone(), 3, 5),
+            take(&mut transfers, 2, 3),
             Received::Pending,
             "asked already"
         );
-        assert_eq!(
-            transfers.take(from, pieces[2].clone(), 6, 5),
-            gap,
-            "the ask was lost"
-        );
-        assert_eq!(transfers.held(from), CHUNK_BYTES_MAX as u64);
-        assert_eq!(
-            transfers.take(from, pieces[1].clone(), 7, 5),
-            Received::Pending
-        );
-        assert!(
-            transfers.asks_due(20, 5).is_empty(),
-            "no gap: nothing to ask"
-        );
-        assert!(matches!(
-            transfers.take(from, pieces[2].clone(), 8, 5),
-            Received::Whole(_)
-        ));
+        assert_eq!(take(&mut transfers, 2, 6), gap, "the ask was lost");
+        // Nothing comes: the clock asks again, once per interval.
+        assert!(transfers.asks_due(10, 5).is_empty(), "asked at 6");
+        assert_eq!(transfers.asks_due(11, 5), [(from, Slot(12), chunk)]);
+        assert!(transfers.asks_due(12, 5).is_empty(), "asked at 11");
+        assert_eq!(transfers.held(from), chunk);
+        // The second chunk comes, the last is lost on the way: the tail is
+        // asked for on time alone (no chunk comes to show the gap).
+        assert_eq!(take(&mut transfers, 1, 13), Received::Pending);
+        assert!(transfers.asks_due(17, 5).is_empty());
+        assert_eq!(transfers.asks_due(18, 5), [(from, Slot(12), 2 * chunk)]);
+        assert!(matches!(take(&mut transfers, 2, 19), Received::Whole(_)));
         assert!(transfers.by_sender.is_empty(), "nothing held once done");
+        assert!(transfers.asks_due(100, 5).is_empty());
+    }
+
+    #[test]
+    fn a_transfer_nobody_answers_or_already_applied_is_dropped() {
+        let encoded = Bytes::from(sample().encode().unwrap());
+        let pieces: Vec<SnapshotChunk> = chunks(Slot(12), &encoded).collect();
+        let mut transfers = Transfers::default();
+        let (gone, other) = (NodeId(2), NodeId(3));
+        transfers.take(gone, pieces[0].clone(), 0, 5);
+        transfers.take(other, pieces[0].clone(), 0, 5);
+        transfers.forget_behind(Slot(12));
+        assert_eq!(
+            (transfers.held(gone), transfers.held(other)),
+            (0, 0),
+            "applied"
+        );
+        transfers.take(gone, pieces[0].clone(), 0, 5);
+        let mut asks = 0;
+        for now in 1..200 {
+            asks += transfers.asks_due(now, 5).len();
+        }
+        assert_eq!(asks, ASKS_UNANSWERED_MAX as usize);
+        assert_eq!(transfers.held(gone), 0, "given up: its bytes freed");
+        assert!(transfers.by_sender.is_empty());
     }
 
     #[test]

@@ -14,9 +14,9 @@ use synod_wal::Wal;
 
 use super::feed::CommitFeed;
 use super::frames::Frames;
+use super::outgoing::Outgoing;
 use super::promise_record::PromiseRecord;
 use super::stages::StageClock;
-use super::tasks::Outgoing;
 use super::transfer;
 use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink, Waiting};
 use crate::group::snapshot::{encode_wanted, KIND_SNAPSHOT_WANTED};
@@ -350,7 +350,8 @@ impl<S: StateMachine> GroupDriver<S> {
                 // sends share: it carries the commit point they carry.
                 let commit = sent_commit(rest, &write)
                     .unwrap_or_else(|| self.core.replica().status().commit);
-                if let Write::Accept { slot, .. } = &write {
+                // Timed at the leader only: only it answers requests.
+                if let (Write::Accept { slot, .. }, true) = (&write, self.status.leading.get()) {
                     self.stages.written(*slot, now);
                 }
                 self.append(position, write, commit)?;
@@ -442,7 +443,7 @@ impl<S: StateMachine> GroupDriver<S> {
         if matches!(outcome, ProposeOutcome::Applied { .. }) {
             let waited = now.saturating_duration_since(since);
             self.metrics.commit_latency.observe(waited.as_secs_f64());
-            self.stages.observe(since, now, &self.metrics);
+            self.stages.observe(since, &self.metrics);
         }
     }
 

@@ -23,6 +23,7 @@ mod driver;
 mod feed;
 mod frames;
 mod marker;
+mod outgoing;
 mod promise_record;
 mod stages;
 mod start;
@@ -221,10 +222,8 @@ pub enum Committed {
 /// Committed entries a subscriber may fall behind by before it is dropped.
 pub const SUBSCRIBER_LAG_MAX: usize = 65_536;
 
-/// One input to a group's task: the core's inputs as they arrive, and
-/// what only the executor handles (subscribers, failures, stop).
-/// A caller's channel, with when it started waiting (for the latency
-/// histogram).
+/// A caller's channel, with when it was handed to the group (for the
+/// latency histograms).
 #[derive(Debug)]
 pub(crate) struct Waiting<T> {
     pub(crate) reply: T,
@@ -241,6 +240,8 @@ impl<T> Waiting<T> {
     }
 }
 
+/// One input to a group's task: the core's inputs as they arrive, and
+/// what only the executor handles (subscribers, failures, stop).
 pub(crate) enum Inbound {
     /// A decoded message from a peer, with the frame body it came in
     /// (an Accept's is its WAL record).
@@ -394,7 +395,8 @@ impl GroupHandle {
     }
 
     /// Hands a piece of a snapshot from `from` to the group without waiting;
-    /// false if its input queue is full (the transfer starts over later).
+    /// false if its input queue is full (the group asks for the rest
+    /// later).
     pub fn try_deliver_chunk(&self, from: NodeId, chunk: SnapshotChunk) -> bool {
         self.inputs
             .try_send(Inbound::SnapshotChunk(from, chunk))

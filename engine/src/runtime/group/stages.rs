@@ -3,12 +3,15 @@
 //!
 //! ```text
 //!  handed to the group ─ queue ─► its slot's Accept written ─ wal ─► durable here
-//!                                          └──────────── round ────────────► chosen ─ answer ─► answered
+//!                                          └──────────── round ────────────► chosen (answered)
 //! ```
 //!
 //! `queue` covers the group's inbox, the batch and the pipeline window;
 //! `round` the followers' writes and the votes' way back, overlapping
-//! `wal`. Times are the group task's: when it handled each event.
+//! `wal` (which is recorded only when the leader's own write was durable
+//! by the time the slot was chosen). A chosen slot is applied and
+//! answered in the same step. Times are the group task's: when it handled
+//! each event. Only the leader records them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -41,7 +44,6 @@ pub(super) struct Stages {
     /// (a majority of others was faster).
     pub(super) wal: Option<Duration>,
     pub(super) round: Duration,
-    pub(super) answer: Duration,
 }
 
 impl StageClock {
@@ -77,13 +79,19 @@ impl StageClock {
     pub(super) fn chosen(&mut self, slot: Slot, now: Instant) {
         self.applying = Some((slot, now));
         // Slots below are applied: their answers have been given.
-        self.written = self.written.split_off(&slot);
+        while self
+            .written
+            .first_key_value()
+            .is_some_and(|(s, _)| *s < slot)
+        {
+            self.written.pop_first();
+        }
     }
 
     /// A request handed to the group at `since` is answered now, from the
     /// slot being applied; None if this replica did not write its Accept
     /// (it did not lead it).
-    pub(super) fn stages(&self, since: Instant, now: Instant) -> Option<Stages> {
+    pub(super) fn stages(&self, since: Instant) -> Option<Stages> {
         let (slot, chosen) = self.applying?;
         let (written, durable) = *self.written.get(&slot)?;
         Some(Stages {
@@ -92,19 +100,18 @@ impl StageClock {
                 .filter(|d| *d <= chosen)
                 .map(|d| d.saturating_duration_since(written)),
             round: chosen.saturating_duration_since(written),
-            answer: now.saturating_duration_since(chosen),
         })
     }
 
     /// Records the stages of a request handed to the group at `since`:
     /// one request in [`SAMPLE_EVERY`], which tells the shape of the
     /// stages at a fraction of the cost of timing every request.
-    pub(super) fn observe(&mut self, since: Instant, now: Instant, metrics: &GroupMetrics) {
+    pub(super) fn observe(&mut self, since: Instant, metrics: &GroupMetrics) {
         self.answered = self.answered.wrapping_add(1);
         if !self.answered.is_multiple_of(SAMPLE_EVERY) {
             return;
         }
-        let Some(stages) = self.stages(since, now) else {
+        let Some(stages) = self.stages(since) else {
             return;
         };
         let histograms = &metrics.stage;
@@ -113,7 +120,6 @@ impl StageClock {
             histograms.wal.observe(wal.as_secs_f64());
         }
         histograms.round.observe(stages.round.as_secs_f64());
-        histograms.answer.observe(stages.answer.as_secs_f64());
     }
 }
 
@@ -136,17 +142,16 @@ mod tests {
         clock.persisted(SyncId(9), t0 + ms(5));
         clock.chosen(Slot(4), t0 + ms(7));
         assert_eq!(
-            clock.stages(t0, t0 + ms(8)),
+            clock.stages(t0),
             Some(Stages {
                 queue: ms(2),
                 wal: Some(ms(3)),
                 round: ms(5),
-                answer: ms(1),
             })
         );
         // Slot 5 chosen before its own sync is done: no wal stage.
         clock.chosen(Slot(5), t0 + ms(9));
-        let stages = clock.stages(t0 + ms(1), t0 + ms(9)).unwrap();
+        let stages = clock.stages(t0 + ms(1)).unwrap();
         assert_eq!(
             (stages.queue, stages.wal, stages.round),
             (ms(2), None, ms(6))
@@ -159,6 +164,6 @@ mod tests {
         );
         // A slot this replica did not write (it followed): nothing.
         clock.chosen(Slot(6), t0 + ms(11));
-        assert_eq!(clock.stages(t0, t0 + ms(11)), None);
+        assert_eq!(clock.stages(t0), None);
     }
 }
