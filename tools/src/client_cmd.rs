@@ -382,31 +382,44 @@ impl Session {
                         }
                     }
                 }
-                Ok(Answer::Redirect { node, addr }) => {
-                    let position = self.position_of(addr);
-                    self.ids.insert(node, position);
-                    self.target = position;
-                }
-                Err(
-                    error @ (WireError::BadReply { .. }
-                    | WireError::Refused { .. }
-                    | WireError::SecretRequired(_)
-                    | WireError::NoChallenge(_)),
-                ) => {
-                    return (json!({"ok": false, "error": error.to_string()}), false);
-                }
-                Err(error) => {
-                    self.heard[target] = if error.unreachable() {
-                        Heard::Unreachable
-                    } else {
-                        Heard::Answered
-                    };
-                    last_error = error.to_string();
-                    self.target = (self.target + 1) % self.conns.len();
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                Ok(Answer::Redirect { node, addr }) => self.redirected(node, addr),
+                Err(error) => match self.failed_try(target, error) {
+                    Ok(error) => last_error = error,
+                    Err(fatal) => return (fatal, false),
+                },
             }
         }
+    }
+
+    /// Goes to the node a redirect names, learning its id.
+    fn redirected(&mut self, node: u64, addr: SocketAddr) {
+        let position = self.position_of(addr);
+        self.ids.insert(node, position);
+        self.target = position;
+    }
+
+    /// A try at node `target` failed with `error`. One no other node would
+    /// answer differently (a bad reply, a refusal, authentication) ends
+    /// the line: its JSON. Otherwise what was heard is noted, the next
+    /// node is tried after a pause, and the error is kept as the last one.
+    fn failed_try(&mut self, target: usize, error: WireError) -> Result<String, Value> {
+        if matches!(
+            error,
+            WireError::BadReply { .. }
+                | WireError::Refused { .. }
+                | WireError::SecretRequired(_)
+                | WireError::NoChallenge(_)
+        ) {
+            return Err(json!({"ok": false, "error": error.to_string()}));
+        }
+        self.heard[target] = if error.unreachable() {
+            Heard::Unreachable
+        } else {
+            Heard::Answered
+        };
+        self.target = (target + 1) % self.conns.len();
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(error.to_string())
     }
 
     /// Why a command got no answer in time, from what the nodes said: none

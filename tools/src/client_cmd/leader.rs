@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use synod_client_proto::{ClientOp, ClientResponse};
 
 use super::{Heard, Session, TRY_LIMIT};
-use crate::wire::{Answer, WireError};
+use crate::wire::Answer;
 
 /// Asks the nodes until one that leads answers, following the leader each
 /// one names, or the session's timeout passes (then failing as other lines
@@ -60,27 +60,11 @@ pub(super) fn find(session: &mut Session) -> Value {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Ok(Answer::Reply(other)) => return session.render(other),
-            Ok(Answer::Redirect { node, addr }) => {
-                let position = session.position_of(addr);
-                session.ids.insert(node, position);
-                session.target = position;
-            }
-            Err(
-                error @ (WireError::BadReply { .. }
-                | WireError::Refused { .. }
-                | WireError::SecretRequired(_)
-                | WireError::NoChallenge(_)),
-            ) => return json!({"ok": false, "error": error.to_string()}),
-            Err(error) => {
-                session.heard[target] = if error.unreachable() {
-                    Heard::Unreachable
-                } else {
-                    Heard::Answered
-                };
-                last_error = error.to_string();
-                session.target = (target + 1) % session.conns.len();
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            Ok(Answer::Redirect { node, addr }) => session.redirected(node, addr),
+            Err(error) => match session.failed_try(target, error) {
+                Ok(error) => last_error = error,
+                Err(fatal) => return fatal,
+            },
         }
     }
 }
