@@ -78,29 +78,25 @@ fn a_cluster_of_one_node_leads_and_keeps_its_writes() {
 /// restart.
 #[test]
 fn sigterm_stops_a_node_cleanly_and_it_says_so() {
-    let mut cluster = TestCluster::new(1);
-    leader(&cluster);
-    let acked = appends(&cluster, "before-term", 10);
-    let status = cluster.terminate(0);
-    assert!(status.success(), "{status:?}");
-    let log = cluster.log(1);
-    assert!(log.contains("SIGTERM"), "{log}");
-    assert!(log.contains("stopped"), "{log}");
-    cluster.start(0, "secret");
-    leader(&cluster);
-    assert_log_holds(&cluster, 0, &acked);
+    stops_cleanly_on(libc::SIGTERM, "before-term", "SIGTERM");
 }
 
 /// SIGINT (Ctrl-C) stops a node the same clean way as SIGTERM.
 #[test]
 fn sigint_stops_a_node_cleanly_and_it_says_so() {
+    stops_cleanly_on(libc::SIGINT, "before-int", "stopping");
+}
+
+/// A one-node cluster sent `signal` exits 0 with `said` and "stopped" in
+/// its log, and restarts holding every append acknowledged before it.
+fn stops_cleanly_on(signal: libc::c_int, tag: &str, said: &str) {
     let mut cluster = TestCluster::new(1);
     leader(&cluster);
-    let acked = appends(&cluster, "before-int", 10);
-    let status = cluster.signal(0, libc::SIGINT);
+    let acked = appends(&cluster, tag, 10);
+    let status = cluster.signal(0, signal);
     assert!(status.success(), "{status:?}");
     let log = cluster.log(1);
-    assert!(log.contains("stopping"), "{log}");
+    assert!(log.contains(said), "{log}");
     assert!(log.contains("stopped"), "{log}");
     cluster.start(0, "secret");
     leader(&cluster);

@@ -45,7 +45,7 @@ pub(super) struct Compaction {
     /// Snapshots arriving from peers, one transfer per sender.
     pub(super) incoming: Transfers,
     /// Per peer, the snapshot it last asked the rest of and from where.
-    pub(super) asked: BTreeMap<NodeId, (Slot, u64)>,
+    pub(super) wanted_by: BTreeMap<NodeId, (Slot, u64)>,
     /// Test-only: cut above the lowest accept a restart needs.
     #[cfg(test)]
     pub(super) cut_one_accept_high: bool,
@@ -76,7 +76,7 @@ impl Compaction {
             accept_positions,
             wal_next,
             incoming: Transfers::default(),
-            asked: BTreeMap::new(),
+            wanted_by: BTreeMap::new(),
             #[cfg(test)]
             cut_one_accept_high: false,
         }

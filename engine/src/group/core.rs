@@ -613,7 +613,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
                 encoded: encoded.clone(),
                 start: SnapshotStart::From(
                     self.compaction
-                        .asked
+                        .wanted_by
                         .get(&to)
                         .filter(|(asked, offset)| asked == upto && *offset < encoded.len() as u64)
                         .map_or(0, |(_, offset)| *offset),
@@ -642,7 +642,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         } else {
             0
         };
-        self.compaction.asked.insert(from, (*latest, resume_at));
+        self.compaction.wanted_by.insert(from, (*latest, resume_at));
         out.push(GroupAction::SendSnapshot {
             to: from,
             upto: *latest,

@@ -290,7 +290,8 @@ fn a_snapshot_comes_due_by_slots_and_its_durability_cuts_the_wal_below_the_slots
         ballot: ballot(1, 1),
         from_slot: Slot(0),
     };
-    let actions = step(&mut core, message(2, 1, Message::CatchUpRequest(request)));
+    let catch_up = |from| message(from, 1, Message::CatchUpRequest(request.clone()));
+    let actions = step(&mut core, catch_up(2));
     assert!(
         actions.contains(&"send snapshot 2 to 2".to_string()),
         "{actions:?}"
@@ -310,11 +311,7 @@ fn a_snapshot_comes_due_by_slots_and_its_durability_cuts_the_wal_below_the_slots
     // Once it has asked, a peer asking for the log again is sent the
     // snapshot from where it said it lacked bytes, not from the start.
     assert_eq!(step(&mut core, wanted(2, 2)), asked(2));
-    let request = crate::protocol::CatchUpRequest {
-        ballot: ballot(1, 1),
-        from_slot: Slot(0),
-    };
-    let actions = step(&mut core, message(3, 1, Message::CatchUpRequest(request)));
+    let actions = step(&mut core, catch_up(3));
     assert!(
         actions.contains(&"send snapshot 2 to 3 from 2".to_string()),
         "{actions:?}"

@@ -91,14 +91,7 @@ impl StageWindow {
         let (Some(first), Some(last)) = (first, last) else {
             return Err("the measured window ended before two scrapes".into());
         };
-        Ok(STAGES
-            .iter()
-            .filter_map(|stage| {
-                let end = last.get(*stage)?;
-                let start = first.get(*stage).cloned().unwrap_or_default();
-                figures(stage, &difference(end, &start))
-            })
-            .collect())
+        Ok(figures_between(&first, &last))
     }
 }
 
@@ -143,6 +136,18 @@ pub fn json(figures: &StageReport) -> Value {
                 .collect(),
         ),
     }
+}
+
+/// Each stage's figures from what was observed between two scrapes.
+fn figures_between(first: &Scrape, last: &Scrape) -> Vec<StageFigures> {
+    STAGES
+        .iter()
+        .filter_map(|stage| {
+            let end = last.get(*stage)?;
+            let start = first.get(*stage).cloned().unwrap_or_default();
+            figures(stage, &difference(end, &start))
+        })
+        .collect()
 }
 
 fn scrape_all(metrics: &[SocketAddr]) -> Result<Scrape, String> {
@@ -299,12 +304,5 @@ synod_commit_index{group=\"0\"} 12
         assert!((figures.p99_us - 9_910.0).abs() < 1e-6, "{figures:?}");
         // The same scrape twice: nothing happened between them.
         assert!(figures_between(&scrape, &scrape).is_empty());
-    }
-
-    fn figures_between(first: &Scrape, last: &Scrape) -> Vec<StageFigures> {
-        STAGES
-            .iter()
-            .filter_map(|s| figures(s, &difference(last.get(*s)?, first.get(*s)?)))
-            .collect()
     }
 }

@@ -199,6 +199,7 @@ impl Transfers {
     }
 
     /// Bytes held from `from`'s transfer under way (0: none).
+    #[cfg(test)]
     pub fn held(&self, from: NodeId) -> u64 {
         self.by_sender
             .get(&from)
@@ -275,15 +276,19 @@ pub fn chunks_from(
     encoded: &Bytes,
     offset: u64,
 ) -> impl Iterator<Item = SnapshotChunk> + '_ {
-    let start = usize::try_from(offset).map_or(encoded.len(), |o| o.min(encoded.len()));
-    (start..encoded.len())
+    (clamped(encoded, offset)..encoded.len())
         .step_by(CHUNK_BYTES_MAX)
         .map(move |at| chunk_at(upto, encoded, at as u64))
 }
 
+/// `offset` as a position in `encoded`, its end if past it.
+fn clamped(encoded: &Bytes, offset: u64) -> usize {
+    usize::try_from(offset).map_or(encoded.len(), |o| o.min(encoded.len()))
+}
+
 /// The chunk of `encoded` that starts at byte `offset` (empty past its end).
 pub fn chunk_at(upto: Slot, encoded: &Bytes, offset: u64) -> SnapshotChunk {
-    let start = usize::try_from(offset).map_or(encoded.len(), |o| o.min(encoded.len()));
+    let start = clamped(encoded, offset);
     SnapshotChunk {
         upto,
         offset: start as u64,
