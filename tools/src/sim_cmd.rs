@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use synod_engine::sim::{run_seed, SimReport};
+use synod_engine::sim::{run_seed, run_seed_changing_members, SimReport};
 
 /// Violations printed per failing seed; the replay shows the rest.
 const VIOLATIONS_SHOWN: usize = 3;
@@ -24,12 +24,16 @@ pub struct SimArgs {
     /// First seed of the sweep (default: drawn from the clock, and printed).
     #[arg(long)]
     from: Option<u64>,
+    /// Also draw configuration changes (nodes added, removed, made
+    /// learners) in most seeds.
+    #[arg(long)]
+    change_members: bool,
 }
 
 /// Runs `synod sim`; exit status 1 if any seed broke a property.
 pub fn run(args: SimArgs) -> ExitCode {
     if let Some(seed) = args.seed {
-        let report = run_seed(seed, args.trace);
+        let report = seed_run(args.change_members)(seed, args.trace);
         for line in &report.trace {
             println!("{line}");
         }
@@ -42,7 +46,7 @@ pub fn run(args: SimArgs) -> ExitCode {
     let bar = progress(args.seeds);
     let mut reports = Vec::with_capacity(args.seeds as usize);
     for seed in from..to {
-        let report = run_seed(seed, false);
+        let report = seed_run(args.change_members)(seed, false);
         if !report.violations.is_empty() {
             bar.println(format!("seed {seed} FAILED: {:?}", report.violations[0]));
         }
@@ -52,6 +56,14 @@ pub fn run(args: SimArgs) -> ExitCode {
     bar.finish_and_clear();
     print_table(&reports);
     verdict(&reports)
+}
+
+fn seed_run(change_members: bool) -> fn(u64, bool) -> SimReport {
+    if change_members {
+        run_seed_changing_members
+    } else {
+        run_seed
+    }
 }
 
 fn clock_seed() -> u64 {
@@ -85,6 +97,7 @@ fn print_table(reports: &[SimReport]) {
         ("disks lost and rebuilt", sum(|r| r.disk_losses)),
         ("damaged WAL tails cut", sum(|r| r.tails_cut)),
         ("leadership transfers", sum(|r| r.transfers)),
+        ("configuration changes", sum(|r| r.reconfigurations)),
         ("snapshots taken", sum(|r| r.snapshots_taken)),
         ("snapshots installed", sum(|r| r.snapshots_installed)),
         ("snapshot chunk asks", sum(|r| r.snapshot_asks)),

@@ -147,6 +147,7 @@ impl SnapshotJob {
         next_index: LogIndex,
         promised: crate::protocol::Ballot,
         sessions: Sessions<Bytes>,
+        schedule: crate::protocol::Schedule,
         machine: Capture,
     ) -> SnapshotJob {
         let snapshot = Snapshot {
@@ -155,6 +156,7 @@ impl SnapshotJob {
             promised,
             sessions,
             machine: Bytes::new(),
+            schedule: Some(schedule),
         };
         SnapshotJob {
             work: Job::Own { snapshot, machine },

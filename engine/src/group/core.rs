@@ -16,9 +16,9 @@ use super::snapshot::{Received, Snapshot, SnapshotChunk, SnapshotError, Snapshot
 use super::state_machine::StateMachine;
 use super::waiters::{Answer, Waiters};
 use crate::protocol::{
-    Action, Actions, Ballot, Batch, ClientId, Command, Config, ConfigError, DurableState, Input,
-    LogIndex, NodeId, ReadId, Replica, Reply, Sessions, Slot, StepError, Write,
-    REQUEST_COMMANDS_MAX, SESSIONS_MAX,
+    Action, Actions, Ballot, Batch, ChangeRefusal, ClientId, Command, Config, ConfigError,
+    DurableState, Input, LogIndex, Membership, NodeId, ReadId, Replica, Reply, Sessions, Slot,
+    StepError, Write, REQUEST_COMMANDS_MAX, SESSIONS_MAX,
 };
 
 /// What a group core is built from, besides its durable state.
@@ -172,6 +172,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
                 .map_err(|reason| CoreError::Restore { reason })?;
             base =
                 DurableState::from_snapshot(snapshot.upto, snapshot.next_index, snapshot.promised);
+            base.schedule = snapshot.schedule;
             sessions = snapshot.sessions;
             latest = Some((snapshot.upto, Bytes::from(encoded)));
         }
@@ -299,6 +300,21 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         self.replica.campaign(&mut self.scratch);
         self.carry_out(out);
         self.after_step(out);
+    }
+
+    /// Proposes `membership` as the group's next configuration (a steady
+    /// leader only; `Replica::propose_membership` says when it governs).
+    pub fn change_membership(
+        &mut self,
+        membership: Membership,
+        out: &mut Vec<GroupAction<C>>,
+    ) -> Result<(), ChangeRefusal> {
+        let result = self
+            .replica
+            .propose_membership(membership, &mut self.scratch);
+        self.carry_out(out);
+        self.after_step(out);
+        result
     }
 
     /// The group stops: every proposal and read still waiting is answered
@@ -505,6 +521,11 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         });
         self.compaction.applied_bytes += batch.bytes().len() as u64;
         self.next_index = LogIndex(first_index.0 + u64::from(batch.len()));
+        if Membership::is_entry(&batch) {
+            // The group's own entry: the state machine never sees it.
+            self.applied = slot.next();
+            return;
+        }
         #[cfg(test)]
         let before = self.faults.forget_sessions.then(|| self.sessions.clone());
         let (waiters, streaming) = (&mut self.waiters, self.streaming);
@@ -573,6 +594,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             self.next_index,
             self.replica.status().promised,
             self.sessions.clone(),
+            self.replica.schedule().clone(),
             self.machine.snapshot(),
         );
         self.compaction.start_saving(upto);
@@ -741,7 +763,9 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
             return;
         }
         self.sessions = snapshot.sessions;
-        let installed = self.replica.install_snapshot(upto, snapshot.next_index);
+        let installed = self
+            .replica
+            .install_snapshot(upto, snapshot.next_index, snapshot.schedule);
         assert!(installed, "checked against applied and leading above");
         self.applied = upto;
         self.next_index = snapshot.next_index;

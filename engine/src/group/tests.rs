@@ -354,6 +354,7 @@ fn peer_snapshot_of(upto: u64, machine: Bytes) -> Vec<SnapshotChunk> {
         promised: ballot(1, 2),
         sessions: Sessions::default(),
         machine,
+        schedule: None,
     };
     let encoded = Bytes::from(snapshot.encode().unwrap());
     chunks(Slot(upto), &encoded).collect()

@@ -10,6 +10,13 @@ use super::{Following, Replica, Role};
 
 impl Replica {
     pub(super) fn on_prepare(&mut self, from: NodeId, prepare: Prepare, out: &mut Actions) {
+        // A node that votes in none of our configurations was removed (or
+        // was never added): it must not unseat the leader. Unless it has
+        // seen more chosen slots than we have: then we may be the one
+        // behind, not knowing a configuration that added it.
+        if !self.schedule.votes_anywhere(from) && prepare.from_slot <= self.commit {
+            return;
+        }
         self.see_round(prepare.ballot.round);
         if prepare.ballot < self.promised {
             self.send_nack(from, prepare.ballot, out);

@@ -61,6 +61,8 @@ pub enum Refusal {
     Busy,
     /// The command exceeds `command_bytes_max`.
     TooLarge,
+    /// The command names the client id reserved for configuration entries.
+    ReservedClient,
 }
 
 /// An answer owed to a client of this replica.

@@ -71,6 +71,13 @@ pub enum BatchError {
         /// The limit.
         max: usize,
     },
+    /// The client id reserved for configuration entries, beside other
+    /// commands (a configuration entry travels alone).
+    #[error("command {index} uses the reserved client id beside other commands")]
+    ReservedClient {
+        /// Which record.
+        index: u32,
+    },
     /// The whole batch is larger than this replica accepts.
     #[error("batch of {len} bytes exceeds batch_bytes_max {max}")]
     BatchTooLarge {
@@ -113,6 +120,9 @@ impl Batch {
         let mut iter = batch.records();
         while let Some(record) = iter.next_record() {
             let command = record.map_err(|()| BatchError::Truncated { index: found })?;
+            if command.client == ClientId::MEMBERSHIP && count != 1 {
+                return Err(BatchError::ReservedClient { index: found });
+            }
             if command.data.len() > command_bytes_max {
                 return Err(BatchError::CommandTooLarge {
                     len: command.data.len(),

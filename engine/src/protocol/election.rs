@@ -52,11 +52,17 @@ impl Replica {
     }
 
     fn vote_key(&self, vote: &Vote) -> VoteKey {
-        VoteKey::new(vote, &self.config.members, self.config.group.0)
+        VoteKey::new(vote, &self.electors, self.config.group.0)
     }
 
     pub(super) fn start_looking(&mut self, out: &mut Actions) {
         self.abandon_leadership(out);
+        if !self.is_elector() {
+            // A learner, a node not added yet or one removed: it waits to
+            // hear from a leader and never stands or votes.
+            self.role = Role::Looking(Looking::idle());
+            return;
+        }
         self.round += 1;
         let vote = self.my_vote();
         let mut looking = Looking {
@@ -140,6 +146,9 @@ impl Replica {
     }
 
     fn looking_on_vote(&mut self, from: NodeId, round: u64, vote: Vote, out: &mut Actions) {
+        if self.electors.binary_search(&from).is_err() {
+            return; // only the newest configuration's voters elect
+        }
         if round < self.round {
             self.tell_my_vote(from, out);
             return;
@@ -195,7 +204,8 @@ impl Replica {
     }
 
     fn check_vote_quorum(&mut self, out: &mut Actions) {
-        let quorum = self.config.quorum();
+        let quorum = self.electors.len() / 2 + 1;
+        let electors = &self.electors;
         let finalize = u64::from(self.config.finalize_ticks);
         let now = self.now;
         let Role::Looking(looking) = &mut self.role else {
@@ -204,7 +214,11 @@ impl Replica {
         let Some(vote) = looking.vote else {
             return;
         };
-        let holders = looking.tally.values().filter(|v| **v == vote).count();
+        let holders = looking
+            .tally
+            .iter()
+            .filter(|(node, v)| **v == vote && electors.binary_search(node).is_ok())
+            .count();
         if holders < quorum {
             looking.decide_at = None;
             return;
@@ -238,7 +252,9 @@ impl Replica {
     /// A peer that is not looking reports `leader`. Join it once the leader
     /// itself says it leads and, with us, a majority stands behind it.
     fn looking_on_sitting(&mut self, from: NodeId, leader: NodeId) {
-        let quorum = self.config.quorum();
+        let quorum = self.electors.len() / 2 + 1;
+        let me = usize::from(self.is_elector());
+        let electors = &self.electors;
         let Role::Looking(looking) = &mut self.role else {
             return;
         };
@@ -246,7 +262,12 @@ impl Replica {
         if looking.sitting.get(&leader) != Some(&leader) {
             return;
         }
-        let behind = looking.sitting.values().filter(|l| **l == leader).count() + 1;
+        let behind = looking
+            .sitting
+            .iter()
+            .filter(|(node, l)| **l == leader && electors.binary_search(node).is_ok())
+            .count()
+            + me;
         if behind >= quorum {
             let silent_until = self.now + self.follower_timeout();
             self.role = Role::Following(Following {

@@ -1,6 +1,8 @@
 //! The learner: advances the commit point and emits chosen slots in order.
 
 use super::action::{Action, Actions};
+use super::batch::Batch;
+use super::membership::Membership;
 use super::message::{CatchUpRequest, Message};
 use super::types::{Ballot, LogIndex, Slot};
 use super::{Replica, Role};
@@ -34,11 +36,42 @@ impl Replica {
         let first_index = self.commit_index;
         self.commit_index = LogIndex(first_index.0 + u64::from(batch.len()));
         self.commit = slot.next();
+        self.schedule_on_commit(slot, &batch);
         out.push(Action::Commit {
             slot,
             first_index,
             batch,
         });
+    }
+
+    /// Keeps the schedule current as slots are chosen: a configuration
+    /// entry joins it, and one no longer in use leaves it.
+    fn schedule_on_commit(&mut self, slot: Slot, batch: &Batch) {
+        let mut changed = false;
+        if Membership::is_entry(batch) {
+            match Membership::from_batch(batch) {
+                Ok(Some(membership)) => {
+                    self.schedule.chosen(slot, membership);
+                    changed = true;
+                }
+                // Checked when it arrived: only a bug gets here.
+                Ok(None) | Err(_) => {
+                    debug_assert!(false, "a chosen configuration entry is malformed")
+                }
+            }
+        }
+        if self
+            .schedule
+            .entries()
+            .get(1)
+            .is_some_and(|(from, _)| *from <= self.commit)
+        {
+            self.schedule.forget_below(self.commit);
+            changed = true;
+        }
+        if changed {
+            self.schedule_changed();
+        }
     }
 
     fn request_catchup(&mut self, trusted: Ballot, out: &mut Actions) {

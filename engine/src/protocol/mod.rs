@@ -26,13 +26,16 @@
 mod acceptor;
 mod action;
 mod batch;
+mod change;
 mod config;
 mod election;
 mod learner;
 mod log;
+mod membership;
 mod message;
 mod proposer;
 mod quorum;
+mod reads;
 mod rejoin;
 mod sessions;
 mod transfer;
@@ -46,8 +49,13 @@ use thiserror::Error;
 
 pub use action::{Action, Actions, Input, Refusal, Reply, Write};
 pub use batch::{Batch, BatchBuilder, BatchError, Command, CommandRef, COMMAND_HEADER_BYTES};
+pub use change::ChangeRefusal;
 pub use config::{Config, ConfigError, MEMBERS_MAX};
 pub use log::{Entry, Log};
+pub use membership::{
+    Member, Membership, MembershipError, Schedule, ADDR_BYTES_MAX, CHANGE_DELAY_SLOTS,
+    MEMBERSHIP_CLIENT,
+};
 pub use message::{
     Accept, Accepted, CatchUp, CatchUpRequest, Envelope, Heartbeat, HeartbeatAck, Message, Nack,
     Notification, PeerState, Prepare, Promise, Rejoin, RejoinInfo, TakeOver,
@@ -122,6 +130,9 @@ pub struct DurableState {
     /// The log index of the first command at `log.start()`: what the slots
     /// compacted into a snapshot held.
     pub start_index: LogIndex,
+    /// The configurations a snapshot recorded for the slots from
+    /// `log.start()` on; `None`: the replica's `Config::members` from slot 0.
+    pub schedule: Option<Schedule>,
 }
 
 impl DurableState {
@@ -133,6 +144,7 @@ impl DurableState {
             log: Log::starting_at(upto),
             commit: upto,
             start_index: next_index,
+            schedule: None,
         }
     }
 
@@ -215,8 +227,13 @@ pub struct Status {
 #[derive(Clone, Debug)]
 pub struct Replica {
     config: Config,
-    /// This replica's position in `config.members` (sorted).
-    position: usize,
+    /// The configurations of the slots from the commit point on.
+    schedule: Schedule,
+    /// Every member of those configurations but this replica: where
+    /// Prepares, Accepts and heartbeats go.
+    peers: Vec<NodeId>,
+    /// The voters of the newest configuration known: who elects a leader.
+    electors: Vec<NodeId>,
     now: u64,
     jitter_state: u64,
     promised: Ballot,
@@ -266,11 +283,14 @@ impl Replica {
     pub fn new(mut config: Config, durable: DurableState) -> Result<Replica, ConfigError> {
         config.validate()?;
         config.members.sort();
-        let position = config
-            .members
-            .iter()
-            .position(|m| *m == config.id)
-            .expect("validated: members include id");
+        let first = Membership::voters(&config.members).map_err(|e| ConfigError::Invalid {
+            field: "members",
+            reason: e.to_string(),
+        })?;
+        let mut schedule = durable
+            .schedule
+            .clone()
+            .unwrap_or_else(|| Schedule::starting_with(first));
         let accepted_max = durable
             .log
             .entries_from(Slot(0))
@@ -285,8 +305,19 @@ impl Replica {
                     .map(|e| u64::from(e.batch.len()))
                     .sum::<u64>(),
         );
-        Ok(Replica {
-            position,
+        for (slot, entry) in durable.log.entries_from(durable.log.start()) {
+            if slot >= commit {
+                break;
+            }
+            if let Ok(Some(membership)) = Membership::from_batch(&entry.batch) {
+                schedule.chosen(slot, membership);
+            }
+        }
+        schedule.forget_below(commit);
+        let mut replica = Replica {
+            schedule,
+            peers: Vec::new(),
+            electors: Vec::new(),
             now: 0,
             jitter_state: config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             promised: durable.promised,
@@ -307,7 +338,9 @@ impl Replica {
             config,
             #[cfg(test)]
             faults: TestFaults::default(),
-        })
+        };
+        replica.schedule_changed();
+        Ok(replica)
     }
 
     /// Feeds one input; the resulting actions are appended to `out`. An input
@@ -433,7 +466,14 @@ impl Replica {
     /// it needs. A leader still in Phase 1 may (its acceptors compacted past
     /// its commit point); it then recovers only the slots above `upto`.
     /// Returns whether the snapshot was installed.
-    pub fn install_snapshot(&mut self, upto: Slot, next_index: LogIndex) -> bool {
+    /// `schedule` is the configurations the snapshot recorded from `upto` on
+    /// (`None`: keep ours, for snapshots of a group that never changed).
+    pub fn install_snapshot(
+        &mut self,
+        upto: Slot,
+        next_index: LogIndex,
+        schedule: Option<Schedule>,
+    ) -> bool {
         if upto <= self.commit {
             return false;
         }
@@ -447,7 +487,17 @@ impl Replica {
         self.commit = upto;
         self.commit_at_step_start = upto;
         self.commit_index = next_index;
+        if let Some(schedule) = schedule {
+            self.schedule = schedule;
+        }
+        self.schedule.forget_below(upto);
+        self.schedule_changed();
         true
+    }
+
+    /// The configurations of the slots from the commit point on.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// The leader this replica believes in.
@@ -570,12 +620,27 @@ impl Replica {
     }
 
     fn peers(&self) -> impl Iterator<Item = &NodeId> {
-        let id = self.config.id;
-        self.config.members.iter().filter(move |m| **m != id)
+        self.peers.iter()
     }
 
-    fn member_position(&self, node: NodeId) -> Option<usize> {
-        self.config.members.binary_search(&node).ok()
+    /// Refreshes what is derived from the schedule.
+    fn schedule_changed(&mut self) {
+        self.peers = self.schedule.peers_from(self.commit, self.config.id);
+        self.electors = self.schedule.latest().voter_ids().collect();
+    }
+
+    /// Whether, in every configuration from the commit point on, the voters
+    /// for which `heard` holds make a majority: what a leader needs to
+    /// stay, and to serve a read.
+    fn majorities(&self, mut heard: impl FnMut(NodeId) -> bool) -> bool {
+        self.schedule
+            .from(self.commit)
+            .all(|m| m.majority(&mut heard))
+    }
+
+    /// Whether this replica votes in the newest configuration it knows.
+    fn is_elector(&self) -> bool {
+        self.electors.binary_search(&self.config.id).is_ok()
     }
 
     fn end_step(&mut self, out: &mut Actions) {

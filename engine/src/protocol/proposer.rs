@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::action::{Action, Actions, Refusal, Reply, Write};
 use super::batch::{Batch, BatchBuilder, Command};
 use super::log::Entry;
+use super::membership::{Membership, CHANGE_DELAY_SLOTS};
 use super::message::{
-    Accept, Accepted, CatchUp, CatchUpRequest, Heartbeat, HeartbeatAck, Message, Nack, Prepare,
-    Promise,
+    Accept, Accepted, CatchUp, CatchUpRequest, Heartbeat, Message, Nack, Prepare, Promise,
 };
 use super::quorum::VoteSet;
-use super::types::{Ballot, ClientId, NodeId, ReadId, Slot};
+use super::reads::PendingRead;
+use super::types::{Ballot, ClientId, NodeId, Slot};
 use super::{Replica, Role};
 
 #[derive(Clone, Debug)]
@@ -31,20 +32,22 @@ pub(super) struct Leading {
     /// so that under a steady load it is allocated once at about its size
     /// (small ones from the allocator's fast path), not at the bound.
     batch_bytes_last: usize,
-    /// Tick each member was last heard from, by position.
-    heard_at: Vec<u64>,
-    next_heartbeat_at: u64,
+    /// A configuration entry waiting for the pipeline (it travels alone).
+    change: Option<Batch>,
+    /// Tick each member was last heard from.
+    heard_at: BTreeMap<NodeId, u64>,
+    pub(super) next_heartbeat_at: u64,
     /// Slots below this were open when we took over; reads wait for them.
-    recovery_end: Slot,
+    pub(super) recovery_end: Slot,
     /// Recovered values for the slots from `next_slot` on, re-proposed
     /// ahead of new batches and at most `pipeline_max` slots in flight, so
     /// a long recovery does not flood the peers' queues (the narrower
     /// window for new batches does not apply: these merge with nothing).
     recovering: VecDeque<Batch>,
-    read_round: u64,
-    /// Highest read round each member echoed, by position.
-    read_acks: Vec<u64>,
-    reads: VecDeque<PendingRead>,
+    pub(super) read_round: u64,
+    /// Highest read round each member echoed.
+    pub(super) read_acks: BTreeMap<NodeId, u64>,
+    pub(super) reads: VecDeque<PendingRead>,
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +55,12 @@ enum Phase {
     Preparing {
         promises: BTreeMap<NodeId, Pages>,
         prepared_at: u64,
+        /// Every node sent a Prepare.
+        asked: BTreeSet<NodeId>,
+        /// Configurations found in the promises at or above the commit
+        /// point: any of them may have been chosen, so Phase 1 needs a
+        /// majority of each (docs/protocol.md, "Membership").
+        found: Vec<Membership>,
     },
     Steady,
 }
@@ -77,15 +86,6 @@ struct InFlight {
     sent_at: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct PendingRead {
-    id: ReadId,
-    /// 0 until a heartbeat round is started for it.
-    round: u64,
-    /// Serve once every slot below is applied.
-    commit: Slot,
-}
-
 impl Leading {
     pub(super) fn is_steady(&self) -> bool {
         matches!(self.phase, Phase::Steady)
@@ -97,6 +97,18 @@ impl Leading {
         debug_assert!(!self.is_steady() && self.inflight.is_empty());
         self.next_slot = self.next_slot.max(upto);
         self.recovery_end = self.recovery_end.max(upto);
+    }
+
+    /// Whether a configuration entry waits or is in flight, unchosen.
+    pub(super) fn has_change_in_flight(&self) -> bool {
+        self.change.is_some()
+            || self.inflight.iter().any(|f| Membership::is_entry(&f.batch))
+            || self.recovering.iter().any(Membership::is_entry)
+    }
+
+    /// Queues a configuration entry: it takes the next free slot.
+    pub(super) fn propose_change(&mut self, entry: Batch) {
+        self.change = Some(entry);
     }
 
     /// The end of the slots Phase 1 recovered.
@@ -138,12 +150,19 @@ impl Replica {
         self.round_seen_max = ballot.round;
         self.promised = ballot;
         self.persist(Write::Promise(ballot), out);
-        let members = self.config.members.len();
+        let peers: Vec<NodeId> = self.peers().copied().collect();
+        let heard_at = peers
+            .iter()
+            .chain([&self.config.id])
+            .map(|p| (*p, self.now))
+            .collect();
         self.role = Role::Leading(Box::new(Leading {
             ballot,
             phase: Phase::Preparing {
                 promises: BTreeMap::new(),
                 prepared_at: self.now,
+                asked: peers.iter().copied().collect(),
+                found: Vec::new(),
             },
             next_slot: self.commit,
             inflight: VecDeque::new(),
@@ -151,12 +170,13 @@ impl Replica {
             queue_bytes: 0,
             queued_since: None,
             batch_bytes_last: 0,
-            heard_at: vec![self.now; members],
+            change: None,
+            heard_at,
             next_heartbeat_at: self.now,
             recovery_end: self.commit,
             recovering: VecDeque::new(),
             read_round: 0,
-            read_acks: vec![0; members],
+            read_acks: BTreeMap::new(),
             reads: VecDeque::new(),
         }));
         // The Prepares wait for our own promise to be durable, like votes:
@@ -167,7 +187,6 @@ impl Replica {
             ballot,
             from_slot: self.commit,
         });
-        let peers: Vec<NodeId> = self.peers().copied().collect();
         for peer in peers {
             self.send_durable(peer, prepare.clone(), out);
         }
@@ -206,23 +225,22 @@ impl Replica {
     }
 
     pub(super) fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Actions) {
-        let quorum = self.config.quorum();
         let (commit, now) = (self.commit, self.now);
-        let position = self.member_position(from);
         let Role::Leading(leading) = &mut self.role else {
             return;
         };
         let ballot = leading.ballot;
-        let Phase::Preparing { promises, .. } = &mut leading.phase else {
+        let Phase::Preparing {
+            promises, found, ..
+        } = &mut leading.phase
+        else {
             return;
         };
         // An acceptor that compacted slots we lack cannot help recover them.
         if promise.ballot != ballot || promise.log_start > commit {
             return;
         }
-        if let Some(p) = position {
-            leading.heard_at[p] = now;
-        }
+        leading.heard_at.insert(from, now);
         let pages = promises.entry(from).or_insert_with(|| Pages {
             entries: Vec::new(),
             asking_from: Some(commit),
@@ -237,7 +255,49 @@ impl Replica {
             self.send(from, Message::Prepare(Prepare { ballot, from_slot }), out);
             return;
         }
-        if promises.values().filter(|p| p.complete()).count() >= quorum {
+        for (_, entry) in pages.entries.iter().filter(|(slot, _)| *slot >= commit) {
+            if let Ok(Some(membership)) = Membership::from_batch(&entry.batch) {
+                if !found.contains(&membership) {
+                    found.push(membership);
+                }
+            }
+        }
+        self.leader_maybe_prepared(out);
+    }
+
+    /// Phase 1 ends once a majority of every configuration that may govern
+    /// a slot at or above the commit point has promised: those in the
+    /// schedule, and those found in the promises (chosen or not, we cannot
+    /// tell yet). Members of a found configuration not asked yet are asked.
+    fn leader_maybe_prepared(&mut self, out: &mut Actions) {
+        let (me, commit) = (self.config.id, self.commit);
+        let Role::Leading(leading) = &mut self.role else {
+            return;
+        };
+        let ballot = leading.ballot;
+        let Phase::Preparing {
+            promises,
+            asked,
+            found,
+            ..
+        } = &mut leading.phase
+        else {
+            return;
+        };
+        let mut newly_asked = Vec::new();
+        for member in found.iter().flat_map(|m| m.members()) {
+            if member.id != me && asked.insert(member.id) {
+                newly_asked.push(member.id);
+            }
+        }
+        let promised = |id: NodeId| promises.get(&id).is_some_and(Pages::complete);
+        let prepared = found.iter().all(|m| m.majority(promised))
+            && self.schedule.from(commit).all(|m| m.majority(promised));
+        for peer in newly_asked {
+            let from_slot = commit;
+            self.send(peer, Message::Prepare(Prepare { ballot, from_slot }), out);
+        }
+        if prepared {
             self.leader_recover(out);
         }
     }
@@ -314,22 +374,34 @@ impl Replica {
 
     /// The leader state, if this replica leads at `ballot`, after noting
     /// that `from` was heard from (its answer proves it still follows us).
-    fn leader_heard_from(&mut self, from: NodeId, ballot: Ballot) -> Option<(&mut Leading, usize)> {
+    pub(super) fn leader_heard_from(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+    ) -> Option<&mut Leading> {
         let now = self.now;
-        let position = self.member_position(from)?;
         let Role::Leading(leading) = &mut self.role else {
             return None;
         };
         if leading.ballot != ballot {
             return None;
         }
-        leading.heard_at[position] = now;
-        Some((leading, position))
+        if let Some(at) = leading.heard_at.get_mut(&from) {
+            *at = now;
+        } else if self.schedule.knows(from) {
+            leading.heard_at.insert(from, now);
+        }
+        Some(leading)
     }
 
     pub(super) fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut Actions) {
         let commit = self.commit;
-        let Some((leading, position)) = self.leader_heard_from(from, accepted.ballot) else {
+        // Counted among the members of the slot's own configuration.
+        let position = self.schedule.at(accepted.slot).position(from);
+        let Some(leading) = self.leader_heard_from(from, accepted.ballot) else {
+            return;
+        };
+        let Some(position) = position else {
             return;
         };
         if accepted.slot < commit || accepted.slot >= leading.next_slot {
@@ -342,19 +414,22 @@ impl Replica {
 
     /// Commits the contiguous run of chosen slots at the front of the window.
     fn leader_advance_commit(&mut self, out: &mut Actions) {
-        let members = self.config.members.len();
         let mut advanced = false;
         loop {
-            let Role::Leading(leading) = &mut self.role else {
+            let Role::Leading(leading) = &self.role else {
                 return;
             };
+            let membership = self.schedule.at(self.commit);
             if !leading
                 .inflight
                 .front()
-                .is_some_and(|f| f.acks.is_quorum(members))
+                .is_some_and(|f| membership.is_quorum(f.acks))
             {
                 break;
             }
+            let Role::Leading(leading) = &mut self.role else {
+                return;
+            };
             let chosen = leading.inflight.pop_front().expect("front checked");
             debug_assert_eq!(
                 self.log.get(self.commit).map(|e| &e.batch),
@@ -419,6 +494,9 @@ impl Replica {
         if request.iter().any(|c| c.data.len() > command_bytes_max) {
             return Err(Refusal::TooLarge);
         }
+        if request.iter().any(|c| c.client == ClientId::MEMBERSHIP) {
+            return Err(Refusal::ReservedClient);
+        }
         let hint = self.leader();
         let (bytes_max, cmds_max) = (
             self.config.batch_bytes_max as usize,
@@ -461,12 +539,20 @@ impl Replica {
     /// Fills the pipeline: recovered values first, up to `pipeline_max`
     /// slots (they are whole batches already), then batches cut from the
     /// queued commands, up to the window (`Replica::set_pipeline_window`).
-    fn leader_flush(&mut self, out: &mut Actions) {
+    ///
+    /// Never more than `CHANGE_DELAY_SLOTS` beyond the commit point, so the
+    /// configuration of every slot proposed is known. (A proposer need not
+    /// vote: a removed leader still drives its slots until it has handed
+    /// over.) A configuration entry goes alone, after the recovered
+    /// values; then, while one is chosen but not in force and nothing else
+    /// waits, no-ops bring its first slot nearer.
+    pub(super) fn leader_flush(&mut self, out: &mut Actions) {
         let (pipeline_max, window, linger) = (
-            u64::from(self.config.pipeline_max),
+            u64::from(self.config.pipeline_max).min(CHANGE_DELAY_SLOTS),
             u64::from(self.pipeline_window),
             u64::from(self.config.linger_ticks),
         );
+        let pending_from = self.schedule.latest_from();
         loop {
             let Role::Leading(leading) = &mut self.role else {
                 return;
@@ -475,9 +561,17 @@ impl Replica {
             if !leading.is_steady() || inflight >= pipeline_max {
                 return;
             }
+            let slot = leading.next_slot;
             if let Some(batch) = leading.recovering.pop_front() {
-                let slot = leading.next_slot;
                 self.leader_accept_slot(slot, batch, out);
+                continue;
+            }
+            if let Some(batch) = leading.change.take() {
+                self.leader_accept_slot(slot, batch, out);
+                continue;
+            }
+            if leading.queue.is_empty() && slot < pending_from && inflight < window {
+                self.leader_accept_slot(slot, Batch::noop(), out);
                 continue;
             }
             if leading.queue.is_empty() || inflight >= window {
@@ -519,18 +613,23 @@ impl Replica {
     }
 
     pub(super) fn leading_tick(&mut self, out: &mut Actions) {
-        let (now, quorum, position) = (self.now, self.config.quorum(), self.position);
+        let (now, me) = (self.now, self.config.id);
         let timeout = u64::from(self.config.election_timeout_ticks);
         let Role::Leading(leading) = &mut self.role else {
             return;
         };
-        leading.heard_at[position] = now;
-        let heard = leading
-            .heard_at
-            .iter()
-            .filter(|at| **at + timeout >= now)
-            .count();
-        if heard < quorum {
+        leading.heard_at.insert(me, now);
+        // A member added since we took over gets the same grace as the
+        // others had at the start.
+        for peer in &self.peers {
+            leading.heard_at.entry(*peer).or_insert(now);
+        }
+        let Role::Leading(leading) = &self.role else {
+            return;
+        };
+        let heard_at = &leading.heard_at;
+        let heard = self.majorities(|id| heard_at.get(&id).is_some_and(|at| at + timeout >= now));
+        if !heard {
             // Cut off from a majority: stop taking writes (the partition case).
             if self.config.election_enabled {
                 self.start_looking(out);
@@ -540,6 +639,7 @@ impl Replica {
             return;
         }
         if leading.is_steady() {
+            self.leader_hand_over_if_removed(out);
             self.leader_start_read_round();
             if self.now >= self.next_heartbeat_at() {
                 self.leader_heartbeat(out);
@@ -573,6 +673,30 @@ impl Replica {
         self.broadcast(&heartbeat, out);
     }
 
+    /// A leader whose configuration no longer counts it as a voter (it was
+    /// removed, or made a learner) hands leadership to a voter that
+    /// answers, on every heartbeat until one takes it.
+    fn leader_hand_over_if_removed(&mut self, out: &mut Actions) {
+        let (now, me) = (self.now, self.config.id);
+        let timeout = u64::from(self.config.election_timeout_ticks);
+        let membership = self.schedule.at(self.commit);
+        if membership.is_voter(me) || now < self.next_heartbeat_at() {
+            return;
+        }
+        let Role::Leading(leading) = &self.role else {
+            return;
+        };
+        let heir = membership.voter_ids().find(|id| {
+            leading
+                .heard_at
+                .get(id)
+                .is_some_and(|at| at + timeout >= now)
+        });
+        if let Some(heir) = heir {
+            self.transfer_leadership(heir, out);
+        }
+    }
+
     fn leader_resend_prepare(&mut self, out: &mut Actions) {
         let (now, resend) = (self.now, u64::from(self.config.resend_ticks));
         let Role::Leading(leading) = &mut self.role else {
@@ -581,6 +705,8 @@ impl Replica {
         let Phase::Preparing {
             promises,
             prepared_at,
+            asked,
+            ..
         } = &mut leading.phase
         else {
             return;
@@ -590,12 +716,9 @@ impl Replica {
         }
         *prepared_at = now;
         // Each missing acceptor is asked again for the page it owes.
-        let missing: Vec<(NodeId, Slot)> = self
-            .config
-            .members
+        let missing: Vec<(NodeId, Slot)> = asked
             .iter()
             .copied()
-            .filter(|m| *m != self.config.id)
             .filter_map(|m| match promises.get(&m) {
                 None => Some((m, self.commit)),
                 Some(pages) => pages.asking_from.map(|from| (m, from)),
@@ -610,14 +733,15 @@ impl Replica {
     /// Sends unchosen slots again to the members that have not accepted them.
     fn leader_resend_accepts(&mut self, out: &mut Actions) {
         let (now, resend) = (self.now, u64::from(self.config.resend_ticks));
-        let members = self.config.members.len();
+        let commit = self.commit;
         let Role::Leading(leading) = &mut self.role else {
             return;
         };
         let ballot = leading.ballot;
         let mut resends = Vec::new();
         for (offset, slot) in leading.inflight.iter_mut().enumerate() {
-            if slot.acks.is_quorum(members) || slot.sent_at + resend > now {
+            let membership = self.schedule.at(commit.plus(offset as u64));
+            if membership.is_quorum(slot.acks) || slot.sent_at + resend > now {
                 continue;
             }
             slot.sent_at = now;
@@ -634,9 +758,10 @@ impl Replica {
                 batch,
                 commit: self.commit,
             });
-            for (position, peer) in self.config.members.iter().enumerate() {
-                if *peer != self.config.id && !acks.contains(position) {
-                    self.send(*peer, accept.clone(), out);
+            let membership = self.schedule.at(slot);
+            for (position, peer) in membership.members().iter().enumerate() {
+                if peer.id != self.config.id && !acks.contains(position) {
+                    self.send(peer.id, accept.clone(), out);
                 }
             }
         }
@@ -683,94 +808,5 @@ impl Replica {
             entries,
         };
         self.send(from, Message::CatchUp(catchup), out);
-    }
-
-    pub(super) fn on_heartbeat_ack(&mut self, from: NodeId, ack: HeartbeatAck, out: &mut Actions) {
-        let Some((leading, position)) = self.leader_heard_from(from, ack.ballot) else {
-            return;
-        };
-        leading.read_acks[position] = leading.read_acks[position].max(ack.read_round);
-        self.leader_serve_reads(out);
-    }
-
-    pub(super) fn on_read(&mut self, id: ReadId, out: &mut Actions) {
-        let (hint, reads_max) = (self.leader(), self.config.reads_max as usize);
-        let commit = self.commit;
-        let Role::Leading(leading) = &mut self.role else {
-            out.push(Action::Reply(Reply::ReadRefused {
-                id,
-                reason: Refusal::NotLeader(hint),
-            }));
-            return;
-        };
-        if leading.reads.len() >= reads_max {
-            out.push(Action::Reply(Reply::ReadRefused {
-                id,
-                reason: Refusal::Busy,
-            }));
-            return;
-        }
-        leading.reads.push_back(PendingRead {
-            id,
-            round: 0,
-            commit: commit.max(leading.recovery_end),
-        });
-        if self.config.members.len() == 1 {
-            self.leader_start_read_round();
-            self.leader_serve_reads(out);
-        }
-    }
-
-    /// Reads that arrived since the last round get a new one; the heartbeat
-    /// that carries it must come after they arrived, or it proves nothing.
-    fn leader_start_read_round(&mut self) {
-        let position = self.position;
-        let Role::Leading(leading) = &mut self.role else {
-            return;
-        };
-        if !leading.reads.iter().any(|r| r.round == 0) {
-            return;
-        }
-        leading.read_round += 1;
-        let round = leading.read_round;
-        leading.read_acks[position] = round;
-        for read in leading.reads.iter_mut().filter(|r| r.round == 0) {
-            read.round = round;
-        }
-        leading.next_heartbeat_at = self.now;
-    }
-
-    fn leader_serve_reads(&mut self, out: &mut Actions) {
-        let (quorum, commit) = (self.config.quorum(), self.commit);
-        #[cfg(test)]
-        let skip_read_quorum = self.faults.read_without_quorum;
-        let Role::Leading(leading) = &mut self.role else {
-            return;
-        };
-        // A read that arrived during Phase 1 could not know how far the
-        // recovered slots reach: it waits for them too.
-        if !leading.is_steady() {
-            return;
-        }
-        while let Some(read) = leading.reads.front().copied() {
-            let read_commit = read.commit.max(leading.recovery_end);
-            let confirmed = read.round != 0
-                && leading
-                    .read_acks
-                    .iter()
-                    .filter(|r| **r >= read.round)
-                    .count()
-                    >= quorum;
-            #[cfg(test)]
-            let confirmed = confirmed || skip_read_quorum;
-            if !confirmed || commit < read_commit {
-                return;
-            }
-            leading.reads.pop_front();
-            out.push(Action::Reply(Reply::ReadReady {
-                id: read.id,
-                commit: read_commit,
-            }));
-        }
     }
 }

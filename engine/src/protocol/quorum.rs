@@ -1,4 +1,4 @@
-//! Counting votes of a fixed membership.
+//! Counting votes of one configuration's members.
 
 /// A set of members, by their position in the sorted member list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,6 +26,12 @@ impl VoteSet {
     /// True when no member is in.
     pub fn is_empty(&self) -> bool {
         self.0 == 0
+    }
+
+    /// The members in both sets.
+    #[must_use]
+    pub fn intersect(self, other: VoteSet) -> VoteSet {
+        VoteSet(self.0 & other.0)
     }
 
     /// Whether the set holds a majority of `members`.

@@ -133,7 +133,7 @@ impl Replica {
     }
 
     fn on_rejoin_info(&mut self, from: NodeId, info: RejoinInfo, out: &mut Actions) {
-        let (now, own, peers) = (self.now, self.promised, self.config.members.len() - 1);
+        let (now, own, peers) = (self.now, self.promised, self.peers.len());
         let Role::Rejoining(r) = &mut self.role else {
             return;
         };

@@ -23,7 +23,7 @@ impl Replica {
             Role::Leading(l) if l.is_steady() => l.ballot,
             _ => return,
         };
-        if to == self.config.id || self.member_position(to).is_none() {
+        if to == self.config.id || !self.schedule.votes_anywhere(to) {
             return;
         }
         self.send(to, Message::TakeOver(TakeOver { ballot }), out);

@@ -67,6 +67,11 @@ pub struct SyncId(pub u64);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientId(pub u64);
 
+impl ClientId {
+    /// Reserved for configuration entries (`Membership`): no client's.
+    pub const MEMBERSHIP: ClientId = ClientId(u64::MAX);
+}
+
 /// One independent Multi-Paxos group (a shard of the log).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(pub u32);

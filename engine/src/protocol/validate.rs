@@ -1,5 +1,7 @@
 //! Checks on every message from outside, before it can change anything.
 
+use super::batch::Batch;
+use super::membership::Membership;
 use super::message::{Envelope, Message, PeerState};
 use super::types::{Ballot, NodeId, Slot};
 use super::{Replica, StepError, ROUND_MAX, SLOTS_AHEAD_MAX};
@@ -11,7 +13,10 @@ impl Replica {
             return Err(StepError::WrongAddressee(envelope.to));
         }
         let from = envelope.from;
-        if from == self.config.id || self.member_position(from).is_none() {
+        // Any other node may speak: one added in a configuration this
+        // replica has not learned yet must reach it. What a non-member may
+        // change is limited where each message is handled.
+        if from == self.config.id || from == NodeId(0) {
             return Err(StepError::UnknownSender(from));
         }
         let kind = envelope.msg.kind();
@@ -30,6 +35,7 @@ impl Replica {
             Message::Accept(m) => {
                 owned_by(m.ballot, from)?;
                 self.check_reach(kind, m.slot)?;
+                check_entry(kind, &m.batch)?;
                 field(
                     kind,
                     m.commit <= m.slot,
@@ -46,8 +52,9 @@ impl Replica {
                 )?;
                 let increasing = m.entries.windows(2).all(|w| w[0].0 < w[1].0);
                 field(kind, increasing, "entries out of slot order")?;
-                for (slot, _) in &m.entries {
+                for (slot, batch) in &m.entries {
                     self.check_reach(kind, *slot)?;
+                    check_entry(kind, batch)?;
                     field(kind, *slot < m.commit, "entry at or above the commit point")?;
                 }
                 Ok(())
@@ -56,6 +63,7 @@ impl Replica {
                 owned_by(m.ballot, me)?;
                 for (slot, entry) in &m.entries {
                     self.check_reach(kind, *slot)?;
+                    check_entry(kind, &entry.batch)?;
                     field(
                         kind,
                         entry.ballot <= m.ballot,
@@ -109,11 +117,7 @@ impl Replica {
                     PeerState::Following(leader) => leader,
                     PeerState::Leading => from,
                 };
-                field(
-                    kind,
-                    self.member_position(named).is_some(),
-                    "names a node outside the group",
-                )?;
+                field(kind, named != NodeId(0), "names node 0")?;
                 let epoch = match m.state {
                     PeerState::Looking(vote) => vote.epoch.max(vote.last_ballot.round),
                     _ => 0,
@@ -127,9 +131,9 @@ impl Replica {
         }
     }
 
-    /// Whether a member could have issued `ballot`.
+    /// Whether a node could have issued `ballot`.
     fn could_own(&self, ballot: Ballot) -> bool {
-        ballot.round > 0 && ballot.round < ROUND_MAX && self.member_position(ballot.node).is_some()
+        ballot.round > 0 && ballot.round < ROUND_MAX && ballot.node != NodeId(0)
     }
 
     /// A slot this replica could hold without reserving unbounded memory.
@@ -140,6 +144,13 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// A configuration entry must decode: every replica that learns it chosen
+/// derives its quorums from it.
+fn check_entry(kind: &'static str, batch: &Batch) -> Result<(), StepError> {
+    let well_formed = !Membership::is_entry(batch) || Membership::from_batch(batch).is_ok();
+    field(kind, well_formed, "malformed configuration entry")
 }
 
 fn field(kind: &'static str, ok: bool, reason: &'static str) -> Result<(), StepError> {

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | promises never go back | a `Promise` write is issued |
 //! | nothing accepted below its promise | an `Accept` write is issued |
-//! | a chosen slot never changes | a majority has durably accepted one ballot |
+//! | a chosen slot never changes | a majority of the slot's voters has durably accepted one ballot |
+//! | one configuration per slot | a replica commits a slot (its schedule against the checker's) |
 //! | no message before its state is durable | a Promise, Accepted or Prepare leaves |
 //! | learned values were chosen, in order | a replica commits a slot |
 //! | agreement: committed prefixes agree | a replica commits a slot |
@@ -15,7 +16,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::protocol::{Ballot, Batch, ClientId, Envelope, Log, Message, NodeId, Slot, Write};
+use crate::protocol::{
+    Ballot, Batch, ClientId, Envelope, Log, Membership, Message, NodeId, Slot, Write,
+    CHANGE_DELAY_SLOTS,
+};
 
 /// A property that did not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +56,11 @@ struct NodeView {
 /// Watches a whole cluster.
 #[derive(Debug)]
 pub struct Checker {
-    quorum: usize,
+    /// The voters (replica indices) of each slot from the first slot on,
+    /// derived here from the committed configuration entries alone, not
+    /// from any replica's schedule: a slot is chosen only by a majority of
+    /// its own voters, so a removed member's votes never count.
+    voters: Vec<(Slot, BTreeSet<usize>)>,
     nodes: Vec<NodeView>,
     /// Who durably accepted what, per slot and ballot.
     votes: BTreeMap<(Slot, Ballot), (Batch, BTreeSet<usize>)>,
@@ -65,8 +73,14 @@ pub struct Checker {
 impl Checker {
     /// A checker for `n` replicas.
     pub fn new(n: usize) -> Checker {
+        Checker::with_voters(n, n)
+    }
+
+    /// A checker for `n` replicas of which the first `voters` make the
+    /// first configuration.
+    pub fn with_voters(n: usize, voters: usize) -> Checker {
         Checker {
-            quorum: n / 2 + 1,
+            voters: vec![(Slot(0), (0..voters).collect())],
             nodes: vec![NodeView::default(); n],
             votes: BTreeMap::new(),
             chosen: BTreeMap::new(),
@@ -154,7 +168,9 @@ impl Checker {
             return;
         }
         voters.insert(node);
-        if voters.len() < self.quorum {
+        let config = voters_at(&self.voters, slot);
+        let counted = voters.iter().filter(|v| config.contains(v)).count();
+        if counted <= config.len() / 2 {
             return;
         }
         let value = value.clone();
@@ -239,6 +255,13 @@ impl Checker {
             ),
             Some(_) => {}
             None => {
+                // The first commit of each slot comes in slot order (a
+                // replica commits in order): the schedule grows in order.
+                if let Ok(Some(membership)) = Membership::from_batch(batch) {
+                    let voters = membership.voter_ids().map(|id| id.0 as usize - 1);
+                    let from = slot.plus(CHANGE_DELAY_SLOTS);
+                    self.voters.push((from, voters.collect()));
+                }
                 self.committed.insert(slot, batch.clone());
             }
         }
@@ -306,6 +329,23 @@ impl Checker {
         let view = &mut self.nodes[node];
         view.lost_promise = view.lost_promise.max(view.promised_to_peers);
         view.durable = DurableView::default();
+    }
+}
+
+/// The voters of `slot` in a schedule of increasing first slots.
+fn voters_at(schedule: &[(Slot, BTreeSet<usize>)], slot: Slot) -> &BTreeSet<usize> {
+    let after = schedule.partition_point(|(from, _)| *from <= slot);
+    &schedule[after.saturating_sub(1)].1
+}
+
+impl Checker {
+    /// The voters of `slot` by the committed configuration entries, as
+    /// node ids, in order.
+    pub fn voters_of(&self, slot: Slot) -> Vec<NodeId> {
+        voters_at(&self.voters, slot)
+            .iter()
+            .map(|i| node_id(*i))
+            .collect()
     }
 }
 

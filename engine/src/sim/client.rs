@@ -75,7 +75,9 @@ impl SimClient {
                 self.target = (self.target + 1) % nodes;
                 pending.resend_tick = tick + 3;
             }
-            Refusal::Busy | Refusal::TooLarge => pending.resend_tick = tick + 5,
+            Refusal::Busy | Refusal::TooLarge | Refusal::ReservedClient => {
+                pending.resend_tick = tick + 5
+            }
         }
     }
 

@@ -17,6 +17,8 @@ use super::disk::SimDisk;
 use super::machine::{Applied, SimMachine};
 use super::network::{Links, NetworkFaults};
 pub use super::options::{ClusterOptions, Stats};
+
+mod membership;
 use crate::group::snapshot::SnapshotChunk;
 use crate::group::{Callers, CoreOptions, GroupAction, GroupCore, GroupInput, Recovery};
 use crate::protocol::{
@@ -153,11 +155,10 @@ pub struct Cluster {
 impl Cluster {
     /// Builds the cluster and starts the first `options.started` replicas.
     pub fn new(options: ClusterOptions) -> Cluster {
-        let members: Vec<NodeId> = (0..options.nodes).map(node_id).collect();
-        let configs = members
-            .iter()
-            .map(|id| {
-                let mut config = Config::new(*id, members.clone());
+        let members: Vec<NodeId> = (0..options.members).map(node_id).collect();
+        let configs = (0..options.nodes)
+            .map(|index| {
+                let mut config = Config::new(node_id(index), members.clone());
                 config.seed = options.seed;
                 (options.tune)(&mut config);
                 config
@@ -181,7 +182,7 @@ impl Cluster {
             rng: ChaCha8Rng::seed_from_u64(options.seed),
             links: Links::new(options.nodes),
             network: options.network,
-            checker: Checker::new(options.nodes),
+            checker: Checker::with_voters(options.nodes, options.members),
             configs,
             nodes,
             events: BinaryHeap::new(),
@@ -564,6 +565,7 @@ impl Cluster {
         for action in out {
             self.carry_out(node, action);
         }
+        self.check_schedule(node);
     }
 
     fn carry_out(&mut self, node: usize, action: GroupAction<SimCallers>) {

@@ -9,6 +9,9 @@ use crate::protocol::Config;
 pub struct ClusterOptions {
     /// Replicas.
     pub nodes: usize,
+    /// The first `members` replicas are the group's first voters; the
+    /// rest run as nodes not added yet (configuration changes add them).
+    pub members: usize,
     /// Drives every random choice.
     pub seed: u64,
     /// Network fault rates.
@@ -71,6 +74,7 @@ impl ClusterOptions {
     pub fn new(nodes: usize, seed: u64) -> ClusterOptions {
         ClusterOptions {
             nodes,
+            members: nodes,
             seed,
             network: NetworkFaults::none(),
             fsync_units_max: 2,
@@ -133,4 +137,6 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Asks for the rest of a snapshot after lost chunks.
     pub snapshot_asks: u64,
+    /// Configuration changes a leader took up.
+    pub reconfigurations: u64,
 }

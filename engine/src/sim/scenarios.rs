@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod membership;
 mod rebuild;
 
 #[test]

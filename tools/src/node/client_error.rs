@@ -39,6 +39,9 @@ pub enum ClientError {
     /// The command, or the request, does not fit one slot.
     #[error("command, or request, too large for one slot")]
     TooLarge,
+    /// The client id is the one reserved for configuration entries.
+    #[error("client id {} is reserved", u64::MAX)]
+    ReservedClient,
     /// The state machine answered with bytes that are not its reply.
     #[error("malformed reply: {0}")]
     MalformedReply(String),

@@ -31,14 +31,18 @@ pub use transfer::{
 
 use super::archive::{from_bytes, to_bytes};
 use crate::protocol::{
-    describe_session_bounds, pack_session_bounds, Ballot, ClientId, LogIndex, NodeId,
-    SessionRecord, Sessions, Slot, SESSION_BOUNDS,
+    describe_session_bounds, pack_session_bounds, Ballot, ClientId, LogIndex, Membership, NodeId,
+    Schedule, SessionRecord, Sessions, Slot, SESSION_BOUNDS,
 };
 
 /// Frame kind of a snapshot's head (its slot, promise floor, sessions, and
 /// the length and CRC32C of its state machine bytes), which the part frames
 /// follow in order.
 pub const KIND_SNAPSHOT_HEAD: u16 = 5;
+/// Frame kind of a snapshot's head that also records the group's
+/// configurations from its slot on; the part frames follow as after kind 5,
+/// which is still read (as a group that never changed its members).
+pub const KIND_SNAPSHOT_HEAD_MEMBERS: u16 = 7;
 /// Frame kind of one part of a snapshot's state machine bytes (frame seq:
 /// the part's number).
 const KIND_SNAPSHOT_PART: u16 = 6;
@@ -151,6 +155,9 @@ pub struct Snapshot {
     pub sessions: GroupSessions,
     /// The state machine's own snapshot.
     pub machine: Bytes,
+    /// The configurations of the slots from `upto` on (`None` in snapshots
+    /// of builds before membership changes: the group's first members).
+    pub schedule: Option<Schedule>,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -178,6 +185,14 @@ struct WireHead {
     machine_crc: u32,
 }
 
+/// The head with the group's configurations (kind 7).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WireHeadMembers {
+    head: WireHead,
+    /// Each configuration's first slot and `Membership::encode` bytes.
+    schedule: Vec<(u64, Vec<u8>)>,
+}
+
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct WireSnapshot {
     upto: u64,
@@ -199,14 +214,26 @@ impl Snapshot {
     }
 
     fn encode_with_bounds(&self, session_bounds: u64) -> Result<Vec<u8>, SnapshotError> {
-        let head = to_bytes(&WireHead {
+        let head = WireHead {
             bounded: WireBoundedSnapshot {
                 session_bounds,
                 snapshot: self.wire_without_machine(),
             },
             machine_bytes: self.machine.len() as u64,
             machine_crc: crc32c::crc32c(&self.machine),
-        });
+        };
+        let (kind, head) = match &self.schedule {
+            Some(schedule) => {
+                let schedule = schedule
+                    .entries()
+                    .iter()
+                    .map(|(from, m)| (from.0, m.encode().to_vec()))
+                    .collect();
+                let head = to_bytes(&WireHeadMembers { head, schedule });
+                (KIND_SNAPSHOT_HEAD_MEMBERS, head)
+            }
+            None => (KIND_SNAPSHOT_HEAD, to_bytes(&head)),
+        };
         let full_parts = self.machine.len() / PART_BYTES;
         let last_part = self.machine.len() % PART_BYTES;
         let total = frame_bytes(head.len())
@@ -222,7 +249,7 @@ impl Snapshot {
             )));
         }
         let mut out = Vec::with_capacity(total);
-        encode_frame(KIND_SNAPSHOT_HEAD, self.upto.0, &head, &mut out)?;
+        encode_frame(kind, self.upto.0, &head, &mut out)?;
         for (number, part) in self.machine.chunks(PART_BYTES).enumerate() {
             encode_frame(KIND_SNAPSHOT_PART, number as u64, part, &mut out)?;
         }
@@ -269,13 +296,20 @@ impl Snapshot {
                     .into(),
             ));
         }
-        if header.kind == KIND_SNAPSHOT_HEAD {
-            let head: WireHead = from_bytes(body).map_err(SnapshotError::Body)?;
+        if header.kind == KIND_SNAPSHOT_HEAD || header.kind == KIND_SNAPSHOT_HEAD_MEMBERS {
+            let (head, schedule) = if header.kind == KIND_SNAPSHOT_HEAD {
+                (from_bytes(body).map_err(SnapshotError::Body)?, None)
+            } else {
+                let wire: WireHeadMembers = from_bytes(body).map_err(SnapshotError::Body)?;
+                (wire.head, Some(schedule_from_wire(wire.schedule)?))
+            };
+            let head: WireHead = head;
             let bounded = head.bounded;
             let mut snapshot =
                 Snapshot::checked(&header, bounded.session_bounds, bounded.snapshot, bounds)?;
             snapshot.machine =
                 machine_from_parts(&bytes[used..], head.machine_bytes, head.machine_crc)?;
+            snapshot.schedule = schedule;
             return Ok(snapshot);
         }
         let known_kind = [KIND_SNAPSHOT, KIND_SNAPSHOT_IMPLIED_BOUNDS].contains(&header.kind);
@@ -360,8 +394,22 @@ impl Snapshot {
                 }),
             ),
             machine: Bytes::from(wire.machine),
+            schedule: None,
         })
     }
+}
+
+/// A recorded schedule, each configuration checked as when it was chosen.
+fn schedule_from_wire(wire: Vec<(u64, Vec<u8>)>) -> Result<Schedule, SnapshotError> {
+    let mut entries = Vec::with_capacity(wire.len());
+    for (from, bytes) in wire {
+        let membership = Membership::decode(&bytes).map_err(|error| {
+            SnapshotError::Body(format!("configuration from slot {from}: {error}"))
+        })?;
+        entries.push((Slot(from), membership));
+    }
+    Schedule::from_entries(entries)
+        .ok_or_else(|| SnapshotError::Body("configurations empty or out of slot order".into()))
 }
 
 /// Gathers the state machine's bytes from the part frames after a head:
@@ -441,6 +489,7 @@ pub(crate) mod tests {
             },
             sessions,
             machine: Bytes::from(vec![7u8; 600 << 10]),
+            schedule: None,
         }
     }
 
@@ -505,6 +554,30 @@ pub(crate) mod tests {
             encode_frame(*kind, *seq, body, &mut out).unwrap();
         }
         out
+    }
+
+    #[test]
+    fn the_configurations_travel_in_the_head_and_their_absence_is_read() {
+        let with = Snapshot {
+            schedule: Schedule::from_entries(vec![
+                (
+                    Slot(3),
+                    Membership::voters(&[NodeId(1), NodeId(2), NodeId(3)]).unwrap(),
+                ),
+                (
+                    Slot(300),
+                    Membership::voters(&[NodeId(2), NodeId(4)]).unwrap(),
+                ),
+            ]),
+            ..sample()
+        };
+        let encoded = with.encode().unwrap();
+        assert_eq!(Snapshot::decode(&encoded).unwrap(), with);
+        let without = sample();
+        let encoded = without.encode().unwrap();
+        let (header, _, _) = decode_frame(&encoded).unwrap();
+        assert_eq!(header.kind, KIND_SNAPSHOT_HEAD, "as earlier builds wrote");
+        assert_eq!(Snapshot::decode(&encoded).unwrap(), without);
     }
 
     #[test]

@@ -85,6 +85,7 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
             log,
             commit: Slot(0),
             start_index: LogIndex(0),
+            schedule: None,
         },
     );
     let mut out = Actions::default();

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use super::*;
 
 mod clients;
+mod membership;
 mod recovery;
 mod transfer;
 mod votes;

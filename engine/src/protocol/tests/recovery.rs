@@ -19,6 +19,7 @@ fn recovery_takes_the_highest_ballot_and_fills_holes() {
         log,
         commit: Slot(0),
         start_index: LogIndex(0),
+        schedule: None,
     };
     let mut r = replica(1, durable);
     // Recovered values are whole batches already: the pipeline window,
@@ -89,6 +90,7 @@ fn followers_fetch_slots_they_hold_under_another_ballot() {
             log,
             commit: Slot(0),
             start_index: LogIndex(0),
+            schedule: None,
         },
     );
     let heartbeat = Heartbeat {
@@ -161,7 +163,7 @@ fn catchup_below_the_compaction_point_asks_for_a_snapshot() {
     );
 
     let mut follower = replica(3, DurableState::default());
-    assert!(follower.install_snapshot(Slot(2), LogIndex(2)));
+    assert!(follower.install_snapshot(Slot(2), LogIndex(2), None));
     assert_eq!(
         (follower.status().commit, follower.status().commit_index),
         (Slot(2), LogIndex(2))
@@ -264,6 +266,7 @@ fn promises_are_paged_and_recovery_gathers_every_page() {
             log,
             commit: Slot(0),
             start_index: LogIndex(0),
+            schedule: None,
         },
     );
     // It saw ballot 1.2 before, so it campaigns at 2.1.
@@ -365,7 +368,7 @@ fn a_leader_behind_an_acceptors_compaction_point_recovers_from_its_snapshot() {
         !leader.status().leading,
         "a promise lacking slots 0..5 counts for nothing"
     );
-    assert!(leader.install_snapshot(Slot(5), LogIndex(7)));
+    assert!(leader.install_snapshot(Slot(5), LogIndex(7), None));
 
     let mut asked_from = None;
     for _ in 0..=leader.config().resend_ticks {
@@ -394,5 +397,5 @@ fn a_leader_behind_an_acceptors_compaction_point_recovers_from_its_snapshot() {
     assert_eq!((status.commit, status.commit_index), (Slot(5), LogIndex(7)));
 
     // A steady leader refuses a snapshot: its log holds what it needs.
-    assert!(!leader.install_snapshot(Slot(9), LogIndex(20)));
+    assert!(!leader.install_snapshot(Slot(9), LogIndex(20), None));
 }

@@ -69,6 +69,7 @@ fn an_acceptor_refuses_ballots_below_its_promise() {
         log: Log::default(),
         commit: Slot(0),
         start_index: LogIndex(0),
+        schedule: None,
     };
     let mut r = replica(2, durable);
     let accept = Accept {
@@ -194,6 +195,7 @@ fn bad_messages_are_refused_and_change_nothing() {
             log,
             commit: Slot(0),
             start_index: LogIndex(0),
+            schedule: None,
         },
     );
     let accept = |b: Ballot, slot: u64, commit: u64| {
@@ -209,7 +211,28 @@ fn bad_messages_are_refused_and_change_nothing() {
             from(1, 3, accept(ballot(2, 1), 1, 0)),
             "addressed elsewhere",
         ),
-        (from(9, 2, accept(ballot(2, 9), 1, 0)), "unknown sender"),
+        (from(0, 2, accept(ballot(2, 0), 1, 0)), "node 0 as sender"),
+        (
+            from(
+                1,
+                2,
+                Message::Accept(Accept {
+                    ballot: ballot(2, 1),
+                    slot: Slot(1),
+                    batch: {
+                        let mut builder = BatchBuilder::default();
+                        builder.push(&Command {
+                            client: ClientId::MEMBERSHIP,
+                            seq: 0,
+                            data: Bytes::from_static(b"not a membership"),
+                        });
+                        builder.finish()
+                    },
+                    commit: Slot(0),
+                }),
+            ),
+            "malformed configuration entry",
+        ),
         (from(2, 2, accept(ballot(2, 2), 1, 0)), "claims to be us"),
         (
             from(1, 2, accept(ballot(2, 3), 1, 0)),
@@ -277,10 +300,10 @@ fn bad_messages_are_refused_and_change_nothing() {
                 2,
                 Message::Notification(Notification {
                     round: 1,
-                    state: PeerState::Following(NodeId(42)),
+                    state: PeerState::Following(NodeId(0)),
                 }),
             ),
-            "notification naming a stranger",
+            "notification naming node 0",
         ),
         (
             Input::Persisted(SyncId(77)),

@@ -48,5 +48,6 @@ fn refused(reason: Refusal) -> ClientResponse {
         },
         Refusal::Busy => ClientResponse::Busy,
         Refusal::TooLarge => ClientError::TooLarge.into(),
+        Refusal::ReservedClient => ClientError::ReservedClient.into(),
     }
 }

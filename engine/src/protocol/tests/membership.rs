@@ -1,0 +1,271 @@
+//! Configuration changes: which quorum counts for which slot, who Phase 1
+//! must hear, and what a removed node may still do.
+
+use super::*;
+
+fn voters(ids: &[u64]) -> Membership {
+    Membership::voters(&ids.iter().map(|i| NodeId(*i)).collect::<Vec<_>>()).unwrap()
+}
+
+fn accepts(actions: &[Action]) -> Vec<(NodeId, Slot)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Envelope {
+                to,
+                msg: Message::Accept(m),
+                ..
+            }) => Some((*to, m.slot)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sync_of(actions: &[Action]) -> Option<SyncId> {
+    actions.iter().rev().find_map(|a| match a {
+        Action::Sync(s) => Some(*s),
+        _ => None,
+    })
+}
+
+fn committed(actions: &[Action]) -> Vec<Slot> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Commit { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect()
+}
+
+fn accepted(from_node: u64, b: Ballot, slot: Slot) -> Input {
+    from(
+        from_node,
+        1,
+        Message::Accepted(Accepted { ballot: b, slot }),
+    )
+}
+
+/// Makes every write so far durable and has `voter` accept every slot the
+/// leader has in flight, until its commit point reaches `upto`.
+fn drive_to(leader: &mut Replica, b: Ballot, voter: u64, upto: Slot) {
+    while leader.status().commit < upto {
+        let mut out = Actions::default();
+        leader.step(Input::Tick, &mut out).unwrap();
+        let sync = SyncId(leader.next_sync.0 - 1);
+        step(leader, Input::Persisted(sync));
+        let commit = leader.status().commit;
+        let inflight = u64::from(leader.status().inflight);
+        assert!(inflight > 0, "nothing in flight at {commit:?}");
+        for slot in commit.0..commit.0 + inflight {
+            step(leader, accepted(voter, b, Slot(slot)));
+        }
+    }
+}
+
+#[test]
+fn a_change_governs_from_the_delay_on_with_its_own_quorum() {
+    let (mut leader, b, _) = elected();
+    let mut out = Actions::default();
+    leader
+        .propose_membership(voters(&[1, 4, 5]), &mut out)
+        .unwrap();
+    let sent = accepts(out.as_slice());
+    assert_eq!(sent, [(NodeId(2), Slot(0)), (NodeId(3), Slot(0))]);
+    let refused = leader.propose_membership(voters(&[1, 2]), &mut Actions::default());
+    assert_eq!(refused, Err(ChangeRefusal::Pending), "one change at a time");
+
+    // Chosen by the old voters at slot 0: it governs from the delay on, and
+    // the new members now hear the leader.
+    step(
+        &mut leader,
+        Input::Persisted(sync_of(out.as_slice()).unwrap()),
+    );
+    let after = step(&mut leader, accepted(2, b, Slot(0)));
+    assert_eq!(committed(&after), [Slot(0)]);
+    let from = Slot(CHANGE_DELAY_SLOTS);
+    assert_eq!(leader.change_pending_until(), Some(from));
+    assert_eq!(leader.schedule().at(from), &voters(&[1, 4, 5]));
+    assert!(
+        accepts(&after).contains(&(NodeId(4), Slot(1))),
+        "no-ops bring the change nearer, and reach the new members: {after:?}"
+    );
+
+    // Up to the change, 1 and 2 make a majority; from it on they do not.
+    drive_to(&mut leader, b, 2, from);
+    assert_eq!(leader.change_pending_until(), None);
+    let mut out = Actions::default();
+    leader
+        .step(Input::Propose(command(9, 1, "x")), &mut out)
+        .unwrap();
+    step(
+        &mut leader,
+        Input::Persisted(sync_of(out.as_slice()).unwrap()),
+    );
+    assert!(committed(&step(&mut leader, accepted(2, b, from))).is_empty());
+    assert!(committed(&step(&mut leader, accepted(3, b, from))).is_empty());
+    assert_eq!(committed(&step(&mut leader, accepted(4, b, from))), [from]);
+}
+
+#[test]
+fn phase_one_waits_for_a_majority_of_a_configuration_found_in_a_promise() {
+    let mut r = replica(1, DurableState::default());
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    let b = ballot(1, 1);
+    step(&mut r, Input::Persisted(sync_of(out.as_slice()).unwrap()));
+    let found = Promise {
+        ballot: b,
+        log_start: Slot(0),
+        from_slot: Slot(0),
+        next_from: None,
+        entries: vec![(
+            Slot(0),
+            Entry {
+                ballot: ballot(0, 2),
+                batch: voters(&[1, 4, 5]).to_batch(),
+            },
+        )],
+    };
+    let asked = step(&mut r, from(2, 1, Message::Promise(found)));
+    // 1 and 2 are a majority of {1, 2, 3}, but the entry at slot 0 may be
+    // chosen: {1, 4, 5} must promise too, so 4 and 5 are asked.
+    assert!(!r.status().leading);
+    let prepared: Vec<NodeId> = asked
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Envelope {
+                to,
+                msg: Message::Prepare(_),
+                ..
+            }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prepared, [NodeId(4), NodeId(5)]);
+    let empty = Promise {
+        ballot: b,
+        log_start: Slot(0),
+        from_slot: Slot(0),
+        next_from: None,
+        entries: vec![],
+    };
+    step(&mut r, from(4, 1, Message::Promise(empty)));
+    assert!(r.status().leading, "1 and 4 are a majority of {{1, 4, 5}}");
+}
+
+/// A replica whose schedule has {1, 2, 4} in force: node 3 was removed.
+fn after_removing_3(id: u64) -> Replica {
+    let durable = DurableState {
+        schedule: Schedule::from_entries(vec![(Slot(0), voters(&[1, 2, 4]))]),
+        ..DurableState::default()
+    };
+    replica(id, durable)
+}
+
+#[test]
+fn a_removed_node_cannot_take_a_promise_or_a_vote() {
+    let mut r = after_removing_3(2);
+    let prepare = Prepare {
+        ballot: ballot(9, 3),
+        from_slot: Slot(0),
+    };
+    assert!(step(&mut r, from(3, 2, Message::Prepare(prepare))).is_empty());
+    assert_eq!(r.status().promised, Ballot::ZERO);
+    // One that has seen more chosen slots than we have may be a member we
+    // do not know of yet: it is answered.
+    let ahead = Prepare {
+        ballot: ballot(9, 3),
+        from_slot: Slot(4),
+    };
+    step(&mut r, from(3, 2, Message::Prepare(ahead)));
+    assert_eq!(r.status().promised, ballot(9, 3));
+    // Its election votes are not counted.
+    let mut looking = after_removing_3(2);
+    step(&mut looking, Input::Tick);
+    let vote = Vote {
+        epoch: 0,
+        commit: Slot(0),
+        last_ballot: Ballot::ZERO,
+        last_slot: Slot(0),
+        node: NodeId(3),
+    };
+    let n = Notification {
+        round: 1,
+        state: PeerState::Looking(vote),
+    };
+    step(&mut looking, from(3, 2, Message::Notification(n)));
+    for _ in 0..10 {
+        step(&mut looking, Input::Tick);
+    }
+    assert_eq!(looking.leader(), None, "3's vote made no majority");
+}
+
+#[test]
+fn a_leader_that_is_no_longer_a_voter_hands_over() {
+    // {1, 2, 3} governs slot 0 only; {2, 3} from slot 1 on.
+    let durable = DurableState {
+        schedule: Schedule::from_entries(vec![
+            (Slot(0), voters(&[1, 2, 3])),
+            (Slot(1), voters(&[2, 3])),
+        ]),
+        ..DurableState::default()
+    };
+    let mut r = replica(1, durable);
+    let mut out = Actions::default();
+    r.campaign(&mut out);
+    let b = ballot(1, 1);
+    step(&mut r, Input::Persisted(sync_of(out.as_slice()).unwrap()));
+    let empty = Promise {
+        ballot: b,
+        log_start: Slot(0),
+        from_slot: Slot(0),
+        next_from: None,
+        entries: vec![],
+    };
+    step(&mut r, from(2, 1, Message::Promise(empty.clone())));
+    assert!(!r.status().leading, "{{2, 3}} needs both");
+    let flushed = step(&mut r, from(3, 1, Message::Promise(empty)));
+    assert!(r.status().leading);
+    // It fills slot 0 to bring {2, 3} into force, then hands over.
+    step(&mut r, Input::Persisted(sync_of(&flushed).unwrap()));
+    step(&mut r, accepted(2, b, Slot(0)));
+    assert_eq!(r.status().commit, Slot(1));
+    let mut handed = Vec::new();
+    for _ in 0..4 {
+        handed.extend(step(&mut r, Input::Tick));
+    }
+    assert!(
+        handed.iter().any(|a| matches!(a, Action::Send(Envelope { to: NodeId(2), msg: Message::TakeOver(t), .. }) if t.ballot == b)),
+        "{handed:?}"
+    );
+}
+
+#[test]
+fn clients_cannot_use_the_reserved_id() {
+    let (mut leader, _, _) = elected();
+    let out = step(
+        &mut leader,
+        Input::Propose(Command {
+            client: ClientId::MEMBERSHIP,
+            seq: 1,
+            data: Bytes::from_static(b"x"),
+        }),
+    );
+    assert_eq!(
+        out,
+        [Action::Reply(Reply::Refused {
+            client: ClientId::MEMBERSHIP,
+            seq: 1,
+            reason: Refusal::ReservedClient,
+        })]
+    );
+}
+
+fn command(client: u64, seq: u64, data: &str) -> Command {
+    Command {
+        client: ClientId(client),
+        seq,
+        data: Bytes::copy_from_slice(data.as_bytes()),
+    }
+}
