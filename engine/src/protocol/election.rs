@@ -147,7 +147,7 @@ impl Replica {
 
     fn looking_on_vote(&mut self, from: NodeId, round: u64, vote: Vote, out: &mut Actions) {
         if self.electors.binary_search(&from).is_err() {
-            return; // only the newest configuration's voters elect
+            return; // only the voters of the configuration in force elect
         }
         if round < self.round {
             self.tell_my_vote(from, out);

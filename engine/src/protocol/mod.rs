@@ -232,7 +232,10 @@ pub struct Replica {
     /// Every member of those configurations but this replica: where
     /// Prepares, Accepts and heartbeats go.
     peers: Vec<NodeId>,
-    /// The voters of the newest configuration known: who elects a leader.
+    /// The voters of the configuration in force at the commit point: who
+    /// elects a leader. (Not the newest known: a change chosen but not in
+    /// force yet is unknown to the replicas behind it, and a leader must
+    /// still be elected to bring it into force.)
     electors: Vec<NodeId>,
     now: u64,
     jitter_state: u64,
@@ -626,7 +629,7 @@ impl Replica {
     /// Refreshes what is derived from the schedule.
     fn schedule_changed(&mut self) {
         self.peers = self.schedule.peers_from(self.commit, self.config.id);
-        self.electors = self.schedule.latest().voter_ids().collect();
+        self.electors = self.schedule.at(self.commit).voter_ids().collect();
     }
 
     /// Whether, in every configuration from the commit point on, the voters
@@ -638,7 +641,7 @@ impl Replica {
             .all(|m| m.majority(&mut heard))
     }
 
-    /// Whether this replica votes in the newest configuration it knows.
+    /// Whether this replica votes in the configuration in force.
     fn is_elector(&self) -> bool {
         self.electors.binary_search(&self.config.id).is_ok()
     }

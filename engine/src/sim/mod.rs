@@ -370,7 +370,10 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
 }
 
 /// A random configuration of the `n` nodes: each a voter, a learner or
-/// out; at least one voter (the leader, if none else was drawn).
+/// out, with at least three voters (drawn among the rest, the leader
+/// first): the sweep loses one disk at a time, and a group of one or two
+/// voters cannot lose one (that is a majority's, as two at once would be
+/// in a group of three).
 fn draw_membership(draw: &mut ChaCha8Rng, n: usize, leader: usize) -> Membership {
     let mut members: Vec<Member> = (0..n)
         .filter_map(|i| {
@@ -382,15 +385,23 @@ fn draw_membership(draw: &mut ChaCha8Rng, n: usize, leader: usize) -> Membership
             })
         })
         .collect();
-    if !members.iter().any(|m| m.voter) {
-        members.retain(|m| m.id != node_id(leader));
-        members.push(Member {
-            id: node_id(leader),
-            voter: true,
-            addr: String::new(),
-        });
+    let mut candidates: Vec<usize> = (0..n).filter(|i| *i != leader).collect();
+    candidates.insert(0, leader);
+    for node in candidates {
+        if members.iter().filter(|m| m.voter).count() >= 3.min(n) {
+            break;
+        }
+        let id = node_id(node);
+        if !members.iter().any(|m| m.id == id && m.voter) {
+            members.retain(|m| m.id != id);
+            members.push(Member {
+                id,
+                voter: true,
+                addr: String::new(),
+            });
+        }
     }
-    Membership::new(members).expect("distinct nodes, one voter at least")
+    Membership::new(members).expect("distinct nodes, three voters")
 }
 
 /// Isolates one node, splits the cluster in two, or cuts one link one way.
