@@ -617,7 +617,7 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         let keep_from = Slot(upto.0.saturating_sub(self.compaction.policy.keep_slots));
         if keep_from > self.replica.log().start() {
             self.replica
-                .compact(keep_from.min(self.replica.status().commit));
+                .compact(keep_from.min(self.replica.compaction_limit()));
         }
         let cut = self.compaction.saved(saving, encoded);
         out.push(GroupAction::RemoveWalBefore(cut));
@@ -693,11 +693,10 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         chunk: SnapshotChunk,
         out: &mut Vec<GroupAction<C>>,
     ) {
-        // A snapshot of what is applied already, or one arriving at a
-        // leader (which installs none), is neither gathered nor asked for:
-        // late chunks of a transfer that lost its purpose would otherwise
-        // ask for it again and again.
-        if chunk.upto <= self.applied || self.replica.status().leading {
+        // A snapshot of what is applied already is neither gathered nor
+        // asked for: late chunks of a transfer that lost its purpose would
+        // otherwise ask for it again and again.
+        if chunk.upto <= self.applied {
             return;
         }
         let received = self
@@ -736,9 +735,8 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
     ) {
         let upto = snapshot.upto;
         let status = self.replica.status();
-        // A steady leader holds every chosen slot it needs; one snapshot
-        // is written at a time.
-        if upto <= self.applied || status.leading || self.compaction.saving.is_some() {
+        // One snapshot is written at a time.
+        if upto <= self.applied || self.compaction.saving.is_some() {
             return;
         }
         // The file doubles as this acceptor's promise floor once the WAL
@@ -766,7 +764,15 @@ impl<S: StateMachine, C: Callers> GroupCore<S, C> {
         let installed = self
             .replica
             .install_snapshot(upto, snapshot.next_index, snapshot.schedule);
-        assert!(installed, "checked against applied and leading above");
+        assert!(installed, "checked against applied above");
+        if status.leading {
+            // Its proposals in the slots the snapshot covers are applied
+            // in it or not at all; which, only their sessions can say: the
+            // clients retry under the same numbers and each applies once.
+            let leader = Some(status.id);
+            self.waiters
+                .answer_all(ProposeOutcome::InDoubt { leader }, out);
+        }
         self.applied = upto;
         self.next_index = snapshot.next_index;
         self.snapshots_installed += 1;

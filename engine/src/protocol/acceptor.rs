@@ -82,6 +82,12 @@ impl Replica {
         self.heard_from_leader(ballot, out);
         if !compacted {
             self.send_durable(from, Message::Accepted(Accepted { ballot, slot }), out);
+        } else if slot == commit {
+            // A leader behind our snapshot (elected from behind, and we
+            // installed a peer's snapshot since) waits for a vote on its
+            // first open slot that we cannot give: hand it the snapshot.
+            // Once per resend of that slot, not once per slot in flight.
+            out.push(Action::SendSnapshot { to: from });
         }
         self.learn(ballot, commit, out);
     }
@@ -110,8 +116,18 @@ impl Replica {
             return;
         }
         self.heard_from_leader(catchup.ballot, out);
+        // The answer to our outstanding request starts at our commit point:
+        // the next page may be asked for at once. A duplicate or a late
+        // copy does not clear the way, or each copy would ask again and the
+        // requests multiply with every duplicated page.
+        let answers_ours = catchup
+            .entries
+            .first()
+            .is_some_and(|(s, _)| *s == self.commit);
         if let Role::Following(following) = &mut self.role {
-            following.catchup_sent_at = None;
+            if answers_ours {
+                following.catchup_sent_at = None;
+            }
         }
         self.store_chosen(catchup.ballot, catchup.entries, out);
         self.learn(catchup.ballot, catchup.commit, out);
@@ -174,6 +190,7 @@ impl Replica {
                     leader,
                     silent_until,
                     catchup_sent_at: None,
+                    leader_commit: Slot(0),
                 });
             }
         }

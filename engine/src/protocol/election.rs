@@ -13,13 +13,15 @@ use std::collections::BTreeMap;
 
 use super::action::Actions;
 use super::message::{Message, Notification, PeerState};
-use super::types::{Ballot, NodeId};
+use super::types::{Ballot, NodeId, Slot};
 use super::vote::{Vote, VoteKey};
 use super::{Following, Replica, Role};
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct Looking {
-    /// None until the first tick of the election.
+    /// Whether this election has begun (at the first tick after looking).
+    begun: bool,
+    /// The candidate we vote for (ourselves at first).
     vote: Option<Vote>,
     /// Votes of looking peers in our round, ours included.
     tally: BTreeMap<NodeId, Vote>,
@@ -56,16 +58,18 @@ impl Replica {
     }
 
     pub(super) fn start_looking(&mut self, out: &mut Actions) {
+        // Every node looks and passes votes on, voter or not: a vote counts
+        // only where its sender is a voter of the configuration in force,
+        // but a replica whose commit point is past a change may be the only
+        // one that can tell a voter behind it who is best (Raft's servers
+        // likewise answer votes without consulting their configuration).
+        // A non-voter may stand too: it may be the one that knows most,
+        // and once it leads it hands over to a voter.
         self.abandon_leadership(out);
-        if !self.is_elector() {
-            // A learner, a node not added yet or one removed: it waits to
-            // hear from a leader and never stands or votes.
-            self.role = Role::Looking(Looking::idle());
-            return;
-        }
         self.round += 1;
         let vote = self.my_vote();
         let mut looking = Looking {
+            begun: true,
             vote: Some(vote),
             ..Looking::default()
         };
@@ -104,7 +108,7 @@ impl Replica {
         let Role::Looking(looking) = &self.role else {
             return;
         };
-        if looking.vote.is_none() {
+        if !looking.begun {
             self.start_looking(out);
         } else if looking.decide_at.is_some_and(|at| self.now >= at) {
             self.decide(out);
@@ -145,27 +149,27 @@ impl Replica {
         self.send(to, msg, out);
     }
 
+    /// A vote from any node is heard (it is counted only if its sender is a
+    /// voter of the configuration in force here), and adopted if better
+    /// and its candidate may lead: a voter here, or one that has seen more
+    /// chosen slots (then this replica may be the one behind a change).
     fn looking_on_vote(&mut self, from: NodeId, round: u64, vote: Vote, out: &mut Actions) {
-        if self.electors.binary_search(&from).is_err() {
-            return; // only the voters of the configuration in force elect
-        }
         if round < self.round {
             self.tell_my_vote(from, out);
             return;
         }
-        let mine = self.my_vote();
+        let mine = Some(self.my_vote());
         let Role::Looking(looking) = &self.role else {
             return;
         };
-        let current = looking.vote.unwrap_or(mine);
+        let current = looking.vote.or(mine);
+        let eligible = self.electors.binary_search(&vote.node).is_ok() || vote.commit > self.commit;
+        let beats = |other: Option<Vote>| {
+            eligible && other.is_none_or(|o| self.vote_key(&vote) > self.vote_key(&o))
+        };
         let (adopt, reset) = if round > self.round {
-            let better = if self.vote_key(&vote) > self.vote_key(&mine) {
-                vote
-            } else {
-                mine
-            };
-            (Some(better), true)
-        } else if self.vote_key(&vote) > self.vote_key(&current) {
+            (if beats(mine) { Some(vote) } else { mine }, true)
+        } else if beats(current) {
             (Some(vote), false)
         } else {
             (None, false)
@@ -245,6 +249,7 @@ impl Replica {
                 leader,
                 silent_until,
                 catchup_sent_at: None,
+                leader_commit: Slot(0),
             });
         }
     }
@@ -274,6 +279,7 @@ impl Replica {
                 leader,
                 silent_until,
                 catchup_sent_at: None,
+                leader_commit: Slot(0),
             });
         }
     }

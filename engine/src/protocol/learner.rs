@@ -13,6 +13,11 @@ impl Replica {
     /// `trusted` itself (a leader proposes one value per slot per ballot);
     /// anything else we must fetch.
     pub(super) fn learn(&mut self, trusted: Ballot, upto: Slot, out: &mut Actions) {
+        if let Role::Following(following) = &mut self.role {
+            if following.leader == trusted.node {
+                following.leader_commit = following.leader_commit.max(upto);
+            }
+        }
         while self.commit < upto {
             match self.log.get(self.commit) {
                 Some(entry) if entry.ballot == trusted => self.commit_next(out),

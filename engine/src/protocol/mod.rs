@@ -195,6 +195,8 @@ struct Following {
     /// The follower starts looking when `now` passes this.
     silent_until: u64,
     catchup_sent_at: Option<u64>,
+    /// The highest commit point the leader has told us.
+    leader_commit: Slot,
 }
 
 /// A public summary of a replica, for status displays and tests.
@@ -456,6 +458,18 @@ impl Replica {
         })
     }
 
+    /// The highest slot the log may be compacted to: the commit point, but
+    /// no further than the leader's own while following. A leader elected
+    /// from behind (its Phase 1 done while our log still held its slots)
+    /// proposes those slots again, and an acceptor that compacted them has
+    /// no vote to give it.
+    pub fn compaction_limit(&self) -> Slot {
+        match &self.role {
+            Role::Following(f) => self.commit.min(f.leader_commit),
+            _ => self.commit,
+        }
+    }
+
     /// Drops log slots below `upto`, which the state machine has captured in a
     /// snapshot. Only committed slots can be compacted.
     pub fn compact(&mut self, upto: Slot) {
@@ -465,9 +479,12 @@ impl Replica {
 
     /// The state machine installed a snapshot covering every slot below
     /// `upto`, whose first command after it has log index `next_index`.
-    /// A steady leader never installs one: its log holds every chosen slot
-    /// it needs. A leader still in Phase 1 may (its acceptors compacted past
-    /// its commit point); it then recovers only the slots above `upto`.
+    /// A leader still in Phase 1 may install one (its acceptors compacted
+    /// past its commit point); it then recovers only the slots above
+    /// `upto`. So may a steady leader elected from behind whose followers
+    /// have since compacted the slots it proposes (they hold them chosen in
+    /// a snapshot and have no vote to give): its in-flight slots below
+    /// `upto` are chosen, and it goes on from there.
     /// Returns whether the snapshot was installed.
     /// `schedule` is the configurations the snapshot recorded from `upto` on
     /// (`None`: keep ours, for snapshots of a group that never changed).
@@ -481,10 +498,7 @@ impl Replica {
             return false;
         }
         if let Role::Leading(leading) = &mut self.role {
-            if leading.is_steady() {
-                return false;
-            }
-            leading.skip_to(upto);
+            leading.skip_to(self.commit, upto);
         }
         self.log.compact(upto);
         self.commit = upto;

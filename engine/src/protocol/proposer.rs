@@ -91,10 +91,15 @@ impl Leading {
         matches!(self.phase, Phase::Steady)
     }
 
-    /// Phase 1 learned from a snapshot that every slot below `upto` is
-    /// chosen: recovery starts there.
-    pub(super) fn skip_to(&mut self, upto: Slot) {
-        debug_assert!(!self.is_steady() && self.inflight.is_empty());
+    /// A snapshot says every slot below `upto` is chosen (the commit
+    /// point was `commit`): what was in flight below it is done, and
+    /// recovery and new proposals start there.
+    pub(super) fn skip_to(&mut self, commit: Slot, upto: Slot) {
+        let done = upto.distance_from(commit).min(self.inflight.len() as u64);
+        self.inflight.drain(..done as usize);
+        let skipped = upto.distance_from(self.next_slot);
+        let recovered = skipped.min(self.recovering.len() as u64);
+        self.recovering.drain(..recovered as usize);
         self.next_slot = self.next_slot.max(upto);
         self.recovery_end = self.recovery_end.max(upto);
     }

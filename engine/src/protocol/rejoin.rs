@@ -214,6 +214,7 @@ impl Replica {
             leader: ballot.node,
             silent_until,
             catchup_sent_at: None,
+            leader_commit: Slot(0),
         });
     }
 

@@ -197,6 +197,11 @@ fn run_inner(
     let mut reconfigure = ChaCha8Rng::seed_from_u64(seed ^ 0xC0F1_6000);
     let spares = if change_members && reconfigure.random_bool(0.8) {
         plan.reconfigure_per_tick = reconfigure.random_range(0.002..0.012);
+        // A replica that lost its disk rebuilds by asking the members of
+        // the group's first configuration (`--rejoin`); with changes it
+        // must come back as a new member instead, which is not built yet.
+        plan.disk_loss_per_restart = 0.0;
+        plan.tail_damage_per_restart = 0.0;
         reconfigure.random_range(1..=2)
     } else {
         0

@@ -269,3 +269,46 @@ fn command(client: u64, seq: u64, data: &str) -> Command {
         data: Bytes::copy_from_slice(data.as_bytes()),
     }
 }
+
+fn broadcast_votes(actions: &[Action]) -> Vec<NodeId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Envelope {
+                msg:
+                    Message::Notification(Notification {
+                        state: PeerState::Looking(v),
+                        ..
+                    }),
+                ..
+            }) => Some(v.node),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replica_behind_a_change_backs_a_candidate_ahead_of_it_only() {
+    let mut r = replica(2, DurableState::default());
+    step(&mut r, Input::Tick);
+    let vote = |node: u64, commit: u64| Vote {
+        epoch: 1,
+        commit: Slot(commit),
+        last_ballot: ballot(1, 1),
+        last_slot: Slot(commit),
+        node: NodeId(node),
+    };
+    let heard = |v: Vote| {
+        Message::Notification(Notification {
+            round: 1,
+            state: PeerState::Looking(v),
+        })
+    };
+    // Node 8 is in no configuration 2 knows and has seen no more than it.
+    let stranger = step(&mut r, from(8, 2, heard(vote(8, 0))));
+    assert!(broadcast_votes(&stranger).is_empty(), "{stranger:?}");
+    // Node 9 has seen chosen slots 2 has not: a change may have made it a
+    // voter; 2 backs it and passes the vote on.
+    let ahead = step(&mut r, from(8, 2, heard(vote(9, 40))));
+    assert!(broadcast_votes(&ahead).contains(&NodeId(9)), "{ahead:?}");
+}

@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::*;
 
+mod behind;
 mod clients;
 mod membership;
 mod recovery;

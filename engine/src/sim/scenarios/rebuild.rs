@@ -118,10 +118,11 @@ fn a_lost_disk_rejoins_only_once_safe_then_votes_again() {
 
 /// The sweep of lost disks (`a_sweep_of_rebuilds_and_transfers_finds_nothing`)
 /// is not blind to the hazard: the same runs with lost disks restarted as
-/// new replicas break a safety property.
+/// new replicas break a safety property. Few seeds show it (on
+/// 2026-12-07 the first was 764), hence the long range.
 #[test]
 fn a_sweep_restarting_lost_disks_as_new_is_caught() {
-    let caught = (0..300).find(|seed| {
+    let caught = (0..2000).find(|seed| {
         let (report, _) = run_seed_with(*seed, |o| o.wiped_restart_unsafely = true);
         report.violations.iter().any(|v| v.property != "liveness")
     });
