@@ -33,6 +33,7 @@ mod learner;
 mod log;
 mod membership;
 mod message;
+mod prepare;
 mod proposer;
 mod quorum;
 mod reads;

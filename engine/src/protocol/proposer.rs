@@ -1,4 +1,4 @@
-//! The distinguished proposer: Phase 1 for all slots at once, recovery of
+//! The distinguished proposer: Phase 1 for all slots at once (`prepare.rs`), recovery of
 //! open slots, then batched, pipelined Phase 2, heartbeats and read-index.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -8,7 +8,7 @@ use super::batch::{Batch, BatchBuilder, Command};
 use super::log::Entry;
 use super::membership::{Membership, CHANGE_DELAY_SLOTS};
 use super::message::{
-    Accept, Accepted, CatchUp, CatchUpRequest, Heartbeat, Message, Nack, Prepare, Promise,
+    Accept, Accepted, CatchUp, CatchUpRequest, Heartbeat, Message, Nack, Prepare,
 };
 use super::quorum::VoteSet;
 use super::reads::PendingRead;
@@ -18,9 +18,9 @@ use super::{Replica, Role};
 #[derive(Clone, Debug)]
 pub(super) struct Leading {
     pub(super) ballot: Ballot,
-    phase: Phase,
+    pub(super) phase: Phase,
     /// Where the next new batch goes.
-    next_slot: Slot,
+    pub(super) next_slot: Slot,
     /// Slots `commit..next_slot`, oldest first.
     inflight: VecDeque<InFlight>,
     /// Commands waiting for room in the pipeline, already cut into batches.
@@ -35,7 +35,7 @@ pub(super) struct Leading {
     /// A configuration entry waiting for the pipeline (it travels alone).
     change: Option<Batch>,
     /// Tick each member was last heard from.
-    heard_at: BTreeMap<NodeId, u64>,
+    pub(super) heard_at: BTreeMap<NodeId, u64>,
     pub(super) next_heartbeat_at: u64,
     /// Slots below this were open when we took over; reads wait for them.
     pub(super) recovery_end: Slot,
@@ -43,7 +43,7 @@ pub(super) struct Leading {
     /// ahead of new batches and at most `pipeline_max` slots in flight, so
     /// a long recovery does not flood the peers' queues (the narrower
     /// window for new batches does not apply: these merge with nothing).
-    recovering: VecDeque<Batch>,
+    pub(super) recovering: VecDeque<Batch>,
     pub(super) read_round: u64,
     /// Highest read round each member echoed.
     pub(super) read_acks: BTreeMap<NodeId, u64>,
@@ -51,7 +51,7 @@ pub(super) struct Leading {
 }
 
 #[derive(Clone, Debug)]
-enum Phase {
+pub(super) enum Phase {
     Preparing {
         promises: BTreeMap<NodeId, Pages>,
         prepared_at: u64,
@@ -67,14 +67,14 @@ enum Phase {
 
 /// An acceptor's promise as its pages arrive.
 #[derive(Clone, Debug, Default)]
-struct Pages {
-    entries: Vec<(Slot, Entry)>,
+pub(super) struct Pages {
+    pub(super) entries: Vec<(Slot, Entry)>,
     /// The page asked for next; `None` once the last page is in.
-    asking_from: Option<Slot>,
+    pub(super) asking_from: Option<Slot>,
 }
 
 impl Pages {
-    fn complete(&self) -> bool {
+    pub(super) fn complete(&self) -> bool {
         self.asking_from.is_none()
     }
 }
@@ -227,123 +227,6 @@ impl Replica {
                 reason,
             }));
         }
-    }
-
-    pub(super) fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut Actions) {
-        let (commit, now) = (self.commit, self.now);
-        let Role::Leading(leading) = &mut self.role else {
-            return;
-        };
-        let ballot = leading.ballot;
-        let Phase::Preparing {
-            promises, found, ..
-        } = &mut leading.phase
-        else {
-            return;
-        };
-        // An acceptor that compacted slots we lack cannot help recover them.
-        if promise.ballot != ballot || promise.log_start > commit {
-            return;
-        }
-        leading.heard_at.insert(from, now);
-        let pages = promises.entry(from).or_insert_with(|| Pages {
-            entries: Vec::new(),
-            asking_from: Some(commit),
-        });
-        // A page we did not ask for (a duplicate, or late) changes nothing.
-        if pages.asking_from != Some(promise.from_slot) {
-            return;
-        }
-        pages.entries.extend(promise.entries);
-        pages.asking_from = promise.next_from;
-        if let Some(from_slot) = promise.next_from {
-            self.send(from, Message::Prepare(Prepare { ballot, from_slot }), out);
-            return;
-        }
-        for (_, entry) in pages.entries.iter().filter(|(slot, _)| *slot >= commit) {
-            if let Ok(Some(membership)) = Membership::from_batch(&entry.batch) {
-                if !found.contains(&membership) {
-                    found.push(membership);
-                }
-            }
-        }
-        self.leader_maybe_prepared(out);
-    }
-
-    /// Phase 1 ends once a majority of every configuration that may govern
-    /// a slot at or above the commit point has promised: those in the
-    /// schedule, and those found in the promises (chosen or not, we cannot
-    /// tell yet). Members of a found configuration not asked yet are asked.
-    fn leader_maybe_prepared(&mut self, out: &mut Actions) {
-        let (me, commit) = (self.config.id, self.commit);
-        let Role::Leading(leading) = &mut self.role else {
-            return;
-        };
-        let ballot = leading.ballot;
-        let Phase::Preparing {
-            promises,
-            asked,
-            found,
-            ..
-        } = &mut leading.phase
-        else {
-            return;
-        };
-        let mut newly_asked = Vec::new();
-        for member in found.iter().flat_map(|m| m.members()) {
-            if member.id != me && asked.insert(member.id) {
-                newly_asked.push(member.id);
-            }
-        }
-        let promised = |id: NodeId| promises.get(&id).is_some_and(Pages::complete);
-        let prepared = found.iter().all(|m| m.majority(promised))
-            && self.schedule.from(commit).all(|m| m.majority(promised));
-        for peer in newly_asked {
-            let from_slot = commit;
-            self.send(peer, Message::Prepare(Prepare { ballot, from_slot }), out);
-        }
-        if prepared {
-            self.leader_recover(out);
-        }
-    }
-
-    /// Phase 1 is done: re-propose, at our ballot, the highest-ballot value
-    /// reported for every open slot, and a no-op for every gap.
-    fn leader_recover(&mut self, out: &mut Actions) {
-        let Role::Leading(leading) = &mut self.role else {
-            return;
-        };
-        let Phase::Preparing { promises, .. } =
-            std::mem::replace(&mut leading.phase, Phase::Steady)
-        else {
-            return;
-        };
-        let mut best: BTreeMap<Slot, Entry> = BTreeMap::new();
-        for (slot, entry) in promises
-            .into_values()
-            .filter(Pages::complete)
-            .flat_map(|p| p.entries)
-        {
-            if slot < self.commit {
-                continue;
-            }
-            match best.get(&slot) {
-                Some(have) if have.ballot >= entry.ballot => {}
-                _ => {
-                    best.insert(slot, entry);
-                }
-            }
-        }
-        let end = best.keys().next_back().map_or(self.commit, |s| s.next());
-        leading.recovery_end = end;
-        let mut slot = self.commit;
-        while slot < end {
-            let batch = best.remove(&slot).map_or_else(Batch::noop, |e| e.batch);
-            leading.recovering.push_back(batch);
-            slot = slot.next();
-        }
-        self.leader_heartbeat(out);
-        self.leader_flush(out);
     }
 
     /// Accepts `batch` at `slot` locally and sends it to every follower. The
@@ -664,7 +547,7 @@ impl Replica {
         }
     }
 
-    fn leader_heartbeat(&mut self, out: &mut Actions) {
+    pub(super) fn leader_heartbeat(&mut self, out: &mut Actions) {
         let next = self.now + u64::from(self.config.heartbeat_ticks);
         let Role::Leading(leading) = &mut self.role else {
             return;
@@ -699,39 +582,6 @@ impl Replica {
         });
         if let Some(heir) = heir {
             self.transfer_leadership(heir, out);
-        }
-    }
-
-    fn leader_resend_prepare(&mut self, out: &mut Actions) {
-        let (now, resend) = (self.now, u64::from(self.config.resend_ticks));
-        let Role::Leading(leading) = &mut self.role else {
-            return;
-        };
-        let Phase::Preparing {
-            promises,
-            prepared_at,
-            asked,
-            ..
-        } = &mut leading.phase
-        else {
-            return;
-        };
-        if *prepared_at + resend > now {
-            return;
-        }
-        *prepared_at = now;
-        // Each missing acceptor is asked again for the page it owes.
-        let missing: Vec<(NodeId, Slot)> = asked
-            .iter()
-            .copied()
-            .filter_map(|m| match promises.get(&m) {
-                None => Some((m, self.commit)),
-                Some(pages) => pages.asking_from.map(|from| (m, from)),
-            })
-            .collect();
-        let ballot = leading.ballot;
-        for (peer, from_slot) in missing {
-            self.send(peer, Message::Prepare(Prepare { ballot, from_slot }), out);
         }
     }
 

@@ -24,8 +24,8 @@ pub enum TransferError {
         /// Who it believes leads.
         leader: Option<NodeId>,
     },
-    /// The named node is not a member of the group.
-    #[error("node {} is not a member of the group", .0.0)]
+    /// The named node is not a voter of the group's configurations.
+    #[error("node {} is not a voting member of the group", .0.0)]
     NotAMember(NodeId),
     /// The member did not take over in time (down, cut off, or rebuilding);
     /// the old leader may lead on, or another election may follow.
@@ -43,7 +43,7 @@ pub enum TransferError {
 
 /// Whether `replica` may hand leadership to `to` now.
 pub(super) fn check(replica: &Replica, to: NodeId) -> Result<(), TransferError> {
-    if !replica.config().members.contains(&to) {
+    if !replica.schedule().votes_anywhere(to) {
         return Err(TransferError::NotAMember(to));
     }
     let status = replica.status();
