@@ -107,27 +107,38 @@ fn a_change_governs_from_the_delay_on_with_its_own_quorum() {
     assert_eq!(committed(&step(&mut leader, accepted(4, b, from))), [from]);
 }
 
-#[test]
-fn phase_one_waits_for_a_majority_of_a_configuration_found_in_a_promise() {
-    let mut r = replica(1, DurableState::default());
+/// Replica 1 of `durable`, campaigning at ballot 1.1 with its own promise
+/// durable: its Prepares are out.
+fn campaigning(durable: DurableState) -> (Replica, Ballot) {
+    let mut r = replica(1, durable);
     let mut out = Actions::default();
     r.campaign(&mut out);
-    let b = ballot(1, 1);
     step(&mut r, Input::Persisted(sync_of(out.as_slice()).unwrap()));
-    let found = Promise {
+    (r, ballot(1, 1))
+}
+
+/// A whole promise to `b` reporting `entries`.
+fn promise(b: Ballot, entries: Vec<(Slot, Entry)>) -> Message {
+    Message::Promise(Promise {
         ballot: b,
         log_start: Slot(0),
         from_slot: Slot(0),
         next_from: None,
-        entries: vec![(
-            Slot(0),
-            Entry {
-                ballot: ballot(0, 2),
-                batch: voters(&[1, 4, 5]).to_batch(),
-            },
-        )],
-    };
-    let asked = step(&mut r, from(2, 1, Message::Promise(found)));
+        entries,
+    })
+}
+
+#[test]
+fn phase_one_waits_for_a_majority_of_a_configuration_found_in_a_promise() {
+    let (mut r, b) = campaigning(DurableState::default());
+    let found = vec![(
+        Slot(0),
+        Entry {
+            ballot: ballot(0, 2),
+            batch: voters(&[1, 4, 5]).to_batch(),
+        },
+    )];
+    let asked = step(&mut r, from(2, 1, promise(b, found)));
     // 1 and 2 are a majority of {1, 2, 3}, but the entry at slot 0 may be
     // chosen: {1, 4, 5} must promise too, so 4 and 5 are asked.
     assert!(!r.status().leading);
@@ -143,14 +154,7 @@ fn phase_one_waits_for_a_majority_of_a_configuration_found_in_a_promise() {
         })
         .collect();
     assert_eq!(prepared, [NodeId(4), NodeId(5)]);
-    let empty = Promise {
-        ballot: b,
-        log_start: Slot(0),
-        from_slot: Slot(0),
-        next_from: None,
-        entries: vec![],
-    };
-    step(&mut r, from(4, 1, Message::Promise(empty)));
+    step(&mut r, from(4, 1, promise(b, vec![])));
     assert!(r.status().leading, "1 and 4 are a majority of {{1, 4, 5}}");
 }
 
@@ -211,21 +215,10 @@ fn a_leader_that_is_no_longer_a_voter_hands_over() {
         ]),
         ..DurableState::default()
     };
-    let mut r = replica(1, durable);
-    let mut out = Actions::default();
-    r.campaign(&mut out);
-    let b = ballot(1, 1);
-    step(&mut r, Input::Persisted(sync_of(out.as_slice()).unwrap()));
-    let empty = Promise {
-        ballot: b,
-        log_start: Slot(0),
-        from_slot: Slot(0),
-        next_from: None,
-        entries: vec![],
-    };
-    step(&mut r, from(2, 1, Message::Promise(empty.clone())));
+    let (mut r, b) = campaigning(durable);
+    step(&mut r, from(2, 1, promise(b, vec![])));
     assert!(!r.status().leading, "{{2, 3}} needs both");
-    let flushed = step(&mut r, from(3, 1, Message::Promise(empty)));
+    let flushed = step(&mut r, from(3, 1, promise(b, vec![])));
     assert!(r.status().leading);
     // It fills slot 0 to bring {2, 3} into force, then hands over.
     step(&mut r, Input::Persisted(sync_of(&flushed).unwrap()));
