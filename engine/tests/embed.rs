@@ -173,6 +173,11 @@ fn threads_propose_read_and_stream_commits_across_cores_and_restarts() {
     // recovered, and an older index is refused with where to start.
     let status = block_on(handles[2].status(GroupId(1))).expect("running");
     assert!(status.next_index > LogIndex(0));
+    // The configuration reads as the three voters, no change under way.
+    let view = block_on(handles[2].membership(GroupId(1))).expect("running");
+    let voters: Vec<NodeId> = view.in_force.voter_ids().collect();
+    assert_eq!(voters, [NodeId(1), NodeId(2), NodeId(3)]);
+    assert_eq!(view.next, None);
     match block_on(handles[2].subscribe(GroupId(1), LogIndex(0))) {
         Err(SubscribeError::Compacted { first }) => assert!(first <= status.next_index),
         Err(other) => panic!("refused for another reason: {other}"),

@@ -282,6 +282,14 @@ impl Schedule {
         &self.entries[after.saturating_sub(1)].1
     }
 
+    /// The first slot of the configuration that governs `slot`: with the
+    /// next one's first slot, it names the schedule's state from `slot` on
+    /// (every configuration chosen has a first slot of its own).
+    pub fn governing_from(&self, slot: Slot) -> Slot {
+        let after = self.entries.partition_point(|(from, _)| *from <= slot);
+        self.entries[after.saturating_sub(1)].0
+    }
+
     /// The newest configuration known (in force or not yet).
     pub fn latest(&self) -> &Membership {
         &self.entries.last().expect("never empty").1

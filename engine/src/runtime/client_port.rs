@@ -29,7 +29,8 @@ use thiserror::Error;
 use super::answering::answer_each;
 use super::error::{ClientPortError, NodeError};
 use super::group::{
-    GroupHandle, GroupStatus, Groups, ProposeOutcome, ReadOutcome, StatusView, TransferError,
+    GroupHandle, GroupStatus, Groups, MembershipView, ProposeOutcome, ReadOutcome, StatusView,
+    TransferError,
 };
 use super::options::core_of;
 use crate::protocol::{ClientId, Command, NodeId};
@@ -185,6 +186,12 @@ impl LocalGroup<'_> {
     /// The group's status on this node as it stands.
     pub fn status(&self) -> StatusView {
         self.status.view()
+    }
+
+    /// The group's configuration as this node sees it (`None` before its
+    /// first step).
+    pub fn membership(&self) -> Option<MembershipView> {
+        self.status.membership()
     }
 
     /// Hands leadership to member `to` (this node must lead) and waits

@@ -24,6 +24,6 @@ pub use crate::group::{snapshot, Applying, Capture, StateMachine};
 pub mod group;
 
 pub use group::{
-    CommitStream, Committed, GroupHandle, GroupOptions, GroupStatus, PeerLink, ProposeOutcome,
-    ReadOutcome, StatusView, SubscribeError, TransferError, TRANSFER_WAIT,
+    CommitStream, Committed, GroupHandle, GroupOptions, GroupStatus, MembershipView, PeerLink,
+    ProposeOutcome, ReadOutcome, StatusView, SubscribeError, TransferError, TRANSFER_WAIT,
 };

@@ -14,7 +14,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::client_port::{forward_channel, ClientService, NoClientPort, PortSetup};
 use super::cores::{Core, CoreEvent};
 use super::group::{
-    CommitStream, ProposeOutcome, ReadOutcome, StatusView, SubscribeError, TransferError,
+    CommitStream, MembershipView, ProposeOutcome, ReadOutcome, StatusView, SubscribeError,
+    TransferError,
 };
 use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics};
 use super::requests::{CoreRequest, CORE_REQUESTS_MAX};
@@ -399,6 +400,17 @@ impl NodeHandle {
     /// stopped (a group that failed reports its last status until then).
     pub async fn status(&self, group: GroupId) -> Option<StatusView> {
         let asked = self.ask(group, |reply| CoreRequest::Status {
+            group: group.0,
+            reply,
+        });
+        asked.await.flatten()
+    }
+
+    /// `group`'s configuration on this node: the members in force (each a
+    /// voter or a learner) and a change under way, if any; `None` if this
+    /// node has no such group.
+    pub async fn membership(&self, group: GroupId) -> Option<MembershipView> {
+        let asked = self.ask(group, |reply| CoreRequest::Membership {
             group: group.0,
             reply,
         });

@@ -6,7 +6,8 @@ use futures_channel::{mpsc, oneshot};
 
 use super::answering::answer_each;
 use super::group::{
-    CommitStream, Groups, ProposeOutcome, ReadOutcome, StatusView, SubscribeError, TransferError,
+    CommitStream, Groups, MembershipView, ProposeOutcome, ReadOutcome, StatusView, SubscribeError,
+    TransferError,
 };
 use crate::protocol::{Command, LogIndex, NodeId};
 
@@ -29,6 +30,11 @@ pub(super) enum CoreRequest {
     Status {
         group: u32,
         reply: oneshot::Sender<Option<StatusView>>,
+    },
+    /// The group's configuration as it stands.
+    Membership {
+        group: u32,
+        reply: oneshot::Sender<Option<MembershipView>>,
     },
     /// Hand a group's leadership to a member.
     TransferLeadership {
@@ -92,6 +98,12 @@ async fn carry_out(groups: &Groups, request: CoreRequest) {
         }
         CoreRequest::Status { group, reply } => {
             let _ = reply.send(groups.get(&group).map(|(_, status)| status.view()));
+        }
+        CoreRequest::Membership { group, reply } => {
+            let view = groups
+                .get(&group)
+                .and_then(|(_, status)| status.membership());
+            let _ = reply.send(view);
         }
         CoreRequest::TransferLeadership { group, to, reply } => {
             let outcome = match groups.get(&group) {

@@ -18,7 +18,7 @@ use super::outgoing::Outgoing;
 use super::promise_record::PromiseRecord;
 use super::stages::StageClock;
 use super::transfer;
-use super::{Committed, GroupError, GroupStatus, Inbound, PeerLink, Waiting};
+use super::{Committed, GroupError, GroupStatus, Inbound, MembershipView, PeerLink, Waiting};
 use crate::group::snapshot::{encode_wanted, KIND_SNAPSHOT_WANTED};
 use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
@@ -77,6 +77,8 @@ pub(super) struct GroupDriver<S> {
     /// Command bytes applied since `paced_since`, for the write pace.
     pub(super) paced_bytes: u64,
     pub(super) paced_since: Instant,
+    /// The schedule last published: its governing and next first slots.
+    membership_shape: Option<(Slot, Option<Slot>)>,
 }
 
 impl<S: StateMachine> GroupDriver<S> {
@@ -119,6 +121,7 @@ impl<S: StateMachine> GroupDriver<S> {
             sending: Rc::default(),
             paced_bytes: 0,
             paced_since: Instant::now(),
+            membership_shape: None,
         }
     }
 
@@ -497,7 +500,27 @@ impl<S: StateMachine> GroupDriver<S> {
             .snapshots_installed
             .set(self.core.snapshots_installed());
         self.status.commit.set(status.commit);
+        self.publish_membership(status.commit);
         self.metrics.publish(&self.status.view());
+    }
+
+    /// Refreshes the published configuration when the schedule changed
+    /// (a configuration chosen, or one come into force): a few comparisons
+    /// per step, a copy only on a change.
+    fn publish_membership(&mut self, commit: Slot) {
+        let schedule = self.core.replica().schedule();
+        let next_from = schedule
+            .entries()
+            .iter()
+            .map(|(from, _)| *from)
+            .find(|f| *f > commit);
+        let shape = (schedule.governing_from(commit), next_from);
+        if self.membership_shape == Some(shape) {
+            return;
+        }
+        self.membership_shape = Some(shape);
+        let view = MembershipView::of(schedule, commit);
+        *self.status.membership.borrow_mut() = Some(view);
     }
 
     /// The peer the replica should be told it lost: its leader, once the

@@ -32,7 +32,7 @@ mod tasks;
 mod tests;
 mod transfer;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ pub use self::start::start_group;
 pub use self::transfer::{TransferError, TRANSFER_WAIT};
 use super::codec::{DecodeError, PeerFrame, KIND_PEER_MESSAGE};
 use super::metrics::GroupMetrics;
-pub use super::status::StatusView;
+pub use super::status::{MembershipView, StatusView};
 use crate::group::snapshot::{SnapshotChunk, SnapshotError, SnapshotPolicy};
 pub use crate::group::{ProposeOutcome, ReadOutcome};
 use crate::protocol::{
@@ -464,9 +464,17 @@ pub struct GroupStatus {
     pub snapshot: Cell<Slot>,
     /// Snapshots installed from a peer.
     pub snapshots_installed: Cell<u64>,
+    /// The group's configuration, refreshed when it changes (`None` until
+    /// the group's first step).
+    pub membership: RefCell<Option<MembershipView>>,
 }
 
 impl GroupStatus {
+    /// The group's configuration as it stands.
+    pub fn membership(&self) -> Option<MembershipView> {
+        self.membership.borrow().clone()
+    }
+
     /// The status as it stands.
     pub fn view(&self) -> StatusView {
         StatusView {

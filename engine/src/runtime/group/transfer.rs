@@ -25,7 +25,7 @@ pub enum TransferError {
         leader: Option<NodeId>,
     },
     /// The named node is not a voter of the group's configurations.
-    #[error("node {} is not a voting member of the group", .0.0)]
+    #[error("node {} is not a member of the group (a voter)", .0.0)]
     NotAMember(NodeId),
     /// The member did not take over in time (down, cut off, or rebuilding);
     /// the old leader may lead on, or another election may follow.

@@ -166,14 +166,44 @@ impl NodePort {
                     let leader = status.leader.map(|l| l.0);
                     return ClientResponse::NotLeader { leader };
                 }
-                let members = self.members.iter().map(|(id, addr)| Member {
-                    id: id.0,
-                    addr: addr.to_string(),
-                    voter: true,
-                });
+                // The configuration in force, each member a voter or a
+                // learner; an address the configuration does not carry is
+                // the one this node was started with.
+                let addr_of = |id: NodeId| {
+                    self.members
+                        .iter()
+                        .find(|(peer, _)| *peer == id)
+                        .map(|(_, addr)| addr.to_string())
+                        .unwrap_or_default()
+                };
+                let members = match group.membership() {
+                    Some(view) => view
+                        .in_force
+                        .members()
+                        .iter()
+                        .map(|m| Member {
+                            id: m.id.0,
+                            addr: if m.addr.is_empty() {
+                                addr_of(m.id)
+                            } else {
+                                m.addr.clone()
+                            },
+                            voter: m.voter,
+                        })
+                        .collect(),
+                    None => self
+                        .members
+                        .iter()
+                        .map(|(id, addr)| Member {
+                            id: id.0,
+                            addr: addr.to_string(),
+                            voter: true,
+                        })
+                        .collect(),
+                };
                 ClientResponse::Members {
                     leader: self.node.0,
-                    members: members.collect(),
+                    members,
                 }
             }
             ClientOp::NodeStatus => {
