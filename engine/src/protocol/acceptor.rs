@@ -186,12 +186,7 @@ impl Replica {
             Role::Following(f) if f.leader == leader => f.silent_until = silent_until,
             _ => {
                 self.abandon_leadership(out);
-                self.role = Role::Following(Following {
-                    leader,
-                    silent_until,
-                    catchup_sent_at: None,
-                    leader_commit: Slot(0),
-                });
+                self.role = Role::Following(Following::of(leader, silent_until));
             }
         }
     }

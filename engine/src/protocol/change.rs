@@ -33,15 +33,14 @@ impl Replica {
         out: &mut Actions,
     ) -> Result<(), ChangeRefusal> {
         let hint = self.leader();
-        let commit = self.commit;
-        let pending_from = self.schedule.latest_from();
+        let pending = self.change_pending_until().is_some();
         let Role::Leading(leading) = &mut self.role else {
             return Err(ChangeRefusal::NotLeader(hint));
         };
         if !leading.is_steady() {
             return Err(ChangeRefusal::NotLeader(hint));
         }
-        if pending_from > commit || leading.has_change_in_flight() {
+        if pending || leading.has_change_in_flight() {
             return Err(ChangeRefusal::Pending);
         }
         leading.propose_change(membership.to_batch());

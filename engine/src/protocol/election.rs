@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use super::action::Actions;
 use super::message::{Message, Notification, PeerState};
-use super::types::{Ballot, NodeId, Slot};
+use super::types::{Ballot, NodeId};
 use super::vote::{Vote, VoteKey};
 use super::{Following, Replica, Role};
 
@@ -208,7 +208,7 @@ impl Replica {
     }
 
     fn check_vote_quorum(&mut self, out: &mut Actions) {
-        let quorum = self.electors.len() / 2 + 1;
+        let quorum = self.elector_quorum();
         let electors = &self.electors;
         let finalize = u64::from(self.config.finalize_ticks);
         let now = self.now;
@@ -245,19 +245,14 @@ impl Replica {
             self.become_leader(out);
         } else {
             let silent_until = self.now + self.follower_timeout();
-            self.role = Role::Following(Following {
-                leader,
-                silent_until,
-                catchup_sent_at: None,
-                leader_commit: Slot(0),
-            });
+            self.role = Role::Following(Following::of(leader, silent_until));
         }
     }
 
     /// A peer that is not looking reports `leader`. Join it once the leader
     /// itself says it leads and, with us, a majority stands behind it.
     fn looking_on_sitting(&mut self, from: NodeId, leader: NodeId) {
-        let quorum = self.electors.len() / 2 + 1;
+        let quorum = self.elector_quorum();
         let me = usize::from(self.is_elector());
         let electors = &self.electors;
         let Role::Looking(looking) = &mut self.role else {
@@ -275,12 +270,7 @@ impl Replica {
             + me;
         if behind >= quorum {
             let silent_until = self.now + self.follower_timeout();
-            self.role = Role::Following(Following {
-                leader,
-                silent_until,
-                catchup_sent_at: None,
-                leader_commit: Slot(0),
-            });
+            self.role = Role::Following(Following::of(leader, silent_until));
         }
     }
 }

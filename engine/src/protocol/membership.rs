@@ -276,18 +276,24 @@ impl Schedule {
         &self.entries
     }
 
+    /// The index of the entry that governs `slot` (the first governs every
+    /// slot below its own first slot too).
+    fn governing(&self, slot: Slot) -> usize {
+        self.entries
+            .partition_point(|(from, _)| *from <= slot)
+            .saturating_sub(1)
+    }
+
     /// The configuration that governs `slot`.
     pub fn at(&self, slot: Slot) -> &Membership {
-        let after = self.entries.partition_point(|(from, _)| *from <= slot);
-        &self.entries[after.saturating_sub(1)].1
+        &self.entries[self.governing(slot)].1
     }
 
     /// The first slot of the configuration that governs `slot`: with the
     /// next one's first slot, it names the schedule's state from `slot` on
     /// (every configuration chosen has a first slot of its own).
     pub fn governing_from(&self, slot: Slot) -> Slot {
-        let after = self.entries.partition_point(|(from, _)| *from <= slot);
-        self.entries[after.saturating_sub(1)].0
+        self.entries[self.governing(slot)].0
     }
 
     /// The newest configuration known (in force or not yet).
@@ -302,11 +308,7 @@ impl Schedule {
 
     /// The configurations that govern `slot` or any later slot.
     pub fn from(&self, slot: Slot) -> impl Iterator<Item = &Membership> {
-        let first = self
-            .entries
-            .partition_point(|(from, _)| *from <= slot)
-            .saturating_sub(1);
-        self.entries[first..].iter().map(|(_, m)| m)
+        self.entries[self.governing(slot)..].iter().map(|(_, m)| m)
     }
 
     /// A configuration chosen at `slot`; it governs from
@@ -319,10 +321,7 @@ impl Schedule {
 
     /// Forgets configurations that no slot at or above `slot` uses.
     pub fn forget_below(&mut self, slot: Slot) {
-        let keep_from = self
-            .entries
-            .partition_point(|(from, _)| *from <= slot)
-            .saturating_sub(1);
+        let keep_from = self.governing(slot);
         self.entries.drain(..keep_from);
     }
 

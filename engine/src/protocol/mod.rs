@@ -200,6 +200,19 @@ struct Following {
     leader_commit: Slot,
 }
 
+impl Following {
+    /// Following `leader`, silent until tick `silent_until`, nothing asked
+    /// of it yet.
+    fn of(leader: NodeId, silent_until: u64) -> Following {
+        Following {
+            leader,
+            silent_until,
+            catchup_sent_at: None,
+            leader_commit: Slot(0),
+        }
+    }
+}
+
 /// A public summary of a replica, for status displays and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -654,6 +667,11 @@ impl Replica {
         self.schedule
             .from(self.commit)
             .all(|m| m.majority(&mut heard))
+    }
+
+    /// Votes of electors that make a majority of them.
+    fn elector_quorum(&self) -> usize {
+        self.electors.len() / 2 + 1
     }
 
     /// Whether this replica votes in the configuration in force.

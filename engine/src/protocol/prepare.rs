@@ -65,13 +65,7 @@ impl Replica {
             return;
         };
         let ballot = leading.ballot;
-        let Phase::Preparing {
-            promises,
-            asked,
-            found,
-            ..
-        } = &mut leading.phase
-        else {
+        let Phase::Preparing { asked, found, .. } = &mut leading.phase else {
             return;
         };
         let mut newly_asked = Vec::new();
@@ -80,9 +74,17 @@ impl Replica {
                 newly_asked.push(member.id);
             }
         }
+        let Role::Leading(leading) = &self.role else {
+            return;
+        };
+        let Phase::Preparing {
+            promises, found, ..
+        } = &leading.phase
+        else {
+            return;
+        };
         let promised = |id: NodeId| promises.get(&id).is_some_and(Pages::complete);
-        let prepared = found.iter().all(|m| m.majority(promised))
-            && self.schedule.from(commit).all(|m| m.majority(promised));
+        let prepared = found.iter().all(|m| m.majority(promised)) && self.majorities(promised);
         for peer in newly_asked {
             let from_slot = commit;
             self.send(peer, Message::Prepare(Prepare { ballot, from_slot }), out);

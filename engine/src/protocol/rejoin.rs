@@ -210,12 +210,7 @@ impl Replica {
         self.see_round(self.promised.round);
         self.persist(Write::Promise(self.promised), out);
         let silent_until = self.now + self.follower_timeout();
-        self.role = Role::Following(Following {
-            leader: ballot.node,
-            silent_until,
-            catchup_sent_at: None,
-            leader_commit: Slot(0),
-        });
+        self.role = Role::Following(Following::of(ballot.node, silent_until));
     }
 
     /// Whether this replica is still rebuilding (it votes for nothing).
