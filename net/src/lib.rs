@@ -56,7 +56,7 @@ pub use listen::{check_unclaimed, claim_shared_port, PortClaim, BIND_BUSY_WAIT};
 pub use peer_addr::{NotHostAndPort, PeerAddr};
 pub use queue::SendError;
 pub use reader::{Frame, FrameReader};
-pub use transport::{Counters, Inbox, Message, Transport, TransportError};
+pub use transport::{AddPeerError, Counters, Inbox, Message, Transport, TransportError, PEERS_MAX};
 
 /// A node of the cluster. The transport never interprets it beyond equality.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -8,7 +8,7 @@
 //! a write when a connection died are counted as dropped, never resent
 //! (delivery is at most once, in order, per connection).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -123,7 +123,8 @@ struct Peer {
 
 struct Shared {
     config: PeerConfig,
-    peers: BTreeMap<NodeId, Peer>,
+    /// Grows when a peer is added at run time (`Transport::add_peer`).
+    peers: RefCell<BTreeMap<NodeId, Rc<Peer>>>,
     inbox: LocalSender<Vec<Message>>,
     counters: CounterCells,
     closed: Cell<bool>,
@@ -172,8 +173,22 @@ impl Inbox {
 pub struct Transport {
     shared: Rc<Shared>,
     local_addr: SocketAddr,
-    tasks: Vec<Task<()>>,
+    tasks: RefCell<Vec<Task<()>>>,
 }
+
+/// Why a peer could not be added.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddPeerError {
+    /// The transport knows this many peers already.
+    #[error("{0} peers known already")]
+    TooMany(usize),
+    /// The id is this node's own.
+    #[error("{0} is this node")]
+    Myself(NodeId),
+}
+
+/// Peers one transport knows at most, added ones included.
+pub const PEERS_MAX: usize = 1024;
 
 impl Transport {
     /// Validates `config`, binds its listen address, and starts dialing the
@@ -195,7 +210,7 @@ impl Transport {
             })?;
         let (tx, rx) = local_channel::new_bounded(config.inbox_batches_max);
         let shared = Rc::new(Shared {
-            peers: peers(&config),
+            peers: RefCell::new(peers(&config)),
             config,
             inbox: tx,
             counters: CounterCells::default(),
@@ -206,7 +221,13 @@ impl Transport {
         });
         let mut tasks = vec![spawn_local(accept_loop(shared.clone(), listener))];
         let me = shared.config.node_id;
-        for (&id, _) in shared.peers.range(NodeId(me.0.saturating_add(1))..) {
+        let higher: Vec<NodeId> = shared
+            .peers
+            .borrow()
+            .range(NodeId(me.0.saturating_add(1))..)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in higher {
             tasks.push(spawn_local(dial_loop(shared.clone(), id)));
         }
         info!(node = %me, core = shared.config.core, %local_addr, "transport started");
@@ -218,7 +239,7 @@ impl Transport {
             Transport {
                 shared,
                 local_addr,
-                tasks,
+                tasks: RefCell::new(tasks),
             },
             inbox,
         ))
@@ -227,6 +248,32 @@ impl Transport {
     /// The bound listen address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Makes `id` at `addr` a peer from now on (a member added to the
+    /// cluster while it runs): its connections are accepted, frames to it
+    /// are queued, and it is dialed if its id is higher. A peer known
+    /// already keeps its address and connection. Returns whether it is new.
+    pub fn add_peer(&self, id: NodeId, addr: PeerAddr) -> Result<bool, AddPeerError> {
+        let me = self.shared.config.node_id;
+        if id == me {
+            return Err(AddPeerError::Myself(id));
+        }
+        let mut peers = self.shared.peers.borrow_mut();
+        if peers.contains_key(&id) {
+            return Ok(false);
+        }
+        if peers.len() >= PEERS_MAX {
+            return Err(AddPeerError::TooMany(peers.len()));
+        }
+        peers.insert(id, Rc::new(new_peer(&self.shared.config, id, addr)));
+        drop(peers);
+        info!(node = %me, peer = %id, "peer added");
+        if id > me && !self.shared.closed.get() {
+            let dialer = spawn_local(dial_loop(self.shared.clone(), id));
+            self.tasks.borrow_mut().push(dialer);
+        }
+        Ok(true)
     }
 
     /// Queues one frame for `to` without waiting. `QueueFull` means slow
@@ -239,6 +286,7 @@ impl Transport {
     /// Queues one frame for `to`, waiting for room.
     pub async fn send_wait(&self, to: NodeId, kind: u16, body: &[u8]) -> Result<(), SendError> {
         self.queue(to, kind)?
+            .queue
             .push_wait(kind, Body::Slice(body))
             .await
     }
@@ -261,6 +309,7 @@ impl Transport {
         body: Bytes,
     ) -> Result<(), SendError> {
         self.queue(to, kind)?
+            .queue
             .push_wait(kind, Body::Bytes(&body))
             .await
     }
@@ -268,14 +317,13 @@ impl Transport {
     /// Bytes queued for `to` (pending plus being written); `None` for an
     /// unknown peer.
     pub fn queued_bytes(&self, to: NodeId) -> Option<usize> {
-        self.shared.peers.get(&to).map(|p| p.queue.queued_bytes())
+        self.shared.peer(to).map(|p| p.queue.queued_bytes())
     }
 
     /// Whether an authenticated connection to `to` is up now.
     pub fn is_connected(&self, to: NodeId) -> bool {
         self.shared
-            .peers
-            .get(&to)
+            .peer(to)
             .is_some_and(|p| p.generation.get() % 2 == 1)
     }
 
@@ -299,33 +347,28 @@ impl Transport {
     pub async fn shutdown(mut self) {
         self.shared.closed.set(true);
         self.shared.shutdown.notify();
-        for task in std::mem::take(&mut self.tasks) {
+        for task in std::mem::take(self.tasks.get_mut()) {
             task.cancel().await;
         }
     }
 
     fn push(&self, to: NodeId, kind: u16, body: Body<'_>) -> Result<(), SendError> {
-        let queue = self.queue(to, kind)?;
-        let result = queue.push(kind, body);
+        let peer = self.queue(to, kind)?;
+        let result = peer.queue.push(kind, body);
         if matches!(result, Err(SendError::QueueFull { .. })) {
             bump(&self.shared.counters.queue_full, 1);
         }
         result
     }
 
-    fn queue(&self, to: NodeId, kind: u16) -> Result<&SendQueue, SendError> {
+    fn queue(&self, to: NodeId, kind: u16) -> Result<Rc<Peer>, SendError> {
         if kind >= KIND_RESERVED_MIN {
             return Err(SendError::ReservedKind(kind));
         }
         if self.shared.closed.get() {
             return Err(SendError::Closed);
         }
-        let peer = self
-            .shared
-            .peers
-            .get(&to)
-            .ok_or(SendError::UnknownPeer(to))?;
-        Ok(&peer.queue)
+        self.shared.peer(to).ok_or(SendError::UnknownPeer(to))
     }
 }
 
@@ -336,22 +379,27 @@ impl Drop for Transport {
     }
 }
 
-fn peers(config: &PeerConfig) -> BTreeMap<NodeId, Peer> {
+fn peers(config: &PeerConfig) -> BTreeMap<NodeId, Rc<Peer>> {
     config
         .remote_peers()
         .into_iter()
-        .map(|(id, addr)| {
-            let queue =
-                SendQueue::new(id, config.peer_queue_bytes_max, config.frame_body_bytes_max);
-            let peer = Peer {
-                addr,
-                queue,
-                generation: Cell::new(0),
-                replaced: Notify::default(),
-            };
-            (id, peer)
-        })
+        .map(|(id, addr)| (id, Rc::new(new_peer(config, id, addr))))
         .collect()
+}
+
+fn new_peer(config: &PeerConfig, id: NodeId, addr: PeerAddr) -> Peer {
+    Peer {
+        addr,
+        queue: SendQueue::new(id, config.peer_queue_bytes_max, config.frame_body_bytes_max),
+        generation: Cell::new(0),
+        replaced: Notify::default(),
+    }
+}
+
+impl Shared {
+    fn peer(&self, id: NodeId) -> Option<Rc<Peer>> {
+        self.peers.borrow().get(&id).cloned()
+    }
 }
 
 /// Completes when the transport shuts down.
@@ -375,7 +423,7 @@ async fn accept_loop(shared: Rc<Shared>, listener: Listener) {
         match accepted {
             None => return,
             Some(Ok(stream)) => {
-                let limit = HANDSHAKES_PER_PEER_MAX * shared.peers.len().max(1);
+                let limit = HANDSHAKES_PER_PEER_MAX * shared.peers.borrow().len().max(1);
                 if shared.handshakes.get() >= limit {
                     let remote = stream.peer_addr().ok().map(|a| a.to_string());
                     drop(stream);
@@ -400,7 +448,7 @@ async fn accept_one(shared: Rc<Shared>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut reader = FrameReader::new(HANDSHAKE_BODY_BYTES_MAX);
     let timeout = shared.config.handshake_timeout;
-    let is_peer = |id| shared.peers.contains_key(&id);
+    let is_peer = |id| shared.peers.borrow().contains_key(&id);
     let handshake = accept_handshake(&shared.config, is_peer, &mut stream, &mut reader);
     let outcome = with_timeout(timeout, handshake).await;
     shared.handshakes.set(shared.handshakes.get() - 1);
@@ -444,7 +492,7 @@ async fn dial_loop(shared: Rc<Shared>, peer: NodeId) {
                 run_exclusive(&shared, peer, stream, reader, keys).await;
             }
             Err((reason, detail)) => {
-                let remote = shared.peers.get(&peer).map(|p| p.addr.to_string());
+                let remote = shared.peer(peer).map(|p| p.addr.to_string());
                 refuse(&shared, remote, Some(peer), reason, &detail);
             }
         }
@@ -463,7 +511,10 @@ async fn dial_once(
     shared: &Shared,
     peer: NodeId,
 ) -> Result<(TcpStream, FrameReader, FrameKeys), Refusal> {
-    let configured = &shared.peers[&peer].addr;
+    let Some(known) = shared.peer(peer) else {
+        return Err((RefuseReason::UnknownNode, format!("{peer} is no peer")));
+    };
+    let configured = &known.addr;
     let addr = resolve(configured)
         .await
         .map_err(|e| (RefuseReason::Io, format!("resolve {configured}: {e}")))?;
@@ -513,9 +564,10 @@ async fn run_exclusive(
     reader: FrameReader,
     keys: FrameKeys,
 ) {
-    let Some(slot) = shared.peers.get(&peer) else {
+    let Some(slot) = shared.peer(peer) else {
         return;
     };
+    let slot = &*slot;
     bump(&shared.counters.handshakes_ok, 1);
     // Odd generations mean "connected"; installing bumps to the next odd one.
     let generation = (slot.generation.get() | 1) + 2;

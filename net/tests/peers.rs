@@ -75,6 +75,33 @@ fn peers_named_by_host_name_are_resolved_at_each_dial() {
     });
 }
 
+/// A node added while both run: each side learns of the other only then
+/// (the lower id dials once it knows the higher), a stranger before that
+/// is refused, and adding it again changes nothing.
+#[test]
+fn a_peer_added_at_run_time_is_dialed_and_accepted() {
+    run(|| async {
+        let (a1, a2, a5) = (free_addr(), free_addr(), free_addr());
+        let (t1, _in1) = Transport::start(config(1, &[(1, a1), (2, a2)])).unwrap();
+        let (t5, mut in5) = Transport::start(config(5, &[(5, a5)])).unwrap();
+        assert!(matches!(
+            t1.send(NodeId(5), 3, &body(0)),
+            Err(SendError::UnknownPeer(_))
+        ));
+        // Node 5 knows node 1 first; its dials are not its to make (1 < 5),
+        // and node 1 refuses nothing it has not been told of yet.
+        assert_eq!(t5.add_peer(NodeId(1), PeerAddr::from(a1)), Ok(true));
+        assert_eq!(t1.add_peer(NodeId(5), PeerAddr::from(a5)), Ok(true));
+        assert_eq!(t1.add_peer(NodeId(5), PeerAddr::from(a1)), Ok(false));
+        assert!(t1.add_peer(NodeId(1), PeerAddr::from(a1)).is_err());
+        for i in 0..100 {
+            t1.send_wait(NodeId(5), 3, &body(i)).await.unwrap();
+        }
+        expect_in_order(&mut in5, 1, 0, 100).await;
+        assert!(t1.is_connected(NodeId(5)) && t5.is_connected(NodeId(1)));
+    });
+}
+
 /// Body `i` of the mixed stream: small, or up to 60 KiB (above and below
 /// the sizes sent from the caller's buffer and read into a buffer of their own).
 fn mixed_body(i: u64) -> Vec<u8> {
