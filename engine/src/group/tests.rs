@@ -608,6 +608,7 @@ fn reads_wait_for_the_leader_to_confirm_and_local_reads_do_not() {
     let ack = HeartbeatAck {
         ballot: ballot(1, 1),
         read_round: 1,
+        commit: Slot(0),
     };
     assert_eq!(
         step(&mut core, message(2, 1, Message::HeartbeatAck(ack))),

@@ -102,6 +102,7 @@ impl Replica {
         let ack = HeartbeatAck {
             ballot: heartbeat.ballot,
             read_round: heartbeat.read_round,
+            commit: self.commit,
         };
         self.send(from, Message::HeartbeatAck(ack), out);
         self.learn(heartbeat.ballot, heartbeat.commit, out);

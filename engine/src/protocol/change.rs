@@ -49,6 +49,16 @@ impl Replica {
         Ok(())
     }
 
+    /// How far `member` has caught up, as a leader knows it: every slot
+    /// below is chosen there (from its latest heartbeat answer); `None`
+    /// unless this replica leads and has heard it answer.
+    pub fn follower_commit(&self, member: NodeId) -> Option<Slot> {
+        match &self.role {
+            Role::Leading(leading) => leading.follower_commits.get(&member).copied(),
+            _ => None,
+        }
+    }
+
     /// The first slot the newest configuration governs, if it is not in
     /// force yet; `None` once every known configuration is.
     pub fn change_pending_until(&self) -> Option<Slot> {

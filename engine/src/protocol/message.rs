@@ -83,6 +83,9 @@ pub struct HeartbeatAck {
     pub ballot: Ballot,
     /// The heartbeat's read round.
     pub read_round: u64,
+    /// Every slot below is chosen, as the follower knows: how far behind
+    /// the leader it is (a learner is promoted once it has caught up).
+    pub commit: Slot,
 }
 
 /// A follower asks for chosen slots it lacks.

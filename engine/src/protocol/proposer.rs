@@ -36,6 +36,8 @@ pub(super) struct Leading {
     change: Option<Batch>,
     /// Tick each member was last heard from.
     pub(super) heard_at: BTreeMap<NodeId, u64>,
+    /// Each member's commit point as its latest heartbeat answer gave it.
+    pub(super) follower_commits: BTreeMap<NodeId, Slot>,
     pub(super) next_heartbeat_at: u64,
     /// Slots below this were open when we took over; reads wait for them.
     pub(super) recovery_end: Slot,
@@ -177,6 +179,7 @@ impl Replica {
             batch_bytes_last: 0,
             change: None,
             heard_at,
+            follower_commits: BTreeMap::new(),
             next_heartbeat_at: self.now,
             recovery_end: self.commit,
             recovering: VecDeque::new(),

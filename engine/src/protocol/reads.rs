@@ -22,6 +22,8 @@ impl Replica {
         };
         let acked = leading.read_acks.entry(from).or_default();
         *acked = (*acked).max(ack.read_round);
+        let commit = leading.follower_commits.entry(from).or_default();
+        *commit = (*commit).max(ack.commit);
         self.leader_serve_reads(out);
     }
 

@@ -196,8 +196,9 @@ impl<S: StateMachine, C: ClientService> Core<S, C> {
             peers,
         );
         peer_config.core = self.core;
-        // A replica that would keep another session table is refused.
-        peer_config.compat = crate::protocol::SESSION_BOUNDS;
+        // A replica that would keep another session table, or speaks
+        // another revision of the messages, is refused.
+        peer_config.compat = super::codec::PEER_COMPAT;
         peer_config.encrypt = options.encrypt_peer_frames;
         Transport::start(peer_config).map_err(|source| NodeError::Transport {
             core: self.core,

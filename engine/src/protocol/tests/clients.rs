@@ -45,6 +45,7 @@ fn reads_wait_for_a_majority_round_after_they_arrive() {
     let old_ack = Message::HeartbeatAck(HeartbeatAck {
         ballot: b,
         read_round: 0,
+        commit: Slot(0),
     });
     assert!(
         step(&mut r, from(2, 1, old_ack)).is_empty(),
@@ -55,6 +56,7 @@ fn reads_wait_for_a_majority_round_after_they_arrive() {
     let ack = Message::HeartbeatAck(HeartbeatAck {
         ballot: b,
         read_round: round,
+        commit: Slot(0),
     });
     assert_eq!(
         step(&mut r, from(3, 1, ack)),
@@ -113,6 +115,7 @@ fn a_read_during_phase_one_waits_for_the_recovered_slots() {
     let ack = Message::HeartbeatAck(HeartbeatAck {
         ballot: b,
         read_round: round,
+        commit: Slot(0),
     });
     let actions = step(&mut r, from(2, 1, ack));
     assert!(

@@ -305,3 +305,40 @@ fn a_replica_behind_a_change_backs_a_candidate_ahead_of_it_only() {
     let ahead = step(&mut r, from(8, 2, heard(vote(9, 40))));
     assert!(broadcast_votes(&ahead).contains(&NodeId(9)), "{ahead:?}");
 }
+
+/// A leader learns how far each member has caught up from its answers to
+/// heartbeats (a learner is promoted once it is close); a stale answer does
+/// not move it back, and only a leader knows.
+#[test]
+fn a_leader_knows_each_followers_commit_point_from_heartbeat_answers() {
+    let (mut leader, b, _) = elected();
+    assert_eq!(leader.follower_commit(NodeId(2)), None, "not heard yet");
+    let ack = |commit| {
+        Message::HeartbeatAck(HeartbeatAck {
+            ballot: b,
+            read_round: 0,
+            commit: Slot(commit),
+        })
+    };
+    step(&mut leader, from(2, 1, ack(40)));
+    step(&mut leader, from(2, 1, ack(12)));
+    assert_eq!(leader.follower_commit(NodeId(2)), Some(Slot(40)));
+    assert_eq!(leader.follower_commit(NodeId(3)), None);
+
+    // A follower answers with its own commit point.
+    let mut follower = replica(2, DurableState::default());
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        ballot: b,
+        commit: Slot(0),
+        read_round: 3,
+    });
+    let sent = step(&mut follower, from(1, 2, heartbeat));
+    assert!(sent.iter().any(|a| matches!(a,
+        Action::Send(Envelope { to: NodeId(1), msg: Message::HeartbeatAck(m), .. })
+            if m.commit == Slot(0) && m.read_round == 3)));
+    assert_eq!(
+        follower.follower_commit(NodeId(1)),
+        None,
+        "only a leader knows"
+    );
+}

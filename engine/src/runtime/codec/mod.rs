@@ -33,6 +33,17 @@ pub const KIND_WAL_ACCEPT: u16 = 2;
 /// and addressee in the body; a node of such a build is not understood.)
 pub const KIND_PEER_MESSAGE: u16 = 18;
 
+/// The revision of the peer message format, in the top byte of the number
+/// peers compare at the handshake (with the session bounds below it): a
+/// node of another revision is refused there, with a reason, rather than
+/// connected and misunderstood. Revision 1: heartbeat answers carry the
+/// follower's commit point.
+pub const PEER_FORMAT_REVISION: u64 = 1;
+
+/// What peers compare at the handshake: the message format's revision
+/// and the session bounds (`SESSION_BOUNDS` uses the low 56 bits).
+pub const PEER_COMPAT: u64 = crate::protocol::SESSION_BOUNDS ^ (PEER_FORMAT_REVISION << 56);
+
 /// Bounds a decoded batch must respect.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchLimits {
@@ -119,6 +130,7 @@ enum WireMessage {
     HeartbeatAck {
         ballot: WireBallot,
         read_round: u64,
+        commit: u64,
     },
     CatchUpRequest {
         ballot: WireBallot,
@@ -239,6 +251,7 @@ fn message_out(msg: &Message) -> WireMessage {
         Message::HeartbeatAck(m) => WireMessage::HeartbeatAck {
             ballot: ballot_out(m.ballot),
             read_round: m.read_round,
+            commit: m.commit.0,
         },
         Message::CatchUpRequest(m) => WireMessage::CatchUpRequest {
             ballot: ballot_out(m.ballot),
@@ -403,12 +416,15 @@ pub fn decode_message(
             commit: Slot(commit.to_native()),
             read_round: read_round.to_native(),
         }),
-        ArchivedWireMessage::HeartbeatAck { ballot, read_round } => {
-            Message::HeartbeatAck(HeartbeatAck {
-                ballot: ballot_in(ballot),
-                read_round: read_round.to_native(),
-            })
-        }
+        ArchivedWireMessage::HeartbeatAck {
+            ballot,
+            read_round,
+            commit,
+        } => Message::HeartbeatAck(HeartbeatAck {
+            ballot: ballot_in(ballot),
+            read_round: read_round.to_native(),
+            commit: Slot(commit.to_native()),
+        }),
         ArchivedWireMessage::CatchUpRequest { ballot, from_slot } => {
             Message::CatchUpRequest(CatchUpRequest {
                 ballot: ballot_in(ballot),

@@ -134,6 +134,7 @@ fn every_message_round_trips() {
         Message::HeartbeatAck(HeartbeatAck {
             ballot: b,
             read_round: 8,
+            commit: Slot(77),
         }),
         Message::CatchUpRequest(CatchUpRequest {
             ballot: b,
@@ -237,4 +238,14 @@ proptest! {
         let _ = decode_wal_accept(&frame, GroupId(0), LIMITS);
         let _ = decode_write(&frame, &frame, LIMITS);
     }
+}
+
+/// The session bounds fit below the format revision, so both are compared.
+#[test]
+fn the_peer_compat_number_holds_the_revision_and_the_session_bounds() {
+    assert_eq!(super::PEER_COMPAT >> 56, super::PEER_FORMAT_REVISION);
+    assert_eq!(
+        super::PEER_COMPAT & ((1 << 56) - 1),
+        crate::protocol::SESSION_BOUNDS
+    );
 }
