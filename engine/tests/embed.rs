@@ -21,7 +21,9 @@ use ports::free_ports;
 use sum::Sum;
 use synod_engine::protocol::{ClientId, GroupId, LogIndex, NodeId, Slot};
 use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
-use synod_engine::runtime::group::{CommitStream, Committed, SubscribeError};
+use synod_engine::runtime::group::{
+    ChangeError, CommitStream, Committed, MemberChange, SubscribeError,
+};
 use synod_engine::runtime::node::{Node, NodeHandle, NodeOptions};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 use synod_engine::runtime::{
@@ -647,4 +649,96 @@ fn a_panic_in_the_state_machine_stops_the_node_with_an_error_not_a_hang() {
             && e.contains("panicked: the embedder's state machine cannot apply 13")),
         "{errors:?}"
     );
+}
+
+/// The node that leads `group`, among `handles`, within 20 s.
+fn leader_of(handles: &[NodeHandle], group: GroupId) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for (i, handle) in handles.iter().enumerate() {
+            if block_on(handle.status(group)).is_some_and(|s| s.leading) {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running group gains a node it was not started with and loses one of
+/// its first: node 4 starts knowing only where the others are, is added as
+/// a voter (a learner until caught up), node 1 is removed, and the group
+/// goes on with 2, 3 and 4, every command counted once on node 4.
+#[test]
+fn a_new_node_is_added_and_an_old_one_removed_while_the_group_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers = peers();
+    let mut nodes = start(dir.path(), &peers);
+    let mut handles: Vec<NodeHandle> = nodes.iter().map(Node::handle).collect();
+    let group = GroupId(0);
+    let mut sum = 0;
+    for seq in 1..=20 {
+        add(&handles, group, 7, seq, seq);
+        sum += seq;
+    }
+    peers.push((NodeId(4), free_ports(2)));
+    let mut joining = options(dir.path(), NodeId(4), &peers);
+    joining.join = true;
+    let fourth = Node::start(joining, |_| Sum::default()).unwrap();
+    handles.push(fourth.handle());
+    let addr = peers[3].1.to_string();
+
+    let within = Duration::from_secs(20);
+    let add_four = MemberChange::Add {
+        id: NodeId(4),
+        addr: addr.clone(),
+        voter: true,
+    };
+    let leader = leader_of(&handles, group);
+    let view = block_on(handles[leader].change_members(group, add_four, within)).unwrap();
+    let voters: Vec<u64> = view.in_force.voter_ids().map(|id| id.0).collect();
+    assert_eq!(voters, [1, 2, 3, 4]);
+    let four = view.in_force.members().iter().find(|m| m.id == NodeId(4));
+    assert_eq!(four.unwrap().addr, addr);
+    // A follower refuses to change anything.
+    let follower = (leader + 1) % 3;
+    let refused =
+        block_on(handles[follower].change_members(group, MemberChange::Remove(NodeId(1)), within));
+    assert!(
+        matches!(refused, Err(ChangeError::NotLeader { .. })),
+        "{refused:?}"
+    );
+
+    let leader = leader_of(&handles, group);
+    let removed = MemberChange::Remove(NodeId(1));
+    let view = block_on(handles[leader].change_members(group, removed, within)).unwrap();
+    let (_, next) = view.next.expect("chosen, not yet in force");
+    let voters: Vec<u64> = next.voter_ids().map(|id| id.0).collect();
+    assert_eq!(voters, [2, 3, 4]);
+
+    // Node 1 goes for good; the others carry on, node 4 among them.
+    drop(handles.remove(0));
+    nodes.remove(0).shutdown().unwrap();
+    for seq in 21..=40 {
+        add(&handles, group, 7, seq, seq);
+        sum += seq;
+    }
+    assert_eq!(read_sum(&handles, group), sum);
+    let four = handles.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = block_on(four.membership(group)).expect("running");
+        let status = block_on(four.status(group)).expect("running");
+        if view.in_force.voter_ids().map(|id| id.0).eq([2, 3, 4]) && status.applied.0 >= 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 behind: {status:?} {view:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for node in nodes.into_iter().chain([fourth]) {
+        node.shutdown().unwrap();
+    }
 }

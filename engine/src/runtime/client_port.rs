@@ -19,6 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
@@ -29,8 +30,8 @@ use thiserror::Error;
 use super::answering::answer_each;
 use super::error::{ClientPortError, NodeError};
 use super::group::{
-    GroupHandle, GroupStatus, Groups, MembershipView, ProposeOutcome, ReadOutcome, StatusView,
-    TransferError,
+    ChangeError, GroupHandle, GroupStatus, Groups, MemberChange, MembershipView, ProposeOutcome,
+    ReadOutcome, StatusView, TransferError,
 };
 use super::options::core_of;
 use crate::protocol::{ClientId, Command, NodeId};
@@ -198,6 +199,18 @@ impl LocalGroup<'_> {
     /// until this node sees it lead.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
         self.handle.transfer_leadership(self.status, to).await
+    }
+
+    /// Changes the group's members (this node must lead); see
+    /// [`Node::change_members`](super::Node::change_members).
+    pub async fn change_members(
+        &self,
+        change: MemberChange,
+        within: Duration,
+    ) -> Result<MembershipView, ChangeError> {
+        self.handle
+            .change_members(self.status, change, within)
+            .await
     }
 }
 

@@ -7,6 +7,7 @@
 //!  core i ◄── own transport, port + i ──► core i of every peer
 //! ```
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_util::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver};
-use synod_net::{Inbox, PeerConfig, Secret, Transport};
+use synod_net::{Inbox, PeerAddr, PeerConfig, Secret, Transport};
 use synod_wal::WalConfig;
 
 use super::client_port::{self, ClientService, Layout, OpenPort, PortSetup};
@@ -50,19 +51,54 @@ pub(super) struct Core<S, C: ClientService> {
     pub(super) clients: Option<PortSetup<C>>,
 }
 
-struct TransportLink(Rc<Transport>);
+/// A core's transport as its groups see it.
+struct TransportLink {
+    transport: Rc<Transport>,
+    /// This core's index: a member's core `i` listens at its address's
+    /// port plus `i`.
+    core: u32,
+    /// Each member's address as configurations name it (its core 0's):
+    /// the node's `--peers`, then members added while it runs.
+    addrs: RefCell<BTreeMap<NodeId, String>>,
+}
 
 impl PeerLink for TransportLink {
     fn send_frame(&self, to: NodeId, kind: u16, body: Bytes) -> bool {
         // Large bodies are queued by reference, not copied (the transport's
         // send_bytes); the encoded message is sent as it was built.
-        self.0
+        self.transport
             .send_bytes(synod_net::NodeId(to.0), kind, body)
             .is_ok()
     }
 
     fn is_connected(&self, to: NodeId) -> bool {
-        self.0.is_connected(synod_net::NodeId(to.0))
+        self.transport.is_connected(synod_net::NodeId(to.0))
+    }
+
+    fn add_peer(&self, to: NodeId, addr: &str) -> bool {
+        if self.addrs.borrow().contains_key(&to) {
+            return true;
+        }
+        let Some(at) = addr
+            .parse::<PeerAddr>()
+            .ok()
+            .and_then(|a| core_peer_addr(&a, self.core))
+        else {
+            return false;
+        };
+        if self
+            .transport
+            .add_peer(synod_net::NodeId(to.0), at)
+            .is_err()
+        {
+            return false;
+        }
+        self.addrs.borrow_mut().insert(to, addr.to_string());
+        true
+    }
+
+    fn addr_of(&self, to: NodeId) -> Option<String> {
+        self.addrs.borrow().get(&to).cloned()
     }
 }
 
@@ -102,7 +138,17 @@ impl<S: StateMachine, C: ClientService> Core<S, C> {
     ) -> Result<(), NodeError> {
         let (transport, inbox) = self.start_transport()?;
         let transport = Rc::new(transport);
-        let link: Rc<dyn PeerLink> = Rc::new(TransportLink(transport.clone()));
+        let addrs = self
+            .options
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, addr.to_string()))
+            .collect();
+        let link: Rc<dyn PeerLink> = Rc::new(TransportLink {
+            transport: transport.clone(),
+            core: self.core,
+            addrs: RefCell::new(addrs),
+        });
         if self.options.metrics.is_some() {
             self.watch_peer_queues(transport.clone());
         }

@@ -24,6 +24,7 @@ pub use crate::group::{snapshot, Applying, Capture, StateMachine};
 pub mod group;
 
 pub use group::{
-    CommitStream, Committed, GroupHandle, GroupOptions, GroupStatus, MembershipView, PeerLink,
-    ProposeOutcome, ReadOutcome, StatusView, SubscribeError, TransferError, TRANSFER_WAIT,
+    ChangeError, CommitStream, Committed, GroupHandle, GroupOptions, GroupStatus, MemberChange,
+    MembershipView, PeerLink, ProposeOutcome, ReadOutcome, StatusView, SubscribeError,
+    TransferError, CAUGHT_UP_SLOTS, TRANSFER_WAIT,
 };

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
@@ -14,8 +15,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::client_port::{forward_channel, ClientService, NoClientPort, PortSetup};
 use super::cores::{Core, CoreEvent};
 use super::group::{
-    CommitStream, MembershipView, ProposeOutcome, ReadOutcome, StatusView, SubscribeError,
-    TransferError,
+    ChangeError, CommitStream, MemberChange, MembershipView, ProposeOutcome, ReadOutcome,
+    StatusView, SubscribeError, TransferError,
 };
 use super::metrics::{serve_metrics, GroupMetrics, NodeMetrics};
 use super::requests::{CoreRequest, CORE_REQUESTS_MAX};
@@ -432,6 +433,25 @@ impl NodeHandle {
             reply,
         });
         asked.await.unwrap_or(Err(TransferError::Stopped))
+    }
+
+    /// Changes `group`'s members (see [`MemberChange`]): this node must
+    /// lead the group. Returns once it sees the change done (an added
+    /// member in force in its role, a removal chosen), or an error after
+    /// `within`; the configuration as it then stands.
+    pub async fn change_members(
+        &self,
+        group: GroupId,
+        change: MemberChange,
+        within: Duration,
+    ) -> Result<MembershipView, ChangeError> {
+        let asked = self.ask(group, |reply| CoreRequest::ChangeMembers {
+            group: group.0,
+            change,
+            within,
+            reply,
+        });
+        asked.await.unwrap_or(Err(ChangeError::Stopped))
     }
 
     /// Every command this node applies to `group` from log index `from` on,

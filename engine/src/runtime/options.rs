@@ -74,6 +74,11 @@ pub struct NodeOptions {
     /// Encrypt the bodies of peer frames (they are always authenticated);
     /// every replica of the cluster must agree (`synod_net::PeerConfig::encrypt`).
     pub encrypt_peer_frames: bool,
+    /// This node joins groups that run already: it is in none of their
+    /// first configurations (the other `peers` are), and takes part once a
+    /// leader adds it (`Node::change_members`). A node's own id stays in
+    /// `peers`, at its listen address.
+    pub join: bool,
 }
 
 /// Options that contradict each other or exceed a limit.
@@ -193,6 +198,7 @@ impl NodeOptions {
             commit_history_bytes: 0,
             client_secret: None,
             encrypt_peer_frames: false,
+            join: false,
         }
     }
 
@@ -268,7 +274,12 @@ impl NodeOptions {
 
 /// The protocol's configuration of `group` on the node of `options`.
 pub(super) fn group_config(options: &NodeOptions, group: u32) -> Config {
-    let members = options.peers.iter().map(|(id, _)| *id).collect();
+    let members = options
+        .peers
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !options.join || *id != options.id)
+        .collect();
     let mut config = Config::new(options.id, members);
     config.group = GroupId(group);
     config.batch_bytes_max = BATCH_BYTES_MAX;

@@ -1,13 +1,15 @@
 //! Requests an embedder's [`NodeHandle`](super::node::NodeHandle) sends
 //! from its own thread to the core of a group, and their answering there.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 
 use super::answering::answer_each;
 use super::group::{
-    CommitStream, Groups, MembershipView, ProposeOutcome, ReadOutcome, StatusView, SubscribeError,
-    TransferError,
+    ChangeError, CommitStream, Groups, MemberChange, MembershipView, ProposeOutcome, ReadOutcome,
+    StatusView, SubscribeError, TransferError,
 };
 use crate::protocol::{Command, LogIndex, NodeId};
 
@@ -41,6 +43,13 @@ pub(super) enum CoreRequest {
         group: u32,
         to: NodeId,
         reply: oneshot::Sender<Result<(), TransferError>>,
+    },
+    /// Change a group's members.
+    ChangeMembers {
+        group: u32,
+        change: MemberChange,
+        within: Duration,
+        reply: oneshot::Sender<Result<MembershipView, ChangeError>>,
     },
     /// Stream a group's commits to this channel.
     Subscribe {
@@ -109,6 +118,18 @@ async fn carry_out(groups: &Groups, request: CoreRequest) {
             let outcome = match groups.get(&group) {
                 Some((handle, status)) => handle.transfer_leadership(status, to).await,
                 None => Err(TransferError::Stopped),
+            };
+            let _ = reply.send(outcome);
+        }
+        CoreRequest::ChangeMembers {
+            group,
+            change,
+            within,
+            reply,
+        } => {
+            let outcome = match groups.get(&group) {
+                Some((handle, status)) => handle.change_members(status, change, within).await,
+                None => Err(ChangeError::Stopped),
             };
             let _ = reply.send(outcome);
         }

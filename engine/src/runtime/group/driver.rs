@@ -24,7 +24,7 @@ use crate::group::{
     Callers, GroupAction, GroupCore, GroupInput, Proposal, ProposeOutcome, ReadOutcome,
     StateMachine,
 };
-use crate::protocol::{ClientId, Command, GroupId, Message, NodeId, Slot, Write};
+use crate::protocol::{ClientId, Command, GroupId, Membership, Message, NodeId, Slot, Write};
 use crate::runtime::codec::{encode_write, KIND_WAL_ACCEPT, KIND_WAL_WRITE};
 use crate::runtime::metrics::GroupMetrics;
 use crate::runtime::window::PipelineWindow;
@@ -220,6 +220,22 @@ impl<S: StateMachine> GroupDriver<S> {
                     }
                     tracing::info!(group = self.group.0, to = to.0, "handing leadership over");
                     GroupInput::TransferLeadership(to)
+                }
+                Inbound::ChangeMembership(membership, reply) => {
+                    let membership = self.with_addresses(membership);
+                    tracing::info!(
+                        group = self.group.0,
+                        ?membership,
+                        "proposing a configuration"
+                    );
+                    let proposed = self.core.change_membership(membership, &mut self.actions);
+                    let _ = reply.send(proposed);
+                    self.carry_out()?;
+                    continue;
+                }
+                Inbound::FollowerCommit(member, reply) => {
+                    let _ = reply.send(self.core.replica().follower_commit(member));
+                    continue;
                 }
                 Inbound::Subscribe(from, reply) => {
                     let stream = self.feed.subscribe(from, self.core.next_index());
@@ -521,6 +537,37 @@ impl<S: StateMachine> GroupDriver<S> {
         self.membership_shape = Some(shape);
         let view = MembershipView::of(schedule, commit);
         *self.status.membership.borrow_mut() = Some(view);
+        // Members a configuration names are dialed and accepted from now
+        // on, those this node was not started with included.
+        let me = self.core.replica().config().id;
+        for (_, membership) in schedule.entries() {
+            for member in membership.members() {
+                if member.id != me
+                    && !member.addr.is_empty()
+                    && !self.link.add_peer(member.id, &member.addr)
+                {
+                    tracing::warn!(
+                        group = self.group.0,
+                        member = member.id.0,
+                        addr = member.addr,
+                        "a member's address cannot be dialed"
+                    );
+                }
+            }
+        }
+    }
+
+    /// `membership` with each member's address filled in where the caller
+    /// left it empty and this node knows it, so that every node the entry
+    /// reaches can dial every member.
+    fn with_addresses(&self, membership: Membership) -> Membership {
+        let mut members = membership.members().to_vec();
+        for member in &mut members {
+            if member.addr.is_empty() {
+                member.addr = self.link.addr_of(member.id).unwrap_or_default();
+            }
+        }
+        Membership::new(members).unwrap_or(membership)
     }
 
     /// The peer the replica should be told it lost: its leader, once the

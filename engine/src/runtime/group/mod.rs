@@ -23,6 +23,7 @@ mod driver;
 mod feed;
 mod frames;
 mod marker;
+mod members;
 mod outgoing;
 mod promise_record;
 mod stages;
@@ -44,6 +45,7 @@ use synod_wal::{Position, WalConfig, WalError};
 use thiserror::Error;
 
 pub use self::feed::{CommitStream, SubscribeError};
+pub use self::members::{ChangeError, MemberChange, CAUGHT_UP_SLOTS};
 pub use self::start::start_group;
 pub use self::transfer::{TransferError, TRANSFER_WAIT};
 use super::codec::{DecodeError, PeerFrame, KIND_PEER_MESSAGE};
@@ -75,6 +77,20 @@ pub trait PeerLink {
     /// Whether a connection to `to` is up; a link that cannot tell says yes.
     fn is_connected(&self, _to: NodeId) -> bool {
         true
+    }
+
+    /// Makes member `to` reachable at `addr` (`HOST:PORT`, as a
+    /// configuration names it) from now on; a peer known already keeps its
+    /// address. False if the address is not one or the link is full. A link
+    /// whose peers are fixed ignores it.
+    fn add_peer(&self, _to: NodeId, _addr: &str) -> bool {
+        true
+    }
+
+    /// Where member `to` is reached, as this node knows it (`HOST:PORT`):
+    /// a configuration proposed here names it for a member that has none.
+    fn addr_of(&self, _to: NodeId) -> Option<String> {
+        None
     }
 }
 
@@ -261,6 +277,14 @@ pub(crate) enum Inbound {
     /// Hand leadership to this member, if this replica leads and it is
     /// one; the answer says which it was.
     TransferLeadership(NodeId, oneshot::Sender<Result<(), TransferError>>),
+    /// Propose this configuration, if this replica leads and no change is
+    /// under way; the answer says which it was.
+    ChangeMembership(
+        crate::protocol::Membership,
+        oneshot::Sender<Result<(), crate::protocol::ChangeRefusal>>,
+    ),
+    /// How far this member has caught up, as this leader knows.
+    FollowerCommit(NodeId, oneshot::Sender<Option<Slot>>),
     /// Stream every command applied from this index on.
     Subscribe(
         LogIndex,

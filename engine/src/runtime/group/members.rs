@@ -1,0 +1,303 @@
+//! Adding, promoting and removing a group's members (the protocol's
+//! reconfiguration, `protocol/change.rs`): proposed at the leader, then
+//! waited for until this node sees the new configuration chosen or in
+//! force.
+//!
+//! A voter is added in two changes, as etcd and openraft do: first as a
+//! learner, which receives the log and counts in no quorum; then, once it
+//! has caught up, as a voter. A voter that joined empty would otherwise
+//! weigh on every quorum from its first slot while it copies the log.
+
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use thiserror::Error;
+
+use super::{GroupHandle, GroupStatus, Inbound, MembershipView};
+use crate::protocol::{
+    ChangeRefusal, Member, Membership, MembershipError, NodeId, Slot, CHANGE_DELAY_SLOTS,
+};
+
+/// A learner is caught up once its commit point is this close to the
+/// leader's: within one change window, so that as a voter it answers
+/// Accepts at once rather than after copying the log.
+pub const CAUGHT_UP_SLOTS: u64 = CHANGE_DELAY_SLOTS;
+
+/// How often a change under way is looked at.
+const POLL: Duration = Duration::from_millis(5);
+
+/// One change to a group's members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Make `id` a member reached at `addr` (`HOST:PORT`, its peer listen
+    /// address): a learner, or a voter (added as a learner first, and
+    /// promoted once caught up). A member in that role already is left as
+    /// it is; a voter named as a learner is demoted.
+    Add {
+        /// The member.
+        id: NodeId,
+        /// Where its peers reach it.
+        addr: String,
+        /// Whether it votes.
+        voter: bool,
+    },
+    /// Remove member `id` (a removed leader hands leadership to a voter).
+    Remove(NodeId),
+}
+
+/// Why a change did not happen, or is not known to have.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ChangeError {
+    /// This replica does not lead: ask the leader.
+    #[error("this node does not lead the group (leader: {leader:?})")]
+    NotLeader {
+        /// Who it believes leads.
+        leader: Option<NodeId>,
+    },
+    /// An earlier change is not in force yet; try again after it.
+    #[error("an earlier configuration change is still under way")]
+    Pending,
+    /// The configuration the change would make is not one (no voter left,
+    /// too many members, node 0).
+    #[error(transparent)]
+    Invalid(#[from] MembershipError),
+    /// The learner did not catch up in time; it stays a learner.
+    #[error("node {} did not catch up in time (its commit point {commit:?}, the leader's {leader_commit:?})", member.0)]
+    NotCaughtUp {
+        /// The learner.
+        member: NodeId,
+        /// Its commit point as the leader last heard it.
+        commit: Option<Slot>,
+        /// The leader's.
+        leader_commit: Slot,
+    },
+    /// The change was proposed but this node did not see it chosen in
+    /// time (leadership moved, or a majority is away): it may still be.
+    #[error("the change was not seen chosen within {} ms; it may still be", waited.as_millis())]
+    TimedOut {
+        /// How long this node waited.
+        waited: Duration,
+    },
+    /// The group stopped.
+    #[error("the group stopped")]
+    Stopped,
+}
+
+impl From<ChangeRefusal> for ChangeError {
+    fn from(refusal: ChangeRefusal) -> ChangeError {
+        match refusal {
+            ChangeRefusal::NotLeader(leader) => ChangeError::NotLeader { leader },
+            ChangeRefusal::Pending => ChangeError::Pending,
+        }
+    }
+}
+
+/// The same members in the same roles (addresses aside: the leader fills
+/// in those it knows).
+fn same_roles(a: &Membership, b: &Membership) -> bool {
+    let roles = |m: &Membership| -> Vec<(NodeId, bool)> {
+        m.members().iter().map(|m| (m.id, m.voter)).collect()
+    };
+    roles(a) == roles(b)
+}
+
+/// `current` with `id` in the given role (added if absent).
+fn with_member(current: &Membership, id: NodeId, addr: &str, voter: bool) -> Membership {
+    let mut members: Vec<Member> = current.members().to_vec();
+    match members.iter_mut().find(|m| m.id == id) {
+        Some(member) => {
+            member.voter = voter;
+            if !addr.is_empty() {
+                member.addr = addr.to_string();
+            }
+        }
+        None => members.push(Member {
+            id,
+            voter,
+            addr: addr.to_string(),
+        }),
+    }
+    Membership::new(members).unwrap_or_else(|_| current.clone())
+}
+
+impl GroupHandle {
+    /// Makes `change` and waits, up to `within` in all, until this node sees
+    /// it done: an added member in force in its role, a removal chosen.
+    /// This node must lead; `status` is the group's, on this core. Returns
+    /// the configuration as this node then sees it.
+    pub async fn change_members(
+        &self,
+        status: &GroupStatus,
+        change: MemberChange,
+        within: Duration,
+    ) -> Result<MembershipView, ChangeError> {
+        let deadline = Instant::now() + within;
+        let view = self.settled_view(status)?;
+        let current = &view.in_force;
+        match change {
+            MemberChange::Remove(id) => {
+                if !current.contains(id) {
+                    return Ok(view);
+                }
+                let kept = current
+                    .members()
+                    .iter()
+                    .filter(|m| m.id != id)
+                    .cloned()
+                    .collect();
+                let next = Membership::new(kept)?;
+                self.propose_configuration(status, next, Wait::Chosen, deadline)
+                    .await
+            }
+            MemberChange::Add { id, addr, voter } => {
+                if current.contains(id) && current.is_voter(id) == voter {
+                    return Ok(view);
+                }
+                if voter && !current.contains(id) {
+                    let learner = with_member(current, id, &addr, false);
+                    let view = self
+                        .propose_configuration(status, learner, Wait::InForce, deadline)
+                        .await?;
+                    self.caught_up(status, id, deadline).await?;
+                    let promoted = with_member(&view.in_force, id, &addr, true);
+                    return self
+                        .propose_configuration(status, promoted, Wait::InForce, deadline)
+                        .await;
+                }
+                if voter {
+                    self.caught_up(status, id, deadline).await?;
+                }
+                let next = with_member(current, id, &addr, voter);
+                self.propose_configuration(status, next, Wait::InForce, deadline)
+                    .await
+            }
+        }
+    }
+
+    /// How far `member` has caught up, as this replica knows while it
+    /// leads (from the member's answers to its heartbeats).
+    pub async fn follower_commit(&self, member: NodeId) -> Option<Slot> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs
+            .send(Inbound::FollowerCommit(member, tx))
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The configuration as it stands, if this node leads and no change
+    /// is under way.
+    fn settled_view(&self, status: &GroupStatus) -> Result<MembershipView, ChangeError> {
+        let leader = status.leader.get();
+        if !status.leading.get() {
+            return Err(ChangeError::NotLeader { leader });
+        }
+        let view = status
+            .membership()
+            .ok_or(ChangeError::NotLeader { leader })?;
+        if view.next.is_some() {
+            return Err(ChangeError::Pending);
+        }
+        Ok(view)
+    }
+
+    /// Proposes `next` and waits until this node sees it as `wait` says.
+    async fn propose_configuration(
+        &self,
+        status: &GroupStatus,
+        next: Membership,
+        wait: Wait,
+        deadline: Instant,
+    ) -> Result<MembershipView, ChangeError> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let proposal = Inbound::ChangeMembership(next.clone(), tx);
+        if self.inputs.send(proposal).await.is_err() {
+            return Err(ChangeError::Stopped);
+        }
+        rx.await.map_err(|_| ChangeError::Stopped)??;
+        loop {
+            if let Some(view) = status.membership() {
+                let chosen = view
+                    .next
+                    .as_ref()
+                    .is_some_and(|(_, m)| same_roles(m, &next));
+                let in_force = same_roles(&view.in_force, &next);
+                if in_force || (chosen && wait == Wait::Chosen) {
+                    return Ok(view);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ChangeError::TimedOut {
+                    waited: started.elapsed(),
+                });
+            }
+            glommio::timer::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until learner `member` is within [`CAUGHT_UP_SLOTS`] of this
+    /// leader's commit point.
+    async fn caught_up(
+        &self,
+        status: &GroupStatus,
+        member: NodeId,
+        deadline: Instant,
+    ) -> Result<(), ChangeError> {
+        loop {
+            let leader_commit = status.commit.get();
+            let commit = self.follower_commit(member).await;
+            if commit.is_some_and(|c| c.0 + CAUGHT_UP_SLOTS >= leader_commit.0) {
+                return Ok(());
+            }
+            if !status.leading.get() {
+                let leader = status.leader.get();
+                return Err(ChangeError::NotLeader { leader });
+            }
+            if Instant::now() >= deadline {
+                return Err(ChangeError::NotCaughtUp {
+                    member,
+                    commit,
+                    leader_commit,
+                });
+            }
+            glommio::timer::sleep(POLL).await;
+        }
+    }
+}
+
+/// What a proposed change waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Chosen: the configuration will govern.
+    Chosen,
+    /// In force: it governs this node's next slot.
+    InForce,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(ids: &[u64]) -> Membership {
+        Membership::voters(&ids.iter().map(|i| NodeId(*i)).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn a_member_is_added_in_its_role_or_moved_to_it() {
+        let current = voters(&[1, 2, 3]);
+        let learner = with_member(&current, NodeId(4), "h:1", false);
+        assert!(learner.contains(NodeId(4)) && !learner.is_voter(NodeId(4)));
+        assert_eq!(learner.voter_count(), 3);
+        let promoted = with_member(&learner, NodeId(4), "", true);
+        assert!(promoted.is_voter(NodeId(4)));
+        let member = promoted.members().iter().find(|m| m.id == NodeId(4));
+        assert_eq!(
+            member.unwrap().addr,
+            "h:1",
+            "an empty address keeps the old"
+        );
+        assert!(same_roles(&promoted, &voters(&[1, 2, 3, 4])));
+        assert!(!same_roles(&learner, &voters(&[1, 2, 3, 4])));
+    }
+}
