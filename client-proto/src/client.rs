@@ -66,6 +66,18 @@ mod wire {
         TransferLeader { to: u64 },
         /// The group's members, from its leader (answered `Members`).
         Members,
+        /// Make node `id`, reached by its peers at `addr`, a member: a
+        /// voter (a learner until it has caught up) or a learner. Answered
+        /// `Members` once it is in force, within `wait_ms`.
+        AddMember {
+            id: u64,
+            addr: String,
+            voter: bool,
+            wait_ms: u32,
+        },
+        /// Remove member `id`. Answered `Members` (the new configuration)
+        /// once the removal is chosen, within `wait_ms`.
+        RemoveMember { id: u64, wait_ms: u32 },
     }
 
     /// A request for one group.

@@ -34,6 +34,34 @@ pub enum MemberCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Make node --id, reached by its peers at --addr, a member of the
+    /// group: a voter (it joins as a learner and is promoted once it has
+    /// caught up), or a learner with --learner. Returns once it is in force,
+    /// printing the configuration as `list` does. Start the node first
+    /// (`synod node --join ...`); give a large state a longer --timeout.
+    Add {
+        #[command(flatten)]
+        target: Target,
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+        /// Where its peers reach it: its `--listen`, as HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Add it as a learner: it receives the log and never votes.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove node --id from the group; returns once the new configuration
+    /// is chosen (it is in force a few round trips later), printing it. A
+    /// removed leader hands leadership to a remaining voter.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 /// Which cluster and group a request goes to, and how.
@@ -60,6 +88,13 @@ pub struct Target {
 }
 
 impl Target {
+    /// How long the leader may wait for a change: a second less than the
+    /// client waits for its answer, so that an answer comes back.
+    fn change_wait_ms(&self) -> u32 {
+        let ms = self.timeout.max(2).saturating_sub(1).saturating_mul(1000);
+        u32::try_from(ms).unwrap_or(u32::MAX)
+    }
+
     /// Sends `op` to the group's leader and renders the answer.
     fn ask(self, op: ClientOp) -> Value {
         match crate::wire::client_secret(self.client_secret_file) {
@@ -83,8 +118,27 @@ pub fn leader(command: LeaderCommand) -> ExitCode {
 
 /// Runs `synod member ...`.
 pub fn member(command: MemberCommand) -> ExitCode {
-    let MemberCommand::List { target } = command;
-    print(target.ask(ClientOp::Members))
+    match command {
+        MemberCommand::List { target } => print(target.ask(ClientOp::Members)),
+        MemberCommand::Add {
+            target,
+            id,
+            addr,
+            learner,
+        } => {
+            let wait_ms = target.change_wait_ms();
+            print(target.ask(ClientOp::AddMember {
+                id,
+                addr,
+                voter: !learner,
+                wait_ms,
+            }))
+        }
+        MemberCommand::Remove { target, id } => {
+            let wait_ms = target.change_wait_ms();
+            print(target.ask(ClientOp::RemoveMember { id, wait_ms }))
+        }
+    }
 }
 
 fn print(reply: Value) -> ExitCode {

@@ -237,6 +237,8 @@ fn seq_of(op: &mut ClientOp) -> Option<&mut u64> {
         | ClientOp::NodeStatus
         | ClientOp::TransferLeader { .. }
         | ClientOp::Members
+        | ClientOp::AddMember { .. }
+        | ClientOp::RemoveMember { .. }
         | ClientOp::GetPrefix { .. }
         | ClientOp::Watch { .. } => None,
     }

@@ -11,6 +11,7 @@ use synod_engine::runtime::node::{NodeOptions, PeerAddr};
 use synod_engine::runtime::snapshot::SnapshotPolicy;
 
 mod error;
+mod join;
 mod memlock;
 
 pub use error::{PeersError, SettingsError};
@@ -53,8 +54,15 @@ pub struct NodeArgs {
     /// Every member as ID=HOST:PORT, comma-separated, this node included.
     /// A host name is looked up each time the node dials that peer, so a
     /// peer's name need not resolve yet when the node starts.
-    #[arg(long, value_parser = parse_peers)]
+    #[arg(long, value_parser = parse_peers, conflicts_with = "join")]
     pub peers: Option<Peers>,
+    /// Join a running cluster instead of naming --peers: the client
+    /// addresses of some of its nodes, comma-separated. The node learns
+    /// the members from them and waits, in no group's quorum, until
+    /// `synod member add` adds it (with --client-secret-file if the
+    /// cluster's client ports need one).
+    #[arg(long, value_delimiter = ',', value_parser = crate::address::resolve)]
+    pub join: Option<Vec<SocketAddr>>,
     /// Directory for this node's write-ahead logs.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -293,12 +301,21 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         (None, Some(text)) => Some(address("metrics", &text)?),
         (None, None) => None,
     };
-    let peers = required(args.peers, file_peers, "peers")?;
+    let client_secret_file = args.client_secret_file.or(file.client_secret_file);
+    let client_secret = client_secret_file.map(read_secret).transpose()?;
+    let cores = args.cores.or(file.cores).unwrap_or(1);
+    let groups = args.groups.or(file.groups).unwrap_or(1);
+    let joining = args.join.is_some();
+    let peers = match args.join {
+        Some(cluster) => {
+            let secret = client_secret.clone().map(synod_net::Secret::new);
+            join::peers(cluster, groups, secret, id, &listen_text)?
+        }
+        None => required(args.peers, file_peers, "peers")?,
+    };
     let data_dir = required(args.data_dir, file.data_dir, "data_dir")?;
     let secret_file = args.secret_file.or(file.secret_file);
     let insecure = args.insecure || file.insecure.unwrap_or(false);
-    let cores = args.cores.or(file.cores).unwrap_or(1);
-    let groups = args.groups.or(file.groups).unwrap_or(1);
     let cluster_id = args.cluster_id.or(file.cluster_id).unwrap_or(1);
     let tick_ms = args.tick_ms.or(file.tick_ms).unwrap_or(5);
     let defaults = SnapshotPolicy::default();
@@ -334,8 +351,6 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         (None, true) => None,
         (None, false) => return Err(SettingsError::NoSecret),
     };
-    let client_secret_file = args.client_secret_file.or(file.client_secret_file);
-    let client_secret = client_secret_file.map(read_secret).transpose()?;
     let options = NodeOptions {
         // The node machine keeps the KV's changes for watches itself.
         commit_history_bytes: 0,
@@ -356,6 +371,7 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         rejoin: args.rejoin || file.rejoin.unwrap_or(false),
         client_secret,
         encrypt_peer_frames: args.encrypt_peers || file.encrypt_peers.unwrap_or(false),
+        join: joining,
     };
     options.validate()?;
     Ok(NodeSettings {

@@ -378,6 +378,73 @@ fn leadership_moves_to_the_named_node_and_nothing_is_lost() {
     );
 }
 
+/// Runs `synod ARGS --cluster <every node's client address>` and parses
+/// its one line of JSON.
+fn admin(cluster: &TestCluster, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new(support::SYNOD)
+        .args(args)
+        .args(["--cluster", &cluster.cluster_arg()])
+        .output()
+        .unwrap();
+    let reply = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.success(), reply)
+}
+
+/// The voters a `member ...` answer lists.
+fn voters(reply: &serde_json::Value) -> Vec<u64> {
+    reply["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Each node of three is replaced in turn by a new node at a new address,
+/// started with `--join`: `member add` returns once it votes, `member
+/// remove` once the old one is out, and the old one is killed for good.
+/// Appends go on between the steps through clients given every address,
+/// dead ones included; at the end nodes 4, 5 and 6 hold every append.
+#[test]
+fn every_node_is_replaced_by_a_new_one_and_nothing_is_lost() {
+    let mut cluster = TestCluster::new(3);
+    let mut acked = appends(&cluster, "before", 20);
+    for old in 0..3 {
+        let running: Vec<usize> = (old..cluster.nodes.len()).collect();
+        let new = cluster.join(&running);
+        let (id, addr) = (cluster.nodes[new].id.to_string(), cluster.peer_arg(new));
+        let (ok, added) = admin(&cluster, &["member", "add", "--id", &id, "--addr", &addr]);
+        assert!(ok, "{added}");
+        assert!(voters(&added).contains(&cluster.nodes[new].id), "{added}");
+        acked.extend(appends(&cluster, &format!("with-{id}"), 10));
+
+        let old_id = cluster.nodes[old].id;
+        let (ok, removed) = admin(&cluster, &["member", "remove", "--id", &old_id.to_string()]);
+        assert!(ok, "{removed}");
+        assert!(!voters(&removed).contains(&old_id), "{removed}");
+        cluster.kill(old);
+        acked.extend(appends(&cluster, &format!("without-{old_id}"), 10));
+    }
+    let (ok, listed) = admin(&cluster, &["member", "list"]);
+    assert!(ok, "{listed}");
+    assert_eq!(voters(&listed), [4, 5, 6], "{listed}");
+    for i in 3..6 {
+        assert_log_holds(&cluster, i, &acked);
+    }
+    // A bad address changes nothing, and says why.
+    let (ok, refused) = admin(
+        &cluster,
+        &["member", "add", "--id", "9", "--addr", "nowhere"],
+    );
+    assert!(!ok && refused["ok"] == false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("addr"),
+        "{refused}"
+    );
+}
+
 /// Flips a byte in the body of the last frame of a stopped node's WAL:
 /// recovery finds bad bytes at the very end and cuts them as a torn write.
 fn damage_last_frame(wal_dir: &std::path::Path) {

@@ -56,6 +56,14 @@ pub enum SettingsError {
         /// The setting's name in the config file.
         name: &'static str,
     },
+    /// `--join`: the cluster did not say who its members are.
+    #[error("--join: group {group}: {reason}")]
+    Join {
+        /// The group asked about.
+        group: u32,
+        /// Why.
+        reason: String,
+    },
     /// This node's id is not one of the peers.
     #[error("id {id} is not listed in peers")]
     NotAPeer {

@@ -31,6 +31,9 @@ pub struct TestCluster {
     /// The host each node is named by in `--peers` and its own `--listen`
     /// (an IP address, or a host name).
     pub hosts: Vec<String>,
+    /// The nodes the cluster started with (the first configuration, in
+    /// every `--peers`); those after joined it.
+    pub founders: usize,
 }
 
 impl TestCluster {
@@ -86,6 +89,7 @@ impl TestCluster {
             extra,
             nofile,
             hosts: vec!["127.0.0.1".to_string(); n as usize],
+            founders: n as usize,
         }
     }
 
@@ -100,9 +104,35 @@ impl TestCluster {
 
     /// Starts node `i` with `flags` beside the cluster's own.
     pub fn start_with(&mut self, i: usize, secret: &str, flags: &[&str]) {
-        let peers: Vec<String> = (0..self.nodes.len())
+        let peers: Vec<String> = (0..self.founders)
             .map(|j| format!("{}={}", self.nodes[j].id, self.peer_arg(j)))
             .collect();
+        self.spawn(i, secret, &["--peers", &peers.join(",")], flags);
+    }
+
+    /// A new node, id one above the highest, started with `--join` and the
+    /// client addresses of `via`; returns its index.
+    pub fn join(&mut self, via: &[usize]) -> usize {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(Node {
+            id,
+            peer: free_port_run(),
+            client: free_port(),
+            metrics: free_port(),
+            child: None,
+        });
+        self.hosts.push("127.0.0.1".to_string());
+        let i = self.nodes.len() - 1;
+        let cluster: Vec<String> = via
+            .iter()
+            .map(|j| self.nodes[*j].client.to_string())
+            .collect();
+        self.spawn(i, "secret", &["--join", &cluster.join(",")], &[]);
+        i
+    }
+
+    /// Starts node `i` knowing its peers by `membership` flags.
+    fn spawn(&mut self, i: usize, secret: &str, membership: &[&str], flags: &[&str]) {
         let listen = self.peer_arg(i);
         let dir: &Path = self.dir.path();
         let log = std::fs::File::options()
@@ -132,12 +162,8 @@ impl TestCluster {
         let child = command
             .arg("node")
             .args(["--id", &node.id.to_string(), "--listen", &listen])
-            .args([
-                "--client-listen",
-                &node.client.to_string(),
-                "--peers",
-                &peers.join(","),
-            ])
+            .args(["--client-listen", &node.client.to_string()])
+            .args(membership)
             .arg("--data-dir")
             .arg(dir.join(format!("node-{}", node.id)))
             .arg("--secret-file")

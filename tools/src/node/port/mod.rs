@@ -9,6 +9,7 @@
 //! on another core, is answered from an owned copy.
 
 mod append;
+mod members;
 mod outcome;
 mod watch;
 
@@ -16,13 +17,13 @@ use std::sync::Arc;
 
 use synod_client_proto::{
     ArchivedClientOp, ArchivedClientRequest, ClientOp, ClientRequest, ClientResponse, KvOp,
-    KvReply, Member, NodeStatus, APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
+    KvReply, NodeStatus, APPEND_BATCH_MAX, KIND_CLIENT_REPLY, KIND_CLIENT_REQUEST,
 };
 use synod_engine::archive::{deserialize, Aligned};
 use synod_engine::protocol::{ClientId, NodeId};
 use synod_engine::runtime::client_port::{ClientGroups, ClientReply, ClientService, LocalGroup};
 use synod_engine::runtime::node::PeerAddr;
-use synod_engine::runtime::TransferError;
+use synod_engine::runtime::{MemberChange, TransferError};
 
 use super::client_error::ClientError;
 use super::clock::now_ms;
@@ -160,51 +161,19 @@ impl NodePort {
                 },
                 Err(error) => ClientResponse::Error(error.to_string()),
             },
-            ClientOp::Members => {
-                let status = group.status();
-                if !status.leading {
-                    let leader = status.leader.map(|l| l.0);
-                    return ClientResponse::NotLeader { leader };
-                }
-                // The configuration in force, each member a voter or a
-                // learner; an address the configuration does not carry is
-                // the one this node was started with.
-                let addr_of = |id: NodeId| {
-                    self.members
-                        .iter()
-                        .find(|(peer, _)| *peer == id)
-                        .map(|(_, addr)| addr.to_string())
-                        .unwrap_or_default()
-                };
-                let members = match group.membership() {
-                    Some(view) => view
-                        .in_force
-                        .members()
-                        .iter()
-                        .map(|m| Member {
-                            id: m.id.0,
-                            addr: if m.addr.is_empty() {
-                                addr_of(m.id)
-                            } else {
-                                m.addr.clone()
-                            },
-                            voter: m.voter,
-                        })
-                        .collect(),
-                    None => self
-                        .members
-                        .iter()
-                        .map(|(id, addr)| Member {
-                            id: id.0,
-                            addr: addr.to_string(),
-                            voter: true,
-                        })
-                        .collect(),
-                };
-                ClientResponse::Members {
-                    leader: self.node.0,
-                    members,
-                }
+            ClientOp::Members => members::list(group, self.node, &self.members),
+            ClientOp::AddMember {
+                id,
+                addr,
+                voter,
+                wait_ms,
+            } => {
+                let change = members::add(id, addr, voter);
+                members::change(group, self.node, &self.members, change, wait_ms).await
+            }
+            ClientOp::RemoveMember { id, wait_ms } => {
+                let change = Ok(MemberChange::Remove(NodeId(id)));
+                members::change(group, self.node, &self.members, change, wait_ms).await
             }
             ClientOp::NodeStatus => {
                 let status = group.status();
