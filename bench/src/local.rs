@@ -93,6 +93,45 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts a new node, id one above the last, listening for peers on
+    /// `listen` and for clients on `client`, that joins the running cluster
+    /// through the client ports `via` (`synod node --join`) with node 1's
+    /// other settings; returns its id. It takes part once a leader adds it.
+    pub fn join(
+        &mut self,
+        listen: SocketAddr,
+        client: SocketAddr,
+        via: &[SocketAddr],
+    ) -> Result<usize, String> {
+        let id = self.args.len() + 1;
+        let via: Vec<String> = via.iter().map(ToString::to_string).collect();
+        let first = self.args.first().ok_or("the cluster has no node to copy")?;
+        let mut args = Vec::new();
+        for arg in first {
+            let (flag, value) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
+            args.push(match flag {
+                "--id" => format!("--id={id}"),
+                "--listen" => format!("--listen={listen}"),
+                "--client-listen" => format!("--client-listen={client}"),
+                "--peers" => format!("--join={}", via.join(",")),
+                "--data-dir" => {
+                    let parent = Path::new(value).parent().unwrap_or(Path::new("."));
+                    format!("--data-dir={}", node_dir(parent, id).display())
+                }
+                // Its own metrics port is not in the layout.
+                "--metrics" => continue,
+                _ => arg.clone(),
+            });
+        }
+        let log = self.logs[0].with_file_name(format!("node-{id}.log"));
+        self.args.push(args);
+        self.logs.push(log);
+        self.children.push(None);
+        self.client_addrs.push(client);
+        self.restart(id)?;
+        Ok(id)
+    }
+
     /// Starts node `id` (1-based) again with the same arguments and data.
     pub fn restart(&mut self, id: usize) -> Result<(), String> {
         self.restart_with(id, &[])

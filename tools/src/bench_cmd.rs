@@ -121,6 +121,17 @@ pub struct BenchArgs {
         conflicts_with = "failover"
     )]
     transfers: u32,
+    /// With --local: replace every node, one at a time and evenly spaced
+    /// over the measured window, by a new node at a new address (ids N+1
+    /// on): it joins (`synod node --join`), is added as a voter in every
+    /// group, the old node is removed and killed for good. Reports the
+    /// longest pause in acknowledgements each replacement caused.
+    #[arg(
+        long,
+        requires = "local",
+        conflicts_with_all = ["failover", "transfers", "stages"]
+    )]
+    replace: bool,
     /// With --local: report where a request's time goes at the leader
     /// (queue, its own WAL, the round until chosen and answered), from the
     /// nodes' stage histograms over the measured window.
@@ -184,14 +195,27 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Some(Err(message)) => return fail(&message),
         None => None,
     };
+    // The nodes that replace the first ones, their addresses known to the
+    // load from the start (it skips those not up yet).
+    let spares = match (&local, args.replace) {
+        (Some(local), true) => match Layout::loopback(local.client_addrs.len() as u64) {
+            Ok(spares) => Some(spares),
+            Err(message) => return fail(&message),
+        },
+        _ => None,
+    };
     if let Some(local) = &local {
         options.cluster = local.client_addrs.clone();
+        options
+            .cluster
+            .extend(spares.iter().flat_map(|s| s.client.iter().copied()));
     }
     let total = args.warmup + args.duration;
     let bar = progress_bar(total, args.json);
-    // Nodes restarted by --failover change processes: their CPU is not summed.
+    // Nodes restarted by --failover or replaced change processes: their CPU
+    // is not summed.
     let pids = match &local {
-        Some(cluster) if args.failover == 0 => (1..=options.cluster.len())
+        Some(cluster) if args.failover == 0 && !args.replace => (1..=options.cluster.len())
             .filter_map(|id| cluster.pid(id))
             .collect(),
         _ => Vec::new(),
@@ -216,6 +240,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Some(cluster) if args.transfers > 0 => {
             let reach = (cluster.client_addrs.clone(), args.group, secret);
             disrupt::transfer_leaders(reach, &leader, &args, &bar)
+        }
+        Some(cluster) if args.replace => {
+            let spares = spares.as_ref().expect("laid out with --replace");
+            disrupt::replace_each(cluster, spares, secret, &args, &bar)
         }
         _ => Vec::new(),
     };

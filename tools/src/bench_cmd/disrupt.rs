@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use serde_json::json;
 use synod_bench::loadgen::{outage, LoadReport};
-use synod_bench::local::LocalCluster;
+use synod_bench::local::{Layout, LocalCluster};
 use synod_client_proto::ClientOp;
 use synod_net::Secret;
 
@@ -26,6 +26,8 @@ enum What {
     Kill { leader: u64 },
     /// Leadership handed from one node to another.
     Transfer { from: u64, to: u64 },
+    /// A node replaced by a new one at a new address.
+    Replace { old: u64, new: u64 },
 }
 
 /// When disruption `k` of `count` falls in a run that started at `start`.
@@ -123,6 +125,78 @@ pub(super) fn transfer_leaders(
     transfers
 }
 
+/// How long a replacement may take: the new node catches up first.
+const REPLACE_WAIT: Duration = Duration::from_secs(60);
+
+/// Replaces each node of `cluster` in turn by a new one at the next of
+/// `spares`' addresses, evenly spaced over the measured window: the new
+/// node joins, is added to every group as a voter (`synod member add`),
+/// the old one is removed (`synod member remove`) and killed for good.
+pub(super) fn replace_each(
+    cluster: &mut LocalCluster,
+    spares: &Layout,
+    secret: Option<Secret>,
+    args: &BenchArgs,
+    bar: &ProgressBar,
+) -> Vec<Disruption> {
+    let start = Instant::now();
+    let count = spares.listen.len() as u32;
+    let groups = args.group..args.group + args.groups;
+    let mut replaced = Vec::new();
+    for k in 1..=count {
+        let (at, _) = due(start, args, k, count);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let began = Instant::now();
+        let old = k as usize;
+        let (listen, client) = (spares.listen[old - 1], spares.client[old - 1]);
+        let via: Vec<SocketAddr> = cluster.client_addrs[old - 1..].to_vec();
+        let new = match cluster.join(listen, client, &via) {
+            Ok(new) => new,
+            Err(message) => {
+                bar.println(format!("starting a node to replace n{old}: {message}"));
+                return replaced;
+            }
+        };
+        let wait_ms = (REPLACE_WAIT - Duration::from_secs(1)).as_millis() as u32;
+        let add = ClientOp::AddMember {
+            id: new as u64,
+            addr: listen.to_string(),
+            voter: true,
+            wait_ms,
+        };
+        let remove = ClientOp::RemoveMember {
+            id: old as u64,
+            wait_ms,
+        };
+        for group in groups.clone() {
+            for op in [add.clone(), remove.clone()] {
+                let reach = [via.clone(), vec![client]].concat();
+                let reply =
+                    crate::client_cmd::one_op(reach, group, secret.clone(), REPLACE_WAIT, op);
+                if reply["ok"] != json!(true) {
+                    bar.println(format!(
+                        "replacing n{old} by n{new} in group {group}: {reply}"
+                    ));
+                    return replaced;
+                }
+            }
+        }
+        cluster.kill(old);
+        bar.println(format!(
+            "n{old} replaced by n{new} in {} ms",
+            began.elapsed().as_millis()
+        ));
+        replaced.push(Disruption {
+            at: began,
+            what: What::Replace {
+                old: old as u64,
+                new: new as u64,
+            },
+        });
+    }
+    replaced
+}
+
 /// Prints each disruption's outage (JSON lines with `--json`) and, as a
 /// table, their median and worst.
 pub(super) fn print_outages(report: &LoadReport, disruptions: &[Disruption], json: bool) {
@@ -155,6 +229,14 @@ pub(super) fn print_outages(report: &LoadReport, disruptions: &[Disruption], jso
             ),
             (What::Transfer { from, to }, false) => println!(
                 "transfer {n}: n{from} to n{to}, outage {} ms, back to 90 % throughput after {recovery}",
+                o.gap_ms
+            ),
+            (What::Replace { old, new }, true) => println!(
+                "{}",
+                json!({"replace": n, "old": old, "new": new, "outage_ms": o.gap_ms, "recovery_90_ms": o.recovery_ms})
+            ),
+            (What::Replace { old, new }, false) => println!(
+                "replace {n}: n{old} by n{new}, longest pause in acknowledgements {} ms, back to 90 % throughput after {recovery}",
                 o.gap_ms
             ),
         }
