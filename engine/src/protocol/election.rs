@@ -1,7 +1,7 @@
 //! Leader election after ZooKeeper's FastLeaderElection.
 //!
 //! A looking node votes for the freshest candidate it knows, by
-//! `(epoch, last logged, node)`, and rebroadcasts whenever it adopts a better
+//! `(commit point, epoch, last logged, node)`, and rebroadcasts whenever it adopts a better
 //! vote. Notifications of an older election round are answered and dropped; a
 //! newer round resets the tally. Once a majority holds its vote it waits
 //! `finalize_ticks` for a better one, then leads or follows. A node that is
@@ -39,9 +39,13 @@ impl Looking {
 
 impl Replica {
     pub(super) fn my_vote(&self) -> Vote {
+        // Slots below the commit point are chosen: how they were accepted
+        // says nothing about who should lead (a replica that compacted them
+        // must not rank below one that kept them).
         let (last_slot, last_ballot) = self
             .log
             .last()
+            .filter(|(slot, _)| *slot >= self.commit)
             .map(|(slot, entry)| (slot, entry.ballot))
             .unwrap_or((self.commit, Ballot::ZERO));
         Vote {
@@ -53,8 +57,14 @@ impl Replica {
         }
     }
 
+    /// Ranks candidates by the voters in force at the vote's commit point,
+    /// not at ours: replicas whose commit points differ across a change
+    /// would otherwise break ties between equal logs in different orders
+    /// and split their votes for ever. Every replica that has seen slots
+    /// up to `CHANGE_DELAY_SLOTS` below that point knows those voters.
     fn vote_key(&self, vote: &Vote) -> VoteKey {
-        VoteKey::new(vote, &self.electors, self.config.group.0)
+        let voters: Vec<NodeId> = self.schedule.at(vote.commit).voter_ids().collect();
+        VoteKey::new(vote, &voters, self.config.group.0)
     }
 
     pub(super) fn start_looking(&mut self, out: &mut Actions) {
@@ -63,8 +73,9 @@ impl Replica {
         // but a replica whose commit point is past a change may be the only
         // one that can tell a voter behind it who is best (Raft's servers
         // likewise answer votes without consulting their configuration).
-        // A non-voter may stand too: it may be the one that knows most,
-        // and once it leads it hands over to a voter.
+        // A non-voter may stand too: it may be the one that knows most
+        // (the voters of a new configuration may all be behind the point
+        // it comes into force), and once it leads it hands over to a voter.
         self.abandon_leadership(out);
         self.round += 1;
         let vote = self.my_vote();
@@ -162,8 +173,11 @@ impl Replica {
         let Role::Looking(looking) = &self.role else {
             return;
         };
-        let current = looking.vote.or(mine);
-        let eligible = self.electors.binary_search(&vote.node).is_ok() || vote.commit > self.commit;
+        // A vote adopted while it could lead may no longer (this replica
+        // caught up past the change that removed its candidate): it no
+        // longer stands in the way of one that can.
+        let current = looking.vote.filter(|v| self.may_lead(v)).or(mine);
+        let eligible = self.may_lead(&vote);
         let beats = |other: Option<Vote>| {
             eligible && other.is_none_or(|o| self.vote_key(&vote) > self.vote_key(&o))
         };
@@ -191,6 +205,13 @@ impl Replica {
             self.broadcast_vote(out);
         }
         self.check_vote_quorum(out);
+    }
+
+    /// Whether this replica may back `vote`'s candidate: a voter here, or
+    /// one that has seen more chosen slots (this replica may be behind a
+    /// change that made it one).
+    fn may_lead(&self, vote: &Vote) -> bool {
+        self.electors.binary_search(&vote.node).is_ok() || vote.commit > self.commit
     }
 
     fn tell_my_vote(&self, to: NodeId, out: &mut Actions) {
@@ -315,8 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn epoch_beats_log_beats_id() {
-        let m = members();
+    fn commit_beats_epoch_beats_log_beats_id() {
         let vote = |epoch, round, slot, node| Vote {
             epoch,
             commit: Slot(0),
@@ -327,6 +347,7 @@ mod tests {
             last_slot: Slot(slot),
             node: NodeId(node),
         };
+        let m = members();
         let key = |v: Vote| VoteKey::new(&v, &m, 0);
         assert!(key(vote(2, 0, 0, 1)) > key(vote(1, 9, 9, 5)));
         assert!(key(vote(1, 2, 0, 1)) > key(vote(1, 1, 9, 5)));
@@ -341,9 +362,33 @@ mod tests {
             "a further commit point beats a longer log"
         );
         assert!(
-            key(vote(2, 0, 0, 1)) > key(knows_more),
-            "the epoch comes first"
+            key(knows_more) > key(vote(2, 0, 0, 1)),
+            "the commit point comes before the epoch"
         );
+    }
+
+    /// Equal logs from a voter and from a node outside the voters: the
+    /// voter wins, and the two never tie (a tie is how ZOOKEEPER-1419's
+    /// elections never ended).
+    #[test]
+    fn a_voter_beats_an_equal_vote_from_outside_the_voters() {
+        let m = members();
+        let vote = |node| Vote {
+            epoch: 1,
+            commit: Slot(4),
+            last_ballot: Ballot::ZERO,
+            last_slot: Slot(4),
+            node: NodeId(node),
+        };
+        for group in 0..5 {
+            for voter in 1..=5 {
+                let inside = VoteKey::new(&vote(voter), &m, group);
+                let outside = VoteKey::new(&vote(9), &m, group);
+                assert!(inside > outside, "group {group}, voter {voter}");
+            }
+        }
+        let (a, b) = (VoteKey::new(&vote(8), &m, 0), VoteKey::new(&vote(9), &m, 0));
+        assert!(a != b, "two nodes outside the voters do not tie");
     }
 
     #[test]

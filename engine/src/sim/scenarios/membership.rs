@@ -82,3 +82,20 @@ fn a_dead_replica_is_replaced_by_a_new_node() {
         );
     }
 }
+
+/// Seeds whose elections once never ended across a change: replicas on
+/// either side of it ranked equal candidates in different orders, or those
+/// behind it elected one of their own by a newer epoch, whose Phase 1 the
+/// replicas past the change refused (docs/protocol.md, "Election"). Each
+/// now converges with no finding at all.
+#[test]
+fn elections_across_a_change_end() {
+    for seed in [35, 931, 1994, 2100, 2968] {
+        let report = run_seed_changing_members(seed, false);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?} (replay: synod sim --seed {seed} --change-members --trace)",
+            report.violations.first()
+        );
+    }
+}
