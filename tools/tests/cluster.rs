@@ -445,6 +445,34 @@ fn every_node_is_replaced_by_a_new_one_and_nothing_is_lost() {
     );
 }
 
+/// A node whose disk is lost comes back under a new id with only a
+/// majority of the group up: node 1 is killed and its directory deleted,
+/// the machine returns as node 4 (`--join`), is added, and node 1 is
+/// removed; nodes 2, 3 and 4 then hold every acknowledged append. With
+/// `--rejoin` instead, node 1 would wait for every other member.
+#[test]
+fn a_node_that_lost_its_disk_returns_under_a_new_id_with_a_majority_up() {
+    let mut cluster = TestCluster::new(3);
+    let mut acked = appends(&cluster, "before", 20);
+    cluster.kill(0);
+    std::fs::remove_dir_all(cluster.dir.path().join("node-1")).unwrap();
+    acked.extend(appends(&cluster, "while-down", 10));
+    let new = cluster.join(&[1, 2]);
+    let addr = cluster.peer_arg(new);
+    let (ok, added) = admin(&cluster, &["member", "add", "--id", "4", "--addr", &addr]);
+    assert!(ok, "{added}");
+    let (ok, removed) = admin(&cluster, &["member", "remove", "--id", "1"]);
+    assert!(ok, "{removed}");
+    assert_eq!(voters(&removed), [2, 3, 4], "{removed}");
+    acked.extend(appends(&cluster, "after", 10));
+    for i in 1..4 {
+        assert_log_holds(&cluster, i, &acked);
+    }
+    // Removing it again while the removal comes into force changes nothing.
+    let (ok, again) = admin(&cluster, &["member", "remove", "--id", "1"]);
+    assert!(ok && voters(&again) == [2, 3, 4], "{again}");
+}
+
 /// Flips a byte in the body of the last frame of a stopped node's WAL:
 /// recovery finds bad bytes at the very end and cuts them as a torn write.
 fn damage_last_frame(wal_dir: &std::path::Path) {

@@ -101,6 +101,17 @@ fn same_roles(a: &Membership, b: &Membership) -> bool {
     roles(a) == roles(b)
 }
 
+/// Whether `membership` is what `change` makes: the member out, or in
+/// its role.
+fn made_by(change: &MemberChange, membership: &Membership) -> bool {
+    match change {
+        MemberChange::Remove(id) => !membership.contains(*id),
+        MemberChange::Add { id, voter, .. } => {
+            membership.contains(*id) && membership.is_voter(*id) == *voter
+        }
+    }
+}
+
 /// `current` with `id` in the given role (added if absent).
 fn with_member(current: &Membership, id: NodeId, addr: &str, voter: bool) -> Membership {
     let mut members: Vec<Member> = current.members().to_vec();
@@ -132,13 +143,18 @@ impl GroupHandle {
         within: Duration,
     ) -> Result<MembershipView, ChangeError> {
         let deadline = Instant::now() + within;
-        let view = self.settled_view(status)?;
+        let view = self.leader_view(status)?;
+        // Done already (asked again, say, while it comes into force).
+        let newest = view.next.as_ref().map_or(&view.in_force, |(_, next)| next);
+        if made_by(&change, newest) {
+            return Ok(view);
+        }
+        if view.next.is_some() {
+            return Err(ChangeError::Pending);
+        }
         let current = &view.in_force;
         match change {
             MemberChange::Remove(id) => {
-                if !current.contains(id) {
-                    return Ok(view);
-                }
                 let kept = current
                     .members()
                     .iter()
@@ -150,9 +166,6 @@ impl GroupHandle {
                     .await
             }
             MemberChange::Add { id, addr, voter } => {
-                if current.contains(id) && current.is_voter(id) == voter {
-                    return Ok(view);
-                }
                 if voter && !current.contains(id) {
                     let learner = with_member(current, id, &addr, false);
                     let view = self
@@ -185,20 +198,13 @@ impl GroupHandle {
         rx.await.ok().flatten()
     }
 
-    /// The configuration as it stands, if this node leads and no change
-    /// is under way.
-    fn settled_view(&self, status: &GroupStatus) -> Result<MembershipView, ChangeError> {
+    /// The configuration as it stands, if this node leads.
+    fn leader_view(&self, status: &GroupStatus) -> Result<MembershipView, ChangeError> {
         let leader = status.leader.get();
         if !status.leading.get() {
             return Err(ChangeError::NotLeader { leader });
         }
-        let view = status
-            .membership()
-            .ok_or(ChangeError::NotLeader { leader })?;
-        if view.next.is_some() {
-            return Err(ChangeError::Pending);
-        }
-        Ok(view)
+        status.membership().ok_or(ChangeError::NotLeader { leader })
     }
 
     /// Proposes `next` and waits until this node sees it as `wait` says.
