@@ -342,7 +342,14 @@ impl Session {
                 );
             }
             let target = self.target;
-            let answer = self.conns[target].ask(self.group, op.clone(), left.min(TRY_LIMIT));
+            // A membership change is answered once done, which takes the
+            // leader longer than any other answer; it bounds its own wait.
+            let changes = matches!(
+                op,
+                ClientOp::AddMember { .. } | ClientOp::RemoveMember { .. }
+            );
+            let limit = if changes { left } else { left.min(TRY_LIMIT) };
+            let answer = self.conns[target].ask(self.group, op.clone(), limit);
             let first_sending = !std::mem::replace(&mut sent_before, true);
             let addr = self.conns[target].addr();
             match answer {

@@ -305,15 +305,23 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
     let client_secret = client_secret_file.map(read_secret).transpose()?;
     let cores = args.cores.or(file.cores).unwrap_or(1);
     let groups = args.groups.or(file.groups).unwrap_or(1);
+    let data_dir = required(args.data_dir, file.data_dir, "data_dir")?;
+    let mut learned = false;
     let joining = args.join.is_some();
     let peers = match args.join {
         Some(cluster) => {
             let secret = client_secret.clone().map(synod_net::Secret::new);
-            join::peers(cluster, groups, secret, id, &listen_text)?
+            let asked = join::Ask {
+                cluster,
+                groups,
+                secret,
+            };
+            let (peers, newly) = join::peers(asked, id, &listen_text, &data_dir)?;
+            learned = newly;
+            peers
         }
         None => required(args.peers, file_peers, "peers")?,
     };
-    let data_dir = required(args.data_dir, file.data_dir, "data_dir")?;
     let secret_file = args.secret_file.or(file.secret_file);
     let insecure = args.insecure || file.insecure.unwrap_or(false);
     let cluster_id = args.cluster_id.or(file.cluster_id).unwrap_or(1);
@@ -374,6 +382,9 @@ fn settings(args: NodeArgs) -> Result<NodeSettings, SettingsError> {
         join: joining,
     };
     options.validate()?;
+    if learned {
+        join::record(&options)?;
+    }
     Ok(NodeSettings {
         options,
         client_listen,

@@ -471,6 +471,19 @@ fn a_node_that_lost_its_disk_returns_under_a_new_id_with_a_majority_up() {
     // Removing it again while the removal comes into force changes nothing.
     let (ok, again) = admin(&cluster, &["member", "remove", "--id", "1"]);
     assert!(ok && voters(&again) == [2, 3, 4], "{again}");
+    // The whole cluster stops; node 4 starts first, with no one to ask:
+    // it reads the members it recorded when it joined.
+    for i in 1..4 {
+        cluster.kill(i);
+    }
+    cluster.start_joined(3, &[1, 2]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    cluster.start(1, "secret");
+    cluster.start(2, "secret");
+    acked.extend(appends(&cluster, "after-restart", 10));
+    for i in 1..4 {
+        assert_log_holds(&cluster, i, &acked);
+    }
 }
 
 /// Flips a byte in the body of the last frame of a stopped node's WAL:

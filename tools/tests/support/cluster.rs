@@ -123,12 +123,18 @@ impl TestCluster {
         });
         self.hosts.push("127.0.0.1".to_string());
         let i = self.nodes.len() - 1;
+        self.start_joined(i, via);
+        i
+    }
+
+    /// Starts node `i` (again) with `--join` and the client addresses of
+    /// `via`.
+    pub fn start_joined(&mut self, i: usize, via: &[usize]) {
         let cluster: Vec<String> = via
             .iter()
             .map(|j| self.nodes[*j].client.to_string())
             .collect();
         self.spawn(i, "secret", &["--join", &cluster.join(",")], &[]);
-        i
     }
 
     /// Starts node `i` knowing its peers by `membership` flags.

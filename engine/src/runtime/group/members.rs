@@ -54,7 +54,8 @@ pub enum ChangeError {
         /// Who it believes leads.
         leader: Option<NodeId>,
     },
-    /// An earlier change is not in force yet; try again after it.
+    /// An earlier change did not come into force in time; try again
+    /// after it.
     #[error("an earlier configuration change is still under way")]
     Pending,
     /// The configuration the change would make is not one (no voter left,
@@ -143,14 +144,10 @@ impl GroupHandle {
         within: Duration,
     ) -> Result<MembershipView, ChangeError> {
         let deadline = Instant::now() + within;
-        let view = self.leader_view(status)?;
-        // Done already (asked again, say, while it comes into force).
+        let view = self.settled_view(status, &change, deadline).await?;
         let newest = view.next.as_ref().map_or(&view.in_force, |(_, next)| next);
         if made_by(&change, newest) {
             return Ok(view);
-        }
-        if view.next.is_some() {
-            return Err(ChangeError::Pending);
         }
         let current = &view.in_force;
         match change {
@@ -198,13 +195,32 @@ impl GroupHandle {
         rx.await.ok().flatten()
     }
 
-    /// The configuration as it stands, if this node leads.
-    fn leader_view(&self, status: &GroupStatus) -> Result<MembershipView, ChangeError> {
-        let leader = status.leader.get();
-        if !status.leading.get() {
-            return Err(ChangeError::NotLeader { leader });
+    /// The configuration once no change is under way, or as soon as the
+    /// one under way is what `change` makes (asked again, say): a change
+    /// chosen comes into force a few round trips later, so one asked for
+    /// right after another waits for it rather than fail. This node must
+    /// lead throughout.
+    async fn settled_view(
+        &self,
+        status: &GroupStatus,
+        change: &MemberChange,
+        deadline: Instant,
+    ) -> Result<MembershipView, ChangeError> {
+        loop {
+            let leader = status.leader.get();
+            if !status.leading.get() {
+                return Err(ChangeError::NotLeader { leader });
+            }
+            let view = status
+                .membership()
+                .ok_or(ChangeError::NotLeader { leader })?;
+            match &view.next {
+                None => return Ok(view),
+                Some((_, next)) if made_by(change, next) => return Ok(view),
+                Some(_) if Instant::now() >= deadline => return Err(ChangeError::Pending),
+                Some(_) => glommio::timer::sleep(POLL).await,
+            }
         }
-        status.membership().ok_or(ChangeError::NotLeader { leader })
     }
 
     /// Proposes `next` and waits until this node sees it as `wait` says.
