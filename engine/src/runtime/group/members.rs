@@ -114,7 +114,12 @@ fn made_by(change: &MemberChange, membership: &Membership) -> bool {
 }
 
 /// `current` with `id` in the given role (added if absent).
-fn with_member(current: &Membership, id: NodeId, addr: &str, voter: bool) -> Membership {
+fn with_member(
+    current: &Membership,
+    id: NodeId,
+    addr: &str,
+    voter: bool,
+) -> Result<Membership, MembershipError> {
     let mut members: Vec<Member> = current.members().to_vec();
     match members.iter_mut().find(|m| m.id == id) {
         Some(member) => {
@@ -129,7 +134,7 @@ fn with_member(current: &Membership, id: NodeId, addr: &str, voter: bool) -> Mem
             addr: addr.to_string(),
         }),
     }
-    Membership::new(members).unwrap_or_else(|_| current.clone())
+    Membership::new(members)
 }
 
 impl GroupHandle {
@@ -164,12 +169,12 @@ impl GroupHandle {
             }
             MemberChange::Add { id, addr, voter } => {
                 if voter && !current.contains(id) {
-                    let learner = with_member(current, id, &addr, false);
+                    let learner = with_member(current, id, &addr, false)?;
                     let view = self
                         .propose_configuration(status, learner, Wait::InForce, deadline)
                         .await?;
                     self.caught_up(status, id, deadline).await?;
-                    let promoted = with_member(&view.in_force, id, &addr, true);
+                    let promoted = with_member(&view.in_force, id, &addr, true)?;
                     return self
                         .propose_configuration(status, promoted, Wait::InForce, deadline)
                         .await;
@@ -177,7 +182,7 @@ impl GroupHandle {
                 if voter {
                     self.caught_up(status, id, deadline).await?;
                 }
-                let next = with_member(current, id, &addr, voter);
+                let next = with_member(current, id, &addr, voter)?;
                 self.propose_configuration(status, next, Wait::InForce, deadline)
                     .await
             }
@@ -308,10 +313,10 @@ mod tests {
     #[test]
     fn a_member_is_added_in_its_role_or_moved_to_it() {
         let current = voters(&[1, 2, 3]);
-        let learner = with_member(&current, NodeId(4), "h:1", false);
+        let learner = with_member(&current, NodeId(4), "h:1", false).unwrap();
         assert!(learner.contains(NodeId(4)) && !learner.is_voter(NodeId(4)));
         assert_eq!(learner.voter_count(), 3);
-        let promoted = with_member(&learner, NodeId(4), "", true);
+        let promoted = with_member(&learner, NodeId(4), "", true).unwrap();
         assert!(promoted.is_voter(NodeId(4)));
         let member = promoted.members().iter().find(|m| m.id == NodeId(4));
         assert_eq!(
@@ -321,5 +326,9 @@ mod tests {
         );
         assert!(same_roles(&promoted, &voters(&[1, 2, 3, 4])));
         assert!(!same_roles(&learner, &voters(&[1, 2, 3, 4])));
+        assert!(
+            with_member(&current, NodeId(0), "h:1", true).is_err(),
+            "node 0 is refused, not ignored"
+        );
     }
 }
