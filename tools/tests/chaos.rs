@@ -73,6 +73,30 @@ fn a_short_run_of_every_fault_passes() {
     assert!(history.contains("\"op\":\"append\""));
 }
 
+/// Nodes replaced by new ones (new ids, new addresses, `--join`, `member
+/// add`, `member remove`) between kills: the history and the final logs,
+/// read from the members as they then are, check out.
+#[test]
+fn a_run_that_replaces_nodes_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout) = run(
+        &[
+            "chaos",
+            "--duration=15",
+            "--faults=replace,kill",
+            "--seed=3",
+            "--clients=3",
+            &format!("--out={}", out.display()),
+        ],
+        Duration::from_secs(240),
+    );
+    println!("{stdout}");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    assert!(stdout.contains("replaced by n4"), "no node was replaced: {stdout}");
+}
+
 #[test]
 fn a_saved_history_with_a_lost_append_fails_the_check() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,7 @@ pub mod corrupt;
 pub mod history;
 pub mod nemesis;
 pub mod proxy;
+mod replace;
 pub mod report;
 pub mod workload;
 
@@ -139,6 +140,9 @@ type Proxies = BTreeMap<(usize, usize), Proxy>;
 
 /// Proxies for every pair and the layout that routes the lower id through
 /// them.
+/// Nodes `replace` can start in one run, at most.
+const SPARE_NODES: u64 = 16;
+
 fn proxied_layout(nodes: u64) -> Result<(Layout, Proxies), String> {
     let mut layout = Layout::loopback_stable(nodes)?;
     let mut proxies = BTreeMap::new();
@@ -170,13 +174,33 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
     );
     println!("  binary {}, output in {}", exe.display(), out.display());
     let (layout, proxies) = proxied_layout(args.nodes)?;
+    // Addresses for the nodes `replace` starts, known to the clients from
+    // the start (they skip those not up); a replaced-in node's links are
+    // direct, not through the fault proxies.
+    let spares = if mix.contains(&Fault::Replace) {
+        Layout::loopback_stable(SPARE_NODES)?
+    } else {
+        Layout {
+            listen: Vec::new(),
+            client: Vec::new(),
+            dialed: Vec::new(),
+            metrics: Vec::new(),
+        }
+    };
     let cluster = LocalCluster::start_laid_out(&exe, &layout, 1, &data_dir, &[])?;
     let epoch = Instant::now();
     let mut nemesis = Nemesis {
         cluster,
         proxies,
         data_dir: data_dir.clone(),
-        nodes: args.nodes as usize,
+        members: (1..=args.nodes as usize).collect(),
+        spares: spares
+            .listen
+            .iter()
+            .copied()
+            .zip(spares.client.iter().copied())
+            .collect(),
+        first_members: args.nodes as usize,
         rng: StdRng::seed_from_u64(seed),
         epoch,
         injected: Vec::new(),
@@ -186,7 +210,7 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let workload = Workload {
         exe: exe.clone(),
-        cluster: layout.client.clone(),
+        cluster: [layout.client.clone(), spares.client.clone()].concat(),
         keys: args.keys,
         timeout_s: args.client_timeout,
         epoch,
@@ -205,7 +229,12 @@ fn run_cluster(args: &ChaosArgs) -> Result<Verdict, String> {
     }
     ops.sort_by_key(|op| op.invoke_us);
     let settled_us = micros(epoch);
-    let (logs, lagging) = settle_and_read(&exe, &layout);
+    let members: Vec<(u64, std::net::SocketAddr)> = nemesis
+        .members
+        .iter()
+        .map(|&id| (id as u64, nemesis.cluster.client_addrs[id - 1]))
+        .collect();
+    let (logs, lagging) = settle_and_read(&exe, &members);
     nemesis.findings.extend(lagging);
     let history = History { ops, logs };
     let history_path = out.join("history.json");
@@ -298,11 +327,14 @@ fn wait_for_leader(exe: &std::path::Path, layout: &Layout) -> Result<(), String>
     }
 }
 
-/// After healing: one more append through the cluster, then every node's
-/// log until it reaches that append (or 60 s pass). Nodes that did not
-/// reach it are findings.
-fn settle_and_read(exe: &std::path::Path, layout: &Layout) -> (Vec<ReplicaLog>, Vec<String>) {
-    let list: Vec<String> = layout.client.iter().map(ToString::to_string).collect();
+/// After healing: one more append through the cluster, then every
+/// member's log (`(id, client address)`) until it reaches that append (or
+/// 60 s pass). Members that did not reach it are findings.
+fn settle_and_read(
+    exe: &std::path::Path,
+    members: &[(u64, std::net::SocketAddr)],
+) -> (Vec<ReplicaLog>, Vec<String>) {
+    let list: Vec<String> = members.iter().map(|(_, addr)| addr.to_string()).collect();
     let barrier = LineClient::start(
         exe,
         &[
@@ -319,10 +351,9 @@ fn settle_and_read(exe: &std::path::Path, layout: &Layout) -> (Vec<ReplicaLog>, 
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut logs = Vec::new();
-    for (i, addr) in layout.client.iter().enumerate() {
-        let node = i as u64 + 1;
+    for &(node, addr) in members {
         let log = loop {
-            let log = read_log(exe, node, *addr);
+            let log = read_log(exe, node, addr);
             let reached = match (&log, barrier) {
                 (Some(log), Some(b)) => log.entries.last().is_some_and(|(index, _)| *index >= b),
                 _ => false,

@@ -13,7 +13,14 @@
 //! | `torn-tail` | while one node is down, tear its WAL's tail; it must come back (or refuse with a clear error, and then rebuild on a new disk) |
 //! | `bit-flip` | while one node is down, flip a bit in a frame valid frames follow; it must refuse to start with a clear error |
 //! | `lose-disk` | SIGKILL one node, delete its data directory, restart it with `--rejoin`; it must rebuild from its peers and rejoin |
+//! | `replace` | SIGKILL one node for good, wipe it, start a new node (the next id) at a new address with `--join`, `member add` it, `member remove` the old one |
+//!
+//! Once a node has been replaced, `--rejoin` (which asks the cluster's
+//! first members) cannot work, so a lost disk, or a torn tail that makes a
+//! node rebuild, is answered the way an operator would from then on: the
+//! machine comes back under a new id (`replace`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -53,6 +60,8 @@ pub enum Fault {
     BitFlip,
     /// Delete a stopped node's data directory.
     LoseDisk,
+    /// Replace a node by a new one at a new address.
+    Replace,
 }
 
 impl Fault {
@@ -73,12 +82,14 @@ impl Fault {
                 "torn-tail" => &[TornTail],
                 "bit-flip" => &[BitFlip],
                 "lose-disk" => &[LoseDisk],
+                "replace" => &[Replace],
                 "process" => &[Kill, Pause],
                 "network" => &[Isolate, CutLink, OneWay],
                 "crash" => &[CrashMajority, CrashAll],
                 "disk" => &[TornTail, BitFlip, LoseDisk],
-                "all" => &[Kill, Pause, Isolate, CutLink, OneWay, CrashMajority, CrashAll, TornTail, BitFlip, LoseDisk],
-                other => return Err(format!("unknown fault `{other}`; try process, network, crash, disk, all, or one of kill, pause, isolate, cut-link, one-way, crash-majority, crash-all, torn-tail, bit-flip, lose-disk")),
+                "membership" => &[Replace],
+                "all" => &[Kill, Pause, Isolate, CutLink, OneWay, CrashMajority, CrashAll, TornTail, BitFlip, LoseDisk, Replace],
+                other => return Err(format!("unknown fault `{other}`; try process, network, crash, disk, membership, all, or one of kill, pause, isolate, cut-link, one-way, crash-majority, crash-all, torn-tail, bit-flip, lose-disk, replace")),
             });
         }
         faults.sort();
@@ -110,8 +121,13 @@ pub struct Nemesis {
     pub proxies: Proxies,
     /// The cluster's data directory.
     pub data_dir: PathBuf,
-    /// Nodes in the cluster.
-    pub nodes: usize,
+    /// The cluster's members (node ids, which are the cluster's indices
+    /// plus one): the first nodes, then those replaced in.
+    pub members: Vec<usize>,
+    /// Peer and client addresses for nodes yet to replace others.
+    pub spares: Vec<(SocketAddr, SocketAddr)>,
+    /// How many nodes the cluster started with (ids 1 to this).
+    pub first_members: usize,
     /// The schedule's randomness.
     pub rng: StdRng,
     /// The run's clock.
@@ -135,11 +151,14 @@ impl Nemesis {
             Fault::Isolate => self.isolate_one(),
             Fault::CutLink => self.cut_link(),
             Fault::OneWay => self.one_way(),
-            Fault::CrashMajority => self.kill_some(self.nodes / 2 + 1),
-            Fault::CrashAll => self.kill_some(self.nodes),
+            Fault::CrashMajority => self.kill_some(self.members.len() / 2 + 1),
+            Fault::CrashAll => self.kill_some(self.members.len()),
+            Fault::TornTail if self.replaced() => self.replace(),
             Fault::TornTail => self.torn_tail(),
             Fault::BitFlip => self.bit_flip(),
+            Fault::LoseDisk if self.replaced() => self.replace(),
             Fault::LoseDisk => self.lose_disk(),
+            Fault::Replace => self.replace(),
         };
         self.injected.push(Injected {
             fault,
@@ -157,9 +176,12 @@ impl Nemesis {
         ));
     }
 
-    fn pick(&mut self, count: usize) -> Vec<usize> {
-        let all: Vec<usize> = (1..=self.nodes).collect();
-        let mut chosen: Vec<usize> = all.choose_multiple(&mut self.rng, count).copied().collect();
+    pub(super) fn pick(&mut self, count: usize) -> Vec<usize> {
+        let mut chosen: Vec<usize> = self
+            .members
+            .choose_multiple(&mut self.rng, count)
+            .copied()
+            .collect();
         chosen.sort();
         chosen
     }
@@ -171,7 +193,7 @@ impl Nemesis {
         }
     }
 
-    fn restart(&mut self, id: usize) -> String {
+    pub(super) fn restart(&mut self, id: usize) -> String {
         match self.cluster.restart(id) {
             Ok(()) => String::new(),
             Err(e) => {
@@ -276,7 +298,7 @@ impl Nemesis {
     /// kernel finishes a dead process's io_uring writes after it is reaped,
     /// and one landing after the damage would make a different fault
     /// (frames after the garbage) than the one meant.
-    fn kill_and_settle(&mut self, id: usize) {
+    pub(super) fn kill_and_settle(&mut self, id: usize) {
         self.cluster.kill(id);
         sleep(Duration::from_millis(200));
     }
@@ -438,7 +460,7 @@ impl Nemesis {
 
     /// A node that exited by itself is a finding; it is restarted.
     fn reap_unexpected(&mut self) {
-        for id in 1..=self.nodes {
+        for id in self.members.clone() {
             if let Some(status) = self.cluster.reap(id) {
                 self.findings.push(format!(
                     "node {id} exited by itself ({status}); see its log"
@@ -452,11 +474,11 @@ impl Nemesis {
     /// started.
     pub fn heal_all(&mut self) {
         self.heal_links();
-        for id in 1..=self.nodes {
+        for &id in &self.members {
             self.signal(id, libc::SIGCONT);
         }
         self.reap_unexpected();
-        for id in 1..=self.nodes {
+        for id in self.members.clone() {
             if !self.cluster.is_up(id) {
                 self.restart(id);
             }
