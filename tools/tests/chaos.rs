@@ -94,7 +94,10 @@ fn a_run_that_replaces_nodes_passes() {
     println!("{stdout}");
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("verdict: PASS"), "{stdout}");
-    assert!(stdout.contains("replaced by n4"), "no node was replaced: {stdout}");
+    assert!(
+        stdout.contains("replaced by n4"),
+        "no node was replaced: {stdout}"
+    );
 }
 
 #[test]
