@@ -1,11 +1,18 @@
 //! When a group snapshots, and which WAL frames a durable snapshot lets go.
 //!
 //! The core counts the WAL's frames itself (each `Append` lands at the next
-//! position), so it knows where each slot's latest accepted value sits. A
+//! position), so it knows where each slot's first accepted value sits. A
 //! restart rebuilds every slot below a snapshot from it, so it needs the
 //! WAL only from the lowest position holding a slot at or above the
 //! snapshot, and everything written since the state was captured (a promise
 //! made while the file was being written is not in it).
+//!
+//! The first accept of each slot, not its latest: the latest may not be
+//! durable yet when the cut is made, and a crash then loses it, so the
+//! durable one before it must still be there. (Cutting at the latest lost
+//! a durable accept in the change sweep: a slot accepted again at the same
+//! ballot in the unsynced tail, the cut taken past the durable copy, then
+//! power lost.)
 
 use std::collections::BTreeMap;
 
@@ -38,7 +45,7 @@ pub(super) struct Compaction {
     /// try counts from there, so a failing encoder is not retried on every
     /// apply.
     pub(super) tried_upto: Slot,
-    /// Where each slot's latest accepted value sits in the WAL.
+    /// Where each slot's first accepted value (still in the WAL) sits.
     accept_positions: BTreeMap<Slot, Position>,
     /// Where the next append lands.
     wal_next: Position,
@@ -60,13 +67,12 @@ impl Compaction {
         writes: &[(Position, Write)],
         wal_next: Position,
     ) -> Compaction {
-        let accept_positions = writes
-            .iter()
-            .filter_map(|(position, write)| match write {
-                Write::Accept { slot, .. } => Some((*slot, *position)),
-                _ => None,
-            })
-            .collect();
+        let mut accept_positions = BTreeMap::new();
+        for (position, write) in writes {
+            if let Write::Accept { slot, .. } = write {
+                accept_positions.entry(*slot).or_insert(*position);
+            }
+        }
         Compaction {
             policy,
             latest,
@@ -92,7 +98,7 @@ impl Compaction {
         let position = self.wal_next;
         self.wal_next = Position(position.0 + 1);
         if let Write::Accept { slot, .. } = write {
-            self.accept_positions.insert(*slot, position);
+            self.accept_positions.entry(*slot).or_insert(position);
         }
         position
     }
@@ -168,8 +174,9 @@ mod tests {
         assert_eq!(compaction.appended(&accept(7)), Position(14));
         let saving = compaction.saving.expect("saving");
         assert_eq!(saving.captured_at, Position(14));
-        // Slots 5 and 6 stay: slot 6's accept at 11 is the lowest kept.
-        assert_eq!(compaction.saved(saving, Bytes::new()), Position(11));
+        // Slots 5 and 6 stay, each from its first accept: slot 5's second
+        // one, at 13, may not be durable when the cut is made.
+        assert_eq!(compaction.saved(saving, Bytes::new()), Position(10));
         compaction.start_saving(Slot(8));
         let saving = compaction.saving.expect("saving");
         assert_eq!(
