@@ -76,7 +76,7 @@ mod wire {
             wait_ms: u32,
         },
         /// Remove member `id`. Answered `Members` (the new configuration)
-        /// once the removal is chosen, within `wait_ms`.
+        /// once it is in force at a majority of its voters, within `wait_ms`.
         RemoveMember { id: u64, wait_ms: u32 },
     }
 

@@ -712,9 +712,8 @@ fn a_new_node_is_added_and_an_old_one_removed_while_the_group_runs() {
     let leader = leader_of(&handles, group);
     let removed = MemberChange::Remove(NodeId(1));
     let view = block_on(handles[leader].change_members(group, removed, within)).unwrap();
-    let (_, next) = view.next.expect("chosen, not yet in force");
-    let voters: Vec<u64> = next.voter_ids().map(|id| id.0).collect();
-    assert_eq!(voters, [2, 3, 4]);
+    let voters: Vec<u64> = view.in_force.voter_ids().map(|id| id.0).collect();
+    assert_eq!(voters, [2, 3, 4], "in force once it returns");
 
     // Node 1 goes for good; the others carry on, node 4 among them.
     drop(handles.remove(0));

@@ -53,8 +53,9 @@ pub enum MemberCommand {
         learner: bool,
     },
     /// Remove node --id from the group; returns once the new configuration
-    /// is chosen (it is in force a few round trips later), printing it. A
-    /// removed leader hands leadership to a remaining voter.
+    /// is in force at a majority of its voters (the node may then be
+    /// stopped at once), printing it. A removed leader hands leadership to
+    /// a remaining voter.
     Remove {
         #[command(flatten)]
         target: Target,

@@ -138,10 +138,11 @@ fn with_member(
 }
 
 impl GroupHandle {
-    /// Makes `change` and waits, up to `within` in all, until this node sees
-    /// it done: an added member in force in its role, a removal chosen.
-    /// This node must lead; `status` is the group's, on this core. Returns
-    /// the configuration as this node then sees it.
+    /// Makes `change` and waits, up to `within` in all, until it is done:
+    /// the new configuration in force here and at a majority of its voters
+    /// (so that a removed node may be stopped at once). This node must
+    /// lead; `status` is the group's, on this core. Returns the
+    /// configuration as this node then sees it.
     pub async fn change_members(
         &self,
         status: &GroupStatus,
@@ -164,27 +165,23 @@ impl GroupHandle {
                     .cloned()
                     .collect();
                 let next = Membership::new(kept)?;
-                self.propose_configuration(status, next, Wait::Chosen, deadline)
-                    .await
+                self.propose_configuration(status, next, deadline).await
             }
             MemberChange::Add { id, addr, voter } => {
                 if voter && !current.contains(id) {
                     let learner = with_member(current, id, &addr, false)?;
                     let view = self
-                        .propose_configuration(status, learner, Wait::InForce, deadline)
+                        .propose_configuration(status, learner, deadline)
                         .await?;
                     self.caught_up(status, id, deadline).await?;
                     let promoted = with_member(&view.in_force, id, &addr, true)?;
-                    return self
-                        .propose_configuration(status, promoted, Wait::InForce, deadline)
-                        .await;
+                    return self.propose_configuration(status, promoted, deadline).await;
                 }
                 if voter {
                     self.caught_up(status, id, deadline).await?;
                 }
                 let next = with_member(current, id, &addr, voter)?;
-                self.propose_configuration(status, next, Wait::InForce, deadline)
-                    .await
+                self.propose_configuration(status, next, deadline).await
             }
         }
     }
@@ -228,12 +225,16 @@ impl GroupHandle {
         }
     }
 
-    /// Proposes `next` and waits until this node sees it as `wait` says.
+    /// Proposes `next` and waits until it is in force here and at a
+    /// majority of its voters: their commit points past the first slot it
+    /// governs, so that they elect by it. Until then a replica counts votes
+    /// by the configuration before it, and a failure more than that one
+    /// allows (the leader's, just after a removal) would leave no majority
+    /// to elect anyone.
     async fn propose_configuration(
         &self,
         status: &GroupStatus,
         next: Membership,
-        wait: Wait,
         deadline: Instant,
     ) -> Result<MembershipView, ChangeError> {
         let started = Instant::now();
@@ -243,21 +244,49 @@ impl GroupHandle {
             return Err(ChangeError::Stopped);
         }
         rx.await.map_err(|_| ChangeError::Stopped)??;
-        loop {
+        let timed_out = || ChangeError::TimedOut {
+            waited: started.elapsed(),
+        };
+        // The first slot it governs, once seen chosen; if it was in force
+        // before this looked, the commit point then is past it.
+        let mut from = None;
+        let view = loop {
             if let Some(view) = status.membership() {
-                let chosen = view
-                    .next
-                    .as_ref()
-                    .is_some_and(|(_, m)| same_roles(m, &next));
-                let in_force = same_roles(&view.in_force, &next);
-                if in_force || (chosen && wait == Wait::Chosen) {
-                    return Ok(view);
+                if let Some((slot, m)) = &view.next {
+                    if same_roles(m, &next) {
+                        from = Some(*slot);
+                    }
+                }
+                if same_roles(&view.in_force, &next) {
+                    break view;
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ChangeError::TimedOut {
-                    waited: started.elapsed(),
-                });
+                return Err(timed_out());
+            }
+            glommio::timer::sleep(POLL).await;
+        };
+        let from = from.unwrap_or_else(|| status.commit.get());
+        loop {
+            // A leader that removed itself hands over once the change is in
+            // force: a voter of it leads now, elected under it.
+            if !status.leading.get() && status.leader.get().is_some_and(|l| next.is_voter(l)) {
+                return Ok(view);
+            }
+            let me = status.leader.get();
+            let mut past = 0;
+            for voter in next.voter_ids() {
+                let commit = match Some(voter) == me {
+                    true => Some(status.commit.get()),
+                    false => self.follower_commit(voter).await,
+                };
+                past += usize::from(commit.is_some_and(|c| c >= from));
+            }
+            if past >= next.quorum() {
+                return Ok(view);
+            }
+            if Instant::now() >= deadline {
+                return Err(timed_out());
             }
             glommio::timer::sleep(POLL).await;
         }
@@ -291,15 +320,6 @@ impl GroupHandle {
             glommio::timer::sleep(POLL).await;
         }
     }
-}
-
-/// What a proposed change waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wait {
-    /// Chosen: the configuration will govern.
-    Chosen,
-    /// In force: it governs this node's next slot.
-    InForce,
 }
 
 #[cfg(test)]

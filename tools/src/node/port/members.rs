@@ -55,8 +55,8 @@ pub(super) async fn change(
     };
     let within = Duration::from_millis(u64::from(wait_ms)).min(WAIT_MAX);
     match group.change_members(change, within).await {
-        // A removal answers once chosen: the configuration it makes is the
-        // next one, not yet in force.
+        // The configuration made is in force; asked again while it comes
+        // into force, it is the next one.
         Ok(MembershipView { in_force, next }) => {
             let made = next.map_or(in_force, |(_, next)| next);
             members(node, known, Some(made))
