@@ -16,6 +16,8 @@ mod memlock;
 
 pub use error::{PeersError, SettingsError};
 
+use crate::secret_cmd::read_secret;
+
 /// glommio registers I/O memory per executor and the kernel pins it against
 /// `RLIMIT_MEMLOCK` (8 MiB here): a node's executors share this much.
 pub const IO_MEMORY_NODE_BYTES: usize = 6 << 20;
@@ -413,31 +415,10 @@ fn check_listed(listen: SocketAddr, text: &str, listed: &PeerAddr) -> Result<(),
     })
 }
 
-/// A secret from its file: private to its owner, at least 16 bytes once a
-/// trailing newline is cut.
-pub fn read_secret(path: PathBuf) -> Result<Vec<u8>, SettingsError> {
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(source) => return Err(SettingsError::ReadSecret { path, source }),
-    };
-    crate::secret_cmd::check_mode(&path)?;
-    let secret = trim_newline(bytes);
-    if secret.len() < 16 {
-        return Err(SettingsError::ShortSecret { path });
-    }
-    Ok(secret)
-}
-
-fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    bytes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret_cmd::SecretFileError;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -529,7 +510,7 @@ mod tests {
         std::fs::write(&path, missing).unwrap();
         let argv = ["synod", "--config", path.to_str().unwrap()];
         let error = settings(Wrapper::parse_from(argv).node).unwrap_err();
-        let SettingsError::ReadSecret { path, source } = &error else {
+        let SettingsError::Secret(SecretFileError::Read { path, source }) = &error else {
             panic!("{error:?}")
         };
         assert_eq!(path, std::path::Path::new("/nonexistent/secret"));

@@ -119,6 +119,45 @@ pub fn generate(path: &Path) -> Result<(), SecretError> {
         .map_err(write_error)
 }
 
+/// Why a secret file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file could not be read.
+    #[error("--secret-file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The secret is too short to prove anything.
+    #[error("--secret-file {}: the secret must be at least 16 bytes", path.display())]
+    Short {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is open to other users.
+    #[error(transparent)]
+    Mode(#[from] SecretError),
+}
+
+/// A secret from its file: private to its owner, at least 16 bytes once a
+/// trailing newline is cut.
+pub fn read_secret(path: PathBuf) -> Result<Vec<u8>, SecretFileError> {
+    let mut bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(source) => return Err(SecretFileError::Read { path, source }),
+    };
+    check_mode(&path)?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.len() < 16 {
+        return Err(SecretFileError::Short { path });
+    }
+    Ok(bytes)
+}
+
 /// Refuses a secret file that other users can read or write; warns when
 /// its group can (a deployment may share it with a service group).
 pub fn check_mode(path: &Path) -> Result<(), SecretError> {

@@ -260,7 +260,7 @@ fn prove(
 /// The client secret in `path`, if given (the same file the nodes read).
 pub fn client_secret(path: Option<std::path::PathBuf>) -> Result<Option<Secret>, std::io::Error> {
     path.map(|path| {
-        crate::node_cmd::read_secret(path)
+        crate::secret_cmd::read_secret(path)
             .map(Secret::new)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
     })

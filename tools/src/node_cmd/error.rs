@@ -73,23 +73,9 @@ pub enum SettingsError {
     /// A tick of no time.
     #[error("tick_ms must be positive")]
     ZeroTick,
-    /// The secret file could not be read.
-    #[error("--secret-file {}: {source}", path.display())]
-    ReadSecret {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The secret is too short to prove anything.
-    #[error("--secret-file {}: the secret must be at least 16 bytes", path.display())]
-    ShortSecret {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The secret file is open to other users.
+    /// The secret file cannot be used.
     #[error(transparent)]
-    SecretMode(#[from] crate::secret_cmd::SecretError),
+    Secret(#[from] crate::secret_cmd::SecretFileError),
     /// No secret, and running without one was not asked for.
     #[error("no --secret-file given; pass --insecure to run without one")]
     NoSecret,
