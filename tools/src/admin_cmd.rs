@@ -150,3 +150,45 @@ fn print(reply: Value) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+/// One node put in place of another in `group`, as `synod member add` then
+/// `synod member remove` would: `new`, reached by its peers at `addr`,
+/// added as a voter, then `old` removed, each asked of the client ports
+/// `reach` within `wait` (the leader waiting up to `leader_wait_ms` of it).
+pub struct Replacement {
+    pub old: u64,
+    pub new: u64,
+    pub addr: SocketAddr,
+    pub wait: Duration,
+    pub leader_wait_ms: u32,
+}
+
+impl Replacement {
+    /// Makes the two changes in `group`; on a failure, which step failed
+    /// (`member add` or `member remove`) and the answer.
+    pub fn run(
+        &self,
+        reach: &[SocketAddr],
+        group: u32,
+        secret: Option<synod_net::Secret>,
+    ) -> Result<(), (&'static str, Value)> {
+        let add = ClientOp::AddMember {
+            id: self.new,
+            addr: self.addr.to_string(),
+            voter: true,
+            wait_ms: self.leader_wait_ms,
+        };
+        let remove = ClientOp::RemoveMember {
+            id: self.old,
+            wait_ms: self.leader_wait_ms,
+        };
+        for (step, op) in [("member add", add), ("member remove", remove)] {
+            let reply =
+                crate::client_cmd::one_op(reach.to_vec(), group, secret.clone(), self.wait, op);
+            if reply["ok"] != json!(true) {
+                return Err((step, reply));
+            }
+        }
+        Ok(())
+    }
+}

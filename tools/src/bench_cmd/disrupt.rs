@@ -14,6 +14,7 @@ use synod_client_proto::ClientOp;
 use synod_net::Secret;
 
 use super::BenchArgs;
+use crate::admin_cmd::Replacement;
 
 /// One disruption: when, and what.
 pub(super) struct Disruption {
@@ -157,28 +158,20 @@ pub(super) fn replace_each(
                 return replaced;
             }
         };
-        let wait_ms = (REPLACE_WAIT - Duration::from_secs(1)).as_millis() as u32;
-        let add = ClientOp::AddMember {
-            id: new as u64,
-            addr: listen.to_string(),
-            voter: true,
-            wait_ms,
+        let replacement = Replacement {
+            old: old as u64,
+            new: new as u64,
+            addr: listen,
+            wait: REPLACE_WAIT,
+            leader_wait_ms: (REPLACE_WAIT - Duration::from_secs(1)).as_millis() as u32,
         };
-        let remove = ClientOp::RemoveMember {
-            id: old as u64,
-            wait_ms,
-        };
+        let reach = [via.clone(), vec![client]].concat();
         for group in groups.clone() {
-            for op in [add.clone(), remove.clone()] {
-                let reach = [via.clone(), vec![client]].concat();
-                let reply =
-                    crate::client_cmd::one_op(reach, group, secret.clone(), REPLACE_WAIT, op);
-                if reply["ok"] != json!(true) {
-                    bar.println(format!(
-                        "replacing n{old} by n{new} in group {group}: {reply}"
-                    ));
-                    return replaced;
-                }
+            if let Err((step, reply)) = replacement.run(&reach, group, secret.clone()) {
+                bar.println(format!(
+                    "replacing n{old} by n{new} in group {group}: {step}: {reply}"
+                ));
+                return replaced;
             }
         }
         cluster.kill(old);

@@ -6,11 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
 use synod_bench::local::node_dir;
-use synod_client_proto::ClientOp;
 
 use super::nemesis::Nemesis;
+use crate::admin_cmd::Replacement;
 
 /// How long each membership command may take (the new node catches up
 /// first).
@@ -52,24 +51,17 @@ impl Nemesis {
         };
         self.members.push(new);
         let reach = [via, vec![client]].concat();
-        let wait_ms = (CHANGE_WAIT - Duration::from_secs(2)).as_millis() as u32;
-        let add = ClientOp::AddMember {
-            id: new as u64,
-            addr: listen.to_string(),
-            voter: true,
-            wait_ms,
+        let replacement = Replacement {
+            old: old as u64,
+            new: new as u64,
+            addr: listen,
+            wait: CHANGE_WAIT,
+            leader_wait_ms: (CHANGE_WAIT - Duration::from_secs(2)).as_millis() as u32,
         };
-        let remove = ClientOp::RemoveMember {
-            id: old as u64,
-            wait_ms,
-        };
-        for (what, op) in [("member add", add), ("member remove", remove)] {
-            let reply = crate::client_cmd::one_op(reach.clone(), 0, None, CHANGE_WAIT, op);
-            if reply["ok"] != Value::Bool(true) {
-                self.findings
-                    .push(format!("replacing n{old} by n{new}: {what}: {reply}"));
-                return (vec![old, new], format!("{what} failed"));
-            }
+        if let Err((what, reply)) = replacement.run(&reach, 0, None) {
+            self.findings
+                .push(format!("replacing n{old} by n{new}: {what}: {reply}"));
+            return (vec![old, new], format!("{what} failed"));
         }
         (vec![old, new], format!("n{old} replaced by n{new}"))
     }
