@@ -100,6 +100,17 @@ fn elections_across_a_change_end() {
     }
 }
 
+/// Stops new commands, lets every client's be acknowledged, and checks
+/// the run found nothing; `what` names it if commands stall.
+fn finish(cluster: &mut Cluster, what: &str) {
+    cluster.stop_new_commands();
+    assert!(
+        cluster.run_until(3_000, |c| c.clients_idle()),
+        "{what}: commands stalled"
+    );
+    assert_clean(cluster);
+}
+
 /// Voters `ids` (0-based node indices) as a configuration.
 fn voters_of(ids: impl IntoIterator<Item = usize>) -> Membership {
     let ids: Vec<NodeId> = ids.into_iter().map(node_id).collect();
@@ -140,12 +151,7 @@ fn a_leader_that_removes_itself_hands_over_and_stays_out() {
         "the removed node unseated the leader"
     );
     assert!(cluster.is_running(old), "the removed node runs on");
-    cluster.stop_new_commands();
-    assert!(
-        cluster.run_until(3_000, |c| c.clients_idle()),
-        "commands stalled"
-    );
-    assert_clean(&cluster);
+    finish(&mut cluster, "the group");
 }
 
 /// A removed node that was down while it was removed comes back with its
@@ -170,12 +176,7 @@ fn a_removed_node_that_returns_does_not_disturb_the_group() {
         Some(leader),
         "the returning node disturbed the leader"
     );
-    cluster.stop_new_commands();
-    assert!(
-        cluster.run_until(3_000, |c| c.clients_idle()),
-        "commands stalled"
-    );
-    assert_clean(&cluster);
+    finish(&mut cluster, "the group");
 }
 
 /// The leader crashes the moment it has proposed a change: the change is
@@ -193,12 +194,7 @@ fn the_leader_crashing_mid_change_leaves_one_configuration_per_slot() {
         cluster.crash(leader);
         assert!(cluster.run_until(1_000, |c| c.leader().is_some_and(|l| l != leader)));
         cluster.start(leader);
-        cluster.stop_new_commands();
-        assert!(
-            cluster.run_until(3_000, |c| c.clients_idle()),
-            "seed {seed}: commands stalled"
-        );
-        assert_clean(&cluster);
+        finish(&mut cluster, &format!("seed {seed}"));
     }
 }
 
