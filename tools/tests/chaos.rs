@@ -42,24 +42,23 @@ fn run(args: &[&str], limit: Duration) -> (Option<i32>, String) {
     (status.code(), text)
 }
 
+/// A seeded run of three clients with `settings` beside them, into `out`,
+/// that must pass; its output.
+fn passing_run(settings: &[&str], out: &std::path::Path) -> String {
+    let out_arg = format!("--out={}", out.display());
+    let args = [&["chaos", "--clients=3", &out_arg], settings].concat();
+    let (code, stdout) = run(&args, Duration::from_secs(240));
+    println!("{stdout}");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    stdout
+}
+
 #[test]
 fn a_short_run_of_every_fault_passes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (code, stdout) = run(
-        &[
-            "chaos",
-            "--duration=12",
-            "--faults=all",
-            "--seed=7",
-            "--clients=3",
-            &format!("--out={}", out.display()),
-        ],
-        Duration::from_secs(240),
-    );
-    println!("{stdout}");
-    assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    passing_run(&["--duration=12", "--faults=all", "--seed=7"], &out);
     assert!(out.join("report.json").is_file());
     let history = std::fs::read_to_string(out.join("history.json")).unwrap();
     let (code, again) = run(
@@ -80,20 +79,8 @@ fn a_short_run_of_every_fault_passes() {
 fn a_run_that_replaces_nodes_passes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (code, stdout) = run(
-        &[
-            "chaos",
-            "--duration=15",
-            "--faults=replace,kill",
-            "--seed=3",
-            "--clients=3",
-            &format!("--out={}", out.display()),
-        ],
-        Duration::from_secs(240),
-    );
-    println!("{stdout}");
-    assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    let settings = ["--duration=15", "--faults=replace,kill", "--seed=3"];
+    let stdout = passing_run(&settings, &out);
     assert!(
         stdout.contains("replaced by n4"),
         "no node was replaced: {stdout}"
