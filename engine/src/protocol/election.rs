@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::action::Actions;
 use super::message::{Message, Notification, PeerState};
 use super::types::{Ballot, NodeId};
-use super::vote::{Vote, VoteKey};
+use super::vote::{voter_rank, Vote, VoteKey};
 use super::{Following, Replica, Role};
 
 #[derive(Clone, Debug, Default)]
@@ -48,23 +48,18 @@ impl Replica {
             .filter(|(slot, _)| *slot >= self.commit)
             .map(|(slot, entry)| (slot, entry.ballot))
             .unwrap_or((self.commit, Ballot::ZERO));
+        // Every configuration in force at the commit point was chosen
+        // below it, so this rank is the one any replica with the same
+        // commit point (and so the same chosen prefix) would state.
+        let voters: Vec<NodeId> = self.schedule.at(self.commit).voter_ids().collect();
         Vote {
             epoch: self.accepted_max.round,
             commit: self.commit,
             last_ballot,
             last_slot,
+            rank: voter_rank(self.config.id, &voters, self.config.group.0),
             node: self.config.id,
         }
-    }
-
-    /// Ranks candidates by the voters in force at the vote's commit point,
-    /// not at ours: replicas whose commit points differ across a change
-    /// would otherwise break ties between equal logs in different orders
-    /// and split their votes for ever. Every replica that has seen slots
-    /// up to `CHANGE_DELAY_SLOTS` below that point knows those voters.
-    fn vote_key(&self, vote: &Vote) -> VoteKey {
-        let voters: Vec<NodeId> = self.schedule.at(vote.commit).voter_ids().collect();
-        VoteKey::new(vote, &voters, self.config.group.0)
     }
 
     pub(super) fn start_looking(&mut self, out: &mut Actions) {
@@ -179,7 +174,7 @@ impl Replica {
         let current = looking.vote.filter(|v| self.may_lead(v)).or(mine);
         let eligible = self.may_lead(&vote);
         let beats = |other: Option<Vote>| {
-            eligible && other.is_none_or(|o| self.vote_key(&vote) > self.vote_key(&o))
+            eligible && other.is_none_or(|o| VoteKey::from(&vote) > VoteKey::from(&o))
         };
         let (adopt, reset) = if round > self.round {
             (if beats(mine) { Some(vote) } else { mine }, true)
@@ -312,9 +307,16 @@ mod tests {
                     node: NodeId(owner),
                 },
                 last_slot: Slot(slot),
+                rank: 0,
                 node: NodeId(node),
             },
         )
+    }
+
+    /// The key of `vote` as its candidate would state it among `voters`.
+    fn key_in(vote: &Vote, voters: &[NodeId], group: u32) -> VoteKey {
+        let rank = voter_rank(vote.node, voters, group);
+        VoteKey::from(&Vote { rank, ..*vote })
     }
 
     fn members() -> Vec<NodeId> {
@@ -327,7 +329,7 @@ mod tests {
         #[test]
         fn vote_order_is_strict_and_total(a in arb_vote(), b in arb_vote(), c in arb_vote(), group in 0u32..7) {
             let m = members();
-            let (ka, kb, kc) = (VoteKey::new(&a, &m, group), VoteKey::new(&b, &m, group), VoteKey::new(&c, &m, group));
+            let (ka, kb, kc) = (key_in(&a, &m, group), key_in(&b, &m, group), key_in(&c, &m, group));
             prop_assert_eq!(ka == kb, a == b, "distinct votes must not tie");
             prop_assert!(!(ka < kb && kb < ka));
             if ka < kb && kb < kc { prop_assert!(ka < kc); }
@@ -345,10 +347,11 @@ mod tests {
                 node: NodeId(1),
             },
             last_slot: Slot(slot),
+            rank: 0,
             node: NodeId(node),
         };
         let m = members();
-        let key = |v: Vote| VoteKey::new(&v, &m, 0);
+        let key = |v: Vote| key_in(&v, &m, 0);
         assert!(key(vote(2, 0, 0, 1)) > key(vote(1, 9, 9, 5)));
         assert!(key(vote(1, 2, 0, 1)) > key(vote(1, 1, 9, 5)));
         assert!(key(vote(1, 1, 3, 1)) > key(vote(1, 1, 2, 5)));
@@ -378,16 +381,17 @@ mod tests {
             commit: Slot(4),
             last_ballot: Ballot::ZERO,
             last_slot: Slot(4),
+            rank: 0,
             node: NodeId(node),
         };
         for group in 0..5 {
             for voter in 1..=5 {
-                let inside = VoteKey::new(&vote(voter), &m, group);
-                let outside = VoteKey::new(&vote(9), &m, group);
+                let inside = key_in(&vote(voter), &m, group);
+                let outside = key_in(&vote(9), &m, group);
                 assert!(inside > outside, "group {group}, voter {voter}");
             }
         }
-        let (a, b) = (VoteKey::new(&vote(8), &m, 0), VoteKey::new(&vote(9), &m, 0));
+        let (a, b) = (key_in(&vote(8), &m, 0), key_in(&vote(9), &m, 0));
         assert!(a != b, "two nodes outside the voters do not tie");
     }
 
@@ -403,9 +407,10 @@ mod tests {
                         commit: Slot(0),
                         last_ballot: Ballot::ZERO,
                         last_slot: Slot(0),
+                        rank: 0,
                         node: *node,
                     };
-                    VoteKey::new(&v, &m, group)
+                    key_in(&v, &m, group)
                 })
                 .unwrap()
         };

@@ -14,14 +14,30 @@ pub struct Vote {
     pub last_ballot: Ballot,
     /// The candidate's last accepted slot.
     pub last_slot: Slot,
+    /// The candidate's rank among the voters in force at its commit
+    /// point, as the candidate knows them (0: not one of them). The
+    /// candidate states it: a replica behind a change does not know those
+    /// voters yet, and ranking equal logs by the voters it does know, it
+    /// backed another candidate than the replicas past the change, and the
+    /// votes split for ever.
+    pub rank: u32,
     /// The candidate.
     pub node: NodeId,
 }
 
+/// `node`'s rank among the sorted `voters` of group `group`: 1 and up for a
+/// voter, rotating with the group so that leaders spread over nodes; 0 for
+/// a node that is no voter, below every voter.
+pub fn voter_rank(node: NodeId, voters: &[NodeId], group: u32) -> u32 {
+    let n = voters.len().max(1);
+    voters.binary_search(&node).map_or(0, |position| {
+        u32::try_from(1 + (position + n - group as usize % n) % n).unwrap_or(u32::MAX)
+    })
+}
+
 /// The total order of votes: commit point, then epoch, then last logged
-/// (ballot, slot), then the node's rank among the voters, which rotates
-/// with the group so leaders spread over nodes (a node that is no voter
-/// ranks below them), then its id: distinct votes never tie.
+/// (ballot, slot), then the candidate's rank among the voters
+/// ([`voter_rank`]), then its id: distinct votes never tie.
 ///
 /// The commit point comes first: a replica that knows more to be chosen
 /// knows every configuration a replica behind it does, and the voters it
@@ -35,23 +51,18 @@ pub struct VoteKey {
     epoch: u64,
     last_ballot: Ballot,
     last_slot: Slot,
-    rank: usize,
+    rank: u32,
     node: NodeId,
 }
 
-impl VoteKey {
-    /// The key of `vote` in a group with these sorted voters.
-    pub fn new(vote: &Vote, voters: &[NodeId], group: u32) -> VoteKey {
-        let n = voters.len().max(1);
-        let rank = voters
-            .binary_search(&vote.node)
-            .map_or(0, |position| 1 + (position + n - group as usize % n) % n);
+impl From<&Vote> for VoteKey {
+    fn from(vote: &Vote) -> VoteKey {
         VoteKey {
             commit: vote.commit,
             epoch: vote.epoch,
             last_ballot: vote.last_ballot,
             last_slot: vote.last_slot,
-            rank,
+            rank: vote.rank,
             node: vote.node,
         }
     }

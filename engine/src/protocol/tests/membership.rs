@@ -192,6 +192,7 @@ fn a_removed_node_cannot_take_a_promise_or_a_vote() {
         commit: Slot(0),
         last_ballot: Ballot::ZERO,
         last_slot: Slot(0),
+        rank: 0,
         node: NodeId(3),
     };
     let n = Notification {
@@ -220,16 +221,46 @@ fn a_leader_that_is_no_longer_a_voter_hands_over() {
     assert!(!r.status().leading, "{{2, 3}} needs both");
     let flushed = step(&mut r, from(3, 1, promise(b, vec![])));
     assert!(r.status().leading);
-    // It fills slot 0 to bring {2, 3} into force, then hands over.
+    // It fills slot 0 to bring {2, 3} into force, then hands over, to a
+    // voter that has seen the change take force, and to none before.
     step(&mut r, Input::Persisted(sync_of(&flushed).unwrap()));
     step(&mut r, accepted(2, b, Slot(0)));
     assert_eq!(r.status().commit, Slot(1));
-    let mut handed = Vec::new();
-    for _ in 0..4 {
-        handed.extend(step(&mut r, Input::Tick));
-    }
+    let take_overs = |r: &mut Replica| {
+        let mut handed = Vec::new();
+        for _ in 0..4 {
+            handed.extend(step(r, Input::Tick));
+        }
+        handed
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(Envelope {
+                    to,
+                    msg: Message::TakeOver(t),
+                    ..
+                }) if t.ballot == b => Some(*to),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        take_overs(&mut r),
+        [],
+        "no voter is known to be past the change"
+    );
+    let ack = |commit| {
+        Message::HeartbeatAck(HeartbeatAck {
+            ballot: b,
+            read_round: 0,
+            commit: Slot(commit),
+        })
+    };
+    step(&mut r, from(2, 1, ack(0)));
+    assert_eq!(take_overs(&mut r), [], "2 has not seen {{2, 3}} take force");
+    step(&mut r, from(3, 1, ack(1)));
+    let handed = take_overs(&mut r);
     assert!(
-        handed.iter().any(|a| matches!(a, Action::Send(Envelope { to: NodeId(2), msg: Message::TakeOver(t), .. }) if t.ballot == b)),
+        !handed.is_empty() && handed.iter().all(|to| *to == NodeId(3)),
         "{handed:?}"
     );
 }
@@ -289,6 +320,7 @@ fn a_replica_behind_a_change_backs_a_candidate_ahead_of_it_only() {
         commit: Slot(commit),
         last_ballot: ballot(1, 1),
         last_slot: Slot(commit),
+        rank: 0,
         node: NodeId(node),
     };
     let heard = |v: Vote| {
@@ -304,6 +336,45 @@ fn a_replica_behind_a_change_backs_a_candidate_ahead_of_it_only() {
     // voter; 2 backs it and passes the vote on.
     let ahead = step(&mut r, from(8, 2, heard(vote(9, 40))));
     assert!(broadcast_votes(&ahead).contains(&NodeId(9)), "{ahead:?}");
+}
+
+/// Two candidates ahead of a replica behind a change, with equal logs: it
+/// backs the one whose own rank among the voters at that commit point is
+/// higher, whatever the voters it knows would say (here neither is one,
+/// and by id alone 9 would beat 8). Ranked by what each replica knew,
+/// replicas behind and past a change backed different candidates for ever.
+#[test]
+fn a_replica_behind_a_change_ranks_candidates_as_they_state_it() {
+    let mut r = replica(2, DurableState::default());
+    step(&mut r, Input::Tick);
+    let vote = |node: u64, rank: u32| Vote {
+        epoch: 1,
+        commit: Slot(40),
+        last_ballot: ballot(1, 1),
+        last_slot: Slot(40),
+        rank,
+        node: NodeId(node),
+    };
+    let heard = |v: Vote| {
+        Message::Notification(Notification {
+            round: 1,
+            state: PeerState::Looking(v),
+        })
+    };
+    let first = step(&mut r, from(8, 2, heard(vote(9, 1))));
+    assert_eq!(
+        broadcast_votes(&first).first(),
+        Some(&NodeId(9)),
+        "{first:?}"
+    );
+    let second = step(&mut r, from(8, 2, heard(vote(8, 2))));
+    assert_eq!(
+        broadcast_votes(&second).first(),
+        Some(&NodeId(8)),
+        "{second:?}"
+    );
+    let again = step(&mut r, from(7, 2, heard(vote(9, 1))));
+    assert!(broadcast_votes(&again).is_empty(), "{again:?}");
 }
 
 /// A leader learns how far each member has caught up from its answers to

@@ -37,8 +37,8 @@ pub const KIND_PEER_MESSAGE: u16 = 18;
 /// peers compare at the handshake (with the session bounds below it): a
 /// node of another revision is refused there, with a reason, rather than
 /// connected and misunderstood. Revision 1: heartbeat answers carry the
-/// follower's commit point.
-pub const PEER_FORMAT_REVISION: u64 = 1;
+/// follower's commit point. Revision 2: votes carry the candidate's rank.
+pub const PEER_FORMAT_REVISION: u64 = 2;
 
 /// What peers compare at the handshake: the message format's revision
 /// and the session bounds (`SESSION_BOUNDS` uses the low 56 bits).
@@ -84,6 +84,7 @@ struct WireVote {
     commit: u64,
     last_ballot: WireBallot,
     last_slot: u64,
+    rank: u32,
     node: u64,
 }
 
@@ -286,6 +287,7 @@ fn state_out(state: PeerState) -> WireState {
             commit: v.commit.0,
             last_ballot: ballot_out(v.last_ballot),
             last_slot: v.last_slot.0,
+            rank: v.rank,
             node: v.node.0,
         }),
         PeerState::Following(leader) => WireState::Following(leader.0),
@@ -471,6 +473,7 @@ fn state_in(state: &ArchivedWireState) -> PeerState {
             commit: Slot(v.commit.to_native()),
             last_ballot: ballot_in(&v.last_ballot),
             last_slot: Slot(v.last_slot.to_native()),
+            rank: v.rank.to_native(),
             node: NodeId(v.node.to_native()),
         }),
         ArchivedWireState::Following(leader) => PeerState::Following(NodeId(leader.to_native())),

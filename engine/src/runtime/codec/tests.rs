@@ -98,6 +98,7 @@ fn every_message_round_trips() {
         commit: Slot(3),
         last_ballot: b,
         last_slot: Slot(9),
+        rank: 0,
         node: NodeId(3),
     };
     for msg in [
