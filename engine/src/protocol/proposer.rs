@@ -530,6 +530,10 @@ impl Replica {
             return;
         }
         if leading.is_steady() {
+            // A snapshot installed while leading moves the commit point to
+            // an in-flight slot whose answers may all be in already: none
+            // is coming to count it.
+            self.leader_advance_commit(out);
             self.leader_hand_over_if_removed(out);
             self.leader_start_read_round();
             if self.now >= self.next_heartbeat_at() {
@@ -566,7 +570,12 @@ impl Replica {
 
     /// A leader whose configuration no longer counts it as a voter (it was
     /// removed, or made a learner) hands leadership to a voter that
-    /// answers, on every heartbeat until one takes it.
+    /// answers, on every heartbeat until one takes it: the one furthest
+    /// along, and only once it has seen the change take force. An heir
+    /// behind the change does not know it is a voter, nor do the voters
+    /// behind it; their Phase 1 failed, this leader was elected again
+    /// (it knows most), handed over again, and the group went round for
+    /// ever. Until then it leads on, and the voters catch up from it.
     fn leader_hand_over_if_removed(&mut self, out: &mut Actions) {
         let (now, me) = (self.now, self.config.id);
         let timeout = u64::from(self.config.election_timeout_ticks);
@@ -574,16 +583,22 @@ impl Replica {
         if membership.is_voter(me) || now < self.next_heartbeat_at() {
             return;
         }
+        let in_force_from = self.schedule.governing_from(self.commit);
         let Role::Leading(leading) = &self.role else {
             return;
         };
-        let heir = membership.voter_ids().find(|id| {
-            leading
-                .heard_at
-                .get(id)
-                .is_some_and(|at| at + timeout >= now)
-        });
-        if let Some(heir) = heir {
+        let heir = membership
+            .voter_ids()
+            .filter(|id| {
+                leading
+                    .heard_at
+                    .get(id)
+                    .is_some_and(|at| at + timeout >= now)
+            })
+            .filter_map(|id| Some((*leading.follower_commits.get(&id)?, id)))
+            .filter(|(commit, _)| *commit >= in_force_from)
+            .max();
+        if let Some((_, heir)) = heir {
             self.transfer_leadership(heir, out);
         }
     }

@@ -143,3 +143,37 @@ fn a_steady_leader_installs_a_snapshot_ahead_of_it_and_goes_on_from_it() {
         "{actions:?}"
     );
 }
+
+/// The slot a snapshot installed while leading leaves at the front may
+/// have had all its answers already: no more are coming, and the next
+/// tick chooses it (a group once waited on it for ever).
+#[test]
+fn a_leader_chooses_the_answered_slot_a_snapshot_leaves_at_the_front() {
+    let (mut leader, b, _) = elected();
+    for seq in 0..3 {
+        let command = Command {
+            client: ClientId(1),
+            seq,
+            data: Bytes::from_static(b"v"),
+        };
+        step(&mut leader, Input::Propose(command));
+    }
+    let sync = SyncId(leader.next_sync.0 - 1);
+    step(&mut leader, Input::Persisted(sync));
+    let accepted = Message::Accepted(Accepted {
+        ballot: b,
+        slot: Slot(2),
+    });
+    step(&mut leader, from(2, 1, accepted));
+    assert_eq!(leader.status().commit, Slot(0), "slots 0 and 1 are open");
+    assert!(leader.install_snapshot(Slot(2), LogIndex(2), None));
+    assert_eq!(leader.status().commit, Slot(2));
+    let actions = step(&mut leader, Input::Tick);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Commit { slot: Slot(2), .. })),
+        "{actions:?}"
+    );
+    assert_eq!(leader.status().commit, Slot(3));
+}
