@@ -14,7 +14,8 @@ mod ports;
 mod support;
 
 use local_cluster::{
-    appends, appends_to, assert_log_holds, leader, leader_other_than, TestCluster,
+    appends, appends_in_group, appends_to, assert_group_log_holds, assert_log_holds, leader,
+    leader_other_than, TestCluster,
 };
 use support::client;
 
@@ -484,6 +485,63 @@ fn a_node_that_lost_its_disk_returns_under_a_new_id_with_a_majority_up() {
     for i in 1..4 {
         assert_log_holds(&cluster, i, &acked);
     }
+}
+
+/// Groups on subsets of nodes: three nodes carry two groups; two nodes
+/// join, and group 1 moves onto nodes 3, 4 and 5 (added there, then
+/// removed from 1 and 2) while group 0 stays on 1, 2 and 3. With nodes 1
+/// and 2 stopped, group 1 still takes writes, a majority of its members
+/// being up, and holds every append acknowledged before and after the
+/// move; group 0, with one of its three, takes none.
+#[test]
+fn a_group_moves_onto_new_nodes_and_lives_on_without_its_old_ones() {
+    let mut cluster = TestCluster::with_flags(3, &["--groups", "2"]);
+    let mut acked = appends_in_group(&cluster.cluster_arg(), 1, "before", 10);
+    for _ in 0..2 {
+        let new = cluster.join(&[0, 1, 2]);
+        let (id, addr) = (cluster.nodes[new].id.to_string(), cluster.peer_arg(new));
+        let add = [
+            "member", "add", "--group", "1", "--id", &id, "--addr", &addr,
+        ];
+        let (ok, added) = admin(&cluster, &add);
+        assert!(ok, "{added}");
+    }
+    for old in ["1", "2"] {
+        let (ok, removed) = admin(&cluster, &["member", "remove", "--group", "1", "--id", old]);
+        assert!(ok, "{removed}");
+    }
+    let (ok, group_1) = admin(&cluster, &["member", "list", "--group", "1"]);
+    assert!(ok && voters(&group_1) == [3, 4, 5], "{group_1}");
+    let (ok, group_0) = admin(&cluster, &["member", "list", "--group", "0"]);
+    assert!(ok && voters(&group_0) == [1, 2, 3], "{group_0}");
+    acked.extend(appends_in_group(&cluster.cluster_arg(), 1, "moved", 10));
+
+    cluster.kill(0);
+    cluster.kill(1);
+    acked.extend(appends_in_group(
+        &cluster.cluster_arg(),
+        1,
+        "without-1-and-2",
+        10,
+    ));
+    for i in 2..5 {
+        assert_group_log_holds(&cluster, i, 1, &acked);
+    }
+    let group = client(
+        &[
+            "--cluster",
+            &cluster.cluster_arg(),
+            "--group",
+            "0",
+            "--timeout",
+            "2",
+        ],
+        &["append lost".into()],
+    );
+    assert_eq!(
+        group[0]["ok"], false,
+        "group 0 has one of its three: {group:?}"
+    );
 }
 
 /// Flips a byte in the body of the last frame of a stopped node's WAL:

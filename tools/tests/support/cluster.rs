@@ -275,8 +275,19 @@ pub fn appends(cluster: &TestCluster, tag: &str, count: usize) -> Vec<(String, u
 
 /// `count` appends through one `synod client` process (its own session).
 pub fn appends_to(cluster_arg: &str, tag: &str, count: usize) -> Vec<(String, u64)> {
+    appends_in_group(cluster_arg, 0, tag, count)
+}
+
+/// [`appends_to`], to group `group`.
+pub fn appends_in_group(
+    cluster_arg: &str,
+    group: u32,
+    tag: &str,
+    count: usize,
+) -> Vec<(String, u64)> {
     let lines: Vec<String> = (0..count).map(|i| format!("append {tag}-{i}")).collect();
-    let replies = client(&["--cluster", cluster_arg], &lines);
+    let group = group.to_string();
+    let replies = client(&["--cluster", cluster_arg, "--group", &group], &lines);
     assert_eq!(replies.len(), count);
     replies
         .iter()
@@ -291,10 +302,24 @@ pub fn appends_to(cluster_arg: &str, tag: &str, count: usize) -> Vec<(String, u6
 /// Every acknowledged append is in node `i`'s applied log exactly once, at
 /// the index it was acknowledged with.
 pub fn assert_log_holds(cluster: &TestCluster, i: usize, acked: &[(String, u64)]) {
+    assert_group_log_holds(cluster, i, 0, acked);
+}
+
+/// [`assert_log_holds`], for group `group`'s log.
+pub fn assert_group_log_holds(
+    cluster: &TestCluster,
+    i: usize,
+    group: u32,
+    acked: &[(String, u64)],
+) {
     let addr = cluster.nodes[i].client.to_string();
+    let group = group.to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let reply = client(&["--node", &addr], &["read 0 10000".into()]);
+        let reply = client(
+            &["--node", &addr, "--group", &group],
+            &["read 0 10000".into()],
+        );
         let entries = reply[0]["entries"].as_array().cloned().unwrap_or_default();
         let found = |(data, index): &(String, u64)| {
             let at: Vec<u64> = entries
