@@ -132,9 +132,11 @@ impl Replica {
                 self.looking_on_vote(from, n.round, vote, out)
             }
             (Role::Looking(_), PeerState::Following(leader)) => {
-                self.looking_on_sitting(from, leader)
+                self.looking_on_sitting(from, n.round, leader, out)
             }
-            (Role::Looking(_), PeerState::Leading) => self.looking_on_sitting(from, from),
+            (Role::Looking(_), PeerState::Leading) => {
+                self.looking_on_sitting(from, n.round, from, out)
+            }
             (Role::Following(_) | Role::Leading(_), PeerState::Looking(_)) => {
                 self.tell_sitting_leader(from, out)
             }
@@ -266,16 +268,32 @@ impl Replica {
     }
 
     /// A peer that is not looking reports `leader`. Join it once the leader
-    /// itself says it leads and, with us, a majority stands behind it.
-    fn looking_on_sitting(&mut self, from: NodeId, leader: NodeId) {
+    /// itself says it leads and, with us, a majority stands behind it; if
+    /// the leader is this replica and a voter, lead once a majority follows
+    /// it (as ZooKeeper's `checkLeader`): a voter behind a change may not
+    /// know this replica and never send it its vote, only follow it.
+    fn looking_on_sitting(&mut self, from: NodeId, round: u64, leader: NodeId, out: &mut Actions) {
         let quorum = self.elector_quorum();
         let me = usize::from(self.is_elector());
+        let id = self.config.id;
         let electors = &self.electors;
         let Role::Looking(looking) = &mut self.role else {
             return;
         };
-        looking.sitting.insert(from, leader);
-        if looking.sitting.get(&leader) != Some(&leader) {
+        // Followers make a leader of this replica only if it votes, and
+        // only those that decided in this replica's own election round: a
+        // removed one, or one followed from an earlier round, would win
+        // this way, fail Phase 1 (the voters ignore it) and, followed on,
+        // win again for ever.
+        if leader != id || round == self.round {
+            looking.sitting.insert(from, leader);
+        }
+        let claims = if leader == id {
+            me == 1
+        } else {
+            looking.sitting.get(&leader) == Some(&leader)
+        };
+        if !claims {
             return;
         }
         let behind = looking
@@ -284,7 +302,12 @@ impl Replica {
             .filter(|(node, l)| **l == leader && electors.binary_search(node).is_ok())
             .count()
             + me;
-        if behind >= quorum {
+        if behind < quorum {
+            return;
+        }
+        if leader == id {
+            self.become_leader(out);
+        } else {
             let silent_until = self.now + self.follower_timeout();
             self.role = Role::Following(Following::of(leader, silent_until));
         }
@@ -393,6 +416,24 @@ mod tests {
         }
         let (a, b) = (key_in(&vote(8), &m, 0), key_in(&vote(9), &m, 0));
         assert!(a != b, "two nodes outside the voters do not tie");
+        // At the same commit point a voter beats a longer log from outside
+        // (replicas level with both see the outsider cannot lead); a
+        // further commit point still beats a voter.
+        let longer = Vote {
+            epoch: 2,
+            last_ballot: Ballot {
+                round: 2,
+                node: NodeId(9),
+            },
+            last_slot: Slot(9),
+            ..vote(9)
+        };
+        assert!(key_in(&vote(1), &m, 0) > key_in(&longer, &m, 0));
+        let further = Vote {
+            commit: Slot(5),
+            ..vote(9)
+        };
+        assert!(key_in(&further, &m, 0) > key_in(&vote(1), &m, 0));
     }
 
     #[test]

@@ -35,9 +35,10 @@ pub fn voter_rank(node: NodeId, voters: &[NodeId], group: u32) -> u32 {
     })
 }
 
-/// The total order of votes: commit point, then epoch, then last logged
-/// (ballot, slot), then the candidate's rank among the voters
-/// ([`voter_rank`]), then its id: distinct votes never tie.
+/// The total order of votes: commit point, then whether the candidate is
+/// a voter there, then epoch, then last logged (ballot, slot), then the
+/// candidate's rank among the voters ([`voter_rank`]), then its id:
+/// distinct votes never tie.
 ///
 /// The commit point comes first: a replica that knows more to be chosen
 /// knows every configuration a replica behind it does, and the voters it
@@ -45,9 +46,16 @@ pub fn voter_rank(node: NodeId, voters: &[NodeId], group: u32) -> u32 {
 /// change elected one of their own (a newer epoch from an attempt that
 /// never completed), whose Phase 1 the replicas past the change refused,
 /// and the group went round for ever.
+///
+/// Being a voter comes before the log: a replica at the same commit point
+/// as a candidate that is no voter there does not back it, while one
+/// behind cannot tell and may; ranked by log first, those behind backed a
+/// non-voter with a longer log, those level a voter, and the votes split
+/// for ever.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VoteKey {
     commit: Slot,
+    voter: bool,
     epoch: u64,
     last_ballot: Ballot,
     last_slot: Slot,
@@ -59,6 +67,7 @@ impl From<&Vote> for VoteKey {
     fn from(vote: &Vote) -> VoteKey {
         VoteKey {
             commit: vote.commit,
+            voter: vote.rank > 0,
             epoch: vote.epoch,
             last_ballot: vote.last_ballot,
             last_slot: vote.last_slot,

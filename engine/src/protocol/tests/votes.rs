@@ -357,3 +357,61 @@ fn an_accept_for_a_compacted_slot_gets_no_vote() {
         "{actions:?}"
     );
 }
+
+fn sitting(from_node: u64, state: PeerState) -> Input {
+    sitting_in(1, from_node, state)
+}
+
+fn sitting_in(round: u64, from_node: u64, state: PeerState) -> Input {
+    from(
+        from_node,
+        1,
+        Message::Notification(Notification { round, state }),
+    )
+}
+
+/// A looking node joins a leader others follow only once that leader says
+/// it leads, and with a majority behind it.
+#[test]
+fn a_looking_node_joins_a_leader_once_it_says_it_leads() {
+    let mut r = replica(1, DurableState::default());
+    step(&mut r, Input::Tick);
+    step(&mut r, sitting(2, PeerState::Following(NodeId(3))));
+    assert_eq!(r.leader(), None, "3 has not said it leads");
+    step(&mut r, sitting(3, PeerState::Leading));
+    assert_eq!(r.leader(), Some(NodeId(3)));
+}
+
+/// A candidate a majority follows leads, though it never received their
+/// votes (a voter behind a change may not know it, and only follows it
+/// once the others' votes decided it): ZooKeeper's `checkLeader`. It
+/// then runs Phase 1 like any new leader. Followers from another election
+/// round do not count (they may be following it from long ago).
+#[test]
+fn a_looking_candidate_a_majority_follows_leads() {
+    let mut r = replica(1, DurableState::default());
+    step(&mut r, Input::Tick);
+    step(&mut r, sitting_in(7, 2, PeerState::Following(NodeId(1))));
+    assert_eq!(r.leader(), None, "followed in another round");
+    let out = step(&mut r, sitting(2, PeerState::Following(NodeId(1))));
+    assert_eq!(r.leader(), Some(NodeId(1)));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Persist(Write::Promise(b)) if b.node == NodeId(1))),
+        "{out:?}"
+    );
+}
+
+/// A candidate that is no voter does not lead on followers alone: it
+/// needs the voters' votes (a removed node followed from before its
+/// removal would otherwise lead, fail Phase 1, and be followed again).
+#[test]
+fn a_candidate_outside_the_voters_does_not_lead_on_followers_alone() {
+    let members = vec![NodeId(2), NodeId(3), NodeId(4)];
+    let mut r = Replica::new(Config::new(NodeId(1), members), DurableState::default()).unwrap();
+    step(&mut r, Input::Tick);
+    for follower in [2, 3, 4] {
+        step(&mut r, sitting(follower, PeerState::Following(NodeId(1))));
+    }
+    assert_eq!(r.leader(), None);
+}
