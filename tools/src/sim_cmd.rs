@@ -98,6 +98,7 @@ fn print_table(reports: &[SimReport]) {
         ("damaged WAL tails cut", sum(|r| r.tails_cut)),
         ("leadership transfers", sum(|r| r.transfers)),
         ("configuration changes", sum(|r| r.reconfigurations)),
+        ("nodes replaced (lost disk)", sum(|r| r.retirements)),
         ("snapshots taken", sum(|r| r.snapshots_taken)),
         ("snapshots installed", sum(|r| r.snapshots_installed)),
         ("snapshot chunk asks", sum(|r| r.snapshot_asks)),

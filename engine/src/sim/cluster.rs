@@ -69,6 +69,8 @@ pub(super) struct SimNode {
     /// The promise record beside the WAL (`GroupAction::RecordPromise`):
     /// durable when written, lost with the disk, never cut with a tail.
     promise_record: Option<Ballot>,
+    /// Its disk was lost and its id retired: it never runs again.
+    pub(super) retired: bool,
 }
 
 pub(super) enum Event {
@@ -176,6 +178,7 @@ impl Cluster {
                 was_leading: false,
                 tail_cut: false,
                 promise_record: None,
+                retired: false,
             })
             .collect();
         let mut cluster = Cluster {
@@ -230,21 +233,26 @@ impl Cluster {
     /// Destroys the disk of crashed replica `node` and starts it rebuilding
     /// from its peers ([`Replica::rejoining`]).
     pub fn wipe_and_rejoin(&mut self, node: usize) {
-        assert!(self.nodes[node].core.is_none(), "wipe a crashed node");
-        let n = &mut self.nodes[node];
-        n.disk = SimDisk::default();
-        n.snapshot_file = None;
-        n.mark = Mark::None;
-        n.promise_record = None;
+        self.wipe(node);
         self.stats.disk_losses += 1;
-        self.checker.on_disk_lost(node);
-        self.note(|| format!("disk of n{} lost", node + 1));
         #[cfg(test)]
         if self.options.wiped_restart_unsafely {
             self.start_as(node, false);
             return;
         }
         self.start_as(node, true);
+    }
+
+    /// Destroys the disk of crashed replica `node`.
+    pub(super) fn wipe(&mut self, node: usize) {
+        assert!(self.nodes[node].core.is_none(), "wipe a crashed node");
+        let n = &mut self.nodes[node];
+        n.disk = SimDisk::default();
+        n.snapshot_file = None;
+        n.mark = Mark::None;
+        n.promise_record = None;
+        self.checker.on_disk_lost(node);
+        self.note(|| format!("disk of n{} lost", node + 1));
     }
 
     /// Damages the last one to four durable writes of crashed replica
@@ -298,6 +306,7 @@ impl Cluster {
     /// Recovers `node`'s group core from its disk and snapshot file, as
     /// the runtime's `start_group` does from its files.
     fn start_as(&mut self, node: usize, rejoin_if_empty: bool) {
+        assert!(!self.nodes[node].retired, "n{} was retired", node + 1);
         let config = self.configs[node].clone();
         // Client-0 numbering apart from the run's draws, so it moves none.
         let anonymous_seq =

@@ -80,6 +80,8 @@ pub struct SimReport {
     pub transfers: u64,
     /// Configuration changes a leader took up.
     pub reconfigurations: u64,
+    /// Nodes retired after losing their disk, replaced by new members.
+    pub retirements: u64,
     /// Snapshots the replicas took of their state machines.
     pub snapshots_taken: u64,
     /// Snapshots installed from a peer (by replicas behind its log).
@@ -111,6 +113,10 @@ struct FaultPlan {
     transfer_per_tick: f64,
     /// Chance per tick that the leader proposes a new configuration.
     reconfigure_per_tick: f64,
+    /// A lost disk or damaged tail retires the node's id, and a change
+    /// replaces it ([`Cluster::retire`]), instead of a rebuild under the
+    /// same id by asking the group's first members.
+    retire_lost_disks: bool,
 }
 
 /// Runs one seed: safety phase with faults, liveness phase without, checks.
@@ -147,11 +153,10 @@ fn run(seed: u64, trace: bool, customize: fn(&mut ClusterOptions)) -> SimReport 
 
 /// `run_seed` where most seeds also draw configuration changes: one or two
 /// nodes start outside the group, and the leader proposes random
-/// configurations (voters, learners, nodes left out) under every fault.
-/// Not in the default sweep yet: a voter that is behind the entry that
-/// made it one does not know to vote, and if no leader is left to catch it
-/// up, the group can stall (docs/protocol.md, "Membership"); the safety
-/// checkers run on every seed all the same.
+/// configurations (voters, learners, nodes left out) under every fault; a
+/// lost disk or damaged tail retires the node, and a change replaces it
+/// with a spare. A sweep of its own (`synod sim --change-members`), so the
+/// default sweep's seeds run as they always have.
 pub fn run_seed_changing_members(seed: u64, trace: bool) -> SimReport {
     run_inner(seed, trace, |_| {}, &mut None, true)
 }
@@ -189,6 +194,7 @@ fn run_inner(
             .random_range(-0.01..0.01f64)
             .max(0.0),
         reconfigure_per_tick: 0.0,
+        retire_lost_disks: false,
     };
     let mut plan = plan;
     // Drawn apart, so that seeds without configuration changes run as
@@ -198,10 +204,9 @@ fn run_inner(
     let spares = if change_members && reconfigure.random_bool(0.8) {
         plan.reconfigure_per_tick = reconfigure.random_range(0.002..0.012);
         // A replica that lost its disk rebuilds by asking the members of
-        // the group's first configuration (`--rejoin`); with changes it
-        // must come back as a new member instead, which is not built yet.
-        plan.disk_loss_per_restart = 0.0;
-        plan.tail_damage_per_restart = 0.0;
+        // the group's first configuration (`--rejoin`), who may be gone by
+        // now: with changes it comes back as a new member instead.
+        plan.retire_lost_disks = true;
         reconfigure.random_range(1..=2)
     } else {
         0
@@ -247,6 +252,7 @@ fn run_inner(
         tails_cut: stats.tails_cut,
         transfers: stats.transfers,
         reconfigurations: stats.reconfigurations,
+        retirements: stats.retirements,
         snapshots_taken: stats.snapshots_taken,
         snapshots_installed: stats.snapshots_installed,
         snapshot_asks: stats.snapshot_asks,
@@ -330,7 +336,17 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
                 && plan.tail_damage_per_restart > 0.0
                 && tail_damage.random_bool(plan.tail_damage_per_restart)
                 && !cluster.any_rebuilding();
-            if lose {
+            if (lose || damage) && plan.retire_lost_disks {
+                // One replacement at a time, as one rebuild at a time, and
+                // never fewer than three nodes left to draw voters from.
+                let left = (0..n).filter(|i| !cluster.is_retired(*i)).count();
+                if left > 3 && cluster.replacement_due().is_none_or(|due| !due) {
+                    cluster.count_fault();
+                    cluster.retire(node);
+                } else {
+                    cluster.start(node);
+                }
+            } else if lose {
                 cluster.count_fault();
                 cluster.wipe_and_rejoin(node);
             } else if damage {
@@ -364,24 +380,38 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
                 cluster.transfer_leadership(leader, to);
             }
         }
-        if plan.reconfigure_per_tick > 0.0 && changes.random_bool(plan.reconfigure_per_tick) {
-            if let Some(leader) = cluster.leader() {
-                let membership = draw_membership(&mut changes, n, leader);
-                cluster.change_membership(leader, membership);
-            }
+        let drawn =
+            plan.reconfigure_per_tick > 0.0 && changes.random_bool(plan.reconfigure_per_tick);
+        if drawn || cluster.replacement_due() == Some(true) {
+            propose_change(cluster, &mut changes);
         }
         cluster.run_ticks(1);
     }
 }
 
-/// A random configuration of the `n` nodes: each a voter, a learner or
+/// Has the leader, if any, propose a configuration drawn among the nodes
+/// not retired (a refusal, while a change is under way, changes nothing).
+fn propose_change(cluster: &mut Cluster, draw: &mut ChaCha8Rng) {
+    let Some(leader) = cluster.leader() else {
+        return;
+    };
+    let live: Vec<usize> = (0..cluster.size())
+        .filter(|i| !cluster.is_retired(*i))
+        .collect();
+    let membership = draw_membership(draw, &live, leader);
+    cluster.change_membership(leader, membership);
+}
+
+/// A random configuration of the nodes `live`: each a voter, a learner or
 /// out, with at least three voters (drawn among the rest, the leader
 /// first): the sweep loses one disk at a time, and a group of one or two
 /// voters cannot lose one (that is a majority's, as two at once would be
 /// in a group of three).
-fn draw_membership(draw: &mut ChaCha8Rng, n: usize, leader: usize) -> Membership {
-    let mut members: Vec<Member> = (0..n)
-        .filter_map(|i| {
+fn draw_membership(draw: &mut ChaCha8Rng, live: &[usize], leader: usize) -> Membership {
+    let n = live.len();
+    let mut members: Vec<Member> = live
+        .iter()
+        .filter_map(|&i| {
             let roll = draw.random_range(0.0..1.0f64);
             (roll < 0.75).then(|| Member {
                 id: node_id(i),
@@ -390,7 +420,7 @@ fn draw_membership(draw: &mut ChaCha8Rng, n: usize, leader: usize) -> Membership
             })
         })
         .collect();
-    let mut candidates: Vec<usize> = (0..n).filter(|i| *i != leader).collect();
+    let mut candidates: Vec<usize> = live.iter().copied().filter(|i| *i != leader).collect();
     candidates.insert(0, leader);
     for node in candidates {
         if members.iter().filter(|m| m.voter).count() >= 3.min(n) {
@@ -442,26 +472,27 @@ fn liveness_phase(cluster: &mut Cluster) -> u64 {
     for node in 0..cluster.size() {
         if cluster.is_paused(node) {
             cluster.resume(node);
-        } else if !cluster.is_running(node) {
+        } else if !cluster.is_running(node) && !cluster.is_retired(node) {
             cluster.start(node);
         }
     }
     cluster.stop_new_commands();
     let start = cluster.tick();
-    let converged = cluster.run_until(LIVENESS_TICKS_MAX, |c| {
-        let commits = c.commits();
-        // The leader has committed every slot it holds (its recovery too),
-        // its newest configuration is in force, and every member of it has
-        // caught up to it.
-        let Some(replica) = c.leader().and_then(|l| c.replica(l)) else {
-            return false;
-        };
-        let end = replica.log().end();
-        let leader_done =
-            replica.status().commit == end && replica.change_pending_until().is_none();
-        let members_done = c.final_members().iter().all(|m| commits[*m] == Some(end));
-        c.clients_idle() && leader_done && members_done
-    });
+    // A retired node's replacement, while not done: the operator goes on
+    // with it (without it a retired voter would stay in the group).
+    let mut changes = ChaCha8Rng::seed_from_u64(cluster.seed() ^ 0xC0F1_6002);
+    let converged = loop {
+        if converged(cluster) {
+            break true;
+        }
+        if cluster.tick() - start >= LIVENESS_TICKS_MAX {
+            break false;
+        }
+        if cluster.replacement_due() == Some(true) {
+            propose_change(cluster, &mut changes);
+        }
+        cluster.run_ticks(1);
+    };
     if !converged {
         let detail = format!(
             "no convergence within {LIVENESS_TICKS_MAX} ticks without faults: leader {:?}, commits {:?}, clients idle {}",
@@ -472,6 +503,20 @@ fn liveness_phase(cluster: &mut Cluster) -> u64 {
         cluster.checker_mut().fail("liveness", detail);
     }
     cluster.tick() - start
+}
+
+/// The leader has committed every slot it holds (its recovery too), its
+/// newest configuration is in force, every member of it has caught up to
+/// it, and every client's commands are done.
+fn converged(c: &Cluster) -> bool {
+    let commits = c.commits();
+    let Some(replica) = c.leader().and_then(|l| c.replica(l)) else {
+        return false;
+    };
+    let end = replica.log().end();
+    let leader_done = replica.status().commit == end && replica.change_pending_until().is_none();
+    let members_done = c.final_members().iter().all(|m| commits[*m] == Some(end));
+    c.clients_idle() && leader_done && members_done
 }
 
 /// Every replica applied the same commands; every acknowledged command is in

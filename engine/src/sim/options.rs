@@ -139,4 +139,7 @@ pub struct Stats {
     pub snapshot_asks: u64,
     /// Configuration changes a leader took up.
     pub reconfigurations: u64,
+    /// Nodes whose disk was lost retired for good, for a new member to
+    /// replace (seeds with changes).
+    pub retirements: u64,
 }

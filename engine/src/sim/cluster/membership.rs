@@ -5,6 +5,46 @@ use super::Cluster;
 use crate::protocol::{ClientId, Membership, NodeId};
 
 impl Cluster {
+    /// Crashed replica `node` lost its disk and its id is retired for
+    /// good, as an operator does who brings the machine back under a new
+    /// id (`synod node --join`, then `member add` and `member remove`):
+    /// coming back under the old id would break the promises the lost
+    /// disk held, whatever configuration is in force. In the sweep the new
+    /// id is a spare, running empty, that a change adds.
+    pub fn retire(&mut self, node: usize) {
+        self.wipe(node);
+        self.nodes[node].retired = true;
+        self.stats.retirements += 1;
+        self.note(|| format!("n{} retired", node + 1));
+    }
+
+    /// Whether `node` was retired.
+    pub fn is_retired(&self, node: usize) -> bool {
+        self.nodes[node].retired
+    }
+
+    /// Whether a retired node is still a member of the leader's newest
+    /// configuration, or that configuration is not in force yet (or no
+    /// leader knows): its replacement is not done. `None` when no node
+    /// was retired.
+    pub fn replacement_due(&self) -> Option<bool> {
+        let retired: Vec<NodeId> = (0..self.size())
+            .filter(|i| self.nodes[*i].retired)
+            .map(super::node_id)
+            .collect();
+        if retired.is_empty() {
+            return None;
+        }
+        let Some(replica) = self.leader().and_then(|l| self.replica(l)) else {
+            return Some(true);
+        };
+        let latest = replica.schedule().latest();
+        Some(
+            retired.iter().any(|id| latest.contains(*id))
+                || replica.change_pending_until().is_some(),
+        )
+    }
+
     /// The nodes of the leader's newest configuration, by index (every
     /// node when there is no leader): the ones that must hold everything
     /// at the end of a run. The others must hold a prefix of it.
@@ -46,9 +86,14 @@ impl Cluster {
         let data = membership.encode();
         self.checker.on_proposed(ClientId::MEMBERSHIP, 0, &data);
         let mut out = Vec::new();
-        if core.change_membership(membership, &mut out).is_ok() {
-            self.stats.reconfigurations += 1;
-            self.note(|| format!("n{} proposes voters {voters:?}", node + 1));
+        match core.change_membership(membership, &mut out) {
+            Ok(()) => {
+                self.stats.reconfigurations += 1;
+                self.note(|| format!("n{} proposes voters {voters:?}", node + 1));
+            }
+            Err(refusal) => {
+                self.note(|| format!("n{} refuses voters {voters:?}: {refusal}", node + 1))
+            }
         }
         self.after_step(node, None, out);
     }

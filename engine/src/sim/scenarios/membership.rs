@@ -2,39 +2,33 @@
 
 use super::*;
 
-/// Seeds with changes: no safety property breaks while the group changes
-/// its members (a value is chosen only by a majority of its slot's own
-/// voters, every replica counts the voters the committed entries name,
-/// agreement, validity, durability). A seed may still stall (the gap in
-/// docs/protocol.md, "Membership"); what a stall then makes the end-of-run
-/// checks say is not a safety finding, so only what the checkers found
-/// before the liveness phase gave up counts here.
+/// Seeds with changes, lost disks replaced by new members among them: no
+/// property breaks while the group changes its members (a value is chosen
+/// only by a majority of its slot's own voters, every replica counts the
+/// voters the committed entries name, agreement, validity, durability),
+/// and every seed ends with every command done.
 #[test]
-fn configuration_changes_under_faults_break_no_safety_property() {
-    let (mut changes, mut stalled) = (0, 0);
+fn configuration_changes_under_faults_break_no_property() {
+    let (mut changes, mut retired) = (0, 0);
     for seed in 0..60 {
         let report = run_seed_changing_members(seed, false);
         changes += report.reconfigurations;
-        let before_stall: Vec<&Violation> = report
-            .violations
-            .iter()
-            .take_while(|v| v.property != "liveness")
-            .collect();
+        retired += report.retirements;
         assert!(
-            before_stall.is_empty(),
-            "seed {seed}: {before_stall:?} (replay: synod sim --seed {seed} --change-members --trace)"
+            report.violations.is_empty(),
+            "seed {seed}: {:?} (replay: synod sim --seed {seed} --change-members --trace)",
+            report.violations.first()
         );
-        stalled += usize::from(!report.violations.is_empty());
     }
     assert!(
-        changes > 20,
-        "only {changes} changes: the test tests little"
+        changes > 20 && retired > 0,
+        "only {changes} changes and {retired} lost disks replaced: the test tests little"
     );
-    assert!(stalled <= 3, "{stalled} of 60 seeds stalled");
 }
 
-/// A replaced replica: a new node joins as a voter in place of one that is
-/// down for good, and the group goes on with no acknowledged command lost.
+/// A replaced replica: a new node joins as a voter in place of one whose
+/// disk was lost (its id retired for good), and the group goes on with no
+/// acknowledged command lost.
 #[test]
 fn a_dead_replica_is_replaced_by_a_new_node() {
     let mut options = ClusterOptions::new(4, 7);
@@ -45,6 +39,8 @@ fn a_dead_replica_is_replaced_by_a_new_node() {
     let leader = cluster.leader().unwrap();
     let dead = (leader + 1) % 3;
     cluster.crash(dead);
+    cluster.retire(dead);
+    assert_eq!(cluster.replacement_due(), Some(true));
     let voters: Vec<NodeId> = (0..4).filter(|i| *i != dead).map(node_id).collect();
     cluster.change_membership(leader, Membership::voters(&voters).unwrap());
     assert_eq!(cluster.stats().reconfigurations, 1);
@@ -54,6 +50,7 @@ fn a_dead_replica_is_replaced_by_a_new_node() {
         })
     });
     assert!(in_force, "the new configuration never came into force");
+    assert_eq!(cluster.replacement_due(), Some(false));
     // The old voter stays down: the new one counts in its place.
     cluster.stop_new_commands();
     let caught_up = cluster.run_until(3_000, |c| {
@@ -86,11 +83,16 @@ fn a_dead_replica_is_replaced_by_a_new_node() {
 /// Seeds whose elections once never ended across a change: replicas on
 /// either side of it ranked equal candidates in different orders, or those
 /// behind it elected one of their own by a newer epoch, whose Phase 1 the
-/// replicas past the change refused (docs/protocol.md, "Election"). Each
-/// now converges with no finding at all.
+/// replicas past the change refused (docs/protocol.md, "Election"); a
+/// removed leader handed over to a voter behind the change (6567); a
+/// leader waited for answers a snapshot had made it forget to count
+/// (5335). Each now converges with no finding at all.
 #[test]
 fn elections_across_a_change_end() {
-    for seed in [35, 931, 1994, 2100, 2968] {
+    let seeds = [
+        35, 931, 1994, 2100, 2968, 3762, 4111, 5197, 5335, 6567, 8014,
+    ];
+    for seed in seeds {
         let report = run_seed_changing_members(seed, false);
         assert!(
             report.violations.is_empty(),
