@@ -229,17 +229,25 @@ impl Replica {
         let quorum = self.elector_quorum();
         let electors = &self.electors;
         let finalize = u64::from(self.config.finalize_ticks);
-        let now = self.now;
+        let (now, commit) = (self.now, self.commit);
         let Role::Looking(looking) = &mut self.role else {
             return;
         };
         let Some(vote) = looking.vote else {
             return;
         };
+        // A sender whose own vote says it is no voter at a commit point at
+        // least ours is not counted, whatever our older configuration says:
+        // counted, it and a replica behind the change decided for it alone
+        // before the voters' votes arrived, and went round for ever.
+        let stated_outside =
+            |node: NodeId, v: &Vote| v.node == node && v.rank == 0 && v.commit >= commit;
         let holders = looking
             .tally
             .iter()
-            .filter(|(node, v)| **v == vote && electors.binary_search(node).is_ok())
+            .filter(|(node, v)| {
+                **v == vote && electors.binary_search(node).is_ok() && !stated_outside(**node, v)
+            })
             .count();
         if holders < quorum {
             looking.decide_at = None;
@@ -269,9 +277,9 @@ impl Replica {
 
     /// A peer that is not looking reports `leader`. Join it once the leader
     /// itself says it leads and, with us, a majority stands behind it; if
-    /// the leader is this replica and a voter, lead once a majority follows
-    /// it (as ZooKeeper's `checkLeader`): a voter behind a change may not
-    /// know this replica and never send it its vote, only follow it.
+    /// the leader is this replica, lead once a majority follows it (as
+    /// ZooKeeper's `checkLeader`): a voter behind a change may not know
+    /// this replica and never send it its vote, only follow it.
     fn looking_on_sitting(&mut self, from: NodeId, round: u64, leader: NodeId, out: &mut Actions) {
         let quorum = self.elector_quorum();
         let me = usize::from(self.is_elector());
@@ -280,19 +288,15 @@ impl Replica {
         let Role::Looking(looking) = &mut self.role else {
             return;
         };
-        // Followers make a leader of this replica only if it votes, and
-        // only those that decided in this replica's own election round: a
-        // removed one, or one followed from an earlier round, would win
-        // this way, fail Phase 1 (the voters ignore it) and, followed on,
-        // win again for ever.
+        // Followers make a leader of this replica only if they decided in
+        // its own election round: one followed from an earlier round (a
+        // removed node, say) would lead, fail Phase 1 (the voters ignore
+        // it) and, followed on, lead again for ever. A non-voter may lead
+        // this way, as by votes: it may know most.
         if leader != id || round == self.round {
             looking.sitting.insert(from, leader);
         }
-        let claims = if leader == id {
-            me == 1
-        } else {
-            looking.sitting.get(&leader) == Some(&leader)
-        };
+        let claims = leader == id || looking.sitting.get(&leader) == Some(&leader);
         if !claims {
             return;
         }

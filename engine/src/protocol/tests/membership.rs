@@ -413,3 +413,36 @@ fn a_leader_knows_each_followers_commit_point_from_heartbeat_answers() {
         "only a leader knows"
     );
 }
+
+/// A candidate whose own vote says it is no voter at a commit point ahead
+/// of this replica's is backed (this replica may be behind the change that
+/// removed it, and it may know most) but its own vote is not counted, though
+/// this replica's older configuration names it: with it, a replica behind a
+/// change and the removed node decided alone, before the voters' votes came.
+#[test]
+fn a_candidate_that_states_it_is_no_voter_does_not_count_its_own_vote() {
+    let mut r = replica(2, DurableState::default());
+    step(&mut r, Input::Tick);
+    let outside = Vote {
+        epoch: 1,
+        commit: Slot(40),
+        last_ballot: ballot(1, 1),
+        last_slot: Slot(40),
+        rank: 0,
+        node: NodeId(3),
+    };
+    let heard = Message::Notification(Notification {
+        round: 1,
+        state: PeerState::Looking(outside),
+    });
+    step(&mut r, from(3, 2, heard.clone()));
+    for _ in 0..5 {
+        step(&mut r, Input::Tick);
+    }
+    assert_eq!(r.leader(), None, "3's own vote made a majority with 2's");
+    step(&mut r, from(1, 2, heard));
+    for _ in 0..5 {
+        step(&mut r, Input::Tick);
+    }
+    assert_eq!(r.leader(), Some(NodeId(3)), "1 and 2 back it");
+}
