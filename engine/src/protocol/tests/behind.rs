@@ -113,8 +113,8 @@ fn a_follower_hands_its_snapshot_to_a_leader_behind_it() {
     );
 }
 
-#[test]
-fn a_steady_leader_installs_a_snapshot_ahead_of_it_and_goes_on_from_it() {
+/// [`elected`], with three one-command slots proposed.
+fn elected_with_three_in_flight() -> (Replica, Ballot) {
     let (mut leader, b, _) = elected();
     for seq in 0..3 {
         let command = Command {
@@ -124,6 +124,12 @@ fn a_steady_leader_installs_a_snapshot_ahead_of_it_and_goes_on_from_it() {
         };
         step(&mut leader, Input::Propose(command));
     }
+    (leader, b)
+}
+
+#[test]
+fn a_steady_leader_installs_a_snapshot_ahead_of_it_and_goes_on_from_it() {
+    let (mut leader, b) = elected_with_three_in_flight();
     assert_eq!(leader.status().inflight, 3);
     assert!(leader.install_snapshot(Slot(2), LogIndex(2), None));
     let status = leader.status();
@@ -149,15 +155,7 @@ fn a_steady_leader_installs_a_snapshot_ahead_of_it_and_goes_on_from_it() {
 /// tick chooses it (a group once waited on it for ever).
 #[test]
 fn a_leader_chooses_the_answered_slot_a_snapshot_leaves_at_the_front() {
-    let (mut leader, b, _) = elected();
-    for seq in 0..3 {
-        let command = Command {
-            client: ClientId(1),
-            seq,
-            data: Bytes::from_static(b"v"),
-        };
-        step(&mut leader, Input::Propose(command));
-    }
+    let (mut leader, b) = elected_with_three_in_flight();
     let sync = SyncId(leader.next_sync.0 - 1);
     step(&mut leader, Input::Persisted(sync));
     let accepted = Message::Accepted(Accepted {
