@@ -48,16 +48,15 @@ impl Replica {
             .filter(|(slot, _)| *slot >= self.commit)
             .map(|(slot, entry)| (slot, entry.ballot))
             .unwrap_or((self.commit, Ballot::ZERO));
-        // Every configuration in force at the commit point was chosen
-        // below it, so this rank is the one any replica with the same
-        // commit point (and so the same chosen prefix) would state.
-        let voters: Vec<NodeId> = self.schedule.at(self.commit).voter_ids().collect();
+        // The electors are the voters in force at the commit point, every
+        // one chosen below it: this rank is the one any replica with the
+        // same commit point (and so the same chosen prefix) would state.
         Vote {
             epoch: self.accepted_max.round,
             commit: self.commit,
             last_ballot,
             last_slot,
-            rank: voter_rank(self.config.id, &voters, self.config.group.0),
+            rank: voter_rank(self.config.id, &self.electors, self.config.group.0),
             node: self.config.id,
         }
     }
