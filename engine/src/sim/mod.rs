@@ -339,8 +339,9 @@ fn safety_phase(cluster: &mut Cluster, plan: &FaultPlan) {
             if (lose || damage) && plan.retire_lost_disks {
                 // One replacement at a time, as one rebuild at a time, and
                 // never fewer than three nodes left to draw voters from.
-                let left = (0..n).filter(|i| !cluster.is_retired(*i)).count();
-                if left > 3 && cluster.replacement_due().is_none_or(|due| !due) {
+                if cluster.live_nodes().len() > 3
+                    && cluster.replacement_due().is_none_or(|due| !due)
+                {
                     cluster.count_fault();
                     cluster.retire(node);
                 } else {
@@ -395,10 +396,7 @@ fn propose_change(cluster: &mut Cluster, draw: &mut ChaCha8Rng) {
     let Some(leader) = cluster.leader() else {
         return;
     };
-    let live: Vec<usize> = (0..cluster.size())
-        .filter(|i| !cluster.is_retired(*i))
-        .collect();
-    let membership = draw_membership(draw, &live, leader);
+    let membership = draw_membership(draw, &cluster.live_nodes(), leader);
     cluster.change_membership(leader, membership);
 }
 

@@ -23,6 +23,11 @@ impl Cluster {
         self.nodes[node].retired
     }
 
+    /// The nodes not retired, by index.
+    pub fn live_nodes(&self) -> Vec<usize> {
+        (0..self.size()).filter(|i| !self.is_retired(*i)).collect()
+    }
+
     /// Whether a retired node is still a member of the leader's newest
     /// configuration, or that configuration is not in force yet (or no
     /// leader knows): its replacement is not done. `None` when no node
